@@ -1,0 +1,1 @@
+"""GUARD: GitOps Upgrade Automation with Rollback Detection (shared Lambda package)."""

@@ -1,0 +1,65 @@
+"""Errors raised on purpose. Their class names are what the ASL's Retry/Catch match."""
+
+
+class GuardError(Exception):
+    """Base class of every error GUARD raises on purpose."""
+
+
+class InvalidInput(GuardError):
+    """The execution input or a request body is malformed; the message names the field."""
+
+
+class ConfigError(GuardError):
+    """The tenant config is invalid; the message names the key path."""
+
+
+class UnknownBatch(GuardError):
+    """The execution names a batch that the tenant config does not define."""
+
+
+class UnknownCluster(GuardError):
+    """A batch lists a cluster that is not in the cluster registry."""
+
+
+class VersionNotAllowed(GuardError):
+    """The target version is a downgrade, a no-op, or a skip the upgrade mode does not support."""
+
+
+class PrerequisiteNotMet(GuardError):
+    """A batch_order prerequisite has not succeeded at the same target version."""
+
+
+class BatchLocked(GuardError):
+    """Another execution holds the batch lock."""
+
+
+class PrecheckFailed(GuardError):
+    """At least one precheck failed on a cluster; the message lists which."""
+
+
+class MergeRequestClosed(GuardError):
+    """The upgrade merge request was closed without being merged."""
+
+
+class FluxSyncTimeout(GuardError):
+    """Flux did not report the target version before the deadline."""
+
+
+class ValidationFailed(GuardError):
+    """Post-upgrade validation found a regression; the message names cluster, query and numbers."""
+
+
+class ValidationInconclusive(GuardError):
+    """Post-upgrade validation had too little data to decide; never counted as a pass."""
+
+
+class TransientError(GuardError):
+    """An external system failed in a way worth retrying (timeouts, 429, 5xx)."""
+
+
+class ExternalServiceError(GuardError):
+    """An external system refused the request in a way a retry will not fix."""
+
+
+class WebhookUnauthorized(GuardError):
+    """A webhook request carried a missing or wrong X-Gitlab-Token."""

@@ -1,0 +1,187 @@
+"""One small interface per external system. Adapters in `guard.adapters` implement them.
+
+Services depend on these Protocols only, so a test or the rehearsal can hand them an
+adapter talking to a local simulator.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from pydantic import BaseModel, Field
+
+from guard.core.models import Cluster
+
+# ---------------------------------------------------------------- GitLab (GitOps repo)
+
+
+class FileChange(BaseModel):
+    """New full content of one file in a commit."""
+
+    path: str
+    content: str
+
+
+class MergeRequest(BaseModel):
+    """The parts of a merge request GUARD acts on."""
+
+    project: str
+    iid: int
+    web_url: str
+    source_branch: str
+    target_branch: str
+    state: str  # opened | merged | closed | locked
+    merge_commit_sha: str | None = None
+
+
+class GitOpsRepo(Protocol):
+    """The GitLab operations GUARD needs."""
+
+    def read_file(self, project: str, path: str, ref: str) -> str:
+        """Text of `path` at `ref`."""
+        ...
+
+    def ensure_branch(self, project: str, branch: str, ref: str) -> None:
+        """Create `branch` from `ref` unless it exists already."""
+        ...
+
+    def commit_files(self, project: str, branch: str, changes: list[FileChange], message: str) -> str | None:
+        """Commit `changes` to `branch`; returns the commit id, or None when nothing changed."""
+        ...
+
+    def ensure_merge_request(
+        self, project: str, source_branch: str, target_branch: str, title: str, description: str
+    ) -> MergeRequest:
+        """Return the open MR for `source_branch`, creating it only when there is none."""
+        ...
+
+    def get_merge_request(self, project: str, iid: int) -> MergeRequest:
+        """Current state of an MR."""
+        ...
+
+    def comment(self, project: str, iid: int, body: str) -> None:
+        """Add a note to an MR."""
+        ...
+
+
+# ---------------------------------------------------------------- Datadog (metrics)
+
+
+class Point(BaseModel):
+    """One metric bucket."""
+
+    ts: datetime
+    value: float
+
+
+class Alert(BaseModel):
+    """A monitor in Alert state."""
+
+    monitor_id: int
+    name: str
+    state: str
+    url: str | None = None
+
+
+class MetricsProvider(Protocol):
+    """The Datadog operations GUARD needs."""
+
+    def query(self, queries: dict[str, str], start: datetime, end: datetime) -> dict[str, list[Point]]:
+        """Points of each named query in [start, end], in one request. Missing data -> []."""
+        ...
+
+    def active_alerts(self, tags: dict[str, str]) -> list[Alert]:
+        """Monitors in Alert state scoped to all of `tags`."""
+        ...
+
+    def dashboard_url(self, query: str, start: datetime, end: datetime) -> str:
+        """Link a person can open to see `query` over the window."""
+        ...
+
+
+# ---------------------------------------------------------------- Kubernetes (one cluster)
+
+
+class NodeInfo(BaseModel):
+    name: str
+    ready: bool
+
+
+class PodInfo(BaseModel):
+    namespace: str
+    name: str
+    phase: str
+    ready: bool
+    restarts: int = 0
+    crash_looping: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    owner: str | None = None  # "Deployment/name" when known
+    proxy_version: str | None = None  # tag of the istio-proxy container, None if not injected
+
+
+class DeploymentInfo(BaseModel):
+    namespace: str
+    name: str
+    replicas: int
+    ready_replicas: int
+    image_versions: dict[str, str] = Field(default_factory=dict)  # container -> image tag
+    selector: dict[str, str] = Field(default_factory=dict)
+
+
+class PdbInfo(BaseModel):
+    namespace: str
+    name: str
+    selector: dict[str, str] = Field(default_factory=dict)
+    min_available: str | None = None
+    max_unavailable: str | None = None
+    disruptions_allowed: int = 0
+
+
+class NamespaceInfo(BaseModel):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class HelmReleaseStatus(BaseModel):
+    """Flux HelmRelease as the cluster reports it."""
+
+    name: str
+    namespace: str
+    ready: bool
+    chart_version: str | None  # spec.chart.spec.version
+    last_applied_version: str | None  # status.lastAttemptedRevision / history
+    message: str = ""
+
+
+class KubernetesCluster(Protocol):
+    """Read (and restart) operations on one cluster's API."""
+
+    def list_nodes(self) -> list[NodeInfo]:
+        ...
+
+    def list_pods(self, namespace: str | None = None) -> list[PodInfo]:
+        ...
+
+    def list_deployments(self, namespace: str | None = None) -> list[DeploymentInfo]:
+        ...
+
+    def list_pdbs(self, namespace: str | None = None) -> list[PdbInfo]:
+        ...
+
+    def list_namespaces(self) -> list[NamespaceInfo]:
+        ...
+
+    def get_helm_release(self, namespace: str, name: str) -> HelmReleaseStatus:
+        ...
+
+    def restart_deployment(self, namespace: str, name: str, at: datetime) -> None:
+        """Rolling restart (sets the restartedAt annotation, as `kubectl rollout restart` does)."""
+        ...
+
+
+class ClusterConnector(Protocol):
+    """Builds an authenticated client for a registry cluster (EKS role + token, or override)."""
+
+    def connect(self, cluster: Cluster) -> KubernetesCluster:
+        ...

@@ -1,0 +1,260 @@
+"""The tenant config schema. Keys are named as the seed's YAML names them.
+
+Every model forbids unknown keys so a misspelt key fails loudly (and fails the synth)
+instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+_PLACEHOLDERS = {"environment", "cluster_name", "cluster_id", "region"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DynamoDbConfig(_Strict):
+    table_name: str = "guard-cluster-registry"
+    state_table_name: str = "guard-state"
+
+
+class SecretsConfig(_Strict):
+    gitlab_token_secret: str = "guard/gitlab-token"
+    datadog_credentials_secret: str = "guard/datadog-credentials"
+    webhook_secret: str = "guard/gitlab-webhook-token"
+
+
+class AwsConfig(_Strict):
+    region: str = "us-east-1"
+    dynamodb: DynamoDbConfig = DynamoDbConfig()
+    secrets_manager: SecretsConfig = SecretsConfig()
+
+
+class GitLabConfig(_Strict):
+    url: str = "https://gitlab.com"
+    target_branch: str = "main"
+    branch_prefix: str = "guard/istio-upgrade"
+    merge_timeout_hours: float = Field(default=72, gt=0, le=24 * 365)
+    timeout_seconds: float = Field(default=10, gt=0, le=60)
+
+
+class DatadogConfig(_Strict):
+    site: str = "datadoghq.com"
+    queries: dict[str, str] = Field(
+        default_factory=lambda: {
+            "error_rate": "sum:trace.http.request.errors{env:{environment},cluster_name:{cluster_name}}.as_count()"
+            " / sum:trace.http.request.hits{env:{environment},cluster_name:{cluster_name}}.as_count()",
+            "latency_p95": "avg:trace.http.request.duration.by.service.95p{env:{environment},"
+            "cluster_name:{cluster_name}}",
+        }
+    )
+    timeout_seconds: float = Field(default=10, gt=0, le=60)
+
+    @field_validator("queries")
+    @classmethod
+    def _placeholders_known(cls, queries: dict[str, str]) -> dict[str, str]:
+        for name, query in queries.items():
+            if not re.match(r"^[a-z][a-z0-9_]*$", name):
+                raise ValueError(f"query name '{name}' must be lower_snake_case")
+            for placeholder in re.findall(r"\{([a-z_]+)\}", query):
+                if placeholder not in _PLACEHOLDERS:
+                    raise ValueError(
+                        f"query '{name}' uses unknown placeholder {{{placeholder}}}; "
+                        f"known: {', '.join(sorted(_PLACEHOLDERS))}"
+                    )
+        return queries
+
+
+class ValidationConfig(_Strict):
+    soak_period_minutes: float = Field(default=60, ge=0, le=60 * 24 * 7)
+    flux_sync_timeout_minutes: float = Field(default=15, gt=0, le=24 * 60)
+    flux_poll_seconds: int = Field(default=30, ge=1, le=3600)
+    baseline_window_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
+    metric_interval_seconds: int = Field(default=60, ge=10, le=3600)
+    min_data_points: int = Field(default=5, ge=1)
+    # Thresholds: the standard ones plus `<query>_min` / `<query>_max` for any named query.
+    thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"latency_increase_percent": 10.0, "error_rate_max": 0.001}
+    )
+
+
+class ExecutionConfig(_Strict):
+    max_concurrent_clusters: int = Field(default=5, ge=1, le=40)
+    max_concurrent_batches: int = Field(default=3, ge=1, le=40)
+    enable_rollout_sequencing: bool = True
+    pod_disruption_budget_required: bool = False
+    min_ready_replicas_percent: float = Field(default=80, ge=0, le=100)
+    max_minor_version_skip: int = Field(default=1, ge=1, le=2)
+    lock_ttl_hours: float = Field(default=24 * 8, gt=0)
+
+
+class LlmConfig(_Strict):
+    enabled: bool = False
+    provider: Literal["openai", "anthropic"] = "openai"
+    model: str = "gpt-4"
+    api_key_secret: str = "guard/llm-api-key"
+    base_url: str | None = None
+    timeout_seconds: float = Field(default=30, gt=0, le=300)
+
+
+class BatchConfig(_Strict):
+    name: str = Field(pattern=_NAME)
+    description: str = ""
+    clusters: list[str] = Field(min_length=1)
+    soak_period_minutes: float | None = Field(default=None, ge=0, le=60 * 24 * 7)
+    thresholds: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("clusters")
+    @classmethod
+    def _unique(cls, clusters: list[str]) -> list[str]:
+        dupes = sorted({c for c in clusters if clusters.count(c) > 1})
+        if dupes:
+            raise ValueError(f"cluster listed twice: {', '.join(dupes)}")
+        return clusters
+
+
+class CustomCheckConfig(_Strict):
+    module: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    class_: str = Field(alias="class", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class NotificationsConfig(_Strict):
+    slack_webhook_secret: str | None = None
+    sns_topic: bool = False
+    events: list[str] = Field(
+        default_factory=lambda: ["started", "waiting_for_merge", "succeeded", "failed", "rolled_back"]
+    )
+
+
+class ScheduleConfig(_Strict):
+    name: str = Field(pattern=_NAME)
+    cron: str
+    timezone: str = "UTC"
+    flexible_window_minutes: int = Field(default=0, ge=0, le=1440)
+    enabled: bool = True
+    batch: str | None = None
+    rollout: list[str] | None = None
+    target_version: str
+
+
+class RollbackConfig(_Strict):
+    auto_create_mr: bool = True
+    require_manual_approval: bool = False
+    scope: Literal["failing_clusters", "batch"] = "failing_clusters"
+
+
+class TenantConfig(_Strict):
+    """Everything one tenant configures; see docs/config.md."""
+
+    tenant: str = Field(default="default", pattern=_NAME)
+    aws: AwsConfig = AwsConfig()
+    gitlab: GitLabConfig = GitLabConfig()
+    datadog: DatadogConfig = DatadogConfig()
+    validation: ValidationConfig = ValidationConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    llm: LlmConfig = LlmConfig()
+    rollback: RollbackConfig = RollbackConfig()
+    batches: list[BatchConfig] = Field(min_length=1)
+    batch_order: dict[str, list[str]] = Field(default_factory=dict)
+    custom_checks: list[CustomCheckConfig] = Field(default_factory=list)
+    notifications: NotificationsConfig = NotificationsConfig()
+    schedules: list[ScheduleConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> TenantConfig:
+        names = [b.name for b in self.batches]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"batches: batch name used twice: {', '.join(dupes)}")
+        seen: dict[str, str] = {}
+        for batch in self.batches:
+            for cluster in batch.clusters:
+                if cluster in seen:
+                    raise ValueError(
+                        f"batches: cluster {cluster} is in both {seen[cluster]} and {batch.name}"
+                    )
+                seen[cluster] = batch.name
+        known = set(names)
+        for batch, prereqs in self.batch_order.items():
+            if batch not in known:
+                raise ValueError(f"batch_order.{batch}: unknown batch (defined: {', '.join(names)})")
+            for prereq in prereqs:
+                if prereq not in known:
+                    raise ValueError(f"batch_order.{batch}: unknown prerequisite batch '{prereq}'")
+                if prereq == batch:
+                    raise ValueError(f"batch_order.{batch}: a batch cannot depend on itself")
+        cycle = _find_cycle(self.batch_order)
+        if cycle:
+            raise ValueError(f"batch_order: dependency cycle {' -> '.join(cycle)}")
+        _check_thresholds("validation.thresholds", self.validation.thresholds, self.datadog.queries)
+        for i, batch in enumerate(self.batches):
+            _check_thresholds(f"batches[{i}].thresholds", batch.thresholds, self.datadog.queries)
+        for schedule in self.schedules:
+            if (schedule.batch is None) == (schedule.rollout is None):
+                raise ValueError(f"schedules.{schedule.name}: set exactly one of batch or rollout")
+            for target in [schedule.batch] if schedule.batch else (schedule.rollout or []):
+                if target not in known:
+                    raise ValueError(f"schedules.{schedule.name}: unknown batch '{target}'")
+        return self
+
+    def batch(self, name: str) -> BatchConfig | None:
+        """The batch called `name`, or None."""
+        return next((b for b in self.batches if b.name == name), None)
+
+    def thresholds_for(self, batch: str) -> dict[str, float]:
+        """Tenant thresholds overlaid with the batch's own (a canary may be stricter)."""
+        merged = dict(self.validation.thresholds)
+        found = self.batch(batch)
+        if found:
+            merged.update(found.thresholds)
+        return merged
+
+
+STANDARD_THRESHOLDS = {"latency_increase_percent", "error_rate_max", "error_rate_increase_percent",
+                       "min_request_count"}
+
+
+def _check_thresholds(where: str, thresholds: dict[str, float], queries: dict[str, str]) -> None:
+    for key in thresholds:
+        if key in STANDARD_THRESHOLDS:
+            continue
+        match = re.match(r"^(.+)_(min|max|increase_percent)$", key)
+        if not match or match.group(1) not in queries:
+            raise ValueError(
+                f"{where}.{key}: not a known threshold; use one of {', '.join(sorted(STANDARD_THRESHOLDS))} "
+                f"or <query>_min / <query>_max for a query under datadog.queries "
+                f"({', '.join(sorted(queries))})"
+            )
+
+
+def _find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
+    """A dependency cycle as a path (first node repeated at the end), or None."""
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in edges.get(node, []):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt):], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(edges):
+        if start not in state:
+            found = visit(start)
+            if found:
+                return found
+    return None

@@ -163,6 +163,8 @@ class TenantConfig(_Strict):
     batches: list[BatchConfig] = Field(min_length=1)
     batch_order: dict[str, list[str]] = Field(default_factory=dict)
     custom_checks: list[CustomCheckConfig] = Field(default_factory=list)
+    # Folder of custom check modules, relative to the config file; packaged with the functions.
+    custom_checks_path: str = "checks"
     notifications: NotificationsConfig = NotificationsConfig()
     schedules: list[ScheduleConfig] = Field(default_factory=list)
 

@@ -78,6 +78,10 @@ class ValidationConfig(_Strict):
     baseline_window_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
     metric_interval_seconds: int = Field(default=60, ge=10, le=3600)
     min_data_points: int = Field(default=5, ge=1)
+    # Regressions beyond a threshold must also be significant (Mann-Whitney U) once both
+    # windows have this many points; below it the threshold alone decides.
+    significance_min_points: int = Field(default=8, ge=3)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
     # Thresholds: the standard ones plus `<query>_min` / `<query>_max` for any named query.
     thresholds: dict[str, float] = Field(
         default_factory=lambda: {"latency_increase_percent": 10.0, "error_rate_max": 0.001}

@@ -1,0 +1,45 @@
+"""One read of a cluster's state that every built-in check looks at (few API calls)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from guard.ports import DeploymentInfo, KubernetesCluster, NamespaceInfo, NodeInfo, PdbInfo, PodInfo
+
+
+class ClusterSnapshot(BaseModel):
+    nodes: list[NodeInfo]
+    namespaces: list[NamespaceInfo]
+    pods: list[PodInfo]
+    deployments: list[DeploymentInfo]
+    pdbs: list[PdbInfo]
+
+    @classmethod
+    def read(cls, api: KubernetesCluster) -> ClusterSnapshot:
+        return cls(
+            nodes=api.list_nodes(),
+            namespaces=api.list_namespaces(),
+            pods=api.list_pods(),
+            deployments=api.list_deployments(),
+            pdbs=api.list_pdbs(),
+        )
+
+    def injected_namespaces(self) -> set[str]:
+        return {
+            n.name for n in self.namespaces
+            if n.labels.get("istio-injection") == "enabled" or "istio.io/rev" in n.labels
+        }
+
+    def injected_deployments(self) -> list[DeploymentInfo]:
+        """Deployments whose pods carry an istio-proxy sidecar."""
+        owners = {p.owner for p in self.pods if p.proxy_version}
+        return [d for d in self.deployments if f"Deployment/{d.name}" in owners
+                and any(p.namespace == d.namespace and p.owner == f"Deployment/{d.name}" and p.proxy_version
+                        for p in self.pods)]
+
+    def istiod(self) -> DeploymentInfo | None:
+        return next((d for d in self.deployments if d.namespace == "istio-system" and d.name == "istiod"), None)
+
+
+def selector_matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())

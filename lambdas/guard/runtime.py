@@ -1,0 +1,136 @@
+"""The handler edge: the only place that reads the environment and builds clients.
+
+Services get everything passed in. Heavy SDKs (kubernetes, datadog, gitlab) are imported
+inside the builder that needs them, so a function imports only what it uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from guard.clock import Clock, SystemClock
+from guard.config.loader import parse_config
+from guard.config.models import TenantConfig
+from guard.errors import ConfigError, ExternalServiceError
+from guard.stores.registry import ClusterRegistry
+from guard.stores.state import StateStore
+
+if TYPE_CHECKING:
+    from guard.ports import ClusterConnector, GitOpsRepo, MetricsProvider
+
+_TASK_ROOT = Path(os.environ.get("LAMBDA_TASK_ROOT", Path(__file__).resolve().parent.parent))
+
+# The rehearsal swaps this for a ScaledClock so deadlines and metric windows compress.
+clock: Clock = SystemClock()
+
+
+def env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set")
+    return value
+
+
+@cache
+def config() -> TenantConfig:
+    path = Path(os.environ.get("GUARD_CONFIG_FILE", "tenant/config.json"))
+    if not path.is_absolute():
+        path = _TASK_ROOT / path
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read tenant config {path}: {e}") from e
+    return parse_config(data, str(path))
+
+
+def checks_dir() -> Path:
+    path = Path(os.environ.get("GUARD_CHECKS_DIR", "tenant/checks"))
+    return path if path.is_absolute() else _TASK_ROOT / path
+
+
+@cache
+def _boto3_session() -> Any:
+    import boto3
+
+    return boto3.session.Session()
+
+
+def aws_client(service: str) -> Any:
+    return _aws_client(service, os.environ.get("AWS_ENDPOINT_URL"))
+
+
+@cache
+def _aws_client(service: str, _endpoint: str | None) -> Any:
+    # Keyed on the endpoint so the rehearsal's emulator address is never served a stale client.
+    return _boto3_session().client(service)
+
+
+def registry() -> ClusterRegistry:
+    return ClusterRegistry(_table(env("GUARD_REGISTRY_TABLE")))
+
+
+def state() -> StateStore:
+    return StateStore(_table(env("GUARD_STATE_TABLE")))
+
+
+def _table(name: str) -> Any:
+    return _resource("dynamodb", os.environ.get("AWS_ENDPOINT_URL")).Table(name)
+
+
+@cache
+def _resource(service: str, _endpoint: str | None) -> Any:
+    return _boto3_session().resource(service)
+
+
+def secret(name: str) -> str:
+    """A Secrets Manager secret's string (cached per cold start)."""
+    return _secret(name, os.environ.get("AWS_ENDPOINT_URL"))
+
+
+@cache
+def _secret(name: str, _endpoint: str | None) -> str:
+    from botocore.exceptions import ClientError
+
+    try:
+        value = aws_client("secretsmanager").get_secret_value(SecretId=name)["SecretString"]
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        raise ExternalServiceError(f"cannot read secret '{name}': {code}") from e
+    return str(value)
+
+
+def gitops_repo() -> GitOpsRepo:
+    from guard.adapters.gitlab_repo import GitLabRepo
+
+    cfg = config()
+    return GitLabRepo.from_token(cfg.gitlab.url, secret(cfg.aws.secrets_manager.gitlab_token_secret),
+                                 timeout_seconds=cfg.gitlab.timeout_seconds)
+
+
+def metrics_provider() -> MetricsProvider:
+    from guard.adapters.datadog_metrics import DatadogMetrics
+
+    cfg = config()
+    raw = secret(cfg.aws.secrets_manager.datadog_credentials_secret)
+    try:
+        keys = json.loads(raw)
+        api_key, app_key = keys["api_key"], keys["app_key"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"secret '{cfg.aws.secrets_manager.datadog_credentials_secret}' must be JSON "
+            '{"api_key": ..., "app_key": ...}'
+        ) from e
+    return DatadogMetrics.from_keys(api_key, app_key, site=cfg.datadog.site,
+                                    host=os.environ.get("GUARD_DATADOG_HOST") or None,
+                                    timeout_seconds=cfg.datadog.timeout_seconds, clock=clock,
+                                    interval_seconds=cfg.validation.metric_interval_seconds)
+
+
+def cluster_connector() -> ClusterConnector:
+    from guard.adapters.eks_connector import EksConnector
+
+    return EksConnector(_boto3_session())

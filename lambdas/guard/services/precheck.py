@@ -1,0 +1,91 @@
+"""Precheck one cluster before the change, and capture its metric baseline."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from guard.checks import builtin
+from guard.checks.custom import load_custom_checks, run_custom_checks
+from guard.checks.snapshot import ClusterSnapshot
+from guard.clock import Clock
+from guard.config.models import TenantConfig
+from guard.core.models import CheckStatus, Cluster, HealthCheckResult
+from guard.core.run import PrecheckReport, RunRecord
+from guard.errors import PrecheckFailed, TransientError
+from guard.ports import ClusterConnector, MetricsProvider
+from guard.services.metrics import read_window, render_queries
+from guard.stores.registry import ClusterRegistry
+from guard.stores.state import StateStore
+
+
+def zero_downtime_policy(config: TenantConfig, run: RunRecord) -> builtin.ZeroDowntimePolicy:
+    """Config `execution` overlaid with the run's `ensure_pdb` / `min_replicas` / `max_unavailable`."""
+    options = run.options
+    return builtin.ZeroDowntimePolicy(
+        pdb_required=options.ensure_pdb if options.ensure_pdb is not None
+        else config.execution.pod_disruption_budget_required,
+        min_ready_replicas_percent=config.execution.min_ready_replicas_percent,
+        min_replicas=options.min_replicas,
+        max_unavailable=options.max_unavailable,
+    )
+
+
+class PrecheckService:
+    """Runs every precheck on one cluster, stores the report, raises PrecheckFailed on a failure."""
+
+    def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore,
+                 connector: ClusterConnector, metrics: MetricsProvider, clock: Clock,
+                 checks_dir: Path | None = None) -> None:
+        self._config = config
+        self._registry = registry
+        self._state = state
+        self._connector = connector
+        self._metrics = metrics
+        self._clock = clock
+        self._checks_dir = checks_dir
+
+    def run(self, run_id: str, cluster_id: str) -> PrecheckReport:
+        run = self._state.get_run(run_id)
+        cluster = self._registry.get(cluster_id)
+        results = self._cluster_checks(run, cluster)
+        results.append(builtin.datadog_alerts(cluster, self._metrics.active_alerts(cluster.datadog_tags),
+                                              ignore=run.options.ignore_alerts))
+        if self._config.custom_checks and self._checks_dir is not None:
+            loaded = load_custom_checks(self._config.custom_checks, self._checks_dir)
+            results += run_custom_checks(loaded, cluster)
+
+        # Baseline: a window ending now, before anything changes (never the post-upgrade period).
+        end = self._clock.now()
+        start = end - timedelta(minutes=self._config.validation.baseline_window_minutes)
+        baseline = read_window(self._metrics, render_queries(self._config.datadog.queries, cluster), start, end)
+
+        report = PrecheckReport(cluster_id=cluster_id, results=results, baseline=baseline,
+                                ignored_alerts=run.options.ignore_alerts)
+        self._state.put_precheck(run, report)
+        if not report.passed:
+            failures = "; ".join(f"{r.check_name}: {r.message}" for r in report.failures())
+            raise PrecheckFailed(f"{cluster_id}: {failures}")
+        return report
+
+    def _cluster_checks(self, run: RunRecord, cluster: Cluster) -> list[HealthCheckResult]:
+        try:
+            snap = ClusterSnapshot.read(self._connector.connect(cluster))
+        except TransientError as e:
+            # Unreachable is a finding, not a crash: the report says so and the batch stops.
+            return [HealthCheckResult(cluster_id=cluster.cluster_id, check_name="api_reachable",
+                                      status=CheckStatus.FAIL, message=f"Kubernetes API unreachable: {e}")]
+        policy = zero_downtime_policy(self._config, run)
+        current = cluster.current_istio_version
+        return [
+            HealthCheckResult(cluster_id=cluster.cluster_id, check_name="api_reachable", status=CheckStatus.PASS,
+                              message="Kubernetes API reachable"),
+            builtin.nodes_ready(cluster, snap),
+            builtin.system_pods_ready(cluster, snap),
+            builtin.no_crash_loops(cluster, snap),
+            builtin.istiod_ready(cluster, snap, expected_version=current),
+            builtin.proxies_on_version(cluster, snap, current, "proxies_on_current_version"),
+            builtin.injection_labels_consistent(cluster, snap),
+            builtin.pdbs_present(cluster, snap, policy),
+            builtin.ready_replicas(cluster, snap, policy),
+        ]

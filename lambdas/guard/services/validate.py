@@ -1,0 +1,82 @@
+"""Validate one cluster after the soak, and conclude a batch from its stored verdicts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from guard.checks import builtin
+from guard.checks.snapshot import ClusterSnapshot
+from guard.clock import Clock
+from guard.config.models import TenantConfig
+from guard.core.models import CheckStatus, HealthCheckResult
+from guard.core.run import ClusterVerdict, VerdictOutcome
+from guard.errors import TransientError, ValidationFailed, ValidationInconclusive
+from guard.judge import JudgeSettings, judge_cluster
+from guard.ports import ClusterConnector, MetricsProvider
+from guard.services.metrics import read_window, render_queries
+from guard.stores.registry import ClusterRegistry
+from guard.stores.state import StateStore
+
+
+class ValidationService:
+    def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore,
+                 connector: ClusterConnector, metrics: MetricsProvider, clock: Clock) -> None:
+        self._config = config
+        self._registry = registry
+        self._state = state
+        self._connector = connector
+        self._metrics = metrics
+        self._clock = clock
+
+    def validate(self, run_id: str, cluster_id: str) -> ClusterVerdict:
+        run = self._state.get_run(run_id)
+        cluster = self._registry.get(cluster_id)
+        precheck = self._state.get_precheck(run_id, cluster_id)
+        baseline = precheck.baseline if precheck else {}
+
+        # The current window starts when the new version was live, never before it.
+        end = self._clock.now()
+        start = end - timedelta(minutes=self._config.validation.baseline_window_minutes)
+        if run.flux_synced_at and run.flux_synced_at > start:
+            start = run.flux_synced_at
+        current = read_window(self._metrics, render_queries(self._config.datadog.queries, cluster), start, end)
+
+        v = self._config.validation
+        verdict = judge_cluster(
+            cluster_id, baseline, current, self._config.thresholds_for(run.batch),
+            JudgeSettings(interval_seconds=v.metric_interval_seconds, min_data_points=v.min_data_points,
+                          significance_min_points=v.significance_min_points, confidence=v.confidence),
+        )
+        verdict.post_checks = self._post_checks(cluster_id, run.target_version)
+        if verdict.outcome == VerdictOutcome.PASS and not all(c.passed for c in verdict.post_checks):
+            verdict.outcome = VerdictOutcome.FAIL
+        self._state.put_verdict(run, verdict)
+        return verdict
+
+    def _post_checks(self, cluster_id: str, target: str) -> list[HealthCheckResult]:
+        cluster = self._registry.get(cluster_id)
+        try:
+            snap = ClusterSnapshot.read(self._connector.connect(cluster))
+        except TransientError as e:
+            return [HealthCheckResult(cluster_id=cluster_id, check_name="api_reachable", status=CheckStatus.FAIL,
+                                      message=f"Kubernetes API unreachable after the upgrade: {e}")]
+        # Proxies-on-target joins these once sidecar restarts in waves exist (rollout sequencing).
+        return [builtin.istiod_ready(cluster, snap, expected_version=target), builtin.no_crash_loops(cluster, snap)]
+
+
+def conclude(state: StateStore, run_id: str) -> list[ClusterVerdict]:
+    """All verdicts of the run; ValidationFailed / ValidationInconclusive say which cluster and why."""
+    run = state.get_run(run_id)
+    verdicts = []
+    for cluster_id in run.clusters:
+        verdict = state.get_verdict(run_id, cluster_id)
+        if verdict is None:
+            raise ValidationInconclusive(f"{cluster_id}: no validation verdict was recorded")
+        verdicts.append(verdict)
+    failed = [v for v in verdicts if v.outcome == VerdictOutcome.FAIL]
+    if failed:
+        raise ValidationFailed(" | ".join(v.summary() for v in failed))
+    unsure = [v for v in verdicts if v.outcome == VerdictOutcome.INCONCLUSIVE]
+    if unsure:
+        raise ValidationInconclusive(" | ".join(v.summary() for v in unsure))
+    return verdicts

@@ -1,0 +1,83 @@
+"""GitLab webhook: verify, dedupe, and resume (or fail) the execution waiting on the MR."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from guard.clock import Clock
+from guard.errors import InvalidInput, WebhookUnauthorized
+from guard.stores.state import StateStore
+
+
+class TaskCallbacks(Protocol):
+    """The part of the Step Functions API the webhook uses (a boto3 `stepfunctions` client fits)."""
+
+    def send_task_success(self, *, taskToken: str, output: str) -> Any: ...
+
+    def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> Any: ...
+
+
+class WebhookResult(BaseModel):
+    status: int
+    message: str
+
+
+def verify_token(expected: str, received: str | None) -> None:
+    """Constant-time comparison; a missing or wrong token is WebhookUnauthorized."""
+    if not expected:
+        raise WebhookUnauthorized("webhook secret is not configured; refusing every request")
+    if received is None or not hmac.compare_digest(expected.encode(), received.encode()):
+        raise WebhookUnauthorized("missing or wrong X-Gitlab-Token")
+
+
+class WebhookService:
+    def __init__(self, state: StateStore, sfn: TaskCallbacks, clock: Clock) -> None:
+        self._state = state
+        self._sfn = sfn
+        self._clock = clock
+
+    def handle(self, event_name: str | None, delivery_id: str | None, body: str) -> WebhookResult:
+        """Act on one verified delivery. Only merge/close of an MR GUARD waits on does anything."""
+        if event_name != "Merge Request Hook":
+            return WebhookResult(status=200, message=f"ignored: event {event_name!r} is not handled")
+        try:
+            payload = json.loads(body or "")
+        except ValueError as e:
+            raise InvalidInput(f"webhook body is not JSON: {e}") from e
+        attrs = payload.get("object_attributes") if isinstance(payload, dict) else None
+        if not isinstance(attrs, dict) or not attrs.get("url"):
+            raise InvalidInput("webhook body has no object_attributes.url")
+        action = attrs.get("action")
+        if action not in ("merge", "close"):
+            return WebhookResult(status=200, message=f"ignored: action {action!r}")
+
+        url = str(attrs["url"])
+        waiting = self._state.get_task_token(url)
+        if waiting is None:
+            return WebhookResult(status=200, message="ignored: no GUARD execution waits on this merge request")
+        # Dedupe after the cheap filters: GitLab redelivers with the same event UUID.
+        if delivery_id and not self._state.first_delivery(delivery_id, self._clock.now()):
+            return WebhookResult(status=200, message="duplicate delivery ignored")
+
+        user = (payload.get("user") or {}).get("username", "someone")
+        try:
+            if action == "merge":
+                self._sfn.send_task_success(taskToken=waiting.task_token, output=json.dumps({
+                    "merge_commit_sha": attrs.get("merge_commit_sha"), "merge_request_url": url,
+                    "merged_by": user}))
+            else:
+                self._sfn.send_task_failure(
+                    taskToken=waiting.task_token, error="MergeRequestClosed",
+                    cause=f"merge request {url} was closed without merging by {user}")
+        except Exception as e:
+            # The execution no longer waits (timed out, stopped, answered already): nothing to resume.
+            if type(e).__name__ in ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist"):
+                self._state.delete_task_token(url)
+                return WebhookResult(status=200, message=f"execution no longer waiting ({type(e).__name__})")
+            raise
+        self._state.delete_task_token(url)
+        return WebhookResult(status=200, message=f"run {waiting.run_id}: {action} delivered")

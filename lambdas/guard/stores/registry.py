@@ -1,0 +1,66 @@
+"""The cluster registry: one DynamoDB item per cluster, the document stored as JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from guard.core.models import Cluster, UpgradeRecord
+from guard.errors import UnknownCluster
+from guard.stores.dynamo import call
+
+
+class ClusterRegistry:
+    """Read and update registry clusters. `table` is a boto3 DynamoDB Table resource."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def put(self, cluster: Cluster) -> None:
+        item = {
+            "cluster_id": cluster.cluster_id,
+            "batch_id": cluster.batch_id,
+            "environment": cluster.environment,
+            "current_istio_version": cluster.current_istio_version,
+            "doc": cluster.model_dump_json(),
+        }
+        call("PutItem", lambda: self._table.put_item(Item=item))
+
+    def get(self, cluster_id: str) -> Cluster:
+        """The cluster, or UnknownCluster naming it."""
+        found = self.get_many([cluster_id])
+        if cluster_id not in found:
+            raise UnknownCluster(f"cluster '{cluster_id}' is not in the cluster registry")
+        return found[cluster_id]
+
+    def get_many(self, cluster_ids: list[str]) -> dict[str, Cluster]:
+        """Clusters found among `cluster_ids` (missing ones are simply absent)."""
+        result: dict[str, Cluster] = {}
+        for cluster_id in dict.fromkeys(cluster_ids):
+            response = call("GetItem", lambda cid=cluster_id: self._table.get_item(  # type: ignore[misc]
+                Key={"cluster_id": cid}, ConsistentRead=True))
+            item = response.get("Item")
+            if item:
+                result[cluster_id] = Cluster.model_validate_json(item["doc"])
+        return result
+
+    def all(self) -> list[Cluster]:
+        """Every cluster, sorted by id (export)."""
+        clusters: list[Cluster] = []
+        kwargs: dict[str, Any] = {}
+        while True:
+            page = call("Scan", lambda: self._table.scan(**kwargs))
+            clusters += [Cluster.model_validate_json(i["doc"]) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return sorted(clusters, key=lambda c: c.cluster_id)
+
+    def record_upgrade(self, cluster_id: str, record: UpgradeRecord, new_version: str | None) -> None:
+        """Append to the cluster's history; set its current version when `new_version` is given."""
+        cluster = self.get(cluster_id)
+        if any(h.run_id == record.run_id and h.outcome == record.outcome for h in cluster.upgrade_history):
+            return  # a retried task: already recorded
+        cluster.upgrade_history.append(record)
+        if new_version:
+            cluster.current_istio_version = new_version
+        self.put(cluster)

@@ -1,0 +1,15 @@
+"""Task `Conclude`: the batch verdict from the stored per-cluster verdicts."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from guard import runtime
+from guard.services.validate import conclude
+
+logger = Logger()
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    verdicts = conclude(runtime.state(), str(event["run_id"]))
+    return {"clusters": [v.cluster_id for v in verdicts], "verdict": "pass"}

@@ -1,0 +1,31 @@
+"""Tasks `RecordSuccess` / `RecordFailure`: record the outcome, release the lock, tell the MR."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from guard import runtime
+from guard.errors import GuardError
+from guard.services.finish import FinishService
+
+logger = Logger()
+metrics = Metrics()
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        repo = runtime.gitops_repo()
+    except GuardError as e:  # no GitLab must not stop the outcome being recorded
+        logger.warning("GitLab unavailable; the MR gets no comment", extra={"error": str(e)})
+        repo = None
+    service = FinishService(runtime.registry(), runtime.state(), repo, runtime.clock, log_warning=logger.warning)
+    run_id = str(event["run_id"])
+    if event.get("outcome") == "succeeded":
+        metrics.add_metric(name="BatchUpgradeSucceeded", unit=MetricUnit.Count, value=1)
+        return service.succeed(run_id, event.get("merge"))
+    metrics.add_metric(name="BatchUpgradeFailed", unit=MetricUnit.Count, value=1)
+    summary = service.fail(run_id, str(event.get("stage", "unknown")), event.get("error"))
+    logger.info("batch failed", extra=summary.model_dump())
+    return summary.model_dump()

@@ -1,0 +1,45 @@
+"""API Gateway `POST /webhooks/gitlab`: GitLab MR events resume the waiting execution.
+
+Imports neither kubernetes, datadog nor openai: it must answer GitLab within a second.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from guard import runtime
+from guard.errors import InvalidInput, WebhookUnauthorized
+from guard.services.webhook import WebhookService, verify_token
+
+logger = Logger()
+app = APIGatewayRestResolver()
+
+
+def _json(status: int, message: str) -> Response:
+    import json
+
+    return Response(status_code=status, content_type="application/json", body=json.dumps({"message": message}))
+
+
+@app.post("/webhooks/gitlab")
+def gitlab_webhook() -> Response:
+    headers = app.current_event.headers or {}
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        verify_token(runtime.secret(runtime.config().aws.secrets_manager.webhook_secret), lower.get("x-gitlab-token"))
+    except WebhookUnauthorized as e:
+        logger.warning("webhook rejected", extra={"reason": str(e)})
+        return _json(401, "unauthorized")
+    service = WebhookService(runtime.state(), runtime.aws_client("stepfunctions"), runtime.clock)
+    try:
+        result = service.handle(lower.get("x-gitlab-event"), lower.get("x-gitlab-event-uuid"),
+                                app.current_event.body or "")
+    except InvalidInput as e:
+        return _json(400, str(e))
+    logger.info("webhook handled", extra={"result": result.message})
+    return _json(result.status, result.message)
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,18 @@
+"""Task `OpenMergeRequest` (.waitForTaskToken): branch, commit, MR; the webhook resumes the execution."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from guard import runtime
+from guard.services.merge_request import MergeRequestService
+
+logger = Logger()
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    service = MergeRequestService(runtime.config(), runtime.registry(), runtime.state(), runtime.gitops_repo(),
+                                  runtime.clock)
+    mr = service.open(str(event["run_id"]), str(event["task_token"]))
+    logger.info("merge request open, waiting for merge", extra={"merge_request": mr.web_url})
+    return {"merge_request_url": mr.web_url}

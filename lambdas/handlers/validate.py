@@ -1,0 +1,18 @@
+"""Task `ValidateCluster` (inside a Map): judge one cluster against its baseline."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from guard import runtime
+from guard.services.validate import ValidationService
+
+logger = Logger()
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    service = ValidationService(runtime.config(), runtime.registry(), runtime.state(), runtime.cluster_connector(),
+                                runtime.metrics_provider(), runtime.clock)
+    verdict = service.validate(str(event["run_id"]), str(event["cluster_id"]))
+    logger.info("verdict", extra={"cluster_id": verdict.cluster_id, "summary": verdict.summary()})
+    return {"cluster_id": verdict.cluster_id, "verdict": verdict.outcome.value}

@@ -1,0 +1,371 @@
+"""A local GitLab (REST API v4) good enough for python-gitlab and GUARD's GitOps adapter.
+
+    with GitLabSimulator(token="t0k3n") as sim:
+        pid = sim.add_project("platform/istio-fleet", {"clusters/a/istio.yaml": "..."})
+        gl = gitlab.Gitlab(sim.url, private_token="t0k3n")
+        ...
+        sim.merge("platform/istio-fleet", 1)   # a human clicks Merge: hooks + listeners fire
+
+Serves on 127.0.0.1 (port 0) from a daemon thread. Routes: projects, repository files,
+branches, commits, merge requests, MR notes. Every request needs `PRIVATE-TOKEN`.
+`fail_next` / `stall_next` inject faults; `requests` records what clients asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.client import HTTPConnection, HTTPSConnection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from guard.clock import Clock, SystemClock
+
+from sandbox.sims.gitlab_store import ApiError, GitLabStore, MergeRequestRecord, Project
+
+MergeListener = Callable[[str, int, str], None]  # (project path, MR iid, merge commit sha)
+
+
+@dataclass
+class Hook:
+    project_id: int
+    url: str
+    token: str
+
+
+@dataclass
+class HookDelivery:
+    """One webhook POST and what the receiver answered (status None when it could not be reached)."""
+
+    url: str
+    event_uuid: str
+    payload: dict[str, Any]
+    status: int | None
+    error: str | None = None
+
+
+@dataclass
+class _Fault:
+    method: str
+    pattern: re.Pattern[str]
+    remaining: int
+    status: int | None = None
+    retry_after: int | None = None
+    stall_seconds: float = 0.0
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str  # decoded, without the query string
+    query: dict[str, str] = field(default_factory=dict)
+
+
+class GitLabSimulator:
+    """In-memory GitLab over HTTP, with a Python API for scenarios and tests."""
+
+    def __init__(self, token: str, clock: Clock | None = None, hook_timeout_seconds: float = 5.0) -> None:
+        self.token = token
+        self.clock = clock or SystemClock()
+        self.hook_timeout_seconds = hook_timeout_seconds
+        self.hook_deliveries: list[HookDelivery] = []
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.RLock()
+        self._faults: list[_Fault] = []
+        self._hooks: list[Hook] = []
+        self._listeners: list[MergeListener] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._store = GitLabStore(self.url)
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> GitLabSimulator:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="gitlab-sim", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> GitLabSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ scenario / test API
+
+    def add_project(self, path: str, files: dict[str, str], default_branch: str = "main") -> int:
+        """Create a project whose `default_branch` holds `files`; returns its numeric id."""
+        with self._lock:
+            return self._store.add_project(path, files, default_branch, self._now()).id
+
+    def file_at(self, project: str | int, path: str, ref: str | None = None) -> str | None:
+        """Content of `path` at `ref` (default branch when None); None if the file does not exist."""
+        with self._lock:
+            p = self._store.project(project)
+            return self._store.head(p, ref or p.default_branch).files.get(path)
+
+    def branch_head(self, project: str | int, branch: str) -> str | None:
+        with self._lock:
+            return self._store.project(project).branches.get(branch)
+
+    def push(self, project: str | int, branch: str, files: dict[str, str], message: str = "Edit") -> str:
+        """Someone else commits `files` (full contents) to `branch`; returns the commit id."""
+        with self._lock:
+            p = self._store.project(project)
+            head = self._store.head(p, branch).files
+            actions = [{"action": "update" if path in head else "create", "file_path": path, "content": text}
+                       for path, text in files.items()]
+            return self._store.commit(p, branch, message, actions, self._now()).id
+
+    def merge(self, project: str | int, iid: int) -> str:
+        """Merge MR `iid` as a reviewer would; fires hooks and merge listeners; returns the merge sha."""
+        with self._lock:
+            p = self._store.project(project)
+            mr = self._store.merge(p, iid, self._now())
+            payload = self._store.hook_payload(p, mr, "merge")
+            hooks = [h for h in self._hooks if h.project_id == p.id]
+            listeners = list(self._listeners)
+        # Outside the lock: the receiver may call back into this API while handling the hook.
+        self._deliver(hooks, payload)
+        assert mr.merge_commit_sha is not None
+        for listener in listeners:
+            listener(p.path, iid, mr.merge_commit_sha)
+        return mr.merge_commit_sha
+
+    def close(self, project: str | int, iid: int) -> None:
+        """Close MR `iid` without merging; fires hooks."""
+        with self._lock:
+            p = self._store.project(project)
+            mr = self._store.close(p, iid, self._now())
+            payload = self._store.hook_payload(p, mr, "close")
+            hooks = [h for h in self._hooks if h.project_id == p.id]
+        self._deliver(hooks, payload)
+
+    def merge_requests(self, project: str | int) -> list[dict[str, Any]]:
+        """Every MR of the project as the API shows it, oldest first."""
+        with self._lock:
+            p = self._store.project(project)
+            return [self._store.mr_json(p, mr) for mr in sorted(p.mrs.values(), key=lambda m: m.iid)]
+
+    def notes(self, project: str | int, iid: int) -> list[str]:
+        """Bodies of the notes on MR `iid`, oldest first."""
+        with self._lock:
+            p = self._store.project(project)
+            return [n["body"] for n in self._store.mr(p, iid).notes]
+
+    def add_hook(self, project: str | int, url: str, token: str) -> None:
+        """Deliver merge request events of `project` to `url` with `X-Gitlab-Token: token`."""
+        with self._lock:
+            self._hooks.append(Hook(self._store.project(project).id, url, token))
+
+    def add_merge_listener(self, listener: MergeListener) -> None:
+        """Call `listener(project_path, iid, merge_commit_sha)` after every merge (in-process followers)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def fail_next(self, method: str, path_regex: str, status: int, times: int = 1,
+                  retry_after: int | None = None) -> None:
+        """Answer the next `times` requests matching `method` and `path_regex` with `status`.
+
+        `path_regex` is searched in the decoded path, e.g. `/projects/group/app/repository/commits`.
+        """
+        with self._lock:
+            self._faults.append(_Fault(method.upper(), re.compile(path_regex), times, status, retry_after))
+
+    def stall_next(self, method: str, path_regex: str, seconds: float, times: int = 1) -> None:
+        """Hold the next matching requests for `seconds` before answering normally (client timeouts)."""
+        with self._lock:
+            self._faults.append(_Fault(method.upper(), re.compile(path_regex), times, stall_seconds=seconds))
+
+    # ------------------------------------------------------------------ internals
+
+    def _now(self) -> str:
+        return self.clock.now().isoformat().replace("+00:00", "Z")
+
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.method == method and fault.pattern.search(path):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _deliver(self, hooks: list[Hook], payload: dict[str, Any]) -> None:
+        for hook in hooks:
+            event_uuid = str(uuid.uuid4())
+            headers = {
+                "Content-Type": "application/json", "User-Agent": "GitLab/17.0.0",
+                "X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": hook.token,
+                "X-Gitlab-Event-UUID": event_uuid, "X-Gitlab-Instance": self.url,
+            }
+            delivery = HookDelivery(hook.url, event_uuid, payload, None)
+            # http.client rather than urllib: urllib rewrites header names ("X-gitlab-token").
+            target = urlsplit(hook.url)
+            connection_type = HTTPSConnection if target.scheme == "https" else HTTPConnection
+            connection = connection_type(target.netloc, timeout=self.hook_timeout_seconds)
+            try:
+                path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+                connection.request("POST", path, body=json.dumps(payload), headers=headers)
+                delivery.status = connection.getresponse().status
+            except OSError as e:  # unreachable receiver: GitLab records the failure and moves on
+                delivery.error = str(e)
+            finally:
+                connection.close()
+            with self._lock:
+                self.hook_deliveries.append(delivery)
+
+    def handle(self, method: str, raw_path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """Route one API call; returns (status, JSON body)."""
+        parts = urlsplit(raw_path)
+        segments = [unquote(s) for s in parts.path.split("/") if s]
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if segments[:2] != ["api", "v4"] or len(segments) < 4 or segments[2] != "projects":
+            raise ApiError(404, "404 Not Found")
+        with self._lock:
+            p = self._store.project(segments[3])
+            return self._route(method, p, segments[4:], query | body)
+
+    def _route(self, method: str, p: Project, rest: list[str], args: dict[str, Any]) -> tuple[int, Any]:
+        s, now = self._store, self._now()
+        match method, rest:
+            case "GET", []:
+                return 200, s.project_json(p)
+            case "GET", ["repository", "files", path]:
+                if not args.get("ref"):
+                    raise ApiError(400, "ref is missing")
+                return 200, s.file_json(p, path, args["ref"])
+            case "GET", ["repository", "branches"]:
+                return 200, [s.branch_json(p, name) for name in sorted(p.branches)]
+            case "GET", ["repository", "branches", name]:
+                if name not in p.branches:
+                    raise ApiError(404, "404 Branch Not Found")
+                return 200, s.branch_json(p, name)
+            case "POST", ["repository", "branches"]:
+                s.create_branch(p, args.get("branch", ""), args.get("ref", ""))
+                return 201, s.branch_json(p, args["branch"])
+            case "POST", ["repository", "commits"]:
+                commit = s.commit(p, args.get("branch", ""), args.get("commit_message", ""),
+                                  list(args.get("actions") or []), now, args.get("start_branch"))
+                return 201, s.commit_json(p, commit)
+            case "GET", ["merge_requests"]:
+                return 200, [s.mr_json(p, mr) for mr in self._filter_mrs(p, args)]
+            case "POST", ["merge_requests"]:
+                return 201, s.mr_json(p, s.create_mr(p, args, now))
+            case "GET", ["merge_requests", iid]:
+                return 200, s.mr_json(p, s.mr(p, _int(iid)))
+            case "GET", ["merge_requests", iid, "notes"]:
+                return 200, list(s.mr(p, _int(iid)).notes)
+            case "POST", ["merge_requests", iid, "notes"]:
+                return 201, s.add_note(p, s.mr(p, _int(iid)), args.get("body", ""), now)
+        raise ApiError(404, "404 Not Found")
+
+    @staticmethod
+    def _filter_mrs(p: Project, args: dict[str, Any]) -> list[MergeRequestRecord]:
+        state = args.get("state", "all")
+        found = [
+            mr for mr in p.mrs.values()
+            if state in ("all", mr.state)
+            and args.get("source_branch") in (None, mr.source_branch)
+            and args.get("target_branch") in (None, mr.target_branch)
+        ]
+        return sorted(found, key=lambda m: m.iid, reverse=True)  # GitLab's default: newest first
+
+
+def _int(text: str) -> int:
+    if not text.isdigit():
+        raise ApiError(404, "404 Not found")
+    return int(text)
+
+
+def _handler_for(sim: GitLabSimulator) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._serve("GET")
+
+        def do_POST(self) -> None:
+            self._serve("POST")
+
+        def do_PUT(self) -> None:
+            self._serve("PUT")
+
+        def do_DELETE(self) -> None:
+            self._serve("DELETE")
+
+        def _serve(self, method: str) -> None:
+            parts = urlsplit(self.path)
+            path = unquote(parts.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw_body = self.rfile.read(length) if length else b""
+            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            with sim._lock:
+                sim.requests.append(RecordedRequest(method, path, query))
+            fault = sim._take_fault(method, path)
+            if fault and fault.stall_seconds:
+                # Wall-clock on purpose: the client's socket timeout is wall-clock too.
+                threading.Event().wait(fault.stall_seconds)
+            if fault and fault.status:
+                headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                return self._send(fault.status, {"message": f"{fault.status} injected by simulator"}, headers)
+            if self.headers.get("PRIVATE-TOKEN") != sim.token:
+                return self._send(401, {"message": "401 Unauthorized"})
+            try:
+                status, payload = sim.handle(method, self.path, _parse_body(self.headers, raw_body))
+            except ValueError:
+                status, payload = 400, {"message": "400 Bad request - malformed body"}
+            except ApiError as e:
+                status, payload = e.status, e.body
+            except Exception as e:  # a simulator bug: answer 500 and show it, rather than hang the client
+                traceback.print_exc()
+                status, payload = 500, {"message": f"500 simulator error: {type(e).__name__}: {e}"}
+            self._send(status, payload)
+
+        def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                if isinstance(payload, list):
+                    # One page with every item; python-gitlab's get_all stops without a Link header.
+                    paging = {"X-Page": "1", "X-Total-Pages": "1", "X-Total": str(len(payload))}
+                    headers = paging | (headers or {})
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (e.g. a timeout test); nothing to answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep test output clean; `sim.requests` records the traffic
+
+    return Handler
+
+
+def _parse_body(headers: Any, raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    if "json" in (headers.get("Content-Type") or ""):
+        parsed = json.loads(raw)
+        if not isinstance(parsed, dict):
+            raise ApiError(400, "body must be a JSON object")
+        return parsed
+    return {k: v[-1] for k, v in parse_qs(raw.decode()).items()}

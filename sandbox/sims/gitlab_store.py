@@ -1,0 +1,307 @@
+"""In-memory GitLab projects for the simulator: branches, commits (full file snapshots), MRs, notes.
+
+Not thread-safe on its own: `GitLabSimulator` holds one lock around every call.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ApiError(Exception):
+    """An API answer other than 2xx; `body` is what GitLab would send."""
+
+    def __init__(self, status: int, message: Any) -> None:
+        super().__init__(f"{status} {message}")
+        self.status = status
+        self.body: dict[str, Any] = {"message": message}
+
+
+@dataclass
+class Commit:
+    id: str
+    parents: list[str]
+    message: str
+    files: dict[str, str]
+    created_at: str
+
+
+@dataclass
+class MergeRequestRecord:
+    id: int
+    iid: int
+    source_branch: str
+    target_branch: str
+    title: str
+    description: str
+    remove_source_branch: bool
+    created_at: str
+    updated_at: str
+    state: str = "opened"
+    merge_commit_sha: str | None = None
+    merged_at: str | None = None
+    closed_at: str | None = None
+    merged_head: str | None = None  # source head at merge time; the branch may be deleted
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Project:
+    id: int
+    path: str
+    default_branch: str
+    web_url: str
+    branches: dict[str, str] = field(default_factory=dict)  # name -> head commit id
+    commits: dict[str, Commit] = field(default_factory=dict)
+    mrs: dict[int, MergeRequestRecord] = field(default_factory=dict)
+
+
+_USER = {"id": 1, "username": "guard-sim", "name": "GUARD simulator", "state": "active"}
+_STATE_ID = {"opened": 1, "closed": 2, "merged": 3, "locked": 4}
+
+
+class GitLabStore:
+    """Projects keyed by id and by path; the operations the REST routes and the test API share."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.projects: dict[int, Project] = {}
+        self._ids = itertools.count(1)  # one sequence for project, MR and note ids, like global ids
+
+    # ------------------------------------------------------------------ lookups
+
+    def project(self, ref: str | int) -> Project:
+        """Project by numeric id or by path (`group/name`)."""
+        text = str(ref)
+        for p in self.projects.values():
+            if (text.isdigit() and p.id == int(text)) or p.path == text:
+                return p
+        raise ApiError(404, "404 Project Not Found")
+
+    def head(self, project: Project, ref: str) -> Commit:
+        """Commit a branch name or a commit id points at."""
+        sha = project.branches.get(ref, ref)
+        if sha not in project.commits:
+            raise ApiError(404, "404 Commit Not Found")
+        return project.commits[sha]
+
+    def mr(self, project: Project, iid: int) -> MergeRequestRecord:
+        if iid not in project.mrs:
+            raise ApiError(404, "404 Not found")
+        return project.mrs[iid]
+
+    # ------------------------------------------------------------------ writes
+
+    def add_project(self, path: str, files: dict[str, str], default_branch: str, now: str) -> Project:
+        if any(p.path == path for p in self.projects.values()):
+            raise ValueError(f"project {path} exists already")
+        project = Project(next(self._ids), path, default_branch, f"{self.base_url}/{path}")
+        self.projects[project.id] = project
+        root = self._new_commit(project, [], "Initial commit", dict(files), now)
+        project.branches[default_branch] = root.id
+        return project
+
+    def create_branch(self, project: Project, name: str, ref: str) -> None:
+        if not name:
+            raise ApiError(400, "branch is missing")
+        if name in project.branches:
+            raise ApiError(400, "Branch already exists")
+        try:
+            project.branches[name] = self.head(project, ref).id
+        except ApiError:
+            raise ApiError(400, "Invalid reference name") from None
+
+    def commit(self, project: Project, branch: str, message: str, actions: list[dict[str, Any]],
+               now: str, start_branch: str | None = None) -> Commit:
+        if branch not in project.branches:
+            if not start_branch or start_branch not in project.branches:
+                raise ApiError(400, "You can only create or edit files when you are on a branch")
+            project.branches[branch] = project.branches[start_branch]
+        parent = self.head(project, branch)
+        files = dict(parent.files)
+        for action in actions:
+            kind, path = action.get("action"), action.get("file_path", "")
+            content = action.get("content") or ""
+            if action.get("encoding") == "base64":
+                content = base64.b64decode(content).decode()
+            if kind == "create" and path in files:
+                raise ApiError(400, "A file with this name already exists")
+            if kind in ("update", "delete") and path not in files:
+                raise ApiError(400, "A file with this name doesn't exist")
+            if kind in ("create", "update"):
+                files[path] = content
+            elif kind == "delete":
+                del files[path]
+            else:
+                raise ApiError(400, f"action {kind!r} is not supported by the simulator")
+        new = self._new_commit(project, [parent.id], message, files, now)
+        project.branches[branch] = new.id
+        return new
+
+    def create_mr(self, project: Project, data: dict[str, Any], now: str) -> MergeRequestRecord:
+        source, target = data.get("source_branch", ""), data.get("target_branch", "")
+        if not source or not data.get("title"):
+            raise ApiError(400, "source_branch, target_branch, title are missing")
+        if source == target:
+            raise ApiError(400, ["You can't use same project/branch for source and target"])
+        for name in (source, target):
+            if name not in project.branches:
+                raise ApiError(400, [f"Branch {name} does not exist"])
+        for other in project.mrs.values():
+            if other.state == "opened" and (other.source_branch, other.target_branch) == (source, target):
+                raise ApiError(409, [f"Another open merge request already exists for this source branch: "
+                                     f"!{other.iid}"])
+        iid = max(project.mrs, default=0) + 1
+        record = MergeRequestRecord(
+            next(self._ids), iid, source, target, data["title"], data.get("description") or "",
+            bool(data.get("remove_source_branch")), now, now,
+        )
+        project.mrs[iid] = record
+        return record
+
+    def merge(self, project: Project, iid: int, now: str) -> MergeRequestRecord:
+        """Three-way merge of the source branch's changes onto the target, as a merge commit."""
+        mr = self.mr(project, iid)
+        if mr.state != "opened":
+            raise ValueError(f"{project.path}!{iid} is {mr.state}, not opened")
+        source, target = self.head(project, mr.source_branch), self.head(project, mr.target_branch)
+        base = self._merge_base(project, source.id, target.id)
+        files = dict(target.files)
+        for path in set(source.files) | set(base.files):
+            ours, theirs, old = target.files.get(path), source.files.get(path), base.files.get(path)
+            if theirs == old:
+                continue  # the MR did not touch this file
+            if ours not in (old, theirs):
+                raise ValueError(f"{project.path}!{iid} conflicts with {mr.target_branch} on {path}")
+            if theirs is None:
+                files.pop(path, None)
+            else:
+                files[path] = theirs
+        message = (f"Merge branch '{mr.source_branch}' into '{mr.target_branch}'\n\n{mr.title}\n\n"
+                   f"See merge request !{iid}")
+        merged = self._new_commit(project, [target.id, source.id], message, files, now)
+        project.branches[mr.target_branch] = merged.id
+        mr.merged_head = source.id
+        if mr.remove_source_branch:
+            del project.branches[mr.source_branch]
+        mr.state, mr.merge_commit_sha, mr.merged_at, mr.updated_at = "merged", merged.id, now, now
+        return mr
+
+    def close(self, project: Project, iid: int, now: str) -> MergeRequestRecord:
+        mr = self.mr(project, iid)
+        if mr.state != "opened":
+            raise ValueError(f"{project.path}!{iid} is {mr.state}, not opened")
+        mr.state, mr.closed_at, mr.updated_at = "closed", now, now
+        return mr
+
+    def add_note(self, project: Project, mr: MergeRequestRecord, body: str, now: str) -> dict[str, Any]:
+        if not body:
+            raise ApiError(400, "body is missing")
+        note = {
+            "id": next(self._ids), "body": body, "author": _USER, "created_at": now, "updated_at": now,
+            "system": False, "noteable_id": mr.id, "noteable_type": "MergeRequest",
+            "noteable_iid": mr.iid, "project_id": project.id,
+        }
+        mr.notes.append(note)
+        return note
+
+    def _new_commit(self, project: Project, parents: list[str], message: str,
+                    files: dict[str, str], now: str) -> Commit:
+        seed = f"{project.id}:{len(project.commits)}:{parents}:{message}"
+        commit = Commit(hashlib.sha1(seed.encode()).hexdigest(), parents, message, files, now)
+        project.commits[commit.id] = commit
+        return commit
+
+    def _merge_base(self, project: Project, a: str, b: str) -> Commit:
+        ancestors_b = set(self._walk(project, b))
+        return project.commits[next(sha for sha in self._walk(project, a) if sha in ancestors_b)]
+
+    @staticmethod
+    def _walk(project: Project, start: str) -> list[str]:
+        seen: list[str] = []
+        queue = deque([start])
+        while queue:
+            sha = queue.popleft()
+            if sha not in seen:
+                seen.append(sha)
+                queue.extend(project.commits[sha].parents)
+        return seen
+
+    # ------------------------------------------------------------------ JSON views
+
+    def project_json(self, p: Project) -> dict[str, Any]:
+        name = p.path.rsplit("/", 1)[-1]
+        return {
+            "id": p.id, "name": name, "path": name, "path_with_namespace": p.path,
+            "name_with_namespace": p.path.replace("/", " / "), "default_branch": p.default_branch,
+            "web_url": p.web_url, "http_url_to_repo": f"{p.web_url}.git",
+        }
+
+    def commit_json(self, p: Project, c: Commit) -> dict[str, Any]:
+        return {
+            "id": c.id, "short_id": c.id[:8], "title": c.message.splitlines()[0] if c.message else "",
+            "message": c.message, "parent_ids": c.parents, "created_at": c.created_at,
+            "authored_date": c.created_at, "committed_date": c.created_at,
+            "author_name": _USER["name"], "author_email": "guard-sim@example.invalid",
+            "web_url": f"{p.web_url}/-/commit/{c.id}",
+        }
+
+    def branch_json(self, p: Project, name: str) -> dict[str, Any]:
+        return {
+            "name": name, "commit": self.commit_json(p, p.commits[p.branches[name]]), "merged": False,
+            "protected": name == p.default_branch, "default": name == p.default_branch,
+            "developers_can_push": False, "developers_can_merge": False, "can_push": True,
+            "web_url": f"{p.web_url}/-/tree/{name}",
+        }
+
+    def file_json(self, p: Project, path: str, ref: str) -> dict[str, Any]:
+        commit = self.head(p, ref)
+        if path not in commit.files:
+            raise ApiError(404, "404 File Not Found")
+        raw = commit.files[path].encode()
+        return {
+            "file_name": path.rsplit("/", 1)[-1], "file_path": path, "size": len(raw), "encoding": "base64",
+            "content": base64.b64encode(raw).decode(), "content_sha256": hashlib.sha256(raw).hexdigest(),
+            "ref": ref, "blob_id": hashlib.sha1(raw).hexdigest(), "commit_id": commit.id,
+            "last_commit_id": commit.id,
+        }
+
+    def mr_json(self, p: Project, mr: MergeRequestRecord) -> dict[str, Any]:
+        head = mr.merged_head or p.branches.get(mr.source_branch)
+        return {
+            "id": mr.id, "iid": mr.iid, "project_id": p.id, "title": mr.title, "description": mr.description,
+            "state": mr.state, "created_at": mr.created_at, "updated_at": mr.updated_at,
+            "merged_at": mr.merged_at, "closed_at": mr.closed_at, "source_branch": mr.source_branch,
+            "target_branch": mr.target_branch, "source_project_id": p.id, "target_project_id": p.id,
+            "merge_commit_sha": mr.merge_commit_sha, "sha": head, "author": _USER, "draft": False,
+            "labels": [], "force_remove_source_branch": mr.remove_source_branch,
+            "should_remove_source_branch": mr.remove_source_branch,
+            "merge_status": "can_be_merged", "detailed_merge_status": "mergeable",
+            "web_url": f"{p.web_url}/-/merge_requests/{mr.iid}", "user_notes_count": len(mr.notes),
+        }
+
+    def hook_payload(self, p: Project, mr: MergeRequestRecord, action: str) -> dict[str, Any]:
+        """A GitLab "Merge Request Hook" body (object_kind merge_request)."""
+        attrs = self.mr_json(p, mr)
+        attrs.update({
+            "action": action, "url": attrs["web_url"], "state_id": _STATE_ID[mr.state],
+            "last_commit": {"id": attrs["sha"]} if attrs["sha"] else None,
+        })
+        return {
+            "object_kind": "merge_request", "event_type": "merge_request", "user": _USER,
+            "project": {
+                "id": p.id, "name": p.path.rsplit("/", 1)[-1], "path_with_namespace": p.path,
+                "web_url": p.web_url, "default_branch": p.default_branch,
+            },
+            "repository": {
+                "name": p.path.rsplit("/", 1)[-1], "url": f"{p.web_url}.git", "homepage": p.web_url,
+            },
+            "object_attributes": attrs,
+            "labels": [],
+            "changes": {"state_id": {"previous": _STATE_ID["opened"], "current": _STATE_ID[mr.state]}},
+        }

@@ -1,0 +1,46 @@
+"""Alarms on failed and timed-out executions, published to an encrypted SNS topic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+
+class ExecutionAlarms(Construct):
+    """ExecutionsFailed >= 1 and ExecutionsTimedOut >= 1 in 5 minutes -> `topic`."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, state_machine: sfn.IStateMachine,
+                 topic_name: str, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        # A customer managed key: CloudWatch cannot publish to a topic under the aws/sns key.
+        key = kms.Key(self, "TopicKey", enable_key_rotation=True,
+                      description=f"Encrypts the {topic_name} alarm topic")
+        key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
+        self.topic = sns.Topic(self, "Topic", topic_name=topic_name, master_key=key, enforce_ssl=True,
+                               display_name="GUARD upgrade alarms")
+        period = cdk.Duration.minutes(5)
+        metrics = {
+            "ExecutionsFailed": state_machine.metric_failed(period=period, statistic="Sum"),
+            "ExecutionsTimedOut": state_machine.metric_timed_out(period=period, statistic="Sum"),
+        }
+        self.alarms: list[cloudwatch.Alarm] = []
+        for name, metric in metrics.items():
+            alarm = cloudwatch.Alarm(
+                self, name,
+                metric=metric,
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                alarm_description=f"GUARD upgrade_batch {name} >= 1 in 5 minutes: an upgrade needs a person",
+            )
+            alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
+            self.alarms.append(alarm)

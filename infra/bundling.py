@@ -1,0 +1,145 @@
+"""Function code assets without Docker: a staged source tree plus pip-installed dependency groups.
+
+The source of every function of a tenant is the same staged tree:
+
+    guard/  handlers/  tenant/config.json  tenant/checks/  requirements/
+
+Bundling copies `guard/`, `handlers/`, `tenant/` into the asset and installs only the
+dependency groups the function needs with `pip --platform manylinux2014_<arch>
+--only-binary=:all:`, which needs no Docker and no Linux host. Installs are cached per
+(groups, platform, requirement pins) under the build dir, so eight functions of two
+tenants cost four pip runs, once. When no pip is importable the bundler declines and
+CDK runs the same command in the SAM build image (Docker); the context
+`aws:cdk:bundling-stacks = []` skips bundling altogether (tests, `cdk diff` of one stack).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import jsii
+from aws_cdk import aws_lambda as lambda_
+
+PYTHON_VERSION = "3.12"
+RUNTIME = lambda_.Runtime.PYTHON_3_12
+ARCHITECTURE = lambda_.Architecture.ARM_64
+PLATFORM_TAGS = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}
+DOCKER_PLATFORMS = {"arm64": "linux/arm64", "x86_64": "linux/amd64"}
+# Copied from the staged source into every asset; requirements/ only feeds pip.
+CODE_DIRS = ("guard", "handlers", "tenant")
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache")
+
+
+class BundlingError(RuntimeError):
+    """pip could not install a dependency group for the Lambda platform."""
+
+
+def stage_source(*, lambdas_dir: Path, tenant_config: dict[str, Any], checks_dir: Path | None,
+                 dest: Path) -> Path:
+    """Write the tenant's function source tree to `dest` (replaced if present) and return it."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in ("guard", "handlers", "requirements"):
+        shutil.copytree(lambdas_dir / name, dest / name, ignore=_IGNORE)
+    tenant = dest / "tenant"
+    tenant.mkdir()
+    (tenant / "config.json").write_text(json.dumps(tenant_config, indent=2, sort_keys=True) + "\n")
+    if checks_dir is not None and checks_dir.is_dir():
+        shutil.copytree(checks_dir, tenant / "checks", ignore=_IGNORE)
+    return dest
+
+
+def pip_install_command(requirement_files: Sequence[Path | str], target: Path | str, platform_tag: str,
+                        python: str = sys.executable) -> list[str]:
+    """The pip command that installs Linux wheels for the Lambda runtime from any host."""
+    command = [python, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check"]
+    for file in requirement_files:
+        command += ["-r", str(file)]
+    return [*command, "-t", str(target), "--platform", platform_tag, "--only-binary=:all:",
+            "--python-version", PYTHON_VERSION, "--implementation", "cp"]
+
+
+def install_groups(*, requirements_dir: Path, groups: Sequence[str], platform_tag: str,
+                   cache_dir: Path) -> Path:
+    """Install the groups in one resolver run (so shared dependencies agree); cached by pins."""
+    files = [requirements_dir / f"{group}.txt" for group in groups]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise BundlingError(f"no requirement file {', '.join(missing)}")
+    digest = hashlib.sha256(platform_tag.encode() + PYTHON_VERSION.encode())
+    for file in files:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    target = cache_dir / f"{'+'.join(groups)}-{platform_tag}-{digest.hexdigest()[:12]}"
+    if target.is_dir():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".pip-") as scratch:
+        out = Path(scratch) / "site-packages"
+        result = subprocess.run(pip_install_command(files, out, platform_tag),
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BundlingError(
+                f"pip could not install {'+'.join(groups)} for {platform_tag} "
+                f"(python {PYTHON_VERSION}):\n{result.stderr.strip()[-2000:]}"
+            )
+        # Another synth may have won the race; either copy is complete.
+        if not target.exists():
+            out.rename(target)
+    return target
+
+
+@jsii.implements(cdk.ILocalBundling)
+class LocalPipBundler:
+    """Bundles a function asset on the host: staged code plus its dependency groups."""
+
+    def __init__(self, *, source_dir: Path, groups: Sequence[str], architecture: str,
+                 cache_dir: Path) -> None:
+        self._source_dir = source_dir
+        self._groups = tuple(groups)
+        self._platform_tag = PLATFORM_TAGS[architecture]
+        self._cache_dir = cache_dir
+
+    def try_bundle(self, output_dir: str, **_options: Any) -> bool:
+        if importlib.util.find_spec("pip") is None:
+            if shutil.which("docker") is None:
+                raise BundlingError("cannot bundle Lambda dependencies: no pip in this Python and no docker")
+            return False  # CDK runs the same install in the SAM build image
+        deps = install_groups(requirements_dir=self._source_dir / "requirements", groups=self._groups,
+                              platform_tag=self._platform_tag, cache_dir=self._cache_dir)
+        out = Path(output_dir)
+        shutil.copytree(deps, out, dirs_exist_ok=True)
+        for name in CODE_DIRS:
+            if (self._source_dir / name).is_dir():
+                shutil.copytree(self._source_dir / name, out / name, dirs_exist_ok=True, ignore=_IGNORE)
+        return True
+
+
+def function_code(*, source_dir: Path, groups: Sequence[str], cache_dir: Path,
+                  architecture: lambda_.Architecture = ARCHITECTURE) -> lambda_.Code:
+    """A code asset for a function packaging `groups`; share it between functions with the same groups."""
+    arch = architecture.name
+    docker_install = " ".join(
+        pip_install_command([f"requirements/{g}.txt" for g in groups], "/asset-output",
+                            PLATFORM_TAGS[arch], python="python")
+    )
+    return lambda_.Code.from_asset(
+        str(source_dir),
+        bundling=cdk.BundlingOptions(
+            image=RUNTIME.bundling_image,
+            platform=DOCKER_PLATFORMS[arch],
+            command=["bash", "-c", f"{docker_install} && cp -r {' '.join(CODE_DIRS)} /asset-output/"],
+            local=LocalPipBundler(source_dir=source_dir, groups=groups, architecture=arch,
+                                  cache_dir=cache_dir),
+        ),
+    )

@@ -1,0 +1,60 @@
+"""The Lambda functions of one tenant, as data: adding a function is one line in FUNCTIONS.
+
+Each row says what the function runs, which dependency groups it packages
+(`lambdas/requirements/<group>.txt`) and what it may touch; `GuardFunctions` turns the
+rows into functions and `grants.py` turns the access columns into IAM statements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+TableAccess = Literal["none", "read", "read_write"]
+SecretKind = Literal["gitlab", "datadog", "webhook"]
+
+REQUIREMENT_GROUPS = ("core", "gitlab", "kubernetes", "datadog", "llm")
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One Lambda function: code, packaging, sizing and the access it needs (nothing more)."""
+
+    id: str
+    handler: str
+    groups: tuple[str, ...]
+    timeout_seconds: int = 30
+    memory_mb: int = 256
+    registry: TableAccess = "none"
+    state: TableAccess = "read_write"
+    secrets: tuple[SecretKind, ...] = ()
+    # eks:DescribeCluster + sts:AssumeRole into the per-cluster guard-* roles.
+    cluster_access: bool = False
+    # states:SendTask* on the upgrade state machine, plus GUARD_STATE_MACHINE_ARN.
+    task_response: bool = False
+
+    @property
+    def asl_placeholder(self) -> str:
+        """The `${...}` name the ASL uses for this function's ARN."""
+        return f"{self.id}FunctionArn"
+
+
+FUNCTIONS: tuple[FunctionSpec, ...] = (
+    FunctionSpec("Plan", "handlers.plan.handler", ("core",), registry="read"),
+    FunctionSpec("Precheck", "handlers.precheck.handler", ("core", "kubernetes", "datadog"),
+                 timeout_seconds=300, memory_mb=512, registry="read", secrets=("datadog",),
+                 cluster_access=True),
+    FunctionSpec("OpenMergeRequest", "handlers.open_merge_request.handler", ("core", "gitlab"),
+                 timeout_seconds=120, memory_mb=512, secrets=("gitlab",)),
+    FunctionSpec("FluxStatus", "handlers.flux_status.handler", ("core", "kubernetes"),
+                 timeout_seconds=120, memory_mb=512, registry="read", cluster_access=True),
+    FunctionSpec("Validate", "handlers.validate.handler", ("core", "kubernetes", "datadog"),
+                 timeout_seconds=300, memory_mb=512, registry="read", secrets=("datadog",),
+                 cluster_access=True),
+    FunctionSpec("Conclude", "handlers.conclude.handler", ("core",)),
+    FunctionSpec("Finish", "handlers.finish.handler", ("core", "gitlab"),
+                 timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",)),
+    # API Gateway waits at most 29 s; the webhook answers fast and only resumes executions.
+    FunctionSpec("GitLabWebhook", "handlers.gitlab_webhook.handler", ("core",),
+                 timeout_seconds=15, secrets=("webhook",), task_response=True),
+)

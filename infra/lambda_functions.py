@@ -1,0 +1,112 @@
+"""The tenant's Lambda functions, built from the rows of `infra.functions.FUNCTIONS`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.bundling import ARCHITECTURE, RUNTIME
+from infra.functions import FunctionSpec, SecretKind, TableAccess
+
+CONFIG_FILE = "tenant/config.json"
+CHECKS_DIR = "tenant/checks"
+# Cluster roles live in the clusters' accounts, one per cluster, all named guard-*.
+CLUSTER_ROLE_PATTERN = "arn:${AWS::Partition}:iam::*:role/guard-*"
+
+
+class GuardFunctions(Construct):
+    """One function per spec, each with its own role that holds only the grants its row asks for."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, specs: Sequence[FunctionSpec],
+                 code_for: Callable[[FunctionSpec], lambda_.Code], tenant: str,
+                 registry: dynamodb.ITable, state: dynamodb.ITable,
+                 secrets: Mapping[SecretKind, secretsmanager.ISecret],
+                 log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS,
+                 **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self._specs = {spec.id: spec for spec in specs}
+        self.functions: dict[str, lambda_.Function] = {}
+        environment = {
+            "GUARD_TENANT": tenant,
+            "GUARD_CONFIG_FILE": CONFIG_FILE,
+            "GUARD_CHECKS_DIR": CHECKS_DIR,
+            "GUARD_REGISTRY_TABLE": registry.table_name,
+            "GUARD_STATE_TABLE": state.table_name,
+            "POWERTOOLS_SERVICE_NAME": "guard",
+            "POWERTOOLS_METRICS_NAMESPACE": "GUARD",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+        }
+        for spec in specs:
+            role = iam.Role(self, f"{spec.id}Role",
+                            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                            description=f"GUARD {tenant} {spec.id} function")
+            log_group = logs.LogGroup(self, f"{spec.id}Logs", retention=log_retention)
+            log_group.grant_write(role)
+            fn = lambda_.Function(
+                self, spec.id,
+                runtime=RUNTIME,
+                architecture=ARCHITECTURE,
+                handler=spec.handler,
+                code=code_for(spec),
+                role=role,
+                log_group=log_group,
+                timeout=cdk.Duration.seconds(spec.timeout_seconds),
+                memory_size=spec.memory_mb,
+                environment=environment,
+                description=f"GUARD {tenant}: {spec.handler}",
+            )
+            _grant_table(registry, fn, spec.registry)
+            _grant_table(state, fn, spec.state)
+            for kind in spec.secrets:
+                secrets[kind].grant_read(fn)
+            if spec.cluster_access:
+                self._grant_cluster_access(spec, role)
+            self.functions[spec.id] = fn
+
+    def allow_task_response(self, state_machine: sfn.IStateMachine) -> None:
+        """Let the functions that resume executions (webhook) send task results to `state_machine`."""
+        for spec_id, fn in self.functions.items():
+            if self._specs[spec_id].task_response:
+                state_machine.grant_task_response(fn)
+                fn.add_environment("GUARD_STATE_MACHINE_ARN", state_machine.state_machine_arn)
+
+    def _grant_cluster_access(self, spec: FunctionSpec, role: iam.Role) -> None:
+        stack = cdk.Stack.of(self)
+        policy = iam.Policy(self, f"{spec.id}ClusterAccess", statements=[
+            iam.PolicyStatement(
+                actions=["eks:DescribeCluster"],
+                resources=[stack.format_arn(service="eks", region="*", resource="cluster",
+                                            resource_name="*")],
+            ),
+            iam.PolicyStatement(actions=["sts:AssumeRole"],
+                                resources=[cdk.Fn.sub(CLUSTER_ROLE_PATTERN)]),
+        ])
+        policy.attach_to_role(role)
+        cdk.Validations.of(policy).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:eks:*:<AWS::AccountId>:cluster/*]",
+                reason="Cluster names come from the registry table at run time, so eks:DescribeCluster "
+                       "is scoped to this account's clusters (any region) rather than named ones.",
+            ),
+            cdk.Acknowledgment(
+                id="AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::*:role/guard-*]",
+                reason="Each cluster's role lives in that cluster's own account, which the registry names "
+                       "at run time; AssumeRole is limited to roles named guard-* (and to their trust policy).",
+            ),
+        )
+
+
+def _grant_table(table: dynamodb.ITable, fn: lambda_.IFunction, access: TableAccess) -> None:
+    if access == "read":
+        table.grant_read_data(fn)
+    elif access == "read_write":
+        table.grant_read_write_data(fn)

@@ -1,0 +1,625 @@
+"""A local Kubernetes API server playing many EKS clusters, for adapter tests and the rehearsal.
+
+One stdlib HTTP server on 127.0.0.1 serves every cluster under its own path prefix
+(`/clusters/<cluster_id>`); the kubernetes client appends API paths to its `host`, so
+`sim.endpoint(cluster_id)` is what a `Configuration.host` (or `Cluster.api_endpoint`) gets.
+
+Cluster state moves with the passed-in `guard.clock.Clock`: a chart change reconciles once
+its delay has elapsed on that clock, pods turn ready after `pod_ready_seconds`. Nothing runs
+in the background; each request (and each scenario call) first brings the cluster up to
+`clock.now()`, applying the due events at the virtual time they were due.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections import deque
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, urlsplit
+
+from guard.clock import Clock
+
+from sandbox.sims.kubernetes_objects import (
+    ISTIO_PROXY_IMAGE,
+    ISTIOD_IMAGE,
+    Deployment,
+    HelmRelease,
+    Json,
+    Pdb,
+    Pod,
+    SimCluster,
+    deployment_json,
+    helm_release_json,
+    history_entry,
+    namespace_json,
+    node_json,
+    owned_by,
+    pdb_json,
+    pod_json,
+    short_hash,
+)
+
+TOKEN_PREFIX = "k8s-aws-v1."
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+_PAGE_DEFAULT = 500
+_LOG_LENGTH = 2000
+
+
+class Workload(NamedTuple):
+    """An application Deployment to create; a plain 5-tuple in this order works too."""
+
+    namespace: str
+    name: str
+    replicas: int = 2
+    injected: bool = True
+    has_pdb: bool = True
+    pdb_min_available: int | str | None = None  # None -> maxUnavailable: 1
+
+
+class SimRequest(NamedTuple):
+    """One request the simulator answered (for tests asserting on what the client sent)."""
+
+    cluster_id: str
+    method: str
+    path: str
+    query: str
+    content_type: str | None
+    status: int
+
+
+class _ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+
+# ---------------------------------------------------------------- the simulator
+
+
+class KubernetesSimulator:
+    """Kubernetes API of many clusters on one loopback HTTP server.
+
+    Use as a context manager (or call `start()` / `stop()`). `strict_tokens` checks that the
+    bearer token is an aws-iam-authenticator token: `k8s-aws-v1.` + base64url of a presigned
+    STS GetCallerIdentity URL that signs the `x-k8s-aws-id` header.
+    """
+
+    def __init__(self, clock: Clock, pod_ready_seconds: float = 5.0, strict_tokens: bool = True) -> None:
+        self.clock = clock
+        self.pod_ready = timedelta(seconds=pod_ready_seconds)
+        self.strict_tokens = strict_tokens
+        self.requests: deque[SimRequest] = deque(maxlen=_LOG_LENGTH)
+        self._clusters: dict[str, SimCluster] = {}
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> KubernetesSimulator:
+        handler = type("_BoundHandler", (_Handler,), {"sim": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="kubernetes-sim", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> KubernetesSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("simulator is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def endpoint(self, cluster_id: str) -> str:
+        """API server URL of one cluster (a path prefix on the shared server)."""
+        return f"{self.url}/clusters/{cluster_id}"
+
+    # ------------------------------------------------------------ building clusters
+
+    def add_cluster(
+        self,
+        cluster_id: str,
+        istio_version: str,
+        nodes: int = 3,
+        workloads: Iterable[Workload | tuple[Any, ...]] = (),
+    ) -> None:
+        """Create a healthy cluster running Istio `istio_version`, with `workloads` in app namespaces."""
+        now = self.clock.now()
+        born = now - timedelta(days=30)
+        node_names = [f"ip-10-0-{i + 1}-{10 + i}.ec2.internal" for i in range(nodes)]
+        hr = HelmRelease("istio-system", "istiod", istio_version, istio_version, created_at=born)
+        hr.history.append(history_entry(hr, istio_version, 1, born))
+        c = SimCluster(
+            cluster_id=cluster_id,
+            nodes=dict.fromkeys(node_names, True),
+            namespaces={},
+            created_at=born,
+            helm_release=hr,
+        )
+        for ns in ("default", "kube-system", "kube-public", "kube-node-lease", "istio-system", "flux-system"):
+            c.namespaces[ns] = {"kubernetes.io/metadata.name": ns}
+        with self._lock:
+            if cluster_id in self._clusters:
+                raise ValueError(f"cluster {cluster_id} exists already")
+            self._clusters[cluster_id] = c
+            for ds in ("aws-node", "kube-proxy"):
+                for node in node_names:
+                    image = f"602401143452.dkr.ecr.us-east-1.amazonaws.com/eks/{ds}:v1.29.0"
+                    self._new_pod(c, "kube-system", ds, {"k8s-app": ds}, "DaemonSet", ds, [(ds, image)], [], born)
+                    c.pods[-1].node = node
+            self._add_deployment(c, "kube-system", "coredns", 2, [("coredns", "coredns/coredns:v1.11.1")], False, born)
+            for ctl in ("source-controller", "kustomize-controller", "helm-controller"):
+                image = f"ghcr.io/fluxcd/{ctl}:v1.3.0"
+                self._add_deployment(c, "flux-system", ctl, 1, [("manager", image)], False, born)
+            istiod = self._add_deployment(
+                c,
+                "istio-system",
+                "istiod",
+                2,
+                [("discovery", f"{ISTIOD_IMAGE}:{istio_version}")],
+                False,
+                born,
+            )
+            self._add_pdb(c, "istio-system", "istiod", istiod.selector, 1, None, born)
+            for raw in workloads:
+                w = raw if isinstance(raw, Workload) else Workload(*raw)
+                labels = c.namespaces.setdefault(w.namespace, {"kubernetes.io/metadata.name": w.namespace})
+                if w.injected:
+                    labels["istio-injection"] = "enabled"
+                image = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{w.namespace}/{w.name}:1.0.0"
+                dep = self._add_deployment(c, w.namespace, w.name, w.replicas, [(w.name, image)], w.injected, born)
+                if w.has_pdb:
+                    max_unavailable = 1 if w.pdb_min_available is None else None
+                    self._add_pdb(c, w.namespace, w.name, dep.selector, w.pdb_min_available, max_unavailable, born)
+
+    def apply_chart_version(self, cluster_id: str, version: str, reconcile_after_seconds: float) -> None:
+        """Flux applies a new chart version: the spec changes now, the release follows after the delay.
+
+        When it reconciles (unless stuck) the HelmRelease reports Ready at `version` and istiod
+        rolls to that image. Sidecars keep their version until their Deployment restarts.
+        """
+        with self._lock:
+            c = self._advanced(cluster_id)
+            hr = c.helm_release
+            if hr.spec_version == version:
+                return
+            hr.spec_version = version
+            hr.generation += 1
+            hr.reconcile_at = self.clock.now() + timedelta(seconds=reconcile_after_seconds)
+            self._bump(c)
+
+    # ------------------------------------------------------------ faults
+
+    def set_unreachable(self, cluster_id: str, unreachable: bool = True) -> None:
+        """Every request to the cluster answers 503 while set."""
+        with self._lock:
+            self._advanced(cluster_id).unreachable = unreachable
+
+    def set_node_ready(self, cluster_id: str, node: str, ready: bool) -> None:
+        """Mark a node (Not)Ready; pods on a NotReady node are not ready either."""
+        with self._lock:
+            c = self._advanced(cluster_id)
+            if node not in c.nodes:
+                raise KeyError(f"cluster {cluster_id} has no node {node}")
+            c.nodes[node] = ready
+            self._bump(c)
+
+    def crash_loop(self, cluster_id: str, namespace: str, pod_prefix: str, enabled: bool = True) -> None:
+        """Pods in `namespace` whose name starts with `pod_prefix` crash-loop, also pods created later."""
+        with self._lock:
+            c = self._advanced(cluster_id)
+            if enabled:
+                c.crash_loops.setdefault((namespace, pod_prefix), self.clock.now())
+            else:
+                c.crash_loops.pop((namespace, pod_prefix), None)
+            self._bump(c)
+
+    def set_flux_stuck(self, cluster_id: str, stuck: bool = True, message: str | None = None) -> None:
+        """The HelmRelease stops reconciling: Ready=False with `message`, the release stays where it is."""
+        with self._lock:
+            c = self._advanced(cluster_id)
+            hr = c.helm_release
+            if stuck:
+                hr.stuck_message = message or (
+                    f"HelmChart 'flux-system/{hr.namespace}-{hr.name}' is not ready: chart pull error: "
+                    f"failed to get chart version for remote reference: no chart name found"
+                )
+            else:
+                hr.stuck_message = None
+                if hr.reconcile_at is not None:
+                    hr.reconcile_at = max(hr.reconcile_at, self.clock.now())
+            self._bump(c)
+
+    def remove_pdb(self, cluster_id: str, namespace: str, name: str) -> None:
+        with self._lock:
+            c = self._advanced(cluster_id)
+            if c.pdbs.pop((namespace, name), None) is None:
+                raise KeyError(f"cluster {cluster_id} has no PDB {namespace}/{name}")
+            self._bump(c)
+
+    # ------------------------------------------------------------ inspection (for scenario assertions)
+
+    def cluster_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._clusters)
+
+    def node_names(self, cluster_id: str) -> list[str]:
+        with self._lock:
+            return list(self._advanced(cluster_id).nodes)
+
+    def helm_release_versions(self, cluster_id: str) -> tuple[str, str]:
+        """(spec version, version the release actually runs)."""
+        with self._lock:
+            hr = self._advanced(cluster_id).helm_release
+            return hr.spec_version, hr.applied_version
+
+    def proxy_versions(self, cluster_id: str) -> dict[str, str]:
+        """Pod name -> istio-proxy version, injected pods only."""
+        with self._lock:
+            c = self._advanced(cluster_id)
+            return {
+                f"{p.namespace}/{p.name}": img.rsplit(":", 1)[1]
+                for p in c.pods
+                for n, img in p.containers
+                if n == "istio-proxy"
+            }
+
+    # ------------------------------------------------------------ internals: state changes
+
+    def _advanced(self, cluster_id: str) -> SimCluster:
+        c = self._clusters.get(cluster_id)
+        if c is None:
+            raise KeyError(f"unknown cluster {cluster_id}")
+        self._advance(c, self.clock.now())
+        return c
+
+    def _advance(self, c: SimCluster, now: datetime) -> None:
+        hr = c.helm_release
+        if hr.reconcile_at is not None and hr.stuck_message is None and now >= hr.reconcile_at:
+            at = hr.reconcile_at
+            hr.reconcile_at = None
+            hr.applied_version = hr.spec_version
+            hr.observed_generation = hr.generation
+            hr.history.insert(0, history_entry(hr, hr.spec_version, len(hr.history) + 1, at))
+            for entry in hr.history[1:]:
+                entry["status"] = "superseded"
+            istiod = c.deployments.get(("istio-system", "istiod"))
+            if istiod is not None:
+                istiod.containers = [("discovery", f"{ISTIOD_IMAGE}:{hr.applied_version}")]
+                self._rollout(c, istiod, at)
+            self._bump(c)
+        # A rolling update removes the old ReplicaSet's pods once every new pod is ready.
+        for dep in c.deployments.values():
+            pods = [p for p in c.pods if p.owner_kind == "ReplicaSet" and owned_by(p, dep)]
+            new = [p for p in pods if p.template_hash == dep.current_hash]
+            old = [p for p in pods if p.template_hash != dep.current_hash]
+            if old and new and all(c.pod_ready(p, now) for p in new):
+                gone = {id(p) for p in old}
+                c.pods = [p for p in c.pods if id(p) not in gone]
+                self._bump(c)
+
+    def _add_deployment(
+        self,
+        c: SimCluster,
+        namespace: str,
+        name: str,
+        replicas: int,
+        containers: list[tuple[str, str]],
+        injected: bool,
+        born: datetime,
+    ) -> Deployment:
+        dep = Deployment(namespace, name, replicas, containers, injected, created_at=born)
+        c.deployments[(namespace, name)] = dep
+        self._rollout(c, dep, born)
+        for p in c.pods:
+            if owned_by(p, dep):
+                p.ready_at = born  # the initial pods are long up
+        return dep
+
+    def _add_pdb(
+        self,
+        c: SimCluster,
+        namespace: str,
+        name: str,
+        selector: dict[str, str],
+        min_available: int | str | None,
+        max_unavailable: int | str | None,
+        born: datetime,
+    ) -> None:
+        c.pdbs[(namespace, name)] = Pdb(namespace, name, dict(selector), min_available, max_unavailable, born)
+
+    def _rollout(self, c: SimCluster, dep: Deployment, at: datetime) -> None:
+        """Create the pods of the Deployment's current template unless they exist."""
+        template = json.dumps([dep.containers, sorted(dep.template_annotations.items())])
+        new_hash = short_hash(template, 10)
+        if new_hash == dep.current_hash:
+            return
+        dep.current_hash = new_hash
+        dep.revision += 1
+        if dep.revision > 1:
+            dep.generation += 1
+        rs = f"{dep.name}-{new_hash}"
+        labels = {**dep.selector, "pod-template-hash": new_hash}
+        containers = list(dep.containers)
+        init: list[tuple[str, str]] = []
+        annotations = dict(dep.template_annotations)
+        if dep.injected:
+            proxy = f"{ISTIO_PROXY_IMAGE}:{c.helm_release.applied_version}"
+            containers.append(("istio-proxy", proxy))
+            init.append(("istio-init", proxy))
+            labels.update(
+                {
+                    "security.istio.io/tlsMode": "istio",
+                    "service.istio.io/canonical-name": dep.name,
+                    "service.istio.io/canonical-revision": "latest",
+                }
+            )
+            annotations["sidecar.istio.io/status"] = json.dumps(
+                {"initContainers": ["istio-init"], "containers": ["istio-proxy"], "revision": "default"}
+            )
+        for _ in range(dep.replicas):
+            self._new_pod(c, dep.namespace, rs, labels, "ReplicaSet", rs, containers, init, at, new_hash)
+            c.pods[-1].annotations = dict(annotations)
+        self._bump(c)
+
+    def _new_pod(
+        self,
+        c: SimCluster,
+        namespace: str,
+        base: str,
+        labels: dict[str, str],
+        owner_kind: str,
+        owner_name: str,
+        containers: list[tuple[str, str]],
+        init: list[tuple[str, str]],
+        at: datetime,
+        template_hash: str | None = None,
+    ) -> None:
+        c.pod_serial += 1
+        nodes = list(c.nodes)
+        suffix = short_hash(f"{c.cluster_id}/{c.pod_serial}", 5)
+        c.pods.append(
+            Pod(
+                namespace=namespace,
+                name=f"{base}-{suffix}",
+                labels=dict(labels),
+                owner_kind=owner_kind,
+                owner_name=owner_name,
+                node=nodes[c.pod_serial % len(nodes)] if nodes else "",
+                containers=list(containers),
+                init_containers=list(init),
+                created_at=at,
+                ready_at=at + self.pod_ready,
+                template_hash=template_hash,
+            )
+        )
+
+    def _bump(self, c: SimCluster) -> None:
+        c.resource_version += 1
+
+    # ------------------------------------------------------------ internals: HTTP
+
+    def _handle(self, method: str, path: str, query: str, headers: Any, body: bytes) -> tuple[int, Json]:
+        parts = [p for p in path.split("/") if p]
+        if len(parts) < 2 or parts[0] != "clusters":
+            raise _ApiError(404, "NotFound", f"no cluster prefix in {path}")
+        cluster_id, rest = parts[1], parts[2:]
+        with self._lock:
+            c = self._clusters.get(cluster_id)
+            if c is None:
+                raise _ApiError(404, "NotFound", f"unknown cluster {cluster_id}")
+            if c.unreachable:
+                raise _ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
+            self._authenticate(headers.get("Authorization"))
+            now = self.clock.now()
+            self._advance(c, now)
+            params = {k: v[-1] for k, v in parse_qs(query).items()}
+            if method == "GET":
+                return 200, self._get(c, rest, params, now)
+            if method == "PATCH":
+                return 200, self._patch(c, rest, headers.get("Content-Type"), body, now)
+            raise _ApiError(405, "MethodNotAllowed", f"{method} is not supported by the simulator")
+
+    def _authenticate(self, header: str | None) -> None:
+        if not header or not header.startswith("Bearer "):
+            raise _ApiError(401, "Unauthorized", "Unauthorized")
+        token = header.removeprefix("Bearer ").strip()
+        if not token.startswith(TOKEN_PREFIX):
+            raise _ApiError(401, "Unauthorized", "Unauthorized")
+        if self.strict_tokens and not _valid_presigned_identity_url(token.removeprefix(TOKEN_PREFIX)):
+            raise _ApiError(401, "Unauthorized", "Unauthorized")
+
+    def _get(self, c: SimCluster, rest: list[str], params: dict[str, str], now: datetime) -> Json:
+        route = "/".join(rest)
+        if route == "version":
+            return {
+                "major": "1",
+                "minor": "29",
+                "gitVersion": "v1.29.3-eks-1234567",
+                "platform": "linux/amd64",
+            }
+        if route == "api/v1/nodes":
+            return self._list(c, "NodeList", "v1", [node_json(c, n, r, now) for n, r in c.nodes.items()], params)
+        if route == "api/v1/namespaces":
+            items = [namespace_json(c, n, labels) for n, labels in c.namespaces.items()]
+            return self._list(c, "NamespaceList", "v1", items, params)
+        ns, kind, name = _split_route(rest)
+        if kind == "pods" and name is None:
+            items = [pod_json(c, p, now) for p in c.pods if ns is None or p.namespace == ns]
+            return self._list(c, "PodList", "v1", items, params)
+        if kind == "deployments":
+            deps = [d for d in c.deployments.values() if ns is None or d.namespace == ns]
+            if name is None:
+                items = [deployment_json(c, d, now) for d in deps]
+                return self._list(c, "DeploymentList", "apps/v1", items, params)
+            dep = c.deployments.get((ns or "", name))
+            if dep is None:
+                raise _ApiError(404, "NotFound", f'deployments.apps "{name}" not found')
+            return deployment_json(c, dep, now)
+        if kind == "poddisruptionbudgets" and name is None:
+            items = [pdb_json(c, b, now) for b in c.pdbs.values() if ns is None or b.namespace == ns]
+            return self._list(c, "PodDisruptionBudgetList", "policy/v1", items, params)
+        if kind == "helmreleases" and name is not None:
+            hr = c.helm_release
+            if (ns, name) != (hr.namespace, hr.name):
+                raise _ApiError(404, "NotFound", f'helmreleases.helm.toolkit.fluxcd.io "{name}" not found')
+            return helm_release_json(hr, now)
+        raise _ApiError(404, "NotFound", f"the server could not find the requested resource ({route})")
+
+    def _patch(self, c: SimCluster, rest: list[str], content_type: str | None, body: bytes, now: datetime) -> Json:
+        ns, kind, name = _split_route(rest)
+        if kind != "deployments" or ns is None or name is None:
+            raise _ApiError(405, "MethodNotAllowed", "the simulator only patches deployments")
+        media = (content_type or "").split(";")[0].strip()
+        if media not in ("application/strategic-merge-patch+json", "application/merge-patch+json"):
+            raise _ApiError(415, "UnsupportedMediaType", f"unsupported patch type {media!r}")
+        dep = c.deployments.get((ns, name))
+        if dep is None:
+            raise _ApiError(404, "NotFound", f'deployments.apps "{name}" not found')
+        try:
+            patch = json.loads(body or b"{}")
+            annotations = patch["spec"]["template"]["metadata"]["annotations"]
+            unsupported = _without_path(patch, ("spec", "template", "metadata", "annotations"))
+        except (ValueError, KeyError, TypeError) as e:
+            raise _ApiError(422, "Invalid", "the simulator only patches spec.template.metadata.annotations") from e
+        if unsupported or not isinstance(annotations, dict):
+            raise _ApiError(422, "Invalid", "the simulator only patches spec.template.metadata.annotations")
+        for key, value in annotations.items():
+            if value is None:
+                dep.template_annotations.pop(key, None)
+            else:
+                dep.template_annotations[key] = str(value)
+        self._rollout(c, dep, now)
+        return deployment_json(c, dep, now)
+
+    def _list(self, c: SimCluster, kind: str, api_version: str, items: list[Json], params: dict[str, str]) -> Json:
+        start = int(base64.urlsafe_b64decode(params["continue"]).decode()) if params.get("continue") else 0
+        limit = int(params.get("limit") or _PAGE_DEFAULT)
+        page = items[start : start + limit]
+        meta: Json = {"resourceVersion": str(c.resource_version)}
+        if start + limit < len(items):
+            meta["continue"] = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
+            meta["remainingItemCount"] = len(items) - start - limit
+        return {"kind": kind, "apiVersion": api_version, "metadata": meta, "items": page}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    sim: KubernetesSimulator
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        try:
+            status, payload = self.sim._handle(method, url.path, url.query, self.headers, body)
+        except _ApiError as e:
+            status = e.code
+            payload = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": e.message,
+                "reason": e.reason,
+                "code": e.code,
+            }
+        parts = url.path.split("/")
+        cluster = parts[2] if len(parts) > 2 else ""
+        self.sim.requests.append(
+            SimRequest(cluster, method, url.path, url.query, self.headers.get("Content-Type"), status)
+        )
+        data = json.dumps(payload).encode()
+        self.send_response(status, HTTPStatus(status).phrase)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet (and never echo Authorization headers)."""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _split_route(rest: list[str]) -> tuple[str | None, str | None, str | None]:
+    """(namespace, plural, name) of an API path after the group/version prefix."""
+    if rest[:2] == ["api", "v1"]:
+        tail = rest[2:]
+    elif len(rest) >= 3 and rest[0] == "apis":
+        tail = rest[3:]
+    else:
+        return None, None, None
+    if len(tail) >= 3 and tail[0] == "namespaces":
+        return tail[1], tail[2], tail[3] if len(tail) > 3 else None
+    if len(tail) == 1:
+        return None, tail[0], None
+    return None, None, None
+
+
+def _without_path(doc: Any, path: tuple[str, ...]) -> bool:
+    """True when `doc` holds anything besides the single nested key `path`."""
+    for key in path:
+        if not isinstance(doc, dict) or set(doc) != {key}:
+            return True
+        doc = doc[key]
+    return False
+
+
+def _valid_presigned_identity_url(encoded: str) -> bool:
+    try:
+        url = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except ValueError:
+        return False
+    parts = urlsplit(url)
+    query = {k.lower(): v[-1] for k, v in parse_qs(parts.query).items()}
+    signed = query.get("x-amz-signedheaders", "").split(";")
+    return (
+        parts.scheme == "https"
+        and (parts.hostname or "").startswith("sts.")
+        and query.get("action") == "GetCallerIdentity"
+        and "x-k8s-aws-id" in signed
+        and bool(query.get("x-amz-signature"))
+    )

@@ -1,0 +1,170 @@
+"""EksConnector: STS and EKS through boto3 on moto, the Kubernetes side on the local simulator."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+from guard.adapters.eks_connector import EksConnector, eks_token
+from guard.core.models import Cluster
+from guard.errors import ConfigError, ExternalServiceError
+from moto import mock_aws
+
+from sandbox.sims.kubernetes_sim import KubernetesSimulator
+
+REGION = "eu-west-1"
+ROLE_ARN = "arn:aws:iam::123456789012:role/guard-eks-reader"
+
+
+class ManualClock:
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+
+    def now(self) -> datetime:
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+
+
+def registry_cluster(**overrides: Any) -> Cluster:
+    fields: dict[str, Any] = {
+        "cluster_id": "prod-euw1",
+        "batch_id": "prod",
+        "environment": "production",
+        "region": REGION,
+        "gitlab_project": "platform/gitops",
+        "flux_config_path": "clusters/prod-euw1/istio/helmrelease.yaml",
+        "current_istio_version": "1.20.3",
+    }
+    return Cluster(**(fields | overrides))
+
+
+def decode_token(token: str) -> tuple[str, dict[str, str]]:
+    encoded = token.removeprefix("k8s-aws-v1.")
+    url = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    return url, {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.session.Session]:
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "AKIAGUARDTEST0000000",
+        "AWS_SECRET_ACCESS_KEY": "guard-test-secret",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        yield boto3.session.Session(region_name=REGION)
+
+
+@pytest.fixture
+def sim() -> Iterator[KubernetesSimulator]:
+    with KubernetesSimulator(ManualClock(datetime(2025, 3, 1, tzinfo=UTC))) as simulator:
+        simulator.add_cluster("prod-euw1", "1.20.3", nodes=2, workloads=[("shop", "web", 2, True, True)])
+        yield simulator
+
+
+def test_token_is_a_presigned_get_caller_identity_url() -> None:
+    # GIVEN plain credentials (presigning is local; no AWS call is made)
+    session = boto3.session.Session(
+        aws_access_key_id="AKIAGUARDTEST0000000", aws_secret_access_key="secret", region_name=REGION
+    )
+
+    # WHEN signing a token for an EKS cluster
+    token = eks_token(session, "eks-prod-euw1", REGION)
+
+    # THEN it is the aws-iam-authenticator format: prefix + unpadded base64url of a presigned URL
+    assert token.startswith("k8s-aws-v1.") and not token.endswith("=")
+    url, query = decode_token(token)
+    assert urlsplit(url).scheme == "https"
+    assert urlsplit(url).hostname == f"sts.{REGION}.amazonaws.com"
+    assert query["Action"] == "GetCallerIdentity"
+    assert query["X-Amz-Expires"] == "60"
+    # AND the signature covers the x-k8s-aws-id header, scoped to the cluster's region
+    assert "x-k8s-aws-id" in query["X-Amz-SignedHeaders"].split(";")
+    assert query["X-Amz-Credential"].startswith("AKIAGUARDTEST0000000/")
+    assert f"/{REGION}/sts/aws4_request" in query["X-Amz-Credential"]
+    assert "x-k8s-aws-id" not in query  # the name travels as a signed header, not a parameter
+
+
+def test_connect_assumes_the_role_and_reads_endpoint_and_ca_from_eks(aws: boto3.session.Session) -> None:
+    # GIVEN an EKS cluster whose name differs from the registry id, reached through a role
+    eks = aws.client("eks")
+    created = eks.create_cluster(
+        name="eks-prod-euw1",
+        roleArn="arn:aws:iam::123456789012:role/eks-service",
+        resourcesVpcConfig={"subnetIds": ["subnet-1"]},
+    )["cluster"]
+    cluster = registry_cluster(aws_role_arn=ROLE_ARN, eks_cluster_name="eks-prod-euw1")
+    connector = EksConnector(aws, request_timeout=3)
+
+    # WHEN connecting
+    api = connector.connect(cluster)
+
+    # THEN the client targets the EKS endpoint and verifies TLS with the cluster's CA
+    configuration = api.api_client.configuration
+    assert configuration.host == created["endpoint"].rstrip("/")
+    assert configuration.verify_ssl is True
+    expected_ca = base64.b64decode(created["certificateAuthority"]["data"]).decode("ascii", errors="replace")
+    assert configuration.ca_cert_data == expected_ca
+    assert api.request_timeout == 3
+    # AND the token is signed by the assumed role's session named after the cluster
+    identity = connector.session_for(cluster).client("sts").get_caller_identity()
+    assert identity["Arn"].endswith("/guard-eks-reader/guard-prod-euw1")
+    _, query = decode_token(configuration.api_key["authorization"])
+    signing_key = query["X-Amz-Credential"].split("/")[0]
+    assert signing_key.startswith("ASIA") and signing_key != "AKIAGUARDTEST0000000"
+
+
+def test_endpoint_override_reaches_the_simulator_end_to_end(
+    aws: boto3.session.Session, sim: KubernetesSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a registry cluster whose API endpoint is overridden to the local simulator (no EKS cluster exists)
+    cluster = registry_cluster(aws_role_arn=ROLE_ARN, api_endpoint=sim.endpoint("prod-euw1"))
+    caplog.set_level(logging.DEBUG)
+
+    # WHEN connecting and reading through the real kubernetes client
+    api = EksConnector(aws).connect(cluster)
+    nodes = api.list_nodes()
+    pods = api.list_pods("shop")
+
+    # THEN the simulator accepted the signed EKS token and served the cluster
+    assert len(nodes) == 2 and all(n.ready for n in nodes)
+    assert {p.proxy_version for p in pods} == {"1.20.3"}
+    assert all(r.status == 200 for r in sim.requests)
+    # AND the token never reached the logs
+    token = api.api_client.configuration.api_key["authorization"]
+    assert token not in caplog.text
+
+
+def test_plain_http_override_off_loopback_is_refused(aws: boto3.session.Session) -> None:
+    # GIVEN an http:// override that would send the token over the network in clear text
+    cluster = registry_cluster(api_endpoint="http://10.0.0.12:8080")
+
+    # WHEN connecting THEN the config error names the field
+    with pytest.raises(ConfigError, match=r"clusters\.prod-euw1\.api_endpoint"):
+        EksConnector(aws).connect(cluster)
+
+
+def test_https_override_keeps_tls_verification(aws: boto3.session.Session) -> None:
+    # GIVEN an https override (e.g. a private proxy in front of the API)
+    cluster = registry_cluster(api_endpoint="https://k8s-proxy.internal.example:6443/")
+
+    # WHEN connecting THEN certificates are still verified
+    configuration = EksConnector(aws).connect(cluster).api_client.configuration
+    assert configuration.verify_ssl is True
+    assert configuration.host == "https://k8s-proxy.internal.example:6443"
+
+
+def test_unknown_eks_cluster_is_named(aws: boto3.session.Session) -> None:
+    # GIVEN no EKS cluster by the registry's name WHEN connecting THEN the error names it
+    with pytest.raises(ExternalServiceError, match="eks:DescribeCluster prod-euw1"):
+        EksConnector(aws).connect(registry_cluster())

@@ -134,3 +134,9 @@ def cluster_connector() -> ClusterConnector:
     from guard.adapters.eks_connector import EksConnector
 
     return EksConnector(_boto3_session())
+
+
+def reset() -> None:
+    """Forget cached config, clients and secrets (a new tenant or emulator in the same process)."""
+    for cached in (config, _boto3_session, _aws_client, _resource, _secret):
+        cached.cache_clear()

@@ -1,0 +1,51 @@
+"""`python -m sandbox [--scenario FILE] [--json FILE]`: the local rehearsal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from guard.config.models import TenantConfig  # noqa: F401  (fail early if the package path is wrong)
+from guard.errors import ConfigError
+from sandbox.scenario import ScenarioError, load_scenario
+
+DEFAULT = Path(__file__).resolve().parent.parent / "scenarios" / "default.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description="Rehearse a GUARD batch upgrade locally.")
+    parser.add_argument("--scenario", type=Path, default=DEFAULT, help="scenario file (default: %(default)s)")
+    parser.add_argument("--json", type=Path, help="write the JSON summary to this file")
+    args = parser.parse_args(argv)
+    try:
+        scenario = load_scenario(args.scenario)
+    except (ScenarioError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from sandbox.rehearsal import run_scenario
+
+    try:
+        summary = run_scenario(scenario)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2, default=str))
+        print(f"summary written to {args.json}")
+    batch = summary["batches"][0]
+    print(f"\n{scenario.name}: {summary['status']} ({batch['outcome']}); "
+          f"{summary['history_events']} history events, {summary['state_transitions']} state transitions, "
+          f"max state payload {summary['max_state_payload_bytes']} bytes, {summary['real_seconds']}s real")
+    if scenario.expect:
+        expected = scenario.expect.outcome
+        if batch["outcome"] != expected:
+            print(f"error: expected outcome {expected}, got {batch['outcome']}", file=sys.stderr)
+            return 1
+        return 0
+    return 0 if summary["status"] == "SUCCEEDED" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Run one scenario end to end on the real state machine and summarise it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TextIO
+
+from guard.stores.state import StateStore
+from sandbox.scenario import Scenario
+from sandbox.world import LocalWorld
+
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+
+
+class Progress:
+    """Prints state by state and cluster by cluster, in scenario time."""
+
+    def __init__(self, world: LocalWorld, out: TextIO) -> None:
+        self._world = world
+        self._out = out
+        self._start = world.clock.now()
+
+    def line(self, text: str) -> None:
+        elapsed = int((self._world.clock.now() - self._start).total_seconds())
+        stamp = f"{elapsed // 3600:02d}:{elapsed % 3600 // 60:02d}:{elapsed % 60:02d}"
+        print(f"[{stamp}] {text}", file=self._out, flush=True)
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "TaskStateEntered" or kind in ("MapStateEntered", "WaitStateEntered", "ChoiceStateEntered",
+                                                   "PassStateEntered", "FailStateEntered", "SucceedStateEntered"):
+            details = event.get("stateEnteredEventDetails", {})
+            name = details.get("name", "?")
+            cluster = _cluster_of(details.get("input"))
+            if name in ("CheckFluxSync", "FluxSynced", "WaitForFlux"):
+                return  # the poll loop: reported by the Lambda's own line below
+            self.line(f"→ {name}" + (f"  [{cluster}]" if cluster else ""))
+        elif kind == "TaskSucceeded":
+            output = _json(event.get("taskSucceededEventDetails", {}).get("output"))
+            payload = output.get("Payload") if isinstance(output, dict) else None
+            if isinstance(payload, dict) and "verdict" in payload:
+                self.line(f"  ✓ {payload['cluster_id']}: verdict {payload['verdict']}")
+            elif isinstance(payload, dict) and "passed" in payload:
+                self.line(f"  {'✓' if payload['passed'] else '✗'} {payload['cluster_id']}: prechecks "
+                          f"{'passed' if payload['passed'] else 'failed'}")
+            elif isinstance(payload, dict) and "synced" in payload:
+                self.line("  ✓ Flux reconciled the target on every cluster" if payload["synced"]
+                          else "  … waiting for Flux: " + "; ".join(payload.get("waiting_on", [])[:2]))
+        elif kind == "TaskFailed":
+            details = event.get("taskFailedEventDetails", {})
+            self.line(f"  ✗ {details.get('error')}: {_message(details.get('cause'))}")
+        elif kind == "ExecutionFailed":
+            details = event.get("executionFailedEventDetails", {})
+            self.line(f"✗ execution FAILED  {details.get('error')}: {_message(details.get('cause'))}")
+        elif kind == "ExecutionSucceeded":
+            self.line("✓ execution SUCCEEDED")
+
+
+def _json(text: Any) -> Any:
+    try:
+        return json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return None
+
+
+def _message(cause: Any) -> str:
+    parsed = _json(cause)
+    if isinstance(parsed, dict) and "errorMessage" in parsed:
+        return str(parsed["errorMessage"])
+    return str(cause)
+
+
+def _cluster_of(state_input: Any) -> str | None:
+    parsed = _json(state_input)
+    return parsed.get("cluster_id") if isinstance(parsed, dict) else None
+
+
+def history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
+    while True:
+        page = sfn.get_execution_history(**kwargs)
+        events += page["events"]
+        if not page.get("nextToken"):
+            return events
+        kwargs["nextToken"] = page["nextToken"]
+
+
+def payload_bytes(event: dict[str, Any]) -> int:
+    """Size of the state data an event carries (input or output), as Step Functions counts it."""
+    sizes = [0]
+    for value in event.values():
+        if isinstance(value, dict):
+            for key in ("input", "output"):
+                if isinstance(value.get(key), str):
+                    sizes.append(len(value[key].encode()))
+    return max(sizes)
+
+
+def run_scenario(scenario: Scenario, out: TextIO = sys.stdout,
+                 on_world: Callable[[LocalWorld], None] | None = None) -> dict[str, Any]:
+    """Rehearse `scenario`; returns the JSON summary."""
+    started = time.monotonic()
+    with LocalWorld(scenario) as world:
+        if on_world:
+            on_world(world)
+        progress = Progress(world, out)
+        sfn = world.engine.client("stepfunctions")
+        execution_input = {"batch": scenario.batch, "target_version": scenario.target_version, **scenario.input}
+        progress.line(f"scenario '{scenario.name}': batch {scenario.batch} → {scenario.target_version} "
+                      f"on {len(scenario.fleet)} cluster(s), clock ×{scenario.speedup:g}")
+        arn = sfn.start_execution(stateMachineArn=world.state_machine_arn, name=f"rehearsal-{uuid.uuid4().hex[:8]}",
+                                  input=json.dumps(execution_input))["executionArn"]
+        seen = 0
+        human_seen = 0
+        status = "RUNNING"
+        deadline = started + scenario.timeout_seconds
+        while True:
+            events = history(sfn, arn)
+            for event in events[seen:]:
+                progress.event(event)
+            seen = len(events)
+            for note in world.human_log[human_seen:]:
+                progress.line(f"  👤 {note}")
+            human_seen = len(world.human_log)
+            status = sfn.describe_execution(executionArn=arn)["status"]
+            if status in TERMINAL and seen == len(history(sfn, arn)):
+                break
+            if time.monotonic() > deadline:
+                sfn.stop_execution(executionArn=arn, error="RehearsalTimeout",
+                                   cause=f"the rehearsal gave up after {scenario.timeout_seconds:g}s")
+                progress.line(f"✗ rehearsal gave up after {scenario.timeout_seconds:g}s real time")
+                status = "TIMED_OUT"
+                break
+            time.sleep(0.05)
+        events = history(sfn, arn)
+        description = sfn.describe_execution(executionArn=arn)
+        summary = _summary(world, scenario, arn, status, description, events, time.monotonic() - started)
+    return summary
+
+
+def _summary(world: LocalWorld, scenario: Scenario, arn: str, status: str, description: dict[str, Any],
+             events: list[dict[str, Any]], real_seconds: float) -> dict[str, Any]:
+    state = StateStore(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.state_table_name))
+    run = state.find_run(arn.rsplit(":", 1)[-1])
+    failure = next((e.get("executionFailedEventDetails") for e in events if e["type"] == "ExecutionFailed"), None)
+    clusters: dict[str, Any] = {}
+    for spec in scenario.fleet:
+        entry: dict[str, Any] = {"from_version": spec.istio_version}
+        if run:
+            precheck = state.get_precheck(run.run_id, spec.cluster)
+            verdict = state.get_verdict(run.run_id, spec.cluster)
+            if precheck:
+                entry["prechecks"] = [{"check": r.check_name, "status": r.status.value, "message": r.message}
+                                      for r in precheck.results]
+            if verdict:
+                entry["verdict"] = {
+                    "outcome": verdict.outcome.value,
+                    "summary": verdict.summary(),
+                    "findings": [f.model_dump(exclude={"details"}) | {"details": f.details} for f in verdict.findings],
+                    "post_checks": [{"check": c.check_name, "status": c.status.value, "message": c.message}
+                                    for c in verdict.post_checks],
+                }
+        entry["running_version"] = world.kubernetes.helm_release_versions(spec.cluster)[1]
+        clusters[spec.cluster] = entry
+    return {
+        "scenario": scenario.name,
+        "execution_arn": arn,
+        "status": status,
+        "batches": [{
+            "batch": scenario.batch,
+            "target_version": scenario.target_version,
+            "outcome": run.status.value if run else "refused",
+            "stage": run.stage if run else "plan",
+            "error": (failure or {}).get("error"),
+            "cause": (failure or {}).get("cause"),
+            "merge_request_url": run.merge_request_url if run else None,
+            "clusters": clusters,
+        }],
+        "merge_requests": [{"iid": mr["iid"], "state": mr["state"], "url": mr.get("web_url")}
+                           for mr in world.gitlab.merge_requests(scenario.gitlab_project)],
+        "webhook_responses": [status for status, _ in (world.webhook.responses if world.webhook else [])],
+        "history_events": len(events),
+        "state_transitions": sum(1 for e in events if e["type"].endswith("StateEntered")),
+        "max_state_payload_bytes": max((payload_bytes(e) for e in events), default=0),
+        "lambda_invocations": len(world.engine.invocations),
+        "real_seconds": round(real_seconds, 2),
+        "scenario_seconds": round(((description.get("stopDate") or datetime.now(description["startDate"].tzinfo))
+                                   - description["startDate"]).total_seconds() * scenario.speedup),
+    }

@@ -1,0 +1,122 @@
+"""Rehearsal scenario files: the fleet, how each cluster's metrics behave before and after
+the upgrade, what the human does with the MR, and faults. Format: docs/scenarios.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from guard.config.loader import format_validation_error
+from guard.core.version import Version
+
+
+class ScenarioError(Exception):
+    """A scenario file is missing or invalid; the message names the key path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MetricBehaviour(_Strict):
+    """Value of one named query: `before` until the cluster runs the new version, then `after`."""
+
+    before: float | None = Field(description="null = no data at all")
+    after: float | None = None  # default: same as before
+    jitter: float = Field(default=0.05, ge=0, le=1, description="± fraction of noise per point")
+
+    def value_after(self) -> float | None:
+        # `after` left out means "unchanged"; `after: null` means the data stops.
+        return self.after if "after" in self.model_fields_set else self.before
+
+
+class WorkloadSpec(_Strict):
+    namespace: str
+    name: str
+    replicas: int = Field(default=3, ge=0)
+    injected: bool = True
+    pdb: bool = True
+
+
+class Faults(_Strict):
+    unreachable: bool = False
+    node_not_ready: bool = False
+    crash_loop: str | None = Field(default=None, description="'namespace/pod-prefix' to crash-loop")
+    flux_stuck: bool = False
+    firing_monitor: str | None = Field(default=None, description="name of a Datadog monitor in Alert")
+
+
+class ClusterSpec(_Strict):
+    cluster: str
+    istio_version: str
+    environment: str = "dev"
+    region: str = "us-east-1"
+    role_arn: str | None = None
+    flux_config_path: str | None = None  # default clusters/<cluster>/istio/helmrelease.yaml
+    workloads: list[WorkloadSpec] = Field(default_factory=lambda: [WorkloadSpec(namespace="shop", name="cart")])
+    metrics: dict[str, MetricBehaviour] = Field(default_factory=dict)
+    faults: Faults = Faults()
+
+    @model_validator(mode="after")
+    def _version(self) -> ClusterSpec:
+        Version.parse(self.istio_version)
+        return self
+
+
+class HumanAction(_Strict):
+    """What the person does once GUARD opens the MR."""
+
+    action: Literal["merge", "close", "ignore"] = "merge"
+    after_seconds: float = Field(default=300, ge=0, description="scenario seconds after the MR opens")
+
+
+class Expectation(_Strict):
+    outcome: Literal["succeeded", "failed"]
+    error: str | None = None
+    cause_contains: list[str] = Field(default_factory=list)
+
+
+class Scenario(_Strict):
+    name: str
+    description: str = ""
+    config: str = Field(description="tenant config file, relative to the scenario file")
+    batch: str
+    target_version: str
+    input: dict[str, Any] = Field(default_factory=dict, description="extra execution input fields")
+    speedup: float = Field(default=300, gt=0, le=100_000)
+    gitlab_project: str = "platform/istio-fleet"
+    flux_reconcile_seconds: float = Field(default=90, ge=0)
+    human: HumanAction = HumanAction()
+    fleet: list[ClusterSpec] = Field(min_length=1)
+    succeeded_before: list[str] = Field(
+        default_factory=list, description="batches recorded as already upgraded to target_version")
+    timeout_seconds: float = Field(default=120, gt=0, description="real seconds before the rehearsal gives up")
+    expect: Expectation | None = None
+
+    source: Path = Field(default=Path("."), exclude=True)
+
+    def config_path(self) -> Path:
+        return (self.source.parent / self.config).resolve()
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ScenarioError(f"{path}: cannot read scenario: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ScenarioError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: the top level must be a mapping")
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ScenarioError(format_validation_error(e, str(path)).replace("invalid config", "invalid scenario")) from e
+    scenario.source = path.resolve()
+    if not scenario.config_path().is_file():
+        raise ScenarioError(f"{path}: config: file {scenario.config_path()} not found")
+    return scenario

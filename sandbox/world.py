@@ -1,0 +1,235 @@
+"""The local world a rehearsal runs in: moto (AWS), the GitLab, Datadog and Kubernetes
+simulators, the API Gateway shim for the webhook, and the person who merges the MR.
+
+Everything listens on 127.0.0.1 and every thread is a daemon that stops with `close()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import tempfile
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from guard import runtime
+from guard.clock import ScaledClock
+from guard.config.loader import load_config
+from guard.config.models import TenantConfig
+from guard.core.models import Cluster
+from guard.gitops.helm_release import read_chart_version
+from guard.services.metrics import render_queries
+from guard.stores.registry import ClusterRegistry
+from guard.stores.state import BatchResult, StateStore
+from sandbox.apigw import ApiGatewayShim
+from sandbox.engine import LambdaContext, LocalEngine, _import_handler
+from sandbox.scenario import ClusterSpec, MetricBehaviour, Scenario
+from sandbox.sims.datadog_sim import DatadogSimulator
+from sandbox.sims.gitlab_sim import GitLabSimulator
+from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
+
+HELMRELEASE = """\
+# Istio control plane for {cluster}, managed by Flux. GUARD bumps spec.chart.spec.version.
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: istiod
+  namespace: istio-system
+spec:
+  interval: 5m
+  chart:
+    spec:
+      chart: istiod
+      version: "{version}"  # upgraded by GUARD merge requests
+      sourceRef:
+        kind: HelmRepository
+        name: istio
+        namespace: flux-system
+  values:
+    pilot:
+      autoscaleMin: 2
+"""
+
+
+def _noise(*parts: object) -> float:
+    """Deterministic noise in [-1, 1] so a rehearsal replays identically."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 0xFFFFFFFF * 2 - 1
+
+
+class LocalWorld:
+    """Builds and seeds every local system for one scenario."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.config: TenantConfig = load_config(scenario.config_path())
+        self.clock = ScaledClock(scenario.speedup)
+        self.engine = LocalEngine(speedup=scenario.speedup)
+        self.gitlab_token = "glpat-local-" + secrets.token_hex(8)
+        self.webhook_token = secrets.token_hex(16)
+        self.gitlab = GitLabSimulator(token=self.gitlab_token, clock=self.clock)
+        self.datadog = DatadogSimulator(api_key="dd-local-api", app_key="dd-local-app", clock=self.clock)
+        self.kubernetes = KubernetesSimulator(clock=self.clock, pod_ready_seconds=20)
+        self.webhook: ApiGatewayShim | None = None
+        self.upgraded_at: dict[str, datetime] = {}
+        self.human_log: list[str] = []
+        self._stop = threading.Event()
+        self._tmp = tempfile.TemporaryDirectory(prefix="guard-rehearsal-")
+        self.state_machine_arn = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> LocalWorld:
+        self.engine.start()
+        self.gitlab.start()
+        self.datadog.start()
+        self.kubernetes.start()
+        runtime.clock = self.clock
+        self._write_runtime_files()
+        self.state_machine_arn = self.engine.deploy(self.config.aws.dynamodb.table_name,
+                                                    self.config.aws.dynamodb.state_table_name)
+        self.webhook = ApiGatewayShim(_import_handler("handlers.gitlab_webhook"),
+                                      lambda: LambdaContext(self.engine.names["GitLabWebhook"])).start()
+        self._seed()
+        threading.Thread(target=self._human, name="human", daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        for stop in (self.webhook.stop if self.webhook else None, self.kubernetes.stop, self.datadog.stop,
+                     self.gitlab.stop, self.engine.stop):
+            if stop:
+                stop()
+        runtime.reset()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> LocalWorld:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ seeding
+    def _write_runtime_files(self) -> None:
+        """What CDK packages with each function: the config as JSON and the checks folder."""
+        import os
+
+        config_file = Path(self._tmp.name) / "config.json"
+        # The tenant's GitLab URL becomes the simulator's: nothing leaves 127.0.0.1.
+        self.config.gitlab.url = self.gitlab.url
+        config_file.write_text(self.config.model_dump_json(by_alias=True))
+        checks = self.scenario.config_path().parent / self.config.custom_checks_path
+        os.environ.update({
+            "GUARD_TENANT": self.config.tenant,
+            "GUARD_CONFIG_FILE": str(config_file),
+            "GUARD_CHECKS_DIR": str(checks),
+            "GUARD_REGISTRY_TABLE": self.config.aws.dynamodb.table_name,
+            "GUARD_STATE_TABLE": self.config.aws.dynamodb.state_table_name,
+            "GUARD_DATADOG_HOST": self.datadog.url,
+        })
+        runtime.reset()
+
+    def _seed(self) -> None:
+        sm = self.engine.client("secretsmanager")
+        names = self.config.aws.secrets_manager
+        sm.create_secret(Name=names.gitlab_token_secret, SecretString=self.gitlab_token)
+        sm.create_secret(Name=names.datadog_credentials_secret,
+                         SecretString=json.dumps({"api_key": "dd-local-api", "app_key": "dd-local-app"}))
+        sm.create_secret(Name=names.webhook_secret, SecretString=self.webhook_token)
+
+        registry = ClusterRegistry(self.engine.resource("dynamodb").Table(self.config.aws.dynamodb.table_name))
+        files: dict[str, str] = {}
+        batch_of = {c: b.name for b in self.config.batches for c in b.clusters}
+        for spec in self.scenario.fleet:
+            path = spec.flux_config_path or f"clusters/{spec.cluster}/istio/helmrelease.yaml"
+            files[path] = HELMRELEASE.format(cluster=spec.cluster, version=spec.istio_version)
+            cluster = Cluster(
+                cluster_id=spec.cluster, batch_id=batch_of.get(spec.cluster, "unassigned"),
+                environment=spec.environment, region=spec.region, gitlab_project=self.scenario.gitlab_project,
+                flux_config_path=path, aws_role_arn=spec.role_arn, api_endpoint=self.kubernetes.endpoint(spec.cluster),
+                current_istio_version=spec.istio_version,
+                datadog_tags={"env": spec.environment, "cluster_name": spec.cluster},
+                owner_team="platform",
+            )
+            registry.put(cluster)
+            self._seed_cluster(spec, cluster)
+        self.gitlab.add_project(self.scenario.gitlab_project, files, default_branch=self.config.gitlab.target_branch)
+        assert self.webhook is not None
+        self.gitlab.add_hook(self.scenario.gitlab_project, f"{self.webhook.url}/webhooks/gitlab", self.webhook_token)
+        self.gitlab.add_merge_listener(self._flux_follows)
+        state = StateStore(self.engine.resource("dynamodb").Table(self.config.aws.dynamodb.state_table_name))
+        for batch in self.scenario.succeeded_before:
+            state.put_batch_result(BatchResult(batch=batch, target_version=self.scenario.target_version,
+                                               status="succeeded", run_id="earlier-rehearsal", at=self.clock.now()))
+
+    def _seed_cluster(self, spec: ClusterSpec, cluster: Cluster) -> None:
+        self.kubernetes.add_cluster(
+            spec.cluster, spec.istio_version, nodes=3,
+            workloads=[Workload(w.namespace, w.name, w.replicas, w.injected, w.pdb) for w in spec.workloads])
+        faults = spec.faults
+        if faults.unreachable:
+            self.kubernetes.set_unreachable(spec.cluster)
+        if faults.node_not_ready:
+            self.kubernetes.set_node_ready(spec.cluster, self.kubernetes.node_names(spec.cluster)[0], False)
+        if faults.crash_loop:
+            namespace, _, prefix = faults.crash_loop.partition("/")
+            self.kubernetes.crash_loop(spec.cluster, namespace, prefix)
+        if faults.flux_stuck:
+            self.kubernetes.set_flux_stuck(spec.cluster)
+        if faults.firing_monitor:
+            self.datadog.add_monitor(faults.firing_monitor, tags=cluster.datadog_tags, state="Alert")
+        interval = self.config.validation.metric_interval_seconds
+        for name, query in render_queries(self.config.datadog.queries, cluster).items():
+            behaviour = spec.metrics.get(name)
+            if behaviour is not None:
+                self.datadog.set_series(query, self._series(spec.cluster, name, behaviour), interval)
+
+    def _series(self, cluster_id: str, name: str, behaviour: MetricBehaviour) -> Any:
+        def value(bucket: datetime) -> float | None:
+            upgraded = self.upgraded_at.get(cluster_id)
+            base = behaviour.value_after() if upgraded and bucket >= upgraded else behaviour.before
+            if base is None:
+                return None
+            return base * (1 + behaviour.jitter * _noise(cluster_id, name, bucket.timestamp()))
+        return value
+
+    # ------------------------------------------------------------------ Flux and the human
+    def _flux_follows(self, project: str, iid: int, merge_commit_sha: str) -> None:
+        """Flux sees the merged commit: each cluster whose HelmRelease changed reconciles."""
+        from datetime import timedelta
+
+        delay = self.scenario.flux_reconcile_seconds
+        for spec in self.scenario.fleet:
+            path = spec.flux_config_path or f"clusters/{spec.cluster}/istio/helmrelease.yaml"
+            text = self.gitlab.file_at(project, path)
+            if text is None:
+                continue
+            version = read_chart_version(text)
+            if version != self.kubernetes.helm_release_versions(spec.cluster)[0]:
+                self.kubernetes.apply_chart_version(spec.cluster, version, reconcile_after_seconds=delay)
+                if not spec.faults.flux_stuck:
+                    self.upgraded_at[spec.cluster] = self.clock.now() + timedelta(seconds=delay)
+
+    def _human(self) -> None:
+        """Watch for GUARD's MR and act on it `after_seconds` of scenario time later."""
+        seen: set[int] = set()
+        plan = self.scenario.human
+        while not self._stop.wait(0.02):
+            for mr in self.gitlab.merge_requests(self.scenario.gitlab_project):
+                if mr["iid"] in seen or mr["state"] != "opened":
+                    continue
+                seen.add(mr["iid"])
+                threading.Thread(target=self._act, args=(mr["iid"], plan.action, plan.after_seconds),
+                                 daemon=True).start()
+
+    def _act(self, iid: int, action: str, after_seconds: float) -> None:
+        self.human_log.append(f"MR !{iid} opened; the reviewer will {action} it after {after_seconds:g}s")
+        if action == "ignore" or self._stop.wait(after_seconds / self.scenario.speedup):
+            return
+        if action == "merge":
+            self.gitlab.merge(self.scenario.gitlab_project, iid)
+        else:
+            self.gitlab.close(self.scenario.gitlab_project, iid)
+        self.human_log.append(f"MR !{iid} {action}d")

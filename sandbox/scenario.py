@@ -86,6 +86,8 @@ class Scenario(_Strict):
     batch: str
     target_version: str
     input: dict[str, Any] = Field(default_factory=dict, description="extra execution input fields")
+    config_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="merged over the tenant config (e.g. a short merge timeout)")
     speedup: float = Field(default=300, gt=0, le=100_000)
     gitlab_project: str = "platform/istio-fleet"
     flux_reconcile_seconds: float = Field(default=90, ge=0)

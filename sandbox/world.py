@@ -17,7 +17,7 @@ from typing import Any
 
 from guard import runtime
 from guard.clock import ScaledClock
-from guard.config.loader import load_config
+from guard.config.loader import load_config, parse_config
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster
 from guard.gitops.helm_release import read_chart_version
@@ -54,6 +54,21 @@ spec:
 """
 
 
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def _with_overrides(config: TenantConfig, overrides: dict[str, Any]) -> TenantConfig:
+    """The tenant config with a scenario's overrides, validated like the file itself."""
+    if not overrides:
+        return config
+    return parse_config(_merge(config.model_dump(by_alias=True), overrides), "config with scenario overrides")
+
+
 def _noise(*parts: object) -> float:
     """Deterministic noise in [-1, 1] so a rehearsal replays identically."""
     digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
@@ -65,7 +80,7 @@ class LocalWorld:
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
-        self.config: TenantConfig = load_config(scenario.config_path())
+        self.config: TenantConfig = _with_overrides(load_config(scenario.config_path()), scenario.config_overrides)
         self.clock = ScaledClock(scenario.speedup)
         self.engine = LocalEngine(speedup=scenario.speedup)
         self.gitlab_token = "glpat-local-" + secrets.token_hex(8)

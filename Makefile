@@ -1,0 +1,44 @@
+# GUARD: `make demo` rehearses a batch upgrade locally; `make test` runs the whole suite.
+# Both set up a virtualenv from requirements.txt first (once; again when it changes).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+export PYTHONPATH := lambdas:.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+.PHONY: setup demo rehearse test unit lint synth bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+demo: setup
+	$(PY) -m sandbox --json rehearsal-summary.json
+
+# make rehearse SCENARIO=scenarios/latency-regression.yaml
+rehearse: setup
+	$(PY) -m sandbox --scenario $(SCENARIO) --json rehearsal-summary.json
+
+test: setup
+	$(PY) -m pytest -q
+
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy lambdas sandbox infra app.py
+
+synth: setup
+	$(PY) app.py
+
+bench: setup
+	$(PY) benchmarks/cold_imports.py
+
+clean:
+	rm -rf cdk.out .build rehearsal-summary.json

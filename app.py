@@ -17,17 +17,21 @@ from guard.errors import ConfigError  # noqa: E402
 from infra.application import build_app  # noqa: E402
 
 
-def _cdk_json_context() -> dict[str, object]:
-    # `python3 app.py` without the CLI gets no context; read cdk.json the way the CLI would.
-    if "CDK_CONTEXT_JSON" in os.environ or "CDK_CONTEXT_JSON_FILE" in os.environ:
+def _context() -> dict[str, object]:
+    """The CLI's context (CDK_CONTEXT_JSON), else cdk.json's, for `python3 app.py` without the CLI.
+
+    Read here as well as by the App so the same values reach build_app however it is run.
+    """
+    if "CDK_CONTEXT_JSON" in os.environ:
+        return dict(json.loads(os.environ["CDK_CONTEXT_JSON"]))
+    if "CONTEXT_OVERFLOW_LOCATION" in os.environ:  # the CLI moved a large context to a file
         return {}
-    context = json.loads((ROOT / "cdk.json").read_text()).get("context", {})
-    return dict(context)
+    return dict(json.loads((ROOT / "cdk.json").read_text()).get("context", {}))
 
 
 def main() -> int:
     try:
-        app = build_app(_cdk_json_context(), account=os.environ.get("CDK_DEFAULT_ACCOUNT"))
+        app = build_app(_context(), account=os.environ.get("CDK_DEFAULT_ACCOUNT"))
     except ConfigError as e:
         print(f"GUARD synth failed: {e}", file=sys.stderr)
         return 2

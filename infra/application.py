@@ -33,12 +33,13 @@ def build_app(context: Mapping[str, Any] | None = None, *, account: str | None =
     app = cdk.App(context=dict(context or {}), outdir=outdir)
     files = tenant_files(app.node.try_get_context("tenants"))
     build_dir = Path(app.node.try_get_context(BUILD_DIR_CONTEXT) or ROOT / ".build")
+    configs = [(file, load_config(file)) for file in files]
     seen: dict[str, Path] = {}
-    for file in files:
-        config = load_config(file)
+    for file, config in configs:
         if config.tenant in seen:
             raise ConfigError(f"{file}: tenant '{config.tenant}' is already defined by {seen[config.tenant]}")
         seen[config.tenant] = file
+    for file, config in configs:
         GuardStack(app, stack_name(config), config=config, config_file=file, build_dir=build_dir,
                    env=cdk.Environment(account=account, region=config.aws.region),
                    description=f"GUARD Istio upgrades for tenant {config.tenant}")

@@ -110,7 +110,8 @@ class LocalPipBundler:
         self._platform_tag = PLATFORM_TAGS[architecture]
         self._cache_dir = cache_dir
 
-    def try_bundle(self, output_dir: str, **_options: Any) -> bool:
+    def try_bundle(self, output_dir: str, *_options: Any, **_kw_options: Any) -> bool:
+        # jsii passes the BundlingOptions struct positionally; the bundler needs none of it.
         if importlib.util.find_spec("pip") is None:
             if shutil.which("docker") is None:
                 raise BundlingError("cannot bundle Lambda dependencies: no pip in this Python and no docker")

@@ -31,7 +31,9 @@ def _context() -> dict[str, object]:
 
 def main() -> int:
     try:
-        app = build_app(_context(), account=os.environ.get("CDK_DEFAULT_ACCOUNT"))
+        # The CLI sets CDK_OUTDIR; `python3 app.py` alone writes to ./cdk.out, not a temp dir.
+        app = build_app(_context(), account=os.environ.get("CDK_DEFAULT_ACCOUNT"),
+                        outdir=os.environ.get("CDK_OUTDIR") or str(ROOT / "cdk.out"))
     except ConfigError as e:
         print(f"GUARD synth failed: {e}", file=sys.stderr)
         return 2

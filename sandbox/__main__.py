@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from guard.config.models import TenantConfig  # noqa: F401  (fail early if the package path is wrong)
 from guard.errors import ConfigError
-from sandbox.scenario import ScenarioError, load_scenario
+
+from sandbox.scenario import Scenario, ScenarioError, load_scenario
 
 DEFAULT = Path(__file__).resolve().parent.parent / "scenarios" / "default.yaml"
 
@@ -39,12 +41,27 @@ def main(argv: list[str] | None = None) -> int:
           f"{summary['history_events']} history events, {summary['state_transitions']} state transitions, "
           f"max state payload {summary['max_state_payload_bytes']} bytes, {summary['real_seconds']}s real")
     if scenario.expect:
-        expected = scenario.expect.outcome
-        if batch["outcome"] != expected:
-            print(f"error: expected outcome {expected}, got {batch['outcome']}", file=sys.stderr)
-            return 1
-        return 0
+        problems = expectation_problems(scenario, batch)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1 if problems else 0
     return 0 if summary["status"] == "SUCCEEDED" else 1
+
+
+def expectation_problems(scenario: Scenario, batch: dict[str, Any]) -> list[str]:
+    """How the run differs from the scenario's `expect` block (empty when it matched)."""
+    expect = scenario.expect
+    if expect is None:
+        return []
+    problems = []
+    if batch["outcome"] != expect.outcome:
+        problems.append(f"expected outcome {expect.outcome}, got {batch['outcome']}")
+    if expect.error and batch.get("error") != expect.error:
+        problems.append(f"expected error {expect.error}, got {batch.get('error')}")
+    for text in expect.cause_contains:
+        if text not in (batch.get("cause") or ""):
+            problems.append(f"expected the cause to mention {text!r}: {batch.get('cause')}")
+    return problems
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ class ApiGatewayShim:
         shim = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
                 event = shim.event("POST", self.path, dict(self.headers.items()), body)

@@ -61,7 +61,8 @@ class LambdaContext:
 def _import_handler(module: str) -> Callable[[Any, Any], Any]:
     import importlib
 
-    return importlib.import_module(module).handler  # type: ignore[no-any-return]
+    handler: Callable[[Any, Any], Any] = importlib.import_module(module).handler
+    return handler
 
 
 class LocalEngine:
@@ -106,6 +107,8 @@ class LocalEngine:
             "POWERTOOLS_METRICS_DISABLED": "true",
         }
         self._stack.enter_context(mock.patch.dict(os.environ, env))
+        # moto's backends live in the process, not the server: start every world empty.
+        requests.post(f"{self.endpoint}/moto-api/reset", timeout=10)
         requests.post(f"{self.endpoint}/moto-api/config",
                       json={"stepfunctions": {"execute_state_machine": True}}, timeout=10)
         self._patch_moto()

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from guard.stores.state import StateStore
+
 from sandbox.scenario import Scenario
 from sandbox.world import LocalWorld
 
@@ -103,8 +104,13 @@ def payload_bytes(event: dict[str, Any]) -> int:
 
 
 def run_scenario(scenario: Scenario, out: TextIO = sys.stdout,
-                 on_world: Callable[[LocalWorld], None] | None = None) -> dict[str, Any]:
-    """Rehearse `scenario`; returns the JSON summary."""
+                 on_world: Callable[[LocalWorld], None] | None = None,
+                 inspect: Callable[[LocalWorld, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Rehearse `scenario`; returns the JSON summary.
+
+    `on_world` runs once the world is up (inject faults); `inspect` runs before it is torn
+    down (tests read the tables and simulators there).
+    """
     started = time.monotonic()
     with LocalWorld(scenario) as world:
         if on_world:
@@ -141,6 +147,8 @@ def run_scenario(scenario: Scenario, out: TextIO = sys.stdout,
         events = history(sfn, arn)
         description = sfn.describe_execution(executionArn=arn)
         summary = _summary(world, scenario, arn, status, description, events, time.monotonic() - started)
+        if inspect:
+            inspect(world, summary)
     return summary
 
 

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 from guard.config.loader import format_validation_error
 from guard.core.version import Version
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ScenarioError(Exception):

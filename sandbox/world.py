@@ -24,6 +24,7 @@ from guard.gitops.helm_release import read_chart_version
 from guard.services.metrics import render_queries
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import BatchResult, StateStore
+
 from sandbox.apigw import ApiGatewayShim
 from sandbox.engine import LambdaContext, LocalEngine, _import_handler
 from sandbox.scenario import ClusterSpec, MetricBehaviour, Scenario

@@ -119,7 +119,8 @@ def _traffic_finding(summary: MetricSummary | None, minimum: float, settings: Ju
 
 def _apply(name: str, kind: str, limit: float, base: MetricSummary | None, cur: MetricSummary | None,
            settings: JudgeSettings) -> MetricFinding:
-    query = (cur or base).query if (cur or base) else name
+    source = cur or base
+    query = source.query if source else name
     rule = f"{name}_{kind}"
     cur_points = complete_points(cur, settings.interval_seconds) if cur else []
     if len(cur_points) < settings.min_data_points:

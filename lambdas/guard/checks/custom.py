@@ -36,7 +36,8 @@ def _instantiate(spec: CustomCheckConfig, folder: Path) -> HealthCheck:
         raise ConfigError(f"custom_checks: module '{spec.module}' not found at {path}")
     module_name = f"guard_custom_checks.{spec.module}"
     module = sys.modules.get(module_name)
-    if module is None:
+    # Cached per process, but only for the same file: another tenant's folder may use the same module name.
+    if module is None or Path(getattr(module, "__file__", "") or "").resolve() != path.resolve():
         module_spec = importlib.util.spec_from_file_location(module_name, path)
         if module_spec is None or module_spec.loader is None:
             raise ConfigError(f"custom_checks: cannot import {path}")

@@ -187,14 +187,14 @@ class TenantConfig(_Strict):
                     )
                 seen[cluster] = batch.name
         known = set(names)
-        for batch, prereqs in self.batch_order.items():
-            if batch not in known:
-                raise ValueError(f"batch_order.{batch}: unknown batch (defined: {', '.join(names)})")
+        for dependent, prereqs in self.batch_order.items():
+            if dependent not in known:
+                raise ValueError(f"batch_order.{dependent}: unknown batch (defined: {', '.join(names)})")
             for prereq in prereqs:
                 if prereq not in known:
-                    raise ValueError(f"batch_order.{batch}: unknown prerequisite batch '{prereq}'")
-                if prereq == batch:
-                    raise ValueError(f"batch_order.{batch}: a batch cannot depend on itself")
+                    raise ValueError(f"batch_order.{dependent}: unknown prerequisite batch '{prereq}'")
+                if prereq == dependent:
+                    raise ValueError(f"batch_order.{dependent}: a batch cannot depend on itself")
         cycle = _find_cycle(self.batch_order)
         if cycle:
             raise ValueError(f"batch_order: dependency cycle {' -> '.join(cycle)}")

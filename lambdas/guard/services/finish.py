@@ -89,6 +89,9 @@ class FinishService:
         run = self._state.get_run(run_id)
         now = self._clock.now()
         summary = explain(stage, error)
+        if summary.error == "MergeRequestClosed" and run.merge_request_url and "closed" not in summary.cause:
+            summary.cause = (f"merge request {run.merge_request_url} was closed without being merged; "
+                             "nothing was deployed")
         run.status, run.stage, run.finished_at = RunStatus.FAILED, stage, now
         run.error, run.cause = summary.error, summary.cause
         self._state.put_run(run)

@@ -1,0 +1,165 @@
+"""Every path of statemachines/upgrade_batch.asl.json, run for real on the local engine."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+from guard.gitops.helm_release import read_chart_version
+from guard.stores.registry import ClusterRegistry
+from guard.stores.state import StateStore
+
+from sandbox.__main__ import expectation_problems
+from sandbox.rehearsal import history
+from sandbox.world import LocalWorld
+from tests.workflow.conftest import rehearse, scenario, wait_until
+
+pytestmark = pytest.mark.workflow
+
+
+def _stores(world: LocalWorld) -> tuple[ClusterRegistry, StateStore]:
+    ddb = world.engine.resource("dynamodb")
+    return (ClusterRegistry(ddb.Table(world.config.aws.dynamodb.table_name)),
+            StateStore(ddb.Table(world.config.aws.dynamodb.state_table_name)))
+
+
+def test_happy_path_upgrades_the_batch_and_records_it() -> None:
+    # GIVEN two healthy dev clusters on 1.19.3 whose metrics stay within ±10% noise
+    seen: dict[str, Any] = {}
+
+    def inspect(world: LocalWorld, summary: dict[str, Any]) -> None:
+        registry, state = _stores(world)
+        seen["versions"] = {c: registry.get(c).current_istio_version for c in ("eks-dev-1", "eks-dev-2")}
+        seen["history"] = registry.get("eks-dev-1").upgrade_history
+        seen["lock"] = state.lock_holder("dev-1")
+        seen["file"] = world.gitlab.file_at("platform/istio-fleet", "clusters/eks-dev-1/istio/helmrelease.yaml")
+        seen["notes"] = world.gitlab.notes("platform/istio-fleet", 1)
+        seen["description"] = world.gitlab.merge_requests("platform/istio-fleet")[0].get("description", "")
+
+    # WHEN the batch is rehearsed and the reviewer merges the MR
+    summary, progress = rehearse("default", inspect=inspect)
+
+    # THEN the execution walks prechecks -> MR -> merge -> Flux -> soak -> validation -> success
+    assert summary["status"] == "SUCCEEDED", progress
+    assert expectation_problems(scenario("default"), summary["batches"][0]) == []
+    order = [line.split("→ ")[1].split()[0] for line in progress.splitlines() if "→ " in line]
+    for earlier, later in [("Plan", "Prechecks"), ("Prechecks", "OpenMergeRequest"),
+                           ("OpenMergeRequest", "Soak"), ("Soak", "Validate"), ("Validate", "RecordSuccess")]:
+        assert order.index(earlier) < order.index(later)
+    # AND the registry, the Git repo and the MR say what happened; the lock is free again
+    assert seen["versions"] == {"eks-dev-1": "1.20.0", "eks-dev-2": "1.20.0"}
+    assert seen["history"][-1].outcome == "succeeded" and seen["history"][-1].from_version == "1.19.3"
+    assert seen["lock"] is None
+    assert read_chart_version(seen["file"]) == "1.20.0"
+    assert "# upgraded by GUARD merge requests" in seen["file"]
+    assert any("validated on 1.20.0" in note for note in seen["notes"])
+    assert "eks-dev-1" in seen["description"] and "✓" in seen["description"]
+    # AND every verdict carries its numbers; the state payload stays small
+    verdict = summary["batches"][0]["clusters"]["eks-dev-2"]["verdict"]
+    assert verdict["outcome"] == "pass"
+    latency = next(f for f in verdict["findings"] if f["query_name"] == "latency_p95")
+    assert latency["baseline"] and latency["current"] and latency["threshold"] == 10
+    assert summary["max_state_payload_bytes"] < 4096
+    assert summary["webhook_responses"] == [200]
+
+
+@pytest.mark.parametrize("name", ["precheck-crashloop", "firing-monitor", "missing-pdb", "mr-closed", "mr-timeout",
+                                  "latency-regression", "no-data"])
+def test_failure_paths_end_failed_with_an_actionable_cause_and_release_the_lock(name: str) -> None:
+    # GIVEN a scenario that must fail (its `expect` block names the error and what the cause mentions)
+    expected = scenario(name)
+    seen: dict[str, Any] = {}
+
+    def inspect(world: LocalWorld, summary: dict[str, Any]) -> None:
+        _, state = _stores(world)
+        seen["lock"] = state.lock_holder(expected.batch)
+        seen["mrs"] = world.gitlab.merge_requests("platform/istio-fleet")
+        seen["versions"] = {c.cluster: world.kubernetes.helm_release_versions(c.cluster)[1] for c in expected.fleet}
+
+    # WHEN it is rehearsed
+    summary, progress = rehearse(name, inspect=inspect)
+
+    # THEN the execution failed with the expected error and cause, and released the batch lock
+    batch = summary["batches"][0]
+    assert summary["status"] == "FAILED", progress
+    assert expectation_problems(expected, batch) == [], progress
+    assert seen["lock"] is None
+    if batch["error"] == "PrecheckFailed":
+        # AND a failed precheck never opened an MR nor touched a cluster
+        assert seen["mrs"] == []
+        assert all(v == "1.19.3" for v in seen["versions"].values())
+    if batch["error"] in ("MergeRequestClosed", "MergeRequestTimeout"):
+        assert all(v == "1.19.3" for v in seen["versions"].values())
+        assert batch["merge_request_url"] in batch["cause"] or "timed out" in batch["cause"]
+
+
+@pytest.mark.parametrize("bad_input, error, mentions", [
+    ({"batch": "no-such-batch", "target_version": "1.20.0"}, "UnknownBatch", "no-such-batch"),
+    ({"batch": "dev-1", "target_version": "1.20"}, "InvalidInput", "target_version"),
+    ({"batch": "dev-1", "target_version": "1.18.0"}, "VersionNotAllowed", "downgrade"),
+    ({"batch": "dev-1", "target_version": "1.22.0"}, "VersionNotAllowed", "skips 3 minor"),
+    ({"target_version": "1.20.0"}, "InvalidInput", "batch"),
+    ({"batch": "dev-1", "target_version": "1.20.0", "soak_minutes": 5}, "InvalidInput", "soak_minutes"),
+    ({"batch": "dev-1", "target_version": "1.20.0"}, "PrerequisiteNotMet", "test"),
+])
+def test_bad_input_fails_at_the_first_state_naming_the_problem_and_changes_nothing(
+        world_for: Any, bad_input: dict[str, Any], error: str, mentions: str) -> None:
+    # GIVEN the default fleet (batch dev-1 on 1.19.3), whose prerequisite `test` has not run
+    world = world_for("default", succeeded_before=[])
+    sfn = world.engine.client("stepfunctions")
+
+    # WHEN an execution starts with bad input
+    arn = sfn.start_execution(stateMachineArn=world.state_machine_arn, input=json.dumps(bad_input))["executionArn"]
+    wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", what="the execution to end")
+
+    # THEN it failed in Plan with an error naming the problem
+    events = history(sfn, arn)
+    entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
+    failed = next(e["executionFailedEventDetails"] for e in events if e["type"] == "ExecutionFailed")
+    assert entered == ["Plan"]
+    assert failed["error"] == error
+    assert mentions in failed["cause"]
+    # AND nothing changed: no run record, no lock, no MR
+    _, state = _stores(world)
+    assert state.find_run(arn.rsplit(":", 1)[-1]) is None
+    assert state.lock_holder("dev-1") is None
+    assert world.gitlab.merge_requests("platform/istio-fleet") == []
+
+
+def test_webhook_with_wrong_or_missing_token_gets_401_and_resumes_nothing(world_for: Any) -> None:
+    # GIVEN an execution waiting on its MR (the reviewer does nothing)
+    world = world_for("mr-closed", human={"action": "ignore"})
+    sfn = world.engine.client("stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=world.state_machine_arn,
+                              input=json.dumps({"batch": "test", "target_version": "1.20.0"}))["executionArn"]
+    mr = wait_until(lambda: world.gitlab.merge_requests("platform/istio-fleet"), what="the MR")[0]
+    _, state = _stores(world)
+    wait_until(lambda: state.get_task_token(mr["web_url"]), what="the task token")
+    assert world.webhook is not None
+    body = {"object_kind": "merge_request", "user": {"username": "mallory"},
+            "object_attributes": {"iid": mr["iid"], "action": "merge", "url": mr["web_url"],
+                                  "merge_commit_sha": "f" * 40}}
+
+    # WHEN someone posts a merge event with a wrong token, and with none
+    wrong = requests.post(f"{world.webhook.url}/webhooks/gitlab", json=body, timeout=5,
+                          headers={"X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": "guess"})
+    missing = requests.post(f"{world.webhook.url}/webhooks/gitlab", json=body, timeout=5,
+                            headers={"X-Gitlab-Event": "Merge Request Hook"})
+
+    # THEN both get 401, the execution still waits, and the token is still there
+    assert (wrong.status_code, missing.status_code) == (401, 401)
+    assert sfn.describe_execution(executionArn=arn)["status"] == "RUNNING"
+    assert state.get_task_token(mr["web_url"]) is not None
+    # AND the real merge, signed by GitLab, resumes it (the same delivery twice is harmless)
+    world.gitlab.merge("platform/istio-fleet", mr["iid"])
+    wait_until(lambda: any(e["type"] == "TaskSucceeded" and "merge_commit_sha" in
+                           e["taskSucceededEventDetails"].get("output", "") for e in history(sfn, arn)),
+               what="the merge to resume the execution")
+    delivery = world.gitlab.hook_deliveries[-1]
+    again = requests.post(f"{world.webhook.url}/webhooks/gitlab", json=delivery.payload, timeout=5, headers={
+        "X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": world.webhook_token,
+        "X-Gitlab-Event-UUID": delivery.event_uuid})
+    assert again.status_code == 200
+    sfn.stop_execution(executionArn=arn)

@@ -78,6 +78,9 @@ class WebhookService:
             if type(e).__name__ in ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist"):
                 self._state.delete_task_token(url)
                 return WebhookResult(status=200, message=f"execution no longer waiting ({type(e).__name__})")
+            if delivery_id:
+                # Not acted on: a resend of this delivery must not be swallowed as a duplicate.
+                self._state.forget_delivery(delivery_id)
             raise
         self._state.delete_task_token(url)
         return WebhookResult(status=200, message=f"run {waiting.run_id}: {action} delivered")

@@ -146,6 +146,10 @@ class StateStore:
                 return False
             raise mapped("PutItem", e) from e
 
+    def forget_delivery(self, delivery_id: str) -> None:
+        """Un-see a delivery that could not be acted on, so GitLab's resend is not taken for a duplicate."""
+        call("DeleteItem", lambda: self._table.delete_item(Key={"pk": f"DELIVERY#{delivery_id}", "sk": "DELIVERY"}))
+
     # ------------------------------------------------------------------ batch results
     def put_batch_result(self, result: BatchResult) -> None:
         self._put(f"BATCH#{result.batch}", f"RESULT#{result.target_version}", result,

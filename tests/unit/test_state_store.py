@@ -1,0 +1,114 @@
+"""The state table against moto DynamoDB: batch lock, webhook deliveries and MR task tokens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from guard.errors import BatchLocked
+from guard.stores.state import StateStore, TaskTokenRecord
+from moto import mock_aws
+
+NOW = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
+MR = "https://gitlab.example.com/platform/istio-fleet/-/merge_requests/42"
+
+
+@pytest.fixture
+def state(monkeypatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        table = boto3.resource("dynamodb", region_name="us-east-1").create_table(
+            TableName="guard-state", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                  {"AttributeName": "sk", "AttributeType": "S"}])
+        yield StateStore(table)
+
+
+# ---------------------------------------------------------------- batch lock
+def test_lock_is_reentrant_for_the_same_run(state):
+    # GIVEN run-1 holds dev-1
+    state.acquire_lock("dev-1", "run-1", NOW, hours=24)
+    # WHEN run-1 asks again (a retried task)
+    state.acquire_lock("dev-1", "run-1", NOW + timedelta(minutes=5), hours=24)
+    # THEN it still holds it
+    assert state.lock_holder("dev-1") == "run-1"
+
+
+def test_lock_is_refused_for_another_run_naming_the_holder(state):
+    # GIVEN run-1 holds dev-1
+    state.acquire_lock("dev-1", "run-1", NOW, hours=24)
+    # WHEN run-2 asks for it within the TTL
+    with pytest.raises(BatchLocked) as caught:
+        state.acquire_lock("dev-1", "run-2", NOW + timedelta(hours=1), hours=24)
+    # THEN it is told who holds it and since when, and run-1 keeps it
+    assert "run-1" in str(caught.value)
+    assert NOW.isoformat() in str(caught.value)
+    assert state.lock_holder("dev-1") == "run-1"
+
+
+def test_locks_are_per_batch(state):
+    state.acquire_lock("dev-1", "run-1", NOW, hours=24)
+    state.acquire_lock("dev-2", "run-2", NOW, hours=24)
+    assert (state.lock_holder("dev-1"), state.lock_holder("dev-2")) == ("run-1", "run-2")
+
+
+def test_expired_lock_is_taken_over(state):
+    # GIVEN run-1 took the lock with a 2-hour TTL and died without releasing it
+    state.acquire_lock("dev-1", "run-1", NOW, hours=2)
+    # WHEN run-2 asks after the TTL
+    state.acquire_lock("dev-1", "run-2", NOW + timedelta(hours=2, minutes=1), hours=2)
+    # THEN run-2 holds it
+    assert state.lock_holder("dev-1") == "run-2"
+
+
+def test_release_only_by_the_holder(state):
+    # GIVEN run-1 holds dev-1
+    state.acquire_lock("dev-1", "run-1", NOW, hours=24)
+    # WHEN run-2 releases it (a stray finish task), nothing happens
+    state.release_lock("dev-1", "run-2")
+    assert state.lock_holder("dev-1") == "run-1"
+    # WHEN run-1 releases it, twice
+    state.release_lock("dev-1", "run-1")
+    state.release_lock("dev-1", "run-1")
+    # THEN it is free and run-2 can take it
+    assert state.lock_holder("dev-1") is None
+    state.acquire_lock("dev-1", "run-2", NOW, hours=24)
+    assert state.lock_holder("dev-1") == "run-2"
+
+
+# ---------------------------------------------------------------- webhook deliveries
+def test_first_delivery_dedupes(state):
+    # GIVEN GitLab delivers event uuid-1, then redelivers it
+    assert state.first_delivery("uuid-1", NOW) is True
+    assert state.first_delivery("uuid-1", NOW + timedelta(seconds=10)) is False
+    # THEN another delivery is still new
+    assert state.first_delivery("uuid-2", NOW) is True
+
+
+def test_a_forgotten_delivery_is_new_again(state):
+    # GIVEN uuid-1 was seen but could not be acted on
+    assert state.first_delivery("uuid-1", NOW) is True
+    state.forget_delivery("uuid-1")
+    # THEN its resend is handled rather than deduped
+    assert state.first_delivery("uuid-1", NOW) is True
+    assert state.first_delivery("uuid-1", NOW) is False
+
+
+# ---------------------------------------------------------------- MR task tokens
+def test_task_token_round_trip(state):
+    # GIVEN nobody waits on the MR yet
+    assert state.get_task_token(MR) is None
+    # WHEN the open-MR task stores its token
+    record = TaskTokenRecord(merge_request_url=MR, task_token="AAAA-token==", run_id="run-1", kind="rollback")
+    state.put_task_token(record, NOW, hours=72)
+    # THEN the webhook finds exactly that token by MR URL
+    assert state.get_task_token(MR) == record
+    assert state.get_task_token(MR.replace("/42", "/43")) is None
+    # AND once answered it is gone
+    state.delete_task_token(MR)
+    assert state.get_task_token(MR) is None

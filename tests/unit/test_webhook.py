@@ -1,0 +1,328 @@
+"""GitLab webhook behind API Gateway: verify the token, dedupe, and resume the execution waiting on the MR."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from guard import runtime
+from guard.errors import ExternalServiceError, InvalidInput, TransientError
+from guard.services.webhook import WebhookService
+from guard.stores.state import StateStore, TaskTokenRecord
+from handlers import gitlab_webhook
+from moto import mock_aws
+
+from sandbox.apigw import ApiGatewayShim
+
+REGION = "us-east-1"
+TOKEN = "s3cr3t-webhook-token"
+SECRET_NAME = "guard/unit/gitlab-webhook-token"
+MR = "https://gitlab.example.com/platform/istio-fleet/-/merge_requests/42"
+NOW = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
+
+
+class LambdaContext:
+    """What Powertools reads from the Lambda context."""
+
+    function_name = "guard-unit-GitLabWebhook"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 256
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:guard-unit-GitLabWebhook"
+    aws_request_id = "req-1"
+    log_group_name = "/aws/lambda/guard-unit-GitLabWebhook"
+    log_stream_name = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+class FixedClock:
+    def now(self) -> datetime:
+        return NOW
+
+    def sleep(self, seconds: float) -> None:
+        raise AssertionError("the webhook never sleeps")
+
+
+class RecordingStepFunctions:
+    """Implements guard.services.webhook.TaskCallbacks; records what would resume or fail an execution."""
+
+    def __init__(self, fail_with: Exception | None = None) -> None:
+        self.successes: list[dict[str, Any]] = []
+        self.failures: list[dict[str, str]] = []
+        self._fail_with = fail_with
+        self.during_call: Any = None  # run inside the call, to play a concurrent redelivery
+
+    def send_task_success(self, *, taskToken: str, output: str) -> dict[str, Any]:
+        self._maybe_fail()
+        self.successes.append({"taskToken": taskToken, "output": json.loads(output)})
+        return {}
+
+    def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> dict[str, Any]:
+        self._maybe_fail()
+        self.failures.append({"taskToken": taskToken, "error": error, "cause": cause})
+        return {}
+
+    def _maybe_fail(self) -> None:
+        if self.during_call is not None:
+            hook, self.during_call = self.during_call, None
+            hook()
+        if self._fail_with is not None:
+            error, self._fail_with = self._fail_with, None
+            raise error
+
+
+class TaskTimedOut(Exception):
+    """Named like the boto3 stepfunctions error for a token whose wait already timed out."""
+
+
+def mr_event(action: str, url: str = MR, **attrs: Any) -> str:
+    return json.dumps({
+        "object_kind": "merge_request",
+        "user": {"username": "alice"},
+        "object_attributes": {"iid": 42, "url": url, "action": action, "state": "merged", **attrs},
+    })
+
+
+# ---------------------------------------------------------------- moto world for the real handler
+@pytest.fixture
+def aws(monkeypatch, tmp_path):
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION,
+                        "GUARD_REGISTRY_TABLE": "guard-unit-registry", "GUARD_STATE_TABLE": "guard-unit-state",
+                        "POWERTOOLS_SERVICE_NAME": "guard-webhook-test"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    config = {"tenant": "unit", "aws": {"region": REGION, "secrets_manager": {"webhook_secret": SECRET_NAME}},
+              "batches": [{"name": "dev-1", "clusters": ["eks-dev-1"]}]}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    monkeypatch.setenv("GUARD_CONFIG_FILE", str(path))
+    runtime.reset()
+    with mock_aws():
+        boto3.client("secretsmanager", region_name=REGION).create_secret(Name=SECRET_NAME, SecretString=TOKEN)
+        dynamodb = boto3.resource("dynamodb", region_name=REGION)
+        dynamodb.create_table(
+            TableName="guard-unit-registry", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}])
+        table = dynamodb.create_table(
+            TableName="guard-unit-state", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                  {"AttributeName": "sk", "AttributeType": "S"}])
+        yield StateStore(table), table
+    runtime.reset()
+
+
+@pytest.fixture
+def waiting(aws):
+    """An execution paused on MR !42."""
+    state, table = aws
+    state.put_task_token(TaskTokenRecord(merge_request_url=MR, task_token="token-42", run_id="run-1"), NOW, 72)
+    return state, table
+
+
+def call(headers: dict[str, str], body: str) -> tuple[int, dict[str, Any]]:
+    shim = ApiGatewayShim(gitlab_webhook.handler, LambdaContext)  # builds the proxy event only; no server
+    response = gitlab_webhook.handler(shim.event("POST", "/webhooks/gitlab", headers, body), LambdaContext())
+    return response["statusCode"], json.loads(response["body"])
+
+
+def gitlab_headers(token: str | None = TOKEN, event: str = "Merge Request Hook",
+                   delivery: str | None = None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "X-Gitlab-Event": event,
+               "X-Gitlab-Event-UUID": delivery or str(uuid.uuid4())}
+    if token is not None:
+        headers["X-Gitlab-Token"] = token
+    return headers
+
+
+def deliveries(table) -> list[str]:
+    return [i["pk"] for i in table.scan(ConsistentRead=True)["Items"] if i["pk"].startswith("DELIVERY#")]
+
+
+def test_missing_token_is_401_and_touches_nothing(waiting):
+    # GIVEN an execution waiting on MR !42
+    state, table = waiting
+    # WHEN a merge event arrives without X-Gitlab-Token
+    status, body = call(gitlab_headers(token=None), mr_event("merge"))
+    # THEN it is refused, and the execution still waits
+    assert status == 401
+    assert body == {"message": "unauthorized"}
+    assert state.get_task_token(MR) is not None
+    assert deliveries(table) == []
+
+
+def test_wrong_token_is_401_and_the_token_record_is_untouched(waiting):
+    state, table = waiting
+    status, body = call(gitlab_headers(token="guess"), mr_event("merge"))
+    assert status == 401
+    assert "s3cr3t" not in json.dumps(body)
+    assert state.get_task_token(MR) == TaskTokenRecord(merge_request_url=MR, task_token="token-42", run_id="run-1")
+    assert deliveries(table) == []
+
+
+def test_header_names_are_case_insensitive(waiting):
+    # GIVEN a proxy in front that lower-cases header names
+    state, _ = waiting
+    headers = {k.lower(): v for k, v in gitlab_headers().items()}
+    status, body = call(headers, mr_event("merge", merge_commit_sha="abc123"))
+    assert status == 200, body
+    assert state.get_task_token(MR) is None
+
+
+def test_non_merge_request_event_is_ignored(waiting):
+    state, _ = waiting
+    status, body = call(gitlab_headers(event="Push Hook"), json.dumps({"object_kind": "push"}))
+    assert status == 200
+    assert body["message"].startswith("ignored")
+    assert state.get_task_token(MR) is not None
+
+
+def test_event_for_an_mr_nobody_waits_on_is_ignored(waiting):
+    state, table = waiting
+    status, body = call(gitlab_headers(), mr_event("merge", url=MR.replace("/42", "/7")))
+    assert status == 200
+    assert body["message"] == "ignored: no GUARD execution waits on this merge request"
+    assert state.get_task_token(MR) is not None
+    assert deliveries(table) == []
+
+
+@pytest.mark.parametrize("action", ["open", "update", "approved", "reopen"])
+def test_other_mr_actions_are_ignored(waiting, action):
+    state, _ = waiting
+    status, body = call(gitlab_headers(), mr_event(action))
+    assert status == 200
+    assert body["message"] == f"ignored: action '{action}'"
+    assert state.get_task_token(MR) is not None
+
+
+@pytest.mark.parametrize("body", ["{not json", "", "[1, 2]", json.dumps({"object_attributes": {"action": "merge"}})])
+def test_malformed_body_is_400(waiting, body):
+    state, _ = waiting
+    status, answer = call(gitlab_headers(), body)
+    assert status == 400
+    assert "webhook body" in answer["message"]
+    assert state.get_task_token(MR) is not None
+
+
+def test_merge_through_the_handler_answers_and_forgets_the_token(waiting):
+    # GIVEN an execution waiting on MR !42 (Step Functions is moto here)
+    state, _ = waiting
+    # WHEN GitLab reports the merge
+    status, body = call(gitlab_headers(), mr_event("merge", merge_commit_sha="abc123"))
+    # THEN GitLab gets 200 and nobody waits on the MR any more
+    assert status == 200
+    assert body["message"] == "run run-1: merge delivered"
+    assert state.get_task_token(MR) is None
+
+
+def test_duplicate_delivery_through_the_handler_sends_nothing(waiting):
+    # GIVEN delivery d-1 was already taken by another invocation (GitLab delivered it twice at once)
+    state, _ = waiting
+    assert state.first_delivery("d-1", NOW)
+    # WHEN the second copy arrives
+    status, body = call(gitlab_headers(delivery="d-1"), mr_event("merge", merge_commit_sha="abc123"))
+    # THEN it is answered as a duplicate and the execution is not resumed twice
+    assert status == 200
+    assert body["message"] == "duplicate delivery ignored"
+    assert state.get_task_token(MR) is not None
+
+
+def test_secret_not_readable_is_not_a_401(aws, monkeypatch):
+    # GIVEN the config names a secret that does not exist
+    boto3.client("secretsmanager", region_name=REGION).delete_secret(SecretId=SECRET_NAME,
+                                                                      ForceDeleteWithoutRecovery=True)
+    runtime.reset()
+    # THEN the handler fails loudly (a 5xx at API Gateway) instead of answering GitLab "unauthorized"
+    with pytest.raises(ExternalServiceError, match="cannot read secret"):
+        call(gitlab_headers(), mr_event("merge"))
+
+
+# ---------------------------------------------------------------- the service with a recording fake
+@pytest.fixture
+def service(waiting):
+    state, table = waiting
+    sfn = RecordingStepFunctions()
+    return WebhookService(state, sfn, FixedClock()), sfn, state, table
+
+
+def test_merge_sends_task_success_with_the_merge_commit(service):
+    svc, sfn, state, _ = service
+    # WHEN MR !42 is merged by alice
+    result = svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123"))
+    # THEN the waiting execution resumes with the merge commit, and the token is forgotten
+    assert result.status == 200
+    assert sfn.successes == [{"taskToken": "token-42", "output": {
+        "merge_commit_sha": "abc123", "merge_request_url": MR, "merged_by": "alice"}}]
+    assert sfn.failures == []
+    assert state.get_task_token(MR) is None
+
+
+def test_close_sends_task_failure_merge_request_closed(service):
+    svc, sfn, state, _ = service
+    result = svc.handle("Merge Request Hook", "d-1", mr_event("close"))
+    assert result.status == 200
+    assert sfn.successes == []
+    assert len(sfn.failures) == 1
+    failure = sfn.failures[0]
+    assert failure["taskToken"] == "token-42"
+    assert failure["error"] == "MergeRequestClosed"
+    assert MR in failure["cause"] and "alice" in failure["cause"]
+    assert state.get_task_token(MR) is None
+
+
+def test_same_delivery_twice_sends_once(service):
+    # GIVEN GitLab delivers d-1 a second time while the first is still being handled
+    svc, sfn, _, _ = service
+    second: list[str] = []
+    sfn.during_call = lambda: second.append(
+        svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123")).message)
+    # WHEN the first copy is handled
+    svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123"))
+    # THEN the second copy was a duplicate and the execution was resumed exactly once
+    assert second == ["duplicate delivery ignored"]
+    assert len(sfn.successes) == 1
+    # AND a later redelivery sends nothing either
+    svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123"))
+    assert len(sfn.successes) == 1
+    assert sfn.failures == []
+
+
+def test_a_delivery_that_failed_to_resume_is_not_deduped_on_resend(waiting):
+    # GIVEN Step Functions throttles the first attempt to resume the execution
+    state, _ = waiting
+    sfn = RecordingStepFunctions(fail_with=TransientError("SendTaskSuccess: ThrottlingException"))
+    svc = WebhookService(state, sfn, FixedClock())
+    with pytest.raises(TransientError):
+        svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123"))
+    assert state.get_task_token(MR) is not None
+    # WHEN GitLab (or a person) resends the same delivery
+    result = svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123"))
+    # THEN it resumes the execution instead of being swallowed as a duplicate
+    assert result.message == "run run-1: merge delivered"
+    assert len(sfn.successes) == 1
+    assert state.get_task_token(MR) is None
+
+
+def test_an_execution_that_stopped_waiting_is_forgotten(waiting):
+    # GIVEN the execution's wait already timed out
+    state, _ = waiting
+    sfn = RecordingStepFunctions(fail_with=TaskTimedOut("Task Timed Out"))
+    result = WebhookService(state, sfn, FixedClock()).handle("Merge Request Hook", "d-1", mr_event("merge"))
+    # THEN GitLab still gets 200, and the stale token is dropped
+    assert result.status == 200
+    assert "no longer waiting (TaskTimedOut)" in result.message
+    assert state.get_task_token(MR) is None
+
+
+def test_service_rejects_a_body_without_the_mr_url(service):
+    svc, sfn, _, _ = service
+    with pytest.raises(InvalidInput, match=r"object_attributes\.url"):
+        svc.handle("Merge Request Hook", "d-1", json.dumps({"object_attributes": {"action": "merge"}}))
+    assert sfn.successes == sfn.failures == []

@@ -1,0 +1,1 @@
+"""Operator commands for GUARD (`python -m cli ...`; run with `PYTHONPATH=lambdas:.`)."""

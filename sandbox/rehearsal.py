@@ -45,7 +45,8 @@ class Progress:
             output = _json(event.get("taskSucceededEventDetails", {}).get("output"))
             payload = output.get("Payload") if isinstance(output, dict) else None
             if isinstance(payload, dict) and "verdict" in payload:
-                self.line(f"  ✓ {payload['cluster_id']}: verdict {payload['verdict']}")
+                mark = {"pass": "✓", "fail": "✗"}.get(payload["verdict"], "?")
+                self.line(f"  {mark} {payload['cluster_id']}: verdict {payload['verdict']}")
             elif isinstance(payload, dict) and "passed" in payload:
                 self.line(f"  {'✓' if payload['passed'] else '✗'} {payload['cluster_id']}: prechecks "
                           f"{'passed' if payload['passed'] else 'failed'}")

@@ -241,8 +241,11 @@ class LocalWorld:
                                  daemon=True).start()
 
     def _act(self, iid: int, action: str, after_seconds: float) -> None:
+        if action == "ignore":
+            self.human_log.append(f"MR !{iid} opened; the reviewer ignores it")
+            return
         self.human_log.append(f"MR !{iid} opened; the reviewer will {action} it after {after_seconds:g}s")
-        if action == "ignore" or self._stop.wait(after_seconds / self.scenario.speedup):
+        if self._stop.wait(after_seconds / self.scenario.speedup):
             return
         if action == "merge":
             self.gitlab.merge(self.scenario.gitlab_project, iid)

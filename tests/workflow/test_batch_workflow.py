@@ -118,9 +118,10 @@ def test_bad_input_fails_at_the_first_state_naming_the_problem_and_changes_nothi
     events = history(sfn, arn)
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
     failed = next(e["executionFailedEventDetails"] for e in events if e["type"] == "ExecutionFailed")
-    assert entered == ["Plan"]
+    assert entered == ["Plan", "ReadRefusal", "Refused"]
     assert failed["error"] == error
     assert mentions in failed["cause"]
+    assert "stackTrace" not in failed["cause"]
     # AND nothing changed: no run record, no lock, no MR
     _, state = _stores(world)
     assert state.find_run(arn.rsplit(":", 1)[-1]) is None

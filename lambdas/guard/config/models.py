@@ -234,7 +234,7 @@ def _check_thresholds(where: str, thresholds: dict[str, float], queries: dict[st
         if not match or match.group(1) not in queries:
             raise ValueError(
                 f"{where}.{key}: not a known threshold; use one of {', '.join(sorted(STANDARD_THRESHOLDS))} "
-                f"or <query>_min / <query>_max for a query under datadog.queries "
+                f"or <query>_min / <query>_max / <query>_increase_percent for a query under datadog.queries "
                 f"({', '.join(sorted(queries))})"
             )
 

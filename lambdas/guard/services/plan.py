@@ -55,7 +55,7 @@ class BatchPlanner:
         if missing:
             raise UnknownCluster(
                 f"batch '{batch.name}' lists clusters missing from the registry: {', '.join(missing)} "
-                "(import them with `guard registry import`)"
+                "(import them with `python -m cli registry import`)"
             )
 
         projects = sorted({c.gitlab_project for c in clusters.values()})

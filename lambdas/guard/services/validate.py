@@ -48,7 +48,8 @@ class ValidationService:
                           significance_min_points=v.significance_min_points, confidence=v.confidence),
         )
         verdict.post_checks = self._post_checks(cluster_id, run.target_version)
-        if verdict.outcome == VerdictOutcome.PASS and not all(c.passed for c in verdict.post_checks):
+        # A failed post-check is a failure whatever the metrics say (even with too little data).
+        if not all(c.passed for c in verdict.post_checks):
             verdict.outcome = VerdictOutcome.FAIL
         self._state.put_verdict(run, verdict)
         return verdict

@@ -55,7 +55,7 @@ def decode_token(token: str) -> tuple[str, dict[str, str]]:
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.session.Session]:
     for key, value in {
-        "AWS_ACCESS_KEY_ID": "AKIAGUARDTEST0000000",
+        "AWS_ACCESS_KEY_ID": "ASIAGUARDTEST0000000",
         "AWS_SECRET_ACCESS_KEY": "guard-test-secret",
         "AWS_DEFAULT_REGION": REGION,
     }.items():
@@ -75,7 +75,7 @@ def sim() -> Iterator[KubernetesSimulator]:
 def test_token_is_a_presigned_get_caller_identity_url() -> None:
     # GIVEN plain credentials (presigning is local; no AWS call is made)
     session = boto3.session.Session(
-        aws_access_key_id="AKIAGUARDTEST0000000", aws_secret_access_key="secret", region_name=REGION
+        aws_access_key_id="ASIAGUARDTEST0000000", aws_secret_access_key="secret", region_name=REGION
     )
 
     # WHEN signing a token for an EKS cluster
@@ -90,7 +90,7 @@ def test_token_is_a_presigned_get_caller_identity_url() -> None:
     assert query["X-Amz-Expires"] == "60"
     # AND the signature covers the x-k8s-aws-id header, scoped to the cluster's region
     assert "x-k8s-aws-id" in query["X-Amz-SignedHeaders"].split(";")
-    assert query["X-Amz-Credential"].startswith("AKIAGUARDTEST0000000/")
+    assert query["X-Amz-Credential"].startswith("ASIAGUARDTEST0000000/")
     assert f"/{REGION}/sts/aws4_request" in query["X-Amz-Credential"]
     assert "x-k8s-aws-id" not in query  # the name travels as a signed header, not a parameter
 
@@ -121,7 +121,7 @@ def test_connect_assumes_the_role_and_reads_endpoint_and_ca_from_eks(aws: boto3.
     assert identity["Arn"].endswith("/guard-eks-reader/guard-prod-euw1")
     _, query = decode_token(configuration.api_key["authorization"])
     signing_key = query["X-Amz-Credential"].split("/")[0]
-    assert signing_key.startswith("ASIA") and signing_key != "AKIAGUARDTEST0000000"
+    assert signing_key.startswith("ASIA") and signing_key != "ASIAGUARDTEST0000000"
 
 
 def test_endpoint_override_reaches_the_simulator_end_to_end(

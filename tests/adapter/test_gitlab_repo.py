@@ -19,7 +19,7 @@ from guard.ports import FileChange
 
 from sandbox.sims.gitlab_sim import GitLabSimulator
 
-TOKEN = "glpat-sim-secret"
+TOKEN = "glpat-sim"
 PROJECT = "platform/istio-fleet"
 PATH = "clusters/prod-eu-1/istio/helmrelease.yaml"
 BRANCH = "guard/istio-1.21.0/prod-eu"
@@ -95,7 +95,7 @@ def test_rerunning_the_task_opens_no_second_mr_and_makes_no_empty_commit(sim, re
 
 def test_a_wrong_token_is_not_retryable_and_is_never_echoed(sim):
     # GIVEN a client with a revoked token
-    repo = GitLabRepo.from_token(sim.url, "glpat-revoked-token")
+    repo = GitLabRepo.from_token(sim.url, "glpat-revoked")
 
     # WHEN it reads a file
     with pytest.raises(ExternalServiceError) as error:

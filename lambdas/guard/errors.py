@@ -29,6 +29,10 @@ class PrerequisiteNotMet(GuardError):
     """A batch_order prerequisite has not succeeded at the same target version."""
 
 
+class ChangeWindowClosed(GuardError):
+    """The run would start inside a deny change window; the message names the window and when it opens."""
+
+
 class BatchLocked(GuardError):
     """Another execution holds the batch lock."""
 

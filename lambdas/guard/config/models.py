@@ -147,6 +147,51 @@ class ScheduleConfig(_Strict):
     target_version: str
 
 
+class RolloutConfig(_Strict):
+    """How a rollout execution (many batches in `batch_order`) reacts to a failed batch."""
+
+    # halt: start nothing new after a failure; continue_independent: finish what does not depend on it.
+    on_failure: Literal["halt", "continue_independent"] = "halt"
+
+
+_WINDOW_TIME = r"^((Mon|Tue|Wed|Thu|Fri|Sat|Sun) )?([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class DenyWindowConfig(_Strict):
+    """A recurring period in which no upgrade of the listed environments may start."""
+
+    name: str | None = None
+    environments: list[str] = Field(min_length=1)
+    # "Fri 15:00" (weekly) or "22:00" (daily; then `to` must be daily too), local to `timezone`.
+    from_: str = Field(alias="from", pattern=_WINDOW_TIME)
+    to: str = Field(pattern=_WINDOW_TIME)
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DenyWindowConfig:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        if (" " in self.from_) != (" " in self.to):
+            raise ValueError("from and to must both name a weekday ('Fri 15:00') or neither ('22:00')")
+        if self.from_ == self.to:
+            raise ValueError("from and to are the same time; the window would be empty")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown timezone '{self.timezone}' (use an IANA name like Europe/Berlin)") from e
+        return self
+
+    def label(self) -> str:
+        return self.name or f"{'/'.join(self.environments)} {self.from_} to {self.to} {self.timezone}"
+
+
+class ChangeWindowsConfig(_Strict):
+    deny: list[DenyWindowConfig] = Field(default_factory=list)
+    # refuse: the batch's Plan fails with ChangeWindowClosed; wait: a rollout waits for the window to open
+    # (a single-batch execution still refuses).
+    on_deny: Literal["refuse", "wait"] = "refuse"
+
+
 class RollbackConfig(_Strict):
     auto_create_mr: bool = True
     require_manual_approval: bool = False
@@ -171,6 +216,8 @@ class TenantConfig(_Strict):
     custom_checks_path: str = "checks"
     notifications: NotificationsConfig = NotificationsConfig()
     schedules: list[ScheduleConfig] = Field(default_factory=list)
+    rollout: RolloutConfig = RolloutConfig()
+    change_windows: ChangeWindowsConfig = ChangeWindowsConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> TenantConfig:

@@ -20,6 +20,7 @@ from guard.errors import (
     UnknownCluster,
     VersionNotAllowed,
 )
+from guard.services.windows import refuse_inside_window
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
@@ -75,6 +76,9 @@ class BatchPlanner:
         if problems:
             raise VersionNotAllowed(f"target_version {target} refused: " + "; ".join(problems))
 
+        # Change windows (docs/config.md#change_windows): refused before anything changes.
+        refuse_inside_window(config, batch.name, {c.environment for c in clusters.values()},
+                             self._clock.now())
         for prereq in config.batch_order.get(batch.name, []):
             result = self._state.get_batch_result(prereq, str(target))
             if result is None or result.status != "succeeded":

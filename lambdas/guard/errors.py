@@ -49,6 +49,10 @@ class FluxSyncTimeout(GuardError):
     """Flux did not report the target version before the deadline."""
 
 
+class SidecarRestartTimeout(GuardError):
+    """Sidecar restart waves did not bring every proxy to the target version before the deadline."""
+
+
 class ValidationFailed(GuardError):
     """Post-upgrade validation found a regression; the message names cluster, query and numbers."""
 
@@ -67,3 +71,30 @@ class ExternalServiceError(GuardError):
 
 class WebhookUnauthorized(GuardError):
     """A webhook request carried a missing or wrong X-Gitlab-Token."""
+
+
+# ---------------------------------------------------------------- failure handling (analysis, rollback, decisions)
+
+
+class AnalysisUnavailable(GuardError):
+    """The LLM failure analysis could not be produced (timeout, error, malformed answer); never blocks a rollback."""
+
+
+class RollbackMergeRequestClosed(GuardError):
+    """The rollback merge request was closed without being merged; the clusters stay on the new version."""
+
+
+class RollbackFailed(GuardError):
+    """After the rollback merge, the clusters did not report the previous version in time."""
+
+
+class RolledBack(GuardError):
+    """The upgrade was rolled back and verified; the execution still ends failed with this name."""
+
+
+class NothingToRollBack(GuardError):
+    """A manual rollback names a batch without a succeeded upgrade that is still deployed."""
+
+
+class DecisionRejected(GuardError):
+    """A person decided `/guard rollback` on the merge request (the error name a decision wait can end with)."""

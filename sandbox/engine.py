@@ -32,10 +32,12 @@ FUNCTIONS: dict[str, str] = {
     "Precheck": "handlers.precheck",
     "OpenMergeRequest": "handlers.open_merge_request",
     "FluxStatus": "handlers.flux_status",
+    "RestartSidecars": "handlers.restart_sidecars",
     "Validate": "handlers.validate",
     "Conclude": "handlers.conclude",
     "Finish": "handlers.finish",
     "GitLabWebhook": "handlers.gitlab_webhook",
+    "Rollout": "handlers.rollout",
 }
 
 REGION = "us-east-1"
@@ -164,6 +166,51 @@ class LocalEngine:
         self._stack.enter_context(mock.patch.object(WaitFunction, "_wait_interval", wait_interval))
         self._stack.enter_context(mock.patch.object(TimeoutSecondsPath, "_eval_seconds", scaled_timeout))
         self._stack.enter_context(mock.patch.object(retrier_decl, "time", _ScaledTime()))
+        self._patch_sfn_sync()
+
+    def _patch_sfn_sync(self) -> None:
+        """Make `states:startExecution.sync:2` work on moto 5.2.5 (shared LOCAL-ENGINE.md).
+
+        moto's SFN integration leaves request/response normalisation to no-op hooks, so
+        (1) `StateMachineArn`/`Input`/`Name` reach boto3 PascalCase and the server finds no
+        `stateMachineArn`; (2) a child started without `Name` is called "None" (the second
+        one collides); (3) DescribeExecution's datetimes break the JSON encoding of the task
+        result. Real Step Functions returns PascalCase keys and epoch-millisecond dates.
+        """
+        from datetime import datetime
+
+        from botocore.session import get_session
+        from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
+            StateTaskServiceSfn,
+        )
+
+        model = get_session().get_service_model("stepfunctions")
+        original = StateTaskServiceSfn._normalise_parameters
+
+        def normalise_parameters(task: Any, parameters: dict[str, Any], boto_service_name: str | None = None,
+                                 service_action_name: str | None = None) -> None:
+            original(task, parameters, boto_service_name, service_action_name)
+            action = task._get_boto_service_action(service_action_name)
+            operation = model.operation_model("".join(p.title() for p in action.split("_")))
+            task._to_boto_request(parameters, operation.input_shape)
+            if action == "start_execution" and not parameters.get("name"):
+                parameters["name"] = str(uuid.uuid4())
+
+        def normalise_response(task: Any, response: Any, boto_service_name: str | None = None,
+                               service_action_name: str | None = None) -> None:
+            if not isinstance(response, dict):
+                return
+            for key, value in list(response.items()):
+                if isinstance(value, datetime):
+                    response[key] = int(value.timestamp() * 1000)
+            action = task._get_boto_service_action(service_action_name)
+            operation = model.operation_model("".join(p.title() for p in action.split("_")))
+            task._from_boto_response(response, operation.output_shape)
+
+        self._stack.enter_context(mock.patch.object(StateTaskServiceSfn, "_normalise_parameters",
+                                                    normalise_parameters))
+        self._stack.enter_context(mock.patch.object(StateTaskServiceSfn, "_normalise_response",
+                                                    normalise_response, create=True))
 
     def _dispatch(self, function_name: str, body: str, response_headers: Any) -> bytes:
         logical = next((k for k, v in self.names.items() if v == function_name), function_name)
@@ -215,6 +262,28 @@ class LocalEngine:
         return str(sfn.create_state_machine(name=f"guard-{asl_file.split('.')[0]}-{uuid.uuid4().hex[:6]}",
                                             definition=definition, roleArn=role_arn, type="STANDARD")
                    ["stateMachineArn"])
+
+    def deploy_rollout(self, batch_state_machine_arn: str, asl_file: str = "rollout.asl.json") -> str:
+        """The rollout state machine, its children being `batch_state_machine_arn`; returns its ARN.
+
+        Call after `deploy` (the Rollout function must exist).
+        """
+        awslambda = self.client("lambda")
+        substitutions = {
+            "RolloutFunctionArn": awslambda.get_function(FunctionName=self.names["Rollout"])
+            ["Configuration"]["FunctionArn"],
+            "UpgradeBatchStateMachineArn": batch_state_machine_arn,
+        }
+        definition = (ASL_DIR / asl_file).read_text()
+        for key, value in substitutions.items():
+            definition = definition.replace("${" + key + "}", value)
+        if "${" in definition:
+            raise RuntimeError(f"{asl_file}: unsubstituted placeholder left")
+        role = self.client("iam").create_role(RoleName=f"guard-local-rollout-{uuid.uuid4().hex[:6]}",
+                                              AssumeRolePolicyDocument="{}")
+        return str(self.client("stepfunctions").create_state_machine(
+            name=f"guard-rollout-{uuid.uuid4().hex[:6]}", definition=definition,
+            roleArn=role["Role"]["Arn"], type="STANDARD")["stateMachineArn"])
 
 
 def _empty_zip() -> bytes:

@@ -38,7 +38,8 @@ class Progress:
             details = event.get("stateEnteredEventDetails", {})
             name = details.get("name", "?")
             cluster = _cluster_of(details.get("input"))
-            if name in ("CheckFluxSync", "FluxSynced", "WaitForFlux"):
+            if name in ("CheckFluxSync", "FluxSynced", "WaitForFlux", "RestartSidecars", "SidecarsDone",
+                        "WaitForSidecars", "RolloutSequencing", "StartSidecarRestarts"):
                 return  # the poll loop: reported by the Lambda's own line below
             self.line(f"→ {name}" + (f"  [{cluster}]" if cluster else ""))
         elif kind == "TaskSucceeded":
@@ -50,6 +51,11 @@ class Progress:
             elif isinstance(payload, dict) and "passed" in payload:
                 self.line(f"  {'✓' if payload['passed'] else '✗'} {payload['cluster_id']}: prechecks "
                           f"{'passed' if payload['passed'] else 'failed'}")
+            elif isinstance(payload, dict) and "done" in payload and "restarted" in payload:
+                for item in payload["restarted"]:
+                    self.line(f"  ↻ restarted {item}")
+                if payload["done"]:
+                    self.line("  ✓ every proxy runs the new version")
             elif isinstance(payload, dict) and "synced" in payload:
                 self.line("  ✓ Flux reconciled the target on every cluster" if payload["synced"]
                           else "  … waiting for Flux: " + "; ".join(payload.get("waiting_on", [])[:2]))

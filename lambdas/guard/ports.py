@@ -143,6 +143,14 @@ class NamespaceInfo(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class MutatingWebhookInfo(BaseModel):
+    """A MutatingWebhookConfiguration and the service its webhooks call."""
+
+    name: str
+    service_namespace: str | None = None
+    service_name: str | None = None
+
+
 class HelmReleaseStatus(BaseModel):
     """Flux HelmRelease as the cluster reports it."""
 
@@ -170,6 +178,9 @@ class KubernetesCluster(Protocol):
         ...
 
     def list_namespaces(self) -> list[NamespaceInfo]:
+        ...
+
+    def list_mutating_webhooks(self) -> list[MutatingWebhookInfo]:
         ...
 
     def get_helm_release(self, namespace: str, name: str) -> HelmReleaseStatus:

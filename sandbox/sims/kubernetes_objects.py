@@ -87,6 +87,7 @@ class SimCluster:
     pdbs: dict[tuple[str, str], Pdb] = field(default_factory=dict)
     crash_loops: dict[tuple[str, str], datetime] = field(default_factory=dict)
     unreachable: bool = False
+    injector_webhook: bool = True
     resource_version: int = 1000
     pod_serial: int = 0
 

@@ -37,6 +37,7 @@ from sandbox.sims.kubernetes_objects import (
     deployment_json,
     helm_release_json,
     history_entry,
+    meta,
     namespace_json,
     node_json,
     owned_by,
@@ -256,6 +257,18 @@ class KubernetesSimulator:
                     hr.reconcile_at = max(hr.reconcile_at, self.clock.now())
             self._bump(c)
 
+    def remove_injector_webhook(self, cluster_id: str) -> None:
+        """Delete the istio-sidecar-injector MutatingWebhookConfiguration (new pods get no sidecar)."""
+        with self._lock:
+            self._advanced(cluster_id).injector_webhook = False
+            self._bump(self._clusters[cluster_id])
+
+    def add_gateway(self, cluster_id: str, name: str = "istio-ingressgateway", replicas: int = 2) -> None:
+        """An Istio gateway Deployment in istio-system (its proxy follows the control plane on restart)."""
+        with self._lock:
+            c = self._advanced(cluster_id)
+            self._add_deployment(c, "istio-system", name, replicas, [], True, c.created_at)
+
     def remove_pdb(self, cluster_id: str, namespace: str, name: str) -> None:
         with self._lock:
             c = self._advanced(cluster_id)
@@ -469,6 +482,9 @@ class KubernetesSimulator:
         if route == "api/v1/namespaces":
             items = [namespace_json(c, n, labels) for n, labels in c.namespaces.items()]
             return self._list(c, "NamespaceList", "v1", items, params)
+        if route == "apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations":
+            items = [_injector_webhook_json(c)] if c.injector_webhook else []
+            return self._list(c, "MutatingWebhookConfigurationList", "admissionregistration.k8s.io/v1", items, params)
         ns, kind, name = _split_route(rest)
         if kind == "pods" and name is None:
             items = [pod_json(c, p, now) for p in c.pods if ns is None or p.namespace == ns]
@@ -597,6 +613,18 @@ def _split_route(rest: list[str]) -> tuple[str | None, str | None, str | None]:
     if len(tail) == 1:
         return None, tail[0], None
     return None, None, None
+
+
+def _injector_webhook_json(c: SimCluster) -> Json:
+    service = {"namespace": "istio-system", "name": "istiod", "path": "/inject", "port": 443}
+    return {
+        "metadata": meta(c, "istio-sidecar-injector", None, c.created_at),
+        "webhooks": [{
+            "name": f"{ns}.sidecar-injector.istio.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "clientConfig": {"service": service, "caBundle": ""},
+            "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
+        } for ns in ("namespace", "object")],
+    }
 
 
 def _without_path(doc: Any, path: tuple[str, ...]) -> bool:

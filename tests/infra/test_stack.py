@@ -20,7 +20,8 @@ from .conftest import FIXTURES, Synthesized
 
 pytestmark = pytest.mark.infra
 
-ASL_FUNCTIONS = ["Plan", "Precheck", "OpenMergeRequest", "FluxStatus", "Validate", "Conclude", "Finish"]
+ASL_FUNCTIONS = ["Plan", "Precheck", "OpenMergeRequest", "FluxStatus", "RestartSidecars", "Validate", "Conclude",
+                 "Finish"]
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -175,8 +176,10 @@ SECRETS = {"gitlab": "alpha/gitlab-token", "datadog": "alpha/datadog", "webhook"
 EXPECTED_ACCESS = {
     "Plan": ("read", set(), False, False),
     "Precheck": ("read", {"datadog"}, True, False),
-    "OpenMergeRequest": ("none", {"gitlab"}, False, False),
+    # Reads each cluster's HelmRelease path from the registry.
+    "OpenMergeRequest": ("read", {"gitlab"}, False, False),
     "FluxStatus": ("read", set(), True, False),
+    "RestartSidecars": ("read", set(), True, False),
     "Validate": ("read", {"datadog"}, True, False),
     "Conclude": ("none", set(), False, False),
     "Finish": ("read_write", {"gitlab"}, False, False),

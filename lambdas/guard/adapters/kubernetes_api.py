@@ -19,6 +19,7 @@ from guard.errors import ExternalServiceError, TransientError
 from guard.ports import (
     DeploymentInfo,
     HelmReleaseStatus,
+    MutatingWebhookInfo,
     NamespaceInfo,
     NodeInfo,
     PdbInfo,
@@ -45,6 +46,7 @@ class KubernetesApi:
         self._apps = k8s.AppsV1Api(api_client)
         self._policy = k8s.PolicyV1Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
+        self._admission = k8s.AdmissionregistrationV1Api(api_client)
 
     # ------------------------------------------------------------ KubernetesCluster
 
@@ -84,6 +86,19 @@ class KubernetesApi:
             NamespaceInfo(name=ns.metadata.name, labels=dict(ns.metadata.labels or {}))
             for ns in self._paged("namespaces", self._core.list_namespace)
         ]
+
+    def list_mutating_webhooks(self) -> list[MutatingWebhookInfo]:
+        found = []
+        for config in self._paged("mutatingwebhookconfigurations",
+                                  self._admission.list_mutating_webhook_configuration):
+            service = next((w.client_config.service for w in config.webhooks or []
+                            if w.client_config and w.client_config.service), None)
+            found.append(MutatingWebhookInfo(
+                name=config.metadata.name,
+                service_namespace=service.namespace if service else None,
+                service_name=service.name if service else None,
+            ))
+        return found
 
     def get_helm_release(self, namespace: str, name: str) -> HelmReleaseStatus:
         obj = self._call(

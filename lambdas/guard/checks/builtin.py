@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from guard.checks.snapshot import ClusterSnapshot, selector_matches
 from guard.core.models import CheckStatus, Cluster, HealthCheckResult
+from guard.core.version import Version
 from guard.ports import Alert
 
 SYSTEM_NAMESPACES = ("kube-system", "istio-system")
@@ -50,11 +51,85 @@ def system_pods_ready(cluster: Cluster, snap: ClusterSnapshot) -> HealthCheckRes
                    + (f"; not ready: {', '.join(bad[:5])}" if bad else ""), not_ready=bad)
 
 
+def _looping_workloads(snap: ClusterSnapshot) -> list[str]:
+    """Crash-looping pods named by their workload, which survives pod restarts."""
+    return sorted({f"{p.namespace}/{(p.owner or 'Pod/' + p.name).split('/', 1)[1]}"
+                   for p in snap.pods if p.crash_looping})
+
+
 def no_crash_loops(cluster: Cluster, snap: ClusterSnapshot) -> HealthCheckResult:
     looping = sorted(f"{p.namespace}/{p.name}" for p in snap.pods if p.crash_looping)
     return _result(cluster, "no_crash_loops", not looping,
                    "no crash-looping pods" if not looping else f"crash-looping: {', '.join(looping[:5])}",
-                   crash_looping=looping)
+                   crash_looping=looping, workloads=_looping_workloads(snap))
+
+
+def no_new_crash_loops(cluster: Cluster, snap: ClusterSnapshot, before: list[str]) -> HealthCheckResult:
+    """Post-check: workloads crash-looping now that were not before the upgrade."""
+    new = [w for w in _looping_workloads(snap) if w not in before]
+    return _result(cluster, "no_new_crash_loops", not new,
+                   "no workload started crash-looping after the upgrade" if not new
+                   else f"crash-looping since the upgrade: {', '.join(new[:5])}", new=new, before=before)
+
+
+def sidecar_injector(cluster: Cluster, snap: ClusterSnapshot) -> HealthCheckResult:
+    """The injection webhook exists and the service it calls (istiod) is ready to serve it."""
+    hooks = [w for w in snap.mutating_webhooks if "sidecar-injector" in w.name]
+    if not hooks:
+        return _result(cluster, "sidecar_injector", False,
+                       "no istio-sidecar-injector MutatingWebhookConfiguration: new pods would get no sidecar")
+    hook = hooks[0]
+    target = next((d for d in snap.deployments
+                   if d.namespace == hook.service_namespace and d.name == hook.service_name), None)
+    if target is None:
+        return _result(cluster, "sidecar_injector", False,
+                       f"{hook.name} calls {hook.service_namespace}/{hook.service_name}, which does not exist")
+    served = target.ready_replicas > 0
+    return _result(cluster, "sidecar_injector", served,
+                   f"{hook.name} served by {target.namespace}/{target.name} "
+                   f"({target.ready_replicas}/{target.replicas} ready)", webhook=hook.name)
+
+
+def gateways_ready(cluster: Cluster, snap: ClusterSnapshot) -> HealthCheckResult:
+    gateways = snap.gateways()
+    if not gateways:
+        return HealthCheckResult(cluster_id=cluster.cluster_id, check_name="gateways_ready",
+                                 status=CheckStatus.SKIPPED, message="no Istio gateway deployments")
+    bad = [f"{g.namespace}/{g.name} {g.ready_replicas}/{g.replicas}" for g in gateways
+           if g.ready_replicas < max(1, g.replicas)]
+    return _result(cluster, "gateways_ready", not bad,
+                   f"{len(gateways) - len(bad)}/{len(gateways)} gateways ready"
+                   + (f"; not ready: {', '.join(bad)}" if bad else ""), not_ready=bad)
+
+
+def version_skew(cluster: Cluster, snap: ClusterSnapshot, target: str, max_minor_skip: int) -> HealthCheckResult:
+    """Istio's skew policy: the data plane is never ahead of the control plane, and after an
+    in-place upgrade every proxy may trail the new control plane by at most one minor."""
+    istiod = snap.istiod()
+    control = istiod.image_versions.get("discovery") if istiod else None
+    target_v = Version.parse(target)
+    ahead, behind = [], []
+    for pod in snap.pods:
+        if not pod.proxy_version:
+            continue
+        try:
+            proxy = Version.parse(pod.proxy_version)
+        except ValueError:
+            continue  # a custom tag (e.g. a digest build) says nothing about skew
+        if control and proxy > Version.parse(control):
+            ahead.append(f"{pod.namespace}/{pod.name}@{proxy}")
+        # Revision-based upgrades (max skip 2) keep old proxies on their own control plane.
+        if max_minor_skip == 1 and proxy.major == target_v.major and target_v.minor - proxy.minor > 1:
+            behind.append(f"{pod.namespace}/{pod.name}@{proxy}")
+    problems = []
+    if ahead:
+        problems.append(f"data plane ahead of the control plane {control}: {', '.join(ahead[:5])}")
+    if behind:
+        problems.append(f"proxies more than one minor behind {target}, unsupported after an in-place upgrade: "
+                        f"{', '.join(behind[:5])}")
+    return _result(cluster, "version_skew", not problems,
+                   "; ".join(problems) if problems else f"proxies within Istio's supported skew of {target}",
+                   ahead=ahead, behind=behind, control_plane=control)
 
 
 def istiod_ready(cluster: Cluster, snap: ClusterSnapshot, expected_version: str | None = None) -> HealthCheckResult:

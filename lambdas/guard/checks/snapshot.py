@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from guard.ports import DeploymentInfo, KubernetesCluster, NamespaceInfo, NodeInfo, PdbInfo, PodInfo
+from guard.core.models import CheckStatus, Cluster, HealthCheckResult
+from guard.errors import TransientError
+from guard.ports import (
+    ClusterConnector,
+    DeploymentInfo,
+    KubernetesCluster,
+    MutatingWebhookInfo,
+    NamespaceInfo,
+    NodeInfo,
+    PdbInfo,
+    PodInfo,
+)
 
 
 class ClusterSnapshot(BaseModel):
@@ -13,6 +24,7 @@ class ClusterSnapshot(BaseModel):
     pods: list[PodInfo]
     deployments: list[DeploymentInfo]
     pdbs: list[PdbInfo]
+    mutating_webhooks: list[MutatingWebhookInfo] = []
 
     @classmethod
     def read(cls, api: KubernetesCluster) -> ClusterSnapshot:
@@ -22,7 +34,13 @@ class ClusterSnapshot(BaseModel):
             pods=api.list_pods(),
             deployments=api.list_deployments(),
             pdbs=api.list_pdbs(),
+            mutating_webhooks=api.list_mutating_webhooks(),
         )
+
+    def gateways(self) -> list[DeploymentInfo]:
+        """Istio gateway Deployments (by the chart's naming) in the usual namespaces."""
+        return [d for d in self.deployments
+                if d.namespace in ("istio-system", "istio-ingress", "istio-gateways") and "gateway" in d.name]
 
     def injected_namespaces(self) -> set[str]:
         return {
@@ -43,3 +61,15 @@ class ClusterSnapshot(BaseModel):
 
 def selector_matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def read_snapshot(connector: ClusterConnector, cluster: Cluster, when: str) -> ClusterSnapshot | HealthCheckResult:
+    """The cluster's snapshot, or a failed `api_reachable` result saying it could not be read.
+
+    Unreachable is a finding, not a crash: the report says so and the batch stops there.
+    """
+    try:
+        return ClusterSnapshot.read(connector.connect(cluster))
+    except TransientError as e:
+        return HealthCheckResult(cluster_id=cluster.cluster_id, check_name="api_reachable",
+                                 status=CheckStatus.FAIL, message=f"Kubernetes API unreachable {when}: {e}")

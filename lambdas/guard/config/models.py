@@ -95,6 +95,10 @@ class ExecutionConfig(_Strict):
     pod_disruption_budget_required: bool = False
     min_ready_replicas_percent: float = Field(default=80, ge=0, le=100)
     max_minor_version_skip: int = Field(default=1, ge=1, le=2)
+    # Rollout sequencing: injected Deployments restarted per wave (per cluster), and how long
+    # all waves may take before the batch fails with SidecarRestartTimeout.
+    sidecar_restart_wave_size: int = Field(default=2, ge=1, le=50)
+    sidecar_restart_timeout_minutes: float = Field(default=30, gt=0, le=24 * 60)
     lock_ttl_hours: float = Field(default=24 * 8, gt=0)
 
 
@@ -105,6 +109,14 @@ class LlmConfig(_Strict):
     api_key_secret: str = "guard/llm-api-key"
     base_url: str | None = None
     timeout_seconds: float = Field(default=30, gt=0, le=300)
+    # The prompt is cut to this many characters, least important evidence first.
+    max_prompt_chars: int = Field(default=24_000, ge=2_000, le=400_000)
+    max_output_tokens: int = Field(default=1_024, ge=128, le=16_384)
+    # Analyse an inconclusive verdict too (a failed one always is, when enabled).
+    analyze_inconclusive: bool = True
+    # Evidence gathered per failing cluster (also shown in the decision comment).
+    log_tail_lines: int = Field(default=200, ge=0, le=5_000)
+    max_events: int = Field(default=30, ge=0, le=500)
 
 
 class BatchConfig(_Strict):
@@ -128,12 +140,25 @@ class CustomCheckConfig(_Strict):
     class_: str = Field(alias="class", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+NOTIFICATION_EVENTS = ("started", "waiting_for_merge", "needs_decision", "succeeded", "failed", "rolled_back")
+
+
 class NotificationsConfig(_Strict):
     slack_webhook_secret: str | None = None
     sns_topic: bool = False
     events: list[str] = Field(
-        default_factory=lambda: ["started", "waiting_for_merge", "succeeded", "failed", "rolled_back"]
+        default_factory=lambda: ["started", "waiting_for_merge", "needs_decision", "succeeded", "failed",
+                                 "rolled_back"]
     )
+    timeout_seconds: float = Field(default=5, gt=0, le=30)
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, events: list[str]) -> list[str]:
+        unknown = [e for e in events if e not in NOTIFICATION_EVENTS]
+        if unknown:
+            raise ValueError(f"unknown event(s) {', '.join(unknown)}; known: {', '.join(NOTIFICATION_EVENTS)}")
+        return events
 
 
 class ScheduleConfig(_Strict):
@@ -196,6 +221,13 @@ class RollbackConfig(_Strict):
     auto_create_mr: bool = True
     require_manual_approval: bool = False
     scope: Literal["failing_clusters", "batch"] = "failing_clusters"
+    # How long a `/guard proceed|rollback` decision is awaited on the MR; then GUARD rolls back.
+    decision_timeout_hours: float = Field(default=24, gt=0, le=24 * 30)
+    # How long the rollback merge request may wait for a merge.
+    merge_timeout_hours: float = Field(default=72, gt=0, le=24 * 365)
+    # After the rollback merge, how long clusters may take to report the previous version
+    # (default: validation.flux_sync_timeout_minutes).
+    verify_timeout_minutes: float | None = Field(default=None, gt=0, le=24 * 60)
 
 
 class TenantConfig(_Strict):

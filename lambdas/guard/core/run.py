@@ -48,6 +48,7 @@ class Plan(BaseModel):
     merge_timeout_seconds: int
     flux_poll_seconds: int
     max_concurrency: int
+    restart_sidecars: bool = False
 
 
 class RunStatus(StrEnum):
@@ -75,6 +76,8 @@ class RunRecord(BaseModel):
     merge_request_iid: int | None = None
     merge_commit_sha: str | None = None
     flux_synced_at: datetime | None = None
+    # cluster -> "namespace/deployment" -> when GUARD restarted it (rollout sequencing)
+    sidecar_restarts: dict[str, dict[str, datetime]] = Field(default_factory=dict)
     error: str | None = None
     cause: str | None = None
 

@@ -25,6 +25,7 @@ _STAGE_ERRORS = {
     "prechecks": "PrecheckFailed",
     "merge": "MergeRequestFailed",
     "flux": "FluxSyncFailed",
+    "sidecars": "SidecarRestartFailed",
     "validate": "ValidationError",
     "validation": "ValidationFailed",
 }

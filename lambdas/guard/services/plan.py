@@ -119,4 +119,5 @@ class BatchPlanner:
             merge_timeout_seconds=int(config.gitlab.merge_timeout_hours * 3600),
             flux_poll_seconds=config.validation.flux_poll_seconds,
             max_concurrency=config.execution.max_concurrent_clusters,
+            restart_sidecars=config.execution.enable_rollout_sequencing,
         )

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from guard.checks import builtin
 from guard.checks.custom import load_custom_checks, run_custom_checks
-from guard.checks.snapshot import ClusterSnapshot
+from guard.checks.snapshot import read_snapshot
 from guard.clock import Clock
 from guard.config.models import TenantConfig
 from guard.core.models import CheckStatus, Cluster, HealthCheckResult
 from guard.core.run import PrecheckReport, RunRecord
-from guard.errors import PrecheckFailed, TransientError
+from guard.errors import PrecheckFailed
 from guard.ports import ClusterConnector, MetricsProvider
 from guard.services.metrics import read_window, render_queries
 from guard.stores.registry import ClusterRegistry
@@ -69,12 +69,9 @@ class PrecheckService:
         return report
 
     def _cluster_checks(self, run: RunRecord, cluster: Cluster) -> list[HealthCheckResult]:
-        try:
-            snap = ClusterSnapshot.read(self._connector.connect(cluster))
-        except TransientError as e:
-            # Unreachable is a finding, not a crash: the report says so and the batch stops.
-            return [HealthCheckResult(cluster_id=cluster.cluster_id, check_name="api_reachable",
-                                      status=CheckStatus.FAIL, message=f"Kubernetes API unreachable: {e}")]
+        snap = read_snapshot(self._connector, cluster, "before the upgrade")
+        if isinstance(snap, HealthCheckResult):
+            return [snap]
         policy = zero_downtime_policy(self._config, run)
         current = cluster.current_istio_version
         return [
@@ -85,6 +82,9 @@ class PrecheckService:
             builtin.no_crash_loops(cluster, snap),
             builtin.istiod_ready(cluster, snap, expected_version=current),
             builtin.proxies_on_version(cluster, snap, current, "proxies_on_current_version"),
+            builtin.version_skew(cluster, snap, run.target_version, self._config.execution.max_minor_version_skip),
+            builtin.sidecar_injector(cluster, snap),
+            builtin.gateways_ready(cluster, snap),
             builtin.injection_labels_consistent(cluster, snap),
             builtin.pdbs_present(cluster, snap, policy),
             builtin.ready_replicas(cluster, snap, policy),

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from guard.checks import builtin
-from guard.checks.snapshot import ClusterSnapshot
+from guard.checks.snapshot import read_snapshot
 from guard.clock import Clock
 from guard.config.models import TenantConfig
-from guard.core.models import CheckStatus, HealthCheckResult
-from guard.core.run import ClusterVerdict, VerdictOutcome
-from guard.errors import TransientError, ValidationFailed, ValidationInconclusive
+from guard.core.models import HealthCheckResult
+from guard.core.run import ClusterVerdict, PrecheckReport, VerdictOutcome
+from guard.errors import ValidationFailed, ValidationInconclusive
 from guard.judge import JudgeSettings, judge_cluster
 from guard.ports import ClusterConnector, MetricsProvider
 from guard.services.metrics import read_window, render_queries
@@ -47,22 +47,27 @@ class ValidationService:
             JudgeSettings(interval_seconds=v.metric_interval_seconds, min_data_points=v.min_data_points,
                           significance_min_points=v.significance_min_points, confidence=v.confidence),
         )
-        verdict.post_checks = self._post_checks(cluster_id, run.target_version)
+        verdict.post_checks = self._post_checks(cluster_id, run.target_version, precheck)
         # A failed post-check is a failure whatever the metrics say (even with too little data).
         if not all(c.passed for c in verdict.post_checks):
             verdict.outcome = VerdictOutcome.FAIL
         self._state.put_verdict(run, verdict)
         return verdict
 
-    def _post_checks(self, cluster_id: str, target: str) -> list[HealthCheckResult]:
+    def _post_checks(self, cluster_id: str, target: str, precheck: PrecheckReport | None) -> list[HealthCheckResult]:
         cluster = self._registry.get(cluster_id)
-        try:
-            snap = ClusterSnapshot.read(self._connector.connect(cluster))
-        except TransientError as e:
-            return [HealthCheckResult(cluster_id=cluster_id, check_name="api_reachable", status=CheckStatus.FAIL,
-                                      message=f"Kubernetes API unreachable after the upgrade: {e}")]
-        # Proxies-on-target joins these once sidecar restarts in waves exist (rollout sequencing).
-        return [builtin.istiod_ready(cluster, snap, expected_version=target), builtin.no_crash_loops(cluster, snap)]
+        snap = read_snapshot(self._connector, cluster, "after the upgrade")
+        if isinstance(snap, HealthCheckResult):
+            return [snap]
+        before = next((list(r.details.get("workloads", [])) for r in (precheck.results if precheck else [])
+                       if r.check_name == "no_crash_loops"), [])
+        checks = [builtin.istiod_ready(cluster, snap, expected_version=target),
+                  builtin.no_new_crash_loops(cluster, snap, before),
+                  builtin.gateways_ready(cluster, snap)]
+        if self._config.execution.enable_rollout_sequencing:
+            # The sidecar restart waves ran, so every proxy must now be on the target.
+            checks.append(builtin.proxies_on_version(cluster, snap, target, "proxies_on_target_version"))
+        return checks
 
 
 def conclude(state: StateStore, run_id: str) -> list[ClusterVerdict]:

@@ -267,7 +267,9 @@ class KubernetesSimulator:
         """An Istio gateway Deployment in istio-system (its proxy follows the control plane on restart)."""
         with self._lock:
             c = self._advanced(cluster_id)
-            self._add_deployment(c, "istio-system", name, replicas, [], True, c.created_at)
+            dep = self._add_deployment(c, "istio-system", name, replicas, [], True, c.created_at)
+            # The gateway Helm chart ships a PodDisruptionBudget too.
+            self._add_pdb(c, "istio-system", name, dep.selector, None, 1, c.created_at)
 
     def remove_pdb(self, cluster_id: str, namespace: str, name: str) -> None:
         with self._lock:

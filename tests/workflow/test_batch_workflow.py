@@ -62,6 +62,12 @@ def test_happy_path_upgrades_the_batch_and_records_it() -> None:
     latency = next(f for f in verdict["findings"] if f["query_name"] == "latency_p95")
     assert latency["baseline"] and latency["current"] and latency["threshold"] == 10
     assert summary["max_state_payload_bytes"] < 4096
+    # AND the tenant's custom check ran and is in the report; the sidecars were restarted onto 1.20.0
+    prechecks = {c["check"]: c for c in summary["batches"][0]["clusters"]["eks-dev-1"]["prechecks"]}
+    assert prechecks["database_connectivity"]["status"] == "pass"
+    assert "database_connectivity" in seen["description"]
+    post = {c["check"]: c["status"] for c in verdict["post_checks"]}
+    assert post["proxies_on_target_version"] == "pass" and post["no_new_crash_loops"] == "pass"
     assert summary["webhook_responses"] == [200]
 
 

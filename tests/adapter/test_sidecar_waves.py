@@ -1,0 +1,114 @@
+"""Sidecar restarts in waves (rollout sequencing) against the Kubernetes simulator, state on moto."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from guard.config import parse_config
+from guard.core.models import Cluster
+from guard.core.run import ExecutionInput, RunRecord
+from guard.errors import SidecarRestartTimeout
+from guard.services.sidecars import SidecarRolloutService
+from guard.stores.registry import ClusterRegistry
+from guard.stores.state import StateStore
+from moto import mock_aws
+
+from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
+from tests.support.kubernetes import ManualClock, SimConnector
+
+OLD, NEW = "1.19.3", "1.20.0"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def sim(clock: ManualClock) -> Iterator[KubernetesSimulator]:
+    with KubernetesSimulator(clock, pod_ready_seconds=20) as simulator:
+        simulator.add_cluster("c1", OLD, workloads=[Workload("shop", "cart", 3), Workload("shop", "orders", 2),
+                                                    Workload("shop", "search", 2)])
+        yield simulator
+
+
+@pytest.fixture
+def stores(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ClusterRegistry, StateStore]]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        ddb = boto3.resource("dynamodb")
+        ddb.create_table(TableName="registry", BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}])
+        ddb.create_table(TableName="state", BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                               {"AttributeName": "sk", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                    {"AttributeName": "sk", "KeyType": "RANGE"}])
+        yield ClusterRegistry(ddb.Table("registry")), StateStore(ddb.Table("state"))
+
+
+def service(stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: ManualClock,
+            **execution: Any) -> SidecarRolloutService:
+    registry, state = stores
+    config = parse_config({"batches": [{"name": "b", "clusters": ["c1"]}],
+                           "execution": {"sidecar_restart_wave_size": 1, **execution}})
+    registry.put(Cluster(cluster_id="c1", batch_id="b", environment="prod", region="us-east-1",
+                         gitlab_project="p", flux_config_path="f.yaml", current_istio_version=OLD))
+    state.put_run(RunRecord(run_id="r1", execution_arn="arn", batch="b", target_version=NEW, clusters=["c1"],
+                            from_versions={"c1": OLD}, gitlab_project="p",
+                            options=ExecutionInput(batch="b", target_version=NEW), started_at=clock.now()))
+    return SidecarRolloutService(config, registry, state, SimConnector(sim), clock)
+
+
+def upgraded_control_plane(sim: KubernetesSimulator, clock: ManualClock) -> None:
+    sim.apply_chart_version("c1", NEW, reconcile_after_seconds=5)
+    clock.advance(60)
+
+
+def test_waves_restart_one_workload_at_a_time_until_every_proxy_runs_the_target(
+        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: ManualClock) -> None:
+    # GIVEN istiod on 1.20.0 and three workloads whose proxies still run 1.19.3, waves of one
+    upgraded_control_plane(sim, clock)
+    waves = service(stores, sim, clock)
+
+    # WHEN polled every 30 s
+    restarted_per_poll, deadline, poll = [], None, None
+    for _ in range(20):
+        poll = waves.poll("r1", deadline)
+        deadline = poll.deadline
+        restarted_per_poll.append(poll.restarted)
+        if poll.done:
+            break
+        clock.advance(30)
+
+    # THEN each wave restarted one workload and waited for it before the next
+    assert poll is not None and poll.done
+    assert [r for r in restarted_per_poll if r] == [["c1:shop/cart"], ["c1:shop/orders"], ["c1:shop/search"]]
+    assert set(sim.proxy_versions("c1").values()) == {NEW}
+    # AND a poll after the end restarts nothing again
+    assert waves.poll("r1", deadline).restarted == []
+
+
+def test_a_workload_below_its_ready_floor_is_not_restarted_and_times_out(
+        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: ManualClock) -> None:
+    # GIVEN shop/orders crash-looping (0/2 ready, below the 80% floor) after the control plane upgrade
+    upgraded_control_plane(sim, clock)
+    sim.crash_loop("c1", "shop", "orders")
+    waves = service(stores, sim, clock, sidecar_restart_wave_size=5, sidecar_restart_timeout_minutes=5)
+
+    # WHEN polled
+    poll = waves.poll("r1", None)
+
+    # THEN the healthy workloads are restarted, the unhealthy one is held back with the reason
+    assert sorted(poll.restarted) == ["c1:shop/cart", "c1:shop/search"]
+    assert any("shop/orders has 0/2 ready, below the floor of 2" in w for w in poll.waiting_on)
+    # AND past the deadline the batch fails naming it
+    clock.advance(6 * 60)
+    with pytest.raises(SidecarRestartTimeout, match="shop/orders"):
+        waves.poll("r1", poll.deadline)

@@ -41,7 +41,8 @@ def test_a_healthy_cluster_passes_every_precheck(sim: KubernetesSimulator) -> No
     results = [
         builtin.nodes_ready(CLUSTER, snap), builtin.system_pods_ready(CLUSTER, snap),
         builtin.no_crash_loops(CLUSTER, snap), builtin.istiod_ready(CLUSTER, snap, VERSION),
-        builtin.proxies_on_version(CLUSTER, snap, VERSION, "proxies"), builtin.injection_labels_consistent(CLUSTER, snap),
+        builtin.proxies_on_version(CLUSTER, snap, VERSION, "proxies"),
+        builtin.injection_labels_consistent(CLUSTER, snap),
         builtin.pdbs_present(CLUSTER, snap, POLICY), builtin.ready_replicas(CLUSTER, snap, POLICY),
         builtin.sidecar_injector(CLUSTER, snap), builtin.gateways_ready(CLUSTER, snap),
         builtin.version_skew(CLUSTER, snap, "1.20.0", 1),

@@ -118,6 +118,10 @@ def run_scenario(scenario: Scenario, out: TextIO = sys.stdout,
     `on_world` runs once the world is up (inject faults); `inspect` runs before it is torn
     down (tests read the tables and simulators there).
     """
+    if scenario.rollout is not None:  # many batches: the rollout state machine (sandbox/rollout_rehearsal.py)
+        from sandbox.rollout_rehearsal import run_rollout
+
+        return run_rollout(scenario, out, on_world, inspect)
     started = time.monotonic()
     with LocalWorld(scenario) as world:
         if on_world:

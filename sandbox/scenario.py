@@ -76,13 +76,23 @@ class Expectation(_Strict):
     outcome: Literal["succeeded", "failed"]
     error: str | None = None
     cause_contains: list[str] = Field(default_factory=list)
+    # Rollout scenarios: the status each batch must end in (succeeded, failed, rolled_back, skipped).
+    batches: dict[str, str] = Field(default_factory=dict)
+
+
+class RolloutSpec(_Strict):
+    """Run a rollout (the rollout state machine) instead of one batch."""
+
+    batches: list[str] | Literal["all"] = "all"
+    input: dict[str, Any] = Field(default_factory=dict, description="extra rollout input (soak_overrides, ...)")
 
 
 class Scenario(_Strict):
     name: str
     description: str = ""
     config: str = Field(description="tenant config file, relative to the scenario file")
-    batch: str
+    batch: str | None = None  # exactly one of batch / rollout
+    rollout: RolloutSpec | None = None
     target_version: str
     input: dict[str, Any] = Field(default_factory=dict, description="extra execution input fields")
     config_overrides: dict[str, Any] = Field(
@@ -98,6 +108,12 @@ class Scenario(_Strict):
     expect: Expectation | None = None
 
     source: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Scenario:
+        if (self.batch is None) == (self.rollout is None):
+            raise ValueError("set exactly one of batch (one batch) or rollout (many batches)")
+        return self
 
     def config_path(self) -> Path:
         return (self.source.parent / self.config).resolve()

@@ -95,6 +95,7 @@ class LocalWorld:
         self._stop = threading.Event()
         self._tmp = tempfile.TemporaryDirectory(prefix="guard-rehearsal-")
         self.state_machine_arn = ""
+        self.rollout_state_machine_arn = ""
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> LocalWorld:
@@ -106,6 +107,7 @@ class LocalWorld:
         self._write_runtime_files()
         self.state_machine_arn = self.engine.deploy(self.config.aws.dynamodb.table_name,
                                                     self.config.aws.dynamodb.state_table_name)
+        self.rollout_state_machine_arn = self.engine.deploy_rollout(self.state_machine_arn)
         self.webhook = ApiGatewayShim(_import_handler("handlers.gitlab_webhook"),
                                       lambda: LambdaContext(self.engine.names["GitLabWebhook"])).start()
         self._seed()

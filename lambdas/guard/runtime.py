@@ -21,6 +21,7 @@ from guard.stores.state import StateStore
 
 if TYPE_CHECKING:
     from guard.ports import ClusterConnector, GitOpsRepo, MetricsProvider
+    from guard.stores.rollouts import RolloutStore
 
 _TASK_ROOT = Path(os.environ.get("LAMBDA_TASK_ROOT", Path(__file__).resolve().parent.parent))
 
@@ -75,6 +76,13 @@ def registry() -> ClusterRegistry:
 
 def state() -> StateStore:
     return StateStore(_table(env("GUARD_STATE_TABLE")))
+
+
+def rollouts() -> RolloutStore:
+    """Rollout records, in the same state table as runs."""
+    from guard.stores.rollouts import RolloutStore
+
+    return RolloutStore(_table(env("GUARD_STATE_TABLE")))
 
 
 def _table(name: str) -> Any:

@@ -1,0 +1,31 @@
+"""Tasks of the rollout state machine: `start`, `next`, `record`, `finish` (field `action`)."""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from guard import runtime
+from guard.errors import InvalidInput
+from guard.rollout.service import RolloutService, parse_rollout_input, rollout_summary
+
+logger = Logger()
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    service = RolloutService(runtime.config(), runtime.registry(), runtime.state(), runtime.rollouts(),
+                             runtime.clock)
+    action = event.get("action")
+    if action == "start":
+        request = parse_rollout_input(event.get("input"))
+        record = service.start(request, rollout_id=str(event["execution_name"]),
+                               execution_arn=str(event["execution_arn"]))
+        logger.info("rollout planned", extra={"rollout_id": record.rollout_id, "waves": record.waves})
+        return {"rollout_id": record.rollout_id, "plan": rollout_summary(record)["batches"]}
+    if action == "next":
+        return service.next_wave(str(event["rollout_id"]))
+    if action == "record":
+        record = service.record_wave(str(event["rollout_id"]), list(event.get("results") or []))
+        return {"rollout_id": record.rollout_id}
+    if action == "finish":
+        return service.finish(str(event["rollout_id"]))
+    raise InvalidInput(f"unknown rollout action {action!r}")

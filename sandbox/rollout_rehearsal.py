@@ -1,0 +1,196 @@
+"""Rehearse a rollout: the real rollout state machine starting real child executions of the
+batch state machine, each going through the whole local world (MRs, Flux, soak, Datadog)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TextIO
+
+from guard.rollout.dag import RolloutGraph
+from guard.stores.rollouts import RolloutStore
+
+from sandbox.rehearsal import TERMINAL, Progress, history, payload_bytes
+from sandbox.scenario import Scenario
+from sandbox.world import LocalWorld
+
+
+class RolloutProgress(Progress):
+    """One line per wave, per batch start and per batch end, in scenario time."""
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "TaskSucceeded":
+            output = _json(event.get("taskSucceededEventDetails", {}).get("output"))
+            payload = output.get("Payload") if isinstance(output, dict) else None
+            if isinstance(payload, dict) and payload.get("batches"):
+                names = ", ".join(b["batch"] for b in payload["batches"])
+                self.line(f"▶ wave: {names}  (at most {payload['max_concurrency']} at a time)")
+            elif isinstance(payload, dict) and payload.get("wait_seconds"):
+                self.line(f"⏸ change window closed: waiting {payload['wait_seconds']}s")
+            elif isinstance(output, dict) and "ExecutionArn" in output:
+                batch = (_json(output.get("Input")) or {}).get("batch", "?")
+                self.line(f"  ✓ batch {batch} succeeded")
+        elif kind == "TaskFailed":
+            details = event.get("taskFailedEventDetails", {})
+            described = _json(details.get("cause"))
+            if isinstance(described, dict) and "Input" in described:
+                batch = (_json(described.get("Input")) or {}).get("batch", "?")
+                self.line(f"  ✗ batch {batch} {described.get('Status', 'FAILED').lower()}: "
+                          f"{described.get('Error')}: {_short(described.get('Cause'))}")
+        elif kind == "ExecutionFailed":
+            details = event.get("executionFailedEventDetails", {})
+            self.line(f"✗ rollout {details.get('error')}")
+        elif kind == "ExecutionSucceeded":
+            self.line("✓ rollout SUCCEEDED")
+
+
+def _json(text: Any) -> Any:
+    try:
+        return json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return None
+
+
+def _short(text: Any) -> str:
+    text = str(text or "")
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+def run_rollout(scenario: Scenario, out: TextIO, on_world: Callable[[LocalWorld], None] | None = None,
+                inspect: Callable[[LocalWorld, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Rehearse a `rollout:` scenario; returns the JSON summary (per batch: status, why, scenario times)."""
+    assert scenario.rollout is not None
+    started = time.monotonic()
+    with LocalWorld(scenario) as world:
+        if on_world:
+            on_world(world)
+        progress = RolloutProgress(world, out)
+        sfn = world.engine.client("stepfunctions")
+        rollout_input = {"target_version": scenario.target_version, "batches": scenario.rollout.batches,
+                         **scenario.rollout.input}
+        progress.line(f"scenario '{scenario.name}': rollout of {scenario.rollout.batches} → "
+                      f"{scenario.target_version} on {len(scenario.fleet)} cluster(s), clock ×{scenario.speedup:g}")
+        arn = sfn.start_execution(stateMachineArn=world.rollout_state_machine_arn,
+                                  name=f"rollout-{uuid.uuid4().hex[:8]}",
+                                  input=json.dumps(rollout_input))["executionArn"]
+        status = _follow(world, sfn, arn, progress, scenario, started)
+        summary = rollout_summary(world, scenario, arn, status, time.monotonic() - started)
+        if inspect:
+            inspect(world, summary)
+    return summary
+
+
+def _follow(world: LocalWorld, sfn: Any, arn: str, progress: Progress, scenario: Scenario, started: float) -> str:
+    seen = human_seen = 0
+    deadline = started + scenario.timeout_seconds
+    while True:
+        events = history(sfn, arn)
+        for event in events[seen:]:
+            progress.event(event)
+        seen = len(events)
+        for note in world.human_log[human_seen:]:
+            progress.line(f"  👤 {note}")
+        human_seen = len(world.human_log)
+        status = str(sfn.describe_execution(executionArn=arn)["status"])
+        if status in TERMINAL and seen == len(history(sfn, arn)):
+            return status
+        if time.monotonic() > deadline:
+            sfn.stop_execution(executionArn=arn, error="RehearsalTimeout",
+                               cause=f"the rehearsal gave up after {scenario.timeout_seconds:g}s")
+            progress.line(f"✗ rehearsal gave up after {scenario.timeout_seconds:g}s real time")
+            return "TIMED_OUT"
+        time.sleep(0.05)
+
+
+def rollout_summary(world: LocalWorld, scenario: Scenario, arn: str, status: str,
+                    real_seconds: float) -> dict[str, Any]:
+    sfn = world.engine.client("stepfunctions")
+    events = history(sfn, arn)
+    description = sfn.describe_execution(executionArn=arn)
+    origin: datetime = description["startDate"]
+    speed = scenario.speedup
+
+    def at(moment: datetime | None) -> int | None:
+        return None if moment is None else round((moment - origin).total_seconds() * speed)
+
+    rollout_id = arn.rsplit(":", 1)[-1]
+    record = RolloutStore(world.engine.resource("dynamodb").Table(
+        world.config.aws.dynamodb.state_table_name)).find(rollout_id)
+    children = {e["name"]: e for e in _executions(sfn, world.state_machine_arn)}
+    child_events: dict[str, int] = {}
+    batches: list[dict[str, Any]] = []
+    for batch in (record.order if record else []):
+        entry = record.entries[batch] if record else None
+        child = children.get(entry.execution_name or "") if entry else None
+        item: dict[str, Any] = {"batch": batch, "status": entry.status if entry else "unknown",
+                                "wave": entry.wave if entry else None, "reason": entry.reason if entry else None,
+                                "soak_period_minutes": entry.soak_period_minutes if entry else None}
+        if child:
+            item["execution_arn"] = child["executionArn"]
+            item["start_s"] = at(child["startDate"])
+            item["end_s"] = at(child.get("stopDate"))
+            child_events[batch] = len(history(sfn, child["executionArn"]))
+        batches.append(item)
+    failure = next((e.get("executionFailedEventDetails") for e in events if e["type"] == "ExecutionFailed"), None)
+    graph = RolloutGraph.build([b.name for b in world.config.batches], world.config.batch_order,
+                               record.order if record else None) if record else None
+    return {
+        "scenario": scenario.name,
+        "kind": "rollout",
+        "execution_arn": arn,
+        "status": status,
+        "outcome": record.status if record else "refused",
+        "error": (failure or {}).get("error"),
+        "cause": (failure or {}).get("cause"),
+        "target_version": scenario.target_version,
+        "planned_waves": record.waves if record else [],
+        "batches": batches,
+        "overlapping": _overlaps(batches),
+        "order_valid": _order_valid(batches, graph) if graph else False,
+        "merge_requests": [{"iid": mr["iid"], "state": mr["state"], "title": mr.get("title")}
+                           for mr in world.gitlab.merge_requests(scenario.gitlab_project)],
+        "history_events": len(events),
+        "child_history_events": child_events,
+        "state_transitions": sum(1 for e in events if e["type"].endswith("StateEntered")),
+        "max_state_payload_bytes": max((payload_bytes(e) for e in events), default=0),
+        "lambda_invocations": len(world.engine.invocations),
+        "real_seconds": round(real_seconds, 2),
+        "scenario_seconds": round(((description.get("stopDate") or datetime.now(origin.tzinfo)) - origin)
+                                  .total_seconds() * speed),
+    }
+
+
+def _executions(sfn: Any, state_machine_arn: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"stateMachineArn": state_machine_arn, "maxResults": 100}
+    while True:
+        page = sfn.list_executions(**kwargs)
+        found += page["executions"]
+        if not page.get("nextToken"):
+            return found
+        kwargs["nextToken"] = page["nextToken"]
+
+
+def _overlaps(batches: list[dict[str, Any]]) -> list[list[str]]:
+    """Pairs of batches whose child executions ran at the same time (scenario seconds)."""
+    timed = [b for b in batches if b.get("start_s") is not None and b.get("end_s") is not None]
+    return [[a["batch"], b["batch"]] for i, a in enumerate(timed) for b in timed[i + 1:]
+            if a["start_s"] < b["end_s"] and b["start_s"] < a["end_s"]]
+
+
+def _order_valid(batches: list[dict[str, Any]], graph: RolloutGraph) -> bool:
+    """Every batch that ran started after each of its prerequisites ended, and is listed after them."""
+    position = {b["batch"]: i for i, b in enumerate(batches)}
+    timing = {b["batch"]: b for b in batches}
+    for batch, prereqs in graph.prerequisites.items():
+        for p in prereqs:
+            if position[p] > position[batch]:
+                return False
+            mine, theirs = timing[batch], timing[p]
+            if mine.get("start_s") is not None and (theirs.get("end_s") is None or mine["start_s"] < theirs["end_s"]):
+                return False
+    return True

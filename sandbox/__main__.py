@@ -17,7 +17,8 @@ DEFAULT = Path(__file__).resolve().parent.parent / "scenarios" / "default.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox", description="Rehearse a GUARD batch upgrade locally.")
+    parser = argparse.ArgumentParser(prog="python -m sandbox",
+                                     description="Rehearse a GUARD batch upgrade or rollout locally.")
     parser.add_argument("--scenario", type=Path, default=DEFAULT, help="scenario file (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="write the JSON summary to this file")
     args = parser.parse_args(argv)
@@ -36,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, default=str))
         print(f"summary written to {args.json}")
+    if scenario.rollout is not None:
+        from sandbox.rollout_rehearsal import print_rollout, rollout_expectation_problems
+
+        print_rollout(summary, sys.stdout)
+        problems = rollout_expectation_problems(scenario, summary)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1 if problems or (not scenario.expect and summary["status"] != "SUCCEEDED") else 0
     batch = summary["batches"][0]
     print(f"\n{scenario.name}: {summary['status']} ({batch['outcome']}); "
           f"{summary['history_events']} history events, {summary['state_transitions']} state transitions, "

@@ -194,3 +194,42 @@ def _order_valid(batches: list[dict[str, Any]], graph: RolloutGraph) -> bool:
             if mine.get("start_s") is not None and (theirs.get("end_s") is None or mine["start_s"] < theirs["end_s"]):
                 return False
     return True
+
+
+def rollout_expectation_problems(scenario: Scenario, summary: dict[str, Any]) -> list[str]:
+    """How a rollout run differs from the scenario's `expect` block (empty when it matched)."""
+    expect = scenario.expect
+    if expect is None:
+        return []
+    problems = []
+    if summary["outcome"] != expect.outcome:
+        problems.append(f"expected outcome {expect.outcome}, got {summary['outcome']}")
+    if expect.error and summary.get("error") != expect.error:
+        problems.append(f"expected error {expect.error}, got {summary.get('error')}")
+    got = {b["batch"]: b["status"] for b in summary["batches"]}
+    for batch, status in expect.batches.items():
+        if got.get(batch) != status:
+            problems.append(f"expected batch {batch} {status}, got {got.get(batch)}")
+    if not summary["order_valid"]:
+        problems.append("a batch started before one of its prerequisites ended")
+    return problems
+
+
+def print_rollout(summary: dict[str, Any], out: TextIO) -> None:
+    """The per-batch table: status, wave, scenario start/end, and why."""
+    print(f"\n{summary['scenario']}: rollout {summary['status']} ({summary['outcome']}); "
+          f"{summary['history_events']} history events (children: "
+          f"{sum(summary['child_history_events'].values())}), max state payload "
+          f"{summary['max_state_payload_bytes']} bytes, {summary['real_seconds']}s real", file=out)
+    print(f"{'batch':<14} {'status':<12} {'wave':>4} {'start':>9} {'end':>9}  why", file=out)
+    for b in summary["batches"]:
+        print(f"{b['batch']:<14} {b['status']:<12} {b['wave'] or '-':>4} {_clock(b.get('start_s')):>9} "
+              f"{_clock(b.get('end_s')):>9}  {b.get('reason') or ''}", file=out)
+    if summary["overlapping"]:
+        print("ran at the same time: " + "; ".join(" + ".join(pair) for pair in summary["overlapping"]), file=out)
+
+
+def _clock(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

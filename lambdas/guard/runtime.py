@@ -20,7 +20,12 @@ from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
 if TYPE_CHECKING:
+    from guard.llm.base import FailureAnalyst
+    from guard.notify.base import Notifier
     from guard.ports import ClusterConnector, GitOpsRepo, MetricsProvider
+    from guard.services.decision import ProjectMembers
+    from guard.services.evidence import EvidenceConnector
+    from guard.stores.failure import FailureStore
     from guard.stores.rollouts import RolloutStore
 
 _TASK_ROOT = Path(os.environ.get("LAMBDA_TASK_ROOT", Path(__file__).resolve().parent.parent))
@@ -148,3 +153,56 @@ def reset() -> None:
     """Forget cached config, clients and secrets (a new tenant or emulator in the same process)."""
     for cached in (config, _boto3_session, _aws_client, _resource, _secret):
         cached.cache_clear()
+
+
+# ---------------------------------------------------------------- failure handling (issue 4)
+# Builders for the failure path; each imports its SDK only when called.
+
+
+def failure_store() -> FailureStore:
+    from guard.stores.failure import FailureStore
+
+    return FailureStore(_table(env("GUARD_STATE_TABLE")))
+
+
+def step_functions() -> Any:
+    return aws_client("stepfunctions")
+
+
+def llm_analyst() -> FailureAnalyst:
+    """The configured LLM backend, with its API key from Secrets Manager (openai/anthropic imported here)."""
+    from guard.llm.factory import build_analyst
+
+    cfg = config().llm
+    return build_analyst(cfg, secret(cfg.api_key_secret))
+
+
+def evidence_connector() -> EvidenceConnector:
+    from guard.adapters.eks_connector import EksConnector
+    from guard.adapters.kubernetes_evidence import KubernetesEvidenceConnector
+
+    return KubernetesEvidenceConnector(EksConnector(_boto3_session()))
+
+
+def project_members() -> ProjectMembers:
+    from guard.adapters.gitlab_members import GitLabMembers
+
+    cfg = config()
+    return GitLabMembers.from_token(cfg.gitlab.url, secret(cfg.aws.secrets_manager.gitlab_token_secret),
+                                    timeout_seconds=cfg.gitlab.timeout_seconds)
+
+
+def notifiers() -> list[Notifier]:
+    """Slack when `notifications.slack_webhook_secret` is set; SNS when `sns_topic` is true
+    (topic ARN in GUARD_NOTIFY_TOPIC_ARN, set by the stack)."""
+    cfg = config().notifications
+    found: list[Notifier] = []
+    if cfg.slack_webhook_secret:
+        from guard.notify.slack import SlackNotifier
+
+        found.append(SlackNotifier(secret(cfg.slack_webhook_secret), timeout_seconds=cfg.timeout_seconds))
+    if cfg.sns_topic:
+        from guard.notify.sns import SnsNotifier
+
+        found.append(SnsNotifier(aws_client("sns"), env("GUARD_NOTIFY_TOPIC_ARN")))
+    return found

@@ -7,7 +7,9 @@
         sim.merge("platform/istio-fleet", 1)   # a human clicks Merge: hooks + listeners fire
 
 Serves on 127.0.0.1 (port 0) from a daemon thread. Routes: projects, repository files,
-branches, commits, merge requests, MR notes. Every request needs `PRIVATE-TOKEN`.
+branches, commits, merge requests, MR notes, project members (`members/all/:user_id`).
+Every request needs `PRIVATE-TOKEN`. `add_member` gives a user an access level;
+`comment_as(project, iid, username, body)` posts a note as that user and fires a "Note Hook".
 `fail_next` / `stall_next` inject faults; `requests` records what clients asked for.
 """
 
@@ -85,6 +87,9 @@ class GitLabSimulator:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._store = GitLabStore(self.url)
         self._thread: threading.Thread | None = None
+        # Users and project memberships (access levels: 30 Developer, 40 Maintainer, 50 Owner).
+        self._users: dict[str, dict[str, Any]] = {}
+        self._members: dict[tuple[int, int], int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -193,6 +198,51 @@ class GitLabSimulator:
         with self._lock:
             self._faults.append(_Fault(method.upper(), re.compile(path_regex), times, stall_seconds=seconds))
 
+    def add_user(self, username: str) -> int:
+        """A GitLab user (created once); returns its id."""
+        with self._lock:
+            if username not in self._users:
+                user_id = 1000 + len(self._users) + 1
+                self._users[username] = {"id": user_id, "username": username, "name": username.title(),
+                                         "state": "active", "avatar_url": None,
+                                         "web_url": f"{self.url}/{username}"}
+            return int(self._users[username]["id"])
+
+    def add_member(self, project: str | int, username: str, access_level: int) -> int:
+        """Make `username` a member of `project` with `access_level`; returns the user id."""
+        user_id = self.add_user(username)
+        with self._lock:
+            self._members[(self._store.project(project).id, user_id)] = access_level
+        return user_id
+
+    def comment_as(self, project: str | int, iid: int, username: str, body: str) -> dict[str, Any]:
+        """`username` comments on MR `iid`: the note is stored and a "Note Hook" fires; returns the note."""
+        self.add_user(username)
+        with self._lock:
+            p = self._store.project(project)
+            mr = self._store.mr(p, iid)
+            user = dict(self._users[username])
+            note = self._store.add_note(p, mr, body, self._now())
+            note["author"] = user
+            mr_attrs = self._store.mr_json(p, mr)
+            mr_attrs["url"] = mr_attrs["web_url"]
+            payload = {
+                "object_kind": "note", "event_type": "note", "user": user, "project_id": p.id,
+                "project": {"id": p.id, "name": p.path.rsplit("/", 1)[-1], "path_with_namespace": p.path,
+                            "web_url": p.web_url, "default_branch": p.default_branch},
+                "object_attributes": {
+                    "id": note["id"], "note": body, "noteable_type": "MergeRequest", "author_id": user["id"],
+                    "created_at": note["created_at"], "updated_at": note["updated_at"], "project_id": p.id,
+                    "noteable_id": mr.id, "system": False, "action": "create",
+                    "url": f"{mr_attrs['web_url']}#note_{note['id']}",
+                },
+                "repository": {"name": p.path.rsplit("/", 1)[-1], "url": f"{p.web_url}.git", "homepage": p.web_url},
+                "merge_request": mr_attrs,
+            }
+            hooks = [h for h in self._hooks if h.project_id == p.id]
+        self._deliver(hooks, payload, event="Note Hook")
+        return note
+
     # ------------------------------------------------------------------ internals
 
     def _now(self) -> str:
@@ -208,12 +258,12 @@ class GitLabSimulator:
                     return fault
         return None
 
-    def _deliver(self, hooks: list[Hook], payload: dict[str, Any]) -> None:
+    def _deliver(self, hooks: list[Hook], payload: dict[str, Any], event: str = "Merge Request Hook") -> None:
         for hook in hooks:
             event_uuid = str(uuid.uuid4())
             headers = {
                 "Content-Type": "application/json", "User-Agent": "GitLab/17.0.0",
-                "X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": hook.token,
+                "X-Gitlab-Event": event, "X-Gitlab-Token": hook.token,
                 "X-Gitlab-Event-UUID": event_uuid, "X-Gitlab-Instance": self.url,
             }
             delivery = HookDelivery(hook.url, event_uuid, payload, None)
@@ -275,7 +325,16 @@ class GitLabSimulator:
                 return 200, list(s.mr(p, _int(iid)).notes)
             case "POST", ["merge_requests", iid, "notes"]:
                 return 201, s.add_note(p, s.mr(p, _int(iid)), args.get("body", ""), now)
+            case "GET", ["members", "all", user_id]:
+                return 200, self._member_json(p, _int(user_id))
         raise ApiError(404, "404 Not Found")
+
+    def _member_json(self, p: Project, user_id: int) -> dict[str, Any]:
+        level = self._members.get((p.id, user_id))
+        user = next((u for u in self._users.values() if u["id"] == user_id), None)
+        if level is None or user is None:
+            raise ApiError(404, "404 Not found")
+        return {**user, "access_level": level, "created_at": self._now(), "expires_at": None}
 
     @staticmethod
     def _filter_mrs(p: Project, args: dict[str, Any]) -> list[MergeRequestRecord]:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
 from guard.clock import Clock
 from guard.errors import InvalidInput, WebhookUnauthorized
 from guard.stores.state import StateStore
+
+if TYPE_CHECKING:
+    from guard.services.decision import DecisionService
 
 
 class TaskCallbacks(Protocol):
@@ -35,13 +39,19 @@ def verify_token(expected: str, received: str | None) -> None:
 
 
 class WebhookService:
-    def __init__(self, state: StateStore, sfn: TaskCallbacks, clock: Clock) -> None:
+    """`decisions` builds the decision service on first use (it needs GitLab; MR events do not)."""
+
+    def __init__(self, state: StateStore, sfn: TaskCallbacks, clock: Clock,
+                 decisions: Callable[[], DecisionService] | None = None) -> None:
         self._state = state
         self._sfn = sfn
         self._clock = clock
+        self._decisions = decisions
 
     def handle(self, event_name: str | None, delivery_id: str | None, body: str) -> WebhookResult:
-        """Act on one verified delivery. Only merge/close of an MR GUARD waits on does anything."""
+        """Act on one verified delivery: merge/close of an MR GUARD waits on, or a `/guard` comment on it."""
+        if event_name == "Note Hook" and self._decisions is not None:
+            return self._decisions().handle_note(delivery_id, body)
         if event_name != "Merge Request Hook":
             return WebhookResult(status=200, message=f"ignored: event {event_name!r} is not handled")
         try:
@@ -59,6 +69,8 @@ class WebhookService:
         waiting = self._state.get_task_token(url)
         if waiting is None:
             return WebhookResult(status=200, message="ignored: no GUARD execution waits on this merge request")
+        if waiting.kind == "decision":  # that wait ends with a `/guard` comment, not a merge or close
+            return WebhookResult(status=200, message="ignored: the execution waits for a /guard decision")
         # Dedupe after the cheap filters: GitLab redelivers with the same event UUID.
         if delivery_id and not self._state.first_delivery(delivery_id, self._clock.now()):
             return WebhookResult(status=200, message="duplicate delivery ignored")
@@ -69,6 +81,11 @@ class WebhookService:
                 self._sfn.send_task_success(taskToken=waiting.task_token, output=json.dumps({
                     "merge_commit_sha": attrs.get("merge_commit_sha"), "merge_request_url": url,
                     "merged_by": user}))
+            elif waiting.kind == "rollback":
+                self._sfn.send_task_failure(
+                    taskToken=waiting.task_token, error="RollbackMergeRequestClosed",
+                    cause=f"rollback merge request {url} was closed without merging by {user}; "
+                          "the clusters stay on the new version")
             else:
                 self._sfn.send_task_failure(
                     taskToken=waiting.task_token, error="MergeRequestClosed",

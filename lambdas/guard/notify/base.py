@@ -1,0 +1,96 @@
+"""The `Notifier` port, the message every backend sends, and the fan-out that never fails a workflow."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+from pydantic import BaseModel
+
+from guard.redact import redact
+
+logger = logging.getLogger(__name__)
+
+Event = Literal["started", "waiting_for_merge", "needs_decision", "succeeded", "failed", "rolled_back"]
+
+_HEADLINES = {
+    "started": "🚀 Istio upgrade started",
+    "waiting_for_merge": "📝 Merge request waiting for review",
+    "needs_decision": "⏸️ Decision needed on the merge request",
+    "succeeded": "✅ Istio upgrade validated",
+    "failed": "❌ Istio upgrade failed",
+    "rolled_back": "↩️ Istio upgrade rolled back",
+}
+
+
+class Notification(BaseModel):
+    """One workflow event for people: batch, version, MR link and the first violation."""
+
+    event: Event
+    tenant: str
+    batch: str
+    version: str
+    run_id: str
+    merge_request_url: str | None = None
+    first_violation: str | None = None
+    detail: str | None = None
+
+    def headline(self) -> str:
+        return f"{_HEADLINES[self.event]}: batch {self.batch} → {self.version}"
+
+    def lines(self) -> list[str]:
+        found = [f"Tenant {self.tenant}, run {self.run_id}"]
+        if self.merge_request_url:
+            found.append(f"Merge request: {self.merge_request_url}")
+        if self.first_violation:
+            found.append(f"First violation: {self.first_violation}")
+        if self.detail:
+            found.append(self.detail)
+        return found
+
+    def redacted(self) -> Notification:
+        """The same notification with every text field passed through the secret redaction."""
+        return self.model_copy(update={k: redact(v) for k, v in self.model_dump().items()
+                                       if isinstance(v, str) and k != "event"})
+
+
+class Notifier(Protocol):
+    """One channel. `send` raises on failure; `NotifyService` decides what a failure means."""
+
+    name: str
+
+    def send(self, event: Notification) -> None:
+        ...
+
+
+class NotifyResult(BaseModel):
+    event: str
+    sent: list[str]
+    failed: list[str]
+    skipped: str | None = None
+
+
+class NotifyService:
+    """Sends to every channel; a channel that fails is logged and skipped, never raised."""
+
+    def __init__(self, notifiers: Sequence[Notifier], events: Sequence[str]) -> None:
+        self._notifiers = list(notifiers)
+        self._events = set(events)
+
+    def notify(self, event: Notification) -> NotifyResult:
+        if event.event not in self._events:
+            return NotifyResult(event=event.event, sent=[], failed=[],
+                                skipped=f"event {event.event} is not in notifications.events")
+        if not self._notifiers:
+            return NotifyResult(event=event.event, sent=[], failed=[], skipped="no notification channel configured")
+        safe = event.redacted()
+        sent, failed = [], []
+        for notifier in self._notifiers:
+            try:
+                notifier.send(safe)
+                sent.append(notifier.name)
+            except Exception as e:  # a notification is courtesy: it must never fail the upgrade's workflow
+                logger.warning("notification to %s failed: %s", notifier.name, redact(f"{type(e).__name__}: {e}"))
+                failed.append(notifier.name)
+        return NotifyResult(event=event.event, sent=sent, failed=failed)

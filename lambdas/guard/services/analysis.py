@@ -1,0 +1,114 @@
+"""Task `AnalyzeFailure`: gather the evidence, ask the LLM (optional), store both.
+
+Never raises for the analysis itself: a disabled LLM, a timeout, an error or a malformed
+answer is stored and returned as "analysis unavailable: <reason>", and the workflow goes on
+to the decision or the rollback. Only a missing run record (nothing to act on) raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from pydantic import BaseModel
+
+from guard.clock import Clock
+from guard.config.models import TenantConfig
+from guard.core.evidence import FailureEvidence
+from guard.core.run import VerdictOutcome
+from guard.errors import AnalysisUnavailable, GuardError
+from guard.llm.base import FailureAnalyst
+from guard.redact import redact
+from guard.services.evidence import EvidenceService
+from guard.stores.failure import AnalysisRecord, FailureStore
+from guard.stores.state import StateStore
+
+logger = logging.getLogger(__name__)
+
+
+def unavailable_text(reason: str | None) -> str:
+    return f"analysis unavailable: {reason or 'unknown reason'}"
+
+
+class AnalysisOutcome(BaseModel):
+    """The task's output (`$.analysis`): small, the details are in the state table."""
+
+    available: bool
+    text: str  # the summary, or "analysis unavailable: <reason>"
+    failing_clusters: list[str]
+    verdict: str  # fail | inconclusive
+    needs_decision: bool
+    first_violation: str | None = None
+
+
+class AnalysisService:
+    """`analyze(run_id)`; `analyst_factory` is only called when the analysis is enabled."""
+
+    def __init__(self, config: TenantConfig, state: StateStore, failures: FailureStore, evidence: EvidenceService,
+                 analyst_factory: Callable[[], FailureAnalyst] | None, clock: Clock) -> None:
+        self._config = config
+        self._state = state
+        self._failures = failures
+        self._evidence = evidence
+        self._analyst_factory = analyst_factory
+        self._clock = clock
+
+    def analyze(self, run_id: str, enable_llm_analysis: bool | None = None) -> AnalysisOutcome:
+        run = self._state.get_run(run_id)
+        collected = self._evidence.collect(run_id)
+        self._failures.put_evidence(collected, self._clock.now())
+        verdict = "fail" if any(c.outcome == VerdictOutcome.FAIL for c in collected.clusters) else "inconclusive"
+        wanted = enable_llm_analysis if enable_llm_analysis is not None else run.options.enable_llm_analysis
+        record = self._analysis(collected, verdict, wanted)
+        self._failures.put_analysis(record)
+        needs_decision = verdict == "inconclusive" or self._config.rollback.require_manual_approval
+        text = (record.summary or "") if record.available else unavailable_text(record.reason)
+        return AnalysisOutcome(available=record.available, text=text[:500],
+                               failing_clusters=[c.cluster_id for c in collected.clusters], verdict=verdict,
+                               needs_decision=needs_decision, first_violation=collected.first_violation())
+
+    def _analysis(self, evidence: FailureEvidence, verdict: str, wanted: bool | None) -> AnalysisRecord:
+        llm = self._config.llm
+        now = self._clock.now()
+
+        def unavailable(reason: str) -> AnalysisRecord:
+            return AnalysisRecord(run_id=evidence.run_id, available=False, reason=redact(reason)[:500],
+                                  provider=llm.provider, model=llm.model, at=now)
+
+        if not llm.enabled:
+            return unavailable("LLM analysis is disabled (llm.enabled: false)")
+        if wanted is False:
+            return unavailable("LLM analysis was turned off for this run (enable_llm_analysis: false)")
+        if verdict == "inconclusive" and not llm.analyze_inconclusive:
+            return unavailable("the verdict is inconclusive and llm.analyze_inconclusive is false")
+        if self._analyst_factory is None:
+            return unavailable("no LLM client configured")
+        analyst: FailureAnalyst | None = None
+        try:
+            analyst = self._analyst_factory()
+            analysis = analyst.analyze(evidence)
+        except AnalysisUnavailable as e:
+            return unavailable(str(e))
+        except GuardError as e:  # e.g. the API key secret cannot be read
+            return unavailable(f"{type(e).__name__}: {e}")
+        except Exception as e:  # the analysis is optional by design: nothing here may block the rollback
+            logger.exception("LLM analysis failed unexpectedly")
+            return unavailable(f"unexpected {type(e).__name__}")
+        return AnalysisRecord(run_id=evidence.run_id, available=True, provider=analyst.provider, model=analyst.model,
+                              prompt_chars=int(getattr(analyst, "last_prompt_chars", 0)), at=now,
+                              **analysis.model_dump())
+
+
+def analysis_markdown(record: AnalysisRecord | None) -> str:
+    """The seed's shape: AI Failure Analysis / Summary / Root Cause Analysis / Recommended Actions."""
+    lines = ["## AI Failure Analysis", ""]
+    if record is None or not record.available:
+        lines.append(f"_{unavailable_text(record.reason if record else 'no analysis was recorded')}_")
+        return "\n".join(lines) + "\n"
+    lines += ["### Summary", "", record.summary or "", "", "### Root Cause Analysis", "", record.root_cause or ""]
+    if record.evidence:
+        lines += ["", "### Evidence", "", *(f"- {e}" for e in record.evidence)]
+    lines += ["", "### Recommended Actions", ""]
+    lines += [f"{i}. {a}" for i, a in enumerate(record.recommended_actions, 1)] or ["_none given_"]
+    lines += ["", f"<sub>{record.provider} `{record.model}`; generated from the evidence below, may be wrong.</sub>"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,161 @@
+"""Human decisions from the merge request: `/guard proceed` or `/guard rollback`.
+
+`request` is the `AwaitDecision` task (.waitForTaskToken): it comments the evidence on the
+upgrade MR and stores the token (kind "decision") against the MR. `handle_note` acts on a
+GitLab "Note Hook": a command from a user with at least Maintainer access to the project
+(checked through the GitLab API, never trusted from the payload) completes the wait with
+`{"decision": "proceed"|"rollback", "by": <username>}`; anyone else gets a reply and is
+ignored. The webhook has already verified the token and filtered the event name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel
+
+from guard.clock import Clock
+from guard.errors import ExternalServiceError, GuardError, InvalidInput
+from guard.ports import GitOpsRepo
+from guard.redact import redact
+from guard.services.analysis import analysis_markdown
+from guard.services.failure_report import failure_markdown
+from guard.services.webhook import TaskCallbacks, WebhookResult
+from guard.stores.failure import DecisionRecord, FailureStore
+from guard.stores.state import StateStore, TaskTokenRecord
+
+MAINTAINER = 40  # GitLab access levels: 30 Developer, 40 Maintainer, 50 Owner
+_COMMAND = re.compile(r"^\s*/guard\s+(\S+)\s*$", re.I | re.M)
+_EXPIRED = ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist")
+
+
+class ProjectMembers(Protocol):
+    """Who may decide: a user's effective access level on a project (inherited memberships included)."""
+
+    def access_level(self, project: str, user_id: int) -> int | None:
+        """The user's access level on `project`, or None when the user is not a member."""
+        ...
+
+
+class DecisionRequested(BaseModel):
+    merge_request_url: str
+    reason: str
+
+
+def parse_command(note: str) -> str | None:
+    """`proceed` / `rollback` / another word after `/guard`, or None when the note has no command."""
+    match = _COMMAND.search(note or "")
+    return match.group(1).lower() if match else None
+
+
+class DecisionService:
+    def __init__(self, state: StateStore, failures: FailureStore, sfn: TaskCallbacks | None,
+                 members: ProjectMembers | None, repo: GitOpsRepo | None, clock: Clock,
+                 timeout_hours: float = 24) -> None:
+        self._state = state
+        self._failures = failures
+        self._sfn = sfn
+        self._members = members
+        self._repo = repo
+        self._clock = clock
+        self._timeout_hours = timeout_hours
+
+    # ------------------------------------------------------------------ AwaitDecision
+    def request(self, run_id: str, task_token: str, reason: str | None = None) -> DecisionRequested:
+        """Comment the evidence and the two commands on the upgrade MR; store the decision token."""
+        run = self._state.get_run(run_id)
+        if not run.merge_request_url or run.merge_request_iid is None:
+            raise ExternalServiceError(f"run '{run_id}' has no merge request to ask for a decision on")
+        if self._repo is None:
+            raise ExternalServiceError("GitLab is unavailable; cannot ask for a decision")
+        why = redact(reason or run.cause or "validation did not pass")
+        # Token first: a command posted right after the comment must find it.
+        self._state.put_task_token(TaskTokenRecord(merge_request_url=run.merge_request_url, task_token=task_token,
+                                                   run_id=run_id, kind="decision"),
+                                   self._clock.now(), hours=self._timeout_hours + 24)
+        body = "\n".join([
+            f"⏸️ **GUARD needs a decision**: batch `{run.batch}` → {run.target_version} ({why}).", "",
+            "A Maintainer replies with one of:", "",
+            "- `/guard proceed` — accept the new version and finish the upgrade",
+            "- `/guard rollback` — open a rollback merge request", "",
+            f"Without an answer within {self._timeout_hours:g} h GUARD rolls back.", "",
+            "## Evidence", "", failure_markdown(self._failures.get_evidence(run_id)),
+            analysis_markdown(self._failures.get_analysis(run_id)),
+        ])
+        self._repo.comment(run.gitlab_project, run.merge_request_iid, redact(body))
+        run.stage = "waiting_for_decision"
+        self._state.put_run(run)
+        return DecisionRequested(merge_request_url=run.merge_request_url, reason=why)
+
+    # ------------------------------------------------------------------ Note Hook
+    def handle_note(self, delivery_id: str | None, body: str) -> WebhookResult:
+        try:
+            payload = json.loads(body or "")
+        except ValueError as e:
+            raise InvalidInput(f"webhook body is not JSON: {e}") from e
+        if not isinstance(payload, dict):
+            raise InvalidInput("webhook body is not a JSON object")
+        attrs = payload.get("object_attributes") or {}
+        if attrs.get("noteable_type") != "MergeRequest":
+            return WebhookResult(status=200, message="ignored: not a merge request comment")
+        command = parse_command(str(attrs.get("note") or ""))
+        if command is None:
+            return WebhookResult(status=200, message="ignored: no /guard command")
+        mr = payload.get("merge_request") or {}
+        url = mr.get("url") or mr.get("web_url")
+        if not url:
+            raise InvalidInput("note hook has no merge_request.url")
+        waiting = self._state.get_task_token(str(url))
+        if waiting is None or waiting.kind != "decision":
+            return WebhookResult(status=200, message="ignored: no GUARD decision waits on this merge request")
+        if delivery_id and not self._state.first_delivery(delivery_id, self._clock.now()):
+            return WebhookResult(status=200, message="duplicate delivery ignored")
+        user = payload.get("user") or {}
+        username, user_id = str(user.get("username") or "someone"), user.get("id")
+        run = self._state.get_run(waiting.run_id)
+        iid = int(mr.get("iid") or run.merge_request_iid or 0)
+        if command not in ("proceed", "rollback"):
+            self._reply(run.gitlab_project, iid, f"@{username} unknown GUARD command `{command}`; "
+                                                 "use `/guard proceed` or `/guard rollback`.")
+            return WebhookResult(status=200, message=f"ignored: unknown command {command!r}")
+        level = self._level(run.gitlab_project, user_id)
+        if level is None or level < MAINTAINER:
+            self._reply(run.gitlab_project, iid,
+                        f"@{username} only a Maintainer (or Owner) of this project can decide for GUARD; "
+                        f"`/guard {command}` was ignored.")
+            return WebhookResult(status=200, message=f"ignored: {username} is not a Maintainer")
+        decision: Literal["proceed", "rollback"] = "proceed" if command == "proceed" else "rollback"
+        try:
+            self._sfn_success(waiting, {"decision": decision, "by": username})
+        except Exception as e:
+            if type(e).__name__ in _EXPIRED:
+                self._state.delete_task_token(str(url))
+                return WebhookResult(status=200, message=f"execution no longer waiting ({type(e).__name__})")
+            if delivery_id:
+                self._state.forget_delivery(delivery_id)
+            raise
+        self._state.delete_task_token(str(url))
+        self._failures.put_decision(DecisionRecord(run_id=waiting.run_id, decision=decision, by=username,
+                                                   at=self._clock.now(), merge_request_url=str(url)))
+        self._reply(run.gitlab_project, iid, f"👍 GUARD: @{username} decided **{decision}**.")
+        return WebhookResult(status=200, message=f"run {waiting.run_id}: {decision} by {username}")
+
+    def _level(self, project: str, user_id: Any) -> int | None:
+        if self._members is None or not isinstance(user_id, int):
+            return None
+        return self._members.access_level(project, user_id)
+
+    def _sfn_success(self, waiting: TaskTokenRecord, output: dict[str, str]) -> None:
+        if self._sfn is None:
+            raise ExternalServiceError("no Step Functions client")
+        self._sfn.send_task_success(taskToken=waiting.task_token, output=json.dumps(output))
+
+    def _reply(self, project: str, iid: int, body: str) -> None:
+        if self._repo is None or not iid:
+            return
+        # A reply is courtesy; the decision (or its refusal) stands without it.
+        with contextlib.suppress(GuardError):
+            self._repo.comment(project, iid, body)

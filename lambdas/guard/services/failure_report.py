@@ -1,0 +1,55 @@
+"""Markdown of the failure data a person reads on the MR: violations per cluster, numbers first."""
+
+from __future__ import annotations
+
+from guard.core.evidence import ClusterEvidence, FailureEvidence
+from guard.redact import redact
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.6g}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "/").replace("\n", " ")
+
+
+def cluster_markdown(c: ClusterEvidence, *, details: bool = True) -> list[str]:
+    lines = [f"### `{c.cluster_id}`: {c.outcome} ({c.from_version} → {c.to_version})", ""]
+    if c.violations:
+        lines += ["| check | outcome | baseline | current | threshold | explanation |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {_cell(v.name)} | {v.outcome} | {_num(v.baseline)} | {_num(v.current)} | {_num(v.threshold)} "
+                  f"| {_cell(v.explanation)} |" for v in c.violations]
+    else:
+        lines.append("_no violation recorded_")
+    if details and c.series:
+        lines += ["", "| query | baseline min / mean / max / last | current min / mean / max / last |", "|---|---|---|"]
+        for s in c.series:
+            def four(d: dict[str, float] | None) -> str:
+                return "no data" if not d else " / ".join(_num(d.get(k)) for k in ("min", "mean", "max", "last"))
+            lines.append(f"| {s.query_name} | {four(s.baseline)} | {four(s.current)} |")
+    if details:
+        bad = [p for p in c.pods if not p.ready or p.crash_looping or p.restarts]
+        if bad:
+            lines += ["", "Pods not healthy: " + ", ".join(
+                f"`{p.namespace}/{p.name}` ({'CrashLoopBackOff' if p.crash_looping else p.phase}, "
+                f"{p.restarts} restarts)" for p in bad[:10])]
+        warnings = [e for e in c.events if e.type == "Warning"][:5]
+        if warnings:
+            lines += ["", "Recent warning events:", ""]
+            lines += [f"- `{e.namespace}/{e.involved_object}` {e.reason} ×{e.count}: {_cell(e.message)[:200]}"
+                      for e in warnings]
+    if c.notes:
+        lines += ["", *(f"> {n}" for n in c.notes)]
+    return lines
+
+
+def failure_markdown(evidence: FailureEvidence | None, *, details: bool = True) -> str:
+    """Violations table per cluster (and, with `details`, series summary, pods and events); redacted."""
+    if evidence is None or not evidence.clusters:
+        return "_no failure evidence was recorded_\n"
+    lines: list[str] = []
+    for c in evidence.clusters:
+        lines += [*cluster_markdown(c, details=details), ""]
+    return redact("\n".join(lines))

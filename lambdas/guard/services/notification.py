@@ -1,0 +1,45 @@
+"""Task `Notify`: turn a workflow event of a run into a `Notification` and fan it out."""
+
+from __future__ import annotations
+
+from guard.config.models import TenantConfig
+from guard.core.run import VerdictOutcome
+from guard.errors import GuardError
+from guard.notify.base import Event, Notification, NotifyResult, NotifyService
+from guard.stores.failure import FailureStore
+from guard.stores.state import StateStore
+
+
+def build_notification(config: TenantConfig, state: StateStore, failures: FailureStore | None, run_id: str,
+                       event: Event, detail: str | None = None) -> Notification:
+    """Batch, version, MR link (the rollback MR for rolled_back) and the first violation of the run."""
+    run = state.get_run(run_id)
+    first: str | None = None
+    rollback = failures.get_rollback(run_id) if failures else None
+    evidence = failures.get_evidence(run_id) if failures else None
+    if evidence:
+        first = evidence.first_violation()
+    if first is None and event in ("needs_decision", "failed", "rolled_back"):
+        for cluster_id in run.clusters:
+            verdict = state.get_verdict(run_id, cluster_id)
+            if verdict and verdict.outcome != VerdictOutcome.PASS:
+                first = verdict.summary()
+                break
+    url = run.merge_request_url
+    if event == "rolled_back" and rollback and rollback.merge_request_url:
+        url = rollback.merge_request_url
+    if detail is None and event in ("failed", "rolled_back") and run.cause:
+        detail = f"{run.error or 'Error'}: {run.cause}"
+    return Notification(event=event, tenant=config.tenant, batch=run.batch, version=run.target_version,
+                        run_id=run_id, merge_request_url=url, first_violation=first,
+                        detail=detail[:1_000] if detail else None)
+
+
+def notify_run(service: NotifyService, config: TenantConfig, state: StateStore, failures: FailureStore | None,
+               run_id: str, event: Event, detail: str | None = None) -> NotifyResult:
+    """Never raises for a notification: a run that cannot be read is reported as skipped."""
+    try:
+        notification = build_notification(config, state, failures, run_id, event, detail)
+    except GuardError as e:
+        return NotifyResult(event=event, sent=[], failed=[], skipped=f"cannot read run {run_id}: {e}")
+    return service.notify(notification)

@@ -1,0 +1,117 @@
+"""What the failure path stores per run, in the state table next to the run record.
+
+| pk / sk | holds |
+|---|---|
+| `RUN#<id>` / `EVIDENCE` | the evidence collected for the failing clusters |
+| `RUN#<id>` / `ANALYSIS` | the LLM analysis, or why it is unavailable |
+| `RUN#<id>` / `DECISION` | the human decision taken on the MR (`/guard proceed|rollback`) |
+| `RUN#<id>` / `ROLLBACK` | the rollback: clusters, versions, MR, outcome |
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from guard.core.evidence import FailureEvidence
+from guard.stores.dynamo import call, ttl
+
+_TTL_HOURS = 24 * 400
+# DynamoDB items stop at 400 KB; evidence is capped well below, the rest stays in the cluster.
+MAX_EVIDENCE_BYTES = 300_000
+
+
+class AnalysisRecord(BaseModel):
+    run_id: str
+    available: bool
+    reason: str | None = None  # why it is unavailable
+    provider: str | None = None
+    model: str | None = None
+    summary: str | None = None
+    root_cause: str | None = None
+    evidence: list[str] = Field(default_factory=list)
+    recommended_actions: list[str] = Field(default_factory=list)
+    prompt_chars: int = 0
+    at: datetime
+
+
+class DecisionRecord(BaseModel):
+    run_id: str
+    decision: Literal["proceed", "rollback"]
+    by: str
+    at: datetime
+    merge_request_url: str | None = None
+
+
+RollbackStatus = Literal["planned", "not_created", "waiting_for_merge", "rolled_back", "rollback_failed"]
+
+
+class RollbackRecord(BaseModel):
+    run_id: str
+    batch: str
+    reason: str
+    clusters: list[str]
+    versions: dict[str, str]  # cluster -> the version it goes back to
+    rolled_back_from: str  # the version being undone
+    status: RollbackStatus
+    manual: bool = False
+    merge_request_url: str | None = None
+    merge_request_iid: int | None = None
+    merge_commit_sha: str | None = None
+    verify_deadline: datetime | None = None
+    detail: str | None = None
+    at: datetime
+
+
+class FailureStore:
+    """Typed access to the failure-path items. `table` is the state table's boto3 Table resource."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def _put(self, run_id: str, sk: str, doc: BaseModel, now: datetime) -> None:
+        item = {"pk": f"RUN#{run_id}", "sk": sk, "doc": doc.model_dump_json(), "expires_at": ttl(now, _TTL_HOURS)}
+        call("PutItem", lambda: self._table.put_item(Item=item))
+
+    def _get(self, run_id: str, sk: str) -> str | None:
+        response = call("GetItem", lambda: self._table.get_item(Key={"pk": f"RUN#{run_id}", "sk": sk},
+                                                                ConsistentRead=True))
+        item = response.get("Item")
+        return str(item["doc"]) if item else None
+
+    def put_evidence(self, evidence: FailureEvidence, now: datetime) -> None:
+        while len(evidence.model_dump_json()) > MAX_EVIDENCE_BYTES:
+            # Halve the largest logs until it fits; the analysis already had its capped share.
+            biggest = max(evidence.clusters, key=lambda c: len(c.istiod_log) + len(c.events))
+            if not biggest.istiod_log and not biggest.events:
+                break
+            biggest.istiod_log = biggest.istiod_log[len(biggest.istiod_log) // 2:]
+            biggest.events = biggest.events[: len(biggest.events) // 2]
+        self._put(evidence.run_id, "EVIDENCE", evidence, now)
+
+    def get_evidence(self, run_id: str) -> FailureEvidence | None:
+        doc = self._get(run_id, "EVIDENCE")
+        return FailureEvidence.model_validate_json(doc) if doc else None
+
+    def put_analysis(self, record: AnalysisRecord) -> None:
+        self._put(record.run_id, "ANALYSIS", record, record.at)
+
+    def get_analysis(self, run_id: str) -> AnalysisRecord | None:
+        doc = self._get(run_id, "ANALYSIS")
+        return AnalysisRecord.model_validate_json(doc) if doc else None
+
+    def put_decision(self, record: DecisionRecord) -> None:
+        self._put(record.run_id, "DECISION", record, record.at)
+
+    def get_decision(self, run_id: str) -> DecisionRecord | None:
+        doc = self._get(run_id, "DECISION")
+        return DecisionRecord.model_validate_json(doc) if doc else None
+
+    def put_rollback(self, record: RollbackRecord) -> None:
+        self._put(record.run_id, "ROLLBACK", record, record.at)
+
+    def get_rollback(self, run_id: str) -> RollbackRecord | None:
+        doc = self._get(run_id, "ROLLBACK")
+        return RollbackRecord.model_validate_json(doc) if doc else None

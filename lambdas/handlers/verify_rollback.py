@@ -1,0 +1,36 @@
+"""Task `VerifyRollback` (poll): clusters back on their previous version; then the outcome is recorded.
+
+Input:  {"run_id": str, "deadline": str | null (from the previous poll), "merge": {...} | null (optional)}
+Output: {"done": bool, "deadline": str, "waiting_on": [str],
+         "status": "rolled_back" | "rollback_failed" | null, "error": "RolledBack" | "RollbackFailed" | null,
+         "cause": str | null, "merge_request_url": str | null}
+When done the run, registry history and batch result are written, the lock released and the MRs told;
+the execution should then fail with `error` / `cause` (no RecordFailure: it would overwrite the outcome).
+"""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from guard import runtime
+from guard.errors import GuardError
+from guard.services.rollback import RollbackService
+
+logger = Logger()
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        repo = runtime.gitops_repo()
+    except GuardError as e:  # no GitLab must not stop the outcome being recorded
+        logger.warning("GitLab unavailable; the MRs get no comment", extra={"error": str(e)})
+        repo = None
+    service = RollbackService(runtime.config(), runtime.registry(), runtime.state(), runtime.failure_store(), repo,
+                              None, runtime.clock, connector=runtime.cluster_connector(),
+                              log_warning=logger.warning)
+    deadline = event.get("deadline")
+    merge = event.get("merge")
+    poll = service.verify(str(event["run_id"]), str(deadline) if deadline else None,
+                          merge if isinstance(merge, dict) else None)
+    logger.info("rollback poll", extra={"done": poll.done, "status": poll.status, "waiting_on": poll.waiting_on})
+    return poll.model_dump()

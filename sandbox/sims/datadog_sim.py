@@ -39,12 +39,13 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from guard.clock import Clock, SystemClock
+
+from sandbox.sims.loopback import LoopbackServer
 
 SeriesFn = Callable[[datetime], float | None]
 
@@ -97,8 +98,10 @@ class _Fault:
     delay_seconds: float = 0.0
 
 
-class DatadogSimulator:
+class DatadogSimulator(LoopbackServer):
     """Plays Datadog's metrics-query and monitor APIs over real HTTP on loopback."""
+
+    thread_name = "datadog-sim"
 
     def __init__(
         self,
@@ -119,50 +122,11 @@ class DatadogSimulator:
         self._delays: list[_Fault] = []
         self._next_monitor_id = 1001
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:54321`` (no trailing slash)."""
-        if self._server is None:
-            raise RuntimeError("simulator is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> DatadogSimulator:
-        if self._server is not None:
-            return self
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="datadog-sim", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> DatadogSimulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
     # ------------------------------------------------------------------ scenario API
 

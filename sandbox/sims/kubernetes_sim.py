@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -45,6 +45,7 @@ from sandbox.sims.kubernetes_objects import (
     pod_json,
     short_hash,
 )
+from sandbox.sims.loopback import LoopbackServer
 
 TOKEN_PREFIX = "k8s-aws-v1."
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -85,13 +86,15 @@ class _ApiError(Exception):
 # ---------------------------------------------------------------- the simulator
 
 
-class KubernetesSimulator:
+class KubernetesSimulator(LoopbackServer):
     """Kubernetes API of many clusters on one loopback HTTP server.
 
     Use as a context manager (or call `start()` / `stop()`). `strict_tokens` checks that the
     bearer token is an aws-iam-authenticator token: `k8s-aws-v1.` + base64url of a presigned
     STS GetCallerIdentity URL that signs the `x-k8s-aws-id` header.
     """
+
+    thread_name = "kubernetes-sim"
 
     def __init__(self, clock: Clock, pod_ready_seconds: float = 5.0, strict_tokens: bool = True) -> None:
         self.clock = clock
@@ -100,42 +103,11 @@ class KubernetesSimulator:
         self.requests: deque[SimRequest] = deque(maxlen=_LOG_LENGTH)
         self._clusters: dict[str, SimCluster] = {}
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> KubernetesSimulator:
-        handler = type("_BoundHandler", (_Handler,), {"sim": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="kubernetes-sim", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> KubernetesSimulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("simulator is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return type("_BoundHandler", (_Handler,), {"sim": self})
 
     def endpoint(self, cluster_id: str) -> str:
         """API server URL of one cluster (a path prefix on the shared server)."""

@@ -59,4 +59,6 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     # API Gateway waits at most 29 s; the webhook answers fast and only resumes executions.
     FunctionSpec("GitLabWebhook", "handlers.gitlab_webhook.handler", ("core",),
                  timeout_seconds=15, secrets=("webhook",), task_response=True),
+    # The rollout machine's tasks: plan the DAG, hand out waves, record outcomes (registry: change windows).
+    FunctionSpec("Rollout", "handlers.rollout.handler", ("core",), registry="read"),
 )

@@ -16,6 +16,8 @@ from infra.bundling import function_code, stage_source
 from infra.functions import FUNCTIONS, FunctionSpec, SecretKind
 from infra.lambda_functions import GuardFunctions
 from infra.naming import deployed_config, resource_prefix
+from infra.rollout import RolloutStateMachine
+from infra.schedules import GuardSchedules
 from infra.tables import GuardTables
 from infra.webhook_api import GitLabWebhookApi
 from infra.workflow import UpgradeStateMachine
@@ -70,12 +72,19 @@ class GuardStack(cdk.Stack):
                                        functions=functions.functions,
                                        state_machine_name=f"{prefix}-upgrade-batch")
         functions.allow_task_response(workflow.state_machine)
+        rollout = RolloutStateMachine(self, "Rollout", definition_file=STATEMACHINES_DIR / "rollout.asl.json",
+                                      function=functions.functions["Rollout"],
+                                      batch_state_machine=workflow.state_machine,
+                                      state_machine_name=f"{prefix}-rollout")
+        GuardSchedules(self, "Schedules", schedules=config.schedules, name_prefix=prefix,
+                       targets={"batch": workflow.state_machine, "rollout": rollout.state_machine})
         api = GitLabWebhookApi(self, "Webhook", handler=functions.functions["GitLabWebhook"],
                                api_name=f"{prefix}-webhooks")
         alarms = ExecutionAlarms(self, "Alarms", state_machine=workflow.state_machine,
                                  topic_name=f"{prefix}-alarms")
 
         cdk.CfnOutput(self, "StateMachineArn", value=workflow.state_machine.state_machine_arn)
+        cdk.CfnOutput(self, "RolloutStateMachineArn", value=rollout.state_machine.state_machine_arn)
         cdk.CfnOutput(self, "WebhookUrl", value=api.url,
                       description="GitLab project > Settings > Webhooks > URL")
         cdk.CfnOutput(self, "RegistryTableName", value=tables.registry.table_name)

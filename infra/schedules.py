@@ -1,0 +1,84 @@
+"""`schedules:` of the tenant config as EventBridge Scheduler schedules that start executions."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+from guard.config.models import ScheduleConfig
+from guard.errors import ConfigError
+
+Target = Literal["batch", "rollout"]
+_UNIX_DOW = {str(n): str(n + 1) for n in range(7)} | {"7": "1"}
+
+
+def schedule_expression(cron: str, where: str) -> str:
+    """EventBridge Scheduler's expression: `cron(...)`, `rate(...)` and `at(...)` pass through; a Unix
+    five-field cron (`0 2 * * 1`) is translated (`cron(0 2 ? * 2 *)`, Sunday is 1 there)."""
+    text = cron.strip()
+    if re.match(r"^(cron|rate|at)\(.+\)$", text):
+        return text
+    fields = text.split()
+    if len(fields) != 5:
+        raise ConfigError(f"{where}: '{cron}' is neither cron(...)/rate(...)/at(...) nor a five-field cron")
+    minute, hour, dom, month, dow = fields
+    if dow != "*" and dom != "*":
+        raise ConfigError(f"{where}: EventBridge cannot combine a day of month and a day of week ('{cron}')")
+    dow = "?" if dow == "*" else re.sub(r"\d", lambda m: _UNIX_DOW[m.group(0)], dow)
+    dom = "?" if dow != "?" else dom
+    return f"cron({minute} {hour} {dom} {month} {dow} *)"
+
+
+def schedule_input(schedule: ScheduleConfig) -> dict[str, Any]:
+    """The fixed execution input a schedule starts with."""
+    requested_by = f"schedule:{schedule.name}"
+    if schedule.batch:
+        return {"batch": schedule.batch, "target_version": schedule.target_version, "requested_by": requested_by}
+    return {"batches": schedule.rollout, "target_version": schedule.target_version, "requested_by": requested_by}
+
+
+class GuardSchedules(Construct):
+    """One `AWS::Scheduler::Schedule` per config schedule. Each target state machine gets its own role,
+    which EventBridge Scheduler may assume and which may only StartExecution on that state machine."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, schedules: Sequence[ScheduleConfig],
+                 targets: Mapping[Target, sfn.IStateMachine], name_prefix: str, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.schedules: dict[str, scheduler.CfnSchedule] = {}
+        roles: dict[Target, iam.Role] = {}
+        for schedule in schedules:
+            kind: Target = "batch" if schedule.batch else "rollout"
+            machine = targets[kind]
+            if kind not in roles:
+                roles[kind] = iam.Role(
+                    self, f"{kind.title()}Role",
+                    assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com", conditions={
+                        "StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}}),
+                    description=f"EventBridge Scheduler starts {kind} executions of {name_prefix}")
+                roles[kind].add_to_policy(iam.PolicyStatement(actions=["states:StartExecution"],
+                                                              resources=[machine.state_machine_arn]))
+            window = ({"mode": "FLEXIBLE", "maximumWindowInMinutes": schedule.flexible_window_minutes}
+                      if schedule.flexible_window_minutes else {"mode": "OFF"})
+            self.schedules[schedule.name] = scheduler.CfnSchedule(
+                self, f"Schedule-{schedule.name}",
+                name=f"{name_prefix}-{schedule.name}",
+                description=f"GUARD: start a {kind} upgrade to {schedule.target_version}",
+                schedule_expression=schedule_expression(schedule.cron, f"schedules.{schedule.name}.cron"),
+                schedule_expression_timezone=schedule.timezone,
+                flexible_time_window=window,
+                state="ENABLED" if schedule.enabled else "DISABLED",
+                target=scheduler.CfnSchedule.TargetProperty(
+                    arn=machine.state_machine_arn,
+                    role_arn=roles[kind].role_arn,
+                    input=json.dumps(schedule_input(schedule)),
+                    retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(maximum_retry_attempts=3,
+                                                                           maximum_event_age_in_seconds=3600),
+                ),
+            )

@@ -150,7 +150,7 @@ def test_schedule_expressions(cron: str, expected: str) -> None:
 
 @pytest.mark.parametrize("cron", ["every monday", "0 2 1 * 1", "* * *"])
 def test_bad_schedule_expressions_name_the_schedule(cron: str) -> None:
-    with pytest.raises(ConfigError, match="schedules.x.cron"):
+    with pytest.raises(ConfigError, match=r"schedules\.x\.cron"):
         schedule_expression(cron, "schedules.x.cron")
 
 

@@ -111,9 +111,7 @@ class EvidenceService:
             found.notes.append("no validation verdict was recorded for this cluster")
         if cluster is None:
             found.notes.append("cluster is not in the registry; no Kubernetes evidence")
-        elif self._connector is None:
-            found.notes.append("no Kubernetes access configured for evidence")
-        else:
+        elif self._connector is not None:
             self._kubernetes(found, cluster)
         return found
 

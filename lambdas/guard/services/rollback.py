@@ -26,7 +26,7 @@ from guard.gitops.helm_release import set_chart_version
 from guard.ports import ClusterConnector, FileChange, GitOpsRepo
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
-from guard.services.evidence import failing_clusters
+from guard.services.evidence import EvidenceService, failing_clusters
 from guard.services.failure_report import failure_markdown
 from guard.services.webhook import TaskCallbacks
 from guard.stores.failure import FailureStore, RollbackRecord
@@ -204,8 +204,14 @@ class RollbackService:
                       "and merges this MR; GUARD never merges it.", ""]
         lines += ["| cluster | from | back to |", "|---|---|---|"]
         lines += [f"| `{c}` | {run.target_version} | {v} |" for c, v in record.versions.items()]
-        lines += ["", "## Failure data", "", failure_markdown(self._failures.get_evidence(run.run_id)),
-                  analysis_markdown(self._failures.get_analysis(run.run_id))]
+        if record.manual:
+            lines += ["", "## Failure data", "", "_manual rollback: no validation data for this run_", ""]
+        else:
+            # Evidence stored by AnalyzeFailure; without it (analysis skipped), the verdicts alone.
+            evidence = self._failures.get_evidence(run.run_id) or EvidenceService(
+                self._config, self._registry, self._state, None, self._clock).collect(run.run_id, record.clusters)
+            lines += ["", "## Failure data", "", failure_markdown(evidence)]
+        lines.append(analysis_markdown(self._failures.get_analysis(run.run_id)))
         return redact("\n".join(lines))
 
     # ------------------------------------------------------------------ VerifyRollback

@@ -1,0 +1,182 @@
+"""A small world for the failure-path tests: moto DynamoDB, the GitLab simulator with a merged
+upgrade MR, the Kubernetes simulator, and a run whose validation failed on one cluster."""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from guard.adapters.eks_connector import EksConnector
+from guard.adapters.gitlab_members import GitLabMembers
+from guard.adapters.gitlab_repo import GitLabRepo
+from guard.config.models import TenantConfig
+from guard.core.models import CheckStatus, Cluster, HealthCheckResult
+from guard.core.run import (
+    ClusterVerdict,
+    ExecutionInput,
+    MetricFinding,
+    MetricSummary,
+    PrecheckReport,
+    RunRecord,
+    VerdictOutcome,
+)
+from guard.gitops.helm_release import set_chart_version
+from guard.ports import FileChange
+from guard.stores.failure import FailureStore
+from guard.stores.registry import ClusterRegistry
+from guard.stores.state import StateStore
+
+from sandbox.sims.gitlab_sim import GitLabSimulator
+from sandbox.sims.kubernetes_sim import KubernetesSimulator
+
+REGION = "us-east-1"
+TOKEN = "sim-gitlab-token"
+PROJECT = "platform/istio-fleet"
+OLD, NEW = "1.20.3", "1.21.0"
+RUN_ID = "7f3a9c2e-1b4d-4e8f-9a0b-5c6d7e8f9a0b"
+CLUSTERS = ("eks-prod-1", "eks-prod-2")
+START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+RELEASE = """\
+# Istio control plane for {cluster}; GUARD edits spec.chart.spec.version only.
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: istiod
+  namespace: istio-system
+spec:
+  interval: 5m
+  chart:
+    spec:
+      chart: istiod
+      version: "{version}"  # upgraded by GUARD merge requests
+  values:
+    pilot: {{autoscaleMin: 2}}
+"""
+
+
+class ManualClock:
+    def __init__(self, start: datetime = START) -> None:
+        self._now = start
+
+    def now(self) -> datetime:
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+
+
+class RecordingStepFunctions:
+    """`TaskCallbacks` that records what would resume or fail an execution."""
+
+    def __init__(self) -> None:
+        self.successes: list[dict[str, Any]] = []
+        self.failures: list[dict[str, str]] = []
+
+    def send_task_success(self, *, taskToken: str, output: str) -> dict[str, Any]:
+        self.successes.append({"taskToken": taskToken, "output": json.loads(output)})
+        return {}
+
+    def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> dict[str, Any]:
+        self.failures.append({"taskToken": taskToken, "error": error, "cause": cause})
+        return {}
+
+
+def path(cluster: str) -> str:
+    return f"clusters/{cluster}/istio/helmrelease.yaml"
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/webhooks/gitlab"
+
+
+@dataclass
+class World:
+    config: TenantConfig
+    clock: ManualClock
+    gitlab: GitLabSimulator
+    kubernetes: KubernetesSimulator
+    registry: ClusterRegistry
+    state: StateStore
+    failures: FailureStore
+    repo: GitLabRepo
+    members: GitLabMembers
+    connector: EksConnector
+    sfn: RecordingStepFunctions = field(default_factory=RecordingStepFunctions)
+    upgrade_iid: int = 0
+
+    def run(self) -> RunRecord:
+        return self.state.get_run(RUN_ID)
+
+
+def create_tables() -> tuple[Any, Any]:
+    dynamodb = boto3.resource("dynamodb", region_name=REGION)
+    registry = dynamodb.create_table(
+        TableName="registry", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}])
+    state = dynamodb.create_table(
+        TableName="state", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}])
+    return registry, state
+
+
+def build(gitlab: GitLabSimulator, kubernetes: KubernetesSimulator, clock: ManualClock,
+          **config: Any) -> World:
+    """GIVEN-state shared by the tests: the upgrade to NEW is merged and running; eks-prod-1 failed validation."""
+    registry_table, state_table = create_tables()
+    cfg = TenantConfig.model_validate({"tenant": "unit", "gitlab": {"url": gitlab.url},
+                                       "batches": [{"name": "prod-canary", "clusters": list(CLUSTERS)}], **config})
+    gitlab.add_project(PROJECT, {path(c): RELEASE.format(cluster=c, version=OLD) for c in CLUSTERS} |
+                       {"README.md": "fleet\n"})
+    repo = GitLabRepo.from_token(gitlab.url, TOKEN, timeout_seconds=5)
+    world = World(cfg, clock, gitlab, kubernetes, ClusterRegistry(registry_table), StateStore(state_table),
+                  FailureStore(state_table), repo, GitLabMembers.from_token(gitlab.url, TOKEN, timeout_seconds=5),
+                  EksConnector(boto3.session.Session(region_name=REGION), request_timeout=5))
+    for c in CLUSTERS:
+        kubernetes.add_cluster(c, NEW)
+        world.registry.put(Cluster(cluster_id=c, batch_id="prod-canary", environment="production", region=REGION,
+                                   gitlab_project=PROJECT, flux_config_path=path(c), current_istio_version=OLD,
+                                   api_endpoint=kubernetes.endpoint(c)))
+    # The upgrade MR, merged (main now pins NEW everywhere).
+    branch = "guard/istio-upgrade/prod-canary-1.21.0"
+    repo.ensure_branch(PROJECT, branch, "main")
+    repo.commit_files(PROJECT, branch, [FileChange(path=path(c), content=set_chart_version(
+        RELEASE.format(cluster=c, version=OLD), NEW)) for c in CLUSTERS], "upgrade")
+    mr = repo.ensure_merge_request(PROJECT, branch, "main", "Upgrade Istio to 1.21.0", "health report")
+    gitlab.merge(PROJECT, mr.iid)
+    world.upgrade_iid = mr.iid
+    world.state.put_run(RunRecord(
+        run_id=RUN_ID, execution_arn=f"arn:aws:states:{REGION}:123456789012:execution:guard:{RUN_ID}",
+        batch="prod-canary", target_version=NEW, clusters=list(CLUSTERS), from_versions=dict.fromkeys(CLUSTERS, OLD),
+        gitlab_project=PROJECT, options=ExecutionInput(batch="prod-canary", target_version=NEW), stage="validation",
+        started_at=START, merge_request_url=mr.web_url, merge_request_iid=mr.iid,
+        error="ValidationFailed", cause="eks-prod-1: fail: latency_p95 212.6 → 264.5 (+24.4%) exceeds +10%"))
+    world.state.acquire_lock("prod-canary", RUN_ID, START, 24)
+    points = [(START.timestamp() + 60 * i, 210.0 + i % 5) for i in range(10)]
+    run = world.run()
+    for c in CLUSTERS:
+        world.state.put_precheck(run, PrecheckReport(cluster_id=c, results=[], baseline={
+            "latency_p95": MetricSummary(query="q", start=START, end=START, points=points)}))
+    world.state.put_verdict(run, ClusterVerdict(
+        cluster_id="eks-prod-1", outcome=VerdictOutcome.FAIL,
+        findings=[MetricFinding(query_name="latency_p95", query="q", rule="latency_increase_percent",
+                                outcome=VerdictOutcome.FAIL, baseline=212.6, current=264.5, threshold=10,
+                                explanation="latency_p95 212.6 → 264.5 (+24.4%) exceeds +10%")],
+        post_checks=[HealthCheckResult(cluster_id="eks-prod-1", check_name="no_crash_loops",
+                                       status=CheckStatus.PASS, message="no pod crash-loops")],
+        current={"latency_p95": MetricSummary(query="q", start=START, end=START,
+                                              points=[(p[0], v + 52) for p, v in zip(points, [p[1] for p in points],
+                                                                                      strict=True)])}))
+    world.state.put_verdict(run, ClusterVerdict(cluster_id="eks-prod-2", outcome=VerdictOutcome.PASS))
+    return world

@@ -1,0 +1,153 @@
+"""`/guard proceed|rollback` on the MR: the GitLab simulator posts real Note Hook payloads, the access level
+is read through python-gitlab (`members/all/:user_id`), DynamoDB on moto."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from guard.services.decision import DecisionService
+from guard.services.webhook import WebhookService
+from moto import mock_aws
+
+from sandbox.sims.gitlab_sim import GitLabSimulator
+from sandbox.sims.kubernetes_sim import KubernetesSimulator
+from tests.adapter.failure_world import PROJECT, RUN_ID, TOKEN, ManualClock, World, build, closed_port_url
+
+MAINTAINER, DEVELOPER = 40, 30
+
+
+@pytest.fixture
+def world(monkeypatch) -> Iterator[World]:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    clock = ManualClock()
+    with mock_aws(), GitLabSimulator(token=TOKEN, clock=clock) as gitlab, KubernetesSimulator(clock) as k8s:
+        w = build(gitlab, k8s, clock)
+        gitlab.add_hook(PROJECT, closed_port_url(), "hook-token")  # deliveries are recorded with their payload
+        gitlab.add_member(PROJECT, "maria", MAINTAINER)
+        gitlab.add_member(PROJECT, "dev", DEVELOPER)
+        yield w
+
+
+def decisions(w: World) -> DecisionService:
+    return DecisionService(w.state, w.failures, w.sfn, w.members, w.repo, w.clock, timeout_hours=24)
+
+
+def waiting_for_decision(w: World) -> None:
+    decisions(w).request(RUN_ID, "token-decide", "eks-prod-1 inconclusive: request_count has no data")
+
+
+def comment(w: World, username: str, body: str) -> str:
+    """`username` comments; the delivered Note Hook goes through the webhook service. Returns its message."""
+    w.gitlab.comment_as(PROJECT, w.upgrade_iid, username, body)
+    delivery = w.gitlab.hook_deliveries[-1]
+    webhook = WebhookService(w.state, w.sfn, w.clock, decisions=lambda: decisions(w))
+    return webhook.handle("Note Hook", delivery.event_uuid, json.dumps(delivery.payload)).message
+
+
+def test_asking_comments_the_evidence_and_the_commands_on_the_upgrade_mr(world):
+    # WHEN the decision is requested
+    waiting_for_decision(world)
+
+    # THEN the MR shows why, the two commands and the violation; the token waits on the MR
+    note = world.gitlab.notes(PROJECT, world.upgrade_iid)[-1]
+    assert "GUARD needs a decision" in note and "`/guard proceed`" in note and "`/guard rollback`" in note
+    assert "request_count has no data" in note
+    token = world.state.get_task_token(world.run().merge_request_url or "")
+    assert token is not None and (token.kind, token.task_token) == ("decision", "token-decide")
+
+
+def test_a_maintainer_proceeds(world):
+    # GIVEN GUARD waits for a decision
+    waiting_for_decision(world)
+
+    # WHEN a Maintainer comments /guard proceed
+    message = comment(world, "maria", "/guard proceed")
+
+    # THEN the execution resumes with the decision and who took it; the token is gone; the MR acknowledges
+    assert world.sfn.successes == [{"taskToken": "token-decide", "output": {"decision": "proceed", "by": "maria"}}]
+    assert "proceed by maria" in message
+    assert world.state.get_task_token(world.run().merge_request_url or "") is None
+    assert world.failures.get_decision(RUN_ID).decision == "proceed"
+    assert "@maria decided **proceed**" in world.gitlab.notes(PROJECT, world.upgrade_iid)[-1]
+    # AND the access level was read through the members API
+    assert any(r.path.endswith("/members/all/1001") for r in world.gitlab.requests)
+
+
+def test_a_maintainer_rolls_back(world):
+    waiting_for_decision(world)
+    comment(world, "maria", "Latency looks off.\n/guard rollback\n")
+    assert world.sfn.successes[0]["output"] == {"decision": "rollback", "by": "maria"}
+
+
+def test_a_developer_is_answered_and_ignored(world):
+    # GIVEN GUARD waits for a decision
+    waiting_for_decision(world)
+
+    # WHEN a Developer comments /guard proceed
+    message = comment(world, "dev", "/guard proceed")
+
+    # THEN nothing resumes, the token still waits, and the developer is told why
+    assert world.sfn.successes == [] and "not a Maintainer" in message
+    assert world.state.get_task_token(world.run().merge_request_url or "") is not None
+    assert "@dev only a Maintainer" in world.gitlab.notes(PROJECT, world.upgrade_iid)[-1]
+
+
+def test_a_non_member_is_ignored(world):
+    waiting_for_decision(world)
+    assert "not a Maintainer" in comment(world, "stranger", "/guard rollback")
+    assert world.sfn.successes == []
+
+
+def test_an_unknown_command_and_plain_comments_are_ignored(world):
+    # GIVEN GUARD waits for a decision
+    waiting_for_decision(world)
+
+    # WHEN a Maintainer writes an unknown command, then a plain comment
+    unknown = comment(world, "maria", "/guard merge-it")
+    plain = comment(world, "maria", "looks fine to me")
+
+    # THEN nothing resumes; the unknown command gets the usage as a reply
+    assert world.sfn.successes == []
+    assert "unknown command" in unknown and "no /guard command" in plain
+    assert "use `/guard proceed` or `/guard rollback`" in world.gitlab.notes(PROJECT, world.upgrade_iid)[-2]
+
+
+def test_a_redelivered_note_is_acted_on_once(world):
+    # GIVEN a Maintainer's decision was delivered
+    waiting_for_decision(world)
+    comment(world, "maria", "/guard proceed")
+    delivery = world.gitlab.hook_deliveries[-1]
+
+    # WHEN GitLab redelivers it
+    webhook = WebhookService(world.state, world.sfn, world.clock, decisions=lambda: decisions(world))
+    again = webhook.handle("Note Hook", delivery.event_uuid, json.dumps(delivery.payload))
+
+    # THEN no second resume
+    assert len(world.sfn.successes) == 1 and "ignored" in again.message
+
+
+def test_a_command_on_an_mr_nobody_waits_on_is_ignored(world):
+    # GIVEN no decision is awaited; WHEN a Maintainer comments THEN nothing happens
+    assert "no GUARD decision waits" in comment(world, "maria", "/guard proceed")
+    assert world.sfn.successes == []
+
+
+def test_the_note_hook_payload_has_gitlab_s_shape(world):
+    # WHEN someone comments through the simulator
+    world.gitlab.comment_as(PROJECT, world.upgrade_iid, "maria", "hello")
+
+    # THEN the delivery is a Note Hook in GitLab's shape
+    delivery = world.gitlab.hook_deliveries[-1]
+    payload = delivery.payload
+    assert payload["object_kind"] == "note"
+    assert payload["object_attributes"]["noteable_type"] == "MergeRequest"
+    assert payload["object_attributes"]["note"] == "hello"
+    assert payload["object_attributes"]["url"].startswith(world.run().merge_request_url or "?")
+    assert payload["merge_request"]["iid"] == world.upgrade_iid
+    assert payload["merge_request"]["url"] == world.run().merge_request_url
+    assert payload["user"]["username"] == "maria" and isinstance(payload["user"]["id"], int)

@@ -1,0 +1,269 @@
+"""Rollback MR, its verification and manual rollback: real python-gitlab against the GitLab simulator,
+the kubernetes client against the Kubernetes simulator, DynamoDB on moto."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from guard.errors import NothingToRollBack
+from guard.gitops.helm_release import read_chart_version
+from guard.services.rollback import RollbackService, plan_manual_rollback, rollback_branch
+from guard.services.webhook import WebhookService
+from guard.stores.failure import AnalysisRecord
+from moto import mock_aws
+
+from sandbox.sims.gitlab_sim import GitLabSimulator
+from sandbox.sims.kubernetes_sim import KubernetesSimulator
+from tests.adapter.failure_world import (
+    CLUSTERS,
+    NEW,
+    OLD,
+    PROJECT,
+    RELEASE,
+    RUN_ID,
+    TOKEN,
+    ManualClock,
+    World,
+    build,
+    path,
+)
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def sims() -> Iterator[tuple[GitLabSimulator, KubernetesSimulator, ManualClock]]:
+    clock = ManualClock()
+    with GitLabSimulator(token=TOKEN, clock=clock) as gitlab, KubernetesSimulator(clock, pod_ready_seconds=5) as k8s:
+        yield gitlab, k8s, clock
+
+
+def world_with(sims, **config) -> World:
+    gitlab, k8s, clock = sims
+    return build(gitlab, k8s, clock, **config)
+
+
+@pytest.fixture
+def world(aws, sims) -> World:
+    return world_with(sims)
+
+
+def service(w: World, **kwargs) -> RollbackService:
+    return RollbackService(w.config, w.registry, w.state, w.failures, w.repo, w.sfn, w.clock,
+                           connector=w.connector, **kwargs)
+
+
+def analysed(w: World) -> None:
+    w.failures.put_analysis(AnalysisRecord(
+        run_id=RUN_ID, available=True, provider="openai", model="gpt-4o", at=w.clock.now(),
+        summary="p95 latency rose 24% after istiod 1.21.0.", root_cause="Larger xDS pushes restart sidecars.",
+        evidence=["latency_p95 212.6 → 264.5"], recommended_actions=["Roll back", "Raise proxy CPU limits"]))
+
+
+def test_rollback_mr_restores_the_failing_cluster_only_keeping_the_file_as_it_was(world):
+    # GIVEN a merged upgrade where eks-prod-1 failed validation and the analysis is stored
+    analysed(world)
+
+    # WHEN the rollback is opened
+    opened = service(world).open(RUN_ID, "token-rb-1")
+
+    # THEN one MR from the deterministic branch sets eks-prod-1 back, byte for byte as before the upgrade
+    branch = rollback_branch("guard/istio-upgrade", "prod-canary", RUN_ID)
+    assert branch == "guard/istio-upgrade/rollback-prod-canary-7f3a9c2e-" + branch.rsplit("-", 1)[1]
+    assert opened.status == "waiting_for_merge" and opened.versions == {"eks-prod-1": OLD}
+    assert world.gitlab.file_at(PROJECT, path("eks-prod-1"), branch) == RELEASE.format(cluster="eks-prod-1",
+                                                                                        version=OLD)
+    # AND the passing cluster is left on the new version
+    assert read_chart_version(world.gitlab.file_at(PROJECT, path("eks-prod-2"), branch) or "") == NEW
+    rollback_mr = next(m for m in world.gitlab.merge_requests(PROJECT) if m["source_branch"] == branch)
+    assert rollback_mr["title"] == f"Roll back Istio {NEW} → {OLD} on batch prod-canary"
+    assert opened.merge_request_url == rollback_mr["web_url"]
+    # AND the description carries the violation numbers and the analysis in the seed's shape
+    text = rollback_mr["description"]
+    assert "| latency_p95 | fail | 212.6 | 264.5 | 10 | latency_p95 212.6 → 264.5 (+24.4%) exceeds +10% |" in text
+    for heading in ("## AI Failure Analysis", "### Summary", "### Root Cause Analysis", "### Recommended Actions"):
+        assert heading in text
+    assert "Larger xDS pushes restart sidecars." in text and "1. Roll back" in text
+    # AND the token waits on the rollback MR, the run says so, the upgrade MR links to it
+    token = world.state.get_task_token(rollback_mr["web_url"])
+    assert token is not None and (token.kind, token.task_token, token.run_id) == ("rollback", "token-rb-1", RUN_ID)
+    assert world.run().stage == "waiting_for_rollback_merge"
+    assert any(rollback_mr["web_url"] in n for n in world.gitlab.notes(PROJECT, world.upgrade_iid))
+
+
+def test_a_retried_open_reuses_the_branch_and_mr_without_a_new_commit(world):
+    # GIVEN the rollback MR is open
+    first = service(world).open(RUN_ID, "token-1")
+    commits = sum(1 for r in world.gitlab.requests if r.method == "POST" and r.path.endswith("/commits"))
+
+    # WHEN the task runs again with a new token
+    again = service(world).open(RUN_ID, "token-2")
+
+    # THEN the same MR is returned, nothing is committed twice, and the new token replaces the old
+    assert again.merge_request_url == first.merge_request_url
+    assert len(world.gitlab.merge_requests(PROJECT)) == 2  # the upgrade MR and one rollback MR
+    assert sum(1 for r in world.gitlab.requests if r.method == "POST" and r.path.endswith("/commits")) == commits
+    assert world.state.get_task_token(first.merge_request_url or "").task_token == "token-2"
+
+
+def test_without_an_analysis_the_mr_says_analysis_unavailable(world):
+    # GIVEN the LLM was down: the stored analysis is unavailable
+    world.failures.put_analysis(AnalysisRecord(run_id=RUN_ID, available=False, reason="openai timed out",
+                                               at=world.clock.now()))
+
+    # WHEN the rollback is opened
+    opened = service(world).open(RUN_ID, "t")
+
+    # THEN the MR still opens, and says why there is no analysis
+    mr = next(m for m in world.gitlab.merge_requests(PROJECT) if m["web_url"] == opened.merge_request_url)
+    assert "analysis unavailable: openai timed out" in mr["description"]
+
+
+def test_batch_scope_rolls_back_every_cluster(aws, sims):
+    # GIVEN rollback.scope is batch
+    w = world_with(sims, rollback={"scope": "batch"})
+
+    # WHEN the rollback is opened
+    opened = service(w).open(RUN_ID, "t")
+
+    # THEN both clusters go back
+    branch = rollback_branch(w.config.gitlab.branch_prefix, "prod-canary", RUN_ID)
+    assert opened.versions == dict.fromkeys(CLUSTERS, OLD)
+    assert all(read_chart_version(w.gitlab.file_at(PROJECT, path(c), branch) or "") == OLD for c in CLUSTERS)
+
+
+def test_auto_create_mr_false_opens_nothing_and_answers_the_token(aws, sims):
+    # GIVEN rollback.auto_create_mr is false
+    w = world_with(sims, rollback={"auto_create_mr": False})
+
+    # WHEN the rollback task runs
+    opened = service(w).open(RUN_ID, "token-x")
+
+    # THEN no MR is opened, the wait is answered with a clear outcome, and the upgrade MR says what to do
+    assert opened.status == "not_created"
+    assert len(w.gitlab.merge_requests(PROJECT)) == 1
+    assert w.sfn.successes == [{"taskToken": "token-x", "output": {
+        "status": "not_created", "clusters": ["eks-prod-1"], "versions": {"eks-prod-1": OLD},
+        "merge_request_url": None, "detail": opened.detail}}]
+    assert "auto_create_mr is false" in (opened.detail or "")
+    assert w.failures.get_rollback(RUN_ID).status == "not_created"
+    assert any("eks-prod-1 to 1.20.3" in n for n in w.gitlab.notes(PROJECT, w.upgrade_iid))
+
+
+def test_manual_approval_is_stated_in_the_mr(aws, sims):
+    # GIVEN rollback.require_manual_approval
+    w = world_with(sims, rollback={"require_manual_approval": True})
+
+    # WHEN the rollback is opened THEN its description asks a Maintainer to review and merge
+    opened = service(w).open(RUN_ID, "t")
+    mr = next(m for m in w.gitlab.merge_requests(PROJECT) if m["web_url"] == opened.merge_request_url)
+    assert "**Manual approval required**" in mr["description"]
+
+
+def test_closing_the_rollback_mr_fails_the_wait_with_its_own_error(world):
+    # GIVEN the rollback MR waits for a merge
+    opened = service(world).open(RUN_ID, "token-rb")
+    iid = int((opened.merge_request_url or "").rsplit("/", 1)[1])
+    world.gitlab.add_hook(PROJECT, "http://127.0.0.1:9/unused", "hook")  # payloads are recorded
+
+    # WHEN a reviewer closes it and the webhook receives the close
+    world.gitlab.close(PROJECT, iid)
+    payload = world.gitlab.hook_deliveries[-1].payload
+    result = WebhookService(world.state, world.sfn, world.clock).handle("Merge Request Hook", "d-1",
+                                                                        json.dumps(payload))
+
+    # THEN the execution is failed with RollbackMergeRequestClosed, saying the clusters stay on the new version
+    assert result.status == 200
+    assert [f["error"] for f in world.sfn.failures] == ["RollbackMergeRequestClosed"]
+    assert "stay on the new version" in world.sfn.failures[0]["cause"]
+
+
+def test_verify_records_rolled_back_once_flux_runs_the_previous_version(world):
+    # GIVEN the rollback MR was merged
+    opened = service(world).open(RUN_ID, "t")
+    iid = int((opened.merge_request_url or "").rsplit("/", 1)[1])
+    world.gitlab.merge(PROJECT, iid)
+
+    # WHEN Flux has not reconciled yet, the first poll waits and sets the deadline
+    first = service(world).verify(RUN_ID, None)
+    assert not first.done and "eks-prod-1" in first.waiting_on[0]
+
+    # AND once Flux applies the previous version and istiod rolls
+    world.kubernetes.apply_chart_version("eks-prod-1", OLD, reconcile_after_seconds=10)
+    world.clock.advance(60)
+    done = service(world).verify(RUN_ID, first.deadline, {"merge_commit_sha": "abc"})
+
+    # THEN the outcome is rolled back, everywhere a person looks
+    assert (done.done, done.status, done.error) == (True, "rolled_back", "RolledBack")
+    assert "eks-prod-1 → 1.20.3" in (done.cause or "")
+    run = world.run()
+    assert (run.status.value, run.stage, run.error) == ("failed", "rolled_back", "RolledBack")
+    assert world.state.get_batch_result("prod-canary", NEW).status == "rolled_back"
+    history = world.registry.get("eks-prod-1").upgrade_history
+    assert [(h.from_version, h.to_version, h.outcome) for h in history] == [(NEW, OLD, "rolled_back")]
+    assert world.state.lock_holder("prod-canary") is None
+    assert any(n.startswith("✅ GUARD") for n in world.gitlab.notes(PROJECT, iid))
+    # AND a retried poll returns the same outcome without writing history twice
+    assert service(world).verify(RUN_ID, first.deadline).status == "rolled_back"
+    assert len(world.registry.get("eks-prod-1").upgrade_history) == 1
+
+
+def test_verify_past_the_deadline_records_rollback_failed(world):
+    # GIVEN the rollback was merged but Flux is stuck
+    service(world).open(RUN_ID, "t")
+    world.kubernetes.set_flux_stuck("eks-prod-1")
+    first = service(world).verify(RUN_ID, None)
+
+    # WHEN the deadline passes
+    world.clock.advance(world.config.validation.flux_sync_timeout_minutes * 60 + 1)
+    done = service(world).verify(RUN_ID, first.deadline)
+
+    # THEN the run ends rollback_failed, saying what each cluster still waits on
+    assert (done.status, done.error) == ("rollback_failed", "RollbackFailed")
+    assert "not verified within 15 min: eks-prod-1: HelmRelease" in (done.cause or "")
+    assert world.state.get_batch_result("prod-canary", NEW).status == "rollback_failed"
+    assert world.registry.get("eks-prod-1").current_istio_version == OLD  # unchanged: never set to NEW
+
+
+def test_manual_rollback_plans_the_batch_s_last_succeeded_upgrade(world):
+    # GIVEN the batch's last upgrade (OLD -> NEW) succeeded and is deployed
+    from guard.core.models import UpgradeRecord
+
+    for c in CLUSTERS:
+        world.registry.record_upgrade(c, UpgradeRecord(run_id="run-earlier", from_version=OLD, to_version=NEW,
+                                                       outcome="succeeded", at=datetime(2025, 2, 1, tzinfo=UTC)),
+                                      NEW)
+    world.state.release_lock("prod-canary", RUN_ID)
+
+    # WHEN someone asks for a manual rollback of the batch
+    run = plan_manual_rollback(world.config, world.registry, world.state, world.failures, world.clock,
+                               run_id="manual-1", execution_arn="arn:x", batch="prod-canary",
+                               reason="p99 alerts from the payments team")
+
+    # THEN the run rolls both clusters back from NEW to OLD, holds the lock, and the MR opens for the batch
+    assert (run.target_version, run.clusters, run.from_versions) == (NEW, list(CLUSTERS), dict.fromkeys(CLUSTERS, OLD))
+    assert world.state.lock_holder("prod-canary") == "manual-1"
+    opened = service(world).open("manual-1", "t")
+    assert opened.versions == dict.fromkeys(CLUSTERS, OLD)
+    mr = next(m for m in world.gitlab.merge_requests(PROJECT) if m["web_url"] == opened.merge_request_url)
+    assert "(manual rollback)" in mr["description"] and "p99 alerts from the payments team" in mr["description"]
+
+
+def test_manual_rollback_without_a_deployed_upgrade_is_refused(world):
+    # GIVEN a batch with no succeeded upgrade in its history
+    # WHEN / THEN nothing is planned and the lock is not taken
+    with pytest.raises(NothingToRollBack, match="prod-canary"):
+        plan_manual_rollback(world.config, world.registry, world.state, world.failures, world.clock,
+                             run_id="manual-2", execution_arn="arn:x", batch="prod-canary", reason="why")
+    assert world.state.lock_holder("prod-canary") == RUN_ID

@@ -1,0 +1,249 @@
+"""The rollout tasks against moto DynamoDB: planning, waves, recording, skips, halts, windows."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from guard.config import load_config
+from guard.config.loader import parse_config
+from guard.errors import ChangeWindowClosed, InvalidInput, PrerequisiteNotMet, UnknownBatch
+from guard.rollout.service import RolloutService, child_name, parse_rollout_input
+from guard.services.plan import BatchPlanner
+from guard.stores.registry import ClusterRegistry
+from guard.stores.rollouts import RolloutStore
+from guard.stores.state import StateStore
+
+from tests.unit.test_execution_input import EXAMPLE, FixedClock, cluster, request, succeeded, tables  # noqa: F401
+
+SATURDAY = datetime(2025, 3, 29, 12, 0, tzinfo=UTC)
+WEDNESDAY = datetime(2025, 4, 2, 10, 0, tzinfo=UTC)
+FLEET = {"test": ["eks-test"], "dev-1": ["eks-dev-1", "eks-dev-2"], "dev-2": ["eks-dev-3", "eks-dev-4"],
+         "staging-us": ["eks-staging-us-east-1", "eks-staging-us-west-2"], "staging-eu": ["eks-staging-eu-west-1"],
+         "prod-canary": ["eks-prod-canary"], "prod-us-1": ["eks-prod-us-api", "eks-prod-us-web"],
+         "prod-us-2": ["eks-prod-us-app1", "eks-prod-us-app2"], "prod-eu": ["eks-prod-eu-api", "eks-prod-eu-web"]}
+
+
+def make(tables: Any, *, overrides: dict[str, Any] | None = None, now: datetime = WEDNESDAY) -> Any:  # noqa: F811
+    registry_table, state_table = tables
+    registry = ClusterRegistry(registry_table)
+    for batch, clusters in FLEET.items():
+        for cluster_id in clusters:
+            c = cluster(cluster_id, batch)
+            c.environment = batch.split("-")[0] if batch != "test" else "test"
+            registry.put(c)
+    data = load_config(EXAMPLE).model_dump(by_alias=True)
+    data.update(overrides or {})
+    config = parse_config(data)
+    state = StateStore(state_table)
+    clock = FixedClock(now)
+    return RolloutService(config, registry, state, RolloutStore(state_table), clock), state, config, clock
+
+
+def outcome(batch: str, status: str = "succeeded", error: str | None = None,
+            cause: str | None = None) -> dict[str, Any]:
+    """A Map item as the rollout machine's BatchSucceeded / BatchFailed states shape it."""
+    if status == "succeeded":
+        return {"batch": batch, "status": "succeeded", "ExecutionArn": f"arn:child:{batch}",
+                "StartDate": 1_700_000_000_000, "StopDate": 1_700_000_600_000}
+    described = {"ExecutionArn": f"arn:child:{batch}", "Status": "FAILED", "Error": error, "Cause": cause,
+                 "StartDate": 1_700_000_000_000, "StopDate": 1_700_000_600_000,
+                 "Input": json.dumps({"batch": batch})}
+    return {"batch": batch, "status": "failed", "error": "States.TaskFailed", "cause": json.dumps(described)}
+
+
+def run_waves(service: RolloutService, rollout_id: str, fail: dict[str, tuple[str, str]]) -> list[list[str]]:
+    """Drive the loop like the state machine does; `fail` maps batch -> (error, cause)."""
+    waves = []
+    for _ in range(20):
+        wave = service.next_wave(rollout_id)
+        if wave["done"]:
+            return waves
+        names = [item["batch"] for item in wave["batches"]]
+        waves.append(names)
+        service.record_wave(rollout_id, [outcome(b, "failed", *fail[b]) if b in fail else outcome(b)
+                                         for b in names])
+    raise AssertionError("the rollout never finished")
+
+
+def test_nine_batches_run_in_seven_waves_and_succeed(tables: Any) -> None:  # noqa: F811
+    # GIVEN the example tenant (the seed's nine-batch DAG)
+    service, _, _, _ = make(tables)
+    record = service.start(parse_rollout_input({"target_version": "1.20.0"}), "r1", "arn:rollout:r1")
+    # WHEN every child succeeds
+    waves = run_waves(service, "r1", {})
+    result = service.finish("r1")
+    # THEN the waves follow batch_order, independent batches together, and every batch succeeded
+    assert waves == record.waves == [["test"], ["dev-1"], ["dev-2"], ["staging-us", "staging-eu"], ["prod-canary"],
+                                     ["prod-us-1"], ["prod-us-2", "prod-eu"]]
+    assert result["status"] == "succeeded"
+    assert [b["status"] for b in result["summary"]["batches"]] == ["succeeded"] * 9
+    assert result["summary"]["batches"][0]["execution_arn"] == "arn:child:test"
+
+
+def test_failed_canary_skips_production_naming_the_canary(tables: Any) -> None:  # noqa: F811
+    service, _, _, _ = make(tables)
+    service.start(parse_rollout_input({"target_version": "1.20.0"}), "r1", "arn:rollout:r1")
+    # WHEN the canary's child execution fails validation
+    waves = run_waves(service, "r1", {"prod-canary": ("ValidationFailed", "eks-prod-canary: latency_p95 +38%")})
+    result = service.finish("r1")
+    # THEN nothing after it ran; each production batch is skipped because of the canary
+    assert waves[-1] == ["prod-canary"]
+    by_batch = {b["batch"]: b for b in result["summary"]["batches"]}
+    assert by_batch["prod-canary"]["status"] == "failed"
+    assert by_batch["prod-canary"]["reason"] == "ValidationFailed: eks-prod-canary: latency_p95 +38%"
+    for batch in ("prod-us-1", "prod-us-2", "prod-eu"):
+        assert by_batch[batch] == {"batch": batch, "status": "skipped", "wave": None,
+                                   "reason": "depends on 'prod-canary', which failed"}
+    assert result["status"] == "failed" and result["error"] == "RolloutFailed"
+    assert json.loads(result["cause"])["counts"] == {"succeeded": 5, "failed": 1, "skipped": 3}
+
+
+def test_a_rolled_back_child_is_reported_rolled_back(tables: Any) -> None:  # noqa: F811
+    service, _, _, _ = make(tables)
+    service.start(parse_rollout_input({"target_version": "1.20.0", "batches": ["test", "dev-1"]}), "r1", "arn:r1")
+    run_waves(service, "r1", {"test": ("RolledBack", "rolled back after latency_p95 +30%")})
+    result = service.finish("r1")
+    statuses = {b["batch"]: (b["status"], b.get("reason")) for b in result["summary"]["batches"]}
+    assert statuses["test"][0] == "rolled_back"
+    assert statuses["dev-1"] == ("skipped", "depends on 'test', which rolled back")
+    assert result["error"] == "RolloutRolledBack"
+
+
+def test_a_batch_running_beside_the_failure_finishes_under_either_policy(tables: Any) -> None:  # noqa: F811
+    # GIVEN staging-us fails while staging-eu (same wave) succeeds; both feed the canary
+    for policy, expected_canary in (("halt", "skipped"), ("continue_independent", "skipped")):
+        service, _, _, _ = make(tables)
+        rid = f"r-{policy}"
+        service.start(parse_rollout_input({"target_version": "1.20.0", "on_failure": policy,
+                                           "batches": ["test", "dev-1", "dev-2", "staging-us", "staging-eu",
+                                                       "prod-canary"]}), rid, "arn")
+        run_waves(service, rid, {"staging-us": ("PrecheckFailed", "eks-staging-us-east-1: node not ready")})
+        by_batch = {b["batch"]: b for b in service.finish(rid)["summary"]["batches"]}
+        assert by_batch["staging-eu"]["status"] == "succeeded"  # same wave: already running, it finishes
+        assert by_batch["prod-canary"]["status"] == expected_canary
+
+
+def test_continue_independent_runs_what_does_not_depend_on_the_failure(tables: Any) -> None:  # noqa: F811
+    # GIVEN two branches after test: dev-1 -> staging-us and dev-2 -> staging-eu; dev-2 fails
+    overrides = {"batch_order": {"dev-1": ["test"], "dev-2": ["test"], "staging-us": ["dev-1"],
+                                 "staging-eu": ["dev-2"]}}
+    for policy, staging_us in (("halt", "skipped"), ("continue_independent", "succeeded")):
+        service, _, _, _ = make(tables, overrides=overrides)
+        rid = f"x-{policy}"
+        service.start(parse_rollout_input({"target_version": "1.20.0", "on_failure": policy,
+                                           "batches": ["test", "dev-1", "dev-2", "staging-us", "staging-eu"]}),
+                      rid, "arn")
+        run_waves(service, rid, {"dev-2": ("MergeRequestClosed", "closed by bob")})
+        by_batch = {b["batch"]: b for b in service.finish(rid)["summary"]["batches"]}
+        # THEN the failed branch is skipped either way; the independent one runs only when allowed
+        assert by_batch["staging-eu"]["reason"] == "depends on 'dev-2', which failed"
+        assert by_batch["staging-us"]["status"] == staging_us
+        if policy == "halt":
+            assert "halted after 'dev-2' failed" in by_batch["staging-us"]["reason"]
+
+
+def test_soak_override_per_batch_reaches_the_child_input(tables: Any) -> None:  # noqa: F811
+    # GIVEN staging succeeded earlier (prod-canary's prerequisites, outside this rollout)
+    service, state, _, _ = make(tables)
+    for batch in ("staging-us", "staging-eu"):
+        succeeded(state, batch)
+    service.start(parse_rollout_input({"target_version": "1.20.0", "soak_period_minutes": 20,
+                                       "batches": ["prod-canary"]}), "r1", "arn")
+    # WHEN the wave is handed out THEN the child input carries the rollout's soak, not the canary's 240
+    wave = service.next_wave("r1")
+    assert wave["batches"] == [{"batch": "prod-canary", "name": "r1--prod-canary",
+                                "input": {"batch": "prod-canary", "target_version": "1.20.0",
+                                          "requested_by": "rollout r1", "soak_period_minutes": 20}}]
+
+
+def test_the_canary_keeps_its_configured_soak_unless_overridden(tables: Any) -> None:  # noqa: F811
+    service, state, _, _ = make(tables)
+    for batch in ("staging-us", "staging-eu"):
+        succeeded(state, batch)
+    record = service.start(parse_rollout_input({"target_version": "1.20.0", "batches": ["prod-canary", "prod-eu",
+                                                                                         "prod-us-1"]}), "r1", "arn")
+    assert record.entries["prod-canary"].soak_period_minutes == 240
+    assert record.entries["prod-eu"].soak_period_minutes is None  # the config's validation.soak_period_minutes
+
+
+def test_external_prerequisite_that_has_not_succeeded_refuses_the_rollout(tables: Any) -> None:  # noqa: F811
+    service, state, _, _ = make(tables)
+    succeeded(state, "staging-us")
+    with pytest.raises(PrerequisiteNotMet) as error:
+        service.start(parse_rollout_input({"target_version": "1.20.0", "batches": ["prod-canary"]}), "r1", "arn")
+    assert "'staging-eu'" in str(error.value) and "not part of this rollout" in str(error.value)
+    assert RolloutStore(tables[1]).find("r1") is None
+
+
+@pytest.mark.parametrize("raw, error, text", [
+    ({"target_version": "1.20.0", "batches": ["nope"]}, UnknownBatch, "nope"),
+    ({"target_version": "1.20"}, InvalidInput, "target_version"),
+    ({"target_version": "1.20.0", "batches": []}, InvalidInput, "at least one batch"),
+    ({"target_version": "1.20.0", "batch": "dev-1"}, InvalidInput, "batch: unknown key"),
+    ({"target_version": "1.20.0", "batches": ["test"], "soak_overrides": {"dev-1": 5}}, InvalidInput, "dev-1"),
+])
+def test_bad_rollout_input_is_refused_naming_it(tables: Any, raw: dict[str, Any], error: type, text: str) -> None:  # noqa: F811
+    service, _, _, _ = make(tables)
+    with pytest.raises(error) as caught:
+        service.start(parse_rollout_input(raw), "r1", "arn")
+    assert text in str(caught.value)
+
+
+def test_retried_tasks_land_in_the_same_place(tables: Any) -> None:  # noqa: F811
+    service, _, _, _ = make(tables)
+    first = service.start(parse_rollout_input({"target_version": "1.20.0"}), "r1", "arn")
+    again = service.start(parse_rollout_input({"target_version": "1.20.0"}), "r1", "arn")
+    assert first == again
+    wave = service.next_wave("r1")
+    assert service.next_wave("r1") == wave  # NextWave retried before the Map ran: the same children
+    service.record_wave("r1", [outcome("test")])
+    service.record_wave("r1", [outcome("test", "failed", "X", "late duplicate")])  # a retried RecordWave
+    assert RolloutStore(tables[1]).get("r1").entries["test"].status == "succeeded"
+
+
+def test_child_names_are_deterministic_and_valid() -> None:
+    assert child_name("r1", "prod-eu") == "r1--prod-eu"
+    long = child_name("x" * 80, "prod-canary")
+    assert len(long) == 80 and long == child_name("x" * 80, "prod-canary")
+    assert long != child_name("x" * 80, "prod-us-1")
+    assert child_name("a:b c", "d") == "a-b-c--d"
+
+
+# ---------------------------------------------------------------- change windows in a rollout and a batch
+FREEZE = {"change_windows": {"on_deny": "wait", "deny": [
+    {"environments": ["prod"], "from": "Fri 15:00", "to": "Mon 08:00", "timezone": "Europe/Berlin"}]}}
+
+
+def test_a_waiting_rollout_holds_prod_until_the_window_ends(tables: Any) -> None:  # noqa: F811
+    # GIVEN on_deny: wait and it is Saturday noon; staging has already succeeded
+    service, state, _, clock = make(tables, overrides=FREEZE, now=SATURDAY)
+    for batch in ("staging-us", "staging-eu"):
+        succeeded(state, batch)
+    service.start(parse_rollout_input({"target_version": "1.20.0", "batches": ["prod-canary"]}), "r1", "arn")
+    # WHEN the next wave is asked for THEN the rollout waits until Monday 08:00 Berlin (42 h), saying why
+    wave = service.next_wave("r1")
+    assert wave == {"done": False, "wait_seconds": 42 * 3600 + 1, "batches": [], "max_concurrency": 3}
+    assert "change window" in (RolloutStore(tables[1]).get("r1").entries["prod-canary"].reason or "")
+    # AND after the wait, the canary starts
+    clock.current = datetime(2025, 3, 31, 6, 0, 1, tzinfo=UTC)
+    assert [b["batch"] for b in service.next_wave("r1")["batches"]] == ["prod-canary"]
+
+
+def test_batch_plan_refuses_inside_a_window_and_changes_nothing(tables: Any) -> None:  # noqa: F811
+    # GIVEN the weekend freeze on prod and a prod batch whose prerequisites succeeded
+    _, state, config, _ = make(tables, overrides=FREEZE, now=SATURDAY)
+    for batch in ("staging-us", "staging-eu"):
+        succeeded(state, batch)
+    registry = ClusterRegistry(tables[0])
+    planner = BatchPlanner(config, registry, state, FixedClock(SATURDAY))
+    # WHEN a single-batch execution plans THEN it refuses naming the window; no lock, no run record
+    with pytest.raises(ChangeWindowClosed) as error:
+        planner.plan(request("prod-canary"), run_id="run-1", execution_arn="arn")
+    assert "Fri 15:00 to Mon 08:00 Europe/Berlin" in str(error.value)
+    assert state.lock_holder("prod-canary") is None and state.find_run("run-1") is None
+    # AND on Wednesday it plans
+    assert BatchPlanner(config, registry, state, FixedClock(WEDNESDAY)).plan(
+        request("prod-canary"), run_id="run-2", execution_arn="arn").batch == "prod-canary"

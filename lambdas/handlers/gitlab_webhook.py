@@ -1,6 +1,8 @@
-"""API Gateway `POST /webhooks/gitlab`: GitLab MR events resume the waiting execution.
+"""API Gateway `POST /webhooks/gitlab`: GitLab MR events resume the waiting execution;
+"Note Hook" comments (`/guard proceed|rollback`) answer a waiting decision.
 
 Imports neither kubernetes, datadog nor openai: it must answer GitLab within a second.
+python-gitlab is imported only when a comment needs a Maintainer check.
 """
 
 from typing import Any
@@ -9,6 +11,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from guard import runtime
 from guard.errors import InvalidInput, WebhookUnauthorized
+from guard.services.decision import DecisionService
 from guard.services.webhook import WebhookService, verify_token
 
 logger = Logger()
@@ -30,7 +33,15 @@ def gitlab_webhook() -> Response:
     except WebhookUnauthorized as e:
         logger.warning("webhook rejected", extra={"reason": str(e)})
         return _json(401, "unauthorized")
-    service = WebhookService(runtime.state(), runtime.aws_client("stepfunctions"), runtime.clock)
+    sfn = runtime.aws_client("stepfunctions")
+
+    def decisions() -> DecisionService:
+        cfg = runtime.config()
+        return DecisionService(runtime.state(), runtime.failure_store(), sfn, runtime.project_members(),
+                               runtime.gitops_repo(), runtime.clock,
+                               timeout_hours=cfg.rollback.decision_timeout_hours)
+
+    service = WebhookService(runtime.state(), sfn, runtime.clock, decisions=decisions)
     try:
         result = service.handle(lower.get("x-gitlab-event"), lower.get("x-gitlab-event-uuid"),
                                 app.current_event.body or "")

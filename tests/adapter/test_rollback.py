@@ -157,7 +157,8 @@ def test_auto_create_mr_false_opens_nothing_and_answers_the_token(aws, sims):
         "status": "not_created", "clusters": ["eks-prod-1"], "versions": {"eks-prod-1": OLD},
         "merge_request_url": None, "detail": opened.detail}}]
     assert "auto_create_mr is false" in (opened.detail or "")
-    assert w.failures.get_rollback(RUN_ID).status == "not_created"
+    record = w.failures.get_rollback(RUN_ID)
+    assert record is not None and record.status == "not_created"
     assert any("eks-prod-1 to 1.20.3" in n for n in w.gitlab.notes(PROJECT, w.upgrade_iid))
 
 

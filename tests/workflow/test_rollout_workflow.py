@@ -1,0 +1,90 @@
+"""statemachines/rollout.asl.json on the local engine: real child executions of the batch machine."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from guard.stores.rollouts import RolloutStore
+
+from sandbox.rehearsal import history
+from sandbox.rollout_rehearsal import rollout_expectation_problems
+from sandbox.world import LocalWorld
+from tests.workflow.conftest import rehearse, scenario, wait_until
+
+pytestmark = pytest.mark.workflow
+
+
+def test_nine_batch_dag_runs_as_one_rollout_with_independent_batches_overlapping() -> None:
+    # GIVEN the seed's "Batch Dependencies" fleet: nine batches, fifteen clusters, all healthy
+    seen: dict[str, Any] = {}
+
+    def inspect(world: LocalWorld, summary: dict[str, Any]) -> None:
+        seen["running"] = {c.cluster: world.kubernetes.helm_release_versions(c.cluster)[1]
+                           for c in world.scenario.fleet}
+
+    # WHEN the whole tenant is rolled out in one execution
+    summary, progress = rehearse("rollout-batch-dependencies", inspect=inspect)
+
+    # THEN every batch succeeded, listed in a valid order, each as its own child execution
+    assert summary["status"] == "SUCCEEDED", progress
+    assert rollout_expectation_problems(scenario("rollout-batch-dependencies"), summary) == [], progress
+    order = [b["batch"] for b in summary["batches"]]
+    assert order == ["test", "dev-1", "dev-2", "staging-us", "staging-eu", "prod-canary", "prod-us-1",
+                     "prod-us-2", "prod-eu"]
+    assert summary["order_valid"]
+    assert all(b["execution_arn"].endswith(f"--{b['batch']}") for b in summary["batches"])
+    # AND independent batches ran at the same time, dependent ones never did
+    assert ["staging-us", "staging-eu"] in summary["overlapping"]
+    assert ["prod-us-2", "prod-eu"] in summary["overlapping"]
+    assert len(summary["overlapping"]) == 2
+    # AND the canary soaked longer than the others; every cluster now runs the target
+    soaks = {b["batch"]: b["soak_period_minutes"] for b in summary["batches"]}
+    assert soaks["prod-canary"] > soaks["prod-us-1"]
+    assert set(seen["running"].values()) == {"1.20.0"}
+    assert len(summary["merge_requests"]) == 9
+    # AND the rollout's own history and payloads stay far below the Step Functions limits
+    assert summary["history_events"] < 400
+    assert summary["max_state_payload_bytes"] < 8192
+
+
+def test_a_failed_canary_stops_the_rollout_before_production() -> None:
+    # GIVEN the canary's p95 latency rises 37% after the upgrade
+    summary, progress = rehearse("rollout-canary-fails")
+    # THEN the rollout fails, the canary failed validation, and production never started
+    assert summary["status"] == "FAILED", progress
+    assert rollout_expectation_problems(scenario("rollout-canary-fails"), summary) == [], progress
+    by_batch = {b["batch"]: b for b in summary["batches"]}
+    assert by_batch["prod-canary"]["reason"].startswith("ValidationFailed: eks-prod-canary")
+    for batch in ("prod-us-1", "prod-us-2", "prod-eu"):
+        assert by_batch[batch]["status"] == "skipped"
+        assert by_batch[batch]["reason"] == "depends on 'prod-canary', which failed"
+        assert "execution_arn" not in by_batch[batch]
+    assert len(summary["merge_requests"]) == 6
+    # AND the cause carries the whole per-batch list for CI and people
+    cause = json.loads(summary["cause"])
+    assert cause["counts"] == {"succeeded": 5, "failed": 1, "skipped": 3}
+
+
+@pytest.mark.parametrize("rollout_input, error, mentions", [
+    ({"target_version": "1.20.0", "batches": ["nope"]}, "UnknownBatch", "nope"),
+    ({"target_version": "1.20"}, "InvalidInput", "target_version"),
+    ({"target_version": "1.20.0", "batches": ["dev-1"]}, "PrerequisiteNotMet", "'test'"),
+])
+def test_a_bad_rollout_is_refused_at_the_first_state(world_for: Any, rollout_input: dict[str, Any], error: str,
+                                                     mentions: str) -> None:
+    # GIVEN the default world (test has not run at 1.20.0)
+    world = world_for("default", succeeded_before=[])
+    sfn = world.engine.client("stepfunctions")
+    # WHEN a rollout starts with bad input
+    arn = sfn.start_execution(stateMachineArn=world.rollout_state_machine_arn,
+                              input=json.dumps(rollout_input))["executionArn"]
+    wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", what="the rollout to end")
+    # THEN it failed in StartRollout naming the problem, started no child, recorded nothing
+    events = history(sfn, arn)
+    failed = next(e["executionFailedEventDetails"] for e in events if e["type"] == "ExecutionFailed")
+    assert (failed["error"], mentions in failed["cause"]) == (error, True), failed
+    assert sfn.list_executions(stateMachineArn=world.state_machine_arn)["executions"] == []
+    table = world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.state_table_name)
+    assert RolloutStore(table).find(arn.rsplit(":", 1)[-1]) is None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -13,35 +12,9 @@ from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 from guard.config.models import ScheduleConfig
-from guard.errors import ConfigError
+from guard.config.schedules import schedule_expression, schedule_input
 
 Target = Literal["batch", "rollout"]
-_UNIX_DOW = {str(n): str(n + 1) for n in range(7)} | {"7": "1"}
-
-
-def schedule_expression(cron: str, where: str) -> str:
-    """EventBridge Scheduler's expression: `cron(...)`, `rate(...)` and `at(...)` pass through; a Unix
-    five-field cron (`0 2 * * 1`) is translated (`cron(0 2 ? * 2 *)`, Sunday is 1 there)."""
-    text = cron.strip()
-    if re.match(r"^(cron|rate|at)\(.+\)$", text):
-        return text
-    fields = text.split()
-    if len(fields) != 5:
-        raise ConfigError(f"{where}: '{cron}' is neither cron(...)/rate(...)/at(...) nor a five-field cron")
-    minute, hour, dom, month, dow = fields
-    if dow != "*" and dom != "*":
-        raise ConfigError(f"{where}: EventBridge cannot combine a day of month and a day of week ('{cron}')")
-    dow = "?" if dow == "*" else re.sub(r"\d", lambda m: _UNIX_DOW[m.group(0)], dow)
-    dom = "?" if dow != "?" else dom
-    return f"cron({minute} {hour} {dom} {month} {dow} *)"
-
-
-def schedule_input(schedule: ScheduleConfig) -> dict[str, Any]:
-    """The fixed execution input a schedule starts with."""
-    requested_by = f"schedule:{schedule.name}"
-    if schedule.batch:
-        return {"batch": schedule.batch, "target_version": schedule.target_version, "requested_by": requested_by}
-    return {"batches": schedule.rollout, "target_version": schedule.target_version, "requested_by": requested_by}
 
 
 class GuardSchedules(Construct):

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
+from guard.config.schedules import schedule_expression
 from guard.errors import ConfigError
 
 from infra.application import BUILD_DIR_CONTEXT, build_app
-from infra.schedules import schedule_expression
 
 from .conftest import FIXTURES, Synthesized
 

@@ -1,0 +1,99 @@
+"""The `guard` CLI's exit codes against the local rehearsal (the same boto3 calls it makes on AWS)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from cli.guard import main
+from tests.workflow.conftest import SCENARIOS
+
+pytestmark = pytest.mark.workflow
+
+
+def guard(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(argv), out=out), out.getvalue()
+
+
+def test_run_with_wait_exits_0_when_the_batch_succeeds_and_status_agrees(world_for: Any) -> None:
+    # GIVEN a deployed batch machine (the local world's; boto3 reaches it through AWS_ENDPOINT_URL)
+    world = world_for("default")
+    # WHEN CI runs `guard run --wait` against it
+    code, out = guard("run", "--state-machine-arn", world.state_machine_arn, "--batch", "dev-1",
+                      "--target-version", "1.20.0", "--soak-period", "30", "--wait", "--timeout", "90")
+    # THEN it follows the execution in plain lines (not a TTY) and exits 0
+    assert code == 0, out
+    assert "→ Plan" in out and "→ Validate" in out and "SUCCEEDED" in out
+    assert "\r" not in out
+    # AND `guard status` on the finished execution exits 0 too
+    arn = out.split("started ", 1)[1].split()[0]
+    assert guard("status", arn)[0] == 0
+
+
+def test_wait_that_ends_while_a_person_must_merge_exits_4(world_for: Any) -> None:
+    # GIVEN a reviewer who never merges
+    world = world_for("default", human={"action": "ignore"})
+    # WHEN `guard run --wait` gives up after a few seconds
+    code, out = guard("run", "--state-machine-arn", world.state_machine_arn, "--batch", "dev-1",
+                      "--target-version", "1.20.0", "--wait", "--timeout", "4")
+    # THEN it exits 4 and says how to keep following
+    assert code == 4, out
+    assert "still RUNNING" in out and "guard status" in out
+    arn = out.split("started ", 1)[1].split()[0]
+    world.engine.client("stepfunctions").stop_execution(executionArn=arn)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--batch", "no-such-batch", "--target-version", "1.20.0"],
+    ["--batch", "dev-1", "--target-version", "1.18.0"],
+])
+def test_refused_input_exits_2(world_for: Any, argv: list[str]) -> None:
+    world = world_for("default")
+    code, out = guard("run", "--state-machine-arn", world.state_machine_arn, *argv, "--wait", "--timeout", "30")
+    assert code == 2, out
+
+
+def test_local_run_of_a_regression_that_is_rolled_back_exits_3() -> None:
+    # GIVEN the latency-regression scenario WHEN `guard run --local` runs it
+    code, out = guard("run", "--local", "--scenario", str(SCENARIOS / "latency-regression.yaml"),
+                      "--batch", "dev-1", "--target-version", "1.20.0", "--soak-period", "20")
+    # THEN validation fails, GUARD rolls the batch back, and the exit code says so
+    assert code == 3, out
+    assert "FAILED RolledBack" in out
+
+
+def test_local_run_that_fails_its_prechecks_exits_1() -> None:
+    code, out = guard("run", "--local", "--scenario", str(SCENARIOS / "precheck-crashloop.yaml"),
+                      "--batch", "test", "--target-version", "1.20.0")
+    assert code == 1, out
+    assert "PrecheckFailed" in out
+
+
+def test_local_rollout_refused_for_a_missing_prerequisite_exits_1(world_for: Any) -> None:
+    # GIVEN dev-1 alone, whose prerequisite `test` never ran at 1.20.0
+    world = world_for("default", succeeded_before=[])
+    code, out = guard("rollout", "--state-machine-arn", world.rollout_state_machine_arn, "--batches", "dev-1",
+                      "--target-version", "1.20.0", "--wait", "--timeout", "30")
+    assert code == 1, out
+    assert "PrerequisiteNotMet" in out
+
+
+def test_unknown_state_machine_exits_2(world_for: Any) -> None:
+    world = world_for("default")
+    missing = world.state_machine_arn + "-nope"
+    code, _ = guard("run", "--state-machine-arn", missing, "--batch", "dev-1", "--target-version", "1.20.0")
+    assert code == 2
+
+
+def test_rollout_without_wait_prints_the_execution_and_exits_0(world_for: Any) -> None:
+    world = world_for("default")
+    code, out = guard("rollout", "--state-machine-arn", world.rollout_state_machine_arn, "--batches", "dev-1",
+                      "--target-version", "1.20.0", "--name", "ci-pipeline-42")
+    assert code == 0 and out.strip().endswith(":ci-pipeline-42")
+    sfn = world.engine.client("stepfunctions")
+    started = json.loads(sfn.describe_execution(executionArn=out.split("started ", 1)[1].strip())["input"])
+    assert started == {"target_version": "1.20.0", "batches": ["dev-1"]}

@@ -39,7 +39,9 @@ class RolloutProgress(Progress):
             described = _json(details.get("cause"))
             if isinstance(described, dict) and "Input" in described:
                 batch = (_json(described.get("Input")) or {}).get("batch", "?")
-                self.line(f"  ✗ batch {batch} {described.get('Status', 'FAILED').lower()}: "
+                ended = "rolled back" if described.get("Error") == "RolledBack" else \
+                    str(described.get("Status", "FAILED")).lower()
+                self.line(f"  ✗ batch {batch} {ended}: "
                           f"{described.get('Error')}: {_short(described.get('Cause'))}")
         elif kind == "ExecutionFailed":
             details = event.get("executionFailedEventDetails", {})

@@ -49,22 +49,34 @@ def test_nine_batch_dag_runs_as_one_rollout_with_independent_batches_overlapping
     assert summary["max_state_payload_bytes"] < 8192
 
 
-def test_a_failed_canary_stops_the_rollout_before_production() -> None:
+def test_a_failed_canary_is_rolled_back_and_stops_the_rollout_before_production() -> None:
     # GIVEN the canary's p95 latency rises 37% after the upgrade
-    summary, progress = rehearse("rollout-canary-fails")
-    # THEN the rollout fails, the canary failed validation, and production never started
+    seen: dict[str, Any] = {}
+
+    def inspect(world: LocalWorld, summary: dict[str, Any]) -> None:
+        seen["running"] = {c.cluster: world.kubernetes.helm_release_versions(c.cluster)[1]
+                           for c in world.scenario.fleet}
+
+    summary, progress = rehearse("rollout-canary-fails", inspect=inspect)
+    # THEN the rollout fails, the canary was rolled back, and production never started
     assert summary["status"] == "FAILED", progress
     assert rollout_expectation_problems(scenario("rollout-canary-fails"), summary) == [], progress
     by_batch = {b["batch"]: b for b in summary["batches"]}
-    assert by_batch["prod-canary"]["reason"].startswith("ValidationFailed: eks-prod-canary")
+    assert by_batch["prod-canary"]["status"] == "rolled_back"
+    assert "eks-prod-canary" in by_batch["prod-canary"]["reason"]
+    assert "latency_p95" in by_batch["prod-canary"]["reason"]
     for batch in ("prod-us-1", "prod-us-2", "prod-eu"):
         assert by_batch[batch]["status"] == "skipped"
-        assert by_batch[batch]["reason"] == "depends on 'prod-canary', which failed"
+        assert by_batch[batch]["reason"] == "depends on 'prod-canary', which rolled back"
         assert "execution_arn" not in by_batch[batch]
-    assert len(summary["merge_requests"]) == 6
+    # AND the canary runs its old version again; production was never touched
+    assert seen["running"]["eks-prod-canary"] == "1.19.3"
+    assert all(seen["running"][c] == "1.19.3" for c in seen["running"] if c.startswith("eks-prod-"))
+    assert seen["running"]["eks-staging-eu-west-1"] == "1.20.0"
     # AND the cause carries the whole per-batch list for CI and people
+    assert summary["error"] == "RolloutRolledBack"
     cause = json.loads(summary["cause"])
-    assert cause["counts"] == {"succeeded": 5, "failed": 1, "skipped": 3}
+    assert cause["counts"] == {"succeeded": 5, "rolled_back": 1, "skipped": 3}
 
 
 @pytest.mark.parametrize("rollout_input, error, mentions", [

@@ -257,10 +257,13 @@ def cmd_rollout(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, out: TextIO) -> int:
-    # The batch machine's rollback entry point belongs to the failure-handling work (docs/ci-cd.md);
-    # an execution that does not know `action` refuses it at Plan with InvalidInput (exit 2).
-    return _start(args, "batch", {"action": "rollback", "batch": args.batch,
-                                  "reason": args.reason or "requested from the guard CLI"}, out)
+    # The batch machine's manual rollback entry (docs/failure-handling.md); a deployment whose
+    # Plan does not know `action` refuses it with InvalidInput (exit 2).
+    execution_input: dict[str, Any] = {"action": "rollback", "batch": args.batch,
+                                       "reason": args.reason or "requested from the guard CLI"}
+    if args.requested_by:
+        execution_input["requested_by"] = args.requested_by
+    return _start(args, "batch", execution_input, out)
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 TableAccess = Literal["none", "read", "read_write"]
-SecretKind = Literal["gitlab", "datadog", "webhook"]
+SecretKind = Literal["gitlab", "datadog", "webhook", "llm", "slack"]
 
 REQUIREMENT_GROUPS = ("core", "gitlab", "kubernetes", "datadog", "llm")
 
@@ -32,6 +32,8 @@ class FunctionSpec:
     cluster_access: bool = False
     # states:SendTask* on the upgrade state machine, plus GUARD_STATE_MACHINE_ARN.
     task_response: bool = False
+    # sns:Publish on the stack's topic, plus GUARD_NOTIFY_TOPIC_ARN (notifications.sns_topic).
+    notify_topic: bool = False
 
     @property
     def asl_placeholder(self) -> str:
@@ -44,8 +46,10 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("Precheck", "handlers.precheck.handler", ("core", "kubernetes", "datadog"),
                  timeout_seconds=300, memory_mb=512, registry="read", secrets=("datadog",),
                  cluster_access=True),
+    # Also sends the `waiting_for_merge` notification once the MR exists.
     FunctionSpec("OpenMergeRequest", "handlers.open_merge_request.handler", ("core", "gitlab"),
-                 timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab",)),
+                 timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab", "slack"),
+                 notify_topic=True),
     FunctionSpec("FluxStatus", "handlers.flux_status.handler", ("core", "kubernetes"),
                  timeout_seconds=120, memory_mb=512, registry="read", cluster_access=True),
     FunctionSpec("RestartSidecars", "handlers.restart_sidecars.handler", ("core", "kubernetes"),
@@ -57,8 +61,20 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("Finish", "handlers.finish.handler", ("core", "gitlab"),
                  timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",)),
     # API Gateway waits at most 29 s; the webhook answers fast and only resumes executions.
-    FunctionSpec("GitLabWebhook", "handlers.gitlab_webhook.handler", ("core",),
-                 timeout_seconds=15, secrets=("webhook",), task_response=True),
+    # python-gitlab is packaged for the Maintainer check of `/guard` comments (imported lazily).
+    FunctionSpec("GitLabWebhook", "handlers.gitlab_webhook.handler", ("core", "gitlab"),
+                 timeout_seconds=15, secrets=("webhook", "gitlab"), task_response=True),
+    FunctionSpec("PlanRollback", "handlers.plan_rollback.handler", ("core",), registry="read"),
+    FunctionSpec("AnalyzeFailure", "handlers.analyze_failure.handler", ("core", "kubernetes", "llm"),
+                 timeout_seconds=300, memory_mb=512, registry="read", secrets=("llm",), cluster_access=True),
+    FunctionSpec("AwaitDecision", "handlers.await_decision.handler", ("core", "gitlab"),
+                 timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab",)),
+    FunctionSpec("OpenRollback", "handlers.open_rollback.handler", ("core", "gitlab"),
+                 timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab",)),
+    FunctionSpec("VerifyRollback", "handlers.verify_rollback.handler", ("core", "kubernetes", "gitlab"),
+                 timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",),
+                 cluster_access=True),
+    FunctionSpec("Notify", "handlers.notify.handler", ("core",), secrets=("slack",), notify_topic=True),
     # The rollout machine's tasks: plan the DAG, hand out waves, record outcomes (registry: change windows).
     FunctionSpec("Rollout", "handlers.rollout.handler", ("core",), registry="read"),
 )

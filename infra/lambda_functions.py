@@ -11,6 +11,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -67,10 +68,18 @@ class GuardFunctions(Construct):
             _grant_table(registry, fn, spec.registry)
             _grant_table(state, fn, spec.state)
             for kind in spec.secrets:
-                secrets[kind].grant_read(fn)
+                if kind in secrets:  # an optional secret (e.g. Slack) the config does not name
+                    secrets[kind].grant_read(fn)
             if spec.cluster_access:
                 self._grant_cluster_access(spec, role)
             self.functions[spec.id] = fn
+
+    def allow_notifications(self, topic: sns.ITopic) -> None:
+        """Functions marked `notify_topic` may publish to `topic` and learn its ARN."""
+        for spec_id, fn in self.functions.items():
+            if self._specs[spec_id].notify_topic:
+                topic.grant_publish(fn)
+                fn.add_environment("GUARD_NOTIFY_TOPIC_ARN", topic.topic_arn)
 
     def allow_task_response(self, state_machine: sfn.IStateMachine) -> None:
         """Let the functions that resume executions (webhook) send task results to `state_machine`."""

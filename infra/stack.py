@@ -59,7 +59,10 @@ class GuardStack(cdk.Stack):
             "gitlab": config.aws.secrets_manager.gitlab_token_secret,
             "datadog": config.aws.secrets_manager.datadog_credentials_secret,
             "webhook": config.aws.secrets_manager.webhook_secret,
+            "llm": config.llm.api_key_secret,
         }
+        if config.notifications.slack_webhook_secret:
+            names_of["slack"] = config.notifications.slack_webhook_secret
         # Referenced by name only: the values are created out of band (docs/deploy.md).
         secrets = {kind: secretsmanager.Secret.from_secret_name_v2(self, f"{kind.title()}Secret", name)
                    for kind, name in names_of.items()}
@@ -82,6 +85,10 @@ class GuardStack(cdk.Stack):
                                api_name=f"{prefix}-webhooks")
         alarms = ExecutionAlarms(self, "Alarms", state_machine=workflow.state_machine,
                                  topic_name=f"{prefix}-alarms")
+        if config.notifications.sns_topic:
+            # GUARD's own notifications (started, needs a decision, rolled back, ...) share the
+            # encrypted alarm topic: one subscription list per tenant.
+            functions.allow_notifications(alarms.topic)
 
         cdk.CfnOutput(self, "StateMachineArn", value=workflow.state_machine.state_machine_arn)
         cdk.CfnOutput(self, "RolloutStateMachineArn", value=rollout.state_machine.state_machine_arn)

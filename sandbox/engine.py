@@ -37,6 +37,12 @@ FUNCTIONS: dict[str, str] = {
     "Conclude": "handlers.conclude",
     "Finish": "handlers.finish",
     "GitLabWebhook": "handlers.gitlab_webhook",
+    "PlanRollback": "handlers.plan_rollback",
+    "AnalyzeFailure": "handlers.analyze_failure",
+    "AwaitDecision": "handlers.await_decision",
+    "OpenRollback": "handlers.open_rollback",
+    "VerifyRollback": "handlers.verify_rollback",
+    "Notify": "handlers.notify",
     "Rollout": "handlers.rollout",
 }
 

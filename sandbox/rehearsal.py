@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TextIO
 
+from guard.stores.failure import FailureStore
 from guard.stores.state import StateStore
 
 from sandbox.scenario import Scenario
@@ -39,18 +40,25 @@ class Progress:
             name = details.get("name", "?")
             cluster = _cluster_of(details.get("input"))
             if name in ("CheckFluxSync", "FluxSynced", "WaitForFlux", "RestartSidecars", "SidecarsDone",
-                        "WaitForSidecars", "RolloutSequencing", "StartSidecarRestarts"):
+                        "WaitForSidecars", "RolloutSequencing", "StartSidecarRestarts", "VerifyRollback",
+                        "RollbackVerified", "WaitForRollback", "StartRollbackVerify", "Action") \
+                    or name.startswith("Notify"):
                 return  # the poll loop: reported by the Lambda's own line below
             self.line(f"→ {name}" + (f"  [{cluster}]" if cluster else ""))
         elif kind == "TaskSucceeded":
             output = _json(event.get("taskSucceededEventDetails", {}).get("output"))
             payload = output.get("Payload") if isinstance(output, dict) else None
-            if isinstance(payload, dict) and "verdict" in payload:
+            if isinstance(payload, dict) and "verdict" in payload and "cluster_id" in payload:
                 mark = {"pass": "✓", "fail": "✗"}.get(payload["verdict"], "?")
                 self.line(f"  {mark} {payload['cluster_id']}: verdict {payload['verdict']}")
             elif isinstance(payload, dict) and "passed" in payload:
                 self.line(f"  {'✓' if payload['passed'] else '✗'} {payload['cluster_id']}: prechecks "
                           f"{'passed' if payload['passed'] else 'failed'}")
+            elif isinstance(payload, dict) and "needs_decision" in payload:
+                self.line(f"  🔎 analysis: {payload.get('text')}")
+            elif isinstance(payload, dict) and "waiting_on" in payload and "status" in payload:
+                if payload.get("done"):
+                    self.line(f"  ↩ rollback {payload.get('status')}: {payload.get('cause')}")
             elif isinstance(payload, dict) and "done" in payload and "restarted" in payload:
                 for item in payload["restarted"]:
                     self.line(f"  ↻ restarted {item}")
@@ -187,6 +195,10 @@ def _summary(world: LocalWorld, scenario: Scenario, arn: str, status: str, descr
                 }
         entry["running_version"] = world.kubernetes.helm_release_versions(spec.cluster)[1]
         clusters[spec.cluster] = entry
+    failures = FailureStore(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.state_table_name))
+    analysis = failures.get_analysis(run.run_id) if run else None
+    rollback = failures.get_rollback(run.run_id) if run else None
+    decision = failures.get_decision(run.run_id) if run else None
     return {
         "scenario": scenario.name,
         "execution_arn": arn,
@@ -201,8 +213,13 @@ def _summary(world: LocalWorld, scenario: Scenario, arn: str, status: str, descr
             "merge_request_url": run.merge_request_url if run else None,
             "clusters": clusters,
         }],
-        "merge_requests": [{"iid": mr["iid"], "state": mr["state"], "url": mr.get("web_url")}
+        "analysis": analysis.model_dump(mode="json") if analysis else None,
+        "decision": decision.model_dump(mode="json") if decision else None,
+        "rollback": rollback.model_dump(mode="json") if rollback else None,
+        "merge_requests": [{"iid": mr["iid"], "state": mr["state"], "url": mr.get("web_url"),
+                            "title": mr.get("title"), "source_branch": mr.get("source_branch")}
                            for mr in world.gitlab.merge_requests(scenario.gitlab_project)],
+        "notifications": [m.get("text", "") for m in world.slack.messages],
         "webhook_responses": [status for status, _ in (world.webhook.responses if world.webhook else [])],
         "history_events": len(events),
         "state_transitions": sum(1 for e in events if e["type"].endswith("StateEntered")),

@@ -72,6 +72,22 @@ class HumanAction(_Strict):
     after_seconds: float = Field(default=300, ge=0, description="scenario seconds after the MR opens")
 
 
+class DecisionComment(_Strict):
+    """A comment a person posts on the upgrade MR once GUARD asks for a decision."""
+
+    user: str = "alice"
+    access: Literal["maintainer", "developer", "owner", "none"] = "maintainer"
+    body: str = "/guard proceed"
+    after_seconds: float = Field(default=120, ge=0, description="scenario seconds after GUARD asks")
+
+
+class LlmBehaviour(_Strict):
+    """The local OpenAI/Anthropic-compatible endpoint: `off` keeps config.llm.enabled as it is."""
+
+    mode: Literal["off", "json", "garbage", "hang", "error"] = "off"
+    provider: Literal["openai", "anthropic"] = "openai"
+
+
 class Expectation(_Strict):
     outcome: Literal["succeeded", "failed"]
     error: str | None = None
@@ -101,6 +117,11 @@ class Scenario(_Strict):
     gitlab_project: str = "platform/istio-fleet"
     flux_reconcile_seconds: float = Field(default=90, ge=0)
     human: HumanAction = HumanAction()
+    rollback_human: HumanAction = Field(
+        default_factory=lambda: HumanAction(action="merge", after_seconds=300),
+        description="what the person does with GUARD's rollback MR")
+    decision_comments: list[DecisionComment] = Field(default_factory=list)
+    llm: LlmBehaviour = LlmBehaviour()
     fleet: list[ClusterSpec] = Field(min_length=1)
     succeeded_before: list[str] = Field(
         default_factory=list, description="batches recorded as already upgraded to target_version")

@@ -27,10 +27,12 @@ from guard.stores.state import BatchResult, StateStore
 
 from sandbox.apigw import ApiGatewayShim
 from sandbox.engine import LambdaContext, LocalEngine, _import_handler
-from sandbox.scenario import ClusterSpec, MetricBehaviour, Scenario
+from sandbox.scenario import ClusterSpec, DecisionComment, MetricBehaviour, Scenario
 from sandbox.sims.datadog_sim import DatadogSimulator
 from sandbox.sims.gitlab_sim import GitLabSimulator
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
+from sandbox.sims.llm_sim import LlmSimulator
+from sandbox.sims.slack_sim import SlackRecorder
 
 HELMRELEASE = """\
 # Istio control plane for {cluster}, managed by Flux. GUARD bumps spec.chart.spec.version.
@@ -90,6 +92,10 @@ class LocalWorld:
         self.datadog = DatadogSimulator(api_key="dd-local-api", app_key="dd-local-app", clock=self.clock)
         self.kubernetes = KubernetesSimulator(clock=self.clock, pod_ready_seconds=20)
         self.webhook: ApiGatewayShim | None = None
+        self.llm = LlmSimulator(mode=scenario.llm.mode) if scenario.llm.mode != "off" else None
+        self.slack = SlackRecorder()
+        # cluster -> [(when, version)] as Flux applied them; metrics follow the running version
+        self.version_changes: dict[str, list[tuple[datetime, str]]] = {}
         self.upgraded_at: dict[str, datetime] = {}
         self.human_log: list[str] = []
         self._stop = threading.Event()
@@ -103,6 +109,9 @@ class LocalWorld:
         self.gitlab.start()
         self.datadog.start()
         self.kubernetes.start()
+        self.slack.start()
+        if self.llm:
+            self.llm.start()
         runtime.clock = self.clock
         self._write_runtime_files()
         self.state_machine_arn = self.engine.deploy(self.config.aws.dynamodb.table_name,
@@ -117,7 +126,7 @@ class LocalWorld:
     def close(self) -> None:
         self._stop.set()
         for stop in (self.webhook.stop if self.webhook else None, self.kubernetes.stop, self.datadog.stop,
-                     self.gitlab.stop, self.engine.stop):
+                     self.gitlab.stop, self.slack.stop, self.llm.stop if self.llm else None, self.engine.stop):
             if stop:
                 stop()
         runtime.reset()
@@ -137,6 +146,14 @@ class LocalWorld:
         config_file = Path(self._tmp.name) / "config.json"
         # The tenant's GitLab URL becomes the simulator's: nothing leaves 127.0.0.1.
         self.config.gitlab.url = self.gitlab.url
+        # Notifications go to a local Slack-compatible recorder (its URL is the "secret").
+        self.config.notifications.slack_webhook_secret = "guard/local/slack-webhook"
+        if self.llm:
+            behaviour = self.scenario.llm
+            self.config.llm.enabled, self.config.llm.provider = True, behaviour.provider
+            self.config.llm.base_url = f"{self.llm.url}/v1" if behaviour.provider == "openai" else self.llm.url
+            # A hung endpoint must not hold the rehearsal for the production timeout.
+            self.config.llm.timeout_seconds = min(self.config.llm.timeout_seconds, 2)
         config_file.write_text(self.config.model_dump_json(by_alias=True))
         checks = self.scenario.config_path().parent / self.config.custom_checks_path
         os.environ.update({
@@ -156,6 +173,9 @@ class LocalWorld:
         sm.create_secret(Name=names.datadog_credentials_secret,
                          SecretString=json.dumps({"api_key": "dd-local-api", "app_key": "dd-local-app"}))
         sm.create_secret(Name=names.webhook_secret, SecretString=self.webhook_token)
+        sm.create_secret(Name="guard/local/slack-webhook", SecretString=f"{self.slack.url}/services/T0/B0/local")
+        if self.llm:
+            sm.create_secret(Name=self.config.llm.api_key_secret, SecretString=self.llm.api_key)
 
         registry = ClusterRegistry(self.engine.resource("dynamodb").Table(self.config.aws.dynamodb.table_name))
         files: dict[str, str] = {}
@@ -177,6 +197,13 @@ class LocalWorld:
         assert self.webhook is not None
         self.gitlab.add_hook(self.scenario.gitlab_project, f"{self.webhook.url}/webhooks/gitlab", self.webhook_token)
         self.gitlab.add_merge_listener(self._flux_follows)
+        # The people who may answer a decision request, with their project access.
+        for comment in self.scenario.decision_comments:
+            levels = {"maintainer": 40, "developer": 30, "owner": 50}
+            if comment.access in levels:
+                self.gitlab.add_member(self.scenario.gitlab_project, comment.user, levels[comment.access])
+            else:
+                self.gitlab.add_user(comment.user)
         state = StateStore(self.engine.resource("dynamodb").Table(self.config.aws.dynamodb.state_table_name))
         for batch in self.scenario.succeeded_before:
             state.put_batch_result(BatchResult(batch=batch, target_version=self.scenario.target_version,
@@ -205,9 +232,14 @@ class LocalWorld:
                 self.datadog.set_series(query, self._series(spec.cluster, name, behaviour), interval)
 
     def _series(self, cluster_id: str, name: str, behaviour: MetricBehaviour) -> Any:
+        original = next(c.istio_version for c in self.scenario.fleet if c.cluster == cluster_id)
+
         def value(bucket: datetime) -> float | None:
-            upgraded = self.upgraded_at.get(cluster_id)
-            base = behaviour.value_after() if upgraded and bucket >= upgraded else behaviour.before
+            running = original
+            for when, version in self.version_changes.get(cluster_id, []):
+                if when <= bucket:
+                    running = version
+            base = behaviour.value_after() if running != original else behaviour.before
             if base is None:
                 return None
             return base * (1 + behaviour.jitter * _noise(cluster_id, name, bucket.timestamp()))
@@ -228,19 +260,33 @@ class LocalWorld:
             if version != self.kubernetes.helm_release_versions(spec.cluster)[0]:
                 self.kubernetes.apply_chart_version(spec.cluster, version, reconcile_after_seconds=delay)
                 if not spec.faults.flux_stuck:
-                    self.upgraded_at[spec.cluster] = self.clock.now() + timedelta(seconds=delay)
+                    at = self.clock.now() + timedelta(seconds=delay)
+                    self.upgraded_at[spec.cluster] = at
+                    self.version_changes.setdefault(spec.cluster, []).append((at, version))
 
     def _human(self) -> None:
-        """Watch for GUARD's MR and act on it `after_seconds` of scenario time later."""
+        """Watch for GUARD's MRs (upgrade and rollback) and its decision requests, and answer them
+        `after_seconds` of scenario time later as the scenario says."""
         seen: set[int] = set()
-        plan = self.scenario.human
+        asked: set[int] = set()
         while not self._stop.wait(0.02):
             for mr in self.gitlab.merge_requests(self.scenario.gitlab_project):
-                if mr["iid"] in seen or mr["state"] != "opened":
-                    continue
-                seen.add(mr["iid"])
-                threading.Thread(target=self._act, args=(mr["iid"], plan.action, plan.after_seconds),
-                                 daemon=True).start()
+                if mr["iid"] not in seen and mr["state"] == "opened":
+                    seen.add(mr["iid"])
+                    plan = self.scenario.rollback_human if "/rollback-" in mr["source_branch"] else self.scenario.human
+                    threading.Thread(target=self._act, args=(mr["iid"], plan.action, plan.after_seconds),
+                                     daemon=True).start()
+                if mr["iid"] not in asked and any("/guard proceed" in note for note in
+                                                  self.gitlab.notes(self.scenario.gitlab_project, mr["iid"])):
+                    asked.add(mr["iid"])
+                    for comment in self.scenario.decision_comments:
+                        threading.Thread(target=self._comment, args=(mr["iid"], comment), daemon=True).start()
+
+    def _comment(self, iid: int, comment: DecisionComment) -> None:
+        if self._stop.wait(comment.after_seconds / self.scenario.speedup):
+            return
+        self.gitlab.comment_as(self.scenario.gitlab_project, iid, comment.user, comment.body)
+        self.human_log.append(f"{comment.user} ({comment.access}) commented `{comment.body}` on MR !{iid}")
 
     def _act(self, iid: int, action: str, after_seconds: float) -> None:
         if action == "ignore":

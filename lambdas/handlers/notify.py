@@ -15,23 +15,27 @@ from guard.services.notification import notify_run
 logger = Logger()
 
 
-@logger.inject_lambda_context
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    name = str(event.get("event"))
+def send(run_id: str, name: str, detail: str | None = None) -> dict[str, Any]:
+    """Notify `name` for `run_id` on every configured channel; never raises (other handlers use it too)."""
     if name not in get_args(Event):
         logger.warning("unknown notification event", extra={"event": name})
         return NotifyResult(event=name, sent=[], failed=[], skipped=f"unknown event {name!r}").model_dump()
-    cfg = runtime.config()
     try:
+        cfg = runtime.config()
         channels: list[Notifier] = runtime.notifiers()
         failures = runtime.failure_store()
         state = runtime.state()
+        result = notify_run(NotifyService(channels, cfg.notifications.events), cfg, state, failures,
+                            run_id, name, detail)  # type: ignore[arg-type]
     except Exception as e:  # a notification must never fail the workflow, not even its setup
-        logger.warning("notification channels unavailable", extra={"error": type(e).__name__})
+        logger.warning("notification not sent", extra={"event": name, "error": type(e).__name__})
         return NotifyResult(event=name, sent=[], failed=[], skipped=f"channels unavailable: {type(e).__name__}"
                             ).model_dump()
-    detail = event.get("detail")
-    result = notify_run(NotifyService(channels, cfg.notifications.events), cfg, state, failures,
-                        str(event.get("run_id")), name, str(detail) if detail else None)  # type: ignore[arg-type]
     logger.info("notified", extra=result.model_dump())
     return result.model_dump()
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    detail = event.get("detail")
+    return send(str(event.get("run_id")), str(event.get("event")), str(detail) if detail else None)

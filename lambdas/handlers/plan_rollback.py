@@ -4,6 +4,7 @@ Input:  {"execution_name": str, "execution_arn": str,
          "input": {"action": "rollback", "batch": str, "reason": str, "requested_by": str | null}}
 Output: {"run_id": str, "batch": str, "target_version": str (the version being undone),
          "clusters": [str], "rollback_to": {cluster: version}, "merge_timeout_seconds": int,
+         "rollback_timeout_seconds": int (the same; the key the shared OpenRollback state reads),
          "flux_poll_seconds": int}
 Errors: InvalidInput, UnknownBatch, UnknownCluster, NothingToRollBack, BatchLocked.
 """
@@ -44,4 +45,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"run_id": run.run_id, "batch": run.batch, "target_version": run.target_version, "clusters": run.clusters,
             "rollback_to": run.from_versions,
             "merge_timeout_seconds": int(cfg.rollback.merge_timeout_hours * 3600),
+            "rollback_timeout_seconds": int(cfg.rollback.merge_timeout_hours * 3600),
             "flux_poll_seconds": cfg.validation.flux_poll_seconds}

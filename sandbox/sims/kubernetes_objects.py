@@ -88,6 +88,7 @@ class SimCluster:
     crash_loops: dict[tuple[str, str], datetime] = field(default_factory=dict)
     unreachable: bool = False
     injector_webhook: bool = True
+    events: list[Json] = field(default_factory=list)
     resource_version: int = 1000
     pod_serial: int = 0
 

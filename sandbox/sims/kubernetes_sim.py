@@ -44,6 +44,7 @@ from sandbox.sims.kubernetes_objects import (
     pdb_json,
     pod_json,
     short_hash,
+    ts,
 )
 from sandbox.sims.loopback import LoopbackServer
 
@@ -209,6 +210,8 @@ class KubernetesSimulator(LoopbackServer):
             c = self._advanced(cluster_id)
             if enabled:
                 c.crash_loops.setdefault((namespace, pod_prefix), self.clock.now())
+                _event(c, namespace, "Pod", f"{pod_prefix}-*", "BackOff", "Warning",
+                       "Back-off restarting failed container", self.clock.now())
             else:
                 c.crash_loops.pop((namespace, pod_prefix), None)
             self._bump(c)
@@ -294,6 +297,9 @@ class KubernetesSimulator(LoopbackServer):
             hr.applied_version = hr.spec_version
             hr.observed_generation = hr.generation
             hr.history.insert(0, history_entry(hr, hr.spec_version, len(hr.history) + 1, at))
+            _event(c, hr.namespace, "HelmRelease", hr.name, "UpgradeSucceeded", "Normal",
+                   f"Helm upgrade succeeded for release {hr.namespace}/{hr.name} with chart istiod@{hr.spec_version}",
+                   at)
             for entry in hr.history[1:]:
                 entry["status"] = "superseded"
             istiod = c.deployments.get(("istio-system", "istiod"))
@@ -348,6 +354,9 @@ class KubernetesSimulator(LoopbackServer):
         if new_hash == dep.current_hash:
             return
         dep.current_hash = new_hash
+        if dep.revision > 0:
+            _event(c, dep.namespace, "Deployment", dep.name, "ScalingReplicaSet", "Normal",
+                   f"Scaled up replica set {dep.name}-{new_hash} to {dep.replicas}", at)
         dep.revision += 1
         if dep.revision > 1:
             dep.generation += 1
@@ -412,7 +421,7 @@ class KubernetesSimulator(LoopbackServer):
 
     # ------------------------------------------------------------ internals: HTTP
 
-    def _handle(self, method: str, path: str, query: str, headers: Any, body: bytes) -> tuple[int, Json]:
+    def _handle(self, method: str, path: str, query: str, headers: Any, body: bytes) -> tuple[int, Json | str]:
         parts = [p for p in path.split("/") if p]
         if len(parts) < 2 or parts[0] != "clusters":
             raise _ApiError(404, "NotFound", f"no cluster prefix in {path}")
@@ -442,7 +451,7 @@ class KubernetesSimulator(LoopbackServer):
         if self.strict_tokens and not _valid_presigned_identity_url(token.removeprefix(TOKEN_PREFIX)):
             raise _ApiError(401, "Unauthorized", "Unauthorized")
 
-    def _get(self, c: SimCluster, rest: list[str], params: dict[str, str], now: datetime) -> Json:
+    def _get(self, c: SimCluster, rest: list[str], params: dict[str, str], now: datetime) -> Json | str:
         route = "/".join(rest)
         if route == "version":
             return {
@@ -460,6 +469,11 @@ class KubernetesSimulator(LoopbackServer):
             items = [_injector_webhook_json(c)] if c.injector_webhook else []
             return self._list(c, "MutatingWebhookConfigurationList", "admissionregistration.k8s.io/v1", items, params)
         ns, kind, name = _split_route(rest)
+        if kind == "events" and name is None and ns is not None:
+            items = [e for e in c.events if e["metadata"]["namespace"] == ns]
+            return self._list(c, "EventList", "v1", items[-int(params.get("limit") or 500):], params)
+        if kind == "pods" and name is not None and rest[-1] == "log":
+            return _pod_log(c, ns or "", name, int(params.get("tailLines") or 100), now)
         if kind == "pods" and name is None:
             items = [pod_json(c, p, now) for p in c.pods if ns is None or p.namespace == ns]
             return self._list(c, "PodList", "v1", items, params)
@@ -560,9 +574,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.sim.requests.append(
             SimRequest(cluster, method, url.path, url.query, self.headers.get("Content-Type"), status)
         )
-        data = json.dumps(payload).encode()
+        # Pod logs are plain text; everything else is JSON.
+        text = isinstance(payload, str)
+        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         self.send_response(status, HTTPStatus(status).phrase)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain" if text else "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -587,6 +603,31 @@ def _split_route(rest: list[str]) -> tuple[str | None, str | None, str | None]:
     if len(tail) == 1:
         return None, tail[0], None
     return None, None, None
+
+
+def _event(c: SimCluster, namespace: str, kind: str, name: str, reason: str, type_: str, message: str,
+           at: datetime) -> None:
+    """Record a core/v1 Event the way the controllers would."""
+    c.events.append({
+        "metadata": meta(c, f"{name}.{short_hash(f'{reason}/{at.isoformat()}/{len(c.events)}', 16)}", namespace, at),
+        "involvedObject": {"kind": kind, "name": name, "namespace": namespace},
+        "reason": reason, "message": message, "type": type_, "count": 1,
+        "firstTimestamp": ts(at), "lastTimestamp": ts(at), "source": {"component": "guard-sim"},
+    })
+
+
+def _pod_log(c: SimCluster, namespace: str, name: str, tail: int, now: datetime) -> str:
+    """The last lines an istiod pod would log: version, pushes, and rejected configs while pods loop."""
+    pod = next((p for p in c.pods if p.namespace == namespace and p.name == name), None)
+    if pod is None:
+        raise _ApiError(404, "NotFound", f'pods "{name}" not found')
+    version = next((img.rsplit(":", 1)[1] for _, img in pod.containers if ":" in img), "unknown")
+    lines = [f"{ts(pod.created_at)}\tinfo\tistiod version: {version}"]
+    lines += [f"{ts(pod.created_at)}\tinfo\tads\tPush debounce stable[{i}] for config ServiceEntry"
+              for i in range(1, 6)]
+    if c.crash_loops:
+        lines.append(f"{ts(now)}\twarn\tads\tconnection reset by peer from a restarting sidecar")
+    return "\n".join(lines[-tail:]) + "\n"
 
 
 def _injector_webhook_json(c: SimCluster) -> Json:

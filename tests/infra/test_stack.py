@@ -21,7 +21,8 @@ from .conftest import FIXTURES, Synthesized
 pytestmark = pytest.mark.infra
 
 ASL_FUNCTIONS = ["Plan", "Precheck", "OpenMergeRequest", "FluxStatus", "RestartSidecars", "Validate", "Conclude",
-                 "Finish"]
+                 "Finish", "PlanRollback", "AnalyzeFailure", "AwaitDecision", "OpenRollback", "VerifyRollback",
+                 "Notify"]
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -171,7 +172,8 @@ def test_function_log_groups_have_retention(alpha: Template) -> None:
 
 # --- IAM: what each function may and may not do ------------------------------------------------------
 
-SECRETS = {"gitlab": "alpha/gitlab-token", "datadog": "alpha/datadog", "webhook": "alpha/webhook-token"}
+SECRETS = {"gitlab": "alpha/gitlab-token", "datadog": "alpha/datadog", "webhook": "alpha/webhook-token",
+           "llm": "guard/llm-api-key"}
 # (registry access, secrets readable, may reach clusters, may answer task tokens)
 EXPECTED_ACCESS = {
     "Plan": ("read", set(), False, False),
@@ -183,7 +185,14 @@ EXPECTED_ACCESS = {
     "Validate": ("read", {"datadog"}, True, False),
     "Conclude": ("none", set(), False, False),
     "Finish": ("read_write", {"gitlab"}, False, False),
-    "GitLabWebhook": ("none", {"webhook"}, False, True),
+    # The GitLab token: the Maintainer check of `/guard` comments.
+    "GitLabWebhook": ("none", {"webhook", "gitlab"}, False, True),
+    "PlanRollback": ("read", set(), False, False),
+    "AnalyzeFailure": ("read", {"llm"}, True, False),
+    "AwaitDecision": ("read", {"gitlab"}, False, False),
+    "OpenRollback": ("read", {"gitlab"}, False, False),
+    "VerifyRollback": ("read_write", {"gitlab"}, True, False),
+    "Notify": ("none", set(), False, False),
 }
 
 

@@ -22,7 +22,8 @@ def scenario(name: str, **changes: Any) -> Scenario:
     loaded = load_scenario(SCENARIOS / f"{name}.yaml")
     if not changes:
         return loaded
-    changed = Scenario.model_validate({**loaded.model_dump(), **changes})
+    # exclude_unset: a field left out (e.g. a metric's `after`) must stay left out, not become null.
+    changed = Scenario.model_validate({**loaded.model_dump(exclude_unset=True), **changes})
     changed.source = loaded.source
     return changed
 

@@ -124,7 +124,7 @@ def test_bad_input_fails_at_the_first_state_naming_the_problem_and_changes_nothi
     events = history(sfn, arn)
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
     failed = next(e["executionFailedEventDetails"] for e in events if e["type"] == "ExecutionFailed")
-    assert entered == ["Plan", "ReadRefusal", "Refused"]
+    assert entered == ["Action", "Plan", "ReadRefusal", "Refused"]
     assert failed["error"] == error
     assert mentions in failed["cause"]
     assert "stackTrace" not in failed["cause"]

@@ -49,6 +49,10 @@ class Plan(BaseModel):
     flux_poll_seconds: int
     max_concurrency: int
     restart_sidecars: bool = False
+    rollback_timeout_seconds: int = 72 * 3600
+    decision_timeout_seconds: int = 24 * 3600
+    llm_analysis: bool = False
+    rollback_mr: bool = True
 
 
 class RunStatus(StrEnum):

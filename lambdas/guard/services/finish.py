@@ -28,6 +28,7 @@ _STAGE_ERRORS = {
     "sidecars": "SidecarRestartFailed",
     "validate": "ValidationError",
     "validation": "ValidationFailed",
+    "rollback": "RollbackFailed",
 }
 
 
@@ -90,6 +91,15 @@ class FinishService:
         run = self._state.get_run(run_id)
         now = self._clock.now()
         summary = explain(stage, error)
+        if stage == "rollback_not_created":
+            summary.error = "RollbackNotCreated"
+            summary.cause = (f"validation failed and rollback.auto_create_mr is false, so no rollback MR was opened: "
+                             f"{', '.join(run.clusters)} still run {run.target_version}; roll back by hand to "
+                             + ", ".join(f"{c}={v}" for c, v in run.from_versions.items())
+                             + (f". Validation: {summary.cause}" if summary.cause else ""))
+        if summary.error == "RollbackMergeRequestClosed" and "closed" not in summary.cause:
+            summary.cause = (f"the rollback merge request was closed without being merged: "
+                             f"{', '.join(run.clusters)} still run {run.target_version}, which failed validation")
         if summary.error == "MergeRequestClosed" and run.merge_request_url and "closed" not in summary.cause:
             summary.cause = (f"merge request {run.merge_request_url} was closed without being merged; "
                              "nothing was deployed")

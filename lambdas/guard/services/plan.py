@@ -120,4 +120,8 @@ class BatchPlanner:
             flux_poll_seconds=config.validation.flux_poll_seconds,
             max_concurrency=config.execution.max_concurrent_clusters,
             restart_sidecars=config.execution.enable_rollout_sequencing,
+            rollback_timeout_seconds=int(config.rollback.merge_timeout_hours * 3600),
+            decision_timeout_seconds=int(config.rollback.decision_timeout_hours * 3600),
+            llm_analysis=config.llm.enabled and (request.enable_llm_analysis is not False),
+            rollback_mr=config.rollback.auto_create_mr,
         )

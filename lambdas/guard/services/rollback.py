@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from guard.clock import Clock
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster, UpgradeRecord
-from guard.core.run import ExecutionInput, RunRecord, RunStatus
+from guard.core.run import ExecutionInput, RunRecord, RunStatus, VerdictOutcome
 from guard.errors import ConfigError, ExternalServiceError, GuardError, NothingToRollBack, UnknownBatch, UnknownCluster
 from guard.gitops.helm_release import set_chart_version
 from guard.ports import ClusterConnector, FileChange, GitOpsRepo
@@ -42,6 +42,16 @@ def short_run_id(run_id: str) -> str:
     if len(clean) <= 8:
         return clean or hashlib.sha256(run_id.encode()).hexdigest()[:8]
     return f"{clean[:8].strip('-')}-{hashlib.sha256(run_id.encode()).hexdigest()[:6]}"
+
+
+def _verdict_summary(state: StateStore, run: RunRecord) -> str | None:
+    """What validation said about the clusters that did not pass, in its own words."""
+    lines = []
+    for cluster_id in run.clusters:
+        verdict = state.get_verdict(run.run_id, cluster_id)
+        if verdict is not None and verdict.outcome != VerdictOutcome.PASS:
+            lines.append(verdict.summary())
+    return " | ".join(lines) or None
 
 
 def rollback_branch(prefix: str, batch: str, run_id: str) -> str:
@@ -128,6 +138,7 @@ class RollbackService:
             clusters = failing_clusters(self._state, run)
         versions = {c: run.from_versions[c] for c in clusters}
         why = redact(reason or (planned.reason if planned else None) or run.cause
+                     or _verdict_summary(self._state, run)
                      or f"validation of {run.target_version} did not pass")
         now = self._clock.now()
         record = RollbackRecord(run_id=run_id, batch=run.batch, reason=why, clusters=clusters, versions=versions,

@@ -1,0 +1,151 @@
+"""When an upgrade hurts: analysis, rollback MR, human decisions, notifications, manual rollback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from guard.gitops.helm_release import read_chart_version
+from guard.stores.registry import ClusterRegistry
+from guard.stores.state import StateStore
+
+from sandbox.__main__ import expectation_problems
+from sandbox.rehearsal import history
+from sandbox.world import LocalWorld
+from tests.workflow.conftest import rehearse, scenario, wait_until
+
+pytestmark = pytest.mark.workflow
+PROJECT = "platform/istio-fleet"
+
+
+def _collect(world: LocalWorld, seen: dict[str, Any]) -> None:
+    ddb = world.engine.resource("dynamodb")
+    registry = ClusterRegistry(ddb.Table(world.config.aws.dynamodb.table_name))
+    state = StateStore(ddb.Table(world.config.aws.dynamodb.state_table_name))
+    mrs = world.gitlab.merge_requests(PROJECT)
+    seen["mrs"] = mrs
+    seen["notes"] = {mr["iid"]: world.gitlab.notes(PROJECT, mr["iid"]) for mr in mrs}
+    seen["running"] = {c.cluster: world.kubernetes.helm_release_versions(c.cluster)[1]
+                       for c in world.scenario.fleet}
+    seen["registry"] = {c.cluster: registry.get(c.cluster) for c in world.scenario.fleet}
+    seen["lock"] = state.lock_holder(world.scenario.batch or "")
+    seen["main_files"] = {c.cluster: world.gitlab.file_at(PROJECT, f"clusters/{c.cluster}/istio/helmrelease.yaml")
+                          for c in world.scenario.fleet}
+    seen["llm_prompts"] = [r.prompt_text() for r in world.llm.requests] if world.llm else []
+
+
+def run(name: str, **changes: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+    seen: dict[str, Any] = {}
+    summary, progress = rehearse(name, inspect=lambda world, _: _collect(world, seen), **changes)
+    problems = expectation_problems(scenario(name, **changes), summary["batches"][0])
+    assert problems == [], progress
+    return summary, seen, progress
+
+
+def test_regression_is_analysed_rolled_back_by_mr_and_verified() -> None:
+    # GIVEN eks-dev-2 regresses 25% in p95 latency and the LLM endpoint answers
+    # WHEN the batch is rehearsed and the reviewer merges both MRs
+    summary, seen, _ = run("latency-regression")
+
+    # THEN a second MR rolled eks-dev-2 (only) back, carrying the failure data and the analysis
+    upgrade, rollback = seen["mrs"]
+    assert upgrade["state"] == "merged"
+    assert rollback["state"] == "merged" and "rollback" in rollback["source_branch"]
+    assert "AI Failure Analysis" in rollback["description"] and "latency_p95" in rollback["description"]
+    assert read_chart_version(seen["main_files"]["eks-dev-2"]) == "1.19.3"
+    assert read_chart_version(seen["main_files"]["eks-dev-1"]) == "1.20.0"
+    # AND the clusters run what the repo says, the registry recorded it, the lock is free
+    assert seen["running"] == {"eks-dev-1": "1.20.0", "eks-dev-2": "1.19.3"}
+    assert seen["registry"]["eks-dev-2"].current_istio_version == "1.19.3"
+    assert seen["registry"]["eks-dev-2"].upgrade_history[-1].outcome == "rolled_back"
+    assert seen["lock"] is None
+    assert summary["rollback"]["status"] == "rolled_back"
+    # AND the LLM saw the violation but no secret
+    assert any("latency_p95" in prompt for prompt in seen["llm_prompts"])
+    assert not any("glpat-" in prompt or "k8s-aws-v1." in prompt for prompt in seen["llm_prompts"])
+    # AND people were told: started, waiting for merge, rolled back, each with the batch and version
+    texts = summary["notifications"]
+    assert any("started" in t.lower() for t in texts) and any("rolled back" in t.lower() for t in texts)
+    assert all("dev-1" in t and "1.20.0" in t for t in texts)
+    assert not any("glpat-" in t or "sk-" in t for t in texts)
+
+
+def test_llm_down_still_rolls_back_saying_analysis_unavailable() -> None:
+    # GIVEN the same regression while the LLM endpoint answers HTTP 500
+    summary, seen, _ = run("llm-down")
+    # THEN the rollback still happened and its MR says why there is no analysis
+    rollback = seen["mrs"][1]
+    assert "analysis unavailable" in rollback["description"]
+    assert summary["rollback"]["status"] == "rolled_back"
+
+
+def test_rollback_mr_closed_unmerged_fails_saying_the_bad_version_still_runs() -> None:
+    # GIVEN the reviewer closes the rollback MR
+    summary, seen, _ = run("rollback-mr-closed")
+    # THEN the run failed, the clusters still run the new version, the lock is free
+    assert summary["batches"][0]["error"] == "RollbackMergeRequestClosed"
+    assert seen["running"]["eks-dev-2"] == "1.20.0"
+    assert seen["lock"] is None
+
+
+def test_inconclusive_then_maintainer_proceeds_succeeds() -> None:
+    # GIVEN no metric data (inconclusive) and a Maintainer who answers `/guard proceed`
+    summary, seen, _ = run("inconclusive-proceed")
+    # THEN the upgrade is accepted: recorded as succeeded, no rollback MR
+    assert summary["decision"]["decision"] == "proceed" and summary["decision"]["by"] == "maria"
+    assert len(seen["mrs"]) == 1
+    assert seen["registry"]["eks-test"].current_istio_version == "1.20.0"
+    assert any("decision needed" in t.lower() for t in summary["notifications"])
+
+
+def test_developer_comment_is_ignored_and_the_decision_times_out_into_a_rollback() -> None:
+    # GIVEN no metric data and only a Developer who answers `/guard proceed`
+    summary, seen, _ = run("no-data")
+    # THEN the developer got a reply and was ignored; the timeout rolled back
+    upgrade_notes = seen["notes"][seen["mrs"][0]["iid"]]
+    assert any("dave" in note and "ignored" in note for note in upgrade_notes)
+    assert summary["decision"] is None
+    assert summary["rollback"]["status"] == "rolled_back"
+    assert seen["running"]["eks-test"] == "1.19.3"
+
+
+def test_manual_rollback_input_rolls_back_the_last_upgrade(world_for: Any) -> None:
+    # GIVEN batch test upgraded to 1.20.0 by an earlier execution
+    world = world_for("inconclusive-proceed", decision_comments=[], input={"soak_period_minutes": 5},
+                      fleet=[{**scenario("default").fleet[0].model_dump(exclude_unset=True), "cluster": "eks-test",
+                              "environment": "test"}])
+    sfn = world.engine.client("stepfunctions")
+    first = sfn.start_execution(stateMachineArn=world.state_machine_arn, name="upgrade-test",
+                                input=json.dumps({"batch": "test", "target_version": "1.20.0"}))["executionArn"]
+    wait_until(lambda: sfn.describe_execution(executionArn=first)["status"] != "RUNNING", timeout=90,
+               what="the upgrade")
+    assert sfn.describe_execution(executionArn=first)["status"] == "SUCCEEDED"
+
+    # WHEN a person asks for a rollback with a reason
+    second = sfn.start_execution(stateMachineArn=world.state_machine_arn, name="rollback-test", input=json.dumps(
+        {"action": "rollback", "batch": "test", "reason": "customer reports 502s on checkout"}))["executionArn"]
+    wait_until(lambda: sfn.describe_execution(executionArn=second)["status"] != "RUNNING", timeout=90,
+               what="the rollback")
+
+    # THEN it opened a rollback MR with the reason, the reviewer merged it, and the cluster is back
+    assert sfn.describe_execution(executionArn=second)["status"] == "SUCCEEDED"
+    rollback = world.gitlab.merge_requests(PROJECT)[-1]
+    assert "customer reports 502s" in rollback["description"] and rollback["state"] == "merged"
+    assert world.kubernetes.helm_release_versions("eks-test")[1] == "1.19.3"
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history(sfn, second) if e["type"].endswith("Entered")]
+    assert entered[:3] == ["Action", "PlanRollback", "OpenRollback"]
+
+
+def test_manual_rollback_of_a_batch_never_upgraded_is_refused(world_for: Any) -> None:
+    # GIVEN nothing has been upgraded
+    world = world_for("mr-closed")
+    sfn = world.engine.client("stepfunctions")
+    # WHEN a rollback is asked for
+    arn = sfn.start_execution(stateMachineArn=world.state_machine_arn, input=json.dumps(
+        {"action": "rollback", "batch": "test", "reason": "just in case"}))["executionArn"]
+    wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", what="the refusal")
+    # THEN it is refused with a readable cause and nothing is opened
+    failed = next(e["executionFailedEventDetails"] for e in history(sfn, arn) if e["type"] == "ExecutionFailed")
+    assert failed["error"] == "NothingToRollBack" and "stackTrace" not in failed["cause"]
+    assert world.gitlab.merge_requests(PROJECT) == []

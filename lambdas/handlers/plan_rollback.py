@@ -5,6 +5,7 @@ Input:  {"execution_name": str, "execution_arn": str,
 Output: {"run_id": str, "batch": str, "target_version": str (the version being undone),
          "clusters": [str], "rollback_to": {cluster: version}, "merge_timeout_seconds": int,
          "rollback_timeout_seconds": int (the same; the key the shared OpenRollback state reads),
+         "rollback_mr": bool (rollback.auto_create_mr; false ends at RollbackNotCreated),
          "flux_poll_seconds": int}
 Errors: InvalidInput, UnknownBatch, UnknownCluster, NothingToRollBack, BatchLocked.
 """
@@ -46,4 +47,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "rollback_to": run.from_versions,
             "merge_timeout_seconds": int(cfg.rollback.merge_timeout_hours * 3600),
             "rollback_timeout_seconds": int(cfg.rollback.merge_timeout_hours * 3600),
+            "rollback_mr": cfg.rollback.auto_create_mr,
             "flux_poll_seconds": cfg.validation.flux_poll_seconds}

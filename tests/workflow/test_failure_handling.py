@@ -149,3 +149,15 @@ def test_manual_rollback_of_a_batch_never_upgraded_is_refused(world_for: Any) ->
     failed = next(e["executionFailedEventDetails"] for e in history(sfn, arn) if e["type"] == "ExecutionFailed")
     assert failed["error"] == "NothingToRollBack" and "stackTrace" not in failed["cause"]
     assert world.gitlab.merge_requests(PROJECT) == []
+
+
+def test_without_auto_create_mr_the_failure_says_what_to_roll_back_by_hand() -> None:
+    # GIVEN rollback.auto_create_mr is false and eks-dev-2 regresses
+    seen: dict[str, Any] = {}
+    summary, progress = rehearse("latency-regression", inspect=lambda world, _: _collect(world, seen),
+                                 config_overrides={"rollback": {"auto_create_mr": False}}, llm={"mode": "off"})
+    # THEN no rollback MR was opened and the cause names the clusters and the versions to go back to
+    batch = summary["batches"][0]
+    assert batch["error"] == "RollbackNotCreated", progress
+    assert "eks-dev-2=1.19.3" in batch["cause"] and "by hand" in batch["cause"]
+    assert len(seen["mrs"]) == 1 and seen["lock"] is None

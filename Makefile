@@ -34,7 +34,7 @@ unit: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy lambdas sandbox infra app.py
+	$(VENV)/bin/mypy lambdas sandbox infra app.py cli
 
 synth: setup
 	$(PY) app.py

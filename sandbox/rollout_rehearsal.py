@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from guard.rollout.dag import RolloutGraph
 from guard.stores.rollouts import RolloutStore
 
-from sandbox.rehearsal import TERMINAL, Progress, history, payload_bytes
+from sandbox.rehearsal import TERMINAL, Progress, _json, history, payload_bytes
 from sandbox.scenario import Scenario
 from sandbox.world import LocalWorld
 
@@ -48,13 +48,6 @@ class RolloutProgress(Progress):
             self.line(f"✗ rollout {details.get('error')}")
         elif kind == "ExecutionSucceeded":
             self.line("✓ rollout SUCCEEDED")
-
-
-def _json(text: Any) -> Any:
-    try:
-        return json.loads(text) if isinstance(text, str) else text
-    except ValueError:
-        return None
 
 
 def _short(text: Any) -> str:

@@ -51,3 +51,10 @@ class ScaledClock:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, seconds) / self.speedup)
+
+
+def poll_deadline(deadline: str | None, now: datetime, minutes: float) -> datetime:
+    """The deadline a polling loop carries in its state: set by the first poll, then kept."""
+    from datetime import timedelta
+
+    return datetime.fromisoformat(deadline) if deadline else now + timedelta(minutes=minutes)

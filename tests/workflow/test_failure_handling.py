@@ -134,7 +134,7 @@ def test_manual_rollback_input_rolls_back_the_last_upgrade(world_for: Any) -> No
     assert "customer reports 502s" in rollback["description"] and rollback["state"] == "merged"
     assert world.kubernetes.helm_release_versions("eks-test")[1] == "1.19.3"
     entered = [e["stateEnteredEventDetails"]["name"] for e in history(sfn, second) if e["type"].endswith("Entered")]
-    assert entered[:3] == ["Action", "PlanRollback", "OpenRollback"]
+    assert entered[:4] == ["Action", "PlanRollback", "RollbackMergeRequestWanted", "OpenRollback"]
 
 
 def test_manual_rollback_of_a_batch_never_upgraded_is_refused(world_for: Any) -> None:

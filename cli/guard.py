@@ -128,8 +128,9 @@ def describe_event(event: dict[str, Any]) -> str | None:
     kind = event["type"]
     if kind.endswith("StateEntered"):
         name = event["stateEnteredEventDetails"]["name"]
-        if name in ("CheckFluxSync", "FluxSynced", "WaitForFlux", "WaveOrDone", "RolloutSucceeded?", "ReadRefusal",
-                    "BatchSucceeded", "BatchFailed", "RunBatch", "RecordWave", "NextWave"):
+        if name in ("CheckFluxSync", "FluxSynced", "WaitForFlux", "RolloutSucceeded?", "ReadRefusal",
+                    "BatchSucceeded", "BatchFailed", "RunBatch", "RecordBatch", "Claim", "RunWaitOrSkip",
+                    "WaitForTurn", "BatchSkipped"):
             return None
         detail = _json(event["stateEnteredEventDetails"].get("input"))
         cluster = detail.get("cluster_id") if isinstance(detail, dict) else None
@@ -137,8 +138,8 @@ def describe_event(event: dict[str, Any]) -> str | None:
     if kind == "TaskSucceeded":
         output = _json(event["taskSucceededEventDetails"].get("output"))
         payload = output.get("Payload") if isinstance(output, dict) else None
-        if isinstance(payload, dict) and payload.get("batches"):
-            return "▶ starting " + ", ".join(b["batch"] for b in payload["batches"])
+        if isinstance(payload, dict) and payload.get("action") == "run":
+            return f"▶ starting {(payload.get('input') or {}).get('batch', '?')}"
         if isinstance(output, dict) and "ExecutionArn" in output:
             return f"  ✓ batch {(_json(output.get('Input')) or {}).get('batch', '?')} succeeded"
     if kind == "TaskFailed":

@@ -19,18 +19,21 @@ from sandbox.world import LocalWorld
 
 
 class RolloutProgress(Progress):
-    """One line per wave, per batch start and per batch end, in scenario time."""
+    """One line for the plan, per batch start, per change-window wait and per batch end, in scenario time.
+
+    Polls of a batch waiting for its prerequisites print nothing."""
 
     def event(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "TaskSucceeded":
             output = _json(event.get("taskSucceededEventDetails", {}).get("output"))
             payload = output.get("Payload") if isinstance(output, dict) else None
-            if isinstance(payload, dict) and payload.get("batches"):
-                names = ", ".join(b["batch"] for b in payload["batches"])
-                self.line(f"▶ wave: {names}  (at most {payload['max_concurrency']} at a time)")
-            elif isinstance(payload, dict) and payload.get("wait_seconds"):
-                self.line(f"⏸ change window closed: waiting {payload['wait_seconds']}s")
+            if isinstance(payload, dict) and payload.get("items"):
+                self.line(f"▶ plan: {', '.join(payload['items'])}  (at most {payload['max_concurrency']} at a time)")
+            elif isinstance(payload, dict) and payload.get("action") == "run":
+                self.line(f"▶ start {(payload.get('input') or {}).get('batch', '?')}")
+            elif isinstance(payload, dict) and payload.get("action") == "wait" and payload.get("reason"):
+                self.line(f"⏸ {payload['reason']}: waiting {payload['wait_seconds']}s")
             elif isinstance(output, dict) and "ExecutionArn" in output:
                 batch = (_json(output.get("Input")) or {}).get("batch", "?")
                 self.line(f"  ✓ batch {batch} succeeded")

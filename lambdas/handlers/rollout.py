@@ -1,4 +1,4 @@
-"""Tasks of the rollout state machine: `start`, `next`, `record`, `finish` (field `action`)."""
+"""Tasks of the rollout state machine: `start`, `claim`, `record`, `finish` (field `action`)."""
 
 from typing import Any
 
@@ -20,9 +20,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         record = service.start(request, rollout_id=str(event["execution_name"]),
                                execution_arn=str(event["execution_arn"]))
         logger.info("rollout planned", extra={"rollout_id": record.rollout_id, "waves": record.waves})
-        return {"rollout_id": record.rollout_id, "plan": rollout_summary(record)["batches"]}
-    if action == "next":
-        return service.next_wave(str(event["rollout_id"]))
+        return {**service.map_items(record), "plan": rollout_summary(record)["batches"]}
+    if action == "claim":
+        return service.claim(str(event["rollout_id"]), str(event["batch"]))
     if action == "record":
         record = service.record_wave(str(event["rollout_id"]), list(event.get("results") or []))
         return {"rollout_id": record.rollout_id}

@@ -1,4 +1,5 @@
-"""The rollout tasks against moto DynamoDB: planning, waves, recording, skips, halts, windows."""
+"""The rollout tasks against moto DynamoDB: planning, claiming, recording, skips, halts, windows,
+and concurrent updates of the rollout record."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from guard.config import load_config
 from guard.config.loader import parse_config
-from guard.errors import ChangeWindowClosed, InvalidInput, PrerequisiteNotMet, UnknownBatch
+from guard.errors import ChangeWindowClosed, InvalidInput, PrerequisiteNotMet, TransientError, UnknownBatch
 from guard.rollout.service import RolloutService, child_name, parse_rollout_input
 from guard.services.plan import BatchPlanner
 from guard.stores.registry import ClusterRegistry
@@ -55,16 +56,19 @@ def outcome(batch: str, status: str = "succeeded", error: str | None = None,
 
 
 def run_waves(service: RolloutService, rollout_id: str, fail: dict[str, tuple[str, str]]) -> list[list[str]]:
-    """Drive the loop like the state machine does; `fail` maps batch -> (error, cause)."""
-    waves = []
+    """Drive the Map like the state machine does, every child taking the same time: each round,
+    every unfinished item claims; the batches told `run` are one round's starts and are recorded
+    together. `fail` maps batch -> (error, cause)."""
+    items = service.map_items(service._rollouts.get(rollout_id))["items"]
+    rounds = []
     for _ in range(20):
-        wave = service.next_wave(rollout_id)
-        if wave["done"]:
-            return waves
-        names = [item["batch"] for item in wave["batches"]]
-        waves.append(names)
-        service.record_wave(rollout_id, [outcome(b, "failed", *fail[b]) if b in fail else outcome(b)
-                                         for b in names])
+        started = [b for b in items if service.claim(rollout_id, b)["action"] == "run"]
+        if not started:
+            assert all(service.claim(rollout_id, b)["action"] == "skip" for b in items)
+            return rounds
+        rounds.append(started)
+        for b in started:
+            service.record_wave(rollout_id, [outcome(b, "failed", *fail[b]) if b in fail else outcome(b)])
     raise AssertionError("the rollout never finished")
 
 
@@ -152,11 +156,11 @@ def test_soak_override_per_batch_reaches_the_child_input(tables: Any) -> None:  
         succeeded(state, batch)
     service.start(parse_rollout_input({"target_version": "1.20.0", "soak_period_minutes": 20,
                                        "batches": ["prod-canary"]}), "r1", "arn")
-    # WHEN the wave is handed out THEN the child input carries the rollout's soak, not the canary's 240
-    wave = service.next_wave("r1")
-    assert wave["batches"] == [{"batch": "prod-canary", "name": "r1--prod-canary",
-                                "input": {"batch": "prod-canary", "target_version": "1.20.0",
-                                          "requested_by": "rollout r1", "soak_period_minutes": 20}}]
+    # WHEN the canary's iteration claims it THEN the child input carries the rollout's soak, not the canary's 240
+    assert service.claim("r1", "prod-canary") == {
+        "action": "run", "wait_seconds": 0, "name": "r1--prod-canary",
+        "input": {"batch": "prod-canary", "target_version": "1.20.0", "requested_by": "rollout r1",
+                  "soak_period_minutes": 20}}
 
 
 def test_the_canary_keeps_its_configured_soak_unless_overridden(tables: Any) -> None:  # noqa: F811
@@ -197,11 +201,14 @@ def test_retried_tasks_land_in_the_same_place(tables: Any) -> None:  # noqa: F81
     first = service.start(parse_rollout_input({"target_version": "1.20.0"}), "r1", "arn")
     again = service.start(parse_rollout_input({"target_version": "1.20.0"}), "r1", "arn")
     assert first == again
-    wave = service.next_wave("r1")
-    assert service.next_wave("r1") == wave  # NextWave retried before the Map ran: the same children
+    claimed = service.claim("r1", "test")
+    assert claimed["action"] == "run"
+    assert service.claim("r1", "test") == claimed  # Claim retried: the same child name and input
     service.record_wave("r1", [outcome("test")])
-    service.record_wave("r1", [outcome("test", "failed", "X", "late duplicate")])  # a retried RecordWave
+    service.record_wave("r1", [outcome("test", "failed", "X", "late duplicate")])  # a retried RecordBatch
     assert RolloutStore(tables[1]).get("r1").entries["test"].status == "succeeded"
+    assert service.claim("r1", "test")["action"] == "skip"  # a finished batch is never started again
+    assert service.finish("r1") == service.finish("r1")
 
 
 def test_child_names_are_deterministic_and_valid() -> None:
@@ -223,13 +230,15 @@ def test_a_waiting_rollout_holds_prod_until_the_window_ends(tables: Any) -> None
     for batch in ("staging-us", "staging-eu"):
         succeeded(state, batch)
     service.start(parse_rollout_input({"target_version": "1.20.0", "batches": ["prod-canary"]}), "r1", "arn")
-    # WHEN the next wave is asked for THEN the rollout waits until Monday 08:00 Berlin (42 h), saying why
-    wave = service.next_wave("r1")
-    assert wave == {"done": False, "wait_seconds": 42 * 3600 + 1, "batches": [], "max_concurrency": 3}
-    assert "change window" in (RolloutStore(tables[1]).get("r1").entries["prod-canary"].reason or "")
+    # WHEN the canary's iteration claims it THEN it waits until Monday 08:00 Berlin (42 h), saying why
+    claimed = service.claim("r1", "prod-canary")
+    assert (claimed["action"], claimed["wait_seconds"]) == ("wait", 42 * 3600 + 1)
+    assert "change window" in claimed["reason"]
+    entry = RolloutStore(tables[1]).get("r1").entries["prod-canary"]
+    assert entry.status == "pending" and "change window" in (entry.reason or "")
     # AND after the wait, the canary starts
     clock.current = datetime(2025, 3, 31, 6, 0, 1, tzinfo=UTC)
-    assert [b["batch"] for b in service.next_wave("r1")["batches"]] == ["prod-canary"]
+    assert service.claim("r1", "prod-canary")["action"] == "run"
 
 
 def test_batch_plan_refuses_inside_a_window_and_changes_nothing(tables: Any) -> None:  # noqa: F811
@@ -247,3 +256,126 @@ def test_batch_plan_refuses_inside_a_window_and_changes_nothing(tables: Any) -> 
     # AND on Wednesday it plans
     assert BatchPlanner(config, registry, state, FixedClock(WEDNESDAY)).plan(
         request("prod-canary"), run_id="run-2", execution_arn="arn").batch == "prod-canary"
+
+
+# ---------------------------------------------------------------- a batch starts when its own prerequisites succeeded
+SIDE_BY_SIDE = {"batch_order": {"dev-2": ["dev-1"]}, "rollout": {"on_failure": "halt", "poll_seconds": 60}}
+
+
+def test_the_map_items_are_the_batches_in_topological_order(tables: Any) -> None:  # noqa: F811
+    service, _, _, _ = make(tables)
+    record = service.start(parse_rollout_input({"target_version": "1.20.0"}), "r1", "arn")
+    assert service.map_items(record) == {
+        "rollout_id": "r1", "max_concurrency": 3,
+        "items": ["test", "dev-1", "dev-2", "staging-us", "staging-eu", "prod-canary", "prod-us-1", "prod-us-2",
+                  "prod-eu"]}
+
+
+def test_a_dependent_starts_before_an_unrelated_long_batch_ends(tables: Any) -> None:  # noqa: F811
+    # GIVEN test (long) and dev-1 (quick) have no prerequisites; dev-2 depends only on dev-1
+    service, _, _, clock = make(tables, overrides=SIDE_BY_SIDE)
+    service.start(parse_rollout_input({"target_version": "1.20.0", "batches": ["test", "dev-1", "dev-2"]}),
+                  "r1", "arn")
+    assert service.claim("r1", "test")["action"] == "run"
+    assert service.claim("r1", "dev-1")["action"] == "run"
+    # WHEN dev-2's iteration claims while dev-1 runs THEN it waits rollout.poll_seconds
+    assert service.claim("r1", "dev-2") == {"action": "wait", "wait_seconds": 60, "name": None, "input": None}
+    # AND once dev-1 succeeded, dev-2 starts although test is still running
+    clock.current = WEDNESDAY.replace(hour=11)
+    service.record_wave("r1", [{"batch": "dev-1", "status": "succeeded", "ExecutionArn": "arn:child:dev-1"}])
+    clock.current = WEDNESDAY.replace(hour=11, minute=1)
+    assert service.claim("r1", "dev-2")["action"] == "run"
+    record = RolloutStore(tables[1]).get("r1")
+    assert (record.entries["test"].status, record.entries["dev-2"].status) == ("running", "running")
+    clock.current = WEDNESDAY.replace(hour=15)
+    service.record_wave("r1", [{"batch": "test", "status": "succeeded"}])
+    service.record_wave("r1", [{"batch": "dev-2", "status": "succeeded"}])
+    record = RolloutStore(tables[1]).get("r1")
+    assert record.entries["dev-2"].started_at == WEDNESDAY.replace(hour=11, minute=1)
+    assert record.entries["dev-2"].started_at < record.entries["test"].finished_at  # type: ignore[operator]
+    assert service.finish("r1")["status"] == "succeeded"
+
+
+def test_a_waiting_batch_is_skipped_when_its_prerequisite_fails_or_the_rollout_halts(tables: Any) -> None:  # noqa: F811
+    # GIVEN dev-2 waits for dev-1; test runs beside them (on_failure: halt)
+    service, _, _, _ = make(tables, overrides={**SIDE_BY_SIDE, "batch_order": {"dev-2": ["dev-1"], "staging-eu": []}})
+    service.start(parse_rollout_input({"target_version": "1.20.0",
+                                       "batches": ["test", "dev-1", "dev-2", "staging-eu"]}), "r1", "arn")
+    for batch in ("test", "dev-1"):
+        assert service.claim("r1", batch)["action"] == "run"
+    assert service.claim("r1", "dev-2")["action"] == "wait"
+    # WHEN dev-1 fails
+    service.record_wave("r1", [outcome("dev-1", "failed", "PrecheckFailed", "node not ready")])
+    # THEN dev-2's next claim skips it naming dev-1; staging-eu (independent, not started) is halted
+    assert service.claim("r1", "dev-2")["action"] == "skip"
+    assert service.claim("r1", "staging-eu")["action"] == "skip"
+    # AND test, already running, still finishes and is recorded
+    assert service.claim("r1", "test")["action"] == "run"
+    service.record_wave("r1", [outcome("test")])
+    by_batch = {b["batch"]: b for b in service.finish("r1")["summary"]["batches"]}
+    assert by_batch["dev-2"]["reason"] == "depends on 'dev-1', which failed"
+    assert by_batch["staging-eu"]["reason"] == "rollout halted after 'dev-1' failed (rollout.on_failure: halt)"
+    assert by_batch["test"]["status"] == "succeeded"
+
+
+def test_poll_seconds_defaults_to_fifteen_minutes() -> None:
+    # A week-long rollout at a limit of 3 stays near half the 25,000-event history limit.
+    assert load_config(EXAMPLE).rollout.poll_seconds == 900
+
+
+# ---------------------------------------------------------------- optimistic concurrency on the rollout record
+def test_two_racing_updates_both_land(tables: Any) -> None:  # noqa: F811
+    # GIVEN a rollout record and two writers
+    service, _, _, _ = make(tables)
+    service.start(parse_rollout_input({"target_version": "1.20.0", "batches": ["test", "dev-1"]}), "r1", "arn")
+    store = RolloutStore(tables[1])
+    calls: list[str] = []
+
+    def first(record: Any) -> str:
+        calls.append("first")
+        if len(calls) == 1:
+            # WHEN the second writer reads, changes and writes between the first one's read and write
+            store.update("r1", second)
+        record.entries["test"].reason = "first was here"
+        return "first done"
+
+    def second(record: Any) -> None:
+        calls.append("second")
+        record.entries["dev-1"].reason = "second was here"
+
+    record, result = store.update("r1", first)
+    # THEN the first writer's conditional put failed, it read again and applied its change again
+    assert calls == ["first", "second", "first"] and result == "first done"
+    stored = store.get("r1")
+    assert (stored.entries["test"].reason, stored.entries["dev-1"].reason) == ("first was here", "second was here")
+    assert stored == record
+    item = tables[1].get_item(Key={"pk": "ROLLOUT#r1", "sk": "META"})["Item"]
+    assert item["version"] == 3  # put (1), second (2), first (3)
+
+
+def test_an_update_that_always_loses_the_race_is_transient(tables: Any) -> None:  # noqa: F811
+    service, _, _, _ = make(tables)
+    service.start(parse_rollout_input({"target_version": "1.20.0", "batches": ["test"]}), "r1", "arn")
+    store = RolloutStore(tables[1], attempts=3)
+    other = RolloutStore(tables[1])
+    seen = []
+
+    def always_overtaken(record: Any) -> None:
+        seen.append(1)
+        other.update("r1", lambda r: setattr(r, "wave_count", r.wave_count + 1))
+        record.entries["test"].reason = "never lands"
+
+    with pytest.raises(TransientError):
+        store.update("r1", always_overtaken)
+    assert len(seen) == 3
+    stored = store.get("r1")
+    assert stored.wave_count == 3 and stored.entries["test"].reason is None
+
+
+def test_an_unchanged_record_is_not_written(tables: Any) -> None:  # noqa: F811
+    service, _, _, _ = make(tables)
+    service.start(parse_rollout_input({"target_version": "1.20.0", "batches": ["test", "dev-1"]}), "r1", "arn")
+    assert service.claim("r1", "test")["action"] == "run"
+    version = tables[1].get_item(Key={"pk": "ROLLOUT#r1", "sk": "META"})["Item"]["version"]
+    assert service.claim("r1", "dev-1")["action"] == "wait"  # nothing to change: no write
+    assert tables[1].get_item(Key={"pk": "ROLLOUT#r1", "sk": "META"})["Item"]["version"] == version

@@ -177,6 +177,8 @@ class RolloutConfig(_Strict):
 
     # halt: start nothing new after a failure; continue_independent: finish what does not depend on it.
     on_failure: Literal["halt", "continue_independent"] = "halt"
+    # How long a batch whose prerequisites are still running waits before it looks again.
+    poll_seconds: int = Field(default=900, ge=10, le=3600)
 
 
 _WINDOW_TIME = r"^((Mon|Tue|Wed|Thu|Fri|Sat|Sun) )?([01][0-9]|2[0-3]):[0-5][0-9]$"

@@ -1,6 +1,6 @@
 """Models of a rollout: its execution input and the record kept in the state table.
 
-The state machine carries only the rollout id and the current wave; everything else lives in
+The state machine carries only the rollout id, batch names and one claim per Map iteration; everything else lives in
 one `ROLLOUT#<id>` item, so a nine-batch rollout's payloads stay a few KB.
 """
 

@@ -1,8 +1,10 @@
-"""The rollout's Lambda work: start (plan + record), next wave, record a wave, finish.
+"""The rollout's Lambda work: start (plan + record), claim a batch, record a batch, finish.
 
-The state machine loops NextWave -> Map(child executions of the batch machine) -> RecordWave
-until NextWave says done; every step reads and writes the one rollout record, so a retried
-task lands in the same place.
+The state machine runs one Map over the selected batches in topological order; each iteration
+loops Claim (run / wait / skip) until its batch may start, runs the child execution and records
+its outcome. Iterations share the one rollout record: every change is an optimistic
+read-modify-write (RolloutStore.update), so concurrent iterations never lose a write and a
+retried task lands in the same place.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from guard.clock import Clock
 from guard.config.loader import format_validation_error
 from guard.config.models import TenantConfig
 from guard.errors import ConfigError, InvalidInput, PrerequisiteNotMet, UnknownBatch
-from guard.rollout.dag import BAD, SUCCEEDED, RolloutGraph
+from guard.rollout.dag import BAD, FINAL, SKIPPED, SUCCEEDED, RolloutGraph
 from guard.rollout.models import BatchEntry, RolloutInput, RolloutRecord
 from guard.services.windows import ClosedWindow, closed_window
 from guard.stores.registry import ClusterRegistry
@@ -106,37 +108,62 @@ class RolloutService:
     def _graph(self, record: RolloutRecord) -> RolloutGraph:
         return RolloutGraph.build([b.name for b in self._config.batches], self._config.batch_order, record.order)
 
-    # ------------------------------------------------------------------ next wave
-    def next_wave(self, rollout_id: str) -> dict[str, Any]:
-        """The batches to start now (as Map items), a wait for a change window, or done."""
-        record = self._rollouts.get(rollout_id)
-        running = [e for e in record.entries.values() if e.status == "running"]
-        if running:  # a retried NextWave after the wave was handed out: hand out the same wave
-            return self._wave(record, [e.batch for e in running])
-        graph = self._graph(record)
-        self._skip_blocked(record, graph)
-        ready = [] if record.halted_by else graph.ready(record.outcomes())
-        if not ready:
-            return {"done": True, "wait_seconds": 0, "batches": [], "max_concurrency": record.max_concurrency}
+    def map_items(self, record: RolloutRecord) -> dict[str, Any]:
+        """What the RunBatches Map iterates over: batch names in record.order, and its concurrency.
+
+        record.order is topological (sorted by DAG depth, then config order); the deadlock-freedom
+        argument in `claim` depends on that.
+        """
+        return {"rollout_id": record.rollout_id, "items": list(record.order),
+                "max_concurrency": min(record.max_concurrency, max(1, len(record.order)))}
+
+    # ------------------------------------------------------------------ claim one batch
+    def claim(self, rollout_id: str, batch: str) -> dict[str, Any]:
+        """One Map iteration asks whether its batch may start: `run`, `wait` (seconds) or `skip`.
+
+        - finished (succeeded/failed/rolled back/skipped): skip (a retried Claim is harmless);
+        - running: run again with the same child name and input (StartExecution with the same
+          name and input is idempotent while that execution runs);
+        - a prerequisite failed, rolled back or was skipped, or the rollout halted: marked skipped
+          with the reason, skip;
+        - every prerequisite succeeded: the change window (on_deny: wait) may say wait until it
+          ends; otherwise marked running, run;
+        - otherwise (a prerequisite is pending or running): wait rollout.poll_seconds.
+
+        Deadlock freedom: the Map's items are in topological order and Step Functions starts
+        iterations in item order, so the lowest-index unfinished item always holds a slot and
+        all its prerequisites (lower indices) are finished: its Claim answers run or skip (or
+        a change-window wait, which ends by itself), never a poll that could last forever.
+        """
         now = self._clock.now()
-        if self._config.change_windows.on_deny == "wait":
-            closed = {b: w for b in ready if (w := self._window(b, now)) is not None}
-            if closed:
-                ready = [b for b in ready if b not in closed]
-                if not ready:
-                    seconds = min(w.seconds_left(now) for w in closed.values())
-                    for b, w in closed.items():
-                        record.entries[b].reason = w.message(f"batch '{b}'", now) + "; the rollout waits"
-                    self._rollouts.put(record)
-                    return {"done": False, "wait_seconds": seconds, "batches": [],
-                            "max_concurrency": record.max_concurrency}
-        record.wave_count += 1
-        for b in ready:
-            entry = record.entries[b]
-            entry.status, entry.wave, entry.reason = "running", record.wave_count, None
-            entry.execution_name = child_name(rollout_id, b)
-        self._rollouts.put(record)
-        return self._wave(record, ready)
+
+        def decide(record: RolloutRecord) -> dict[str, Any]:
+            entry = record.entries.get(batch)
+            if entry is None:
+                raise InvalidInput(f"batch '{batch}' is not part of rollout '{rollout_id}'")
+            if entry.status in FINAL:
+                return _decision("skip")
+            if entry.status == "running":
+                return self._run(record, batch)
+            graph = self._graph(record)
+            self._skip_blocked(record, graph)
+            if entry.status == SKIPPED:
+                return _decision("skip")
+            if not all(record.entries[p].status == SUCCEEDED for p in graph.prerequisites[batch]):
+                return _decision("wait", self._config.rollout.poll_seconds)
+            if self._config.change_windows.on_deny == "wait":
+                closed = self._window(batch, now)
+                if closed is not None:
+                    entry.reason = closed.message(f"batch '{batch}'", now) + "; the rollout waits"
+                    return _decision("wait", max(1, closed.seconds_left(now)), reason=entry.reason)
+            record.wave_count += 1
+            entry.status, entry.reason, entry.started_at = "running", None, now
+            entry.wave = _level(record, batch)
+            entry.execution_name = child_name(rollout_id, batch)
+            return self._run(record, batch)
+
+        _, decision = self._rollouts.update(rollout_id, decide)
+        return decision
 
     def _window(self, batch: str, now: datetime) -> ClosedWindow | None:
         found = self._config.batch(batch)
@@ -145,20 +172,15 @@ class RolloutService:
         clusters = self._registry.get_many(found.clusters)
         return closed_window(self._config, {c.environment for c in clusters.values()}, now)
 
-    def _wave(self, record: RolloutRecord, batches: list[str]) -> dict[str, Any]:
-        items = []
-        for b in batches:
-            entry = record.entries[b]
-            child: dict[str, Any] = {"batch": b, "target_version": record.target_version,
-                                     "requested_by": record.options.requested_by or f"rollout {record.rollout_id}"}
-            if entry.soak_period_minutes is not None:
-                child["soak_period_minutes"] = entry.soak_period_minutes
-            if record.options.ignore_alerts:
-                child["ignore_alerts"] = True
-            items.append({"batch": b, "name": entry.execution_name or child_name(record.rollout_id, b),
-                          "input": child})
-        return {"done": False, "wait_seconds": 0, "batches": items,
-                "max_concurrency": min(record.max_concurrency, max(1, len(items)))}
+    def _run(self, record: RolloutRecord, batch: str) -> dict[str, Any]:
+        entry = record.entries[batch]
+        child: dict[str, Any] = {"batch": batch, "target_version": record.target_version,
+                                 "requested_by": record.options.requested_by or f"rollout {record.rollout_id}"}
+        if entry.soak_period_minutes is not None:
+            child["soak_period_minutes"] = entry.soak_period_minutes
+        if record.options.ignore_alerts:
+            child["ignore_alerts"] = True
+        return _decision("run", name=entry.execution_name or child_name(record.rollout_id, batch), input=child)
 
     def _skip_blocked(self, record: RolloutRecord, graph: RolloutGraph) -> None:
         outcomes = record.outcomes()
@@ -174,19 +196,21 @@ class RolloutService:
                     entry.status = "skipped"
                     entry.reason = f"rollout halted after '{record.halted_by}' failed (rollout.on_failure: halt)"
 
-    # ------------------------------------------------------------------ record a wave
+    # ------------------------------------------------------------------ record
     def record_wave(self, rollout_id: str, results: list[dict[str, Any]]) -> RolloutRecord:
-        """Record what each child execution of the wave ended in (Map output items)."""
-        record = self._rollouts.get(rollout_id)
-        for result in results:
-            entry = record.entries.get(str(result.get("batch")))
-            if entry is None or entry.status != "running":
-                continue  # a retried RecordWave: already recorded
-            self._record_one(entry, result, record.target_version)
-            if entry.status in BAD and record.on_failure == "halt" and record.halted_by is None:
-                record.halted_by = entry.batch
-        self._skip_blocked(record, self._graph(record))
-        self._rollouts.put(record)
+        """Record what child executions ended in (RecordBatch sends one; a retry is harmless)."""
+
+        def apply(record: RolloutRecord) -> None:
+            for result in results:
+                entry = record.entries.get(str(result.get("batch")))
+                if entry is None or entry.status != "running":
+                    continue  # a retried RecordBatch: already recorded
+                self._record_one(entry, result, record.target_version)
+                if entry.status in BAD and record.on_failure == "halt" and record.halted_by is None:
+                    record.halted_by = entry.batch
+            self._skip_blocked(record, self._graph(record))
+
+        record, _ = self._rollouts.update(rollout_id, apply)
         return record
 
     def _record_one(self, entry: BatchEntry, result: dict[str, Any], target_version: str) -> None:
@@ -213,19 +237,34 @@ class RolloutService:
     # ------------------------------------------------------------------ finish
     def finish(self, rollout_id: str) -> dict[str, Any]:
         """The rollout's outcome: every batch with its status and why, in a valid order."""
-        record = self._rollouts.get(rollout_id)
-        self._skip_blocked(record, self._graph(record))
-        for entry in record.entries.values():
-            if entry.status == "pending":  # nothing left could start it (defensive; should not happen)
-                entry.status, entry.reason = "skipped", "never became ready"
-        ok = all(e.status == SUCCEEDED for e in record.entries.values())
-        record.status = "succeeded" if ok else "failed"
-        record.finished_at = self._clock.now()
-        self._rollouts.put(record)
+        now = self._clock.now()
+
+        def close(record: RolloutRecord) -> None:
+            self._skip_blocked(record, self._graph(record))
+            for entry in record.entries.values():
+                if entry.status == "pending":  # nothing left could start it (defensive; should not happen)
+                    entry.status, entry.reason = "skipped", "never became ready"
+            if record.finished_at is None:  # a retried FinishRollout keeps the first answer
+                record.status = "succeeded" if all(e.status == SUCCEEDED for e in record.entries.values()) \
+                    else "failed"
+                record.finished_at = now
+
+        record, _ = self._rollouts.update(rollout_id, close)
+        ok = record.status == "succeeded"
         summary = rollout_summary(record)
         return {"status": record.status, "summary": summary,
                 "error": "RolloutSucceeded" if ok else _rollout_error(record),
                 "cause": json.dumps(summary, separators=(",", ":"))}
+
+
+def _decision(action: str, wait_seconds: int = 0, **extra: Any) -> dict[str, Any]:
+    """Claim's answer; `name` and `input` are always there (null unless run) for the ResultSelector."""
+    return {"action": action, "wait_seconds": wait_seconds, "name": None, "input": None, **extra}
+
+
+def _level(record: RolloutRecord, batch: str) -> int:
+    """The batch's planned DAG level, 1-based (what the summary calls its wave)."""
+    return next((i + 1 for i, wave in enumerate(record.waves) if batch in wave), 0)
 
 
 def rollout_summary(record: RolloutRecord) -> dict[str, Any]:

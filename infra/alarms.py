@@ -26,21 +26,26 @@ class ExecutionAlarms(Construct):
         key.grant(iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*")
         self.topic = sns.Topic(self, "Topic", topic_name=topic_name, master_key=key, enforce_ssl=True,
                                display_name="GUARD upgrade alarms")
+        self.alarms: list[cloudwatch.Alarm] = []
+        self.watch(state_machine, "upgrade_batch", construct_prefix="")
+
+    def watch(self, state_machine: sfn.IStateMachine, label: str, construct_prefix: str | None = None) -> None:
+        """ExecutionsFailed / ExecutionsTimedOut >= 1 in 5 minutes of `state_machine` -> the topic."""
+        prefix = label.title().replace("_", "") if construct_prefix is None else construct_prefix
         period = cdk.Duration.minutes(5)
         metrics = {
             "ExecutionsFailed": state_machine.metric_failed(period=period, statistic="Sum"),
             "ExecutionsTimedOut": state_machine.metric_timed_out(period=period, statistic="Sum"),
         }
-        self.alarms: list[cloudwatch.Alarm] = []
         for name, metric in metrics.items():
             alarm = cloudwatch.Alarm(
-                self, name,
+                self, f"{prefix}{name}",
                 metric=metric,
                 threshold=1,
                 evaluation_periods=1,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                alarm_description=f"GUARD upgrade_batch {name} >= 1 in 5 minutes: an upgrade needs a person",
+                alarm_description=f"GUARD {label} {name} >= 1 in 5 minutes: an upgrade needs a person",
             )
             alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
             self.alarms.append(alarm)

@@ -85,6 +85,8 @@ class GuardStack(cdk.Stack):
                                api_name=f"{prefix}-webhooks")
         alarms = ExecutionAlarms(self, "Alarms", state_machine=workflow.state_machine,
                                  topic_name=f"{prefix}-alarms")
+        # A failed or timed-out rollout (halted, rolled back, refused) also needs a person.
+        alarms.watch(rollout.state_machine, "rollout")
         if config.notifications.sns_topic:
             # GUARD's own notifications (started, needs a decision, rolled back, ...) share the
             # encrypted alarm topic: one subscription list per tenant.

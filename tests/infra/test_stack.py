@@ -319,22 +319,24 @@ def test_webhook_api_is_throttled_logged_and_validated(alpha: Template) -> None:
 
 @pytest.mark.parametrize("metric", ["ExecutionsFailed", "ExecutionsTimedOut"])
 def test_failed_or_timed_out_execution_alarms_to_encrypted_topic(alpha: Template, metric: str) -> None:
-    state_machine_id = next(iter(alpha.find_resources("AWS::StepFunctions::StateMachine")))
+    machines = alpha.find_resources("AWS::StepFunctions::StateMachine")
     topic_id = next(iter(alpha.find_resources("AWS::SNS::Topic")))
-    # GIVEN tenant alpha WHEN synthesized
-    # THEN one execution that fails (or times out) within 5 minutes raises an alarm on the topic
-    alpha.has_resource_properties("AWS::CloudWatch::Alarm", {
-        "Namespace": "AWS/States",
-        "MetricName": metric,
-        "Dimensions": [{"Name": "StateMachineArn", "Value": {"Ref": state_machine_id}}],
-        "Statistic": "Sum",
-        "Period": 300,
-        "Threshold": 1,
-        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-        "EvaluationPeriods": 1,
-        "TreatMissingData": "notBreaching",
-        "AlarmActions": [{"Ref": topic_id}],
-    })
+    # GIVEN tenant alpha (batch and rollout state machines) WHEN synthesized
+    # THEN one execution of either that fails (or times out) within 5 minutes raises an alarm on the topic
+    assert len(machines) == 2
+    for state_machine_id in machines:
+        alpha.has_resource_properties("AWS::CloudWatch::Alarm", {
+            "Namespace": "AWS/States",
+            "MetricName": metric,
+            "Dimensions": [{"Name": "StateMachineArn", "Value": {"Ref": state_machine_id}}],
+            "Statistic": "Sum",
+            "Period": 300,
+            "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "EvaluationPeriods": 1,
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [{"Ref": topic_id}],
+        })
     # AND the topic is KMS-encrypted with a key CloudWatch may use, and refuses plain HTTP
     alpha.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
     alpha.has_resource_properties("AWS::SNS::TopicPolicy", {"PolicyDocument": {"Statement": Match.array_with([

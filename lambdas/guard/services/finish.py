@@ -68,6 +68,7 @@ class FinishService:
 
     def succeed(self, run_id: str, merge: dict[str, Any] | None) -> dict[str, Any]:
         run = self._state.get_run(run_id)
+        retried = run.status == RunStatus.SUCCEEDED  # a retried task: the MR has its comment already
         now = self._clock.now()
         if merge and merge.get("merge_commit_sha"):
             run.merge_commit_sha = str(merge["merge_commit_sha"])
@@ -79,9 +80,10 @@ class FinishService:
                                                  status="succeeded", run_id=run_id, at=now))
         run.status, run.stage, run.finished_at = RunStatus.SUCCEEDED, "done", now
         self._state.put_run(run)
-        self._comment(run.gitlab_project, run.merge_request_iid,
-                      f"✅ GUARD: batch `{run.batch}` validated on {run.target_version}. "
-                      f"Clusters: {', '.join(run.clusters)}. Run `{run_id}`.")
+        if not retried:
+            self._comment(run.gitlab_project, run.merge_request_iid,
+                          f"✅ GUARD: batch `{run.batch}` validated on {run.target_version}. "
+                          f"Clusters: {', '.join(run.clusters)}. Run `{run_id}`.")
         self._state.release_lock(run.batch, run_id)
         return {"summary": {"run_id": run_id, "batch": run.batch, "target_version": run.target_version,
                             "status": "succeeded", "clusters": run.clusters,
@@ -89,6 +91,7 @@ class FinishService:
 
     def fail(self, run_id: str, stage: str, error: dict[str, Any] | None) -> FailureSummary:
         run = self._state.get_run(run_id)
+        retried = run.status == RunStatus.FAILED and run.stage == stage  # the MR has its comment already
         now = self._clock.now()
         summary = explain(stage, error)
         if stage == "rollback_not_created":
@@ -110,9 +113,10 @@ class FinishService:
                                                  status="failed", run_id=run_id, at=now))
         if run.merge_request_url:
             self._state.delete_task_token(run.merge_request_url)
-        self._comment(run.gitlab_project, run.merge_request_iid,
-                      f"❌ GUARD: batch `{run.batch}` → {run.target_version} failed at **{stage}**: "
-                      f"`{summary.error}`\n\n{summary.cause}")
+        if not retried:
+            self._comment(run.gitlab_project, run.merge_request_iid,
+                          f"❌ GUARD: batch `{run.batch}` → {run.target_version} failed at **{stage}**: "
+                          f"`{summary.error}`\n\n{summary.cause}")
         self._state.release_lock(run.batch, run_id)
         return summary
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from guard.errors import ConfigError, GuardError, InvalidInput
+from guard.errors import ROLLED_BACK_ERRORS, ConfigError, GuardError, InvalidInput
 
 SUCCEEDED, FAILED, BAD_INPUT, ROLLED_BACK, WAITING = 0, 1, 2, 3, 4
 EXIT_CODES = {
@@ -39,7 +39,6 @@ EXIT_CODES = {
 # Errors that mean "the request itself was wrong": nothing started, fix the command or config.
 _BAD_INPUT_ERRORS = {"InvalidInput", "UnknownBatch", "UnknownCluster", "VersionNotAllowed", "ConfigError",
                      "States.Runtime"}
-_ROLLED_BACK_ERRORS = {"RolledBack", "RolloutRolledBack"}
 # Step Functions API errors that mean the command named something wrong.
 _BAD_REQUEST_CODES = {"ValidationException", "InvalidArn", "StateMachineDoesNotExist", "InvalidExecutionInput",
                       "InvalidName", "ExecutionDoesNotExist", "ExecutionAlreadyExists"}
@@ -53,7 +52,7 @@ def exit_code(status: str, error: str | None) -> int:
         return SUCCEEDED
     if status == "RUNNING":
         return WAITING
-    if error in _ROLLED_BACK_ERRORS:
+    if error in ROLLED_BACK_ERRORS:
         return ROLLED_BACK
     if error in _BAD_INPUT_ERRORS:
         return BAD_INPUT

@@ -207,7 +207,7 @@ def _summary(world: LocalWorld, scenario: Scenario, arn: str, status: str, descr
             "batch": scenario.batch,
             "target_version": scenario.target_version,
             "outcome": run.status.value if run else "refused",
-            "stage": run.stage if run else "plan",
+            "stage": run.where if run else "plan",
             "error": (failure or {}).get("error"),
             "cause": (failure or {}).get("cause"),
             "merge_request_url": run.merge_request_url if run else None,

@@ -1,4 +1,8 @@
-"""Errors raised on purpose. Their class names are what the ASL's Retry/Catch match."""
+"""Errors raised on purpose. Their class names are what the ASL's Retry/Catch match.
+
+The class is the vocabulary: no error name is written as a string elsewhere; use
+`SomeError.__name__` (the ASL builder does too).
+"""
 
 
 class GuardError(Exception):
@@ -96,5 +100,49 @@ class NothingToRollBack(GuardError):
     """A manual rollback names a batch without a succeeded upgrade that is still deployed."""
 
 
-class DecisionRejected(GuardError):
-    """A person decided `/guard rollback` on the merge request (the error name a decision wait can end with)."""
+class RollbackNotCreated(GuardError):
+    """Validation failed and `rollback.auto_create_mr` is false: no rollback MR; a person rolls back by hand."""
+
+
+# ---------------------------------------------------------------- what a failed stage is called
+# RecordFailure names a failure after its stage when the error itself is generic
+# (States.TaskFailed, States.Timeout, a crash without a name).
+
+
+class MergeRequestTimeout(GuardError):
+    """Nobody merged the upgrade merge request before the wait timed out; nothing was deployed."""
+
+
+class MergeRequestFailed(GuardError):
+    """Opening the upgrade merge request, or waiting for it, failed."""
+
+
+class FluxSyncFailed(GuardError):
+    """Reading Flux's progress failed (not a timeout: that is FluxSyncTimeout)."""
+
+
+class SidecarRestartFailed(GuardError):
+    """Restarting workloads in waves failed (not a timeout: that is SidecarRestartTimeout)."""
+
+
+class ValidationStageFailed(GuardError):
+    """The validation stage itself failed (not a verdict: those are ValidationFailed / ValidationInconclusive)."""
+
+
+class UpgradeFailed(GuardError):
+    """A failure at a stage GUARD has no more specific name for."""
+
+
+# ---------------------------------------------------------------- rollouts
+
+
+class RolloutFailed(GuardError):
+    """A rollout ended with a batch that failed (and none rolled back)."""
+
+
+class RolloutRolledBack(GuardError):
+    """A rollout ended with at least one batch rolled back."""
+
+
+ROLLED_BACK_ERRORS = frozenset({RolledBack.__name__, RolloutRolledBack.__name__})
+"""The names an execution fails with when the change was undone (CLI exit code 3, rollout bookkeeping)."""

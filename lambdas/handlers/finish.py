@@ -7,6 +7,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from guard import runtime
 from guard.errors import GuardError
 from guard.services.finish import FinishService
+from guard.vocabulary.outcomes import Outcome
 
 logger = Logger()
 metrics = Metrics()
@@ -22,7 +23,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         repo = None
     service = FinishService(runtime.registry(), runtime.state(), repo, runtime.clock, log_warning=logger.warning)
     run_id = str(event["run_id"])
-    if event.get("outcome") == "succeeded":
+    if event.get("outcome") == Outcome.SUCCEEDED:
         metrics.add_metric(name="BatchUpgradeSucceeded", unit=MetricUnit.Count, value=1)
         return service.succeed(run_id, event.get("merge"))
     metrics.add_metric(name="BatchUpgradeFailed", unit=MetricUnit.Count, value=1)

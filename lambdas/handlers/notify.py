@@ -5,19 +5,22 @@ Input:  {"run_id": str, "event": "started" | "waiting_for_merge" | "needs_decisi
 Output: {"event": str, "sent": [channel], "failed": [channel], "skipped": str | null}
 """
 
-from typing import Any, get_args
+from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
-from guard.notify.base import Event, Notifier, NotifyResult, NotifyService
+from guard.notify.base import Notifier, NotifyResult, NotifyService
 from guard.services.notification import notify_run
+from guard.vocabulary.events import NotificationEvent
 
 logger = Logger()
 
 
 def send(run_id: str, name: str, detail: str | None = None) -> dict[str, Any]:
     """Notify `name` for `run_id` on every configured channel; never raises (other handlers use it too)."""
-    if name not in get_args(Event):
+    try:
+        event = NotificationEvent(name)
+    except ValueError:
         logger.warning("unknown notification event", extra={"event": name})
         return NotifyResult(event=name, sent=[], failed=[], skipped=f"unknown event {name!r}").model_dump()
     try:
@@ -26,7 +29,7 @@ def send(run_id: str, name: str, detail: str | None = None) -> dict[str, Any]:
         failures = runtime.failure_store()
         state = runtime.state()
         result = notify_run(NotifyService(channels, cfg.notifications.events), cfg, state, failures,
-                            run_id, name, detail)  # type: ignore[arg-type]
+                            run_id, event, detail)
     except Exception as e:  # a notification must never fail the workflow, not even its setup
         logger.warning("notification not sent", extra={"event": name, "error": type(e).__name__})
         return NotifyResult(event=name, sent=[], failed=[], skipped=f"channels unavailable: {type(e).__name__}"

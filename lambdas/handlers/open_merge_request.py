@@ -5,6 +5,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.services.merge_request import MergeRequestService
+from guard.vocabulary.events import NotificationEvent
 
 from handlers import notify
 
@@ -17,5 +18,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                                   runtime.clock)
     mr = service.open(str(event["run_id"]), str(event["task_token"]))
     logger.info("merge request open, waiting for merge", extra={"merge_request": mr.web_url})
-    notify.send(str(event["run_id"]), "waiting_for_merge")
+    notify.send(str(event["run_id"]), NotificationEvent.WAITING_FOR_MERGE)
     return {"merge_request_url": mr.web_url}

@@ -2,11 +2,10 @@
 
 Input:  {"run_id": str, "task_token": str, "reason": str | null (optional)}
 Task result (what the execution receives):
-  merged     -> {"merge_commit_sha": str, "merge_request_url": str, "merged_by": str}  (webhook)
-  closed     -> error RollbackMergeRequestClosed                                      (webhook)
-  no MR (rollback.auto_create_mr: false) -> {"status": "not_created", "clusters": [...], "versions": {...},
-                                             "merge_request_url": null, "detail": str} (sent by this task)
-Lambda return value (logged only): the same shape with "status": "waiting_for_merge" and the MR url.
+  merged -> {"merge_commit_sha": str, "merge_request_url": str, "merged_by": str}  (webhook)
+  closed -> error RollbackMergeRequestClosed                                      (webhook)
+Lambda return value (logged only): {"status": "waiting_for_merge", "clusters", "versions", "merge_request_url"}.
+Whether to open a rollback MR at all is decided by the state machine (`$.plan.rollback_mr`).
 """
 
 from typing import Any
@@ -20,10 +19,8 @@ logger = Logger()
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    cfg = runtime.config()
-    repo = runtime.gitops_repo() if cfg.rollback.auto_create_mr else None
-    service = RollbackService(cfg, runtime.registry(), runtime.state(), runtime.failure_store(), repo,
-                              runtime.step_functions(), runtime.clock, log_warning=logger.warning)
+    service = RollbackService(runtime.config(), runtime.registry(), runtime.state(), runtime.failure_store(),
+                              runtime.gitops_repo(), runtime.clock, log_warning=logger.warning)
     reason = event.get("reason")
     opened = service.open(str(event["run_id"]), str(event["task_token"]), str(reason) if reason else None)
     logger.info("rollback", extra={"status": opened.status, "merge_request": opened.merge_request_url})

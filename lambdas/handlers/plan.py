@@ -15,4 +15,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     planner = BatchPlanner(runtime.config(), runtime.registry(), runtime.state(), runtime.clock)
     plan = planner.plan(request, run_id=str(event["execution_name"]), execution_arn=str(event["execution_arn"]))
     logger.info("planned", extra={"run_id": plan.run_id, "batch": plan.batch, "clusters": plan.clusters})
-    return plan.model_dump()
+    return plan.payload()

@@ -26,8 +26,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.warning("GitLab unavailable; the MRs get no comment", extra={"error": str(e)})
         repo = None
     service = RollbackService(runtime.config(), runtime.registry(), runtime.state(), runtime.failure_store(), repo,
-                              None, runtime.clock, connector=runtime.cluster_connector(),
-                              log_warning=logger.warning)
+                              runtime.clock, connector=runtime.cluster_connector(), log_warning=logger.warning)
     deadline = event.get("deadline")
     merge = event.get("merge")
     poll = service.verify(str(event["run_id"]), str(deadline) if deadline else None,

@@ -13,6 +13,7 @@ import pytest
 from guard.notify.base import Notification, NotifyService
 from guard.notify.slack import SlackNotifier
 from guard.notify.sns import SnsNotifier
+from guard.vocabulary.events import NotificationEvent
 from moto import mock_aws
 
 GITLAB_TOKEN = "glpat-" + "N0tReal" * 3
@@ -106,7 +107,7 @@ def test_sns_publishes_a_message_a_queue_subscriber_receives(monkeypatch):
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
 
         # WHEN a rolled-back notification is sent
-        rolled = EVENT.model_copy(update={"event": "rolled_back"})
+        rolled = EVENT.model_copy(update={"event": NotificationEvent.ROLLED_BACK})
         result = NotifyService([SnsNotifier(sns, topic)], ["rolled_back"]).notify(rolled)
 
         # THEN the subscriber gets the structured event with an ASCII subject and filterable attributes

@@ -8,11 +8,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from guard.core.models import UpgradeRecord
+from guard.core.run import ManualRollbackInput
 from guard.errors import NothingToRollBack
 from guard.gitops.helm_release import read_chart_version
-from guard.services.rollback import RollbackService, plan_manual_rollback, rollback_branch
+from guard.services.change import rollback_branch
+from guard.services.plan import BatchPlanner
+from guard.services.rollback import RollbackService
 from guard.services.webhook import WebhookService
 from guard.stores.failure import AnalysisRecord
+from guard.vocabulary.stages import Stage
 from moto import mock_aws
 
 from sandbox.sims.gitlab_sim import GitLabSimulator
@@ -60,8 +65,16 @@ def world(aws, sims) -> World:
 
 
 def service(w: World, **kwargs) -> RollbackService:
-    return RollbackService(w.config, w.registry, w.state, w.failures, w.repo, w.sfn, w.clock,
+    return RollbackService(w.config, w.registry, w.state, w.failures, w.repo, w.clock,
                            connector=w.connector, **kwargs)
+
+
+def planner(w: World) -> BatchPlanner:
+    return BatchPlanner(w.config, w.registry, w.state, w.clock, failures=w.failures)
+
+
+def manual(reason: str) -> ManualRollbackInput:
+    return ManualRollbackInput(action="rollback", batch="prod-canary", reason=reason)
 
 
 def analysed(w: World) -> None:
@@ -98,7 +111,7 @@ def test_rollback_mr_restores_the_failing_cluster_only_keeping_the_file_as_it_wa
     # AND the token waits on the rollback MR, the run says so, the upgrade MR links to it
     token = world.state.get_task_token(rollback_mr["web_url"])
     assert token is not None and (token.kind, token.task_token, token.run_id) == ("rollback", "token-rb-1", RUN_ID)
-    assert world.run().stage == "waiting_for_rollback_merge"
+    assert world.run().stage == Stage.WAITING_FOR_ROLLBACK_MERGE
     assert any(rollback_mr["web_url"] in n for n in world.gitlab.notes(PROJECT, world.upgrade_iid))
 
 
@@ -143,23 +156,20 @@ def test_batch_scope_rolls_back_every_cluster(aws, sims):
     assert all(read_chart_version(w.gitlab.file_at(PROJECT, path(c), branch) or "") == OLD for c in CLUSTERS)
 
 
-def test_auto_create_mr_false_opens_nothing_and_answers_the_token(aws, sims):
-    # GIVEN rollback.auto_create_mr is false
+def test_whether_to_open_a_rollback_mr_is_carried_by_the_plan(aws, sims):
+    # GIVEN rollback.auto_create_mr is false (the state machine alone decides on it: RollbackMergeRequestWanted)
     w = world_with(sims, rollback={"auto_create_mr": False})
+    for c in CLUSTERS:
+        w.registry.record_upgrade(c, UpgradeRecord(run_id="run-earlier", from_version=OLD, to_version=NEW,
+                                                   outcome="succeeded", at=datetime(2025, 2, 1, tzinfo=UTC)), NEW)
+    w.state.release_lock("prod-canary", RUN_ID)
 
-    # WHEN the rollback task runs
-    opened = service(w).open(RUN_ID, "token-x")
+    # WHEN a manual rollback is planned
+    plan = planner(w).plan_rollback(manual("why"), run_id="manual-0", execution_arn="arn:x")
 
-    # THEN no MR is opened, the wait is answered with a clear outcome, and the upgrade MR says what to do
-    assert opened.status == "not_created"
-    assert len(w.gitlab.merge_requests(PROJECT)) == 1
-    assert w.sfn.successes == [{"taskToken": "token-x", "output": {
-        "status": "not_created", "clusters": ["eks-prod-1"], "versions": {"eks-prod-1": OLD},
-        "merge_request_url": None, "detail": opened.detail}}]
-    assert "auto_create_mr is false" in (opened.detail or "")
-    record = w.failures.get_rollback(RUN_ID)
-    assert record is not None and record.status == "not_created"
-    assert any("eks-prod-1 to 1.20.3" in n for n in w.gitlab.notes(PROJECT, w.upgrade_iid))
+    # THEN the plan says no MR, and carries no null key the state machine could mistake for a value
+    assert plan.rollback_mr is False
+    assert plan.payload()["rollback_mr"] is False and None not in plan.payload().values()
 
 
 def test_manual_approval_is_stated_in_the_mr(aws, sims):
@@ -209,7 +219,7 @@ def test_verify_records_rolled_back_once_flux_runs_the_previous_version(world):
     assert (done.done, done.status, done.error) == (True, "rolled_back", "RolledBack")
     assert "eks-prod-1 → 1.20.3" in (done.cause or "")
     run = world.run()
-    assert (run.status.value, run.stage, run.error) == ("failed", "rolled_back", "RolledBack")
+    assert (run.status.value, run.outcome, run.stage, run.error) == ("failed", "rolled_back", "done", "RolledBack")
     assert world.state.get_batch_result("prod-canary", NEW).status == "rolled_back"
     history = world.registry.get("eks-prod-1").upgrade_history
     assert [(h.from_version, h.to_version, h.outcome) for h in history] == [(NEW, OLD, "rolled_back")]
@@ -218,6 +228,27 @@ def test_verify_records_rolled_back_once_flux_runs_the_previous_version(world):
     # AND a retried poll returns the same outcome without writing history twice
     assert service(world).verify(RUN_ID, first.deadline).status == "rolled_back"
     assert len(world.registry.get("eks-prod-1").upgrade_history) == 1
+
+
+def test_a_retried_verify_after_a_crash_releases_the_lock_and_comments_once(world):
+    # GIVEN the rollback was verified, but the task died after storing the outcome and before the lock
+    # was released (the state machine retries the task)
+    opened = service(world).open(RUN_ID, "t")
+    iid = int((opened.merge_request_url or "").rsplit("/", 1)[1])
+    world.gitlab.merge(PROJECT, iid)
+    world.kubernetes.apply_chart_version("eks-prod-1", OLD, reconcile_after_seconds=0)
+    world.clock.advance(60)
+    done = service(world).verify(RUN_ID, None)
+    world.state.acquire_lock("prod-canary", RUN_ID, world.clock.now(), 1)
+    notes = len(world.gitlab.notes(PROJECT, iid))
+
+    # WHEN the retry runs
+    again = service(world).verify(RUN_ID, done.deadline)
+
+    # THEN it reports the same outcome, the lock is free, and the MR got no second comment
+    assert (again.done, again.status, again.error) == (True, "rolled_back", "RolledBack")
+    assert world.state.lock_holder("prod-canary") is None
+    assert len(world.gitlab.notes(PROJECT, iid)) == notes
 
 
 def test_verify_past_the_deadline_records_rollback_failed(world):
@@ -239,8 +270,6 @@ def test_verify_past_the_deadline_records_rollback_failed(world):
 
 def test_manual_rollback_plans_the_batch_s_last_succeeded_upgrade(world):
     # GIVEN the batch's last upgrade (OLD -> NEW) succeeded and is deployed
-    from guard.core.models import UpgradeRecord
-
     for c in CLUSTERS:
         world.registry.record_upgrade(c, UpgradeRecord(run_id="run-earlier", from_version=OLD, to_version=NEW,
                                                        outcome="succeeded", at=datetime(2025, 2, 1, tzinfo=UTC)),
@@ -248,12 +277,11 @@ def test_manual_rollback_plans_the_batch_s_last_succeeded_upgrade(world):
     world.state.release_lock("prod-canary", RUN_ID)
 
     # WHEN someone asks for a manual rollback of the batch
-    run = plan_manual_rollback(world.config, world.registry, world.state, world.failures, world.clock,
-                               run_id="manual-1", execution_arn="arn:x", batch="prod-canary",
-                               reason="p99 alerts from the payments team")
+    plan = planner(world).plan_rollback(manual("p99 alerts from the payments team"), run_id="manual-1",
+                                        execution_arn="arn:x")
 
-    # THEN the run rolls both clusters back from NEW to OLD, holds the lock, and the MR opens for the batch
-    assert (run.target_version, run.clusters, run.from_versions) == (NEW, list(CLUSTERS), dict.fromkeys(CLUSTERS, OLD))
+    # THEN the plan rolls both clusters back from NEW to OLD, holds the lock, and the MR opens for the batch
+    assert (plan.target_version, plan.clusters, plan.rollback_to) == (NEW, list(CLUSTERS), dict.fromkeys(CLUSTERS, OLD))
     assert world.state.lock_holder("prod-canary") == "manual-1"
     opened = service(world).open("manual-1", "t")
     assert opened.versions == dict.fromkeys(CLUSTERS, OLD)
@@ -265,6 +293,5 @@ def test_manual_rollback_without_a_deployed_upgrade_is_refused(world):
     # GIVEN a batch with no succeeded upgrade in its history
     # WHEN / THEN nothing is planned and the lock is not taken
     with pytest.raises(NothingToRollBack, match="prod-canary"):
-        plan_manual_rollback(world.config, world.registry, world.state, world.failures, world.clock,
-                             run_id="manual-2", execution_arn="arn:x", batch="prod-canary", reason="why")
+        planner(world).plan_rollback(manual("why"), run_id="manual-2", execution_arn="arn:x")
     assert world.state.lock_holder("prod-canary") == RUN_ID

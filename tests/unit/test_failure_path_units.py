@@ -6,8 +6,8 @@ import pytest
 from guard.config.models import NotificationsConfig
 from guard.llm.prompt import TRUNCATED, Section, fit
 from guard.redact import redact
+from guard.services.change import rollback_branch, short_run_id
 from guard.services.decision import parse_command
-from guard.services.rollback import rollback_branch, short_run_id
 from pydantic import ValidationError
 
 from tests.unit.test_handler_imports import imported_after

@@ -11,6 +11,7 @@ import math
 from pydantic import BaseModel
 
 from guard.checks.snapshot import ClusterSnapshot, selector_matches
+from guard.core.istio import control_plane_version
 from guard.core.models import CheckStatus, Cluster, HealthCheckResult
 from guard.core.version import Version
 from guard.ports import Alert
@@ -106,7 +107,7 @@ def version_skew(cluster: Cluster, snap: ClusterSnapshot, target: str, max_minor
     """Istio's skew policy: the data plane is never ahead of the control plane, and after an
     in-place upgrade every proxy may trail the new control plane by at most one minor."""
     istiod = snap.istiod()
-    control = istiod.image_versions.get("discovery") if istiod else None
+    control = control_plane_version(istiod)
     target_v = Version.parse(target)
     ahead, behind = [], []
     for pod in snap.pods:
@@ -136,7 +137,7 @@ def istiod_ready(cluster: Cluster, snap: ClusterSnapshot, expected_version: str 
     istiod = snap.istiod()
     if istiod is None:
         return _result(cluster, "istiod_ready", False, "no istiod deployment in istio-system")
-    version = istiod.image_versions.get("discovery") or next(iter(istiod.image_versions.values()), None)
+    version = control_plane_version(istiod) or next(iter(istiod.image_versions.values()), None)
     ok = istiod.ready_replicas >= max(1, istiod.replicas)
     message = f"istiod {istiod.ready_replicas}/{istiod.replicas} ready, running {version}"
     if expected_version and version != expected_version:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from guard.core.istio import find_istiod
 from guard.core.models import CheckStatus, Cluster, HealthCheckResult
 from guard.errors import TransientError
 from guard.ports import (
@@ -56,7 +57,7 @@ class ClusterSnapshot(BaseModel):
                         for p in self.pods)]
 
     def istiod(self) -> DeploymentInfo | None:
-        return next((d for d in self.deployments if d.namespace == "istio-system" and d.name == "istiod"), None)
+        return find_istiod(self.deployments)
 
 
 def selector_matches(selector: dict[str, str], labels: dict[str, str]) -> bool:

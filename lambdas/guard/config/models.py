@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from guard.vocabulary.events import NotificationEvent
+
 _NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 _PLACEHOLDERS = {"environment", "cluster_name", "cluster_id", "region"}
 
@@ -140,15 +142,14 @@ class CustomCheckConfig(_Strict):
     class_: str = Field(alias="class", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-NOTIFICATION_EVENTS = ("started", "waiting_for_merge", "needs_decision", "succeeded", "failed", "rolled_back")
+NOTIFICATION_EVENTS = tuple(e.value for e in NotificationEvent)
 
 
 class NotificationsConfig(_Strict):
     slack_webhook_secret: str | None = None
     sns_topic: bool = False
     events: list[str] = Field(
-        default_factory=lambda: ["started", "waiting_for_merge", "needs_decision", "succeeded", "failed",
-                                 "rolled_back"]
+        default_factory=lambda: list(NOTIFICATION_EVENTS)
     )
     timeout_seconds: float = Field(default=5, gt=0, le=30)
 

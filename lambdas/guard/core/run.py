@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from guard.core.models import HealthCheckResult
 from guard.core.version import Version
+from guard.vocabulary.outcomes import Outcome
+from guard.vocabulary.stages import FailedStage, Stage
+
+PLAN_SCHEMA_VERSION = 2
+RUN_SCHEMA_VERSION = 2
 
 
 class ExecutionInput(BaseModel):
@@ -37,22 +42,44 @@ class ExecutionInput(BaseModel):
         return str(Version.parse(value))
 
 
-class Plan(BaseModel):
-    """The small payload every later state reads (`$.plan`)."""
+class ManualRollbackInput(BaseModel):
+    """The execution input of a manual rollback (seed `guard rollback --batch B`)."""
 
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["rollback"]
+    batch: str = Field(min_length=1)
+    reason: str = Field(min_length=1, max_length=2_000)
+    requested_by: str | None = None
+
+
+class Plan(BaseModel):
+    """The small payload every later state reads (`$.plan`), for an upgrade and a manual rollback alike.
+
+    Version 1 had a second, hand-built shape for manual rollbacks; it is read here too.
+    The state machine tells the two apart by `rollback_to` being present, so dump it with
+    `exclude_none=True` (`Plan.payload`).
+    """
+
+    schema_version: int = PLAN_SCHEMA_VERSION
     run_id: str
     batch: str
-    target_version: str
+    target_version: str  # an upgrade's target; for a manual rollback, the version being undone
     clusters: list[str]
-    soak_seconds: int
-    merge_timeout_seconds: int
     flux_poll_seconds: int
-    max_concurrency: int
-    restart_sidecars: bool = False
-    rollback_timeout_seconds: int = 72 * 3600
+    merge_timeout_seconds: int = 72 * 3600  # the upgrade MR's wait
+    rollback_timeout_seconds: int = 72 * 3600  # the rollback MR's wait
     decision_timeout_seconds: int = 24 * 3600
+    soak_seconds: int = 0
+    max_concurrency: int = 1
+    restart_sidecars: bool = False
     llm_analysis: bool = False
-    rollback_mr: bool = True
+    rollback_mr: bool = True  # rollback.auto_create_mr: the state machine alone decides on it
+    rollback_to: dict[str, str] | None = None  # cluster -> version: set only by a manual rollback
+
+    def payload(self) -> dict[str, Any]:
+        """What the Plan tasks return: no null keys, because the ASL tests `IsPresent`."""
+        return self.model_dump(exclude_none=True)
 
 
 class RunStatus(StrEnum):
@@ -62,8 +89,14 @@ class RunStatus(StrEnum):
 
 
 class RunRecord(BaseModel):
-    """One execution's record (state table, `RUN#<id>` / `META`)."""
+    """One execution's record (state table, `RUN#<id>` / `META`).
 
+    Schema version 2 splits version 1's `stage`, which mixed progress, the failed stage and
+    the rollback outcome, into `stage`, `failed_stage` and `outcome`. A version-1 record (an
+    execution started before the deploy) is read through `_from_version_1`.
+    """
+
+    schema_version: int = RUN_SCHEMA_VERSION
     run_id: str
     execution_arn: str
     batch: str
@@ -73,7 +106,9 @@ class RunRecord(BaseModel):
     gitlab_project: str
     options: ExecutionInput
     status: RunStatus = RunStatus.RUNNING
-    stage: str = "plan"
+    stage: Stage = Stage.PLANNED
+    failed_stage: FailedStage | None = None
+    outcome: Outcome | None = None
     started_at: datetime
     finished_at: datetime | None = None
     merge_request_url: str | None = None
@@ -84,6 +119,29 @@ class RunRecord(BaseModel):
     sidecar_restarts: dict[str, dict[str, datetime]] = Field(default_factory=dict)
     error: str | None = None
     cause: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_version_1(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("schema_version", 1) != 1:
+            return data
+        data = {**data, "schema_version": RUN_SCHEMA_VERSION}
+        old = str(data.get("stage") or Stage.PLANNED)
+        status = data.get("status", RunStatus.RUNNING)
+        if old in (Outcome.ROLLED_BACK, Outcome.ROLLBACK_FAILED):
+            data.update(stage=Stage.DONE, outcome=old, failed_stage=FailedStage.VALIDATION)
+        elif status == RunStatus.FAILED:
+            data.update(stage=Stage.DONE, outcome=Outcome.FAILED, failed_stage=FailedStage.parse(old))
+        elif status == RunStatus.SUCCEEDED:
+            data.update(stage=Stage.DONE, outcome=Outcome.SUCCEEDED)
+        elif old not in Stage._value2member_map_:
+            data["stage"] = Stage.PLANNED
+        return data
+
+    @property
+    def where(self) -> str:
+        """One word for people: where it failed, else where it is."""
+        return str(self.failed_stage or self.stage)
 
 
 class MetricSummary(BaseModel):

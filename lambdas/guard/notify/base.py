@@ -4,30 +4,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Protocol
 
 from pydantic import BaseModel
 
 from guard.redact import redact
+from guard.vocabulary.events import NotificationEvent
 
 logger = logging.getLogger(__name__)
 
-Event = Literal["started", "waiting_for_merge", "needs_decision", "succeeded", "failed", "rolled_back"]
-
 _HEADLINES = {
-    "started": "🚀 Istio upgrade started",
-    "waiting_for_merge": "📝 Merge request waiting for review",
-    "needs_decision": "⏸️ Decision needed on the merge request",
-    "succeeded": "✅ Istio upgrade validated",
-    "failed": "❌ Istio upgrade failed",
-    "rolled_back": "↩️ Istio upgrade rolled back",
+    NotificationEvent.STARTED: "🚀 Istio upgrade started",
+    NotificationEvent.WAITING_FOR_MERGE: "📝 Merge request waiting for review",
+    NotificationEvent.NEEDS_DECISION: "⏸️ Decision needed on the merge request",
+    NotificationEvent.SUCCEEDED: "✅ Istio upgrade validated",
+    NotificationEvent.FAILED: "❌ Istio upgrade failed",
+    NotificationEvent.ROLLED_BACK: "↩️ Istio upgrade rolled back",
 }
 
 
 class Notification(BaseModel):
     """One workflow event for people: batch, version, MR link and the first violation."""
 
-    event: Event
+    event: NotificationEvent
     tenant: str
     batch: str
     version: str

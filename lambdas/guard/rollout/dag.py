@@ -12,12 +12,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from guard.errors import ConfigError
+from guard.vocabulary.outcomes import Outcome
 
 # Outcomes a batch of a rollout can end in; anything else is still to do.
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-ROLLED_BACK = "rolled_back"
-SKIPPED = "skipped"
+SUCCEEDED = Outcome.SUCCEEDED.value
+FAILED = Outcome.FAILED.value
+ROLLED_BACK = Outcome.ROLLED_BACK.value
+SKIPPED = "skipped"  # a rollout's own word: the batch never ran because a prerequisite failed
 FINAL = frozenset({SUCCEEDED, FAILED, ROLLED_BACK, SKIPPED})
 BAD = frozenset({FAILED, ROLLED_BACK})
 

@@ -20,16 +20,24 @@ from pydantic import ValidationError
 from guard.clock import Clock
 from guard.config.loader import format_validation_error
 from guard.config.models import TenantConfig
-from guard.errors import ConfigError, InvalidInput, PrerequisiteNotMet, UnknownBatch
-from guard.rollout.dag import BAD, FINAL, SKIPPED, SUCCEEDED, RolloutGraph
+from guard.errors import (
+    ConfigError,
+    InvalidInput,
+    PrerequisiteNotMet,
+    RolledBack,
+    RolloutFailed,
+    RolloutRolledBack,
+    UnknownBatch,
+)
+from guard.rollout.dag import BAD, FAILED, FINAL, ROLLED_BACK, SKIPPED, SUCCEEDED, RolloutGraph
 from guard.rollout.models import BatchEntry, RolloutInput, RolloutRecord
 from guard.services.windows import ClosedWindow, closed_window
 from guard.stores.registry import ClusterRegistry
 from guard.stores.rollouts import RolloutStore
 from guard.stores.state import StateStore
+from guard.vocabulary.outcomes import Outcome
 
 # Child error names that mean "the upgrade was undone" rather than "it failed and stayed".
-_ROLLED_BACK_ERRORS = {"RolledBack"}
 _NAME_MAX = 80
 
 
@@ -226,7 +234,7 @@ class RolloutService:
                 error = str(_get(parsed, "Error") or _get(parsed, "Status") or error)
                 cause = _get(parsed, "Cause") or f"child execution ended {_get(parsed, 'Status')}"
             stored = self._state.get_batch_result(entry.batch, target_version)
-            rolled_back = error in _ROLLED_BACK_ERRORS or (stored is not None and stored.status == "rolled_back")
+            rolled_back = error == RolledBack.__name__ or (stored is not None and stored.status == Outcome.ROLLED_BACK)
             entry.status = "rolled_back" if rolled_back else "failed"
             entry.error = error
             entry.reason = f"{error}: {_first_line(cause)}"
@@ -250,7 +258,7 @@ class RolloutService:
                 record.finished_at = now
 
         record, _ = self._rollouts.update(rollout_id, close)
-        ok = record.status == "succeeded"
+        ok = record.status == SUCCEEDED
         summary = rollout_summary(record)
         return {"status": record.status, "summary": summary,
                 "error": "RolloutSucceeded" if ok else _rollout_error(record),
@@ -290,10 +298,10 @@ def rollout_summary(record: RolloutRecord) -> dict[str, Any]:
 
 def _rollout_error(record: RolloutRecord) -> str:
     statuses = {e.status for e in record.entries.values()}
-    if "failed" in statuses:
-        return "RolloutFailed"
-    if "rolled_back" in statuses:
-        return "RolloutRolledBack"
+    if FAILED in statuses:
+        return RolloutFailed.__name__
+    if ROLLED_BACK in statuses:
+        return RolloutRolledBack.__name__
     return "RolloutIncomplete"
 
 

@@ -26,6 +26,8 @@ from guard.services.failure_report import failure_markdown
 from guard.services.webhook import TaskCallbacks, WebhookResult
 from guard.stores.failure import DecisionRecord, FailureStore
 from guard.stores.state import StateStore, TaskTokenRecord
+from guard.vocabulary.outcomes import ChangeKind
+from guard.vocabulary.stages import Stage
 
 MAINTAINER = 40  # GitLab access levels: 30 Developer, 40 Maintainer, 50 Owner
 _COMMAND = re.compile(r"^\s*/guard\s+(\S+)\s*$", re.I | re.M)
@@ -74,7 +76,7 @@ class DecisionService:
         why = redact(reason or run.cause or "validation did not pass")
         # Token first: a command posted right after the comment must find it.
         self._state.put_task_token(TaskTokenRecord(merge_request_url=run.merge_request_url, task_token=task_token,
-                                                   run_id=run_id, kind="decision"),
+                                                   run_id=run_id, kind=ChangeKind.DECISION),
                                    self._clock.now(), hours=self._timeout_hours + 24)
         body = "\n".join([
             f"⏸️ **GUARD needs a decision**: batch `{run.batch}` → {run.target_version} ({why}).", "",
@@ -86,7 +88,7 @@ class DecisionService:
             analysis_markdown(self._failures.get_analysis(run_id)),
         ])
         self._repo.comment(run.gitlab_project, run.merge_request_iid, redact(body))
-        run.stage = "waiting_for_decision"
+        run.stage = Stage.WAITING_FOR_DECISION
         self._state.put_run(run)
         return DecisionRequested(merge_request_url=run.merge_request_url, reason=why)
 
@@ -109,7 +111,7 @@ class DecisionService:
         if not url:
             raise InvalidInput("note hook has no merge_request.url")
         waiting = self._state.get_task_token(str(url))
-        if waiting is None or waiting.kind != "decision":
+        if waiting is None or waiting.kind != ChangeKind.DECISION:
             return WebhookResult(status=200, message="ignored: no GUARD decision waits on this merge request")
         if delivery_id and not self._state.first_delivery(delivery_id, self._clock.now()):
             return WebhookResult(status=200, message="duplicate delivery ignored")

@@ -14,6 +14,7 @@ from typing import Protocol
 from guard.clock import Clock
 from guard.config.models import TenantConfig
 from guard.core.evidence import ClusterEvidence, EventInfo, FailureEvidence, PodStatus, SeriesSummary, Violation
+from guard.core.istio import ISTIO_NAMESPACE, ISTIOD_CONTAINER
 from guard.core.models import Cluster
 from guard.core.run import ClusterVerdict, MetricSummary, RunRecord, VerdictOutcome
 from guard.errors import GuardError
@@ -21,8 +22,6 @@ from guard.ports import PodInfo
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
-ISTIO_NAMESPACE = "istio-system"
-ISTIOD_CONTAINER = "discovery"
 MAX_PODS = 40
 MAX_NAMESPACES = 5
 

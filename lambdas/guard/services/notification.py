@@ -5,13 +5,14 @@ from __future__ import annotations
 from guard.config.models import TenantConfig
 from guard.core.run import VerdictOutcome
 from guard.errors import GuardError
-from guard.notify.base import Event, Notification, NotifyResult, NotifyService
+from guard.notify.base import Notification, NotifyResult, NotifyService
 from guard.stores.failure import FailureStore
 from guard.stores.state import StateStore
+from guard.vocabulary.events import NotificationEvent
 
 
 def build_notification(config: TenantConfig, state: StateStore, failures: FailureStore | None, run_id: str,
-                       event: Event, detail: str | None = None) -> Notification:
+                       event: NotificationEvent, detail: str | None = None) -> Notification:
     """Batch, version, MR link (the rollback MR for rolled_back) and the first violation of the run."""
     run = state.get_run(run_id)
     first: str | None = None
@@ -19,16 +20,17 @@ def build_notification(config: TenantConfig, state: StateStore, failures: Failur
     evidence = failures.get_evidence(run_id) if failures else None
     if evidence:
         first = evidence.first_violation()
-    if first is None and event in ("needs_decision", "failed", "rolled_back"):
+    bad_news = (NotificationEvent.NEEDS_DECISION, NotificationEvent.FAILED, NotificationEvent.ROLLED_BACK)
+    if first is None and event in bad_news:
         for cluster_id in run.clusters:
             verdict = state.get_verdict(run_id, cluster_id)
             if verdict and verdict.outcome != VerdictOutcome.PASS:
                 first = verdict.summary()
                 break
     url = run.merge_request_url
-    if event == "rolled_back" and rollback and rollback.merge_request_url:
+    if event == NotificationEvent.ROLLED_BACK and rollback and rollback.merge_request_url:
         url = rollback.merge_request_url
-    if detail is None and event in ("failed", "rolled_back") and run.cause:
+    if detail is None and event in (NotificationEvent.FAILED, NotificationEvent.ROLLED_BACK) and run.cause:
         detail = f"{run.error or 'Error'}: {run.cause}"
     return Notification(event=event, tenant=config.tenant, batch=run.batch, version=run.target_version,
                         run_id=run_id, merge_request_url=url, first_violation=first,
@@ -36,7 +38,7 @@ def build_notification(config: TenantConfig, state: StateStore, failures: Failur
 
 
 def notify_run(service: NotifyService, config: TenantConfig, state: StateStore, failures: FailureStore | None,
-               run_id: str, event: Event, detail: str | None = None) -> NotifyResult:
+               run_id: str, event: NotificationEvent, detail: str | None = None) -> NotifyResult:
     """Never raises for a notification: a run that cannot be read is reported as skipped."""
     try:
         notification = build_notification(config, state, failures, run_id, event, detail)

@@ -1,56 +1,75 @@
-"""Plan a batch upgrade: the first state. Everything it refuses, it refuses before
-anything changes (the lock is the last step)."""
+"""Plan a batch upgrade, or a manual rollback of one: the first state. Everything it
+refuses, it refuses before anything changes (the lock is the last step).
+
+Both produce the one `Plan` model the state machine reads; a rollback is planned as an
+upgrade to the versions the clusters ran before (`Plan.rollback_to`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from guard.clock import Clock
 from guard.config.loader import format_validation_error
-from guard.config.models import TenantConfig
-from guard.core.run import ExecutionInput, Plan, RunRecord
+from guard.config.models import BatchConfig, TenantConfig
+from guard.core.models import Cluster, UpgradeRecord
+from guard.core.run import ExecutionInput, ManualRollbackInput, Plan, RunRecord
 from guard.core.version import Version, upgrade_problem
 from guard.errors import (
     ConfigError,
     InvalidInput,
+    NothingToRollBack,
     PrerequisiteNotMet,
     UnknownBatch,
     UnknownCluster,
     VersionNotAllowed,
 )
+from guard.redact import redact
 from guard.services.windows import refuse_inside_window
+from guard.stores.failure import FailureStore, RollbackRecord
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
+from guard.vocabulary.outcomes import Outcome, RollbackStatus
+from guard.vocabulary.stages import Stage
+
+_Input = TypeVar("_Input", bound=BaseModel)
+
+
+def parse_model(model: type[_Input], raw: Any, what: str) -> _Input:
+    """Validate an execution input against `model`; InvalidInput names every bad field."""
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{what} must be a JSON object, got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise InvalidInput(format_validation_error(e, what)) from e
 
 
 def parse_input(raw: Any) -> ExecutionInput:
-    """Validate the execution input; InvalidInput names every bad field."""
-    if not isinstance(raw, dict):
-        raise InvalidInput(f"execution input must be a JSON object, got {type(raw).__name__}")
-    try:
-        return ExecutionInput.model_validate(raw)
-    except ValidationError as e:
-        raise InvalidInput(format_validation_error(e, "execution input")) from e
+    """Validate the execution input of an upgrade; InvalidInput names every bad field."""
+    return parse_model(ExecutionInput, raw, "execution input")
 
 
 class BatchPlanner:
     """Turns a validated input into a Plan, a run record and a held batch lock."""
 
-    def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore, clock: Clock) -> None:
+    def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore, clock: Clock,
+                 failures: FailureStore | None = None) -> None:
         self._config = config
         self._registry = registry
         self._state = state
         self._clock = clock
+        self._failures = failures
 
-    def plan(self, request: ExecutionInput, run_id: str, execution_arn: str) -> Plan:
+    def _batch(self, name: str) -> tuple[BatchConfig, dict[str, Cluster], str]:
+        """The batch, its registered clusters and their one GitOps project; refused otherwise."""
         config = self._config
-        batch = config.batch(request.batch)
+        batch = config.batch(name)
         if batch is None:
             known = ", ".join(b.name for b in config.batches)
-            raise UnknownBatch(f"batch: unknown batch '{request.batch}' (this tenant has: {known})")
-
+            raise UnknownBatch(f"batch: unknown batch '{name}' (this tenant has: {known})")
         clusters = self._registry.get_many(batch.clusters)
         missing = [c for c in batch.clusters if c not in clusters]
         if missing:
@@ -58,13 +77,37 @@ class BatchPlanner:
                 f"batch '{batch.name}' lists clusters missing from the registry: {', '.join(missing)} "
                 "(import them with `python -m cli registry import`)"
             )
-
         projects = sorted({c.gitlab_project for c in clusters.values()})
         if len(projects) > 1:
             raise ConfigError(
                 f"batch '{batch.name}' spans GitLab projects {', '.join(projects)}; GUARD opens one "
                 "merge request per batch, so a batch's clusters must share one GitOps project"
             )
+        return batch, clusters, projects[0]
+
+    def _plan(self, run: RunRecord, soak_seconds: int = 0, llm_analysis: bool = False,
+              rollback_to: dict[str, str] | None = None) -> Plan:
+        config = self._config
+        return Plan(
+            run_id=run.run_id,
+            batch=run.batch,
+            target_version=run.target_version,
+            clusters=list(run.clusters),
+            soak_seconds=soak_seconds,
+            merge_timeout_seconds=int(config.gitlab.merge_timeout_hours * 3600),
+            flux_poll_seconds=config.validation.flux_poll_seconds,
+            max_concurrency=config.execution.max_concurrent_clusters,
+            restart_sidecars=config.execution.enable_rollout_sequencing,
+            rollback_timeout_seconds=int(config.rollback.merge_timeout_hours * 3600),
+            decision_timeout_seconds=int(config.rollback.decision_timeout_hours * 3600),
+            llm_analysis=llm_analysis,
+            rollback_mr=config.rollback.auto_create_mr,
+            rollback_to=rollback_to,
+        )
+
+    def plan(self, request: ExecutionInput, run_id: str, execution_arn: str) -> Plan:
+        config = self._config
+        batch, clusters, project = self._batch(request.batch)
 
         target = Version.parse(request.target_version)
         problems = []
@@ -81,7 +124,7 @@ class BatchPlanner:
                              self._clock.now())
         for prereq in config.batch_order.get(batch.name, []):
             result = self._state.get_batch_result(prereq, str(target))
-            if result is None or result.status != "succeeded":
+            if result is None or result.status != Outcome.SUCCEEDED:
                 seen = f"its last run at {target} {result.status}" if result else f"it has not run at {target}"
                 raise PrerequisiteNotMet(
                     f"batch '{batch.name}' requires '{prereq}' to have succeeded at {target} first; {seen}"
@@ -91,37 +134,73 @@ class BatchPlanner:
         # Lock first: a refused run must leave no record behind. Both steps are
         # idempotent for the same run id, so a retried task lands in the same place.
         self._state.acquire_lock(batch.name, run_id, now, config.execution.lock_ttl_hours)
-        existing = self._state.find_run(run_id)
-        if existing is None:
-            self._state.put_run(RunRecord(
+        run = self._state.find_run(run_id)
+        if run is None:
+            run = RunRecord(
                 run_id=run_id,
                 execution_arn=execution_arn,
                 batch=batch.name,
                 target_version=str(target),
                 clusters=list(batch.clusters),
                 from_versions={c: clusters[c].current_istio_version for c in batch.clusters},
-                gitlab_project=projects[0],
+                gitlab_project=project,
                 options=request,
                 started_at=now,
-            ))
+            )
+            self._state.put_run(run)
 
         soak_minutes = request.soak_period_minutes
         if soak_minutes is None:
             soak_minutes = batch.soak_period_minutes
         if soak_minutes is None:
             soak_minutes = config.validation.soak_period_minutes
-        return Plan(
-            run_id=run_id,
-            batch=batch.name,
-            target_version=str(target),
-            clusters=list(batch.clusters),
-            soak_seconds=int(soak_minutes * 60),
-            merge_timeout_seconds=int(config.gitlab.merge_timeout_hours * 3600),
-            flux_poll_seconds=config.validation.flux_poll_seconds,
-            max_concurrency=config.execution.max_concurrent_clusters,
-            restart_sidecars=config.execution.enable_rollout_sequencing,
-            rollback_timeout_seconds=int(config.rollback.merge_timeout_hours * 3600),
-            decision_timeout_seconds=int(config.rollback.decision_timeout_hours * 3600),
-            llm_analysis=config.llm.enabled and (request.enable_llm_analysis is not False),
-            rollback_mr=config.rollback.auto_create_mr,
-        )
+        return self._plan(run, soak_seconds=int(soak_minutes * 60),
+                          llm_analysis=config.llm.enabled and (request.enable_llm_analysis is not False))
+
+    def plan_rollback(self, request: ManualRollbackInput, run_id: str, execution_arn: str) -> Plan:
+        """Roll back `batch`'s last succeeded upgrade that is still deployed (seed `guard rollback --batch`).
+
+        The last upgrade is the newest `succeeded` entry of the clusters' registry history
+        whose version the cluster still runs; its clusters go back to its `from_version`.
+        Takes the batch lock and records a planned rollback; NothingToRollBack when there is
+        nothing to undo.
+        """
+        batch, clusters, project = self._batch(request.batch)
+        latest: dict[str, UpgradeRecord] = {}
+        for cluster_id, cluster in clusters.items():
+            changes = [h for h in cluster.upgrade_history if h.outcome in (Outcome.SUCCEEDED, Outcome.ROLLED_BACK)]
+            if not changes:
+                continue
+            last = max(changes, key=lambda h: h.at)
+            if last.outcome == Outcome.SUCCEEDED and cluster.current_istio_version == last.to_version:
+                latest[cluster_id] = last
+        if not latest:
+            raise NothingToRollBack(f"batch '{batch.name}' has no succeeded upgrade that is still deployed")
+        newest = max(latest.values(), key=lambda h: h.at)
+        chosen = {c: h for c, h in latest.items() if h.run_id == newest.run_id}
+        result = self._state.get_batch_result(batch.name, newest.to_version)
+        if result is not None and result.status == Outcome.ROLLED_BACK and result.run_id != run_id:
+            raise NothingToRollBack(f"batch '{batch.name}' at {newest.to_version} was already rolled back by run "
+                                    f"{result.run_id}")
+        now = self._clock.now()
+        self._state.acquire_lock(batch.name, run_id, now, self._config.execution.lock_ttl_hours)
+        run = self._state.find_run(run_id)
+        if run is None:
+            ordered = [c for c in batch.clusters if c in chosen]
+            run = RunRecord(
+                run_id=run_id, execution_arn=execution_arn, batch=batch.name, target_version=newest.to_version,
+                clusters=ordered, from_versions={c: chosen[c].from_version for c in ordered},
+                gitlab_project=project, options=ExecutionInput(batch=batch.name, target_version=newest.to_version,
+                                                               requested_by=request.requested_by),
+                stage=Stage.ROLLBACK_PLANNED, started_at=now, merge_request_url=newest.merge_request_url,
+                cause=redact(request.reason),
+            )
+            self._state.put_run(run)
+        if self._failures is None:
+            raise ConfigError("a rollback is planned with the failure store; none was given")
+        if self._failures.get_rollback(run_id) is None:
+            self._failures.put_rollback(RollbackRecord(
+                run_id=run_id, batch=batch.name, reason=redact(request.reason) or "manual rollback",
+                clusters=run.clusters, versions=dict(run.from_versions), rolled_back_from=run.target_version,
+                status=RollbackStatus.PLANNED, manual=True, at=now, detail=f"undoes run {newest.run_id}"))
+        return self._plan(run, rollback_to=dict(run.from_versions))

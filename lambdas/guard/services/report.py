@@ -1,8 +1,28 @@
-"""Markdown a person reads in the merge request: the health report per cluster."""
+"""Markdown a person reads in a merge request: one description builder for every change.
+
+An upgrade MR and a rollback MR share the frame (heading, what opened it, a table of
+what goes from where to where); the upgrade adds each cluster's health report, the
+rollback its own section (why, who decided, the failure data and the analysis).
+"""
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from guard.core.run import PrecheckReport, RunRecord
+from guard.redact import redact
+
+
+class RollbackSection(BaseModel):
+    """What a rollback MR says beyond the shared frame."""
+
+    reason: str
+    manual: bool = False
+    upgrade_merge_request_url: str | None = None
+    decided: str | None = None  # "@alice (`/guard rollback`) at ..."
+    manual_approval: bool = False
+    failure_markdown: str = ""
+    analysis_markdown: str = ""
 
 
 def _mark(passed: bool) -> str:
@@ -15,19 +35,42 @@ def _mean(points: list[tuple[float, float]]) -> str:
     return f"{sum(v for _, v in points) / len(points):.4g}"
 
 
-def health_report(run: RunRecord, reports: dict[str, PrecheckReport]) -> str:
-    """MR description: what changes, each cluster's checks ✓/✗, its baseline numbers and Datadog links."""
-    lines = [
-        f"## Istio upgrade: batch `{run.batch}` → `{run.target_version}`",
-        "",
-        f"Opened by GUARD run `{run.run_id}`. Merging this MR lets Flux roll out the new version; "
-        "GUARD then waits for the sync, soaks and validates against the baseline below.",
-        "",
-        "| cluster | from | to |",
-        "|---|---|---|",
-    ]
-    lines += [f"| `{c}` | {run.from_versions.get(c, '?')} | {run.target_version} |" for c in run.clusters]
-    for cluster_id in run.clusters:
+def change_description(run: RunRecord, versions: dict[str, str], *,
+                       reports: dict[str, PrecheckReport] | None = None,
+                       rollback: RollbackSection | None = None) -> str:
+    """The MR description for bringing `run`'s clusters to `versions` (an upgrade unless `rollback`)."""
+    if rollback is None:
+        lines = [f"## Istio upgrade: batch `{run.batch}` → `{run.target_version}`", "",
+                 f"Opened by GUARD run `{run.run_id}`. Merging this MR lets Flux roll out the new version; "
+                 "GUARD then waits for the sync, soaks and validates against the baseline below.", ""]
+        rows = [(c, run.from_versions.get(c, "?"), v) for c, v in versions.items()]
+    else:
+        lines = [f"## Istio rollback: batch `{run.batch}` {run.target_version} → previous version", "",
+                 f"Opened by GUARD run `{run.run_id}`" + (" (manual rollback)" if rollback.manual else "")
+                 + ". Merging this MR lets Flux roll back; GUARD then verifies that each cluster runs the "
+                 "previous version.", "", f"**Reason:** {rollback.reason}", ""]
+        if rollback.upgrade_merge_request_url and not rollback.manual:
+            lines += [f"Upgrade merge request: {rollback.upgrade_merge_request_url}", ""]
+        if rollback.decided:
+            lines += [f"Decided by {rollback.decided}.", ""]
+        if rollback.manual_approval:
+            lines += ["**Manual approval required** (`rollback.require_manual_approval`): a Maintainer reviews "
+                      "and merges this MR; GUARD never merges it.", ""]
+        rows = [(c, run.target_version, v) for c, v in versions.items()]
+    lines += ["| cluster | from | " + ("to |" if rollback is None else "back to |"), "|---|---|---|"]
+    lines += [f"| `{c}` | {old} | {new} |" for c, old, new in rows]
+    if rollback is None:
+        lines += _health_sections(list(versions), reports or {})
+    else:
+        lines += ["", "## Failure data", "", rollback.failure_markdown or
+                  "_manual rollback: no validation data for this run_", rollback.analysis_markdown]
+    return redact("\n".join(lines)) + "\n"
+
+
+def _health_sections(clusters: list[str], reports: dict[str, PrecheckReport]) -> list[str]:
+    """Each cluster's checks ✓/✗, its baseline numbers and Datadog links."""
+    lines: list[str] = []
+    for cluster_id in clusters:
         report = reports.get(cluster_id)
         lines += ["", f"### `{cluster_id}`"]
         if report is None:
@@ -45,4 +88,4 @@ def health_report(run: RunRecord, reports: dict[str, PrecheckReport]) -> str:
             for name, summary in report.baseline.items():
                 link = f"[Datadog]({summary.url})" if summary.url else ""
                 lines.append(f"| {name} | {_mean(summary.points)} | {len(summary.points)} | {link} |")
-    return "\n".join(lines) + "\n"
+    return lines

@@ -1,47 +1,60 @@
-"""Roll a batch back by merge request, verify it, record the outcome; plan a manual rollback.
+"""A rollback is an upgrade to the previous versions: it composes the change pipeline.
 
-`open` is the `OpenRollback` task (.waitForTaskToken): one branch
-`<branch_prefix>/rollback-<batch>-<short run id>` setting each cluster's HelmRelease back
-to its previous version (comments and formatting kept), one MR whose description carries
-the failure data and the analysis, the task token stored against it (kind "rollback"); the
-webhook resumes the execution on merge. `verify` is the `VerifyRollback` poll. Every write
-is idempotent, so a retried task lands in the same place.
+`open` is the `OpenRollback` task (.waitForTaskToken): a `Change` towards the versions
+recorded before the upgrade (`services.change`), described with the failure data and the
+analysis (`services.report`), and a comment on the upgrade MR. `verify` is the
+`VerifyRollback` poll: the same version reading as the Flux sync poll (`services.versions`,
+`services.poll`) and, once done, the same outcome recorder (`services.outcome`). Whether a
+rollback MR is opened at all is decided by the state machine (`$.plan.rollback_mr`), not here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-from datetime import datetime
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel
 
-from guard.clock import Clock, poll_deadline
+from guard.clock import Clock
 from guard.config.models import TenantConfig
-from guard.core.models import Cluster, UpgradeRecord
-from guard.core.run import ExecutionInput, RunRecord, RunStatus, VerdictOutcome
-from guard.errors import ConfigError, ExternalServiceError, GuardError, NothingToRollBack, UnknownBatch, UnknownCluster
-from guard.gitops.helm_release import set_chart_version
-from guard.ports import ClusterConnector, FileChange, GitOpsRepo
+from guard.core.run import RunRecord, VerdictOutcome
+from guard.errors import ExternalServiceError, RollbackFailed, RolledBack
+from guard.ports import ClusterConnector, GitOpsRepo
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
+from guard.services.change import Change, ChangeService, rollback_branch
 from guard.services.evidence import EvidenceService, failing_clusters
 from guard.services.failure_report import failure_markdown
-from guard.services.webhook import TaskCallbacks
+from guard.services.outcome import OutcomeRecorder
+from guard.services.poll import Poll, PollResult
+from guard.services.report import RollbackSection, change_description
+from guard.services.versions import VersionReader
 from guard.stores.failure import FailureStore, RollbackRecord
 from guard.stores.registry import ClusterRegistry
-from guard.stores.state import BatchResult, StateStore, TaskTokenRecord
+from guard.stores.state import StateStore
+from guard.vocabulary.outcomes import ChangeKind, Outcome, RollbackStatus
+from guard.vocabulary.stages import FailedStage, Stage
 
-ISTIOD_CONTAINER = "discovery"
+_FINAL = (RollbackStatus.ROLLED_BACK, RollbackStatus.ROLLBACK_FAILED)
 
 
-def short_run_id(run_id: str) -> str:
-    """8 readable characters of the run id, plus a hash when that drops anything (no collisions)."""
-    clean = re.sub(r"[^a-z0-9]+", "-", run_id.lower()).strip("-")
-    if len(clean) <= 8:
-        return clean or hashlib.sha256(run_id.encode()).hexdigest()[:8]
-    return f"{clean[:8].strip('-')}-{hashlib.sha256(run_id.encode()).hexdigest()[:6]}"
+class RollbackOpened(BaseModel):
+    """OpenRollback's Lambda result (logged only: the execution waits for the webhook)."""
+
+    status: RollbackStatus
+    clusters: list[str]
+    versions: dict[str, str]
+    merge_request_url: str | None = None
+    detail: str | None = None
+
+
+class RollbackPoll(PollResult):
+    """One VerifyRollback poll (`$.verify`); once done, the name and cause the execution fails with."""
+
+    status: RollbackStatus | None = None
+    error: str | None = None
+    cause: str | None = None
+    merge_request_url: str | None = None
 
 
 def _verdict_summary(state: StateStore, run: RunRecord) -> str | None:
@@ -54,81 +67,26 @@ def _verdict_summary(state: StateStore, run: RunRecord) -> str | None:
     return " | ".join(lines) or None
 
 
-def rollback_branch(prefix: str, batch: str, run_id: str) -> str:
-    """Deterministic, so a retried task finds the branch and MR it made the first time."""
-    return f"{prefix}/rollback-{batch}-{short_run_id(run_id)}"
-
-
-class RollbackOpened(BaseModel):
-    """OpenRollback's outcome. With an MR, the execution waits for the webhook; without, it is the task output."""
-
-    status: str  # waiting_for_merge | not_created
-    clusters: list[str]
-    versions: dict[str, str]
-    merge_request_url: str | None = None
-    detail: str | None = None
-
-
-class RollbackPoll(BaseModel):
-    """One VerifyRollback poll (`$.rollback_verify`)."""
-
-    done: bool
-    deadline: str
-    waiting_on: list[str] = []
-    status: str | None = None  # rolled_back | rollback_failed, once done
-    error: str | None = None  # RolledBack | RollbackFailed: the name the execution fails with
-    cause: str | None = None
-    merge_request_url: str | None = None
-
-
-def versions_waiting(connector: ClusterConnector, clusters: dict[str, Cluster], expected: dict[str, str]) -> list[str]:
-    """What each cluster still waits on to run `expected[cluster]`: HelmRelease Ready at it, istiod on it.
-
-    The same reading as the Flux sync poll, with a version per cluster. An unreachable API
-    is "still waiting", not an error.
-    """
-    waiting: list[str] = []
-    for cluster_id, version in expected.items():
-        cluster = clusters.get(cluster_id)
-        if cluster is None:
-            waiting.append(f"{cluster_id}: not in the registry")
-            continue
-        try:
-            api = connector.connect(cluster)
-            release = api.get_helm_release(cluster.helm_release_namespace, cluster.helm_release_name)
-            istiod = next((d for d in api.list_deployments("istio-system") if d.name == "istiod"), None)
-        except GuardError as e:
-            waiting.append(f"{cluster_id}: API unreachable ({e})")
-            continue
-        running = istiod.image_versions.get(ISTIOD_CONTAINER) if istiod else None
-        if not (release.ready and release.last_applied_version == version):
-            waiting.append(f"{cluster_id}: HelmRelease {release.namespace}/{release.name} at "
-                           f"{release.last_applied_version or '?'} ready={release.ready}, expected {version}"
-                           + (f" ({release.message})" if release.message else ""))
-        elif istiod is None or running != version or istiod.ready_replicas < istiod.replicas:
-            waiting.append(f"{cluster_id}: istiod runs {running or 'nothing'} "
-                           f"({istiod.ready_replicas if istiod else 0}/{istiod.replicas if istiod else 0} ready), "
-                           f"expected {version}")
-    return waiting
-
-
 class RollbackService:
+    """`repo` is needed to open the MR and to comment; `connector` to verify."""
+
     def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore, failures: FailureStore,
-                 repo: GitOpsRepo | None, sfn: TaskCallbacks | None, clock: Clock,
-                 connector: ClusterConnector | None = None, log_warning: object = None) -> None:
+                 repo: GitOpsRepo | None, clock: Clock, connector: ClusterConnector | None = None,
+                 log_warning: Callable[..., Any] | None = None) -> None:
         self._config = config
         self._registry = registry
         self._state = state
         self._failures = failures
         self._repo = repo
-        self._sfn = sfn
         self._clock = clock
         self._connector = connector
-        self._warn = log_warning if callable(log_warning) else (lambda *a, **k: None)
+        self._outcomes = OutcomeRecorder(registry, state, repo, clock, log_warning)
 
     # ------------------------------------------------------------------ OpenRollback
     def open(self, run_id: str, task_token: str, reason: str | None = None) -> RollbackOpened:
-        """Open (or find) the rollback MR and store the token; without auto_create_mr, answer the token now."""
+        """Open (or find) the rollback MR towards the previous versions and store the token."""
+        if self._repo is None:
+            raise ExternalServiceError("GitLab is unavailable; cannot open the rollback merge request")
         run = self._state.get_run(run_id)
         planned = self._failures.get_rollback(run_id)
         manual = bool(planned and planned.manual)
@@ -140,56 +98,25 @@ class RollbackService:
         why = redact(reason or (planned.reason if planned else None) or run.cause
                      or _verdict_summary(self._state, run)
                      or f"validation of {run.target_version} did not pass")
-        now = self._clock.now()
         record = RollbackRecord(run_id=run_id, batch=run.batch, reason=why, clusters=clusters, versions=versions,
-                                rolled_back_from=run.target_version, status="waiting_for_merge", manual=manual, at=now)
-
-        if not self._config.rollback.auto_create_mr:
-            record.status = "not_created"
-            record.detail = ("rollback.auto_create_mr is false: GUARD opened no rollback merge request; "
-                             f"set {', '.join(f'{c} to {v}' for c, v in versions.items())} by hand")
-            self._failures.put_rollback(record)
-            self._comment(run.gitlab_project, run.merge_request_iid, f"⚠️ GUARD: {record.detail}.\n\nReason: {why}")
-            result = RollbackOpened(status="not_created", clusters=clusters, versions=versions, detail=record.detail)
-            if self._sfn is None:
-                raise ConfigError("no Step Functions client to answer the rollback task token")
-            # Nothing will resume this wait later: answer it now.
-            self._sfn.send_task_success(taskToken=task_token, output=json.dumps(result.model_dump()))
-            return result
-
-        if self._repo is None:
-            raise ExternalServiceError("GitLab is unavailable; cannot open the rollback merge request")
-        registry = self._registry.get_many(clusters)
-        missing = [c for c in clusters if c not in registry]
-        if missing:
-            raise UnknownCluster(f"clusters missing from the registry: {', '.join(missing)}")
-        project, target = run.gitlab_project, self._config.gitlab.target_branch
-        branch = rollback_branch(self._config.gitlab.branch_prefix, run.batch, run_id)
-        self._repo.ensure_branch(project, branch, target)
-        changes: dict[str, FileChange] = {}
-        for cluster_id in clusters:
-            path = registry[cluster_id].flux_config_path
-            if path in changes:
-                continue
-            current = self._repo.read_file(project, path, branch)
-            changes[path] = FileChange(path=path, content=set_chart_version(current, versions[cluster_id]))
-        message = f"Roll back Istio {run.target_version} on batch {run.batch}\n\nGUARD run {run_id}: {why}"
-        self._repo.commit_files(project, branch, list(changes.values()), message)
-        mr = self._repo.ensure_merge_request(project, branch, target, title=self._title(run, versions),
-                                             description=self.description(run, record))
-        # A retry gets a fresh token: overwrite, the old one belongs to a failed attempt.
-        self._state.put_task_token(
-            TaskTokenRecord(merge_request_url=mr.web_url, task_token=task_token, run_id=run_id, kind="rollback"),
-            now, hours=self._config.rollback.merge_timeout_hours + 24)
+                                rolled_back_from=run.target_version, status=RollbackStatus.WAITING_FOR_MERGE,
+                                manual=manual, at=self._clock.now())
+        mr = ChangeService(self._registry, self._state, self._repo, self._clock).open(Change(
+            run_id=run_id, kind=ChangeKind.ROLLBACK, project=run.gitlab_project,
+            source_branch=rollback_branch(self._config.gitlab.branch_prefix, run.batch, run_id),
+            target_branch=self._config.gitlab.target_branch, versions=versions, title=self._title(run, versions),
+            commit_message=f"Roll back Istio {run.target_version} on batch {run.batch}\n\nGUARD run {run_id}: {why}",
+            description=self.description(run, record),
+            wait_hours=self._config.rollback.merge_timeout_hours + 24), task_token)
         record.merge_request_url, record.merge_request_iid = mr.web_url, mr.iid
         self._failures.put_rollback(record)
-        run.stage = "waiting_for_rollback_merge"
+        run.stage = Stage.WAITING_FOR_ROLLBACK_MERGE
         self._state.put_run(run)
         if run.merge_request_iid and not manual:
-            self._comment(project, run.merge_request_iid,
+            self._outcomes.comment(run.gitlab_project, run.merge_request_iid,
                           f"↩️ GUARD: the upgrade of `{run.batch}` to {run.target_version} did not pass validation; "
                           f"rollback merge request: {mr.web_url}")
-        return RollbackOpened(status="waiting_for_merge", clusters=clusters, versions=versions,
+        return RollbackOpened(status=RollbackStatus.WAITING_FOR_MERGE, clusters=clusters, versions=versions,
                               merge_request_url=mr.web_url)
 
     @staticmethod
@@ -200,30 +127,19 @@ class RollbackService:
 
     def description(self, run: RunRecord, record: RollbackRecord) -> str:
         """Markdown: what goes back where, why, the failure data per cluster, the AI analysis."""
-        lines = [f"## Istio rollback: batch `{run.batch}` {run.target_version} → previous version", "",
-                 f"Opened by GUARD run `{run.run_id}`"
-                 + (" (manual rollback)" if record.manual else "") + ". Merging this MR lets Flux roll back; "
-                 "GUARD then verifies that each cluster runs the previous version.", "",
-                 f"**Reason:** {record.reason}", ""]
-        if run.merge_request_url and not record.manual:
-            lines += [f"Upgrade merge request: {run.merge_request_url}", ""]
         decision = self._failures.get_decision(run.run_id)
-        if decision:
-            lines += [f"Decided by @{decision.by} (`/guard {decision.decision}`) at {decision.at.isoformat()}.", ""]
-        if self._config.rollback.require_manual_approval:
-            lines += ["**Manual approval required** (`rollback.require_manual_approval`): a Maintainer reviews "
-                      "and merges this MR; GUARD never merges it.", ""]
-        lines += ["| cluster | from | back to |", "|---|---|---|"]
-        lines += [f"| `{c}` | {run.target_version} | {v} |" for c, v in record.versions.items()]
-        if record.manual:
-            lines += ["", "## Failure data", "", "_manual rollback: no validation data for this run_", ""]
-        else:
+        failure = ""
+        if not record.manual:
             # Evidence stored by AnalyzeFailure; without it (analysis skipped), the verdicts alone.
             evidence = self._failures.get_evidence(run.run_id) or EvidenceService(
                 self._config, self._registry, self._state, None, self._clock).collect(run.run_id, record.clusters)
-            lines += ["", "## Failure data", "", failure_markdown(evidence)]
-        lines.append(analysis_markdown(self._failures.get_analysis(run.run_id)))
-        return redact("\n".join(lines))
+            failure = failure_markdown(evidence)
+        return change_description(run, record.versions, rollback=RollbackSection(
+            reason=record.reason, manual=record.manual, upgrade_merge_request_url=run.merge_request_url,
+            decided=(f"@{decision.by} (`/guard {decision.decision}`) at {decision.at.isoformat()}"
+                     if decision else None),
+            manual_approval=self._config.rollback.require_manual_approval, failure_markdown=failure,
+            analysis_markdown=analysis_markdown(self._failures.get_analysis(run.run_id))))
 
     # ------------------------------------------------------------------ VerifyRollback
     def verify(self, run_id: str, deadline: str | None, merge: dict[str, object] | None = None) -> RollbackPoll:
@@ -231,122 +147,46 @@ class RollbackService:
         record = self._failures.get_rollback(run_id)
         if record is None:
             raise ExternalServiceError(f"run '{run_id}' has no rollback record")
-        now = self._clock.now()
-        minutes = self._config.rollback.verify_timeout_minutes or self._config.validation.flux_sync_timeout_minutes
-        due = poll_deadline(deadline, now, minutes)
-        if record.status in ("rolled_back", "rollback_failed"):
-            return self._done(record, due)  # a retried poll after the outcome was recorded
         if merge and merge.get("merge_commit_sha"):
             record.merge_commit_sha = str(merge["merge_commit_sha"])
+        minutes = self._config.rollback.verify_timeout_minutes or self._config.validation.flux_sync_timeout_minutes
+        if record.status in _FINAL:
+            # A retried poll after the outcome was stored: record it again (idempotent), so the
+            # lock and tokens a crash may have left behind are released.
+            return self._finish(record, deadline or self._clock.now().isoformat())
         if self._connector is None:
-            raise ConfigError("no cluster connector to verify the rollback")
-        waiting = versions_waiting(self._connector, self._registry.get_many(record.clusters), record.versions)
-        if waiting and now < due:
-            return RollbackPoll(done=False, deadline=due.isoformat(), waiting_on=waiting)
-        self._record(record, "rollback_failed" if waiting else "rolled_back", waiting, minutes)
-        return self._done(record, due)
-
-    def _done(self, record: RollbackRecord, due: datetime) -> RollbackPoll:
-        rolled = record.status == "rolled_back"
-        return RollbackPoll(done=True, deadline=due.isoformat(), status=record.status,
-                            error="RolledBack" if rolled else "RollbackFailed", cause=record.detail,
-                            merge_request_url=record.merge_request_url)
-
-    def _record(self, record: RollbackRecord, status: str, waiting: list[str], minutes: float) -> None:
-        run = self._state.get_run(record.run_id)
-        now = self._clock.now()
+            raise ExternalServiceError("no cluster connector to verify the rollback")
+        clusters = self._registry.get_many(record.clusters)
+        result = Poll(self._clock).check(deadline, minutes, {c: clusters.get(c) for c in record.clusters},
+                                         VersionReader(self._connector, record.versions).waiting)
+        if not (result.done or result.expired):
+            run = self._state.get_run(run_id)
+            if run.stage != Stage.VERIFYING_ROLLBACK:
+                run.stage = Stage.VERIFYING_ROLLBACK
+                self._state.put_run(run)
+            return RollbackPoll(**result.model_dump())
+        run = self._state.get_run(run_id)
         back = ", ".join(f"{c} → {v}" for c, v in record.versions.items())
-        if status == "rolled_back":
-            detail = (f"batch {run.batch}: {run.target_version} was rolled back ({back}) and verified; "
-                      f"reason: {record.reason}")
+        if result.done:
+            record.status = RollbackStatus.ROLLED_BACK
+            record.detail = (f"batch {run.batch}: {run.target_version} was rolled back ({back}) and verified; "
+                             f"reason: {record.reason}")
         else:
-            detail = (f"batch {run.batch}: rollback of {run.target_version} not verified within {minutes:g} min: "
-                      + "; ".join(waiting))
-        record.status, record.detail = status, detail  # type: ignore[assignment]
-        for cluster_id in record.clusters:
-            self._registry.record_upgrade(cluster_id, UpgradeRecord(
-                run_id=run.run_id, from_version=run.target_version, to_version=record.versions[cluster_id],
-                outcome=status, at=now, merge_request_url=record.merge_request_url),
-                record.versions[cluster_id] if status == "rolled_back" else None)
-        self._state.put_batch_result(BatchResult(batch=run.batch, target_version=run.target_version, status=status,
-                                                 run_id=run.run_id, at=now))
-        run.status, run.stage, run.finished_at = RunStatus.FAILED, status, now
-        run.error, run.cause = ("RolledBack" if status == "rolled_back" else "RollbackFailed"), detail
-        self._state.put_run(run)
-        self._failures.put_rollback(record)
-        if record.merge_request_url:
-            self._state.delete_task_token(record.merge_request_url)
-        mark = "✅" if status == "rolled_back" else "❌"
-        self._comment(run.gitlab_project, record.merge_request_iid, f"{mark} GUARD: {detail}")
-        self._state.release_lock(run.batch, run.run_id)
+            record.status = RollbackStatus.ROLLBACK_FAILED
+            record.detail = (f"batch {run.batch}: rollback of {run.target_version} not verified within "
+                             f"{minutes:g} min: " + "; ".join(result.waiting_on))
+        return self._finish(record, result.deadline)
 
-    def _comment(self, project: str, iid: int | None, body: str) -> None:
-        # A comment is courtesy; failing to post one must not change the recorded outcome.
-        if self._repo is None or iid is None:
-            return
-        try:
-            self._repo.comment(project, iid, redact(body))
-        except GuardError as e:
-            self._warn("could not comment on the merge request", extra={"error": str(e)})
-
-
-# ---------------------------------------------------------------------- manual rollback
-
-
-def plan_manual_rollback(config: TenantConfig, registry: ClusterRegistry, state: StateStore, failures: FailureStore,
-                         clock: Clock, *, run_id: str, execution_arn: str, batch: str, reason: str,
-                         requested_by: str | None = None) -> RunRecord:
-    """A run record for rolling back `batch`'s last succeeded upgrade (seed `guard rollback --batch`).
-
-    The last upgrade is the newest `succeeded` entry of the clusters' registry history that is
-    still deployed (the cluster runs its `to_version`); its clusters go back to its
-    `from_version`. Takes the batch lock and records a planned rollback; NothingToRollBack
-    when there is nothing to undo.
-    """
-    found = config.batch(batch)
-    if found is None:
-        raise UnknownBatch(f"batch: unknown batch '{batch}' (this tenant has: "
-                           f"{', '.join(b.name for b in config.batches)})")
-    clusters = registry.get_many(found.clusters)
-    missing = [c for c in found.clusters if c not in clusters]
-    if missing:
-        raise UnknownCluster(f"batch '{batch}' lists clusters missing from the registry: {', '.join(missing)}")
-    latest: dict[str, UpgradeRecord] = {}
-    for cluster_id, cluster in clusters.items():
-        changes = [h for h in cluster.upgrade_history if h.outcome in ("succeeded", "rolled_back")]
-        if not changes:
-            continue
-        last = max(changes, key=lambda h: h.at)
-        if last.outcome == "succeeded" and cluster.current_istio_version == last.to_version:
-            latest[cluster_id] = last
-    if not latest:
-        raise NothingToRollBack(f"batch '{batch}' has no succeeded upgrade that is still deployed")
-    newest = max(latest.values(), key=lambda h: h.at)
-    chosen = {c: h for c, h in latest.items() if h.run_id == newest.run_id}
-    result = state.get_batch_result(batch, newest.to_version)
-    if result is not None and result.status in ("rolled_back",) and result.run_id != run_id:
-        raise NothingToRollBack(f"batch '{batch}' at {newest.to_version} was already rolled back by run "
-                                f"{result.run_id}")
-    projects = sorted({clusters[c].gitlab_project for c in chosen})
-    if len(projects) > 1:
-        raise ConfigError(f"batch '{batch}' spans GitLab projects {', '.join(projects)}")
-    now = clock.now()
-    state.acquire_lock(batch, run_id, now, config.execution.lock_ttl_hours)
-    run = state.find_run(run_id)
-    if run is None:
-        ordered = [c for c in found.clusters if c in chosen]
-        run = RunRecord(
-            run_id=run_id, execution_arn=execution_arn, batch=batch, target_version=newest.to_version,
-            clusters=ordered, from_versions={c: chosen[c].from_version for c in ordered},
-            gitlab_project=projects[0], options=ExecutionInput(batch=batch, target_version=newest.to_version,
-                                                               requested_by=requested_by),
-            stage="rollback", started_at=now, merge_request_url=newest.merge_request_url,
-            cause=redact(reason),
-        )
-        state.put_run(run)
-    if failures.get_rollback(run_id) is None:
-        failures.put_rollback(RollbackRecord(
-            run_id=run_id, batch=batch, reason=redact(reason) or "manual rollback", clusters=run.clusters,
-            versions=dict(run.from_versions), rolled_back_from=run.target_version, status="planned", manual=True,
-            at=now, detail=f"undoes run {newest.run_id}"))
-    return run
+    def _finish(self, record: RollbackRecord, deadline: str) -> RollbackPoll:
+        """Record the rollback's outcome through the shared recorder, then the rollback record."""
+        rolled = record.status == RollbackStatus.ROLLED_BACK
+        error = (RolledBack if rolled else RollbackFailed).__name__
+        self._outcomes.record(
+            self._state.get_run(record.run_id), Outcome.ROLLED_BACK if rolled else Outcome.ROLLBACK_FAILED,
+            versions=record.versions, failed_stage=None if record.manual else FailedStage.VALIDATION,
+            error=error, cause=record.detail, merge_request_urls=(record.merge_request_url,),
+            merge_request_url=record.merge_request_url,
+            comment=(record.merge_request_iid, f"{'✅' if rolled else '❌'} GUARD: {record.detail}"))
+        self._failures.put_rollback(record)  # last: a crash before it makes the retry record it all again
+        return RollbackPoll(done=True, deadline=deadline, status=record.status, error=error, cause=record.detail,
+                            merge_request_url=record.merge_request_url)

@@ -11,25 +11,23 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from pydantic import BaseModel
-
 from guard.checks.snapshot import ClusterSnapshot, selector_matches
-from guard.clock import Clock, poll_deadline
+from guard.clock import Clock
 from guard.config.models import TenantConfig
+from guard.core.models import Cluster
 from guard.core.run import RunRecord
-from guard.errors import SidecarRestartTimeout, TransientError
+from guard.errors import SidecarRestartTimeout
 from guard.ports import ClusterConnector, DeploymentInfo, KubernetesCluster
+from guard.services.poll import Poll, PollResult
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
+from guard.vocabulary.stages import Stage
 
 
-class SidecarPoll(BaseModel):
+class SidecarPoll(PollResult):
     """What one poll returns to the state machine (`$.sidecars`)."""
 
-    done: bool
-    deadline: str
     restarted: list[str] = []
-    waiting_on: list[str] = []
 
 
 def _key(d: DeploymentInfo) -> str:
@@ -65,29 +63,24 @@ class SidecarRolloutService:
         self._clock = clock
 
     def poll(self, run_id: str, deadline: str | None) -> SidecarPoll:
+        """Start the next wave where the last one finished; SidecarRestartTimeout past the deadline."""
         run = self._state.get_run(run_id)
         now = self._clock.now()
-        due = poll_deadline(deadline, now, self._config.execution.sidecar_restart_timeout_minutes)
+        minutes = self._config.execution.sidecar_restart_timeout_minutes
         clusters = self._registry.get_many(run.clusters)
         restarted: list[str] = []
-        waiting: list[str] = []
-        for cluster_id in run.clusters:
-            try:
-                api = self._connector.connect(clusters[cluster_id])
-                snap = ClusterSnapshot.read(api)
-            except TransientError as e:
-                waiting.append(f"{cluster_id}: API unreachable ({e})")
-                continue
-            waiting += self._advance(run, cluster_id, api, snap, now, restarted)
-        run.stage = "restarting_sidecars"
-        self._state.put_run(run)
-        if not waiting:
-            return SidecarPoll(done=True, deadline=due.isoformat(), restarted=restarted)
-        if now >= due:
-            raise SidecarRestartTimeout(
-                f"proxies not on {run.target_version} after "
-                f"{self._config.execution.sidecar_restart_timeout_minutes:g} min: " + "; ".join(waiting))
-        return SidecarPoll(done=False, deadline=due.isoformat(), restarted=restarted, waiting_on=waiting)
+
+        def read(cluster_id: str, cluster: Cluster) -> list[str]:
+            api = self._connector.connect(cluster)
+            return self._advance(run, cluster_id, api, ClusterSnapshot.read(api), now, restarted)
+
+        result = Poll(self._clock).check(deadline, minutes, {c: clusters.get(c) for c in run.clusters}, read)
+        run.stage = Stage.RESTARTING_SIDECARS
+        self._state.put_run(run)  # what was restarted, so a retried poll restarts nothing twice
+        if result.expired:
+            raise SidecarRestartTimeout(f"proxies not on {run.target_version} after {minutes:g} min: "
+                                        + "; ".join(result.waiting_on))
+        return SidecarPoll(restarted=restarted, **result.model_dump())
 
     def _advance(self, run: RunRecord, cluster_id: str, api: KubernetesCluster, snap: ClusterSnapshot,
                  now: datetime, restarted: list[str]) -> list[str]:

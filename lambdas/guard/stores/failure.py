@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from guard.core.evidence import FailureEvidence
 from guard.stores.dynamo import call, ttl
+from guard.vocabulary.outcomes import RollbackStatus
 
 _TTL_HOURS = 24 * 400
 # DynamoDB items stop at 400 KB; evidence is capped well below, the rest stays in the cluster.
@@ -45,10 +46,11 @@ class DecisionRecord(BaseModel):
     merge_request_url: str | None = None
 
 
-RollbackStatus = Literal["planned", "not_created", "waiting_for_merge", "rolled_back", "rollback_failed"]
-
-
 class RollbackRecord(BaseModel):
+    """A rollback: what goes back where, why, its MR and its outcome. Schema 1 had the same
+    fields with free-string statuses, which `RollbackStatus` reads unchanged."""
+
+    schema_version: int = 2
     run_id: str
     batch: str
     reason: str

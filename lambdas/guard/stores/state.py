@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from guard.core.run import ClusterVerdict, PrecheckReport, RunRecord
 from guard.errors import BatchLocked, ExternalServiceError
 from guard.stores.dynamo import call, is_conditional_failure, mapped, ttl
+from guard.vocabulary.outcomes import ChangeKind, Outcome
 
 _RUN_TTL_HOURS = 24 * 400  # a year of history, then DynamoDB forgets it
 
@@ -22,7 +23,7 @@ class TaskTokenRecord(BaseModel):
     merge_request_url: str
     task_token: str
     run_id: str
-    kind: str = "upgrade"
+    kind: ChangeKind = ChangeKind.UPGRADE
 
 
 class BatchResult(BaseModel):
@@ -30,7 +31,7 @@ class BatchResult(BaseModel):
 
     batch: str
     target_version: str
-    status: str
+    status: Outcome
     run_id: str
     at: datetime
 

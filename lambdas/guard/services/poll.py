@@ -1,0 +1,57 @@
+"""One poll: the deadline, the result shape and the error handling of every polling loop.
+
+The state machine runs every poll the same way (start → check → done? → Wait → check);
+each check is one Lambda call that ends here. A poll supplies only *what to read* (per
+cluster, the reasons it is not done yet) and so *when it is done* (no reason left). This
+module owns the rest: the deadline carried in the state, the transient-error policy
+(`guard.retry`) and the result the state machine reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from pydantic import BaseModel
+
+from guard.clock import Clock, poll_deadline
+from guard.core.models import Cluster
+from guard.errors import GuardError
+from guard.retry import is_transient
+
+ReadOne = Callable[[str, Cluster], list[str]]
+"""Reads one cluster: what it still waits on (empty when done)."""
+
+
+class PollResult(BaseModel):
+    """One check of a poll. `expired`: not done and the deadline has passed."""
+
+    done: bool
+    deadline: str
+    waiting_on: list[str] = []
+    expired: bool = False
+
+
+class Poll:
+    """Checks a set of clusters against a deadline that the first check sets."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    def check(self, deadline: str | None, minutes: float, clusters: Mapping[str, Cluster | None],
+              read: ReadOne) -> PollResult:
+        """Read every cluster once; an unreachable or unregistered cluster is "still waiting"."""
+        now = self._clock.now()
+        due = poll_deadline(deadline, now, minutes)
+        waiting: list[str] = []
+        for cluster_id, cluster in clusters.items():
+            if cluster is None:
+                waiting.append(f"{cluster_id}: not in the registry")
+                continue
+            try:
+                waiting += read(cluster_id, cluster)
+            except GuardError as e:
+                if not is_transient(e):
+                    raise
+                waiting.append(f"{cluster_id}: API unreachable ({e})")
+        return PollResult(done=not waiting, deadline=due.isoformat(), waiting_on=waiting,
+                          expired=bool(waiting) and now >= due)

@@ -24,6 +24,7 @@ from guard.gitops.helm_release import read_chart_version
 from guard.services.metrics import render_queries
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import BatchResult, StateStore
+from guard.vocabulary.outcomes import Outcome
 
 from sandbox.apigw import ApiGatewayShim
 from sandbox.engine import LambdaContext, LocalEngine, _import_handler
@@ -207,7 +208,8 @@ class LocalWorld:
         state = StateStore(self.engine.resource("dynamodb").Table(self.config.aws.dynamodb.state_table_name))
         for batch in self.scenario.succeeded_before:
             state.put_batch_result(BatchResult(batch=batch, target_version=self.scenario.target_version,
-                                               status="succeeded", run_id="earlier-rehearsal", at=self.clock.now()))
+                                               status=Outcome.SUCCEEDED, run_id="earlier-rehearsal",
+                                               at=self.clock.now()))
 
     def _seed_cluster(self, spec: ClusterSpec, cluster: Cluster) -> None:
         self.kubernetes.add_cluster(

@@ -4,19 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Protocol
-
-
-class Clock(Protocol):
-    """Something that tells the time and can sleep."""
-
-    def now(self) -> datetime:
-        """Current time, timezone-aware UTC."""
-        ...
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep for `seconds` of this clock's time."""
-        ...
 
 
 class SystemClock:

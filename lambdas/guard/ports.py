@@ -7,11 +7,31 @@ adapter talking to a local simulator.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, Field
 
 from guard.core.models import Cluster
+
+if TYPE_CHECKING:  # models only named in signatures; importing them here would cost every handler
+    from guard.core.evidence import EventInfo, FailureEvidence
+    from guard.llm.base import Analysis
+    from guard.notify.base import Notification
+
+# ---------------------------------------------------------------- time
+
+
+class Clock(Protocol):
+    """Something that tells the time and can sleep (guard.clock has the system and the scaled one)."""
+
+    def now(self) -> datetime:
+        """Current time, timezone-aware UTC."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep for `seconds` of this clock's time."""
+        ...
+
 
 # ---------------------------------------------------------------- GitLab (GitOps repo)
 
@@ -195,4 +215,50 @@ class ClusterConnector(Protocol):
     """Builds an authenticated client for a registry cluster (EKS role + token, or override)."""
 
     def connect(self, cluster: Cluster) -> KubernetesCluster:
+        ...
+
+
+class EvidenceSource(Protocol):
+    """Read-only views of one cluster the failure evidence needs (besides `KubernetesCluster`)."""
+
+    def list_pods(self, namespace: str | None = None) -> list[PodInfo]:
+        ...
+
+    def list_events(self, namespace: str) -> list[EventInfo]:
+        """Events of `namespace` (core/v1), any order."""
+        ...
+
+    def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
+        """The last `lines` lines of a container's log."""
+        ...
+
+
+class EvidenceConnector(Protocol):
+    def connect(self, cluster: Cluster) -> EvidenceSource:
+        ...
+
+
+# ---------------------------------------------------------------- LLM
+
+
+class FailureAnalyst(Protocol):
+    """Explains a failed upgrade from its evidence."""
+
+    provider: str
+    model: str
+
+    def analyze(self, evidence: FailureEvidence) -> Analysis:
+        """The analysis, or AnalysisUnavailable(reason) on a timeout, an error or a malformed answer."""
+        ...
+
+
+# ---------------------------------------------------------------- notifications (Slack, SNS)
+
+
+class Notifier(Protocol):
+    """One channel. `send` raises on failure; `NotifyService` decides what a failure means."""
+
+    name: str
+
+    def send(self, event: Notification) -> None:
         ...

@@ -12,19 +12,17 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from guard.clock import Clock, SystemClock
+from guard.clock import SystemClock
 from guard.config.loader import parse_config
 from guard.config.models import TenantConfig
 from guard.errors import ConfigError, ExternalServiceError
+from guard.ports import Clock
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
 if TYPE_CHECKING:
-    from guard.llm.base import FailureAnalyst
-    from guard.notify.base import Notifier
-    from guard.ports import ClusterConnector, GitOpsRepo, MetricsProvider
+    from guard.ports import ClusterConnector, EvidenceConnector, FailureAnalyst, GitOpsRepo, MetricsProvider, Notifier
     from guard.services.decision import ProjectMembers
-    from guard.services.evidence import EvidenceConnector
     from guard.stores.failure import FailureStore
     from guard.stores.rollouts import RolloutStore
 

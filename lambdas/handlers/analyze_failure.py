@@ -12,8 +12,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.errors import GuardError
+from guard.ports import EvidenceConnector
 from guard.services.analysis import AnalysisService
-from guard.services.evidence import EvidenceConnector, EvidenceService
+from guard.services.evidence import EvidenceService
 
 logger = Logger()
 

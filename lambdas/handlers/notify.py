@@ -9,7 +9,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
-from guard.notify.base import Notifier, NotifyResult, NotifyService
+from guard.notify.base import NotifyResult, NotifyService
+from guard.ports import Notifier
 from guard.services.notification import notify_run
 from guard.vocabulary.events import NotificationEvent
 

@@ -43,7 +43,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from guard.clock import Clock, SystemClock
+from guard.clock import SystemClock
+from guard.ports import Clock
 
 from sandbox.sims.loopback import LoopbackServer
 

@@ -27,7 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from guard.clock import Clock, SystemClock
+from guard.clock import SystemClock
+from guard.ports import Clock
 
 from sandbox.sims.gitlab_store import ApiError, GitLabStore, MergeRequestRecord, Project
 

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from guard.clock import Clock
+from guard.ports import Clock
 
 from sandbox.sims.kubernetes_objects import (
     ISTIO_PROXY_IMAGE,

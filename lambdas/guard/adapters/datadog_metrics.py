@@ -30,9 +30,9 @@ from datadog_api_client.v2.model.timeseries_formula_request_attributes import (
 from datadog_api_client.v2.model.timeseries_formula_request_queries import TimeseriesFormulaRequestQueries
 from datadog_api_client.v2.model.timeseries_formula_request_type import TimeseriesFormulaRequestType
 
-from guard.clock import Clock, SystemClock
+from guard.clock import SystemClock
 from guard.errors import ConfigError, ExternalServiceError, TransientError
-from guard.ports import Alert, Point
+from guard.ports import Alert, Clock, Point
 
 logger = logging.getLogger(__name__)
 

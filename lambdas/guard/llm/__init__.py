@@ -3,6 +3,7 @@
 The SDKs are imported only inside the backend modules, which the factory imports lazily.
 """
 
-from guard.llm.base import Analysis, AnalystBase, FailureAnalyst
+from guard.llm.base import Analysis, AnalystBase
+from guard.ports import FailureAnalyst
 
 __all__ = ["Analysis", "AnalystBase", "FailureAnalyst"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
-from typing import Protocol
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -27,17 +26,6 @@ class Analysis(BaseModel):
     root_cause: str = Field(min_length=1, max_length=8_000)
     evidence: list[str] = Field(default_factory=list, max_length=50)
     recommended_actions: list[str] = Field(default_factory=list, max_length=50)
-
-
-class FailureAnalyst(Protocol):
-    """Explains a failed upgrade from its evidence."""
-
-    provider: str
-    model: str
-
-    def analyze(self, evidence: FailureEvidence) -> Analysis:
-        """The analysis, or AnalysisUnavailable(reason) on a timeout, an error or a malformed answer."""
-        ...
 
 
 class AnalystBase(ABC):

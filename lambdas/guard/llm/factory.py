@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from guard.config.models import LlmConfig
 from guard.errors import ConfigError
-from guard.llm.base import FailureAnalyst
+from guard.ports import FailureAnalyst
 
 PROVIDERS = ("openai", "anthropic")
 

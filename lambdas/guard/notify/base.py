@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
 
 from pydantic import BaseModel
 
+from guard.ports import Notifier
 from guard.redact import redact
 from guard.vocabulary.events import NotificationEvent
 
@@ -52,15 +52,6 @@ class Notification(BaseModel):
         """The same notification with every text field passed through the secret redaction."""
         return self.model_copy(update={k: redact(v) for k, v in self.model_dump().items()
                                        if isinstance(v, str) and k != "event"})
-
-
-class Notifier(Protocol):
-    """One channel. `send` raises on failure; `NotifyService` decides what a failure means."""
-
-    name: str
-
-    def send(self, event: Notification) -> None:
-        ...
 
 
 class NotifyResult(BaseModel):

@@ -17,7 +17,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from guard.clock import Clock
 from guard.config.loader import format_validation_error
 from guard.config.models import TenantConfig
 from guard.errors import (
@@ -29,6 +28,7 @@ from guard.errors import (
     RolloutRolledBack,
     UnknownBatch,
 )
+from guard.ports import Clock
 from guard.rollout.dag import BAD, FAILED, FINAL, ROLLED_BACK, SKIPPED, SUCCEEDED, RolloutGraph
 from guard.rollout.models import BatchEntry, RolloutInput, RolloutRecord
 from guard.services.windows import ClosedWindow, closed_window

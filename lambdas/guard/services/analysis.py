@@ -12,12 +12,11 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from guard.clock import Clock
 from guard.config.models import TenantConfig
 from guard.core.evidence import FailureEvidence
 from guard.core.run import VerdictOutcome
 from guard.errors import AnalysisUnavailable, GuardError
-from guard.llm.base import FailureAnalyst
+from guard.ports import Clock, FailureAnalyst
 from guard.redact import redact
 from guard.services.evidence import EvidenceService
 from guard.stores.failure import AnalysisRecord, FailureStore

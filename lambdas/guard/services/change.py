@@ -16,10 +16,9 @@ import re
 
 from pydantic import BaseModel
 
-from guard.clock import Clock
 from guard.errors import ConfigError, UnknownCluster
 from guard.gitops.helm_release import set_chart_version
-from guard.ports import FileChange, GitOpsRepo, MergeRequest
+from guard.ports import Clock, FileChange, GitOpsRepo, MergeRequest
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore, TaskTokenRecord
 from guard.vocabulary.outcomes import ChangeKind

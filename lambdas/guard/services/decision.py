@@ -17,9 +17,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
-from guard.clock import Clock
 from guard.errors import ExternalServiceError, GuardError, InvalidInput
-from guard.ports import GitOpsRepo
+from guard.ports import Clock, GitOpsRepo
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
 from guard.services.failure_report import failure_markdown

@@ -9,41 +9,18 @@ gap is written down in `notes`, because evidence feeds a rollback that must not 
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from guard.clock import Clock
 from guard.config.models import TenantConfig
 from guard.core.evidence import ClusterEvidence, EventInfo, FailureEvidence, PodStatus, SeriesSummary, Violation
 from guard.core.istio import ISTIO_NAMESPACE, ISTIOD_CONTAINER
 from guard.core.models import Cluster
 from guard.core.run import ClusterVerdict, MetricSummary, RunRecord, VerdictOutcome
 from guard.errors import GuardError
-from guard.ports import PodInfo
+from guard.ports import Clock, EvidenceConnector
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
 MAX_PODS = 40
 MAX_NAMESPACES = 5
-
-
-class EvidenceSource(Protocol):
-    """Read-only views of one cluster the evidence needs (besides the `KubernetesCluster` port)."""
-
-    def list_pods(self, namespace: str | None = None) -> list[PodInfo]:
-        ...
-
-    def list_events(self, namespace: str) -> list[EventInfo]:
-        """Events of `namespace` (core/v1), any order."""
-        ...
-
-    def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
-        """The last `lines` lines of a container's log."""
-        ...
-
-
-class EvidenceConnector(Protocol):
-    def connect(self, cluster: Cluster) -> EvidenceSource:
-        ...
 
 
 def failing_clusters(state: StateStore, run: RunRecord) -> list[str]:

@@ -12,7 +12,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from guard.clock import Clock
 from guard.errors import (
     FluxSyncFailed,
     MergeRequestClosed,
@@ -27,7 +26,7 @@ from guard.errors import (
     ValidationFailed,
     ValidationStageFailed,
 )
-from guard.ports import GitOpsRepo
+from guard.ports import Clock, GitOpsRepo
 from guard.services.outcome import OutcomeRecorder
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from guard.clock import Clock
 from guard.config.models import TenantConfig
 from guard.errors import FluxSyncTimeout
-from guard.ports import ClusterConnector
+from guard.ports import Clock, ClusterConnector
 from guard.services.poll import Poll, PollResult
 from guard.services.versions import VersionReader
 from guard.stores.registry import ClusterRegistry

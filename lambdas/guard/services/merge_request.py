@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from guard.clock import Clock
 from guard.config.models import TenantConfig
 from guard.core.run import PrecheckReport
-from guard.ports import GitOpsRepo, MergeRequest
+from guard.ports import Clock, GitOpsRepo, MergeRequest
 from guard.services.change import Change, ChangeService, upgrade_branch
 from guard.services.report import change_description
 from guard.stores.registry import ClusterRegistry

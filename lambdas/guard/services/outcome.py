@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from guard.clock import Clock
 from guard.core.models import UpgradeRecord
 from guard.core.run import RunRecord, RunStatus
 from guard.errors import GuardError
-from guard.ports import GitOpsRepo
+from guard.ports import Clock, GitOpsRepo
 from guard.redact import redact
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import BatchResult, StateStore

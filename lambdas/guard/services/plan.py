@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from guard.clock import Clock
 from guard.config.loader import format_validation_error
 from guard.config.models import BatchConfig, TenantConfig
 from guard.core.models import Cluster, UpgradeRecord
@@ -26,6 +25,7 @@ from guard.errors import (
     UnknownCluster,
     VersionNotAllowed,
 )
+from guard.ports import Clock
 from guard.redact import redact
 from guard.services.windows import refuse_inside_window
 from guard.stores.failure import FailureStore, RollbackRecord

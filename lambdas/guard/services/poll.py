@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel
 
-from guard.clock import Clock, poll_deadline
+from guard.clock import poll_deadline
 from guard.core.models import Cluster
 from guard.errors import GuardError
+from guard.ports import Clock
 from guard.retry import is_transient
 
 ReadOne = Callable[[str, Cluster], list[str]]

@@ -8,12 +8,11 @@ from pathlib import Path
 from guard.checks import builtin
 from guard.checks.custom import load_custom_checks, run_custom_checks
 from guard.checks.snapshot import read_snapshot
-from guard.clock import Clock
 from guard.config.models import TenantConfig
 from guard.core.models import CheckStatus, Cluster, HealthCheckResult
 from guard.core.run import PrecheckReport, RunRecord
 from guard.errors import PrecheckFailed
-from guard.ports import ClusterConnector, MetricsProvider
+from guard.ports import Clock, ClusterConnector, MetricsProvider
 from guard.services.metrics import read_window, render_queries
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore

@@ -15,11 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from guard.clock import Clock
 from guard.config.models import TenantConfig
 from guard.core.run import RunRecord, VerdictOutcome
 from guard.errors import ExternalServiceError, RollbackFailed, RolledBack
-from guard.ports import ClusterConnector, GitOpsRepo
+from guard.ports import Clock, ClusterConnector, GitOpsRepo
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
 from guard.services.change import Change, ChangeService, rollback_branch

@@ -12,12 +12,11 @@ import math
 from datetime import datetime
 
 from guard.checks.snapshot import ClusterSnapshot, selector_matches
-from guard.clock import Clock
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster
 from guard.core.run import RunRecord
 from guard.errors import SidecarRestartTimeout
-from guard.ports import ClusterConnector, DeploymentInfo, KubernetesCluster
+from guard.ports import Clock, ClusterConnector, DeploymentInfo, KubernetesCluster
 from guard.services.poll import Poll, PollResult
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore

@@ -6,13 +6,12 @@ from datetime import timedelta
 
 from guard.checks import builtin
 from guard.checks.snapshot import read_snapshot
-from guard.clock import Clock
 from guard.config.models import TenantConfig
 from guard.core.models import HealthCheckResult
 from guard.core.run import ClusterVerdict, PrecheckReport, VerdictOutcome
 from guard.errors import ValidationFailed, ValidationInconclusive
 from guard.judge import JudgeSettings, judge_cluster
-from guard.ports import ClusterConnector, MetricsProvider
+from guard.ports import Clock, ClusterConnector, MetricsProvider
 from guard.services.metrics import read_window, render_queries
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from guard.clock import Clock
 from guard.errors import InvalidInput, WebhookUnauthorized
+from guard.ports import Clock
 from guard.stores.state import StateStore
 
 if TYPE_CHECKING:

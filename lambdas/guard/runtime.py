@@ -177,13 +177,13 @@ def llm_analyst() -> FailureAnalyst:
 
 def evidence_connector() -> EvidenceConnector:
     from guard.adapters.eks_connector import EksConnector
-    from guard.adapters.kubernetes_evidence import KubernetesEvidenceConnector
+    from guard.adapters.kubernetes_api import KubernetesEvidenceConnector
 
     return KubernetesEvidenceConnector(EksConnector(_boto3_session()))
 
 
 def project_members() -> ProjectMembers:
-    from guard.adapters.gitlab_members import GitLabMembers
+    from guard.adapters.gitlab_repo import GitLabMembers
 
     cfg = config()
     return GitLabMembers.from_token(cfg.gitlab.url, secret(cfg.aws.secrets_manager.gitlab_token_secret),

@@ -11,8 +11,7 @@ from typing import Any
 
 import boto3
 from guard.adapters.eks_connector import EksConnector
-from guard.adapters.gitlab_members import GitLabMembers
-from guard.adapters.gitlab_repo import GitLabRepo
+from guard.adapters.gitlab_repo import GitLabMembers, GitLabRepo
 from guard.config.models import TenantConfig
 from guard.core.models import CheckStatus, Cluster, HealthCheckResult
 from guard.core.run import (

@@ -17,8 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from guard.adapters.kubernetes_api import KubernetesApi
-from guard.adapters.kubernetes_evidence import KubernetesEvidence
+from guard.adapters.kubernetes_api import KubernetesApi, KubernetesEvidence
 from guard.core.models import Cluster
 from guard.errors import TransientError
 from guard.llm.factory import build_analyst

@@ -1,4 +1,4 @@
-"""`GitOpsRepo` on GitLab through python-gitlab.
+"""GitLab: `GitOpsRepo` (GitLabRepo) and `ProjectMembers` (GitLabMembers) through python-gitlab.
 
 Every public method looks up before it writes, so a Lambda task that runs twice leaves
 one branch, one commit and one merge request. Errors leave as `TransientError` (worth a
@@ -45,11 +45,11 @@ class GitLabRepo:
     # ------------------------------------------------------------------ GitOpsRepo
 
     def read_file(self, project: str, path: str, ref: str) -> str:
-        with self._errors(project, f"read {path}@{ref}"):
+        with gitlab_errors(project, f"read {path}@{ref}"):
             return self._read(self._project(project), path, ref, missing_ok=False) or ""
 
     def ensure_branch(self, project: str, branch: str, ref: str) -> None:
-        with self._errors(project, f"ensure branch {branch} from {ref}"):
+        with gitlab_errors(project, f"ensure branch {branch} from {ref}"):
             p = self._project(project)
             if self._exists(lambda: p.branches.get(branch, **_NO_CLIENT_RETRY)):
                 return
@@ -62,7 +62,7 @@ class GitLabRepo:
                 raise
 
     def commit_files(self, project: str, branch: str, changes: list[FileChange], message: str) -> str | None:
-        with self._errors(project, f"commit to {branch}"):
+        with gitlab_errors(project, f"commit to {branch}"):
             p = self._project(project)
             actions = []
             for change in changes:
@@ -81,7 +81,7 @@ class GitLabRepo:
     def ensure_merge_request(
         self, project: str, source_branch: str, target_branch: str, title: str, description: str
     ) -> MergeRequest:
-        with self._errors(project, f"ensure merge request {source_branch} -> {target_branch}"):
+        with gitlab_errors(project, f"ensure merge request {source_branch} -> {target_branch}"):
             p = self._project(project)
             existing = self._open_mr(p, project, source_branch, target_branch)
             if existing:
@@ -103,11 +103,11 @@ class GitLabRepo:
             return _to_model(project, mr)
 
     def get_merge_request(self, project: str, iid: int) -> MergeRequest:
-        with self._errors(project, f"get merge request !{iid}"):
+        with gitlab_errors(project, f"get merge request !{iid}"):
             return _to_model(project, self._project(project).mergerequests.get(iid, **_NO_CLIENT_RETRY))
 
     def comment(self, project: str, iid: int, body: str) -> None:
-        with self._errors(project, f"comment on merge request !{iid}"):
+        with gitlab_errors(project, f"comment on merge request !{iid}"):
             mr = self._project(project).mergerequests.get(iid, lazy=True)
             mr.notes.create({"body": body}, **_NO_CLIENT_RETRY)
 
@@ -148,23 +148,24 @@ class GitLabRepo:
             raise
         return True
 
-    @staticmethod
-    @contextmanager
-    def _errors(project: str, operation: str) -> Iterator[None]:
-        """Map python-gitlab and transport errors; the message never carries the token."""
-        where = f"GitLab {project}: {operation}"
-        try:
-            yield
-        except gitlab.GitlabError as e:
-            code = e.response_code
-            detail = f"{where} failed: HTTP {code} {e.error_message}" if code else f"{where} failed: {e}"
-            if code in _TRANSIENT_STATUS:
-                raise TransientError(detail) from e
-            raise ExternalServiceError(detail) from e
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-            raise TransientError(f"{where} failed: {type(e).__name__}: {e}") from e
-        except requests.RequestException as e:
-            raise ExternalServiceError(f"{where} failed: {type(e).__name__}") from e
+
+
+@contextmanager
+def gitlab_errors(project: str, operation: str) -> Iterator[None]:
+    """Map python-gitlab and transport errors to GUARD's; the message never carries the token."""
+    where = f"GitLab {project}: {operation}"
+    try:
+        yield
+    except gitlab.GitlabError as e:
+        code = e.response_code
+        detail = f"{where} failed: HTTP {code} {e.error_message}" if code else f"{where} failed: {e}"
+        if code in _TRANSIENT_STATUS:
+            raise TransientError(detail) from e
+        raise ExternalServiceError(detail) from e
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+        raise TransientError(f"{where} failed: {type(e).__name__}: {e}") from e
+    except requests.RequestException as e:
+        raise ExternalServiceError(f"{where} failed: {type(e).__name__}") from e
 
 
 def _to_model(project: str, mr: ProjectMergeRequest) -> MergeRequest:
@@ -177,3 +178,25 @@ def _to_model(project: str, mr: ProjectMergeRequest) -> MergeRequest:
         state=mr.state,
         merge_commit_sha=mr.merge_commit_sha,
     )
+
+
+class GitLabMembers:
+    """`ProjectMembers`: effective access levels (inherited group memberships included),
+    `GET /projects/:id/members/all/:user_id`, on one `gitlab.Gitlab` client."""
+
+    def __init__(self, client: gitlab.Gitlab) -> None:
+        self._gl = client
+
+    @classmethod
+    def from_token(cls, url: str, token: str, timeout_seconds: float = 10) -> GitLabMembers:
+        return cls(gitlab.Gitlab(url, private_token=token, timeout=timeout_seconds, retry_transient_errors=False))
+
+    def access_level(self, project: str, user_id: int) -> int | None:
+        with gitlab_errors(project, f"read member {user_id}"):
+            try:
+                member = self._gl.projects.get(project, lazy=True).members_all.get(user_id, **_NO_CLIENT_RETRY)
+            except gitlab.GitlabGetError as e:
+                if e.response_code == 404:
+                    return None  # not a member (nor inherited)
+                raise
+            return int(member.access_level)

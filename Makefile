@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := lambdas:.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup demo rehearse test unit lint synth bench clean
+.PHONY: setup demo rehearse test unit lint asl synth bench clean
 
 setup: $(VENV)/.installed
 
@@ -34,7 +34,11 @@ unit: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy lambdas sandbox infra app.py cli
+	$(VENV)/bin/mypy lambdas sandbox infra app.py cli statemachines
+
+# statemachines/*.asl.json and docs/workflow.md's state list, from statemachines/build.py (stdlib only)
+asl:
+	$(PYTHON) statemachines/build.py
 
 synth: setup
 	$(PY) app.py

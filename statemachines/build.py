@@ -21,7 +21,9 @@ ROOT = HERE.parent
 if str(ROOT / "lambdas") not in sys.path:  # run as a script, without PYTHONPATH
     sys.path.insert(0, str(ROOT / "lambdas"))
 
-from guard import errors  # noqa: E402  (errors.py is stdlib-only)
+from guard import errors  # noqa: E402  (errors.py and the vocabulary are stdlib-only)
+from guard.vocabulary.events import NotificationEvent  # noqa: E402
+from guard.vocabulary.stages import FailedStage  # noqa: E402
 
 State = dict[str, Any]
 States = dict[str, State]
@@ -127,16 +129,18 @@ def inline(start: str, states: States) -> State:
     return {"ProcessorConfig": {"Mode": "INLINE"}, "StartAt": start, "States": states}
 
 
-def notify(event: str, *, next: str, on_error: str | None = None, detail: str | None = None, **more: Any) -> State:
+def notify(event: NotificationEvent, *, next: str, on_error: str | None = None, detail: str | None = None,
+           **more: Any) -> State:
     """Sends a notification (Slack/SNS per config); a failure to notify never fails the workflow."""
-    payload = RUN | {"event": event} | ({"detail.$": detail} if detail else {})
-    return task("Notify", payload, comment=f"Notification '{event}' (Slack/SNS per config); never blocks the workflow.",
+    payload = RUN | {"event": event.value} | ({"detail.$": detail} if detail else {})
+    return task("Notify", payload,
+                comment=f"Notification '{event.value}' (Slack/SNS per config); never blocks the workflow.",
                 result=None, catches=(catch(on_error or next, path=None),), next=next, **more)
 
 
-def failed_at(stage: str) -> State:
+def failed_at(stage: FailedStage) -> State:
     """Names the stage that failed (`$.failed_stage`) and goes to RecordFailure."""
-    return {"Type": "Pass", "Result": stage, "ResultPath": "$.failed_stage", "Next": "RecordFailure"}
+    return {"Type": "Pass", "Result": stage.value, "ResultPath": "$.failed_stage", "Next": "RecordFailure"}
 
 
 def refusal(comment: str | None = None) -> States:
@@ -205,7 +209,7 @@ def upgrade_batch() -> State:
                         "takes the batch lock. Bad input fails here and changes nothing."),
             **refusal("A refused plan changed nothing; surface the handler's message (not the Lambda error JSON) "
                       "as the cause."),
-            "NotifyStarted": notify("started", next="Prechecks"),
+            "NotifyStarted": notify(NotificationEvent.STARTED, next="Prechecks"),
             "Prechecks": per_cluster(
                 "PrecheckCluster", "Precheck", "passed", on_error=catch("PrecheckStageFailed"),
                 next="OpenMergeRequest",
@@ -245,7 +249,7 @@ def upgrade_batch() -> State:
             "RecordSuccess": task(
                 "Finish", RUN | {"outcome": "succeeded", "merge.$": "$.merge"}, selector=from_payload("summary"),
                 result="$.result", retry=RETRY_RECORD, next="NotifySucceeded"),
-            "NotifySucceeded": notify("succeeded", next="Upgraded", on_error="UpgradedUnnotified",
+            "NotifySucceeded": notify(NotificationEvent.SUCCEEDED, next="Upgraded", on_error="UpgradedUnnotified",
                                       OutputPath="$.result"),
             "UpgradedUnnotified": {"Type": "Pass", "OutputPath": "$.result", "Next": "Upgraded"},
             "Upgraded": {"Type": "Succeed"},
@@ -262,7 +266,7 @@ def upgrade_batch() -> State:
                 default="RollbackMergeRequestWanted",
                 comment="Inconclusive (or a failure under rollback.require_manual_approval): a person decides on "
                         "the MR."),
-            "NotifyNeedsDecision": notify("needs_decision", next="AwaitDecision"),
+            "NotifyNeedsDecision": notify(NotificationEvent.NEEDS_DECISION, next="AwaitDecision"),
             "AwaitDecision": callback(
                 "AwaitDecision", timeout_path="$.plan.decision_timeout_seconds", result="$.decision",
                 catches=(catch("RollbackMergeRequestWanted", path="$.decision_error"),), next="Decided",
@@ -292,7 +296,7 @@ def upgrade_batch() -> State:
                    fields=("error", "cause", "status"),
                    comment="Flux reconciled the previous versions and the clusters are healthy; records rolled "
                            "back / rollback failed and releases the lock."),
-            "NotifyRolledBack": notify("rolled_back", next="RequestedRollback"),
+            "NotifyRolledBack": notify(NotificationEvent.ROLLED_BACK, next="RequestedRollback"),
             "RequestedRollback": choice(
                 when("RollbackDone", var("$.plan.rollback_to", IsPresent=True),
                      var("$.verify.status", StringEquals="rolled_back")),
@@ -304,21 +308,21 @@ def upgrade_batch() -> State:
                                        "cause says which and why."),
 
             # -------- any other failure: name the stage, record, notify, fail
-            "PrecheckStageFailed": failed_at("prechecks"),
-            "MergeWaitTimedOut": failed_at("merge_timeout"),
-            "MergeStageFailed": failed_at("merge"),
-            "FluxStageFailed": failed_at("flux"),
-            "SidecarStageFailed": failed_at("sidecars"),
-            "ValidateStageFailed": failed_at("validate"),
-            "RollbackStageFailed": failed_at("rollback"),
-            "RollbackNotCreated": failed_at("rollback_not_created"),
+            "PrecheckStageFailed": failed_at(FailedStage.PRECHECKS),
+            "MergeWaitTimedOut": failed_at(FailedStage.MERGE_TIMEOUT),
+            "MergeStageFailed": failed_at(FailedStage.MERGE),
+            "FluxStageFailed": failed_at(FailedStage.FLUX),
+            "SidecarStageFailed": failed_at(FailedStage.SIDECARS),
+            "ValidateStageFailed": failed_at(FailedStage.VALIDATE),
+            "RollbackStageFailed": failed_at(FailedStage.ROLLBACK),
+            "RollbackNotCreated": failed_at(FailedStage.ROLLBACK_NOT_CREATED),
             "RecordFailure": task(
                 "Finish", RUN | {"outcome": "failed", "stage.$": "$.failed_stage", "error.$": "$.error"},
                 selector=from_payload("error", "cause"), result="$.failure", retry=RETRY_RECORD,
                 next="NotifyFailed",
                 comment="Records the outcome, releases the lock, comments on the MR, and turns the error into a "
                         "cause a person can act on."),
-            "NotifyFailed": notify("failed", detail="$.failure.cause", next="UpgradeFailed"),
+            "NotifyFailed": notify(NotificationEvent.FAILED, detail="$.failure.cause", next="UpgradeFailed"),
             "UpgradeFailed": fail("$.failure.error", "$.failure.cause"),
         },
     }

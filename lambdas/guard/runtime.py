@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from guard.clock import SystemClock
 from guard.config.loader import parse_config
 from guard.config.models import TenantConfig
-from guard.errors import ConfigError, ExternalServiceError
+from guard.errors import ConfigError, ExternalServiceError, GuardError
 from guard.ports import Clock
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
@@ -120,6 +121,16 @@ def gitops_repo() -> GitOpsRepo:
     cfg = config()
     return GitLabRepo.from_token(cfg.gitlab.url, secret(cfg.aws.secrets_manager.gitlab_token_secret),
                                  timeout_seconds=cfg.gitlab.timeout_seconds)
+
+
+def gitops_repo_for_comments(log_warning: Callable[..., Any]) -> GitOpsRepo | None:
+    """The GitLab adapter, or None when GitLab cannot be reached: recording an outcome must not
+    wait on it, and only the MR comment is lost."""
+    try:
+        return gitops_repo()
+    except GuardError as e:
+        log_warning("GitLab unavailable; the merge request gets no comment", extra={"error": str(e)})
+        return None
 
 
 def metrics_provider() -> MetricsProvider:

@@ -5,7 +5,6 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from guard import runtime
-from guard.errors import GuardError
 from guard.services.finish import FinishService
 from guard.vocabulary.outcomes import Outcome
 
@@ -16,11 +15,7 @@ metrics = Metrics()
 @metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    try:
-        repo = runtime.gitops_repo()
-    except GuardError as e:  # no GitLab must not stop the outcome being recorded
-        logger.warning("GitLab unavailable; the MR gets no comment", extra={"error": str(e)})
-        repo = None
+    repo = runtime.gitops_repo_for_comments(logger.warning)
     service = FinishService(runtime.registry(), runtime.state(), repo, runtime.clock, log_warning=logger.warning)
     run_id = str(event["run_id"])
     if event.get("outcome") == Outcome.SUCCEEDED:

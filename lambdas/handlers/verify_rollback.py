@@ -12,7 +12,6 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
-from guard.errors import GuardError
 from guard.services.rollback import RollbackService
 
 logger = Logger()
@@ -20,11 +19,7 @@ logger = Logger()
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    try:
-        repo = runtime.gitops_repo()
-    except GuardError as e:  # no GitLab must not stop the outcome being recorded
-        logger.warning("GitLab unavailable; the MRs get no comment", extra={"error": str(e)})
-        repo = None
+    repo = runtime.gitops_repo_for_comments(logger.warning)
     service = RollbackService(runtime.config(), runtime.registry(), runtime.state(), runtime.failure_store(), repo,
                               runtime.clock, connector=runtime.cluster_connector(), log_warning=logger.warning)
     deadline = event.get("deadline")

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from guard.config.models import TenantConfig
 from guard.errors import FluxSyncTimeout
-from guard.ports import Clock, ClusterConnector
-from guard.services.poll import Poll, PollResult
+from guard.services.poll import ClusterPoll, PollResult
 from guard.services.versions import VersionReader
-from guard.stores.registry import ClusterRegistry
-from guard.stores.state import StateStore
 from guard.vocabulary.stages import Stage
 
 
@@ -18,23 +14,13 @@ class FluxPoll(PollResult):
     synced: bool
 
 
-class FluxSyncService:
-    def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore,
-                 connector: ClusterConnector, clock: Clock) -> None:
-        self._config = config
-        self._registry = registry
-        self._state = state
-        self._connector = connector
-        self._clock = clock
-
+class FluxSyncService(ClusterPoll):
     def poll(self, run_id: str, deadline: str | None) -> FluxPoll:
         """One look at every cluster; FluxSyncTimeout once the deadline has passed."""
         run = self._state.get_run(run_id)
         minutes = self._config.validation.flux_sync_timeout_minutes
-        clusters = self._registry.get_many(run.clusters)
         reader = VersionReader(self._connector, {c: run.target_version for c in run.clusters})
-        result = Poll(self._clock).check(deadline, minutes, {c: clusters.get(c) for c in run.clusters},
-                                         reader.waiting)
+        result = self.check(run.clusters, deadline, minutes, reader.waiting)
         if result.expired:
             raise FluxSyncTimeout(f"Flux did not reconcile {run.target_version} within {minutes:g} min: "
                                   + "; ".join(result.waiting_on))

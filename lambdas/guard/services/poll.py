@@ -14,10 +14,13 @@ from collections.abc import Callable, Mapping
 from pydantic import BaseModel
 
 from guard.clock import poll_deadline
+from guard.config.models import TenantConfig
 from guard.core.models import Cluster
 from guard.errors import GuardError
-from guard.ports import Clock
+from guard.ports import Clock, ClusterConnector
 from guard.retry import is_transient
+from guard.stores.registry import ClusterRegistry
+from guard.stores.state import StateStore
 
 ReadOne = Callable[[str, Cluster], list[str]]
 """Reads one cluster: what it still waits on (empty when done)."""
@@ -56,3 +59,21 @@ class Poll:
                 waiting.append(f"{cluster_id}: API unreachable ({e})")
         return PollResult(done=not waiting, deadline=due.isoformat(), waiting_on=waiting,
                           expired=bool(waiting) and now >= due)
+
+
+class ClusterPoll:
+    """Base of the services that poll a run's clusters (Flux sync, sidecar waves, rollback
+    verification): they hold what every such poll needs and supply only `read`."""
+
+    def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore,
+                 connector: ClusterConnector, clock: Clock) -> None:
+        self._config = config
+        self._registry = registry
+        self._state = state
+        self._connector = connector
+        self._clock = clock
+
+    def check(self, cluster_ids: list[str], deadline: str | None, minutes: float, read: ReadOne) -> PollResult:
+        """One `Poll` over `cluster_ids` as the registry has them."""
+        found = self._registry.get_many(cluster_ids)
+        return Poll(self._clock).check(deadline, minutes, {c: found.get(c) for c in cluster_ids}, read)

@@ -25,7 +25,7 @@ from guard.services.change import Change, ChangeService, rollback_branch
 from guard.services.evidence import EvidenceService, failing_clusters
 from guard.services.failure_report import failure_markdown
 from guard.services.outcome import OutcomeRecorder
-from guard.services.poll import Poll, PollResult
+from guard.services.poll import ClusterPoll, PollResult
 from guard.services.report import RollbackSection, change_description
 from guard.services.versions import VersionReader
 from guard.stores.failure import FailureStore, RollbackRecord
@@ -155,9 +155,8 @@ class RollbackService:
             return self._finish(record, deadline or self._clock.now().isoformat())
         if self._connector is None:
             raise ExternalServiceError("no cluster connector to verify the rollback")
-        clusters = self._registry.get_many(record.clusters)
-        result = Poll(self._clock).check(deadline, minutes, {c: clusters.get(c) for c in record.clusters},
-                                         VersionReader(self._connector, record.versions).waiting)
+        result = ClusterPoll(self._config, self._registry, self._state, self._connector, self._clock).check(
+            record.clusters, deadline, minutes, VersionReader(self._connector, record.versions).waiting)
         if not (result.done or result.expired):
             run = self._state.get_run(run_id)
             if run.stage != Stage.VERIFYING_ROLLBACK:

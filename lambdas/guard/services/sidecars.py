@@ -12,14 +12,11 @@ import math
 from datetime import datetime
 
 from guard.checks.snapshot import ClusterSnapshot, selector_matches
-from guard.config.models import TenantConfig
 from guard.core.models import Cluster
 from guard.core.run import RunRecord
 from guard.errors import SidecarRestartTimeout
-from guard.ports import Clock, ClusterConnector, DeploymentInfo, KubernetesCluster
-from guard.services.poll import Poll, PollResult
-from guard.stores.registry import ClusterRegistry
-from guard.stores.state import StateStore
+from guard.ports import DeploymentInfo, KubernetesCluster
+from guard.services.poll import ClusterPoll, PollResult
 from guard.vocabulary.stages import Stage
 
 
@@ -52,28 +49,19 @@ def _why_not_now(snap: ClusterSnapshot, d: DeploymentInfo, min_ready_percent: fl
     return None
 
 
-class SidecarRolloutService:
-    def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore,
-                 connector: ClusterConnector, clock: Clock) -> None:
-        self._config = config
-        self._registry = registry
-        self._state = state
-        self._connector = connector
-        self._clock = clock
-
+class SidecarRolloutService(ClusterPoll):
     def poll(self, run_id: str, deadline: str | None) -> SidecarPoll:
         """Start the next wave where the last one finished; SidecarRestartTimeout past the deadline."""
         run = self._state.get_run(run_id)
         now = self._clock.now()
         minutes = self._config.execution.sidecar_restart_timeout_minutes
-        clusters = self._registry.get_many(run.clusters)
         restarted: list[str] = []
 
         def read(cluster_id: str, cluster: Cluster) -> list[str]:
             api = self._connector.connect(cluster)
             return self._advance(run, cluster_id, api, ClusterSnapshot.read(api), now, restarted)
 
-        result = Poll(self._clock).check(deadline, minutes, {c: clusters.get(c) for c in run.clusters}, read)
+        result = self.check(run.clusters, deadline, minutes, read)
         run.stage = Stage.RESTARTING_SIDECARS
         self._state.put_run(run)  # what was restarted, so a retried poll restarts nothing twice
         if result.expired:

@@ -98,3 +98,10 @@ class NothingToRollBack(GuardError):
 
 class DecisionRejected(GuardError):
     """A person decided `/guard rollback` on the merge request (the error name a decision wait can end with)."""
+
+
+# ---------------------------------------------------------------- Step Functions callbacks
+
+
+class TaskNoLongerWaiting(GuardError):
+    """A task token no longer has a waiting execution (timed out, stopped, answered already, or unknown)."""

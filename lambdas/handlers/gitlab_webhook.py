@@ -10,6 +10,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from guard import runtime
+from guard.adapters.step_functions import StepFunctionsCallbacks
 from guard.errors import InvalidInput, WebhookUnauthorized
 from guard.services.decision import DecisionService
 from guard.services.webhook import WebhookService, verify_token
@@ -33,7 +34,7 @@ def gitlab_webhook() -> Response:
     except WebhookUnauthorized as e:
         logger.warning("webhook rejected", extra={"reason": str(e)})
         return _json(401, "unauthorized")
-    sfn = runtime.aws_client("stepfunctions")
+    sfn = StepFunctionsCallbacks(runtime.step_functions())
 
     def decisions() -> DecisionService:
         cfg = runtime.config()

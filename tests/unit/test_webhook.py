@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 from guard import runtime
-from guard.errors import ExternalServiceError, InvalidInput, TransientError
+from guard.errors import ExternalServiceError, InvalidInput, TaskNoLongerWaiting, TransientError
 from guard.services.webhook import WebhookService
 from guard.stores.state import StateStore, TaskTokenRecord
 from handlers import gitlab_webhook
@@ -49,7 +49,7 @@ class FixedClock:
 
 
 class RecordingStepFunctions:
-    """Implements guard.services.webhook.TaskCallbacks; records what would resume or fail an execution."""
+    """Implements guard.ports.TaskCallbacks; records what would resume or fail an execution."""
 
     def __init__(self, fail_with: Exception | None = None) -> None:
         self.successes: list[dict[str, Any]] = []
@@ -57,15 +57,13 @@ class RecordingStepFunctions:
         self._fail_with = fail_with
         self.during_call: Any = None  # run inside the call, to play a concurrent redelivery
 
-    def send_task_success(self, *, taskToken: str, output: str) -> dict[str, Any]:
+    def send_task_success(self, *, taskToken: str, output: str) -> None:
         self._maybe_fail()
         self.successes.append({"taskToken": taskToken, "output": json.loads(output)})
-        return {}
 
-    def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> dict[str, Any]:
+    def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> None:
         self._maybe_fail()
         self.failures.append({"taskToken": taskToken, "error": error, "cause": cause})
-        return {}
 
     def _maybe_fail(self) -> None:
         if self.during_call is not None:
@@ -74,10 +72,6 @@ class RecordingStepFunctions:
         if self._fail_with is not None:
             error, self._fail_with = self._fail_with, None
             raise error
-
-
-class TaskTimedOut(Exception):
-    """Named like the boto3 stepfunctions error for a token whose wait already timed out."""
 
 
 def mr_event(action: str, url: str = MR, **attrs: Any) -> str:
@@ -313,11 +307,11 @@ def test_a_delivery_that_failed_to_resume_is_not_deduped_on_resend(waiting):
 def test_an_execution_that_stopped_waiting_is_forgotten(waiting):
     # GIVEN the execution's wait already timed out
     state, _ = waiting
-    sfn = RecordingStepFunctions(fail_with=TaskTimedOut("Task Timed Out"))
+    sfn = RecordingStepFunctions(fail_with=TaskNoLongerWaiting("Step Functions SendTaskSuccess: TaskTimedOut"))
     result = WebhookService(state, sfn, FixedClock()).handle("Merge Request Hook", "d-1", mr_event("merge"))
     # THEN GitLab still gets 200, and the stale token is dropped
     assert result.status == 200
-    assert "no longer waiting (TaskTimedOut)" in result.message
+    assert "execution no longer waiting" in result.message and "TaskTimedOut" in result.message
     assert state.get_task_token(MR) is None
 
 

@@ -18,18 +18,17 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 
 from guard.clock import Clock
-from guard.errors import ExternalServiceError, GuardError, InvalidInput
-from guard.ports import GitOpsRepo
+from guard.errors import ExternalServiceError, GuardError, InvalidInput, TaskNoLongerWaiting
+from guard.ports import GitOpsRepo, TaskCallbacks
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
 from guard.services.failure_report import failure_markdown
-from guard.services.webhook import TaskCallbacks, WebhookResult
+from guard.services.webhook import WebhookResult
 from guard.stores.failure import DecisionRecord, FailureStore
 from guard.stores.state import StateStore, TaskTokenRecord
 
 MAINTAINER = 40  # GitLab access levels: 30 Developer, 40 Maintainer, 50 Owner
 _COMMAND = re.compile(r"^\s*/guard\s+(\S+)\s*$", re.I | re.M)
-_EXPIRED = ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist")
 
 
 class ProjectMembers(Protocol):
@@ -130,10 +129,10 @@ class DecisionService:
         decision: Literal["proceed", "rollback"] = "proceed" if command == "proceed" else "rollback"
         try:
             self._sfn_success(waiting, {"decision": decision, "by": username})
-        except Exception as e:
-            if type(e).__name__ in _EXPIRED:
-                self._state.delete_task_token(str(url))
-                return WebhookResult(status=200, message=f"execution no longer waiting ({type(e).__name__})")
+        except TaskNoLongerWaiting as e:
+            self._state.delete_task_token(str(url))
+            return WebhookResult(status=200, message=f"execution no longer waiting ({e})")
+        except Exception:
             if delivery_id:
                 self._state.forget_delivery(delivery_id)
             raise

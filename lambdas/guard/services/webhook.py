@@ -5,24 +5,17 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from guard.clock import Clock
-from guard.errors import InvalidInput, WebhookUnauthorized
+from guard.errors import InvalidInput, TaskNoLongerWaiting, WebhookUnauthorized
+from guard.ports import TaskCallbacks  # also re-exported: services/rollback.py still imports it from here
 from guard.stores.state import StateStore
 
 if TYPE_CHECKING:
     from guard.services.decision import DecisionService
-
-
-class TaskCallbacks(Protocol):
-    """The part of the Step Functions API the webhook uses (a boto3 `stepfunctions` client fits)."""
-
-    def send_task_success(self, *, taskToken: str, output: str) -> Any: ...
-
-    def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> Any: ...
 
 
 class WebhookResult(BaseModel):
@@ -90,11 +83,11 @@ class WebhookService:
                 self._sfn.send_task_failure(
                     taskToken=waiting.task_token, error="MergeRequestClosed",
                     cause=f"merge request {url} was closed without merging by {user}")
-        except Exception as e:
-            # The execution no longer waits (timed out, stopped, answered already): nothing to resume.
-            if type(e).__name__ in ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist"):
-                self._state.delete_task_token(url)
-                return WebhookResult(status=200, message=f"execution no longer waiting ({type(e).__name__})")
+        except TaskNoLongerWaiting as e:
+            # Timed out, stopped, answered already: nothing to resume, and a resend would not change that.
+            self._state.delete_task_token(url)
+            return WebhookResult(status=200, message=f"execution no longer waiting ({e})")
+        except Exception:
             if delivery_id:
                 # Not acted on: a resend of this delivery must not be swallowed as a duplicate.
                 self._state.forget_delivery(delivery_id)

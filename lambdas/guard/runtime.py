@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from guard.ports import ClusterConnector, GitOpsRepo, MetricsProvider
     from guard.services.decision import ProjectMembers
     from guard.services.evidence import EvidenceConnector
+    from guard.stores.deliveries import Deliveries
     from guard.stores.failure import FailureStore
     from guard.stores.rollouts import RolloutStore
 
@@ -206,3 +207,14 @@ def notifiers() -> list[Notifier]:
 
         found.append(SnsNotifier(aws_client("sns"), env("GUARD_NOTIFY_TOPIC_ARN")))
     return found
+
+
+# ---------------------------------------------------------------- webhook deliveries
+
+
+def deliveries() -> Deliveries:
+    """Webhook deliveries applied once, recorded in the state table (Powertools idempotency imported here)."""
+    from guard.stores.deliveries import Deliveries
+
+    # A plain client: a Table resource's client re-serializes the typed items Powertools writes.
+    return Deliveries(aws_client("dynamodb"), env("GUARD_STATE_TABLE"))

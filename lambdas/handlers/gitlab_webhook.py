@@ -13,7 +13,7 @@ from guard import runtime
 from guard.adapters.step_functions import StepFunctionsCallbacks
 from guard.errors import InvalidInput, WebhookUnauthorized
 from guard.services.decision import DecisionService
-from guard.services.webhook import WebhookService, verify_token
+from guard.services.webhook import WebhookService, delivery_key, verify_token
 
 logger = Logger()
 app = APIGatewayRestResolver()
@@ -27,8 +27,9 @@ def _json(status: int, message: str) -> Response:
 
 @app.post("/webhooks/gitlab")
 def gitlab_webhook() -> Response:
-    headers = app.current_event.headers or {}
-    lower = {k.lower(): v for k, v in headers.items()}
+    # Read once: Powertools keeps the current event in one process-wide slot.
+    event = app.current_event
+    lower = {k.lower(): v for k, v in (event.headers or {}).items()}
     try:
         verify_token(runtime.secret(runtime.config().aws.secrets_manager.webhook_secret), lower.get("x-gitlab-token"))
     except WebhookUnauthorized as e:
@@ -42,10 +43,10 @@ def gitlab_webhook() -> Response:
                                runtime.gitops_repo(), runtime.clock,
                                timeout_hours=cfg.rollback.decision_timeout_hours)
 
-    service = WebhookService(runtime.state(), sfn, runtime.clock, decisions=decisions)
+    service = WebhookService(runtime.state(), sfn, runtime.clock, decisions=decisions,
+                             deliveries=runtime.deliveries())
     try:
-        result = service.handle(lower.get("x-gitlab-event"), lower.get("x-gitlab-event-uuid"),
-                                app.current_event.body or "")
+        result = service.handle(lower.get("x-gitlab-event"), delivery_key(lower), event.body or "")
     except InvalidInput as e:
         return _json(400, str(e))
     logger.info("webhook handled", extra={"result": result.message})

@@ -146,3 +146,10 @@ class RolloutRolledBack(GuardError):
 
 ROLLED_BACK_ERRORS = frozenset({RolledBack.__name__, RolloutRolledBack.__name__})
 """The names an execution fails with when the change was undone (CLI exit code 3, rollout bookkeeping)."""
+
+
+# ---------------------------------------------------------------- Step Functions callbacks
+
+
+class TaskNoLongerWaiting(GuardError):
+    """A task token no longer has a waiting execution (timed out, stopped, answered already, or unknown)."""

@@ -262,3 +262,23 @@ class Notifier(Protocol):
 
     def send(self, event: Notification) -> None:
         ...
+
+
+# ---------------------------------------------------------------- Step Functions (task tokens)
+
+
+class TaskCallbacks(Protocol):
+    """Answers a paused `.waitForTaskToken` task. Adapter: `guard.adapters.step_functions`.
+
+    Keyword names follow the Step Functions API (`taskToken`) so callers written against the
+    boto3 client keep working. Raises TaskNoLongerWaiting when nothing waits on the token,
+    TransientError when a retry may succeed, ExternalServiceError otherwise.
+    """
+
+    def send_task_success(self, *, taskToken: str, output: str) -> None:
+        """Resume the execution with `output` (a JSON document) as the task's result."""
+        ...
+
+    def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> None:
+        """Fail the task with `error` (what the ASL's Catch matches) and a human `cause`."""
+        ...

@@ -24,6 +24,7 @@ from guard.stores.state import StateStore
 if TYPE_CHECKING:
     from guard.ports import ClusterConnector, EvidenceConnector, FailureAnalyst, GitOpsRepo, MetricsProvider, Notifier
     from guard.services.decision import ProjectMembers
+    from guard.stores.deliveries import Deliveries
     from guard.stores.failure import FailureStore
     from guard.stores.rollouts import RolloutStore
 
@@ -215,3 +216,14 @@ def notifiers() -> list[Notifier]:
 
         found.append(SnsNotifier(aws_client("sns"), env("GUARD_NOTIFY_TOPIC_ARN")))
     return found
+
+
+# ---------------------------------------------------------------- webhook deliveries
+
+
+def deliveries() -> Deliveries:
+    """Webhook deliveries applied once, recorded in the state table (Powertools idempotency imported here)."""
+    from guard.stores.deliveries import Deliveries
+
+    # A plain client: a Table resource's client re-serializes the typed items Powertools writes.
+    return Deliveries(aws_client("dynamodb"), env("GUARD_STATE_TABLE"))

@@ -10,9 +10,10 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from guard import runtime
+from guard.adapters.step_functions import StepFunctionsCallbacks
 from guard.errors import InvalidInput, WebhookUnauthorized
 from guard.services.decision import DecisionService
-from guard.services.webhook import WebhookService, verify_token
+from guard.services.webhook import WebhookService, delivery_key, verify_token
 
 logger = Logger()
 app = APIGatewayRestResolver()
@@ -26,14 +27,15 @@ def _json(status: int, message: str) -> Response:
 
 @app.post("/webhooks/gitlab")
 def gitlab_webhook() -> Response:
-    headers = app.current_event.headers or {}
-    lower = {k.lower(): v for k, v in headers.items()}
+    # Read once: Powertools keeps the current event in one process-wide slot.
+    event = app.current_event
+    lower = {k.lower(): v for k, v in (event.headers or {}).items()}
     try:
         verify_token(runtime.secret(runtime.config().aws.secrets_manager.webhook_secret), lower.get("x-gitlab-token"))
     except WebhookUnauthorized as e:
         logger.warning("webhook rejected", extra={"reason": str(e)})
         return _json(401, "unauthorized")
-    sfn = runtime.aws_client("stepfunctions")
+    sfn = StepFunctionsCallbacks(runtime.step_functions())
 
     def decisions() -> DecisionService:
         cfg = runtime.config()
@@ -41,10 +43,10 @@ def gitlab_webhook() -> Response:
                                runtime.gitops_repo(), runtime.clock,
                                timeout_hours=cfg.rollback.decision_timeout_hours)
 
-    service = WebhookService(runtime.state(), sfn, runtime.clock, decisions=decisions)
+    service = WebhookService(runtime.state(), sfn, runtime.clock, decisions=decisions,
+                             deliveries=runtime.deliveries())
     try:
-        result = service.handle(lower.get("x-gitlab-event"), lower.get("x-gitlab-event-uuid"),
-                                app.current_event.body or "")
+        result = service.handle(lower.get("x-gitlab-event"), delivery_key(lower), event.body or "")
     except InvalidInput as e:
         return _json(400, str(e))
     logger.info("webhook handled", extra={"result": result.message})

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import boto3
 import pytest
+from guard.errors import TransientError
 from guard.services.decision import DecisionService
 from guard.services.webhook import WebhookService
+from guard.stores.deliveries import Deliveries
 from moto import mock_aws
 
 from sandbox.sims.gitlab_sim import GitLabSimulator
@@ -41,12 +44,17 @@ def waiting_for_decision(w: World) -> None:
     decisions(w).request(RUN_ID, "token-decide", "eks-prod-1 inconclusive: request_count has no data")
 
 
+def webhook(w: World) -> WebhookService:
+    """The webhook as the handler builds it: deliveries recorded in the state table."""
+    return WebhookService(w.state, w.sfn, w.clock, decisions=lambda: decisions(w),
+                          deliveries=Deliveries(boto3.client("dynamodb", region_name="us-east-1"), "state"))
+
+
 def comment(w: World, username: str, body: str) -> str:
     """`username` comments; the delivered Note Hook goes through the webhook service. Returns its message."""
     w.gitlab.comment_as(PROJECT, w.upgrade_iid, username, body)
     delivery = w.gitlab.hook_deliveries[-1]
-    webhook = WebhookService(w.state, w.sfn, w.clock, decisions=lambda: decisions(w))
-    return webhook.handle("Note Hook", delivery.event_uuid, json.dumps(delivery.payload)).message
+    return webhook(w).handle("Note Hook", delivery.event_uuid, json.dumps(delivery.payload)).message
 
 
 def test_asking_comments_the_evidence_and_the_commands_on_the_upgrade_mr(world):
@@ -124,11 +132,40 @@ def test_a_redelivered_note_is_acted_on_once(world):
     delivery = world.gitlab.hook_deliveries[-1]
 
     # WHEN GitLab redelivers it
-    webhook = WebhookService(world.state, world.sfn, world.clock, decisions=lambda: decisions(world))
-    again = webhook.handle("Note Hook", delivery.event_uuid, json.dumps(delivery.payload))
+    again = webhook(world).handle("Note Hook", delivery.event_uuid, json.dumps(delivery.payload))
 
-    # THEN no second resume
+    # THEN no second resume, and no second reply on the MR
     assert len(world.sfn.successes) == 1 and "ignored" in again.message
+    assert sum("decided **proceed**" in n for n in world.gitlab.notes(PROJECT, world.upgrade_iid)) == 1
+
+
+def test_a_decision_that_failed_to_resume_is_applied_on_resend(world):
+    # GIVEN Step Functions throttled the first attempt to resume on a Maintainer's /guard rollback
+    waiting_for_decision(world)
+    world.gitlab.comment_as(PROJECT, world.upgrade_iid, "maria", "/guard rollback")
+    delivery = world.gitlab.hook_deliveries[-1]
+    sfn, calls = world.sfn, []
+
+    class ThrottledOnce:
+        def send_task_success(self, *, taskToken: str, output: str) -> None:
+            calls.append(taskToken)
+            if len(calls) == 1:
+                raise TransientError("Step Functions SendTaskSuccess: ThrottlingException")
+            sfn.send_task_success(taskToken=taskToken, output=output)
+
+        def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> None:
+            raise AssertionError("a decision never fails the task")
+
+    world.sfn = ThrottledOnce()  # type: ignore[assignment]
+    with pytest.raises(TransientError):
+        webhook(world).handle("Note Hook", delivery.event_uuid, json.dumps(delivery.payload))
+
+    # WHEN the same delivery is resent
+    again = webhook(world).handle("Note Hook", delivery.event_uuid, json.dumps(delivery.payload))
+
+    # THEN the decision is applied this time, once
+    assert again.message.endswith("rollback by maria")
+    assert sfn.successes == [{"taskToken": "token-decide", "output": {"decision": "rollback", "by": "maria"}}]
 
 
 def test_a_command_on_an_mr_nobody_waits_on_is_ignored(world):

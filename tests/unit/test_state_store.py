@@ -1,4 +1,4 @@
-"""The state table against moto DynamoDB: batch lock, webhook deliveries and MR task tokens."""
+"""The state table against moto DynamoDB: batch lock and MR task tokens (webhook deliveries: test_webhook.py)."""
 
 from __future__ import annotations
 
@@ -79,24 +79,6 @@ def test_release_only_by_the_holder(state):
     assert state.lock_holder("dev-1") is None
     state.acquire_lock("dev-1", "run-2", NOW, hours=24)
     assert state.lock_holder("dev-1") == "run-2"
-
-
-# ---------------------------------------------------------------- webhook deliveries
-def test_first_delivery_dedupes(state):
-    # GIVEN GitLab delivers event uuid-1, then redelivers it
-    assert state.first_delivery("uuid-1", NOW) is True
-    assert state.first_delivery("uuid-1", NOW + timedelta(seconds=10)) is False
-    # THEN another delivery is still new
-    assert state.first_delivery("uuid-2", NOW) is True
-
-
-def test_a_forgotten_delivery_is_new_again(state):
-    # GIVEN uuid-1 was seen but could not be acted on
-    assert state.first_delivery("uuid-1", NOW) is True
-    state.forget_delivery("uuid-1")
-    # THEN its resend is handled rather than deduped
-    assert state.first_delivery("uuid-1", NOW) is True
-    assert state.first_delivery("uuid-1", NOW) is False
 
 
 # ---------------------------------------------------------------- MR task tokens

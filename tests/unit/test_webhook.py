@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from guard import runtime
-from guard.errors import ExternalServiceError, InvalidInput, TransientError
-from guard.services.webhook import WebhookService
+from guard.errors import ExternalServiceError, InvalidInput, TaskNoLongerWaiting, TransientError
+from guard.services.webhook import WebhookResult, WebhookService, delivery_key
+from guard.stores.deliveries import Deliveries
 from guard.stores.state import StateStore, TaskTokenRecord
 from handlers import gitlab_webhook
 from moto import mock_aws
@@ -49,7 +53,7 @@ class FixedClock:
 
 
 class RecordingStepFunctions:
-    """Implements guard.services.webhook.TaskCallbacks; records what would resume or fail an execution."""
+    """Implements guard.ports.TaskCallbacks; records what would resume or fail an execution."""
 
     def __init__(self, fail_with: Exception | None = None) -> None:
         self.successes: list[dict[str, Any]] = []
@@ -57,15 +61,13 @@ class RecordingStepFunctions:
         self._fail_with = fail_with
         self.during_call: Any = None  # run inside the call, to play a concurrent redelivery
 
-    def send_task_success(self, *, taskToken: str, output: str) -> dict[str, Any]:
+    def send_task_success(self, *, taskToken: str, output: str) -> None:
         self._maybe_fail()
         self.successes.append({"taskToken": taskToken, "output": json.loads(output)})
-        return {}
 
-    def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> dict[str, Any]:
+    def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> None:
         self._maybe_fail()
         self.failures.append({"taskToken": taskToken, "error": error, "cause": cause})
-        return {}
 
     def _maybe_fail(self) -> None:
         if self.during_call is not None:
@@ -74,10 +76,6 @@ class RecordingStepFunctions:
         if self._fail_with is not None:
             error, self._fail_with = self._fail_with, None
             raise error
-
-
-class TaskTimedOut(Exception):
-    """Named like the boto3 stepfunctions error for a token whose wait already timed out."""
 
 
 def mr_event(action: str, url: str = MR, **attrs: Any) -> str:
@@ -134,16 +132,36 @@ def call(headers: dict[str, str], body: str) -> tuple[int, dict[str, Any]]:
 
 
 def gitlab_headers(token: str | None = TOKEN, event: str = "Merge Request Hook",
-                   delivery: str | None = None) -> dict[str, str]:
+                   delivery: str | None = None, idempotency_key: str | None = None) -> dict[str, str]:
     headers = {"Content-Type": "application/json", "X-Gitlab-Event": event,
                "X-Gitlab-Event-UUID": delivery or str(uuid.uuid4())}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
     if token is not None:
         headers["X-Gitlab-Token"] = token
     return headers
 
 
 def deliveries(table) -> list[str]:
-    return [i["pk"] for i in table.scan(ConsistentRead=True)["Items"] if i["pk"].startswith("DELIVERY#")]
+    """Status of each delivery record in the state table (INPROGRESS / COMPLETED)."""
+    return [i["status"] for i in table.scan(ConsistentRead=True)["Items"] if i["pk"] == "DELIVERY"]
+
+
+def ledger(client: Any = None, **kwargs: Any) -> Deliveries:
+    """Delivery records in the state table, as runtime.deliveries() builds them (its own plain client)."""
+    return Deliveries(client or boto3.client("dynamodb", region_name=REGION), "guard-unit-state", **kwargs)
+
+
+def fail_next(client: Any, operation: str, code: str = "ProvisionedThroughputExceededException") -> None:
+    """The next DynamoDB `operation` on `client` fails as a throttled call does (real boto3, botocore's event hook)."""
+    armed = [True]
+
+    def throttle(**_: Any) -> None:
+        if armed and armed.pop():
+            raise ClientError({"Error": {"Code": code, "Message": "injected"},
+                               "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
+
+    client.meta.events.register(f"before-call.dynamodb.{operation}", throttle)
 
 
 def test_missing_token_is_401_and_touches_nothing(waiting):
@@ -222,16 +240,50 @@ def test_merge_through_the_handler_answers_and_forgets_the_token(waiting):
     assert state.get_task_token(MR) is None
 
 
-def test_duplicate_delivery_through_the_handler_sends_nothing(waiting):
-    # GIVEN delivery d-1 was already taken by another invocation (GitLab delivered it twice at once)
-    state, _ = waiting
-    assert state.first_delivery("d-1", NOW)
-    # WHEN the second copy arrives
-    status, body = call(gitlab_headers(delivery="d-1"), mr_event("merge", merge_commit_sha="abc123"))
-    # THEN it is answered as a duplicate and the execution is not resumed twice
+def test_a_resend_keeps_the_idempotency_key_and_is_answered_duplicate(waiting):
+    # GIVEN GitLab delivered the merge with Idempotency-Key k-1, and it was applied
+    _, table = waiting
+    status, body = call(gitlab_headers(idempotency_key="k-1"), mr_event("merge", merge_commit_sha="abc123"))
+    assert (status, body["message"]) == (200, "run run-1: merge delivered")
+    # WHEN someone presses "Resend" (GitLab keeps the Idempotency-Key, the event UUID is new)
+    status, body = call(gitlab_headers(idempotency_key="k-1"), mr_event("merge", merge_commit_sha="abc123"))
+    # THEN it is answered as a duplicate, with the first answer
     assert status == 200
-    assert body["message"] == "duplicate delivery ignored"
-    assert state.get_task_token(MR) is not None
+    assert body["message"] == "duplicate delivery ignored (already applied: run run-1: merge delivered)"
+    assert deliveries(table) == ["COMPLETED"]
+
+
+def test_without_an_idempotency_key_the_event_uuid_is_the_key(waiting):
+    # GIVEN an older GitLab: no Idempotency-Key; delivery d-1 was applied
+    _, table = waiting
+    call(gitlab_headers(delivery="d-1"), mr_event("merge", merge_commit_sha="abc123"))
+    # WHEN the same event UUID arrives again
+    status, body = call(gitlab_headers(delivery="d-1"), mr_event("merge", merge_commit_sha="abc123"))
+    # THEN the UUID was the key: a duplicate
+    assert status == 200 and body["message"].startswith("duplicate delivery ignored")
+    assert deliveries(table) == ["COMPLETED"]
+
+
+def test_a_delivery_with_neither_header_is_applied_without_a_record(waiting):
+    # GIVEN someone holding the webhook secret replays a merge event by hand, with no delivery headers
+    state, table = waiting
+    headers = {"X-Gitlab-Token": TOKEN, "X-Gitlab-Event": "Merge Request Hook"}
+    # WHEN it arrives
+    status, body = call(headers, mr_event("merge", merge_commit_sha="abc123"))
+    # THEN it is applied (no dedupe is possible, and nothing is recorded)
+    assert (status, body["message"]) == (200, "run run-1: merge delivered")
+    assert state.get_task_token(MR) is None
+    assert deliveries(table) == []
+
+
+@pytest.mark.parametrize(("headers", "key"), [
+    ({"idempotency-key": "k-1", "x-gitlab-event-uuid": "u-1"}, "k-1"),
+    ({"x-gitlab-event-uuid": "u-1"}, "u-1"),
+    ({"idempotency-key": "", "x-gitlab-event-uuid": "u-1"}, "u-1"),
+    ({}, None),
+])
+def test_delivery_key_prefers_the_idempotency_key(headers, key):
+    assert delivery_key(headers) == key
 
 
 def test_secret_not_readable_is_not_a_401(aws, monkeypatch):
@@ -249,7 +301,7 @@ def test_secret_not_readable_is_not_a_401(aws, monkeypatch):
 def service(waiting):
     state, table = waiting
     sfn = RecordingStepFunctions()
-    return WebhookService(state, sfn, FixedClock()), sfn, state, table
+    return WebhookService(state, sfn, FixedClock(), deliveries=ledger()), sfn, state, table
 
 
 def test_merge_sends_task_success_with_the_merge_commit(service):
@@ -277,31 +329,58 @@ def test_close_sends_task_failure_merge_request_closed(service):
     assert state.get_task_token(MR) is None
 
 
-def test_same_delivery_twice_sends_once(service):
-    # GIVEN GitLab delivers d-1 a second time while the first is still being handled
-    svc, sfn, _, _ = service
-    second: list[str] = []
-    sfn.during_call = lambda: second.append(
-        svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123")).message)
-    # WHEN the first copy is handled
+def test_a_resend_after_success_is_not_applied_again(service):
+    # GIVEN d-1 resumed the execution
+    svc, sfn, _, table = service
     svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123"))
-    # THEN the second copy was a duplicate and the execution was resumed exactly once
-    assert second == ["duplicate delivery ignored"]
-    assert len(sfn.successes) == 1
-    # AND a later redelivery sends nothing either
-    svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123"))
-    assert len(sfn.successes) == 1
-    assert sfn.failures == []
+    # WHEN it is resent
+    result = svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123"))
+    # THEN the record answers (not the missing token): a duplicate, and nothing is sent again
+    assert result.status == 200 and result.message.startswith("duplicate delivery ignored")
+    assert len(sfn.successes) == 1 and sfn.failures == []
+    assert deliveries(table) == ["COMPLETED"]
 
 
-def test_a_delivery_that_failed_to_resume_is_not_deduped_on_resend(waiting):
+def test_a_copy_arriving_while_the_first_is_applied_is_answered_in_progress(waiting):
+    # GIVEN the first copy of d-1 is inside SendTaskSuccess, in one Lambda environment
+    state, table = waiting
+    inside, release = threading.Event(), threading.Event()
+    sfn = RecordingStepFunctions()
+
+    def block() -> None:
+        inside.set()
+        release.wait(10)
+
+    sfn.during_call = block
+    first: list[WebhookResult] = []
+    worker = threading.Thread(target=lambda: first.append(WebhookService(state, sfn, FixedClock(), deliveries=ledger())
+                                                          .handle("Merge Request Hook", "d-1", mr_event("merge"))))
+    worker.start()
+    assert inside.wait(10), "the first copy never reached Step Functions"
+    # WHEN the second copy arrives in another environment (its own clients)
+    other_sfn = RecordingStepFunctions()
+    other_state = StateStore(boto3.resource("dynamodb", region_name=REGION).Table("guard-unit-state"))
+    second = WebhookService(other_state, other_sfn, FixedClock(), deliveries=ledger()).handle(
+        "Merge Request Hook", "d-1", mr_event("merge"))
+    release.set()
+    worker.join(10)
+    # THEN GitLab gets 200 "in progress" for it, and only the first copy resumed the execution
+    assert second.status == 200 and "in progress" in second.message
+    assert other_sfn.successes == [] and other_sfn.failures == []
+    assert [r.message for r in first] == ["run run-1: merge delivered"]
+    assert len(sfn.successes) == 1
+    assert deliveries(table) == ["COMPLETED"]
+
+
+def test_a_delivery_that_failed_to_resume_is_applied_on_resend(waiting):
     # GIVEN Step Functions throttles the first attempt to resume the execution
-    state, _ = waiting
+    state, table = waiting
     sfn = RecordingStepFunctions(fail_with=TransientError("SendTaskSuccess: ThrottlingException"))
-    svc = WebhookService(state, sfn, FixedClock())
+    svc = WebhookService(state, sfn, FixedClock(), deliveries=ledger())
     with pytest.raises(TransientError):
         svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123"))
     assert state.get_task_token(MR) is not None
+    assert deliveries(table) == []  # not marked done
     # WHEN GitLab (or a person) resends the same delivery
     result = svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123"))
     # THEN it resumes the execution instead of being swallowed as a duplicate
@@ -310,15 +389,69 @@ def test_a_delivery_that_failed_to_resume_is_not_deduped_on_resend(waiting):
     assert state.get_task_token(MR) is None
 
 
+def test_a_delivery_the_state_store_failed_is_applied_on_resend(waiting):
+    # GIVEN DynamoDB throttles the token look-up of the first copy of d-1
+    state, table = waiting
+    fail_next(table.meta.client, "GetItem")
+    sfn = RecordingStepFunctions()
+    svc = WebhookService(state, sfn, FixedClock(), deliveries=ledger())
+    with pytest.raises(TransientError, match="ProvisionedThroughputExceededException"):
+        svc.handle("Merge Request Hook", "d-1", mr_event("close"))
+    assert sfn.failures == [] and deliveries(table) == []
+    # WHEN the delivery is resent
+    result = svc.handle("Merge Request Hook", "d-1", mr_event("close"))
+    # THEN the close is applied
+    assert result.message == "run run-1: close delivered"
+    assert [f["error"] for f in sfn.failures] == ["MergeRequestClosed"]
+
+
+def test_a_record_left_in_progress_frees_the_delivery_after_the_in_progress_window(waiting):
+    # GIVEN the first copy of d-1 failed, and so did deleting its in-progress record
+    state, table = waiting
+    sfn = RecordingStepFunctions(fail_with=TransientError("SendTaskSuccess: ThrottlingException"))
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    fail_next(dynamodb, "DeleteItem")
+    svc = WebhookService(state, sfn, FixedClock(), deliveries=ledger(dynamodb, in_progress_seconds=1))
+    with pytest.raises(TransientError, match="webhook delivery record"):
+        svc.handle("Merge Request Hook", "d-1", mr_event("merge"))
+    assert deliveries(table) == ["INPROGRESS"]
+    # WHEN it is resent at once THEN it is still taken for a copy in progress
+    assert "in progress" in svc.handle("Merge Request Hook", "d-1", mr_event("merge")).message
+    # WHEN it is resent after the window (as long as the function's timeout in production)
+    time.sleep(1.2)
+    # THEN it is applied
+    assert svc.handle("Merge Request Hook", "d-1", mr_event("merge")).message == "run run-1: merge delivered"
+    assert len(sfn.successes) == 1
+
+
+def test_a_merge_nobody_waited_on_yet_is_applied_on_resend_once_the_token_exists(aws):
+    # GIVEN MR !42 was merged before GUARD stored its token (a retried OpenMergeRequest task)
+    state, table = aws
+    sfn = RecordingStepFunctions()
+    svc = WebhookService(state, sfn, FixedClock(), deliveries=ledger())
+    first = svc.handle("Merge Request Hook", "d-1", mr_event("merge"))
+    assert first.message == "ignored: no GUARD execution waits on this merge request"
+    assert deliveries(table) == []  # nothing applied, nothing recorded
+    # WHEN the token is stored and the delivery is resent
+    state.put_task_token(TaskTokenRecord(merge_request_url=MR, task_token="token-42", run_id="run-1"), NOW, 72)
+    result = svc.handle("Merge Request Hook", "d-1", mr_event("merge"))
+    # THEN the merge resumes the execution
+    assert result.message == "run run-1: merge delivered"
+    assert [s["taskToken"] for s in sfn.successes] == ["token-42"]
+
+
 def test_an_execution_that_stopped_waiting_is_forgotten(waiting):
     # GIVEN the execution's wait already timed out
-    state, _ = waiting
-    sfn = RecordingStepFunctions(fail_with=TaskTimedOut("Task Timed Out"))
-    result = WebhookService(state, sfn, FixedClock()).handle("Merge Request Hook", "d-1", mr_event("merge"))
+    state, table = waiting
+    sfn = RecordingStepFunctions(fail_with=TaskNoLongerWaiting("Step Functions SendTaskSuccess: TaskTimedOut"))
+    result = WebhookService(state, sfn, FixedClock(), deliveries=ledger()).handle(
+        "Merge Request Hook", "d-1", mr_event("merge"))
     # THEN GitLab still gets 200, and the stale token is dropped
     assert result.status == 200
-    assert "no longer waiting (TaskTimedOut)" in result.message
+    assert "execution no longer waiting" in result.message and "TaskTimedOut" in result.message
     assert state.get_task_token(MR) is None
+    # AND the delivery is done: a resend would not change anything
+    assert deliveries(table) == ["COMPLETED"]
 
 
 def test_service_rejects_a_body_without_the_mr_url(service):

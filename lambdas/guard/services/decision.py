@@ -1,11 +1,12 @@
 """Human decisions from the merge request: `/guard proceed` or `/guard rollback`.
 
 `request` is the `AwaitDecision` task (.waitForTaskToken): it comments the evidence on the
-upgrade MR and stores the token (kind "decision") against the MR. `handle_note` acts on a
-GitLab "Note Hook": a command from a user with at least Maintainer access to the project
-(checked through the GitLab API, never trusted from the payload) completes the wait with
-`{"decision": "proceed"|"rollback", "by": <username>}`; anyone else gets a reply and is
-ignored. The webhook has already verified the token and filtered the event name.
+upgrade MR and stores the token (kind "decision") against the MR. A GitLab "Note Hook" is
+read by `parse_note` and acted on by `decide`: a command from a user with at least Maintainer
+access to the project (checked through the GitLab API, never trusted from the payload)
+completes the wait with `{"decision": "proceed"|"rollback", "by": <username>}`; anyone else
+gets a reply and is ignored. The webhook has already verified the token and filtered the
+event name, and runs `decide` once per delivery (`guard.stores.deliveries`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
-from guard.errors import ExternalServiceError, GuardError, InvalidInput
-from guard.ports import Clock, GitOpsRepo
+from guard.errors import ExternalServiceError, GuardError, InvalidInput, TaskNoLongerWaiting
+from guard.ports import Clock, GitOpsRepo, TaskCallbacks
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
 from guard.services.failure_report import failure_markdown
-from guard.services.webhook import TaskCallbacks, WebhookResult
+from guard.stores.deliveries import WebhookResult
 from guard.stores.failure import DecisionRecord, FailureStore
 from guard.stores.state import StateStore, TaskTokenRecord
 from guard.vocabulary.outcomes import ChangeKind
@@ -30,7 +31,6 @@ from guard.vocabulary.stages import Stage
 
 MAINTAINER = 40  # GitLab access levels: 30 Developer, 40 Maintainer, 50 Owner
 _COMMAND = re.compile(r"^\s*/guard\s+(\S+)\s*$", re.I | re.M)
-_EXPIRED = ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist")
 
 
 class ProjectMembers(Protocol):
@@ -50,6 +50,45 @@ def parse_command(note: str) -> str | None:
     """`proceed` / `rollback` / another word after `/guard`, or None when the note has no command."""
     match = _COMMAND.search(note or "")
     return match.group(1).lower() if match else None
+
+
+class NoteCommand(BaseModel):
+    """A `/guard <word>` comment on a merge request, as a Note Hook delivers it."""
+
+    merge_request_url: str
+    merge_request_iid: int | None
+    command: str
+    username: str
+    user_id: int | None  # whose access level `decide` asks GitLab for
+
+
+def parse_note(body: str) -> NoteCommand | WebhookResult:
+    """The `/guard` command in a Note Hook body, or the answer for a note that carries none.
+
+    Stateless and cheap, so plain comments are answered before anything is read or recorded.
+    A body that is not a JSON object, or a command without its merge request, is InvalidInput.
+    """
+    try:
+        payload = json.loads(body or "")
+    except ValueError as e:
+        raise InvalidInput(f"webhook body is not JSON: {e}") from e
+    if not isinstance(payload, dict):
+        raise InvalidInput("webhook body is not a JSON object")
+    attrs = payload.get("object_attributes") or {}
+    if attrs.get("noteable_type") != "MergeRequest":
+        return WebhookResult(status=200, message="ignored: not a merge request comment")
+    command = parse_command(str(attrs.get("note") or ""))
+    if command is None:
+        return WebhookResult(status=200, message="ignored: no /guard command")
+    mr = payload.get("merge_request") or {}
+    url = mr.get("url") or mr.get("web_url")
+    if not url:
+        raise InvalidInput("note hook has no merge_request.url")
+    user = payload.get("user") or {}
+    iid, user_id = mr.get("iid"), user.get("id")
+    return NoteCommand(merge_request_url=str(url), merge_request_iid=iid if isinstance(iid, int) else None,
+                       command=command, username=str(user.get("username") or "someone"),
+                       user_id=user_id if isinstance(user_id, int) else None)
 
 
 class DecisionService:
@@ -92,37 +131,22 @@ class DecisionService:
         return DecisionRequested(merge_request_url=run.merge_request_url, reason=why)
 
     # ------------------------------------------------------------------ Note Hook
-    def handle_note(self, delivery_id: str | None, body: str) -> WebhookResult:
-        try:
-            payload = json.loads(body or "")
-        except ValueError as e:
-            raise InvalidInput(f"webhook body is not JSON: {e}") from e
-        if not isinstance(payload, dict):
-            raise InvalidInput("webhook body is not a JSON object")
-        attrs = payload.get("object_attributes") or {}
-        if attrs.get("noteable_type") != "MergeRequest":
-            return WebhookResult(status=200, message="ignored: not a merge request comment")
-        command = parse_command(str(attrs.get("note") or ""))
-        if command is None:
-            return WebhookResult(status=200, message="ignored: no /guard command")
-        mr = payload.get("merge_request") or {}
-        url = mr.get("url") or mr.get("web_url")
-        if not url:
-            raise InvalidInput("note hook has no merge_request.url")
-        waiting = self._state.get_task_token(str(url))
+    def decide(self, note: NoteCommand) -> WebhookResult:
+        """Act on a `/guard` command (parsed by `parse_note`); the webhook runs this once per delivery."""
+        url = note.merge_request_url
+        waiting = self._state.get_task_token(url)
         if waiting is None or waiting.kind != ChangeKind.DECISION:
-            return WebhookResult(status=200, message="ignored: no GUARD decision waits on this merge request")
-        if delivery_id and not self._state.first_delivery(delivery_id, self._clock.now()):
-            return WebhookResult(status=200, message="duplicate delivery ignored")
-        user = payload.get("user") or {}
-        username, user_id = str(user.get("username") or "someone"), user.get("id")
+            # Not final: nothing was done; should a decision be awaited later, a resend of this comment applies.
+            return WebhookResult(status=200, message="ignored: no GUARD decision waits on this merge request",
+                                 final=False)
         run = self._state.get_run(waiting.run_id)
-        iid = int(mr.get("iid") or run.merge_request_iid or 0)
+        iid = note.merge_request_iid or run.merge_request_iid or 0
+        username, command = note.username, note.command
         if command not in ("proceed", "rollback"):
             self._reply(run.gitlab_project, iid, f"@{username} unknown GUARD command `{command}`; "
                                                  "use `/guard proceed` or `/guard rollback`.")
             return WebhookResult(status=200, message=f"ignored: unknown command {command!r}")
-        level = self._level(run.gitlab_project, user_id)
+        level = self._level(run.gitlab_project, note.user_id)
         if level is None or level < MAINTAINER:
             self._reply(run.gitlab_project, iid,
                         f"@{username} only a Maintainer (or Owner) of this project can decide for GUARD; "
@@ -131,21 +155,17 @@ class DecisionService:
         decision: Literal["proceed", "rollback"] = "proceed" if command == "proceed" else "rollback"
         try:
             self._sfn_success(waiting, {"decision": decision, "by": username})
-        except Exception as e:
-            if type(e).__name__ in _EXPIRED:
-                self._state.delete_task_token(str(url))
-                return WebhookResult(status=200, message=f"execution no longer waiting ({type(e).__name__})")
-            if delivery_id:
-                self._state.forget_delivery(delivery_id)
-            raise
-        self._state.delete_task_token(str(url))
+        except TaskNoLongerWaiting as e:
+            self._state.delete_task_token(url)
+            return WebhookResult(status=200, message=f"execution no longer waiting ({e})")
+        self._state.delete_task_token(url)
         self._failures.put_decision(DecisionRecord(run_id=waiting.run_id, decision=decision, by=username,
-                                                   at=self._clock.now(), merge_request_url=str(url)))
+                                                   at=self._clock.now(), merge_request_url=url))
         self._reply(run.gitlab_project, iid, f"👍 GUARD: @{username} decided **{decision}**.")
         return WebhookResult(status=200, message=f"run {waiting.run_id}: {decision} by {username}")
 
-    def _level(self, project: str, user_id: Any) -> int | None:
-        if self._members is None or not isinstance(user_id, int):
+    def _level(self, project: str, user_id: int | None) -> int | None:
+        if self._members is None or user_id is None:
             return None
         return self._members.access_level(project, user_id)
 

@@ -1,33 +1,43 @@
-"""GitLab webhook: verify, dedupe, and resume (or fail) the execution waiting on the MR."""
+"""GitLab webhook: verify, dedupe, and resume (or fail) the execution waiting on the MR.
+
+Dedupe is `guard.stores.deliveries` (one design for MR events and `/guard` comments): the cheap,
+stateless filters run first, so ignored events write nothing; what can change an execution runs
+inside `Deliveries.once`.
+"""
 
 from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from pydantic import BaseModel
-
-from guard.errors import InvalidInput, WebhookUnauthorized
-from guard.ports import Clock
+from guard.errors import (
+    InvalidInput,
+    MergeRequestClosed,
+    RollbackMergeRequestClosed,
+    TaskNoLongerWaiting,
+    WebhookUnauthorized,
+)
+from guard.ports import Clock, TaskCallbacks
+from guard.services.decision import DecisionService, NoteCommand, parse_note
+from guard.stores.deliveries import Deliveries, WebhookResult
 from guard.stores.state import StateStore
-
-if TYPE_CHECKING:
-    from guard.services.decision import DecisionService
+from guard.vocabulary.outcomes import ChangeKind
 
 
-class TaskCallbacks(Protocol):
-    """The part of the Step Functions API the webhook uses (a boto3 `stepfunctions` client fits)."""
+def delivery_key(headers: Mapping[str, str]) -> str | None:
+    """The key a delivery is deduplicated on, from lower-cased header names.
 
-    def send_task_success(self, *, taskToken: str, output: str) -> Any: ...
-
-    def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> Any: ...
-
-
-class WebhookResult(BaseModel):
-    status: int
-    message: str
+    `Idempotency-Key` (GitLab 17.4+) stays the same across GitLab's retries and a manual
+    "Resend"; older GitLab sends only `X-Gitlab-Event-UUID`, new for each delivery, so a resend
+    gets past the record there. That is harmless: after the first apply the token is deleted,
+    and Step Functions would refuse a second answer to it anyway (TaskNoLongerWaiting). With neither header the
+    delivery is still applied, for the same reason: GitLab always sends the UUID, so such a
+    request comes from someone holding the webhook secret (an operator replaying an event),
+    and refusing it would block that manual recovery.
+    """
+    return headers.get("idempotency-key") or headers.get("x-gitlab-event-uuid") or None
 
 
 def verify_token(expected: str, received: str | None) -> None:
@@ -39,19 +49,33 @@ def verify_token(expected: str, received: str | None) -> None:
 
 
 class WebhookService:
-    """`decisions` builds the decision service on first use (it needs GitLab; MR events do not)."""
+    """`decisions` builds the decision service on first use (it needs GitLab; MR events do not).
+
+    `deliveries` records which deliveries were applied (the handler passes the state table's);
+    without it nothing is recorded and every copy of a delivery is applied.
+    """
 
     def __init__(self, state: StateStore, sfn: TaskCallbacks, clock: Clock,
-                 decisions: Callable[[], DecisionService] | None = None) -> None:
+                 decisions: Callable[[], DecisionService] | None = None,
+                 deliveries: Deliveries | None = None) -> None:
         self._state = state
         self._sfn = sfn
         self._clock = clock
         self._decisions = decisions
+        self._deliveries = deliveries
 
-    def handle(self, event_name: str | None, delivery_id: str | None, body: str) -> WebhookResult:
-        """Act on one verified delivery: merge/close of an MR GUARD waits on, or a `/guard` comment on it."""
-        if event_name == "Note Hook" and self._decisions is not None:
-            return self._decisions().handle_note(delivery_id, body)
+    def handle(self, event_name: str | None, key: str | None, body: str) -> WebhookResult:
+        """Act once on one verified delivery: merge/close of an MR GUARD waits on, or a `/guard` comment on it.
+
+        `key` is `delivery_key(headers)`; None applies the delivery without dedupe.
+        """
+        decisions = self._decisions
+        if event_name == "Note Hook" and decisions is not None:
+            note = parse_note(body)
+            if isinstance(note, WebhookResult):
+                return note
+            command: NoteCommand = note
+            return self._once(key, lambda: decisions().decide(command))
         if event_name != "Merge Request Hook":
             return WebhookResult(status=200, message=f"ignored: event {event_name!r} is not handled")
         try:
@@ -64,40 +88,40 @@ class WebhookService:
         action = attrs.get("action")
         if action not in ("merge", "close"):
             return WebhookResult(status=200, message=f"ignored: action {action!r}")
+        url, user = str(attrs["url"]), str((payload.get("user") or {}).get("username") or "someone")
+        mr: dict[str, Any] = attrs
+        return self._once(key, lambda: self._resume(url, str(action), mr, user))
 
-        url = str(attrs["url"])
+    def _once(self, key: str | None, apply: Callable[[], WebhookResult]) -> WebhookResult:
+        return self._deliveries.once(key, apply) if self._deliveries is not None else apply()
+
+    def _resume(self, url: str, action: str, attrs: dict[str, Any], user: str) -> WebhookResult:
         waiting = self._state.get_task_token(url)
         if waiting is None:
-            return WebhookResult(status=200, message="ignored: no GUARD execution waits on this merge request")
-        if waiting.kind == "decision":  # that wait ends with a `/guard` comment, not a merge or close
-            return WebhookResult(status=200, message="ignored: the execution waits for a /guard decision")
-        # Dedupe after the cheap filters: GitLab redelivers with the same event UUID.
-        if delivery_id and not self._state.first_delivery(delivery_id, self._clock.now()):
-            return WebhookResult(status=200, message="duplicate delivery ignored")
-
-        user = (payload.get("user") or {}).get("username", "someone")
+            # Not final: the token may be stored later (a retried OpenMergeRequest); a resend must apply then.
+            return WebhookResult(status=200, message="ignored: no GUARD execution waits on this merge request",
+                                 final=False)
+        if waiting.kind == ChangeKind.DECISION:  # that wait ends with a `/guard` comment, not a merge or close
+            return WebhookResult(status=200, message="ignored: the execution waits for a /guard decision",
+                                 final=False)
         try:
             if action == "merge":
                 self._sfn.send_task_success(taskToken=waiting.task_token, output=json.dumps({
                     "merge_commit_sha": attrs.get("merge_commit_sha"), "merge_request_url": url,
                     "merged_by": user}))
-            elif waiting.kind == "rollback":
+            elif waiting.kind == ChangeKind.ROLLBACK:
                 self._sfn.send_task_failure(
-                    taskToken=waiting.task_token, error="RollbackMergeRequestClosed",
+                    taskToken=waiting.task_token, error=RollbackMergeRequestClosed.__name__,
                     cause=f"rollback merge request {url} was closed without merging by {user}; "
                           "the clusters stay on the new version")
             else:
                 self._sfn.send_task_failure(
-                    taskToken=waiting.task_token, error="MergeRequestClosed",
+                    taskToken=waiting.task_token, error=MergeRequestClosed.__name__,
                     cause=f"merge request {url} was closed without merging by {user}")
-        except Exception as e:
-            # The execution no longer waits (timed out, stopped, answered already): nothing to resume.
-            if type(e).__name__ in ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist"):
-                self._state.delete_task_token(url)
-                return WebhookResult(status=200, message=f"execution no longer waiting ({type(e).__name__})")
-            if delivery_id:
-                # Not acted on: a resend of this delivery must not be swallowed as a duplicate.
-                self._state.forget_delivery(delivery_id)
-            raise
+        except TaskNoLongerWaiting as e:
+            # Timed out, stopped, answered already: nothing to resume, and a resend would not change that.
+            self._state.delete_task_token(url)
+            return WebhookResult(status=200, message=f"execution no longer waiting ({e})")
+        # Any other failure propagates: the delivery stays unmarked and API Gateway answers 5xx.
         self._state.delete_task_token(url)
         return WebhookResult(status=200, message=f"run {waiting.run_id}: {action} delivered")

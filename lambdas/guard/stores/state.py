@@ -1,5 +1,5 @@
-"""Run state in one DynamoDB table (pk/sk, TTL `expires_at`): runs, locks, MR task tokens,
-webhook deliveries and per-batch results."""
+"""Run state in one DynamoDB table (pk/sk, TTL `expires_at`): runs, locks, MR task tokens
+and per-batch results. Webhook deliveries share the table (`guard.stores.deliveries`)."""
 
 from __future__ import annotations
 
@@ -131,25 +131,6 @@ class StateStore:
 
     def delete_task_token(self, merge_request_url: str) -> None:
         call("DeleteItem", lambda: self._table.delete_item(Key={"pk": f"MR#{merge_request_url}", "sk": "TOKEN"}))
-
-    # ------------------------------------------------------------------ webhook deliveries
-    def first_delivery(self, delivery_id: str, now: datetime) -> bool:
-        """True the first time a webhook delivery id is seen, False for a duplicate."""
-        try:
-            self._table.put_item(
-                Item={"pk": f"DELIVERY#{delivery_id}", "sk": "DELIVERY", "expires_at": ttl(now, 72),
-                      "at": now.isoformat()},
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-            return True
-        except ClientError as e:
-            if is_conditional_failure(e):
-                return False
-            raise mapped("PutItem", e) from e
-
-    def forget_delivery(self, delivery_id: str) -> None:
-        """Un-see a delivery that could not be acted on, so GitLab's resend is not taken for a duplicate."""
-        call("DeleteItem", lambda: self._table.delete_item(Key={"pk": f"DELIVERY#{delivery_id}", "sk": "DELIVERY"}))
 
     # ------------------------------------------------------------------ batch results
     def put_batch_result(self, result: BatchResult) -> None:

@@ -51,6 +51,9 @@ class HookDelivery:
     payload: dict[str, Any]
     status: int | None
     error: str | None = None
+    event: str = "Merge Request Hook"
+    idempotency_key: str = ""
+    token: str = ""
 
 
 @dataclass
@@ -261,27 +264,39 @@ class GitLabSimulator:
 
     def _deliver(self, hooks: list[Hook], payload: dict[str, Any], event: str = "Merge Request Hook") -> None:
         for hook in hooks:
-            event_uuid = str(uuid.uuid4())
-            headers = {
-                "Content-Type": "application/json", "User-Agent": "GitLab/17.0.0",
-                "X-Gitlab-Event": event, "X-Gitlab-Token": hook.token,
-                "X-Gitlab-Event-UUID": event_uuid, "X-Gitlab-Instance": self.url,
-            }
-            delivery = HookDelivery(hook.url, event_uuid, payload, None)
-            # http.client rather than urllib: urllib rewrites header names ("X-gitlab-token").
-            target = urlsplit(hook.url)
-            connection_type = HTTPSConnection if target.scheme == "https" else HTTPConnection
-            connection = connection_type(target.netloc, timeout=self.hook_timeout_seconds)
-            try:
-                path = (target.path or "/") + (f"?{target.query}" if target.query else "")
-                connection.request("POST", path, body=json.dumps(payload), headers=headers)
-                delivery.status = connection.getresponse().status
-            except OSError as e:  # unreachable receiver: GitLab records the failure and moves on
-                delivery.error = str(e)
-            finally:
-                connection.close()
-            with self._lock:
-                self.hook_deliveries.append(delivery)
+            self._post(HookDelivery(hook.url, str(uuid.uuid4()), payload, None, event=event,
+                                    idempotency_key=str(uuid.uuid4()), token=hook.token))
+
+    def resend(self, delivery: HookDelivery) -> HookDelivery:
+        """GitLab's "Resend Request": the same payload and Idempotency-Key, a new X-Gitlab-Event-UUID."""
+        again = HookDelivery(delivery.url, str(uuid.uuid4()), delivery.payload, None, event=delivery.event,
+                             idempotency_key=delivery.idempotency_key, token=delivery.token)
+        self._post(again)
+        return again
+
+    def _post(self, delivery: HookDelivery) -> None:
+        """POST one delivery with GitLab 17.4+'s headers (VENDOR-FACTS: Idempotency-Key survives resends)."""
+        payload, hook_url = delivery.payload, delivery.url
+        headers = {
+            "Content-Type": "application/json", "User-Agent": "GitLab/17.4.0",
+            "X-Gitlab-Event": delivery.event, "X-Gitlab-Token": delivery.token,
+            "X-Gitlab-Event-UUID": delivery.event_uuid, "X-Gitlab-Instance": self.url,
+            "Idempotency-Key": delivery.idempotency_key,
+        }
+        # http.client rather than urllib: urllib rewrites header names ("X-gitlab-token").
+        target = urlsplit(hook_url)
+        connection_type = HTTPSConnection if target.scheme == "https" else HTTPConnection
+        connection = connection_type(target.netloc, timeout=self.hook_timeout_seconds)
+        try:
+            path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+            connection.request("POST", path, body=json.dumps(payload), headers=headers)
+            delivery.status = connection.getresponse().status
+        except OSError as e:  # unreachable receiver: GitLab records the failure and moves on
+            delivery.error = str(e)
+        finally:
+            connection.close()
+        with self._lock:
+            self.hook_deliveries.append(delivery)
 
     def handle(self, method: str, raw_path: str, body: dict[str, Any]) -> tuple[int, Any]:
         """Route one API call; returns (status, JSON body)."""

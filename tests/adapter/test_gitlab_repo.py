@@ -230,6 +230,23 @@ def test_merging_the_mr_posts_a_merge_request_hook_and_updates_main(sim, repo, r
     assert followed == [(PROJECT, mr.iid, sha)]
 
 
+def test_a_resend_keeps_the_idempotency_key_and_gets_a_new_event_uuid(sim, repo, receiver):
+    # GIVEN a merge delivered to the webhook (GitLab 17.4+ sends Idempotency-Key)
+    sim.add_hook(PROJECT, receiver.url, token="hook-secret")
+    _, mr = open_upgrade_mr(repo)
+    sim.merge(PROJECT, mr.iid)
+    first_headers, first_payload = receiver.received[0]
+
+    # WHEN someone presses "Resend Request" on that delivery
+    sim.resend(sim.hook_deliveries[0])
+
+    # THEN the receiver gets the same payload and Idempotency-Key under a new X-Gitlab-Event-UUID
+    headers, payload = receiver.received[1]
+    assert payload == first_payload and headers["X-Gitlab-Event"] == "Merge Request Hook"
+    assert headers["Idempotency-Key"] == first_headers["Idempotency-Key"] != ""
+    assert headers["X-Gitlab-Event-UUID"] != first_headers["X-Gitlab-Event-UUID"]
+
+
 def test_closing_the_mr_posts_a_close_hook(sim, repo, receiver):
     # GIVEN an open upgrade MR and a project webhook
     sim.add_hook(PROJECT, receiver.url, token="hook-secret")

@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 from guard.core.run import Plan, RunRecord, RunStatus
-from guard.vocabulary.outcomes import Outcome
+from guard.stores.failure import RollbackRecord
+from guard.stores.state import BatchResult, TaskTokenRecord
+from guard.vocabulary.outcomes import (
+    ChangeKind,
+    Outcome,
+    RollbackStatus,
+)
 from guard.vocabulary.stages import FailedStage, Stage
 
 STARTED = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
@@ -67,3 +73,21 @@ def test_an_upgrade_plan_has_no_rollback_key_for_the_state_machine_to_mistake():
 
     # WHEN it becomes the task's output THEN `rollback_to` is absent, not null, and the schema version is there
     assert "rollback_to" not in plan.payload() and plan.payload()["schema_version"] == 2
+
+
+def test_version_1_tokens_batch_results_and_rollback_records_read_as_typed_values():
+    # GIVEN the other records version 1 wrote (free strings, no schema_version)
+    token = TaskTokenRecord.model_validate_json(json.dumps(
+        {"merge_request_url": "https://gitlab/x/-/merge_requests/7", "task_token": "t", "run_id": "r",
+         "kind": "rollback"}))
+    result = BatchResult.model_validate_json(json.dumps(
+        {"batch": "dev", "target_version": "1.20.0", "status": "rolled_back", "run_id": "r",
+         "at": STARTED.isoformat()}))
+    rollback = RollbackRecord.model_validate_json(json.dumps(
+        {"run_id": "r", "batch": "dev", "reason": "p95", "clusters": ["a"], "versions": {"a": "1.19.3"},
+         "rolled_back_from": "1.20.0", "status": "waiting_for_merge", "at": STARTED.isoformat()}))
+
+    # WHEN today's code reads them THEN their words are the vocabulary's, and they write version 2
+    assert (token.kind, result.status, rollback.status) == (ChangeKind.ROLLBACK, Outcome.ROLLED_BACK,
+                                                             RollbackStatus.WAITING_FOR_MERGE)
+    assert {token.schema_version, result.schema_version, rollback.schema_version} == {2}

@@ -18,8 +18,9 @@ _RUN_TTL_HOURS = 24 * 400  # a year of history, then DynamoDB forgets it
 
 
 class TaskTokenRecord(BaseModel):
-    """The paused execution waiting on one merge request."""
+    """The paused execution waiting on one merge request (schema 1 had the same fields, `kind` a free string)."""
 
+    schema_version: int = 2
     merge_request_url: str
     task_token: str
     run_id: str
@@ -27,8 +28,11 @@ class TaskTokenRecord(BaseModel):
 
 
 class BatchResult(BaseModel):
-    """Last outcome of a batch at a target version (what prerequisites are checked against)."""
+    """Last outcome of a batch at a target version (what prerequisites are checked against).
 
+    Schema 1 had the same fields, `status` a free string with the values of `Outcome`."""
+
+    schema_version: int = 2
     batch: str
     target_version: str
     status: Outcome

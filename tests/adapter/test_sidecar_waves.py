@@ -11,9 +11,12 @@ from guard.config import parse_config
 from guard.core.models import Cluster
 from guard.core.run import ExecutionInput, RunRecord
 from guard.errors import SidecarRestartTimeout
+from guard.services.rollback import RollbackService
 from guard.services.sidecars import SidecarRolloutService
+from guard.stores.failure import FailureStore, RollbackRecord
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
+from guard.vocabulary.outcomes import RollbackStatus
 from moto import mock_aws
 
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
@@ -112,3 +115,36 @@ def test_a_workload_below_its_ready_floor_is_not_restarted_and_times_out(
     clock.advance(6 * 60)
     with pytest.raises(SidecarRestartTimeout, match="shop/orders"):
         waves.poll("r1", poll.deadline)
+
+
+def test_a_rollback_restarts_the_proxies_back_onto_the_previous_version_before_it_is_verified(
+        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: ManualClock) -> None:
+    # GIVEN an upgrade whose waves moved every proxy to 1.20.0, then a merged rollback MR back to 1.19.3
+    upgraded_control_plane(sim, clock)
+    waves = service(stores, sim, clock, enable_rollout_sequencing=True, sidecar_restart_wave_size=3)
+    poll = waves.poll("r1", None)
+    while not poll.done:
+        clock.advance(30)
+        poll = waves.poll("r1", poll.deadline)
+    assert set(sim.proxy_versions("c1").values()) == {NEW}
+    registry, state = stores
+    failures = FailureStore(boto3.resource("dynamodb").Table("state"))
+    failures.put_rollback(RollbackRecord(run_id="r1", batch="b", reason="p95 +30%", clusters=["c1"],
+                                         versions={"c1": OLD}, rolled_back_from=NEW,
+                                         status=RollbackStatus.WAITING_FOR_MERGE, at=clock.now()))
+    sim.apply_chart_version("c1", OLD, reconcile_after_seconds=5)
+    config = parse_config({"batches": [{"name": "b", "clusters": ["c1"]}],
+                           "execution": {"enable_rollout_sequencing": True, "sidecar_restart_wave_size": 3}})
+    rollback = RollbackService(config, registry, state, failures, None, clock, connector=SimConnector(sim))
+
+    # WHEN the rollback is verified, poll after poll
+    verify = rollback.verify("r1", None)
+    while not verify.done:
+        clock.advance(30)
+        verify = rollback.verify("r1", verify.deadline)
+
+    # THEN it was only verified once every proxy ran the previous version again (none left ahead of istiod)
+    assert (verify.status, verify.error) == (RollbackStatus.ROLLED_BACK, "RolledBack")
+    assert set(sim.proxy_versions("c1").values()) == {OLD}
+    stored = failures.get_rollback("r1")
+    assert stored is not None and sorted(stored.sidecar_restarts["c1"]) == ["shop/cart", "shop/orders", "shop/search"]

@@ -4,7 +4,8 @@
 recorded before the upgrade (`services.change`), described with the failure data and the
 analysis (`services.report`), and a comment on the upgrade MR. `verify` is the
 `VerifyRollback` poll: the same version reading as the Flux sync poll (`services.versions`,
-`services.poll`) and, once done, the same outcome recorder (`services.outcome`). Whether a
+`services.poll`), the same sidecar restart waves where rollout sequencing is on
+(`services.sidecars`), and, once done, the same outcome recorder (`services.outcome`). Whether a
 rollback MR is opened at all is decided by the state machine (`$.plan.rollback_mr`), not here.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from guard.config.models import TenantConfig
+from guard.core.models import Cluster
 from guard.core.run import RunRecord, VerdictOutcome
 from guard.errors import ExternalServiceError, RollbackFailed, RolledBack
 from guard.ports import Clock, ClusterConnector, GitOpsRepo
@@ -25,8 +27,9 @@ from guard.services.change import Change, ChangeService, rollback_branch
 from guard.services.evidence import EvidenceService, failing_clusters
 from guard.services.failure_report import failure_markdown
 from guard.services.outcome import OutcomeRecorder
-from guard.services.poll import ClusterPoll, PollResult
+from guard.services.poll import ClusterPoll, PollResult, ReadOne
 from guard.services.report import RollbackSection, change_description
+from guard.services.sidecars import SidecarRolloutService
 from guard.services.versions import VersionReader
 from guard.stores.failure import FailureStore, RollbackRecord
 from guard.stores.registry import ClusterRegistry
@@ -156,8 +159,9 @@ class RollbackService:
         if self._connector is None:
             raise ExternalServiceError("no cluster connector to verify the rollback")
         result = ClusterPoll(self._config, self._registry, self._state, self._connector, self._clock).check(
-            record.clusters, deadline, minutes, VersionReader(self._connector, record.versions).waiting)
+            record.clusters, deadline, minutes, self._reader(record, self._connector))
         if not (result.done or result.expired):
+            self._failures.put_rollback(record)  # the sidecar restarts of this poll
             run = self._state.get_run(run_id)
             if run.stage != Stage.VERIFYING_ROLLBACK:
                 run.stage = Stage.VERIFYING_ROLLBACK
@@ -174,6 +178,23 @@ class RollbackService:
             record.detail = (f"batch {run.batch}: rollback of {run.target_version} not verified within "
                              f"{minutes:g} min: " + "; ".join(result.waiting_on))
         return self._finish(record, result.deadline)
+
+    def _reader(self, record: RollbackRecord, connector: ClusterConnector) -> ReadOne:
+        """What a cluster still waits on: Flux and istiod at the previous version, then (with
+        rollout sequencing) every proxy restarted onto it, in the same waves as the upgrade:
+        proxies left ahead of the control plane would be outside Istio's supported skew."""
+        versions = VersionReader(connector, record.versions)
+        if not self._config.execution.enable_rollout_sequencing:
+            return versions.waiting
+        waves = SidecarRolloutService(self._config, self._registry, self._state, connector, self._clock)
+        now = self._clock.now()
+
+        def read(cluster_id: str, cluster: Cluster) -> list[str]:
+            return versions.waiting(cluster_id, cluster) or waves.advance(
+                cluster_id, cluster, record.versions[cluster_id], record.sidecar_restarts.setdefault(cluster_id, {}),
+                now, [])
+
+        return read
 
     def _finish(self, record: RollbackRecord, deadline: str) -> RollbackPoll:
         """Record the rollback's outcome through the shared recorder, then the rollback record."""

@@ -13,9 +13,8 @@ from datetime import datetime
 
 from guard.checks.snapshot import ClusterSnapshot, selector_matches
 from guard.core.models import Cluster
-from guard.core.run import RunRecord
 from guard.errors import SidecarRestartTimeout
-from guard.ports import DeploymentInfo, KubernetesCluster
+from guard.ports import DeploymentInfo
 from guard.services.poll import ClusterPoll, PollResult
 from guard.vocabulary.stages import Stage
 
@@ -58,8 +57,8 @@ class SidecarRolloutService(ClusterPoll):
         restarted: list[str] = []
 
         def read(cluster_id: str, cluster: Cluster) -> list[str]:
-            api = self._connector.connect(cluster)
-            return self._advance(run, cluster_id, api, ClusterSnapshot.read(api), now, restarted)
+            return self.advance(cluster_id, cluster, run.target_version,
+                                run.sidecar_restarts.setdefault(cluster_id, {}), now, restarted)
 
         result = self.check(run.clusters, deadline, minutes, read)
         run.stage = Stage.RESTARTING_SIDECARS
@@ -69,11 +68,16 @@ class SidecarRolloutService(ClusterPoll):
                                         + "; ".join(result.waiting_on))
         return SidecarPoll(restarted=restarted, **result.model_dump())
 
-    def _advance(self, run: RunRecord, cluster_id: str, api: KubernetesCluster, snap: ClusterSnapshot,
-                 now: datetime, restarted: list[str]) -> list[str]:
-        """Start the next wave on one cluster when the previous one has finished; what it waits on."""
-        target = run.target_version
-        done_before = run.sidecar_restarts.setdefault(cluster_id, {})
+    def advance(self, cluster_id: str, cluster: Cluster, target: str, done_before: dict[str, datetime],
+                now: datetime, restarted: list[str]) -> list[str]:
+        """Start the next wave on one cluster when the previous one has finished; what it waits on.
+
+        `done_before` ("namespace/name" -> when GUARD restarted it) is updated in place; the
+        caller stores it, so a retried poll restarts nothing twice. An upgrade keeps it in the
+        run record, a rollback (towards its own versions) in the rollback record.
+        """
+        api = self._connector.connect(cluster)
+        snap = ClusterSnapshot.read(api)
         workloads = sorted(snap.injected_deployments(), key=_key)
         in_flight = [d for d in workloads if _key(d) in done_before
                      and (_off_target(snap, d, target) or d.ready_replicas < d.replicas)]

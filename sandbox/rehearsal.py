@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from guard.stores.failure import FailureStore
 from guard.stores.state import StateStore
+from guard.vocabulary.outcomes import Outcome
 
 from sandbox.scenario import Scenario
 from sandbox.world import LocalWorld
@@ -207,7 +208,9 @@ def _summary(world: LocalWorld, scenario: Scenario, arn: str, status: str, descr
             "batch": scenario.batch,
             "target_version": scenario.target_version,
             "outcome": run.status.value if run else "refused",
-            "stage": run.where if run else "plan",
+            # A rollback's stage is its outcome (rolled_back / rollback_failed), as the summary always said.
+            "stage": (run.outcome if run and run.outcome in (Outcome.ROLLED_BACK, Outcome.ROLLBACK_FAILED)
+                      else run.where if run else "plan"),
             "error": (failure or {}).get("error"),
             "cause": (failure or {}).get("cause"),
             "merge_request_url": run.merge_request_url if run else None,

@@ -125,8 +125,10 @@ class SidecarRestartFailed(GuardError):
     """Restarting workloads in waves failed (not a timeout: that is SidecarRestartTimeout)."""
 
 
-class ValidationStageFailed(GuardError):
-    """The validation stage itself failed (not a verdict: those are ValidationFailed / ValidationInconclusive)."""
+class ValidationError(GuardError):
+    """The validation stage itself failed (not a verdict: those are ValidationFailed / ValidationInconclusive).
+
+    Not pydantic's ValidationError: the name is kept because executions have always failed with it."""
 
 
 class UpgradeFailed(GuardError):

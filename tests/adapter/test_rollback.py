@@ -258,12 +258,14 @@ def test_verify_past_the_deadline_records_rollback_failed(world):
     first = service(world).verify(RUN_ID, None)
 
     # WHEN the deadline passes
-    world.clock.advance(world.config.validation.flux_sync_timeout_minutes * 60 + 1)
+    # (the Flux wait plus the sidecar waves' own time, since rollout sequencing is on by default)
+    world.clock.advance((world.config.validation.flux_sync_timeout_minutes
+                         + world.config.execution.sidecar_restart_timeout_minutes) * 60 + 1)
     done = service(world).verify(RUN_ID, first.deadline)
 
     # THEN the run ends rollback_failed, saying what each cluster still waits on
     assert (done.status, done.error) == ("rollback_failed", "RollbackFailed")
-    assert "not verified within 15 min: eks-prod-1: HelmRelease" in (done.cause or "")
+    assert "not verified within 45 min: eks-prod-1: HelmRelease" in (done.cause or "")
     assert world.state.get_batch_result("prod-canary", NEW).status == "rollback_failed"
     assert world.registry.get("eks-prod-1").current_istio_version == OLD  # unchanged: never set to NEW
 

@@ -19,13 +19,14 @@ from guard.vocabulary.stages import FailedStage, Stage
 STARTED = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
 
-def v1_run(status: str, stage: str) -> str:
+def v1_run(status: str, stage: str, merge_request_iid: int | None = 12) -> str:
     """A run record exactly as version 1 wrote it: no schema_version, one `stage` for everything."""
     return json.dumps({
         "run_id": "run-v1", "execution_arn": "arn:aws:states:us-east-1:1:execution:m:run-v1", "batch": "dev",
         "target_version": "1.20.0", "clusters": ["eks-dev-1"], "from_versions": {"eks-dev-1": "1.19.3"},
         "gitlab_project": "platform/istio-fleet", "options": {"batch": "dev", "target_version": "1.20.0"},
         "status": status, "stage": stage, "started_at": STARTED.isoformat(), "sidecar_restarts": {},
+        "merge_request_iid": merge_request_iid,
     })
 
 
@@ -65,6 +66,21 @@ def test_a_version_1_manual_rollback_plan_reads_as_the_one_plan_model():
     # THEN it is a rollback plan with the same waits, and its payload keeps every key the ASL reads
     assert plan.rollback_to == {"eks-dev-1": "1.19.3"} and plan.rollback_timeout_seconds == 259200
     assert set(old) <= set(plan.payload())
+
+
+def test_a_version_1_manual_rollback_record_did_not_fail_at_validation():
+    # GIVEN a finished manual rollback as version 1 stored it (it never had an upgrade MR iid of its own)
+    # WHEN it is read THEN it is rolled back, with no failed stage
+    run = RunRecord.model_validate_json(v1_run("failed", "rolled_back", merge_request_iid=None))
+    assert (run.outcome, run.failed_stage, run.where) == (Outcome.ROLLED_BACK, None, "done")
+
+
+def test_a_record_built_by_todays_code_is_not_taken_for_version_1():
+    # GIVEN a finished record built in code, without naming the schema version
+    run = RunRecord.model_validate({**json.loads(v1_run("failed", "done")), "outcome": "rolled_back",
+                                    "failed_stage": None})
+    # THEN its outcome is kept as given
+    assert (run.outcome, run.failed_stage, run.schema_version) == (Outcome.ROLLED_BACK, None, 2)
 
 
 def test_an_upgrade_plan_has_no_rollback_key_for_the_state_machine_to_mistake():

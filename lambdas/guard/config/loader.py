@@ -12,7 +12,7 @@ from guard.config.models import TenantConfig
 from guard.errors import ConfigError
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(error: ValidationError, source: str, what: str = "config") -> str:
     """`batches[3].clusters: List should have at least 1 item` lines, one per problem."""
     lines = []
     for item in error.errors():
@@ -27,7 +27,7 @@ def format_validation_error(error: ValidationError, source: str) -> str:
             message = "unknown key (misspelt?)"
         message = message.removeprefix("Value error, ")
         lines.append(f"{path}: {message}" if path else message)
-    return f"{source}: invalid config\n  " + "\n  ".join(lines)
+    return f"{source}: invalid {what}\n  " + "\n  ".join(lines)
 
 
 def parse_config(data: Any, source: str = "config") -> TenantConfig:

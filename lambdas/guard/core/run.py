@@ -123,13 +123,15 @@ class RunRecord(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _from_version_1(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("schema_version", 1) != 1:
-            return data
+        if not isinstance(data, dict) or any(k in data for k in ("schema_version", "outcome", "failed_stage")):
+            return data  # version 2 (stored, or built by today's code)
         data = {**data, "schema_version": RUN_SCHEMA_VERSION}
         old = str(data.get("stage") or Stage.PLANNED)
         status = data.get("status", RunStatus.RUNNING)
         if old in (Outcome.ROLLED_BACK, Outcome.ROLLBACK_FAILED):
-            data.update(stage=Stage.DONE, outcome=old, failed_stage=FailedStage.VALIDATION)
+            # A manual rollback (version 1 never set its upgrade MR's iid) did not fail anywhere.
+            manual = data.get("merge_request_iid") is None
+            data.update(stage=Stage.DONE, outcome=old, failed_stage=None if manual else FailedStage.VALIDATION)
         elif status == RunStatus.FAILED:
             data.update(stage=Stage.DONE, outcome=Outcome.FAILED, failed_stage=FailedStage.parse(old))
         elif status == RunStatus.SUCCEEDED:

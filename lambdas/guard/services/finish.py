@@ -23,8 +23,8 @@ from guard.errors import (
     RollbackNotCreated,
     SidecarRestartFailed,
     UpgradeFailed,
+    ValidationError,
     ValidationFailed,
-    ValidationStageFailed,
 )
 from guard.ports import Clock, GitOpsRepo
 from guard.services.outcome import OutcomeRecorder
@@ -40,7 +40,7 @@ _STAGE_ERRORS: dict[FailedStage, type[Exception]] = {
     FailedStage.MERGE: MergeRequestFailed,
     FailedStage.FLUX: FluxSyncFailed,
     FailedStage.SIDECARS: SidecarRestartFailed,
-    FailedStage.VALIDATE: ValidationStageFailed,
+    FailedStage.VALIDATE: ValidationError,
     FailedStage.VALIDATION: ValidationFailed,
     FailedStage.ROLLBACK: RollbackFailed,
 }

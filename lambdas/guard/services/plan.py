@@ -44,7 +44,7 @@ def parse_model(model: type[_Input], raw: Any, what: str) -> _Input:
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        raise InvalidInput(format_validation_error(e, what)) from e
+        raise InvalidInput(format_validation_error(e, what, "input")) from e
 
 
 def parse_input(raw: Any) -> ExecutionInput:
@@ -165,6 +165,8 @@ class BatchPlanner:
         Takes the batch lock and records a planned rollback; NothingToRollBack when there is
         nothing to undo.
         """
+        if self._failures is None:
+            raise ConfigError("a rollback is planned with the failure store; none was given")
         batch, clusters, project = self._batch(request.batch)
         latest: dict[str, UpgradeRecord] = {}
         for cluster_id, cluster in clusters.items():
@@ -196,8 +198,6 @@ class BatchPlanner:
                 cause=redact(request.reason),
             )
             self._state.put_run(run)
-        if self._failures is None:
-            raise ConfigError("a rollback is planned with the failure store; none was given")
         if self._failures.get_rollback(run_id) is None:
             self._failures.put_rollback(RollbackRecord(
                 run_id=run_id, batch=batch.name, reason=redact(request.reason) or "manual rollback",

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster
 from guard.core.run import RunRecord, VerdictOutcome
-from guard.errors import ExternalServiceError, RollbackFailed, RolledBack
+from guard.errors import ExternalServiceError, GuardError, RollbackFailed, RolledBack
 from guard.ports import Clock, ClusterConnector, GitOpsRepo
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
@@ -152,6 +152,8 @@ class RollbackService:
         if merge and merge.get("merge_commit_sha"):
             record.merge_commit_sha = str(merge["merge_commit_sha"])
         minutes = self._config.rollback.verify_timeout_minutes or self._config.validation.flux_sync_timeout_minutes
+        if self._config.execution.enable_rollout_sequencing:  # the proxies are restarted within the same poll
+            minutes += self._config.execution.sidecar_restart_timeout_minutes
         if record.status in _FINAL:
             # A retried poll after the outcome was stored: record it again (idempotent), so the
             # lock and tokens a crash may have left behind are released.
@@ -177,6 +179,7 @@ class RollbackService:
             record.status = RollbackStatus.ROLLBACK_FAILED
             record.detail = (f"batch {run.batch}: rollback of {run.target_version} not verified within "
                              f"{minutes:g} min: " + "; ".join(result.waiting_on))
+        self._failures.put_rollback(record)  # first: a retry after a crash records this outcome, not a new one
         return self._finish(record, result.deadline)
 
     def _reader(self, record: RollbackRecord, connector: ClusterConnector) -> ReadOne:
@@ -184,15 +187,20 @@ class RollbackService:
         rollout sequencing) every proxy restarted onto it, in the same waves as the upgrade:
         proxies left ahead of the control plane would be outside Istio's supported skew."""
         versions = VersionReader(connector, record.versions)
-        if not self._config.execution.enable_rollout_sequencing:
-            return versions.waiting
-        waves = SidecarRolloutService(self._config, self._registry, self._state, connector, self._clock)
+        waves = (SidecarRolloutService(self._config, self._registry, self._state, connector, self._clock)
+                 if self._config.execution.enable_rollout_sequencing else None)
         now = self._clock.now()
 
         def read(cluster_id: str, cluster: Cluster) -> list[str]:
-            return versions.waiting(cluster_id, cluster) or waves.advance(
-                cluster_id, cluster, record.versions[cluster_id], record.sidecar_restarts.setdefault(cluster_id, {}),
-                now, [])
+            # Any error reading a cluster is "not yet", not a failed rollback: the deadline decides.
+            try:
+                waiting = versions.waiting(cluster_id, cluster)
+                if waiting or waves is None:
+                    return waiting
+                return waves.advance(cluster_id, cluster, record.versions[cluster_id],
+                                     record.sidecar_restarts.setdefault(cluster_id, {}), now, [])
+            except GuardError as e:
+                return [f"{cluster_id}: API unreachable ({e})"]
 
         return read
 
@@ -206,6 +214,5 @@ class RollbackService:
             error=error, cause=record.detail, merge_request_urls=(record.merge_request_url,),
             merge_request_url=record.merge_request_url,
             comment=(record.merge_request_iid, f"{'✅' if rolled else '❌'} GUARD: {record.detail}"))
-        self._failures.put_rollback(record)  # last: a crash before it makes the retry record it all again
         return RollbackPoll(done=True, deadline=deadline, status=record.status, error=error, cause=record.detail,
                             merge_request_url=record.merge_request_url)

@@ -85,6 +85,14 @@ class GitOpsRepo(Protocol):
         ...
 
 
+class ProjectMembers(Protocol):
+    """Who may decide: a user's effective access level on a project (inherited memberships included)."""
+
+    def access_level(self, project: str, user_id: int) -> int | None:
+        """The user's access level on `project`, or None when the user is not a member."""
+        ...
+
+
 # ---------------------------------------------------------------- Datadog (metrics)
 
 

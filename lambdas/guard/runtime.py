@@ -22,8 +22,15 @@ from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
 if TYPE_CHECKING:
-    from guard.ports import ClusterConnector, EvidenceConnector, FailureAnalyst, GitOpsRepo, MetricsProvider, Notifier
-    from guard.services.decision import ProjectMembers
+    from guard.ports import (
+        ClusterConnector,
+        EvidenceConnector,
+        FailureAnalyst,
+        GitOpsRepo,
+        MetricsProvider,
+        Notifier,
+        ProjectMembers,
+    )
     from guard.stores.deliveries import Deliveries
     from guard.stores.failure import FailureStore
     from guard.stores.rollouts import RolloutStore

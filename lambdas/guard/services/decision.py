@@ -14,12 +14,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from typing import Literal, Protocol
+from typing import Literal
 
 from pydantic import BaseModel
 
 from guard.errors import ExternalServiceError, GuardError, InvalidInput, TaskNoLongerWaiting
-from guard.ports import Clock, GitOpsRepo, TaskCallbacks
+from guard.ports import Clock, GitOpsRepo, ProjectMembers, TaskCallbacks
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
 from guard.services.failure_report import failure_markdown
@@ -31,14 +31,6 @@ from guard.vocabulary.stages import Stage
 
 MAINTAINER = 40  # GitLab access levels: 30 Developer, 40 Maintainer, 50 Owner
 _COMMAND = re.compile(r"^\s*/guard\s+(\S+)\s*$", re.I | re.M)
-
-
-class ProjectMembers(Protocol):
-    """Who may decide: a user's effective access level on a project (inherited memberships included)."""
-
-    def access_level(self, project: str, user_id: int) -> int | None:
-        """The user's access level on `project`, or None when the user is not a member."""
-        ...
 
 
 class DecisionRequested(BaseModel):

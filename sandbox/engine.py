@@ -238,15 +238,9 @@ class LocalEngine:
     # ------------------------------------------------------------------ deployment (what CDK makes)
     def deploy(self, registry_table: str, state_table: str, asl_file: str = "upgrade_batch.asl.json") -> str:
         """Tables, functions and the state machine; returns the state machine ARN."""
-        ddb = self.client("dynamodb")
-        ddb.create_table(TableName=registry_table, BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}])
-        ddb.create_table(TableName=state_table, BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                               {"AttributeName": "sk", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                                    {"AttributeName": "sk", "KeyType": "RANGE"}])
+        from guard.stores.schema import create_tables
+
+        create_tables(self.client("dynamodb"), registry_table, state_table)
         iam = self.client("iam")
         role = iam.create_role(RoleName=f"guard-local-{uuid.uuid4().hex[:6]}", AssumeRolePolicyDocument="{}")
         role_arn = role["Role"]["Arn"]

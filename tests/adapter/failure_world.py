@@ -28,6 +28,7 @@ from guard.gitops.helm_release import set_chart_version
 from guard.ports import FileChange
 from guard.stores.failure import FailureStore
 from guard.stores.registry import ClusterRegistry
+from guard.stores.schema import create_tables
 from guard.stores.state import StateStore
 
 from sandbox.sims.gitlab_sim import GitLabSimulator
@@ -117,24 +118,10 @@ class World:
         return self.state.get_run(RUN_ID)
 
 
-def create_tables() -> tuple[Any, Any]:
-    dynamodb = boto3.resource("dynamodb", region_name=REGION)
-    registry = dynamodb.create_table(
-        TableName="registry", BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}])
-    state = dynamodb.create_table(
-        TableName="state", BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                              {"AttributeName": "sk", "AttributeType": "S"}])
-    return registry, state
-
-
 def build(gitlab: GitLabSimulator, kubernetes: KubernetesSimulator, clock: ManualClock,
           **config: Any) -> World:
     """GIVEN-state shared by the tests: the upgrade to NEW is merged and running; eks-prod-1 failed validation."""
-    registry_table, state_table = create_tables()
+    registry_table, state_table = create_tables(boto3.resource("dynamodb", region_name=REGION), "registry", "state")
     cfg = TenantConfig.model_validate({"tenant": "unit", "gitlab": {"url": gitlab.url},
                                        "batches": [{"name": "prod-canary", "clusters": list(CLUSTERS)}], **config})
     gitlab.add_project(PROJECT, {path(c): RELEASE.format(cluster=c, version=OLD) for c in CLUSTERS} |

@@ -11,6 +11,7 @@ from guard.core.models import Cluster
 from guard.core.run import ExecutionInput, RunRecord
 from guard.services.finish import FinishService
 from guard.stores.registry import ClusterRegistry
+from guard.stores.schema import create_tables
 from guard.stores.state import StateStore
 from moto import mock_aws
 
@@ -27,14 +28,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FinishService, GitL
         monkeypatch.setenv(key, value)
     with mock_aws(), GitLabSimulator(token="sim-token") as gitlab:
         ddb = boto3.resource("dynamodb")
-        ddb.create_table(TableName="registry", BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}])
-        ddb.create_table(TableName="state", BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                               {"AttributeName": "sk", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                                    {"AttributeName": "sk", "KeyType": "RANGE"}])
+        create_tables(ddb, "registry", "state")
         registry, state = ClusterRegistry(ddb.Table("registry")), StateStore(ddb.Table("state"))
         gitlab.add_project(PROJECT, {"f.yaml": "x: 1\n"})
         repo = GitLabRepo.from_token(gitlab.url, "sim-token")

@@ -13,6 +13,7 @@ from guard.core.run import ExecutionInput, RunRecord
 from guard.errors import SidecarRestartTimeout
 from guard.services.sidecars import SidecarRolloutService
 from guard.stores.registry import ClusterRegistry
+from guard.stores.schema import create_tables
 from guard.stores.state import StateStore
 from moto import mock_aws
 
@@ -42,14 +43,7 @@ def stores(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ClusterRegistry, S
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with mock_aws():
         ddb = boto3.resource("dynamodb")
-        ddb.create_table(TableName="registry", BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}])
-        ddb.create_table(TableName="state", BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                               {"AttributeName": "sk", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                                    {"AttributeName": "sk", "KeyType": "RANGE"}])
+        create_tables(ddb, "registry", "state")
         yield ClusterRegistry(ddb.Table("registry")), StateStore(ddb.Table("state"))
 
 

@@ -20,6 +20,7 @@ from guard.errors import (
 )
 from guard.services.plan import BatchPlanner, parse_input
 from guard.stores.registry import ClusterRegistry
+from guard.stores.schema import create_tables
 from guard.stores.state import BatchResult, StateStore
 from moto import mock_aws
 
@@ -90,17 +91,8 @@ def tables(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
-        dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
-        registry = dynamodb.create_table(
-            TableName="guard-cluster-registry", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}])
-        state = dynamodb.create_table(
-            TableName="guard-state", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}])
-        yield registry, state
+        yield create_tables(boto3.resource("dynamodb", region_name="us-east-1"), "guard-cluster-registry",
+                            "guard-state")
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import boto3
 import pytest
 from guard.errors import WebhookUnauthorized
 from guard.services.webhook import WebhookService, verify_token
+from guard.stores.schema import create_tables
 from guard.stores.state import StateStore, TaskTokenRecord
 from moto import mock_aws
 
@@ -47,11 +48,7 @@ def tenants(monkeypatch: pytest.MonkeyPatch) -> Any:
         dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
         stores = {}
         for tenant in ("team-a", "team-b"):  # the names infra/naming.py gives each tenant's state table
-            table = dynamodb.create_table(
-                TableName=f"guard-{tenant}-state", BillingMode="PAY_PER_REQUEST",
-                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                      {"AttributeName": "sk", "AttributeType": "S"}])
+            _, table = create_tables(dynamodb, state_name=f"guard-{tenant}-state")
             stores[tenant] = StateStore(table)
         # Both tenants have an execution waiting on an MR (same iid, different projects).
         stores["team-a"].put_task_token(TaskTokenRecord(merge_request_url=MR_A, task_token="token-a",

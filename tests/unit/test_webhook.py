@@ -12,6 +12,7 @@ import pytest
 from guard import runtime
 from guard.errors import ExternalServiceError, InvalidInput, TransientError
 from guard.services.webhook import WebhookService
+from guard.stores.schema import create_tables
 from guard.stores.state import StateStore, TaskTokenRecord
 from handlers import gitlab_webhook
 from moto import mock_aws
@@ -105,16 +106,8 @@ def aws(monkeypatch, tmp_path):
     runtime.reset()
     with mock_aws():
         boto3.client("secretsmanager", region_name=REGION).create_secret(Name=SECRET_NAME, SecretString=TOKEN)
-        dynamodb = boto3.resource("dynamodb", region_name=REGION)
-        dynamodb.create_table(
-            TableName="guard-unit-registry", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}])
-        table = dynamodb.create_table(
-            TableName="guard-unit-state", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}])
+        _, table = create_tables(boto3.resource("dynamodb", region_name=REGION),
+                                 "guard-unit-registry", "guard-unit-state")
         yield StateStore(table), table
     runtime.reset()
 

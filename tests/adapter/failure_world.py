@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import socket
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -33,6 +33,7 @@ from guard.stores.state import StateStore
 
 from sandbox.sims.gitlab_sim import GitLabSimulator
 from sandbox.sims.kubernetes_sim import KubernetesSimulator
+from tests.support.clock import FakeClock
 
 REGION = "us-east-1"
 TOKEN = "sim-gitlab-token"
@@ -57,20 +58,6 @@ spec:
   values:
     pilot: {{autoscaleMin: 2}}
 """
-
-
-class ManualClock:
-    def __init__(self, start: datetime = START) -> None:
-        self._now = start
-
-    def now(self) -> datetime:
-        return self._now
-
-    def sleep(self, seconds: float) -> None:
-        self.advance(seconds)
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
 
 
 class RecordingStepFunctions:
@@ -102,7 +89,7 @@ def closed_port_url() -> str:
 @dataclass
 class World:
     config: TenantConfig
-    clock: ManualClock
+    clock: FakeClock
     gitlab: GitLabSimulator
     kubernetes: KubernetesSimulator
     registry: ClusterRegistry
@@ -118,7 +105,7 @@ class World:
         return self.state.get_run(RUN_ID)
 
 
-def build(gitlab: GitLabSimulator, kubernetes: KubernetesSimulator, clock: ManualClock,
+def build(gitlab: GitLabSimulator, kubernetes: KubernetesSimulator, clock: FakeClock,
           **config: Any) -> World:
     """GIVEN-state shared by the tests: the upgrade to NEW is merged and running; eks-prod-1 failed validation."""
     registry_table, state_table = create_tables(boto3.resource("dynamodb", region_name=REGION), "registry", "state")

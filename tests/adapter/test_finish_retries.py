@@ -16,7 +16,7 @@ from guard.stores.state import StateStore
 from moto import mock_aws
 
 from sandbox.sims.gitlab_sim import GitLabSimulator
-from tests.support.kubernetes import ManualClock
+from tests.support.clock import FakeClock
 
 PROJECT = "platform/istio-fleet"
 
@@ -35,7 +35,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FinishService, GitL
         repo.ensure_branch(PROJECT, "b", "main")
         repo.commit_files(PROJECT, "b", [], "nothing")
         mr = repo.ensure_merge_request(PROJECT, "b", "main", "Upgrade", "")
-        clock = ManualClock()
+        clock = FakeClock()
         registry.put(Cluster(cluster_id="c1", batch_id="b1", environment="dev", region="us-east-1",
                              gitlab_project=PROJECT, flux_config_path="f.yaml", current_istio_version="1.19.3"))
         state.put_run(RunRecord(run_id="r1", execution_arn="arn", batch="b1", target_version="1.20.0",

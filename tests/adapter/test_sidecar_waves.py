@@ -18,18 +18,19 @@ from guard.stores.state import StateStore
 from moto import mock_aws
 
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
-from tests.support.kubernetes import ManualClock, SimConnector
+from tests.support.clock import FakeClock
+from tests.support.kubernetes import SimConnector
 
 OLD, NEW = "1.19.3", "1.20.0"
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def sim(clock: ManualClock) -> Iterator[KubernetesSimulator]:
+def sim(clock: FakeClock) -> Iterator[KubernetesSimulator]:
     with KubernetesSimulator(clock, pod_ready_seconds=20) as simulator:
         simulator.add_cluster("c1", OLD, workloads=[Workload("shop", "cart", 3), Workload("shop", "orders", 2),
                                                     Workload("shop", "search", 2)])
@@ -47,7 +48,7 @@ def stores(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ClusterRegistry, S
         yield ClusterRegistry(ddb.Table("registry")), StateStore(ddb.Table("state"))
 
 
-def service(stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: ManualClock,
+def service(stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: FakeClock,
             **execution: Any) -> SidecarRolloutService:
     registry, state = stores
     config = parse_config({"batches": [{"name": "b", "clusters": ["c1"]}],
@@ -60,13 +61,13 @@ def service(stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator
     return SidecarRolloutService(config, registry, state, SimConnector(sim), clock)
 
 
-def upgraded_control_plane(sim: KubernetesSimulator, clock: ManualClock) -> None:
+def upgraded_control_plane(sim: KubernetesSimulator, clock: FakeClock) -> None:
     sim.apply_chart_version("c1", NEW, reconcile_after_seconds=5)
     clock.advance(60)
 
 
 def test_waves_restart_one_workload_at_a_time_until_every_proxy_runs_the_target(
-        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: ManualClock) -> None:
+        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: FakeClock) -> None:
     # GIVEN istiod on 1.20.0 and three workloads whose proxies still run 1.19.3, waves of one
     upgraded_control_plane(sim, clock)
     waves = service(stores, sim, clock)
@@ -90,7 +91,7 @@ def test_waves_restart_one_workload_at_a_time_until_every_proxy_runs_the_target(
 
 
 def test_a_workload_below_its_ready_floor_is_not_restarted_and_times_out(
-        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: ManualClock) -> None:
+        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: FakeClock) -> None:
     # GIVEN shop/orders crash-looping (0/2 ready, below the 80% floor) after the control plane upgrade
     upgraded_control_plane(sim, clock)
     sim.crash_loop("c1", "shop", "orders")

@@ -24,19 +24,10 @@ from guard.stores.schema import create_tables
 from guard.stores.state import BatchResult, StateStore
 from moto import mock_aws
 
+from tests.support.clock import FakeClock
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
 NOW = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
-
-
-class FixedClock:
-    def __init__(self, now: datetime) -> None:
-        self.current = now
-
-    def now(self) -> datetime:
-        return self.current
-
-    def sleep(self, seconds: float) -> None:
-        self.current += timedelta(seconds=seconds)
 
 
 # ---------------------------------------------------------------- parse_input
@@ -104,7 +95,7 @@ def world(tables):
                               ("eks-staging-us-east-1", "staging-us"), ("eks-staging-us-west-2", "staging-us"),
                               ("eks-staging-eu-west-1", "staging-eu"), ("eks-prod-canary", "prod-canary")]:
         registry.put(cluster(cluster_id, batch))
-    planner = BatchPlanner(load_config(EXAMPLE), registry, state, FixedClock(NOW))
+    planner = BatchPlanner(load_config(EXAMPLE), registry, state, FakeClock(NOW))
     return planner, registry, state, state_table
 
 

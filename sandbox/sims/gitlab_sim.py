@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from guard.clock import Clock, SystemClock
 
 from sandbox.sims.gitlab_store import ApiError, GitLabStore, MergeRequestRecord, Project
+from sandbox.sims.loopback import LoopbackHandler
 
 MergeListener = Callable[[str, int, str], None]  # (project path, MR iid, merge commit sha)
 
@@ -355,7 +356,7 @@ def _int(text: str) -> int:
 
 
 def _handler_for(sim: GitLabSimulator) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(LoopbackHandler):
         def do_GET(self) -> None:
             self._serve("GET")
 

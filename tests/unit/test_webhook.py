@@ -17,7 +17,8 @@ from guard.stores.state import StateStore, TaskTokenRecord
 from handlers import gitlab_webhook
 from moto import mock_aws
 
-from sandbox.apigw import ApiGatewayShim
+from sandbox.apigw import proxy_event
+from tests.support.clock import FakeClock
 
 REGION = "us-east-1"
 TOKEN = "s3cr3t-webhook-token"
@@ -39,14 +40,6 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return 10_000
-
-
-class FixedClock:
-    def now(self) -> datetime:
-        return NOW
-
-    def sleep(self, seconds: float) -> None:
-        raise AssertionError("the webhook never sleeps")
 
 
 class RecordingStepFunctions:
@@ -121,8 +114,7 @@ def waiting(aws):
 
 
 def call(headers: dict[str, str], body: str) -> tuple[int, dict[str, Any]]:
-    shim = ApiGatewayShim(gitlab_webhook.handler, LambdaContext)  # builds the proxy event only; no server
-    response = gitlab_webhook.handler(shim.event("POST", "/webhooks/gitlab", headers, body), LambdaContext())
+    response = gitlab_webhook.handler(proxy_event("POST", "/webhooks/gitlab", headers, body), LambdaContext())
     return response["statusCode"], json.loads(response["body"])
 
 
@@ -242,7 +234,7 @@ def test_secret_not_readable_is_not_a_401(aws, monkeypatch):
 def service(waiting):
     state, table = waiting
     sfn = RecordingStepFunctions()
-    return WebhookService(state, sfn, FixedClock()), sfn, state, table
+    return WebhookService(state, sfn, FakeClock(NOW, on_sleep="refuse")), sfn, state, table
 
 
 def test_merge_sends_task_success_with_the_merge_commit(service):
@@ -291,7 +283,7 @@ def test_a_delivery_that_failed_to_resume_is_not_deduped_on_resend(waiting):
     # GIVEN Step Functions throttles the first attempt to resume the execution
     state, _ = waiting
     sfn = RecordingStepFunctions(fail_with=TransientError("SendTaskSuccess: ThrottlingException"))
-    svc = WebhookService(state, sfn, FixedClock())
+    svc = WebhookService(state, sfn, FakeClock(NOW, on_sleep="refuse"))
     with pytest.raises(TransientError):
         svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123"))
     assert state.get_task_token(MR) is not None
@@ -307,7 +299,8 @@ def test_an_execution_that_stopped_waiting_is_forgotten(waiting):
     # GIVEN the execution's wait already timed out
     state, _ = waiting
     sfn = RecordingStepFunctions(fail_with=TaskTimedOut("Task Timed Out"))
-    result = WebhookService(state, sfn, FixedClock()).handle("Merge Request Hook", "d-1", mr_event("merge"))
+    service = WebhookService(state, sfn, FakeClock(NOW, on_sleep="refuse"))
+    result = service.handle("Merge Request Hook", "d-1", mr_event("merge"))
     # THEN GitLab still gets 200, and the stale token is dropped
     assert result.status == 200
     assert "no longer waiting (TaskTimedOut)" in result.message

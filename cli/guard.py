@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from guard.errors import ROLLED_BACK_ERRORS, ConfigError, GuardError, InvalidInput
+from guard.executions import execution_history
 
 SUCCEEDED, FAILED, BAD_INPUT, ROLLED_BACK, WAITING = 0, 1, 2, 3, 4
 EXIT_CODES = {
@@ -158,7 +159,7 @@ def follow(sfn: Any, arn: str, *, timeout: float, out: TextIO, poll: float = 2.0
     seen = 0
     started = time.monotonic()
     while True:
-        events = _history(sfn, arn)
+        events = execution_history(sfn, arn)
         for event in events[seen:]:
             line = describe_event(event)
             if line:
@@ -173,17 +174,6 @@ def follow(sfn: Any, arn: str, *, timeout: float, out: TextIO, poll: float = 2.0
         if live:  # one line rewritten in place on a terminal; CI logs get only the lines above
             print(f"\r\033[K  … {described['status'].lower()} for {int(elapsed)}s", end="", file=out, flush=True)
         sleep(min(poll, max(0.05, timeout - elapsed)))
-
-
-def _history(sfn: Any, arn: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
-    while True:
-        page = sfn.get_execution_history(**kwargs)
-        events += page["events"]
-        if not page.get("nextToken"):
-            return events
-        kwargs["nextToken"] = page["nextToken"]
 
 
 def _json(text: Any) -> Any:

@@ -7,10 +7,13 @@ from typing import Any
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
+from guard.stores.schema import REGISTRY, STATE, TableSchema
 
 
 class GuardTables(Construct):
     """Registry (pk `cluster_id`) and state (pk `pk`, sk `sk`, TTL `expires_at`) tables.
+
+    The keys come from guard.stores.schema, which the local rehearsal and the tests use too.
 
     Both are on-demand, encrypted, point-in-time recoverable and retained when the stack
     goes: they hold the fleet's upgrade history and the locks of running executions.
@@ -29,13 +32,20 @@ class GuardTables(Construct):
         }
         self.registry = dynamodb.Table(
             self, "Registry", table_name=registry_table_name,
-            partition_key=dynamodb.Attribute(name="cluster_id", type=dynamodb.AttributeType.STRING),
-            **common,
+            **_keys(REGISTRY), **common,
         )
         self.state = dynamodb.Table(
             self, "State", table_name=state_table_name,
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
-            time_to_live_attribute="expires_at",
-            **common,
+            **_keys(STATE), **common,
         )
+
+
+def _keys(schema: TableSchema) -> dict[str, Any]:
+    """The CDK key and TTL arguments of a table schema (every key is a string)."""
+    keys: dict[str, Any] = {
+        "partition_key": dynamodb.Attribute(name=schema.partition_key, type=dynamodb.AttributeType.STRING)}
+    if schema.sort_key:
+        keys["sort_key"] = dynamodb.Attribute(name=schema.sort_key, type=dynamodb.AttributeType.STRING)
+    if schema.ttl_attribute:
+        keys["time_to_live_attribute"] = schema.ttl_attribute
+    return keys

@@ -1,4 +1,4 @@
-"""A local HTTP endpoint that plays API Gateway (REST, proxy integration) for one handler."""
+"""A local HTTP endpoint that plays API Gateway (REST, proxy integration) for one function."""
 
 from __future__ import annotations
 
@@ -6,17 +6,25 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from sandbox.sims.loopback import LoopbackHandler
 
 
 class ApiGatewayShim:
-    """POSTs to `url + path` become API Gateway proxy events for `handler`."""
+    """POSTs to `url + path` become API Gateway proxy events passed to `invoke`.
 
-    def __init__(self, handler: Callable[[dict[str, Any], Any], dict[str, Any]], context_factory: Callable[[], Any],
+    `invoke(event)` runs the function and returns its proxy response. The server answers
+    requests on parallel threads, like API Gateway; the rehearsal passes
+    `lambda event: engine.invoke("GitLabWebhook", event)`, so two overlapping requests still
+    run the function one at a time, as two invocations of one Lambda execution environment
+    would (sandbox.engine.ExecutionEnvironments says why that matters).
+    """
+
+    def __init__(self, invoke: Callable[[dict[str, Any]], dict[str, Any]],
                  resource: str = "/webhooks/gitlab") -> None:
-        self._handler = handler
-        self._context_factory = context_factory
+        self._invoke = invoke
         self._resource = resource
         self.responses: list[tuple[int, str]] = []
         self._server: ThreadingHTTPServer | None = None
@@ -29,13 +37,13 @@ class ApiGatewayShim:
     def start(self) -> ApiGatewayShim:
         shim = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(LoopbackHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
                 event = shim.event("POST", self.path, dict(self.headers.items()), body)
                 try:
-                    result = shim._handler(event, shim._context_factory())
+                    result = shim._invoke(event)
                     status, payload = int(result.get("statusCode", 502)), str(result.get("body", ""))
                 except Exception as e:  # API Gateway answers 502 when the integration crashes
                     status, payload = 502, json.dumps({"message": f"Internal server error: {type(e).__name__}"})
@@ -50,7 +58,8 @@ class ApiGatewayShim:
                 return
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -60,19 +69,25 @@ class ApiGatewayShim:
             self._server = None
 
     def event(self, method: str, path: str, headers: dict[str, str], body: str) -> dict[str, Any]:
-        return {
-            "resource": self._resource,
-            "path": path,
-            "httpMethod": method,
-            "headers": headers,
-            "multiValueHeaders": {k: [v] for k, v in headers.items()},
-            "queryStringParameters": None,
-            "multiValueQueryStringParameters": None,
-            "pathParameters": None,
-            "stageVariables": None,
-            "requestContext": {"resourcePath": self._resource, "httpMethod": method, "path": f"/prod{path}",
-                               "stage": "prod", "requestId": str(uuid.uuid4()),
-                               "identity": {"sourceIp": "127.0.0.1"}},
-            "body": body,
-            "isBase64Encoded": False,
-        }
+        return proxy_event(method, path, headers, body, self._resource)
+
+
+def proxy_event(method: str, path: str, headers: dict[str, str], body: str,
+                resource: str = "/webhooks/gitlab") -> dict[str, Any]:
+    """The event API Gateway (REST, proxy integration, stage `prod`) passes to the function."""
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {"resourcePath": resource, "httpMethod": method, "path": f"/prod{path}",
+                           "stage": "prod", "requestId": str(uuid.uuid4()),
+                           "identity": {"sourceIp": "127.0.0.1"}},
+        "body": body,
+        "isBase64Encoded": False,
+    }

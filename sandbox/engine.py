@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from unittest import mock
 
 import boto3
@@ -48,6 +49,97 @@ FUNCTIONS: dict[str, str] = {
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
+# Real seconds after which a wait in the rehearsal declares a hang. Only a stuck execution or a
+# broken test reaches it: nothing a test asserts depends on how fast this machine is.
+HANG_SECONDS = 240.0
+
+T = TypeVar("T")
+
+
+class ExecutionEnvironments:
+    """One Lambda execution environment per function: at most one invocation of a function at a time.
+
+    Real Lambda never runs two invocations in one execution environment at the same time; a
+    second concurrent invocation gets another environment, with its own copy of every module.
+    Here every handler module is imported once into this process, so two overlapping
+    invocations of one function would share its module state. Powertools'
+    `APIGatewayRestResolver` keeps the current event in such a process-wide slot
+    (`BaseRouter.current_event`): two GitLab webhooks arriving together would read each
+    other's body, and one merge would resume the other MR's execution (shared
+    LOCAL-ENGINE.md, "one invocation per environment").
+
+    So each function gets one lock, and an invocation holds its function's lock while the
+    handler runs: the rehearsal behaves like one warm environment per function. Different
+    functions still run in parallel, as they do on AWS. The Step Functions dispatcher and the
+    API Gateway shim both invoke through `LocalEngine.invoke`, hence through these locks.
+    The locks are process-wide (`ENVIRONMENTS`) because the handler modules are.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, function: str) -> threading.Lock:
+        """The lock of `function`'s one environment (construct id, e.g. "GitLabWebhook")."""
+        with self._guard:
+            return self._locks.setdefault(function, threading.Lock())
+
+
+ENVIRONMENTS = ExecutionEnvironments()
+
+
+class Activity:
+    """A counter bumped whenever something happens in the rehearsal that a waiter may be
+    waiting for: a Lambda invocation ended (it may have opened an MR, stored a token, ...) or
+    an execution ended. Waiters re-check their condition then, instead of polling a timer."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._generation = 0
+        self._executions_ended = 0
+
+    def generation(self) -> int:
+        with self._condition:
+            return self._generation
+
+    def notify(self, execution_ended: bool = False) -> None:
+        with self._condition:
+            self._generation += 1
+            self._executions_ended += execution_ended
+            self._condition.notify_all()
+
+    def wait(self, since: int, timeout: float) -> int:
+        """Block until something happened after generation `since` (or `timeout` real seconds)."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._generation != since, timeout=timeout)
+            return self._generation
+
+    def wait_for_execution_end(self, since: int, timeout: float) -> None:
+        """Block until an execution ended after `since` executions had (or `timeout` real seconds)."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._executions_ended != since, timeout=timeout)
+
+    def executions_ended(self) -> int:
+        with self._condition:
+            return self._executions_ended
+
+    def wait_until(self, predicate: Callable[[], T | None], what: str, timeout: float = HANG_SECONDS,
+                   recheck: float = 0.5) -> T:
+        """The first truthy value of `predicate`, re-checked after each activity.
+
+        `timeout` (real seconds) only guards against a hang; `recheck` covers conditions that
+        change without activity (a simulator state changed by a test thread).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            since = self.generation()
+            value = predicate()
+            if value:
+                return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"hang: nothing made {what} true in {timeout:g}s of real time")
+            self.wait(since, min(recheck, remaining))
 
 
 class LambdaContext:
@@ -78,6 +170,10 @@ class LocalEngine:
 
     `speedup` compresses Wait states, Retry intervals and `TimeoutSecondsPath` timeouts;
     the handlers get the same factor through the ScaledClock the caller installs.
+
+    `start()` / `stop()` run the moto server; in between, `begin(speedup)` / `end()` bracket
+    one rehearsal (environment, patches, empty backends), so a test session can run many
+    scenarios on one server. `start()` also begins a rehearsal, `stop()` ends it.
     """
 
     def __init__(self, speedup: float = 1.0, names: dict[str, str] | None = None) -> None:
@@ -86,12 +182,29 @@ class LocalEngine:
         self.port = 0
         self.endpoint = ""
         self.invocations: list[tuple[str, float]] = []  # (function, ms)
+        self.activity = Activity()
         self._handlers: dict[str, Callable[[Any, Any], Any]] = {}
-        self._stack = ExitStack()
+        self._stack: ExitStack | None = None
         self._server: Any = None
+        self._in_flight = 0
+        self._in_flight_lock = threading.Condition()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalEngine:
+        """Start the moto server and begin a rehearsal at this engine's speedup."""
+        self.serve()
+        return self.begin(self.speedup)
+
+    def stop(self) -> None:
+        self.end()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def serve(self) -> LocalEngine:
+        """Start the moto server (once)."""
+        if self._server is not None:
+            return self
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -101,6 +214,17 @@ class LocalEngine:
         self._server.start()
         _, self.port = self._server.get_host_and_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        return self
+
+    def begin(self, speedup: float) -> LocalEngine:
+        """One rehearsal: AWS environment pointing at the server, patches, empty backends."""
+        if self._server is None:
+            raise RuntimeError("the moto server is not running: call serve() first")
+        if self._stack is not None:
+            raise RuntimeError("a rehearsal is already running on this engine")
+        self.speedup = speedup
+        self.invocations = []
+        self._stack = ExitStack()
         env = {
             "MOTO_PORT": str(self.port),  # moto's SFN engine calls Lambda through this port
             "AWS_ENDPOINT_URL": self.endpoint,
@@ -115,18 +239,36 @@ class LocalEngine:
             "POWERTOOLS_METRICS_DISABLED": "true",
         }
         self._stack.enter_context(mock.patch.dict(os.environ, env))
-        # moto's backends live in the process, not the server: start every world empty.
+        # moto's backends live in the process, not the server: start every rehearsal empty.
         requests.post(f"{self.endpoint}/moto-api/reset", timeout=10)
         requests.post(f"{self.endpoint}/moto-api/config",
                       json={"stepfunctions": {"execute_state_machine": True}}, timeout=10)
         self._patch_moto()
         return self
 
-    def stop(self) -> None:
-        self._stack.close()
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+    def end(self) -> None:
+        """Stop what still runs (a test may leave an execution waiting), then undo `begin`."""
+        if self._stack is None:
+            return
+        try:
+            self.stop_executions()
+        finally:
+            self._stack.close()
+            self._stack = None
+
+    def stop_executions(self) -> None:
+        """Stop every running execution and wait for the handlers still running to return."""
+        if self._server is None:
+            return
+        sfn = self.client("stepfunctions")
+        for machine in sfn.list_state_machines()["stateMachines"]:
+            for page in sfn.get_paginator("list_executions").paginate(
+                    stateMachineArn=machine["stateMachineArn"], statusFilter="RUNNING"):
+                for execution in page["executions"]:
+                    sfn.stop_execution(executionArn=execution["executionArn"], error="RehearsalEnded")
+        # A stopped execution may still be inside a handler: let it return before the next rehearsal.
+        with self._in_flight_lock:
+            self._in_flight_lock.wait_for(lambda: self._in_flight == 0, timeout=30)
 
     def __enter__(self) -> LocalEngine:
         return self.start()
@@ -146,8 +288,15 @@ class LocalEngine:
         from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
         from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSecondsPath
         from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+        from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
 
+        assert self._stack is not None
         engine = self
+        original_terminated = BaseExecutionWorkerCommunication.terminated
+
+        def terminated(communication: Any) -> None:
+            original_terminated(communication)
+            engine.activity.notify(execution_ended=True)
 
         def invoke(fn: Any, body: str, request_headers: Any, response_headers: Any) -> bytes:
             return engine._dispatch(fn.function_name, body, response_headers)
@@ -172,6 +321,7 @@ class LocalEngine:
         self._stack.enter_context(mock.patch.object(WaitFunction, "_wait_interval", wait_interval))
         self._stack.enter_context(mock.patch.object(TimeoutSecondsPath, "_eval_seconds", scaled_timeout))
         self._stack.enter_context(mock.patch.object(retrier_decl, "time", _ScaledTime()))
+        self._stack.enter_context(mock.patch.object(BaseExecutionWorkerCommunication, "terminated", terminated))
         self._patch_sfn_sync()
 
     def _patch_sfn_sync(self) -> None:
@@ -190,6 +340,7 @@ class LocalEngine:
             StateTaskServiceSfn,
         )
 
+        assert self._stack is not None
         model = get_session().get_service_model("stepfunctions")
         original = StateTaskServiceSfn._normalise_parameters
 
@@ -218,35 +369,43 @@ class LocalEngine:
         self._stack.enter_context(mock.patch.object(StateTaskServiceSfn, "_normalise_response",
                                                     normalise_response, create=True))
 
-    def _dispatch(self, function_name: str, body: str, response_headers: Any) -> bytes:
-        logical = next((k for k, v in self.names.items() if v == function_name), function_name)
+    def invoke(self, logical: str, event: Any) -> Any:
+        """Run function `logical`'s handler on `event` in its one environment (`ENVIRONMENTS`):
+        waits while another invocation of the same function runs. Raises what the handler raises."""
         handler = self._handlers.get(logical)
         if handler is None:
             handler = self._handlers[logical] = _import_handler(FUNCTIONS[logical])
-        event = json.loads(body) if body else {}
-        started = time.perf_counter()
+        with self._in_flight_lock:
+            self._in_flight += 1
         try:
-            result = handler(event, LambdaContext(function_name))
-            return json.dumps(result).encode()
+            with ENVIRONMENTS.lock(logical):
+                started = time.perf_counter()
+                try:
+                    return handler(event, LambdaContext(self.names.get(logical, logical)))
+                finally:
+                    self.invocations.append((logical, (time.perf_counter() - started) * 1000))
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+                self._in_flight_lock.notify_all()
+            self.activity.notify()
+
+    def _dispatch(self, function_name: str, body: str, response_headers: Any) -> bytes:
+        logical = next((k for k, v in self.names.items() if v == function_name), function_name)
+        event = json.loads(body) if body else {}
+        try:
+            return json.dumps(self.invoke(logical, event)).encode()
         except Exception as e:  # report like Lambda does, so Retry/Catch match the error name
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps({"errorType": type(e).__name__, "errorMessage": str(e),
                                "stackTrace": traceback.format_exception(e)[-3:]}).encode()
-        finally:
-            self.invocations.append((logical, (time.perf_counter() - started) * 1000))
 
     # ------------------------------------------------------------------ deployment (what CDK makes)
     def deploy(self, registry_table: str, state_table: str, asl_file: str = "upgrade_batch.asl.json") -> str:
         """Tables, functions and the state machine; returns the state machine ARN."""
-        ddb = self.client("dynamodb")
-        ddb.create_table(TableName=registry_table, BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}])
-        ddb.create_table(TableName=state_table, BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                               {"AttributeName": "sk", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                                    {"AttributeName": "sk", "KeyType": "RANGE"}])
+        from guard.stores.schema import create_tables
+
+        create_tables(self.client("dynamodb"), registry_table, state_table)
         iam = self.client("iam")
         role = iam.create_role(RoleName=f"guard-local-{uuid.uuid4().hex[:6]}", AssumeRolePolicyDocument="{}")
         role_arn = role["Role"]["Arn"]

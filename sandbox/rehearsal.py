@@ -7,13 +7,16 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TextIO
 
+from guard.executions import execution_history
 from guard.stores.failure import FailureStore
 from guard.stores.state import StateStore
 from guard.vocabulary.outcomes import Outcome
 
+from sandbox.engine import LocalEngine
 from sandbox.scenario import Scenario
 from sandbox.world import LocalWorld
 
@@ -27,9 +30,31 @@ class Progress:
         self._world = world
         self._out = out
         self._start = world.clock.now()
+        self._real_start = datetime.now(UTC)
+        self._at: datetime | None = None
+
+    def show(self, event: dict[str, Any]) -> None:
+        """`event`'s line(s), stamped with the scenario time the event happened (not printed)."""
+        at = event.get("timestamp")
+        self._at = at if isinstance(at, datetime) else None
+        try:
+            self.event(event)
+        finally:
+            self._at = None
+
+    def note(self, at: datetime, text: str) -> None:
+        """A line for what the person did at real time `at`."""
+        self._at = at
+        try:
+            self.line(f"  👤 {text}")
+        finally:
+            self._at = None
 
     def line(self, text: str) -> None:
-        elapsed = int((self._world.clock.now() - self._start).total_seconds())
+        if self._at is not None:
+            elapsed = int(max(0.0, (self._at - self._real_start).total_seconds()) * self._world.scenario.speedup)
+        else:
+            elapsed = int((self._world.clock.now() - self._start).total_seconds())
         stamp = f"{elapsed // 3600:02d}:{elapsed % 3600 // 60:02d}:{elapsed % 60:02d}"
         print(f"[{stamp}] {text}", file=self._out, flush=True)
 
@@ -97,17 +122,6 @@ def _cluster_of(state_input: Any) -> str | None:
     return parsed.get("cluster_id") if isinstance(parsed, dict) else None
 
 
-def history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
-    while True:
-        page = sfn.get_execution_history(**kwargs)
-        events += page["events"]
-        if not page.get("nextToken"):
-            return events
-        kwargs["nextToken"] = page["nextToken"]
-
-
 def payload_bytes(event: dict[str, Any]) -> int:
     """Size of the state data an event carries (input or output), as Step Functions counts it."""
     sizes = [0]
@@ -119,20 +133,56 @@ def payload_bytes(event: dict[str, Any]) -> int:
     return max(sizes)
 
 
+def follow(world: LocalWorld, sfn: Any, arn: str, progress: Progress, scenario: Scenario) -> str:
+    """Print the execution's progress until it ends; returns its final status.
+
+    Waits on the engine's "an execution ended" signal, printing new history events at most
+    once a real second meanwhile (polling the history faster only steals the engine's CPU).
+    `scenario.timeout_seconds` of real time is a hang guard: the rehearsal then stops the
+    execution and reports TIMED_OUT.
+    """
+    seen = human_seen = 0
+    deadline = time.monotonic() + scenario.timeout_seconds
+    while True:
+        ended = world.engine.activity.executions_ended()
+        status = str(sfn.describe_execution(executionArn=arn)["status"])
+        events = execution_history(sfn, arn)
+        notes = world.human_log[human_seen:]
+        # In the order they happened: history events and the person's actions, by real time.
+        lines: list[tuple[datetime, int, Callable[[], None]]] = []
+        for i, event in enumerate(events[seen:]):
+            lines.append((event["timestamp"], i, partial(progress.show, event)))
+        for i, (at, text) in enumerate(notes):
+            lines.append((at, len(lines) + i, partial(progress.note, at, text)))
+        for _, _, show in sorted(lines, key=lambda line: (line[0], line[1])):
+            show()
+        seen, human_seen = len(events), human_seen + len(notes)
+        if status in TERMINAL:  # read before the history: the history holds the final event
+            return status
+        if time.monotonic() > deadline:
+            sfn.stop_execution(executionArn=arn, error="RehearsalTimeout",
+                               cause=f"the rehearsal gave up after {scenario.timeout_seconds:g}s")
+            progress.line(f"✗ rehearsal gave up after {scenario.timeout_seconds:g}s real time (a hang?)")
+            return "TIMED_OUT"
+        world.engine.activity.wait_for_execution_end(ended, timeout=1.0)
+
+
 def run_scenario(scenario: Scenario, out: TextIO = sys.stdout,
                  on_world: Callable[[LocalWorld], None] | None = None,
-                 inspect: Callable[[LocalWorld, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                 inspect: Callable[[LocalWorld, dict[str, Any]], None] | None = None,
+                 engine: LocalEngine | None = None) -> dict[str, Any]:
     """Rehearse `scenario`; returns the JSON summary.
 
     `on_world` runs once the world is up (inject faults); `inspect` runs before it is torn
-    down (tests read the tables and simulators there).
+    down (tests read the tables and simulators there). `engine`: a serving moto server to
+    reuse (a test session's); by default the rehearsal starts its own.
     """
     if scenario.rollout is not None:  # many batches: the rollout state machine (sandbox/rollout_rehearsal.py)
         from sandbox.rollout_rehearsal import run_rollout
 
-        return run_rollout(scenario, out, on_world, inspect)
+        return run_rollout(scenario, out, on_world, inspect, engine)
     started = time.monotonic()
-    with LocalWorld(scenario) as world:
+    with LocalWorld(scenario, engine) as world:
         if on_world:
             on_world(world)
         progress = Progress(world, out)
@@ -142,29 +192,8 @@ def run_scenario(scenario: Scenario, out: TextIO = sys.stdout,
                       f"on {len(scenario.fleet)} cluster(s), clock ×{scenario.speedup:g}")
         arn = sfn.start_execution(stateMachineArn=world.state_machine_arn, name=f"rehearsal-{uuid.uuid4().hex[:8]}",
                                   input=json.dumps(execution_input))["executionArn"]
-        seen = 0
-        human_seen = 0
-        status = "RUNNING"
-        deadline = started + scenario.timeout_seconds
-        while True:
-            events = history(sfn, arn)
-            for event in events[seen:]:
-                progress.event(event)
-            seen = len(events)
-            for note in world.human_log[human_seen:]:
-                progress.line(f"  👤 {note}")
-            human_seen = len(world.human_log)
-            status = sfn.describe_execution(executionArn=arn)["status"]
-            if status in TERMINAL and seen == len(history(sfn, arn)):
-                break
-            if time.monotonic() > deadline:
-                sfn.stop_execution(executionArn=arn, error="RehearsalTimeout",
-                                   cause=f"the rehearsal gave up after {scenario.timeout_seconds:g}s")
-                progress.line(f"✗ rehearsal gave up after {scenario.timeout_seconds:g}s real time")
-                status = "TIMED_OUT"
-                break
-            time.sleep(0.05)
-        events = history(sfn, arn)
+        status = follow(world, sfn, arn, progress, scenario)
+        events = execution_history(sfn, arn)
         description = sfn.describe_execution(executionArn=arn)
         summary = _summary(world, scenario, arn, status, description, events, time.monotonic() - started)
         if inspect:

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TextIO
 
+from guard.executions import execution_history
 from guard.rollout.dag import RolloutGraph
 from guard.stores.rollouts import RolloutStore
 
-from sandbox.rehearsal import TERMINAL, Progress, _json, history, payload_bytes
+from sandbox.engine import LocalEngine
+from sandbox.rehearsal import Progress, _json, follow, payload_bytes
 from sandbox.scenario import Scenario
 from sandbox.world import LocalWorld
 
@@ -59,11 +61,12 @@ def _short(text: Any) -> str:
 
 
 def run_rollout(scenario: Scenario, out: TextIO, on_world: Callable[[LocalWorld], None] | None = None,
-                inspect: Callable[[LocalWorld, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                inspect: Callable[[LocalWorld, dict[str, Any]], None] | None = None,
+                engine: LocalEngine | None = None) -> dict[str, Any]:
     """Rehearse a `rollout:` scenario; returns the JSON summary (per batch: status, why, scenario times)."""
     assert scenario.rollout is not None
     started = time.monotonic()
-    with LocalWorld(scenario) as world:
+    with LocalWorld(scenario, engine) as world:
         if on_world:
             on_world(world)
         progress = RolloutProgress(world, out)
@@ -75,39 +78,17 @@ def run_rollout(scenario: Scenario, out: TextIO, on_world: Callable[[LocalWorld]
         arn = sfn.start_execution(stateMachineArn=world.rollout_state_machine_arn,
                                   name=f"rollout-{uuid.uuid4().hex[:8]}",
                                   input=json.dumps(rollout_input))["executionArn"]
-        status = _follow(world, sfn, arn, progress, scenario, started)
+        status = follow(world, sfn, arn, progress, scenario)
         summary = rollout_summary(world, scenario, arn, status, time.monotonic() - started)
         if inspect:
             inspect(world, summary)
     return summary
 
 
-def _follow(world: LocalWorld, sfn: Any, arn: str, progress: Progress, scenario: Scenario, started: float) -> str:
-    seen = human_seen = 0
-    deadline = started + scenario.timeout_seconds
-    while True:
-        events = history(sfn, arn)
-        for event in events[seen:]:
-            progress.event(event)
-        seen = len(events)
-        for note in world.human_log[human_seen:]:
-            progress.line(f"  👤 {note}")
-        human_seen = len(world.human_log)
-        status = str(sfn.describe_execution(executionArn=arn)["status"])
-        if status in TERMINAL and seen == len(history(sfn, arn)):
-            return status
-        if time.monotonic() > deadline:
-            sfn.stop_execution(executionArn=arn, error="RehearsalTimeout",
-                               cause=f"the rehearsal gave up after {scenario.timeout_seconds:g}s")
-            progress.line(f"✗ rehearsal gave up after {scenario.timeout_seconds:g}s real time")
-            return "TIMED_OUT"
-        time.sleep(0.05)
-
-
 def rollout_summary(world: LocalWorld, scenario: Scenario, arn: str, status: str,
                     real_seconds: float) -> dict[str, Any]:
     sfn = world.engine.client("stepfunctions")
-    events = history(sfn, arn)
+    events = execution_history(sfn, arn)
     description = sfn.describe_execution(executionArn=arn)
     origin: datetime = description["startDate"]
     speed = scenario.speedup
@@ -131,7 +112,7 @@ def rollout_summary(world: LocalWorld, scenario: Scenario, arn: str, status: str
             item["execution_arn"] = child["executionArn"]
             item["start_s"] = at(child["startDate"])
             item["end_s"] = at(child.get("stopDate"))
-            child_events[batch] = len(history(sfn, child["executionArn"]))
+            child_events[batch] = len(execution_history(sfn, child["executionArn"]))
         batches.append(item)
     failure = next((e.get("executionFailedEventDetails") for e in events if e["type"] == "ExecutionFailed"), None)
     graph = RolloutGraph.build([b.name for b in world.config.batches], world.config.batch_order,
@@ -163,14 +144,8 @@ def rollout_summary(world: LocalWorld, scenario: Scenario, arn: str, status: str
 
 
 def _executions(sfn: Any, state_machine_arn: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"stateMachineArn": state_machine_arn, "maxResults": 100}
-    while True:
-        page = sfn.list_executions(**kwargs)
-        found += page["executions"]
-        if not page.get("nextToken"):
-            return found
-        kwargs["nextToken"] = page["nextToken"]
+    pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=state_machine_arn)
+    return [execution for page in pages for execution in page["executions"]]
 
 
 def _overlaps(batches: list[dict[str, Any]]) -> list[list[str]]:

@@ -125,7 +125,9 @@ class Scenario(_Strict):
     fleet: list[ClusterSpec] = Field(min_length=1)
     succeeded_before: list[str] = Field(
         default_factory=list, description="batches recorded as already upgraded to target_version")
-    timeout_seconds: float = Field(default=120, gt=0, description="real seconds before the rehearsal gives up")
+    timeout_seconds: float = Field(
+        default=240, gt=0,
+        description="hang guard: real seconds after which the rehearsal stops a stuck execution (TIMED_OUT)")
     expect: Expectation | None = None
 
     source: Path = Field(default=Path("."), exclude=True)

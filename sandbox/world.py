@@ -2,18 +2,23 @@
 simulators, the API Gateway shim for the webhook, and the person who merges the MR.
 
 Everything listens on 127.0.0.1 and every thread is a daemon that stops with `close()`.
+A world runs on its own moto server, or on one it is given (a test session shares one).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import tempfile
 import threading
-from datetime import datetime
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from unittest import mock
 
 from guard import runtime
 from guard.clock import ScaledClock
@@ -27,13 +32,15 @@ from guard.stores.state import BatchResult, StateStore
 from guard.vocabulary.outcomes import Outcome
 
 from sandbox.apigw import ApiGatewayShim
-from sandbox.engine import LambdaContext, LocalEngine, _import_handler
+from sandbox.engine import HANG_SECONDS, LocalEngine
 from sandbox.scenario import ClusterSpec, DecisionComment, MetricBehaviour, Scenario
 from sandbox.sims.datadog_sim import DatadogSimulator
 from sandbox.sims.gitlab_sim import GitLabSimulator
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
 from sandbox.sims.llm_sim import LlmSimulator
 from sandbox.sims.slack_sim import SlackRecorder
+
+T = TypeVar("T")
 
 HELMRELEASE = """\
 # Istio control plane for {cluster}, managed by Flux. GUARD bumps spec.chart.spec.version.
@@ -80,13 +87,19 @@ def _noise(*parts: object) -> float:
 
 
 class LocalWorld:
-    """Builds and seeds every local system for one scenario."""
+    """Builds and seeds every local system for one scenario.
 
-    def __init__(self, scenario: Scenario) -> None:
+    `engine`: a moto server already serving (`LocalEngine.serve()`) to run on; by default the
+    world starts its own and stops it on `close()`.
+    """
+
+    def __init__(self, scenario: Scenario, engine: LocalEngine | None = None) -> None:
         self.scenario = scenario
         self.config: TenantConfig = _with_overrides(load_config(scenario.config_path()), scenario.config_overrides)
         self.clock = ScaledClock(scenario.speedup)
-        self.engine = LocalEngine(speedup=scenario.speedup)
+        self._owns_engine = engine is None
+        self.engine = engine or LocalEngine(speedup=scenario.speedup)
+        self._env = ExitStack()
         self.gitlab_token = "glpat-local-" + secrets.token_hex(8)
         self.webhook_token = secrets.token_hex(16)
         self.gitlab = GitLabSimulator(token=self.gitlab_token, clock=self.clock)
@@ -98,7 +111,8 @@ class LocalWorld:
         # cluster -> [(when, version)] as Flux applied them; metrics follow the running version
         self.version_changes: dict[str, list[tuple[datetime, str]]] = {}
         self.upgraded_at: dict[str, datetime] = {}
-        self.human_log: list[str] = []
+        # (real time, what the person did): the rehearsal prints it in order with the history
+        self.human_log: list[tuple[datetime, str]] = []
         self._stop = threading.Event()
         self._tmp = tempfile.TemporaryDirectory(prefix="guard-rehearsal-")
         self.state_machine_arn = ""
@@ -106,7 +120,8 @@ class LocalWorld:
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> LocalWorld:
-        self.engine.start()
+        self.engine.serve()
+        self.engine.begin(self.scenario.speedup)
         self.gitlab.start()
         self.datadog.start()
         self.kubernetes.start()
@@ -118,20 +133,31 @@ class LocalWorld:
         self.state_machine_arn = self.engine.deploy(self.config.aws.dynamodb.table_name,
                                                     self.config.aws.dynamodb.state_table_name)
         self.rollout_state_machine_arn = self.engine.deploy_rollout(self.state_machine_arn)
-        self.webhook = ApiGatewayShim(_import_handler("handlers.gitlab_webhook"),
-                                      lambda: LambdaContext(self.engine.names["GitLabWebhook"])).start()
+        # API Gateway invokes the webhook function like the dispatcher does: one invocation at a time.
+        self.webhook = ApiGatewayShim(lambda event: self.engine.invoke("GitLabWebhook", event)).start()
         self._seed()
         threading.Thread(target=self._human, name="human", daemon=True).start()
         return self
 
     def close(self) -> None:
         self._stop.set()
+        self.engine.stop_executions()  # before the simulators go: a stopped execution may still be in a handler
         for stop in (self.webhook.stop if self.webhook else None, self.kubernetes.stop, self.datadog.stop,
-                     self.gitlab.stop, self.slack.stop, self.llm.stop if self.llm else None, self.engine.stop):
+                     self.gitlab.stop, self.slack.stop, self.llm.stop if self.llm else None):
             if stop:
                 stop()
+        self._env.close()
         runtime.reset()
+        if self._owns_engine:
+            self.engine.stop()
+        else:
+            self.engine.end()
         self._tmp.cleanup()
+
+    def wait_until(self, predicate: Callable[[], T | None], what: str, timeout: float = HANG_SECONDS) -> T:
+        """The first truthy value of `predicate`, re-checked whenever a Lambda invocation or an
+        execution ends; `timeout` (real seconds) only catches a hang."""
+        return self.engine.activity.wait_until(predicate, what, timeout)
 
     def __enter__(self) -> LocalWorld:
         return self.open()
@@ -142,8 +168,6 @@ class LocalWorld:
     # ------------------------------------------------------------------ seeding
     def _write_runtime_files(self) -> None:
         """What CDK packages with each function: the config as JSON and the checks folder."""
-        import os
-
         config_file = Path(self._tmp.name) / "config.json"
         # The tenant's GitLab URL becomes the simulator's: nothing leaves 127.0.0.1.
         self.config.gitlab.url = self.gitlab.url
@@ -157,14 +181,14 @@ class LocalWorld:
             self.config.llm.timeout_seconds = min(self.config.llm.timeout_seconds, 2)
         config_file.write_text(self.config.model_dump_json(by_alias=True))
         checks = self.scenario.config_path().parent / self.config.custom_checks_path
-        os.environ.update({
+        self._env.enter_context(mock.patch.dict(os.environ, {
             "GUARD_TENANT": self.config.tenant,
             "GUARD_CONFIG_FILE": str(config_file),
             "GUARD_CHECKS_DIR": str(checks),
             "GUARD_REGISTRY_TABLE": self.config.aws.dynamodb.table_name,
             "GUARD_STATE_TABLE": self.config.aws.dynamodb.state_table_name,
             "GUARD_DATADOG_HOST": self.datadog.url,
-        })
+        }))
         runtime.reset()
 
     def _seed(self) -> None:
@@ -271,7 +295,9 @@ class LocalWorld:
         `after_seconds` of scenario time later as the scenario says."""
         seen: set[int] = set()
         asked: set[int] = set()
-        while not self._stop.wait(0.02):
+        while not self._stop.is_set():
+            # MRs and decision requests come from Lambda invocations: look again when one ends.
+            since = self.engine.activity.generation()
             for mr in self.gitlab.merge_requests(self.scenario.gitlab_project):
                 if mr["iid"] not in seen and mr["state"] == "opened":
                     seen.add(mr["iid"])
@@ -283,22 +309,27 @@ class LocalWorld:
                     asked.add(mr["iid"])
                     for comment in self.scenario.decision_comments:
                         threading.Thread(target=self._comment, args=(mr["iid"], comment), daemon=True).start()
+            self.engine.activity.wait(since, timeout=0.25)
+
+    def _log(self, text: str, at: datetime | None = None) -> None:
+        self.human_log.append((at or datetime.now(UTC), text))
 
     def _comment(self, iid: int, comment: DecisionComment) -> None:
         if self._stop.wait(comment.after_seconds / self.scenario.speedup):
             return
         self.gitlab.comment_as(self.scenario.gitlab_project, iid, comment.user, comment.body)
-        self.human_log.append(f"{comment.user} ({comment.access}) commented `{comment.body}` on MR !{iid}")
+        self._log(f"{comment.user} ({comment.access}) commented `{comment.body}` on MR !{iid}")
 
     def _act(self, iid: int, action: str, after_seconds: float) -> None:
         if action == "ignore":
-            self.human_log.append(f"MR !{iid} opened; the reviewer ignores it")
+            self._log(f"MR !{iid} opened; the reviewer ignores it")
             return
-        self.human_log.append(f"MR !{iid} opened; the reviewer will {action} it after {after_seconds:g}s")
+        self._log(f"MR !{iid} opened; the reviewer will {action} it after {after_seconds:g}s")
         if self._stop.wait(after_seconds / self.scenario.speedup):
             return
+        at = datetime.now(UTC)  # GitLab delivers the webhook inside merge(): the execution resumes before it returns
         if action == "merge":
             self.gitlab.merge(self.scenario.gitlab_project, iid)
         else:
             self.gitlab.close(self.scenario.gitlab_project, iid)
-        self.human_log.append(f"MR !{iid} {action}d")
+        self._log(f"MR !{iid} {action}d", at)

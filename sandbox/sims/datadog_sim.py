@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 from guard.clock import SystemClock
 from guard.ports import Clock
 
-from sandbox.sims.loopback import LoopbackServer
+from sandbox.sims.loopback import LoopbackHandler, LoopbackServer
 
 SeriesFn = Callable[[datetime], float | None]
 
@@ -369,7 +369,7 @@ def _decode_body(raw: bytes, encoding: str) -> Any:
 
 
 def _handler_for(sim: DatadogSimulator) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(LoopbackHandler):
         protocol_version = "HTTP/1.1"
 
         def _serve(self) -> None:

@@ -31,6 +31,7 @@ from guard.clock import SystemClock
 from guard.ports import Clock
 
 from sandbox.sims.gitlab_store import ApiError, GitLabStore, MergeRequestRecord, Project
+from sandbox.sims.loopback import LoopbackHandler
 
 MergeListener = Callable[[str, int, str], None]  # (project path, MR iid, merge commit sha)
 
@@ -371,7 +372,7 @@ def _int(text: str) -> int:
 
 
 def _handler_for(sim: GitLabSimulator) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(LoopbackHandler):
         def do_GET(self) -> None:
             self._serve("GET")
 

@@ -46,7 +46,7 @@ from sandbox.sims.kubernetes_objects import (
     short_hash,
     ts,
 )
-from sandbox.sims.loopback import LoopbackServer
+from sandbox.sims.loopback import LoopbackHandler, LoopbackServer
 
 TOKEN_PREFIX = "k8s-aws-v1."
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -533,7 +533,7 @@ class KubernetesSimulator(LoopbackServer):
         return {"kind": kind, "apiVersion": api_version, "metadata": meta, "items": page}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     sim: KubernetesSimulator
     protocol_version = "HTTP/1.1"
 

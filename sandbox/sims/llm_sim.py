@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
+from sandbox.sims.loopback import LoopbackHandler
+
 Mode = Literal["json", "garbage", "hang", "error"]
 
 DEFAULT_ANSWER: dict[str, Any] = {
@@ -143,7 +145,7 @@ def _error(anthropic: bool, kind: str, message: str) -> dict[str, Any]:
 
 
 def _handler_for(sim: LlmSimulator) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(LoopbackHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:

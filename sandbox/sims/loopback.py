@@ -1,10 +1,22 @@
-"""The lifecycle every simulator shares: an HTTP server on 127.0.0.1, a free port, a daemon thread."""
+"""What every simulator shares: an HTTP server on 127.0.0.1, a free port, a daemon thread, and
+the request handler base that answers without Nagle's delay."""
 
 from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
+
+
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """Base of the simulators' request handlers.
+
+    Answers go out as soon as they are written: with Nagle's algorithm on, the body written
+    after the headers waits for the client's delayed ACK, about 40 ms per keep-alive request
+    on Linux, which made every Kubernetes read of a rehearsal ~50 times slower than the work.
+    """
+
+    disable_nagle_algorithm = True
 
 
 class LoopbackServer:

@@ -7,7 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from sandbox.sims.loopback import LoopbackServer
+from sandbox.sims.loopback import LoopbackHandler, LoopbackServer
 
 
 class SlackRecorder(LoopbackServer):
@@ -22,7 +22,7 @@ class SlackRecorder(LoopbackServer):
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         recorder = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(LoopbackHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import socket
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -27,10 +27,12 @@ from guard.gitops.helm_release import set_chart_version
 from guard.ports import FileChange
 from guard.stores.failure import FailureStore
 from guard.stores.registry import ClusterRegistry
+from guard.stores.schema import create_tables
 from guard.stores.state import StateStore
 
 from sandbox.sims.gitlab_sim import GitLabSimulator
 from sandbox.sims.kubernetes_sim import KubernetesSimulator
+from tests.support.clock import FakeClock
 
 REGION = "us-east-1"
 TOKEN = "sim-gitlab-token"
@@ -55,20 +57,6 @@ spec:
   values:
     pilot: {{autoscaleMin: 2}}
 """
-
-
-class ManualClock:
-    def __init__(self, start: datetime = START) -> None:
-        self._now = start
-
-    def now(self) -> datetime:
-        return self._now
-
-    def sleep(self, seconds: float) -> None:
-        self.advance(seconds)
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
 
 
 class RecordingStepFunctions:
@@ -100,7 +88,7 @@ def closed_port_url() -> str:
 @dataclass
 class World:
     config: TenantConfig
-    clock: ManualClock
+    clock: FakeClock
     gitlab: GitLabSimulator
     kubernetes: KubernetesSimulator
     registry: ClusterRegistry
@@ -116,24 +104,10 @@ class World:
         return self.state.get_run(RUN_ID)
 
 
-def create_tables() -> tuple[Any, Any]:
-    dynamodb = boto3.resource("dynamodb", region_name=REGION)
-    registry = dynamodb.create_table(
-        TableName="registry", BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}])
-    state = dynamodb.create_table(
-        TableName="state", BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                              {"AttributeName": "sk", "AttributeType": "S"}])
-    return registry, state
-
-
-def build(gitlab: GitLabSimulator, kubernetes: KubernetesSimulator, clock: ManualClock,
+def build(gitlab: GitLabSimulator, kubernetes: KubernetesSimulator, clock: FakeClock,
           **config: Any) -> World:
     """GIVEN-state shared by the tests: the upgrade to NEW is merged and running; eks-prod-1 failed validation."""
-    registry_table, state_table = create_tables()
+    registry_table, state_table = create_tables(boto3.resource("dynamodb", region_name=REGION), "registry", "state")
     cfg = TenantConfig.model_validate({"tenant": "unit", "gitlab": {"url": gitlab.url},
                                        "batches": [{"name": "prod-canary", "clusters": list(CLUSTERS)}], **config})
     gitlab.add_project(PROJECT, {path(c): RELEASE.format(cluster=c, version=OLD) for c in CLUSTERS} |

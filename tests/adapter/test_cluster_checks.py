@@ -10,7 +10,8 @@ from guard.checks.snapshot import ClusterSnapshot
 from guard.core.models import CheckStatus, Cluster
 
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
-from tests.support.kubernetes import ManualClock, api_for
+from tests.support.clock import FakeClock
+from tests.support.kubernetes import api_for
 
 VERSION = "1.19.3"
 CLUSTER = Cluster(cluster_id="c1", batch_id="b", environment="prod", region="us-east-1", gitlab_project="p",
@@ -19,12 +20,12 @@ POLICY = builtin.ZeroDowntimePolicy(pdb_required=True, min_ready_replicas_percen
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def sim(clock: ManualClock) -> Iterator[KubernetesSimulator]:
+def sim(clock: FakeClock) -> Iterator[KubernetesSimulator]:
     with KubernetesSimulator(clock, pod_ready_seconds=5) as simulator:
         simulator.add_cluster("c1", VERSION, workloads=[Workload("shop", "cart", 3), Workload("shop", "orders", 2)])
         yield simulator
@@ -59,7 +60,7 @@ def test_node_not_ready_fails_nodes_ready(sim: KubernetesSimulator) -> None:
     assert result.status == CheckStatus.FAIL and sim.node_names("c1")[0] in result.message
 
 
-def test_crash_loop_fails_and_is_named_by_workload(sim: KubernetesSimulator, clock: ManualClock) -> None:
+def test_crash_loop_fails_and_is_named_by_workload(sim: KubernetesSimulator, clock: FakeClock) -> None:
     # GIVEN shop/cart crash-looping
     sim.crash_loop("c1", "shop", "cart")
     clock.advance(60)
@@ -106,7 +107,7 @@ def test_version_skew_refuses_proxies_two_minors_behind_an_in_place_target(sim: 
 
 
 def test_after_the_control_plane_upgrade_proxies_lag_until_restarted(sim: KubernetesSimulator,
-                                                                      clock: ManualClock) -> None:
+                                                                      clock: FakeClock) -> None:
     # GIVEN Flux reconciled 1.20.0 (istiod runs it) but no workload restarted yet
     sim.apply_chart_version("c1", "1.20.0", reconcile_after_seconds=10)
     clock.advance(30)
@@ -117,7 +118,7 @@ def test_after_the_control_plane_upgrade_proxies_lag_until_restarted(sim: Kubern
     assert builtin.version_skew(CLUSTER, snap, "1.20.0", 1).status == CheckStatus.PASS
 
 
-def test_gateway_not_ready_fails_gateways_ready(sim: KubernetesSimulator, clock: ManualClock) -> None:
+def test_gateway_not_ready_fails_gateways_ready(sim: KubernetesSimulator, clock: FakeClock) -> None:
     # GIVEN a gateway whose pods crash-loop
     sim.add_gateway("c1")
     sim.crash_loop("c1", "istio-system", "istio-ingressgateway")

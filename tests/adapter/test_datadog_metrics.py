@@ -13,6 +13,7 @@ from guard.errors import ExternalServiceError, TransientError
 from guard.ports import MetricsProvider
 
 from sandbox.sims.datadog_sim import MONITOR_PATH, TIMESERIES_PATH, DatadogSimulator
+from tests.support.clock import FakeClock
 
 API_KEY = "test-api-key-0123"
 APP_KEY = "test-app-key-4567"
@@ -24,27 +25,13 @@ LATENCY_Q = "p99:istio.mesh.request.duration{cluster:c1}"
 MISSING_Q = "avg:no.such.metric{cluster:c1}"
 
 
-class FrozenClock:
-    """A clock that stands still; sleeping is recorded, never done."""
-
-    def __init__(self, now: datetime) -> None:
-        self._now = now
-        self.slept: list[float] = []
-
-    def now(self) -> datetime:
-        return self._now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW, on_sleep="stand_still")
 
 
 @pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock(NOW)
-
-
-@pytest.fixture
-def sim(clock: FrozenClock) -> Iterator[DatadogSimulator]:
+def sim(clock: FakeClock) -> Iterator[DatadogSimulator]:
     with DatadogSimulator(api_key=API_KEY, app_key=APP_KEY, clock=clock) as simulator:
         yield simulator
 
@@ -55,7 +42,7 @@ def sleeps() -> list[float]:
 
 
 @pytest.fixture
-def datadog(sim: DatadogSimulator, clock: FrozenClock, sleeps: list[float]) -> DatadogMetrics:
+def datadog(sim: DatadogSimulator, clock: FakeClock, sleeps: list[float]) -> DatadogMetrics:
     return DatadogMetrics.from_keys(
         API_KEY, APP_KEY, host=sim.url, timeout_seconds=2, clock=clock, sleep=sleeps.append
     )
@@ -121,7 +108,7 @@ def test_no_queries_sends_nothing(sim: DatadogSimulator, datadog: DatadogMetrics
     assert sim.requests == []
 
 
-def test_partial_last_bucket_is_returned_low_when_the_simulator_shows_it(clock: FrozenClock) -> None:
+def test_partial_last_bucket_is_returned_low_when_the_simulator_shows_it(clock: FakeClock) -> None:
     # GIVEN a simulator that shows the still-filling bucket, 30 s into a 60 s bucket
     with DatadogSimulator(api_key=API_KEY, app_key=APP_KEY, clock=clock, partial_last_bucket=True) as sim:
         sim.set_series(ERRORS_Q, lambda t: 100.0)
@@ -153,7 +140,7 @@ def test_keys_are_sent_as_datadog_headers(sim: DatadogSimulator, datadog: Datado
 
 @pytest.mark.parametrize("call", ["query", "alerts"])
 def test_wrong_key_is_an_external_service_error_that_names_the_operation(
-    sim: DatadogSimulator, clock: FrozenClock, call: str
+    sim: DatadogSimulator, clock: FakeClock, call: str
 ) -> None:
     # GIVEN an adapter with a wrong application key
     datadog = DatadogMetrics.from_keys(API_KEY, "wrong-app-key", host=sim.url, timeout_seconds=2, clock=clock)
@@ -254,7 +241,7 @@ def test_server_errors_are_transient(sim: DatadogSimulator, datadog: DatadogMetr
         datadog.query({"errors": ERRORS_Q}, START, NOW)
 
 
-def test_timeout_is_transient(sim: DatadogSimulator, clock: FrozenClock) -> None:
+def test_timeout_is_transient(sim: DatadogSimulator, clock: FakeClock) -> None:
     # GIVEN Datadog stalling longer than the client's timeout
     datadog = DatadogMetrics.from_keys(API_KEY, APP_KEY, host=sim.url, timeout_seconds=0.3, clock=clock)
     sim.delay_next(TIMESERIES_PATH, 1.5)
@@ -264,7 +251,7 @@ def test_timeout_is_transient(sim: DatadogSimulator, clock: FrozenClock) -> None
         datadog.query({"errors": ERRORS_Q}, START, NOW)
 
 
-def test_connection_refused_is_transient(clock: FrozenClock) -> None:
+def test_connection_refused_is_transient(clock: FakeClock) -> None:
     # GIVEN nothing listening on a loopback port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

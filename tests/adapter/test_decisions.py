@@ -16,7 +16,8 @@ from moto import mock_aws
 
 from sandbox.sims.gitlab_sim import GitLabSimulator
 from sandbox.sims.kubernetes_sim import KubernetesSimulator
-from tests.adapter.failure_world import PROJECT, RUN_ID, TOKEN, ManualClock, World, build, closed_port_url
+from tests.adapter.failure_world import PROJECT, RUN_ID, TOKEN, World, build, closed_port_url
+from tests.support.clock import FakeClock
 
 MAINTAINER, DEVELOPER = 40, 30
 
@@ -27,7 +28,7 @@ def world(monkeypatch) -> Iterator[World]:
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    clock = ManualClock()
+    clock = FakeClock()
     with mock_aws(), GitLabSimulator(token=TOKEN, clock=clock) as gitlab, KubernetesSimulator(clock) as k8s:
         w = build(gitlab, k8s, clock)
         gitlab.add_hook(PROJECT, closed_port_url(), "hook-token")  # deliveries are recorded with their payload

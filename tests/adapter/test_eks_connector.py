@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,20 +17,10 @@ from guard.errors import ConfigError, ExternalServiceError
 from moto import mock_aws
 
 from sandbox.sims.kubernetes_sim import KubernetesSimulator
+from tests.support.clock import FakeClock
 
 REGION = "eu-west-1"
 ROLE_ARN = "arn:aws:iam::123456789012:role/guard-eks-reader"
-
-
-class ManualClock:
-    def __init__(self, start: datetime) -> None:
-        self._now = start
-
-    def now(self) -> datetime:
-        return self._now
-
-    def sleep(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
 
 
 def registry_cluster(**overrides: Any) -> Cluster:
@@ -67,7 +57,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.session.Session]:
 
 @pytest.fixture
 def sim() -> Iterator[KubernetesSimulator]:
-    with KubernetesSimulator(ManualClock(datetime(2025, 3, 1, tzinfo=UTC))) as simulator:
+    with KubernetesSimulator(FakeClock(datetime(2025, 3, 1, tzinfo=UTC))) as simulator:
         simulator.add_cluster("prod-euw1", "1.20.3", nodes=2, workloads=[("shop", "web", 2, True, True)])
         yield simulator
 

@@ -29,7 +29,8 @@ from moto import mock_aws
 from sandbox.sims.gitlab_sim import GitLabSimulator
 from sandbox.sims.kubernetes_sim import KubernetesSimulator
 from sandbox.sims.llm_sim import LlmSimulator
-from tests.adapter.failure_world import RUN_ID, TOKEN, ManualClock, World, build
+from tests.adapter.failure_world import RUN_ID, TOKEN, World, build
+from tests.support.clock import FakeClock
 
 LOG = "\n".join(f"2025-03-01T09:00:{i:02d}Z info ads XDS: Pushing:{i} Services:42" for i in range(30))
 # Built at run time so no secret scanner mistakes this fake for a committed token.
@@ -146,7 +147,7 @@ def world(monkeypatch) -> Iterator[World]:
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    clock = ManualClock()
+    clock = FakeClock()
     with mock_aws(), GitLabSimulator(token=TOKEN, clock=clock) as gitlab, KubernetesSimulator(clock) as kube:
         yield build(gitlab, kube, clock, llm={"enabled": True, "model": "sim-model"})
 

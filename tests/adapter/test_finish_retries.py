@@ -11,11 +11,12 @@ from guard.core.models import Cluster
 from guard.core.run import ExecutionInput, RunRecord
 from guard.services.finish import FinishService
 from guard.stores.registry import ClusterRegistry
+from guard.stores.schema import create_tables
 from guard.stores.state import StateStore
 from moto import mock_aws
 
 from sandbox.sims.gitlab_sim import GitLabSimulator
-from tests.support.kubernetes import ManualClock
+from tests.support.clock import FakeClock
 
 PROJECT = "platform/istio-fleet"
 
@@ -27,21 +28,14 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FinishService, GitL
         monkeypatch.setenv(key, value)
     with mock_aws(), GitLabSimulator(token="sim-token") as gitlab:
         ddb = boto3.resource("dynamodb")
-        ddb.create_table(TableName="registry", BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}])
-        ddb.create_table(TableName="state", BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                               {"AttributeName": "sk", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                                    {"AttributeName": "sk", "KeyType": "RANGE"}])
+        create_tables(ddb, "registry", "state")
         registry, state = ClusterRegistry(ddb.Table("registry")), StateStore(ddb.Table("state"))
         gitlab.add_project(PROJECT, {"f.yaml": "x: 1\n"})
         repo = GitLabRepo.from_token(gitlab.url, "sim-token")
         repo.ensure_branch(PROJECT, "b", "main")
         repo.commit_files(PROJECT, "b", [], "nothing")
         mr = repo.ensure_merge_request(PROJECT, "b", "main", "Upgrade", "")
-        clock = ManualClock()
+        clock = FakeClock()
         registry.put(Cluster(cluster_id="c1", batch_id="b1", environment="dev", region="us-east-1",
                              gitlab_project=PROJECT, flux_config_path="f.yaml", current_istio_version="1.19.3"))
         state.put_run(RunRecord(run_id="r1", execution_arn="arn", batch="b1", target_version="1.20.0",

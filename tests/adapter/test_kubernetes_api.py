@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import socket
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from guard.adapters.kubernetes_api import KubernetesApi, image_tag
@@ -14,6 +14,7 @@ from guard.ports import KubernetesCluster
 from kubernetes import client as k8s
 
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
+from tests.support.clock import FakeClock
 
 START = datetime(2025, 3, 1, 9, 0, 0, tzinfo=UTC)
 OLD, NEW = "1.20.3", "1.21.1"
@@ -30,29 +31,13 @@ WORKLOADS = [
 ]
 
 
-class ManualClock:
-    """Virtual time that moves only when the test says so."""
-
-    def __init__(self, start: datetime) -> None:
-        self._now = start
-
-    def now(self) -> datetime:
-        return self._now
-
-    def sleep(self, seconds: float) -> None:
-        self.advance(seconds)
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture
-def sim(clock: ManualClock) -> Iterator[KubernetesSimulator]:
+def sim(clock: FakeClock) -> Iterator[KubernetesSimulator]:
     with KubernetesSimulator(clock, pod_ready_seconds=5) as simulator:
         simulator.add_cluster("prod-use1", OLD, nodes=3, workloads=WORKLOADS)
         simulator.add_cluster("prod-euw1", OLD, nodes=2, workloads=[Workload("shop", "web", 2)])
@@ -146,7 +131,7 @@ def test_lists_are_paged(sim: KubernetesSimulator) -> None:
     assert "continue=" in pages[-1].query
 
 
-def test_helm_release_follows_flux_reconcile(sim: KubernetesSimulator, api: KubernetesApi, clock: ManualClock) -> None:
+def test_helm_release_follows_flux_reconcile(sim: KubernetesSimulator, api: KubernetesApi, clock: FakeClock) -> None:
     # GIVEN a release at the old version
     before = api.get_helm_release("istio-system", "istiod")
     assert (before.ready, before.chart_version, before.last_applied_version) == (True, OLD, OLD)
@@ -177,7 +162,7 @@ def test_helm_release_follows_flux_reconcile(sim: KubernetesSimulator, api: Kube
 
 
 def test_restart_picks_up_the_new_proxy_version(
-    sim: KubernetesSimulator, api: KubernetesApi, clock: ManualClock
+    sim: KubernetesSimulator, api: KubernetesApi, clock: FakeClock
 ) -> None:
     # GIVEN the control plane upgraded to the new version
     sim.apply_chart_version("prod-use1", NEW, reconcile_after_seconds=30)
@@ -205,7 +190,7 @@ def test_restart_picks_up_the_new_proxy_version(
 
 
 def test_restart_with_the_same_timestamp_is_idempotent(
-    sim: KubernetesSimulator, api: KubernetesApi, clock: ManualClock
+    sim: KubernetesSimulator, api: KubernetesApi, clock: FakeClock
 ) -> None:
     # GIVEN a restart already issued at time T
     at = clock.now()
@@ -218,7 +203,7 @@ def test_restart_with_the_same_timestamp_is_idempotent(
     assert {p.name for p in by_name(api.list_pods("payments"), "worker-")} == first
 
 
-def test_faults_show_up_in_the_read_model(sim: KubernetesSimulator, api: KubernetesApi, clock: ManualClock) -> None:
+def test_faults_show_up_in_the_read_model(sim: KubernetesSimulator, api: KubernetesApi, clock: FakeClock) -> None:
     # GIVEN a NotReady node, a crash-looping workload and a removed PDB
     node = sim.node_names("prod-use1")[0]
     sim.set_node_ready("prod-use1", node, False)
@@ -240,7 +225,7 @@ def test_faults_show_up_in_the_read_model(sim: KubernetesSimulator, api: Kuberne
 
 
 def test_flux_stuck_does_not_reconcile_until_unstuck(
-    sim: KubernetesSimulator, api: KubernetesApi, clock: ManualClock
+    sim: KubernetesSimulator, api: KubernetesApi, clock: FakeClock
 ) -> None:
     # GIVEN Flux cannot reconcile the release
     sim.set_flux_stuck("prod-use1")
@@ -308,7 +293,7 @@ def test_missing_helm_release_names_the_object(api: KubernetesApi) -> None:
         api.get_helm_release("istio-system", "istio-base")
 
 
-def test_restarting_an_unknown_deployment_names_it(api: KubernetesApi, clock: ManualClock) -> None:
+def test_restarting_an_unknown_deployment_names_it(api: KubernetesApi, clock: FakeClock) -> None:
     # GIVEN no such deployment WHEN restarting it THEN the error names it
     with pytest.raises(ExternalServiceError, match="Deployment payments/nope"):
         api.restart_deployment("payments", "nope", at=clock.now())

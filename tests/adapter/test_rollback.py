@@ -30,11 +30,11 @@ from tests.adapter.failure_world import (
     RELEASE,
     RUN_ID,
     TOKEN,
-    ManualClock,
     World,
     build,
     path,
 )
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture
@@ -48,8 +48,8 @@ def aws(monkeypatch):
 
 
 @pytest.fixture
-def sims() -> Iterator[tuple[GitLabSimulator, KubernetesSimulator, ManualClock]]:
-    clock = ManualClock()
+def sims() -> Iterator[tuple[GitLabSimulator, KubernetesSimulator, FakeClock]]:
+    clock = FakeClock()
     with GitLabSimulator(token=TOKEN, clock=clock) as gitlab, KubernetesSimulator(clock, pod_ready_seconds=5) as k8s:
         yield gitlab, k8s, clock
 

@@ -15,23 +15,25 @@ from guard.services.rollback import RollbackService
 from guard.services.sidecars import SidecarRolloutService
 from guard.stores.failure import FailureStore, RollbackRecord
 from guard.stores.registry import ClusterRegistry
+from guard.stores.schema import create_tables
 from guard.stores.state import StateStore
 from guard.vocabulary.outcomes import RollbackStatus
 from moto import mock_aws
 
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
-from tests.support.kubernetes import ManualClock, SimConnector
+from tests.support.clock import FakeClock
+from tests.support.kubernetes import SimConnector
 
 OLD, NEW = "1.19.3", "1.20.0"
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def sim(clock: ManualClock) -> Iterator[KubernetesSimulator]:
+def sim(clock: FakeClock) -> Iterator[KubernetesSimulator]:
     with KubernetesSimulator(clock, pod_ready_seconds=20) as simulator:
         simulator.add_cluster("c1", OLD, workloads=[Workload("shop", "cart", 3), Workload("shop", "orders", 2),
                                                     Workload("shop", "search", 2)])
@@ -45,18 +47,11 @@ def stores(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ClusterRegistry, S
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with mock_aws():
         ddb = boto3.resource("dynamodb")
-        ddb.create_table(TableName="registry", BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}])
-        ddb.create_table(TableName="state", BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                               {"AttributeName": "sk", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                                    {"AttributeName": "sk", "KeyType": "RANGE"}])
+        create_tables(ddb, "registry", "state")
         yield ClusterRegistry(ddb.Table("registry")), StateStore(ddb.Table("state"))
 
 
-def service(stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: ManualClock,
+def service(stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: FakeClock,
             **execution: Any) -> SidecarRolloutService:
     registry, state = stores
     config = parse_config({"batches": [{"name": "b", "clusters": ["c1"]}],
@@ -69,13 +64,13 @@ def service(stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator
     return SidecarRolloutService(config, registry, state, SimConnector(sim), clock)
 
 
-def upgraded_control_plane(sim: KubernetesSimulator, clock: ManualClock) -> None:
+def upgraded_control_plane(sim: KubernetesSimulator, clock: FakeClock) -> None:
     sim.apply_chart_version("c1", NEW, reconcile_after_seconds=5)
     clock.advance(60)
 
 
 def test_waves_restart_one_workload_at_a_time_until_every_proxy_runs_the_target(
-        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: ManualClock) -> None:
+        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: FakeClock) -> None:
     # GIVEN istiod on 1.20.0 and three workloads whose proxies still run 1.19.3, waves of one
     upgraded_control_plane(sim, clock)
     waves = service(stores, sim, clock)
@@ -99,7 +94,7 @@ def test_waves_restart_one_workload_at_a_time_until_every_proxy_runs_the_target(
 
 
 def test_a_workload_below_its_ready_floor_is_not_restarted_and_times_out(
-        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: ManualClock) -> None:
+        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: FakeClock) -> None:
     # GIVEN shop/orders crash-looping (0/2 ready, below the 80% floor) after the control plane upgrade
     upgraded_control_plane(sim, clock)
     sim.crash_loop("c1", "shop", "orders")
@@ -118,7 +113,7 @@ def test_a_workload_below_its_ready_floor_is_not_restarted_and_times_out(
 
 
 def test_a_rollback_restarts_the_proxies_back_onto_the_previous_version_before_it_is_verified(
-        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: ManualClock) -> None:
+        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: FakeClock) -> None:
     # GIVEN an upgrade whose waves moved every proxy to 1.20.0, then a merged rollback MR back to 1.19.3
     upgraded_control_plane(sim, clock)
     waves = service(stores, sim, clock, enable_rollout_sequencing=True, sidecar_restart_wave_size=3)

@@ -12,6 +12,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 from guard.config.loader import parse_config
 from guard.errors import ConfigError
+from guard.stores.schema import REGISTRY, STATE
 
 from infra.application import BUILD_DIR_CONTEXT, build_app
 from infra.functions import FUNCTIONS
@@ -75,7 +76,7 @@ def test_tables_are_on_demand_encrypted_recoverable_and_retained(alpha: Template
     alpha.has_resource("AWS::DynamoDB::Table", {
         "Properties": {
             "TableName": "guard-alpha-cluster-registry",
-            "KeySchema": [{"AttributeName": "cluster_id", "KeyType": "HASH"}],
+            "KeySchema": REGISTRY.key_schema(),
             "BillingMode": "PAY_PER_REQUEST",
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "SSESpecification": {"SSEEnabled": True},
@@ -87,9 +88,8 @@ def test_tables_are_on_demand_encrypted_recoverable_and_retained(alpha: Template
     alpha.has_resource("AWS::DynamoDB::Table", {
         "Properties": {
             "TableName": "guard-alpha-state",
-            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
-                          {"AttributeName": "sk", "KeyType": "RANGE"}],
-            "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
+            "KeySchema": STATE.key_schema(),
+            "TimeToLiveSpecification": {"AttributeName": STATE.ttl_attribute, "Enabled": True},
             "BillingMode": "PAY_PER_REQUEST",
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "SSESpecification": {"SSEEnabled": True},

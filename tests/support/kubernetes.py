@@ -1,9 +1,8 @@
-"""Shared test support: a manual clock and real KubernetesApi clients for the simulator."""
+"""Shared test support: real KubernetesApi clients for the Kubernetes simulator."""
 
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, timedelta
 
 from guard.adapters.kubernetes_api import KubernetesApi
 from guard.core.models import Cluster
@@ -11,28 +10,11 @@ from kubernetes import client as k8s
 
 from sandbox.sims.kubernetes_sim import KubernetesSimulator
 
-START = datetime(2025, 3, 1, 9, 0, 0, tzinfo=UTC)
 _PRESIGNED = (
     "https://sts.us-east-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15"
     "&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-SignedHeaders=host%3Bx-k8s-aws-id&X-Amz-Signature=abc123"
 )
 TOKEN = "k8s-aws-v1." + base64.urlsafe_b64encode(_PRESIGNED.encode()).decode().rstrip("=")
-
-
-class ManualClock:
-    """Virtual time that moves only when the test says so."""
-
-    def __init__(self, start: datetime = START) -> None:
-        self._now = start
-
-    def now(self) -> datetime:
-        return self._now
-
-    def sleep(self, seconds: float) -> None:
-        self.advance(seconds)
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
 
 
 def api_for(sim: KubernetesSimulator, cluster_id: str) -> KubernetesApi:

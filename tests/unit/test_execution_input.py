@@ -20,22 +20,14 @@ from guard.errors import (
 )
 from guard.services.plan import BatchPlanner, parse_input
 from guard.stores.registry import ClusterRegistry
+from guard.stores.schema import create_tables
 from guard.stores.state import BatchResult, StateStore
 from moto import mock_aws
 
+from tests.support.clock import FakeClock
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
 NOW = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
-
-
-class FixedClock:
-    def __init__(self, now: datetime) -> None:
-        self.current = now
-
-    def now(self) -> datetime:
-        return self.current
-
-    def sleep(self, seconds: float) -> None:
-        self.current += timedelta(seconds=seconds)
 
 
 # ---------------------------------------------------------------- parse_input
@@ -90,17 +82,8 @@ def tables(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
-        dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
-        registry = dynamodb.create_table(
-            TableName="guard-cluster-registry", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}])
-        state = dynamodb.create_table(
-            TableName="guard-state", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}])
-        yield registry, state
+        yield create_tables(boto3.resource("dynamodb", region_name="us-east-1"), "guard-cluster-registry",
+                            "guard-state")
 
 
 @pytest.fixture
@@ -112,7 +95,7 @@ def world(tables):
                               ("eks-staging-us-east-1", "staging-us"), ("eks-staging-us-west-2", "staging-us"),
                               ("eks-staging-eu-west-1", "staging-eu"), ("eks-prod-canary", "prod-canary")]:
         registry.put(cluster(cluster_id, batch))
-    planner = BatchPlanner(load_config(EXAMPLE), registry, state, FixedClock(NOW))
+    planner = BatchPlanner(load_config(EXAMPLE), registry, state, FakeClock(NOW))
     return planner, registry, state, state_table
 
 

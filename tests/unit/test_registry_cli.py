@@ -12,6 +12,7 @@ import yaml
 from guard.config.loader import load_config
 from guard.core.models import Cluster, UpgradeRecord
 from guard.stores.registry import ClusterRegistry
+from guard.stores.schema import create_tables
 from moto import mock_aws
 
 from cli.__main__ import main
@@ -34,10 +35,7 @@ def registry(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
-        table = boto3.resource("dynamodb", region_name="us-east-1").create_table(
-            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}])
+        table, _ = create_tables(boto3.resource("dynamodb", region_name="us-east-1"), registry_name=TABLE)
         yield ClusterRegistry(table)
 
 

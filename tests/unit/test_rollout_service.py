@@ -17,7 +17,8 @@ from guard.stores.registry import ClusterRegistry
 from guard.stores.rollouts import RolloutStore
 from guard.stores.state import StateStore
 
-from tests.unit.test_execution_input import EXAMPLE, FixedClock, cluster, request, succeeded, tables  # noqa: F401
+from tests.support.clock import FakeClock
+from tests.unit.test_execution_input import EXAMPLE, cluster, request, succeeded, tables  # noqa: F401
 
 SATURDAY = datetime(2025, 3, 29, 12, 0, tzinfo=UTC)
 WEDNESDAY = datetime(2025, 4, 2, 10, 0, tzinfo=UTC)
@@ -39,7 +40,7 @@ def make(tables: Any, *, overrides: dict[str, Any] | None = None, now: datetime 
     data.update(overrides or {})
     config = parse_config(data)
     state = StateStore(state_table)
-    clock = FixedClock(now)
+    clock = FakeClock(now)
     return RolloutService(config, registry, state, RolloutStore(state_table), clock), state, config, clock
 
 
@@ -237,7 +238,7 @@ def test_a_waiting_rollout_holds_prod_until_the_window_ends(tables: Any) -> None
     entry = RolloutStore(tables[1]).get("r1").entries["prod-canary"]
     assert entry.status == "pending" and "change window" in (entry.reason or "")
     # AND after the wait, the canary starts
-    clock.current = datetime(2025, 3, 31, 6, 0, 1, tzinfo=UTC)
+    clock.set(datetime(2025, 3, 31, 6, 0, 1, tzinfo=UTC))
     assert service.claim("r1", "prod-canary")["action"] == "run"
 
 
@@ -247,14 +248,14 @@ def test_batch_plan_refuses_inside_a_window_and_changes_nothing(tables: Any) -> 
     for batch in ("staging-us", "staging-eu"):
         succeeded(state, batch)
     registry = ClusterRegistry(tables[0])
-    planner = BatchPlanner(config, registry, state, FixedClock(SATURDAY))
+    planner = BatchPlanner(config, registry, state, FakeClock(SATURDAY))
     # WHEN a single-batch execution plans THEN it refuses naming the window; no lock, no run record
     with pytest.raises(ChangeWindowClosed) as error:
         planner.plan(request("prod-canary"), run_id="run-1", execution_arn="arn")
     assert "Fri 15:00 to Mon 08:00 Europe/Berlin" in str(error.value)
     assert state.lock_holder("prod-canary") is None and state.find_run("run-1") is None
     # AND on Wednesday it plans
-    assert BatchPlanner(config, registry, state, FixedClock(WEDNESDAY)).plan(
+    assert BatchPlanner(config, registry, state, FakeClock(WEDNESDAY)).plan(
         request("prod-canary"), run_id="run-2", execution_arn="arn").batch == "prod-canary"
 
 
@@ -281,13 +282,13 @@ def test_a_dependent_starts_before_an_unrelated_long_batch_ends(tables: Any) -> 
     # WHEN dev-2's iteration claims while dev-1 runs THEN it waits rollout.poll_seconds
     assert service.claim("r1", "dev-2") == {"action": "wait", "wait_seconds": 60, "name": None, "input": None}
     # AND once dev-1 succeeded, dev-2 starts although test is still running
-    clock.current = WEDNESDAY.replace(hour=11)
+    clock.set(WEDNESDAY.replace(hour=11))
     service.record_wave("r1", [{"batch": "dev-1", "status": "succeeded", "ExecutionArn": "arn:child:dev-1"}])
-    clock.current = WEDNESDAY.replace(hour=11, minute=1)
+    clock.set(WEDNESDAY.replace(hour=11, minute=1))
     assert service.claim("r1", "dev-2")["action"] == "run"
     record = RolloutStore(tables[1]).get("r1")
     assert (record.entries["test"].status, record.entries["dev-2"].status) == ("running", "running")
-    clock.current = WEDNESDAY.replace(hour=15)
+    clock.set(WEDNESDAY.replace(hour=15))
     service.record_wave("r1", [{"batch": "test", "status": "succeeded"}])
     service.record_wave("r1", [{"batch": "dev-2", "status": "succeeded"}])
     record = RolloutStore(tables[1]).get("r1")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 from guard.errors import BatchLocked
+from guard.stores.schema import create_tables
 from guard.stores.state import StateStore, TaskTokenRecord
 from moto import mock_aws
 
@@ -21,11 +22,7 @@ def state(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
-        table = boto3.resource("dynamodb", region_name="us-east-1").create_table(
-            TableName="guard-state", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}])
+        _, table = create_tables(boto3.resource("dynamodb", region_name="us-east-1"), state_name="guard-state")
         yield StateStore(table)
 
 

@@ -10,8 +10,11 @@ import boto3
 import pytest
 from guard.errors import WebhookUnauthorized
 from guard.services.webhook import WebhookService, verify_token
+from guard.stores.schema import create_tables
 from guard.stores.state import StateStore, TaskTokenRecord
 from moto import mock_aws
+
+from tests.support.clock import FakeClock
 
 NOW = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 MR_A = "https://gitlab.example.com/team-a/istio/-/merge_requests/7"
@@ -29,14 +32,6 @@ class RecordingStepFunctions:
         self.calls.append({"token": taskToken, "error": error})
 
 
-class FixedClock:
-    def now(self) -> datetime:
-        return NOW
-
-    def sleep(self, seconds: float) -> None:
-        pass
-
-
 @pytest.fixture
 def tenants(monkeypatch: pytest.MonkeyPatch) -> Any:
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -47,11 +42,7 @@ def tenants(monkeypatch: pytest.MonkeyPatch) -> Any:
         dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
         stores = {}
         for tenant in ("team-a", "team-b"):  # the names infra/naming.py gives each tenant's state table
-            table = dynamodb.create_table(
-                TableName=f"guard-{tenant}-state", BillingMode="PAY_PER_REQUEST",
-                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                      {"AttributeName": "sk", "AttributeType": "S"}])
+            _, table = create_tables(dynamodb, state_name=f"guard-{tenant}-state")
             stores[tenant] = StateStore(table)
         # Both tenants have an execution waiting on an MR (same iid, different projects).
         stores["team-a"].put_task_token(TaskTokenRecord(merge_request_url=MR_A, task_token="token-a",
@@ -70,7 +61,7 @@ def test_tenant_a_webhook_with_a_valid_token_cannot_resume_tenant_b(tenants: Any
     # GIVEN tenant A's webhook (its own state table), called with A's valid token but B's MR URL
     verify_token("secret-a", "secret-a")
     sfn = RecordingStepFunctions()
-    service = WebhookService(tenants["team-a"], sfn, FixedClock())
+    service = WebhookService(tenants["team-a"], sfn, FakeClock(NOW, on_sleep="stand_still"))
     # WHEN it handles B's merge event
     result = service.handle("Merge Request Hook", "delivery-1", merge(MR_B))
     # THEN A's table has no token for B's MR: nothing is resumed, and B's execution still waits
@@ -92,5 +83,6 @@ def test_each_tenant_resumes_only_its_own_execution(tenants: Any) -> None:
     for mine, url, token in (("team-a", MR_A, "token-a"), ("team-b", MR_B, "token-b")):
         sfn = RecordingStepFunctions()
         # WHEN a tenant's own MR merges THEN exactly its own task token is answered
-        WebhookService(tenants[mine], sfn, FixedClock()).handle("Merge Request Hook", f"d-{mine}", merge(url))
+        service = WebhookService(tenants[mine], sfn, FakeClock(NOW, on_sleep="stand_still"))
+        service.handle("Merge Request Hook", f"d-{mine}", merge(url))
         assert [c["token"] for c in sfn.calls] == [token]

@@ -16,11 +16,13 @@ from guard import runtime
 from guard.errors import ExternalServiceError, InvalidInput, TaskNoLongerWaiting, TransientError
 from guard.services.webhook import WebhookResult, WebhookService, delivery_key
 from guard.stores.deliveries import Deliveries
+from guard.stores.schema import create_tables
 from guard.stores.state import StateStore, TaskTokenRecord
 from handlers import gitlab_webhook
 from moto import mock_aws
 
-from sandbox.apigw import ApiGatewayShim
+from sandbox.apigw import proxy_event
+from tests.support.clock import FakeClock
 
 REGION = "us-east-1"
 TOKEN = "s3cr3t-webhook-token"
@@ -42,14 +44,6 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return 10_000
-
-
-class FixedClock:
-    def now(self) -> datetime:
-        return NOW
-
-    def sleep(self, seconds: float) -> None:
-        raise AssertionError("the webhook never sleeps")
 
 
 class RecordingStepFunctions:
@@ -78,6 +72,11 @@ class RecordingStepFunctions:
             raise error
 
 
+def clock() -> FakeClock:
+    """Webhooks never wait: a sleep here is a bug, and the clock refuses it."""
+    return FakeClock(NOW, on_sleep="refuse")
+
+
 def mr_event(action: str, url: str = MR, **attrs: Any) -> str:
     return json.dumps({
         "object_kind": "merge_request",
@@ -103,16 +102,8 @@ def aws(monkeypatch, tmp_path):
     runtime.reset()
     with mock_aws():
         boto3.client("secretsmanager", region_name=REGION).create_secret(Name=SECRET_NAME, SecretString=TOKEN)
-        dynamodb = boto3.resource("dynamodb", region_name=REGION)
-        dynamodb.create_table(
-            TableName="guard-unit-registry", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "cluster_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "cluster_id", "AttributeType": "S"}])
-        table = dynamodb.create_table(
-            TableName="guard-unit-state", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}])
+        _, table = create_tables(boto3.resource("dynamodb", region_name=REGION),
+                                 "guard-unit-registry", "guard-unit-state")
         yield StateStore(table), table
     runtime.reset()
 
@@ -126,8 +117,7 @@ def waiting(aws):
 
 
 def call(headers: dict[str, str], body: str) -> tuple[int, dict[str, Any]]:
-    shim = ApiGatewayShim(gitlab_webhook.handler, LambdaContext)  # builds the proxy event only; no server
-    response = gitlab_webhook.handler(shim.event("POST", "/webhooks/gitlab", headers, body), LambdaContext())
+    response = gitlab_webhook.handler(proxy_event("POST", "/webhooks/gitlab", headers, body), LambdaContext())
     return response["statusCode"], json.loads(response["body"])
 
 
@@ -301,7 +291,7 @@ def test_secret_not_readable_is_not_a_401(aws, monkeypatch):
 def service(waiting):
     state, table = waiting
     sfn = RecordingStepFunctions()
-    return WebhookService(state, sfn, FixedClock(), deliveries=ledger()), sfn, state, table
+    return WebhookService(state, sfn, clock(), deliveries=ledger()), sfn, state, table
 
 
 def test_merge_sends_task_success_with_the_merge_commit(service):
@@ -353,14 +343,14 @@ def test_a_copy_arriving_while_the_first_is_applied_is_answered_in_progress(wait
 
     sfn.during_call = block
     first: list[WebhookResult] = []
-    worker = threading.Thread(target=lambda: first.append(WebhookService(state, sfn, FixedClock(), deliveries=ledger())
+    worker = threading.Thread(target=lambda: first.append(WebhookService(state, sfn, clock(), deliveries=ledger())
                                                           .handle("Merge Request Hook", "d-1", mr_event("merge"))))
     worker.start()
     assert inside.wait(10), "the first copy never reached Step Functions"
     # WHEN the second copy arrives in another environment (its own clients)
     other_sfn = RecordingStepFunctions()
     other_state = StateStore(boto3.resource("dynamodb", region_name=REGION).Table("guard-unit-state"))
-    second = WebhookService(other_state, other_sfn, FixedClock(), deliveries=ledger()).handle(
+    second = WebhookService(other_state, other_sfn, clock(), deliveries=ledger()).handle(
         "Merge Request Hook", "d-1", mr_event("merge"))
     release.set()
     worker.join(10)
@@ -376,7 +366,7 @@ def test_a_delivery_that_failed_to_resume_is_applied_on_resend(waiting):
     # GIVEN Step Functions throttles the first attempt to resume the execution
     state, table = waiting
     sfn = RecordingStepFunctions(fail_with=TransientError("SendTaskSuccess: ThrottlingException"))
-    svc = WebhookService(state, sfn, FixedClock(), deliveries=ledger())
+    svc = WebhookService(state, sfn, clock(), deliveries=ledger())
     with pytest.raises(TransientError):
         svc.handle("Merge Request Hook", "d-1", mr_event("merge", merge_commit_sha="abc123"))
     assert state.get_task_token(MR) is not None
@@ -394,7 +384,7 @@ def test_a_delivery_the_state_store_failed_is_applied_on_resend(waiting):
     state, table = waiting
     fail_next(table.meta.client, "GetItem")
     sfn = RecordingStepFunctions()
-    svc = WebhookService(state, sfn, FixedClock(), deliveries=ledger())
+    svc = WebhookService(state, sfn, clock(), deliveries=ledger())
     with pytest.raises(TransientError, match="ProvisionedThroughputExceededException"):
         svc.handle("Merge Request Hook", "d-1", mr_event("close"))
     assert sfn.failures == [] and deliveries(table) == []
@@ -411,7 +401,7 @@ def test_a_record_left_in_progress_frees_the_delivery_after_the_in_progress_wind
     sfn = RecordingStepFunctions(fail_with=TransientError("SendTaskSuccess: ThrottlingException"))
     dynamodb = boto3.client("dynamodb", region_name=REGION)
     fail_next(dynamodb, "DeleteItem")
-    svc = WebhookService(state, sfn, FixedClock(), deliveries=ledger(dynamodb, in_progress_seconds=1))
+    svc = WebhookService(state, sfn, clock(), deliveries=ledger(dynamodb, in_progress_seconds=1))
     with pytest.raises(TransientError, match="webhook delivery record"):
         svc.handle("Merge Request Hook", "d-1", mr_event("merge"))
     assert deliveries(table) == ["INPROGRESS"]
@@ -428,7 +418,7 @@ def test_a_merge_nobody_waited_on_yet_is_applied_on_resend_once_the_token_exists
     # GIVEN MR !42 was merged before GUARD stored its token (a retried OpenMergeRequest task)
     state, table = aws
     sfn = RecordingStepFunctions()
-    svc = WebhookService(state, sfn, FixedClock(), deliveries=ledger())
+    svc = WebhookService(state, sfn, clock(), deliveries=ledger())
     first = svc.handle("Merge Request Hook", "d-1", mr_event("merge"))
     assert first.message == "ignored: no GUARD execution waits on this merge request"
     assert deliveries(table) == []  # nothing applied, nothing recorded
@@ -444,7 +434,7 @@ def test_an_execution_that_stopped_waiting_is_forgotten(waiting):
     # GIVEN the execution's wait already timed out
     state, table = waiting
     sfn = RecordingStepFunctions(fail_with=TaskNoLongerWaiting("Step Functions SendTaskSuccess: TaskTimedOut"))
-    result = WebhookService(state, sfn, FixedClock(), deliveries=ledger()).handle(
+    result = WebhookService(state, sfn, clock(), deliveries=ledger()).handle(
         "Merge Request Hook", "d-1", mr_event("merge"))
     # THEN GitLab still gets 200, and the stale token is dropped
     assert result.status == 200

@@ -1,20 +1,27 @@
-"""Workflow tests: the real ASL on moto's engine, handlers in-process, simulators over HTTP."""
+"""Workflow tests: the real ASL on moto's engine, handlers in-process, simulators over HTTP.
+
+One moto server serves the whole session (`engine`); each scenario's world begins on it with
+empty backends and fresh simulators, and stops whatever still runs when it closes.
+Tests wait on what happens in the world (`LocalWorld.wait_until`), never on a wall-clock budget.
+"""
 
 from __future__ import annotations
 
 import io
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sandbox.engine import LocalEngine
 from sandbox.rehearsal import run_scenario
 from sandbox.scenario import Scenario, load_scenario
 from sandbox.world import LocalWorld
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+Rehearse = Callable[..., tuple[dict[str, Any], str]]
 
 
 def scenario(name: str, **changes: Any) -> Scenario:
@@ -28,31 +35,34 @@ def scenario(name: str, **changes: Any) -> Scenario:
     return changed
 
 
-def rehearse(name: str, inspect: Callable[[LocalWorld, dict[str, Any]], None] | None = None,
-             **changes: Any) -> tuple[dict[str, Any], str]:
-    """Run a scenario file (optionally changed); returns (summary, progress output)."""
-    chosen = scenario(name, **changes)
-    out = io.StringIO()
-    summary = run_scenario(chosen, out=out, inspect=inspect)
-    return summary, out.getvalue()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+@pytest.fixture(scope="session")
+def engine() -> Iterator[LocalEngine]:
+    """The moto server every workflow test of the session runs on."""
+    served = LocalEngine().serve()
+    yield served
+    served.stop()
 
 
 @pytest.fixture
-def world_for() -> Any:
+def rehearse(engine: LocalEngine) -> Rehearse:
+    """Run a scenario file (optionally changed) on the session's engine; returns (summary, progress output)."""
+
+    def run(name: str, inspect: Callable[[LocalWorld, dict[str, Any]], None] | None = None,
+            **changes: Any) -> tuple[dict[str, Any], str]:
+        out = io.StringIO()
+        summary = run_scenario(scenario(name, **changes), out=out, inspect=inspect, engine=engine)
+        return summary, out.getvalue()
+
+    return run
+
+
+@pytest.fixture
+def world_for(engine: LocalEngine) -> Iterator[Callable[..., LocalWorld]]:
+    """Open the world of a scenario file (optionally changed) on the session's engine; closed after the test."""
     opened: list[LocalWorld] = []
 
     def make(name: str, **changes: Any) -> LocalWorld:
-        world = LocalWorld(scenario(name, **changes)).open()
+        world = LocalWorld(scenario(name, **changes), engine).open()
         opened.append(world)
         return world
 

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 import requests
+from guard.executions import execution_history
 from guard.gitops.helm_release import read_chart_version
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
 from sandbox.__main__ import expectation_problems
-from sandbox.rehearsal import history
 from sandbox.world import LocalWorld
-from tests.workflow.conftest import rehearse, scenario, wait_until
+from tests.workflow.conftest import Rehearse, scenario
 
 pytestmark = pytest.mark.workflow
 
@@ -25,7 +25,7 @@ def _stores(world: LocalWorld) -> tuple[ClusterRegistry, StateStore]:
             StateStore(ddb.Table(world.config.aws.dynamodb.state_table_name)))
 
 
-def test_happy_path_upgrades_the_batch_and_records_it() -> None:
+def test_happy_path_upgrades_the_batch_and_records_it(rehearse: Rehearse) -> None:
     # GIVEN two healthy dev clusters on 1.19.3 whose metrics stay within ±10% noise
     seen: dict[str, Any] = {}
 
@@ -73,7 +73,7 @@ def test_happy_path_upgrades_the_batch_and_records_it() -> None:
 
 @pytest.mark.parametrize("name", ["precheck-crashloop", "firing-monitor", "missing-pdb", "mr-closed", "mr-timeout",
                                   "latency-regression", "no-data"])
-def test_failure_paths_end_failed_with_an_actionable_cause_and_release_the_lock(name: str) -> None:
+def test_failure_paths_end_failed_with_an_actionable_cause_and_release_the_lock(rehearse: Rehearse, name: str) -> None:
     # GIVEN a scenario that must fail (its `expect` block names the error and what the cause mentions)
     expected = scenario(name)
     seen: dict[str, Any] = {}
@@ -118,10 +118,11 @@ def test_bad_input_fails_at_the_first_state_naming_the_problem_and_changes_nothi
 
     # WHEN an execution starts with bad input
     arn = sfn.start_execution(stateMachineArn=world.state_machine_arn, input=json.dumps(bad_input))["executionArn"]
-    wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", what="the execution to end")
+    world.wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING",
+                     what="the execution to end")
 
     # THEN it failed in Plan with an error naming the problem
-    events = history(sfn, arn)
+    events = execution_history(sfn, arn)
     entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
     failed = next(e["executionFailedEventDetails"] for e in events if e["type"] == "ExecutionFailed")
     assert entered == ["Action", "Plan", "ReadRefusal", "Refused"]
@@ -141,9 +142,9 @@ def test_webhook_with_wrong_or_missing_token_gets_401_and_resumes_nothing(world_
     sfn = world.engine.client("stepfunctions")
     arn = sfn.start_execution(stateMachineArn=world.state_machine_arn,
                               input=json.dumps({"batch": "test", "target_version": "1.20.0"}))["executionArn"]
-    mr = wait_until(lambda: world.gitlab.merge_requests("platform/istio-fleet"), what="the MR")[0]
+    mr = world.wait_until(lambda: world.gitlab.merge_requests("platform/istio-fleet"), what="the MR")[0]
     _, state = _stores(world)
-    wait_until(lambda: state.get_task_token(mr["web_url"]), what="the task token")
+    world.wait_until(lambda: state.get_task_token(mr["web_url"]), what="the task token")
     assert world.webhook is not None
     body = {"object_kind": "merge_request", "user": {"username": "mallory"},
             "object_attributes": {"iid": mr["iid"], "action": "merge", "url": mr["web_url"],
@@ -161,9 +162,10 @@ def test_webhook_with_wrong_or_missing_token_gets_401_and_resumes_nothing(world_
     assert state.get_task_token(mr["web_url"]) is not None
     # AND the real merge, signed by GitLab, resumes it (the same delivery twice is harmless)
     world.gitlab.merge("platform/istio-fleet", mr["iid"])
-    wait_until(lambda: any(e["type"] == "TaskSucceeded" and "merge_commit_sha" in
-                           e["taskSucceededEventDetails"].get("output", "") for e in history(sfn, arn)),
-               what="the merge to resume the execution")
+    world.wait_until(lambda: any(e["type"] == "TaskSucceeded" and "merge_commit_sha" in
+                                 e["taskSucceededEventDetails"].get("output", "")
+                                 for e in execution_history(sfn, arn)),
+                     what="the merge to resume the execution")
     delivery = world.gitlab.hook_deliveries[-1]
     again = requests.post(f"{world.webhook.url}/webhooks/gitlab", json=delivery.payload, timeout=5, headers={
         "X-Gitlab-Event": "Merge Request Hook", "X-Gitlab-Token": world.webhook_token,

@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 
 from cli.guard import main
+from sandbox.engine import HANG_SECONDS
 from tests.workflow.conftest import SCENARIOS
 
 pytestmark = pytest.mark.workflow
+# `--wait --timeout` for runs that must end on their own: only a hang reaches it.
+HANG = str(HANG_SECONDS)
 
 
 def guard(*argv: str) -> tuple[int, str]:
@@ -24,7 +27,7 @@ def test_run_with_wait_exits_0_when_the_batch_succeeds_and_status_agrees(world_f
     world = world_for("default")
     # WHEN CI runs `guard run --wait` against it
     code, out = guard("run", "--state-machine-arn", world.state_machine_arn, "--batch", "dev-1",
-                      "--target-version", "1.20.0", "--soak-period", "30", "--wait", "--timeout", "90")
+                      "--target-version", "1.20.0", "--soak-period", "30", "--wait", "--timeout", HANG)
     # THEN it follows the execution in plain lines (not a TTY) and exits 0
     assert code == 0, out
     assert "→ Plan" in out and "→ Validate" in out and "SUCCEEDED" in out
@@ -53,7 +56,7 @@ def test_wait_that_ends_while_a_person_must_merge_exits_4(world_for: Any) -> Non
 ])
 def test_refused_input_exits_2(world_for: Any, argv: list[str]) -> None:
     world = world_for("default")
-    code, out = guard("run", "--state-machine-arn", world.state_machine_arn, *argv, "--wait", "--timeout", "30")
+    code, out = guard("run", "--state-machine-arn", world.state_machine_arn, *argv, "--wait", "--timeout", HANG)
     assert code == 2, out
 
 
@@ -77,7 +80,7 @@ def test_local_rollout_refused_for_a_missing_prerequisite_exits_1(world_for: Any
     # GIVEN dev-1 alone, whose prerequisite `test` never ran at 1.20.0
     world = world_for("default", succeeded_before=[])
     code, out = guard("rollout", "--state-machine-arn", world.rollout_state_machine_arn, "--batches", "dev-1",
-                      "--target-version", "1.20.0", "--wait", "--timeout", "30")
+                      "--target-version", "1.20.0", "--wait", "--timeout", HANG)
     assert code == 1, out
     assert "PrerequisiteNotMet" in out
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from guard.executions import execution_history
 from guard.gitops.helm_release import read_chart_version
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
 from sandbox.__main__ import expectation_problems
-from sandbox.rehearsal import history
 from sandbox.world import LocalWorld
-from tests.workflow.conftest import rehearse, scenario, wait_until
+from tests.workflow.conftest import Rehearse, scenario
 
 pytestmark = pytest.mark.workflow
 PROJECT = "platform/istio-fleet"
@@ -35,15 +36,24 @@ def _collect(world: LocalWorld, seen: dict[str, Any]) -> None:
     seen["llm_prompts"] = [r.prompt_text() for r in world.llm.requests] if world.llm else []
 
 
-def run(name: str, **changes: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
-    seen: dict[str, Any] = {}
-    summary, progress = rehearse(name, inspect=lambda world, _: _collect(world, seen), **changes)
-    problems = expectation_problems(scenario(name, **changes), summary["batches"][0])
-    assert problems == [], progress
-    return summary, seen, progress
+Run = Callable[..., tuple[dict[str, Any], dict[str, Any], str]]
 
 
-def test_regression_is_analysed_rolled_back_by_mr_and_verified() -> None:
+@pytest.fixture
+def run(rehearse: Rehearse) -> Run:
+    """Rehearse a scenario that must meet its `expect` block; returns (summary, what the world saw, progress)."""
+
+    def rehearse_and_collect(name: str, **changes: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+        seen: dict[str, Any] = {}
+        summary, progress = rehearse(name, inspect=lambda world, _: _collect(world, seen), **changes)
+        problems = expectation_problems(scenario(name, **changes), summary["batches"][0])
+        assert problems == [], progress
+        return summary, seen, progress
+
+    return rehearse_and_collect
+
+
+def test_regression_is_analysed_rolled_back_by_mr_and_verified(run: Run) -> None:
     # GIVEN eks-dev-2 regresses 25% in p95 latency and the LLM endpoint answers
     # WHEN the batch is rehearsed and the reviewer merges both MRs
     summary, seen, _ = run("latency-regression")
@@ -71,7 +81,7 @@ def test_regression_is_analysed_rolled_back_by_mr_and_verified() -> None:
     assert not any("glpat-" in t or "sk-" in t for t in texts)
 
 
-def test_llm_down_still_rolls_back_saying_analysis_unavailable() -> None:
+def test_llm_down_still_rolls_back_saying_analysis_unavailable(run: Run) -> None:
     # GIVEN the same regression while the LLM endpoint answers HTTP 500
     summary, seen, _ = run("llm-down")
     # THEN the rollback still happened and its MR says why there is no analysis
@@ -80,7 +90,7 @@ def test_llm_down_still_rolls_back_saying_analysis_unavailable() -> None:
     assert summary["rollback"]["status"] == "rolled_back"
 
 
-def test_rollback_mr_closed_unmerged_fails_saying_the_bad_version_still_runs() -> None:
+def test_rollback_mr_closed_unmerged_fails_saying_the_bad_version_still_runs(run: Run) -> None:
     # GIVEN the reviewer closes the rollback MR
     summary, seen, _ = run("rollback-mr-closed")
     # THEN the run failed, the clusters still run the new version, the lock is free
@@ -89,7 +99,7 @@ def test_rollback_mr_closed_unmerged_fails_saying_the_bad_version_still_runs() -
     assert seen["lock"] is None
 
 
-def test_inconclusive_then_maintainer_proceeds_succeeds() -> None:
+def test_inconclusive_then_maintainer_proceeds_succeeds(run: Run) -> None:
     # GIVEN no metric data (inconclusive) and a Maintainer who answers `/guard proceed`
     summary, seen, _ = run("inconclusive-proceed")
     # THEN the upgrade is accepted: recorded as succeeded, no rollback MR
@@ -99,7 +109,7 @@ def test_inconclusive_then_maintainer_proceeds_succeeds() -> None:
     assert any("decision needed" in t.lower() for t in summary["notifications"])
 
 
-def test_developer_comment_is_ignored_and_the_decision_times_out_into_a_rollback() -> None:
+def test_developer_comment_is_ignored_and_the_decision_times_out_into_a_rollback(run: Run) -> None:
     # GIVEN no metric data and only a Developer who answers `/guard proceed`
     summary, seen, _ = run("no-data")
     # THEN the developer got a reply and was ignored; the timeout rolled back
@@ -118,22 +128,22 @@ def test_manual_rollback_input_rolls_back_the_last_upgrade(world_for: Any) -> No
     sfn = world.engine.client("stepfunctions")
     first = sfn.start_execution(stateMachineArn=world.state_machine_arn, name="upgrade-test",
                                 input=json.dumps({"batch": "test", "target_version": "1.20.0"}))["executionArn"]
-    wait_until(lambda: sfn.describe_execution(executionArn=first)["status"] != "RUNNING", timeout=90,
-               what="the upgrade")
+    world.wait_until(lambda: sfn.describe_execution(executionArn=first)["status"] != "RUNNING", what="the upgrade")
     assert sfn.describe_execution(executionArn=first)["status"] == "SUCCEEDED"
 
     # WHEN a person asks for a rollback with a reason
     second = sfn.start_execution(stateMachineArn=world.state_machine_arn, name="rollback-test", input=json.dumps(
         {"action": "rollback", "batch": "test", "reason": "customer reports 502s on checkout"}))["executionArn"]
-    wait_until(lambda: sfn.describe_execution(executionArn=second)["status"] != "RUNNING", timeout=90,
-               what="the rollback")
+    world.wait_until(lambda: sfn.describe_execution(executionArn=second)["status"] != "RUNNING",
+                     what="the rollback")
 
     # THEN it opened a rollback MR with the reason, the reviewer merged it, and the cluster is back
     assert sfn.describe_execution(executionArn=second)["status"] == "SUCCEEDED"
     rollback = world.gitlab.merge_requests(PROJECT)[-1]
     assert "customer reports 502s" in rollback["description"] and rollback["state"] == "merged"
     assert world.kubernetes.helm_release_versions("eks-test")[1] == "1.19.3"
-    entered = [e["stateEnteredEventDetails"]["name"] for e in history(sfn, second) if e["type"].endswith("Entered")]
+    entered = [e["stateEnteredEventDetails"]["name"] for e in execution_history(sfn, second)
+               if e["type"].endswith("Entered")]
     assert entered[:4] == ["Action", "PlanRollback", "RollbackMergeRequestWanted", "OpenRollback"]
 
 
@@ -144,14 +154,15 @@ def test_manual_rollback_of_a_batch_never_upgraded_is_refused(world_for: Any) ->
     # WHEN a rollback is asked for
     arn = sfn.start_execution(stateMachineArn=world.state_machine_arn, input=json.dumps(
         {"action": "rollback", "batch": "test", "reason": "just in case"}))["executionArn"]
-    wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", what="the refusal")
+    world.wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", what="the refusal")
     # THEN it is refused with a readable cause and nothing is opened
-    failed = next(e["executionFailedEventDetails"] for e in history(sfn, arn) if e["type"] == "ExecutionFailed")
+    failed = next(e["executionFailedEventDetails"] for e in execution_history(sfn, arn)
+                  if e["type"] == "ExecutionFailed")
     assert failed["error"] == "NothingToRollBack" and "stackTrace" not in failed["cause"]
     assert world.gitlab.merge_requests(PROJECT) == []
 
 
-def test_without_auto_create_mr_the_failure_says_what_to_roll_back_by_hand() -> None:
+def test_without_auto_create_mr_the_failure_says_what_to_roll_back_by_hand(rehearse: Rehearse) -> None:
     # GIVEN rollback.auto_create_mr is false and eks-dev-2 regresses
     seen: dict[str, Any] = {}
     summary, progress = rehearse("latency-regression", inspect=lambda world, _: _collect(world, seen),

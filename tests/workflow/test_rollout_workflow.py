@@ -6,17 +6,17 @@ import json
 from typing import Any
 
 import pytest
+from guard.executions import execution_history
 from guard.stores.rollouts import RolloutStore
 
-from sandbox.rehearsal import history
 from sandbox.rollout_rehearsal import rollout_expectation_problems
 from sandbox.world import LocalWorld
-from tests.workflow.conftest import rehearse, scenario, wait_until
+from tests.workflow.conftest import Rehearse, scenario
 
 pytestmark = pytest.mark.workflow
 
 
-def test_nine_batch_dag_runs_as_one_rollout_with_independent_batches_overlapping() -> None:
+def test_nine_batch_dag_runs_as_one_rollout_with_independent_batches_overlapping(rehearse: Rehearse) -> None:
     # GIVEN the seed's "Batch Dependencies" fleet: nine batches, fifteen clusters, all healthy
     seen: dict[str, Any] = {}
 
@@ -50,7 +50,7 @@ def test_nine_batch_dag_runs_as_one_rollout_with_independent_batches_overlapping
     assert summary["max_state_payload_bytes"] < 8192
 
 
-def test_a_failed_canary_is_rolled_back_and_stops_the_rollout_before_production() -> None:
+def test_a_failed_canary_is_rolled_back_and_stops_the_rollout_before_production(rehearse: Rehearse) -> None:
     # GIVEN the canary's p95 latency rises 37% after the upgrade
     seen: dict[str, Any] = {}
 
@@ -80,7 +80,7 @@ def test_a_failed_canary_is_rolled_back_and_stops_the_rollout_before_production(
     assert cause["counts"] == {"succeeded": 5, "rolled_back": 1, "skipped": 3}
 
 
-def test_a_dependent_starts_when_its_own_prerequisite_succeeded_not_when_its_wave_ends() -> None:
+def test_a_dependent_starts_when_its_own_prerequisite_succeeded_not_when_its_wave_ends(rehearse: Rehearse) -> None:
     # GIVEN test soaks long, dev-1 is quick, dev-2 depends only on dev-1
     summary, progress = rehearse("rollout-independent-branches")
     # THEN everything succeeded in a valid order, and dev-2 started (and ran) while test was still soaking
@@ -106,9 +106,10 @@ def test_a_bad_rollout_is_refused_at_the_first_state(world_for: Any, rollout_inp
     # WHEN a rollout starts with bad input
     arn = sfn.start_execution(stateMachineArn=world.rollout_state_machine_arn,
                               input=json.dumps(rollout_input))["executionArn"]
-    wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", what="the rollout to end")
+    world.wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING",
+                     what="the rollout to end")
     # THEN it failed in StartRollout naming the problem, started no child, recorded nothing
-    events = history(sfn, arn)
+    events = execution_history(sfn, arn)
     failed = next(e["executionFailedEventDetails"] for e in events if e["type"] == "ExecutionFailed")
     assert (failed["error"], mentions in failed["cause"]) == (error, True), failed
     assert sfn.list_executions(stateMachineArn=world.state_machine_arn)["executions"] == []

@@ -1,0 +1,58 @@
+"""The keys of a tenant's two DynamoDB tables, defined once.
+
+infra/tables.py deploys them from these definitions; the local rehearsal and the tests create
+them with `create_tables`, so a key rename cannot leave a copy behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """String keys (partition, optional sort) and the optional TTL attribute of one table."""
+
+    partition_key: str
+    sort_key: str | None = None
+    ttl_attribute: str | None = None
+
+    def key_schema(self) -> list[dict[str, str]]:
+        """The `KeySchema` of CreateTable (and of the CloudFormation resource)."""
+        keys = [{"AttributeName": self.partition_key, "KeyType": "HASH"}]
+        if self.sort_key:
+            keys.append({"AttributeName": self.sort_key, "KeyType": "RANGE"})
+        return keys
+
+    def attribute_definitions(self) -> list[dict[str, str]]:
+        return [{"AttributeName": key["AttributeName"], "AttributeType": "S"} for key in self.key_schema()]
+
+    def create_table_args(self, table_name: str) -> dict[str, Any]:
+        """Keyword arguments of boto3's `create_table` for an on-demand table named `table_name`."""
+        return {"TableName": table_name, "BillingMode": "PAY_PER_REQUEST", "KeySchema": self.key_schema(),
+                "AttributeDefinitions": self.attribute_definitions()}
+
+
+TTL_ATTRIBUTE = "expires_at"  # epoch seconds (guard.stores.dynamo.ttl)
+# The cluster registry: one item per cluster.
+REGISTRY = TableSchema(partition_key="cluster_id")
+# Run state: runs, locks, MR task tokens, deliveries, rollouts; old items expire through the TTL.
+STATE = TableSchema(partition_key="pk", sort_key="sk", ttl_attribute=TTL_ATTRIBUTE)
+
+
+def create_tables(dynamodb: Any, registry_name: str | None = None,
+                  state_name: str | None = None) -> tuple[Any, Any]:
+    """Create the registry and/or state table as infra deploys them (keys, on-demand, TTL).
+
+    `dynamodb` is a boto3 DynamoDB client or resource. Returns (registry, state): `Table`
+    objects from a resource, CreateTable responses from a client, None for a table not asked for.
+    """
+    client = dynamodb.meta.client if hasattr(dynamodb, "Table") else dynamodb
+    registry = dynamodb.create_table(**REGISTRY.create_table_args(registry_name)) if registry_name else None
+    state = None
+    if state_name:
+        state = dynamodb.create_table(**STATE.create_table_args(state_name))
+        client.update_time_to_live(TableName=state_name, TimeToLiveSpecification={
+            "Enabled": True, "AttributeName": STATE.ttl_attribute})
+    return registry, state

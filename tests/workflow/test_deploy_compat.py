@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guard.executions import execution_history
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
-from sandbox.rehearsal import history
 from sandbox.world import LocalWorld
 from tests.workflow.conftest import wait_until
 
@@ -68,7 +68,7 @@ def test_an_execution_of_the_previous_definition_with_version_1_records_finishes
 
     # THEN it succeeded, and what it recorded is in today's shapes
     assert sfn.describe_execution(executionArn=arn)["status"] == "SUCCEEDED", [
-        e["type"] for e in history(sfn, arn)][-5:]
+        e["type"] for e in execution_history(sfn, arn)][-5:]
     run = state.get_run(run_id)
     assert (run.schema_version, run.outcome, run.stage) == (2, "succeeded", "done")
     registry = ClusterRegistry(ddb.Table(world.config.aws.dynamodb.table_name))
@@ -104,7 +104,8 @@ def test_a_rollback_waiting_on_its_mr_with_version_1_records_is_verified_on_toda
                what="the execution to end")
 
     # THEN it ended rolled back, verified, with today's records and no lock left
-    failed = next(e["executionFailedEventDetails"] for e in history(sfn, arn) if e["type"] == "ExecutionFailed")
+    failed = next(e["executionFailedEventDetails"] for e in execution_history(sfn, arn)
+                  if e["type"] == "ExecutionFailed")
     assert failed["error"] == "RolledBack" and "eks-dev-2" in failed["cause"]
     run = state.get_run(run_id)
     assert (run.schema_version, run.outcome, run.failed_stage) == (2, "rolled_back", "validation")

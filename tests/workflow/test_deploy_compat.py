@@ -14,7 +14,6 @@ from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
 from sandbox.world import LocalWorld
-from tests.workflow.conftest import wait_until
 
 pytestmark = pytest.mark.workflow
 PROJECT = "platform/istio-fleet"
@@ -56,15 +55,15 @@ def test_an_execution_of_the_previous_definition_with_version_1_records_finishes
     ddb = world.engine.resource("dynamodb")
     table = ddb.Table(world.config.aws.dynamodb.state_table_name)
     state = StateStore(table)
-    mr = wait_until(lambda: world.gitlab.merge_requests(PROJECT), what="the MR")[0]
-    wait_until(lambda: state.get_task_token(mr["web_url"]), what="the task token")
+    mr = world.wait_until(lambda: world.gitlab.merge_requests(PROJECT), what="the MR")[0]
+    world.wait_until(lambda: state.get_task_token(mr["web_url"]), what="the task token")
     _as_version_1(table, {"pk": f"RUN#{run_id}", "sk": "META"}, stage="waiting_for_merge")
     _as_version_1(table, {"pk": f"MR#{mr['web_url']}", "sk": "TOKEN"}, kind="upgrade")
 
     # WHEN the MR is merged and the execution runs to its end on today's handlers
     world.gitlab.merge(PROJECT, mr["iid"])
-    wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", timeout=120,
-               what="the execution to end")
+    world.wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING",
+                     what="the execution to end")
 
     # THEN it succeeded, and what it recorded is in today's shapes
     assert sfn.describe_execution(executionArn=arn)["status"] == "SUCCEEDED", [
@@ -88,20 +87,20 @@ def test_a_rollback_waiting_on_its_mr_with_version_1_records_is_verified_on_toda
     ddb = world.engine.resource("dynamodb")
     table = ddb.Table(world.config.aws.dynamodb.state_table_name)
     state = StateStore(table)
-    upgrade = wait_until(lambda: world.gitlab.merge_requests(PROJECT), what="the upgrade MR")[0]
-    wait_until(lambda: state.get_task_token(upgrade["web_url"]), what="the upgrade's task token")
+    upgrade = world.wait_until(lambda: world.gitlab.merge_requests(PROJECT), what="the upgrade MR")[0]
+    world.wait_until(lambda: state.get_task_token(upgrade["web_url"]), what="the upgrade's task token")
     world.gitlab.merge(PROJECT, upgrade["iid"])
-    mrs = wait_until(lambda: world.gitlab.merge_requests(PROJECT)[1:], timeout=120, what="the rollback MR")
+    mrs = world.wait_until(lambda: world.gitlab.merge_requests(PROJECT)[1:], what="the rollback MR")
     rollback = mrs[0]
-    wait_until(lambda: state.get_task_token(rollback["web_url"]), what="the rollback's task token")
+    world.wait_until(lambda: state.get_task_token(rollback["web_url"]), what="the rollback's task token")
     _as_version_1(table, {"pk": f"RUN#{run_id}", "sk": "META"}, stage="waiting_for_rollback_merge")
     _as_version_1(table, {"pk": f"RUN#{run_id}", "sk": "ROLLBACK"}, status="waiting_for_merge")
     _as_version_1(table, {"pk": f"MR#{rollback['web_url']}", "sk": "TOKEN"}, kind="rollback")
 
     # WHEN the rollback MR is merged and the execution runs to its end on today's handlers
     world.gitlab.merge(PROJECT, rollback["iid"])
-    wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", timeout=120,
-               what="the execution to end")
+    world.wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING",
+                     what="the execution to end")
 
     # THEN it ended rolled back, verified, with today's records and no lock left
     failed = next(e["executionFailedEventDetails"] for e in execution_history(sfn, arn)

@@ -70,8 +70,10 @@ class ExecutionEnvironments:
 
     So each function gets one lock, and an invocation holds its function's lock while the
     handler runs: the rehearsal behaves like one warm environment per function. Different
-    functions still run in parallel, as they do on AWS. The Step Functions dispatcher and the
-    API Gateway shim both invoke through `LocalEngine.invoke`, hence through these locks.
+    functions still run in parallel, as they do on AWS; the parallel iterations of a Map over
+    one function run one after the other here (AWS would start more environments), which
+    stretches scenario time a little and changes no outcome. The Step Functions dispatcher and
+    the API Gateway shim both invoke through `LocalEngine.invoke`, hence through these locks.
     The locks are process-wide (`ENVIRONMENTS`) because the handler modules are.
     """
 

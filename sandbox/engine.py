@@ -185,7 +185,6 @@ class LocalEngine:
         self.endpoint = ""
         self.invocations: list[tuple[str, float]] = []  # (function, ms)
         self.activity = Activity()
-        self._handlers: dict[str, Callable[[Any, Any], Any]] = {}
         self._stack: ExitStack | None = None
         self._server: Any = None
         self._in_flight = 0
@@ -374,9 +373,7 @@ class LocalEngine:
     def invoke(self, logical: str, event: Any) -> Any:
         """Run function `logical`'s handler on `event` in its one environment (`ENVIRONMENTS`):
         waits while another invocation of the same function runs. Raises what the handler raises."""
-        handler = self._handlers.get(logical)
-        if handler is None:
-            handler = self._handlers[logical] = _import_handler(FUNCTIONS[logical])
+        handler = _import_handler(FUNCTIONS[logical])  # imported once per process, looked up each time
         with self._in_flight_lock:
             self._in_flight += 1
         try:

@@ -70,8 +70,10 @@ class ExecutionEnvironments:
 
     So each function gets one lock, and an invocation holds its function's lock while the
     handler runs: the rehearsal behaves like one warm environment per function. Different
-    functions still run in parallel, as they do on AWS. The Step Functions dispatcher and the
-    API Gateway shim both invoke through `LocalEngine.invoke`, hence through these locks.
+    functions still run in parallel, as they do on AWS; the parallel iterations of a Map over
+    one function run one after the other here (AWS would start more environments), which
+    stretches scenario time a little and changes no outcome. The Step Functions dispatcher and
+    the API Gateway shim both invoke through `LocalEngine.invoke`, hence through these locks.
     The locks are process-wide (`ENVIRONMENTS`) because the handler modules are.
     """
 
@@ -183,7 +185,6 @@ class LocalEngine:
         self.endpoint = ""
         self.invocations: list[tuple[str, float]] = []  # (function, ms)
         self.activity = Activity()
-        self._handlers: dict[str, Callable[[Any, Any], Any]] = {}
         self._stack: ExitStack | None = None
         self._server: Any = None
         self._in_flight = 0
@@ -372,9 +373,7 @@ class LocalEngine:
     def invoke(self, logical: str, event: Any) -> Any:
         """Run function `logical`'s handler on `event` in its one environment (`ENVIRONMENTS`):
         waits while another invocation of the same function runs. Raises what the handler raises."""
-        handler = self._handlers.get(logical)
-        if handler is None:
-            handler = self._handlers[logical] = _import_handler(FUNCTIONS[logical])
+        handler = _import_handler(FUNCTIONS[logical])  # imported once per process, looked up each time
         with self._in_flight_lock:
             self._in_flight += 1
         try:

@@ -99,7 +99,7 @@ class LocalWorld:
         self.clock = ScaledClock(scenario.speedup)
         self._owns_engine = engine is None
         self.engine = engine or LocalEngine(speedup=scenario.speedup)
-        self._env = ExitStack()
+        self._running = ExitStack()
         self.gitlab_token = "glpat-local-" + secrets.token_hex(8)
         self.webhook_token = secrets.token_hex(16)
         self.gitlab = GitLabSimulator(token=self.gitlab_token, clock=self.clock)
@@ -120,38 +120,45 @@ class LocalWorld:
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> LocalWorld:
+        """Start and seed everything; on a failure, undo what had started and re-raise (a shared
+        engine must not stay taken by a world that never opened)."""
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self) -> None:
+        # What started is stopped in reverse order by close(); the environment is undone with it.
         self.engine.serve()
+        if self._owns_engine:
+            self._running.callback(self.engine.stop)
         self.engine.begin(self.scenario.speedup)
-        self.gitlab.start()
-        self.datadog.start()
-        self.kubernetes.start()
-        self.slack.start()
-        if self.llm:
-            self.llm.start()
+        if not self._owns_engine:
+            self._running.callback(self.engine.end)  # only once begun: a failed begin leaves the engine alone
+        for simulator in (self.gitlab, self.datadog, self.kubernetes, self.slack, self.llm):
+            if simulator is not None:
+                simulator.start()
+                self._running.callback(simulator.stop)
+        self._running.callback(runtime.reset)
+        self._running.callback(setattr, runtime, "clock", runtime.clock)
         runtime.clock = self.clock
-        self._write_runtime_files()
+        self._running.enter_context(mock.patch.dict(os.environ, self._write_runtime_files()))
+        runtime.reset()
         self.state_machine_arn = self.engine.deploy(self.config.aws.dynamodb.table_name,
                                                     self.config.aws.dynamodb.state_table_name)
         self.rollout_state_machine_arn = self.engine.deploy_rollout(self.state_machine_arn)
         # API Gateway invokes the webhook function like the dispatcher does: one invocation at a time.
         self.webhook = ApiGatewayShim(lambda event: self.engine.invoke("GitLabWebhook", event)).start()
+        self._running.callback(self.webhook.stop)
         self._seed()
         threading.Thread(target=self._human, name="human", daemon=True).start()
-        return self
 
     def close(self) -> None:
         self._stop.set()
         self.engine.stop_executions()  # before the simulators go: a stopped execution may still be in a handler
-        for stop in (self.webhook.stop if self.webhook else None, self.kubernetes.stop, self.datadog.stop,
-                     self.gitlab.stop, self.slack.stop, self.llm.stop if self.llm else None):
-            if stop:
-                stop()
-        self._env.close()
-        runtime.reset()
-        if self._owns_engine:
-            self.engine.stop()
-        else:
-            self.engine.end()
+        self._running.close()
         self._tmp.cleanup()
 
     def wait_until(self, predicate: Callable[[], T | None], what: str, timeout: float = HANG_SECONDS) -> T:
@@ -166,8 +173,9 @@ class LocalWorld:
         self.close()
 
     # ------------------------------------------------------------------ seeding
-    def _write_runtime_files(self) -> None:
-        """What CDK packages with each function: the config as JSON and the checks folder."""
+    def _write_runtime_files(self) -> dict[str, str]:
+        """What CDK packages with each function: the config as JSON and the checks folder.
+        Returns the functions' environment variables."""
         config_file = Path(self._tmp.name) / "config.json"
         # The tenant's GitLab URL becomes the simulator's: nothing leaves 127.0.0.1.
         self.config.gitlab.url = self.gitlab.url
@@ -181,15 +189,14 @@ class LocalWorld:
             self.config.llm.timeout_seconds = min(self.config.llm.timeout_seconds, 2)
         config_file.write_text(self.config.model_dump_json(by_alias=True))
         checks = self.scenario.config_path().parent / self.config.custom_checks_path
-        self._env.enter_context(mock.patch.dict(os.environ, {
+        return {
             "GUARD_TENANT": self.config.tenant,
             "GUARD_CONFIG_FILE": str(config_file),
             "GUARD_CHECKS_DIR": str(checks),
             "GUARD_REGISTRY_TABLE": self.config.aws.dynamodb.table_name,
             "GUARD_STATE_TABLE": self.config.aws.dynamodb.state_table_name,
             "GUARD_DATADOG_HOST": self.datadog.url,
-        }))
-        runtime.reset()
+        }
 
     def _seed(self) -> None:
         sm = self.engine.client("secretsmanager")

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from sandbox.engine import LocalEngine
+from cli.guard import main
+from sandbox.engine import HANG_SECONDS, LocalEngine
 from sandbox.rehearsal import run_scenario
 from sandbox.scenario import Scenario, load_scenario
 from sandbox.world import LocalWorld
@@ -22,6 +23,14 @@ from sandbox.world import LocalWorld
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 Rehearse = Callable[..., tuple[dict[str, Any], str]]
+# `guard ... --wait --timeout HANG` for runs that must end on their own: only a hang reaches it.
+HANG = str(HANG_SECONDS)
+
+
+def guard(*argv: str) -> tuple[int, str]:
+    """Run the `guard` CLI (boto3 reaches the local world through AWS_ENDPOINT_URL); returns (exit code, output)."""
+    out = io.StringIO()
+    return main(list(argv), out=out), out.getvalue()
 
 
 def scenario(name: str, **changes: Any) -> Scenario:

@@ -14,7 +14,7 @@ from guard.stores.state import StateStore
 
 from sandbox.__main__ import expectation_problems
 from sandbox.world import LocalWorld
-from tests.workflow.conftest import Rehearse, scenario
+from tests.workflow.conftest import HANG, Rehearse, guard, scenario
 
 pytestmark = pytest.mark.workflow
 
@@ -37,6 +37,8 @@ def test_happy_path_upgrades_the_batch_and_records_it(rehearse: Rehearse) -> Non
         seen["file"] = world.gitlab.file_at("platform/istio-fleet", "clusters/eks-dev-1/istio/helmrelease.yaml")
         seen["notes"] = world.gitlab.notes("platform/istio-fleet", 1)
         seen["description"] = world.gitlab.merge_requests("platform/istio-fleet")[0].get("description", "")
+        # what CI sees when it follows the run with `guard status --wait` (not a TTY)
+        seen["guard"] = guard("status", summary["execution_arn"], "--wait", "--timeout", HANG)
 
     # WHEN the batch is rehearsed and the reviewer merges the MR
     summary, progress = rehearse("default", inspect=inspect)
@@ -69,10 +71,16 @@ def test_happy_path_upgrades_the_batch_and_records_it(rehearse: Rehearse) -> Non
     post = {c["check"]: c["status"] for c in verdict["post_checks"]}
     assert post["proxies_on_target_version"] == "pass" and post["no_new_crash_loops"] == "pass"
     assert summary["webhook_responses"] == [200]
+    # AND the CLI follows it in plain lines and exits 0
+    code, out = seen["guard"]
+    assert code == 0, out
+    assert "→ Plan" in out and "→ Validate" in out and "SUCCEEDED" in out
+    assert "\r" not in out
 
 
-@pytest.mark.parametrize("name", ["precheck-crashloop", "firing-monitor", "missing-pdb", "mr-closed", "mr-timeout",
-                                  "latency-regression", "no-data"])
+# latency-regression and no-data end in a rollback: test_failure_handling.py runs them end to end
+# with these same checks (expect block, FAILED, lock released) and more.
+@pytest.mark.parametrize("name", ["precheck-crashloop", "firing-monitor", "missing-pdb", "mr-closed", "mr-timeout"])
 def test_failure_paths_end_failed_with_an_actionable_cause_and_release_the_lock(rehearse: Rehearse, name: str) -> None:
     # GIVEN a scenario that must fail (its `expect` block names the error and what the cause mentions)
     expected = scenario(name)

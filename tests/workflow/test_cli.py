@@ -2,39 +2,32 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
 import pytest
 
-from cli.guard import main
-from sandbox.engine import HANG_SECONDS
-from tests.workflow.conftest import SCENARIOS
+from tests.workflow.conftest import HANG, SCENARIOS, guard
 
 pytestmark = pytest.mark.workflow
-# `--wait --timeout` for runs that must end on their own: only a hang reaches it.
-HANG = str(HANG_SECONDS)
+# A whole run to SUCCEEDED (`guard status --wait`, exit 0) is checked on the happy path
+# (test_batch_workflow.py), a rolled-back one (exit 3) on the regression path
+# (test_failure_handling.py): the same end-to-end paths are not run twice.
 
 
-def guard(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    return main(list(argv), out=out), out.getvalue()
-
-
-def test_run_with_wait_exits_0_when_the_batch_succeeds_and_status_agrees(world_for: Any) -> None:
-    # GIVEN a deployed batch machine (the local world's; boto3 reaches it through AWS_ENDPOINT_URL)
-    world = world_for("default")
-    # WHEN CI runs `guard run --wait` against it
+def test_run_without_wait_starts_the_batch_with_the_options_as_input(world_for: Any) -> None:
+    # GIVEN a deployed batch machine (the local world's)
+    world = world_for("default", human={"action": "ignore"})
+    # WHEN CI runs `guard run` with every option and without --wait
     code, out = guard("run", "--state-machine-arn", world.state_machine_arn, "--batch", "dev-1",
-                      "--target-version", "1.20.0", "--soak-period", "30", "--wait", "--timeout", HANG)
-    # THEN it follows the execution in plain lines (not a TTY) and exits 0
+                      "--target-version", "1.20.0", "--soak-period", "30", "--ignore-alerts",
+                      "--requested-by", "ci-pipeline-42")
+    # THEN it exits 0 at once, and the execution it started got the options as its input
     assert code == 0, out
-    assert "→ Plan" in out and "→ Validate" in out and "SUCCEEDED" in out
-    assert "\r" not in out
-    # AND `guard status` on the finished execution exits 0 too
-    arn = out.split("started ", 1)[1].split()[0]
-    assert guard("status", arn)[0] == 0
+    arn = out.split("started ", 1)[1].strip()
+    started = json.loads(world.engine.client("stepfunctions").describe_execution(executionArn=arn)["input"])
+    assert started == {"batch": "dev-1", "target_version": "1.20.0", "soak_period_minutes": 30.0,
+                       "ignore_alerts": True, "requested_by": "ci-pipeline-42"}
 
 
 def test_wait_that_ends_while_a_person_must_merge_exits_4(world_for: Any) -> None:
@@ -58,15 +51,6 @@ def test_refused_input_exits_2(world_for: Any, argv: list[str]) -> None:
     world = world_for("default")
     code, out = guard("run", "--state-machine-arn", world.state_machine_arn, *argv, "--wait", "--timeout", HANG)
     assert code == 2, out
-
-
-def test_local_run_of_a_regression_that_is_rolled_back_exits_3() -> None:
-    # GIVEN the latency-regression scenario WHEN `guard run --local` runs it
-    code, out = guard("run", "--local", "--scenario", str(SCENARIOS / "latency-regression.yaml"),
-                      "--batch", "dev-1", "--target-version", "1.20.0", "--soak-period", "20")
-    # THEN validation fails, GUARD rolls the batch back, and the exit code says so
-    assert code == 3, out
-    assert "FAILED RolledBack" in out
 
 
 def test_local_run_that_fails_its_prechecks_exits_1() -> None:

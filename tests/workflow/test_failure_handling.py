@@ -14,13 +14,13 @@ from guard.stores.state import StateStore
 
 from sandbox.__main__ import expectation_problems
 from sandbox.world import LocalWorld
-from tests.workflow.conftest import Rehearse, scenario
+from tests.workflow.conftest import Rehearse, guard, scenario
 
 pytestmark = pytest.mark.workflow
 PROJECT = "platform/istio-fleet"
 
 
-def _collect(world: LocalWorld, seen: dict[str, Any]) -> None:
+def _collect(world: LocalWorld, summary: dict[str, Any], seen: dict[str, Any]) -> None:
     ddb = world.engine.resource("dynamodb")
     registry = ClusterRegistry(ddb.Table(world.config.aws.dynamodb.table_name))
     state = StateStore(ddb.Table(world.config.aws.dynamodb.state_table_name))
@@ -34,6 +34,7 @@ def _collect(world: LocalWorld, seen: dict[str, Any]) -> None:
     seen["main_files"] = {c.cluster: world.gitlab.file_at(PROJECT, f"clusters/{c.cluster}/istio/helmrelease.yaml")
                           for c in world.scenario.fleet}
     seen["llm_prompts"] = [r.prompt_text() for r in world.llm.requests] if world.llm else []
+    seen["guard_status"] = guard("status", summary["execution_arn"])  # what CI sees (exit code, output)
 
 
 Run = Callable[..., tuple[dict[str, Any], dict[str, Any], str]]
@@ -45,7 +46,7 @@ def run(rehearse: Rehearse) -> Run:
 
     def rehearse_and_collect(name: str, **changes: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
         seen: dict[str, Any] = {}
-        summary, progress = rehearse(name, inspect=lambda world, _: _collect(world, seen), **changes)
+        summary, progress = rehearse(name, inspect=lambda world, result: _collect(world, result, seen), **changes)
         problems = expectation_problems(scenario(name, **changes), summary["batches"][0])
         assert problems == [], progress
         return summary, seen, progress
@@ -71,6 +72,10 @@ def test_regression_is_analysed_rolled_back_by_mr_and_verified(run: Run) -> None
     assert seen["registry"]["eks-dev-2"].upgrade_history[-1].outcome == "rolled_back"
     assert seen["lock"] is None
     assert summary["rollback"]["status"] == "rolled_back"
+    # AND the execution failed as RolledBack, which `guard status` reports with exit code 3
+    assert summary["status"] == "FAILED"
+    code, out = seen["guard_status"]
+    assert code == 3 and "FAILED RolledBack" in out, out
     # AND the LLM saw the violation but no secret
     assert any("latency_p95" in prompt for prompt in seen["llm_prompts"])
     assert not any("glpat-" in prompt or "k8s-aws-v1." in prompt for prompt in seen["llm_prompts"])
@@ -118,6 +123,9 @@ def test_developer_comment_is_ignored_and_the_decision_times_out_into_a_rollback
     assert summary["decision"] is None
     assert summary["rollback"]["status"] == "rolled_back"
     assert seen["running"]["eks-test"] == "1.19.3"
+    # AND the execution failed as RolledBack and released the batch lock
+    assert summary["status"] == "FAILED" and seen["guard_status"][0] == 3
+    assert seen["lock"] is None
 
 
 def test_manual_rollback_input_rolls_back_the_last_upgrade(world_for: Any) -> None:
@@ -165,7 +173,7 @@ def test_manual_rollback_of_a_batch_never_upgraded_is_refused(world_for: Any) ->
 def test_without_auto_create_mr_the_failure_says_what_to_roll_back_by_hand(rehearse: Rehearse) -> None:
     # GIVEN rollback.auto_create_mr is false and eks-dev-2 regresses
     seen: dict[str, Any] = {}
-    summary, progress = rehearse("latency-regression", inspect=lambda world, _: _collect(world, seen),
+    summary, progress = rehearse("latency-regression", inspect=lambda world, result: _collect(world, result, seen),
                                  config_overrides={"rollback": {"auto_create_mr": False}}, llm={"mode": "off"})
     # THEN no rollback MR was opened and the cause names the clusters and the versions to go back to
     batch = summary["batches"][0]

@@ -335,6 +335,47 @@ def test_schedule_for_unknown_batch():
     assert "schedules.weekly: unknown batch 'tset'" in config_error(data)
 
 
+# ---------------------------------------------------------------- aws.cluster_accounts
+def test_cluster_accounts_left_out_means_the_account_guard_runs_in():
+    # GIVEN a config without aws.cluster_accounts (every seed config but the example's)
+    data = example_data()
+    del data["aws"]["cluster_accounts"]
+    # WHEN it is validated THEN it is valid and the key stays unset (the stack's own account applies)
+    assert parse_config(data).aws.cluster_accounts is None
+
+
+def test_cluster_accounts_of_the_example_are_its_registry_accounts():
+    # GIVEN the example config WHEN loaded THEN it lists the accounts of config/registry.example.yaml
+    assert load_config(EXAMPLE).aws.cluster_accounts == ["111122223333", "444455556666"]
+
+
+@pytest.mark.parametrize(("accounts", "message"), [
+    (["11112222333"], "account id '11112222333' is not 12 digits"),
+    (["1111222233334"], "account id '1111222233334' is not 12 digits"),
+    (["11112222333x"], "account id '11112222333x' is not 12 digits"),
+    (["*"], "account id '*' is not 12 digits"),
+    ([" 111122223333"], "is not 12 digits"),
+    ([111122223333], "must be a quoted string of 12 digits"),
+    (["111122223333", "444455556666", "111122223333"], "account listed twice: 111122223333"),
+    ([], "list at least one account"),
+    ("111122223333", "aws.cluster_accounts: Input should be a valid list"),
+])
+def test_bad_cluster_accounts_are_refused_naming_the_key(accounts, message):
+    # GIVEN aws.cluster_accounts with a bad id, a duplicate, nothing, or not a list
+    data = example_data()
+    data["aws"]["cluster_accounts"] = accounts
+    # WHEN validated THEN the error names the key and the problem
+    error = config_error(data)
+    assert "aws.cluster_accounts" in error
+    assert message in error
+
+
+def test_misspelt_cluster_accounts_is_an_unknown_key():
+    data = example_data()
+    data["aws"]["cluster_account"] = data["aws"].pop("cluster_accounts")
+    assert "aws.cluster_account: unknown key (misspelt?)" in config_error(data)
+
+
 def test_wrong_type_names_its_key_path():
     data = example_data()
     data["execution"]["max_concurrent_clusters"] = "five"

@@ -7,7 +7,7 @@ instead of silently falling back to a default.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,6 +36,27 @@ class AwsConfig(_Strict):
     region: str = "us-east-1"
     dynamodb: DynamoDbConfig = DynamoDbConfig()
     secrets_manager: SecretsConfig = SecretsConfig()
+    # Accounts whose guard-* roles the cluster-facing functions may assume. None: only the
+    # account GUARD runs in (resolved at synth when the stack's account is known, else at run time).
+    cluster_accounts: list[str] | None = None
+
+    @field_validator("cluster_accounts", mode="before")
+    @classmethod
+    def _account_ids(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value  # None, or pydantic's own "should be a valid list"
+        for account in value:
+            if not isinstance(account, str):
+                # YAML reads an unquoted id as a number, which can lose leading zeros.
+                raise ValueError(f"account id {account!r} must be a quoted string of 12 digits ('111122223333')")
+            if not re.fullmatch(r"[0-9]{12}", account):
+                raise ValueError(f"account id '{account}' is not 12 digits")
+        dupes = sorted({a for a in value if value.count(a) > 1})
+        if dupes:
+            raise ValueError(f"account listed twice: {', '.join(dupes)}")
+        if not value:
+            raise ValueError("list at least one account, or leave the key out for the account GUARD runs in")
+        return value
 
 
 class GitLabConfig(_Strict):

@@ -82,6 +82,22 @@ def _aws_client(service: str, _endpoint: str | None) -> Any:
     return _boto3_session().client(service)
 
 
+def own_account() -> str:
+    """The account GUARD runs in: GUARD_ACCOUNT_ID (the stack sets it to its own account), else
+    STS GetCallerIdentity (the rehearsal), asked once per cold start."""
+    return os.environ.get("GUARD_ACCOUNT_ID") or _caller_account(os.environ.get("AWS_ENDPOINT_URL"))
+
+
+@cache
+def _caller_account(_endpoint: str | None) -> str:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return str(aws_client("sts").get_caller_identity()["Account"])
+    except (ClientError, BotoCoreError) as e:
+        raise ExternalServiceError(f"sts:GetCallerIdentity (the account GUARD runs in): {e}") from e
+
+
 def registry() -> ClusterRegistry:
     return ClusterRegistry(_table(env("GUARD_REGISTRY_TABLE")))
 
@@ -168,7 +184,7 @@ def cluster_connector() -> ClusterConnector:
 
 def reset() -> None:
     """Forget cached config, clients and secrets (a new tenant or emulator in the same process)."""
-    for cached in (config, _boto3_session, _aws_client, _resource, _secret):
+    for cached in (config, _boto3_session, _aws_client, _resource, _secret, _caller_account):
         cached.cache_clear()
 
 

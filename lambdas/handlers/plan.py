@@ -12,7 +12,8 @@ logger = Logger()
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = parse_input(event.get("input"))
-    planner = BatchPlanner(runtime.config(), runtime.registry(), runtime.state(), runtime.clock)
+    planner = BatchPlanner(runtime.config(), runtime.registry(), runtime.state(), runtime.clock,
+                           own_account=runtime.own_account)
     plan = planner.plan(request, run_id=str(event["execution_name"]), execution_arn=str(event["execution_arn"]))
     logger.info("planned", extra={"run_id": plan.run_id, "batch": plan.batch, "clusters": plan.clusters})
     return plan.payload()

@@ -5,7 +5,8 @@ Input:  {"execution_name": str, "execution_arn": str,
 Output: the one `Plan` (guard.core.run.Plan) with `rollback_to` {cluster: version}; `target_version`
         is the version being undone, `rollback_timeout_seconds` the rollback MR's wait, and
         `rollback_mr` is rollback.auto_create_mr (false ends at RollbackNotCreated).
-Errors: InvalidInput, UnknownBatch, UnknownCluster, NothingToRollBack, BatchLocked.
+Errors: InvalidInput, UnknownBatch, UnknownCluster, ConfigError (e.g. a cluster role outside aws.cluster_accounts),
+        NothingToRollBack, BatchLocked.
 """
 
 from typing import Any
@@ -22,7 +23,7 @@ logger = Logger()
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = parse_model(ManualRollbackInput, event.get("input"), "rollback input")
     planner = BatchPlanner(runtime.config(), runtime.registry(), runtime.state(), runtime.clock,
-                           failures=runtime.failure_store())
+                           failures=runtime.failure_store(), own_account=runtime.own_account)
     plan = planner.plan_rollback(request, run_id=str(event["execution_name"]),
                                  execution_arn=str(event["execution_arn"]))
     logger.info("manual rollback planned", extra={"run_id": plan.run_id, "clusters": plan.clusters})

@@ -7,10 +7,12 @@ upgrade to the versions the clusters ran before (`Plan.rollback_to`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from guard.config.accounts import refuse_unreachable
 from guard.config.loader import format_validation_error
 from guard.config.models import BatchConfig, TenantConfig
 from guard.core.models import Cluster, UpgradeRecord
@@ -53,15 +55,20 @@ def parse_input(raw: Any) -> ExecutionInput:
 
 
 class BatchPlanner:
-    """Turns a validated input into a Plan, a run record and a held batch lock."""
+    """Turns a validated input into a Plan, a run record and a held batch lock.
+
+    `own_account` tells the account GUARD runs in; it is asked only when a cluster names a role
+    and the config leaves `aws.cluster_accounts` out.
+    """
 
     def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore, clock: Clock,
-                 failures: FailureStore | None = None) -> None:
+                 failures: FailureStore | None = None, own_account: Callable[[], str] | None = None) -> None:
         self._config = config
         self._registry = registry
         self._state = state
         self._clock = clock
         self._failures = failures
+        self._own_account = own_account or _unknown_account
 
     def _batch(self, name: str) -> tuple[BatchConfig, dict[str, Cluster], str]:
         """The batch, its registered clusters and their one GitOps project; refused otherwise."""
@@ -77,6 +84,9 @@ class BatchPlanner:
                 f"batch '{batch.name}' lists clusters missing from the registry: {', '.join(missing)} "
                 "(import them with `python -m cli registry import`)"
             )
+        # A role GUARD may not assume would fail halfway through the run: refuse it now.
+        refuse_unreachable([clusters[c] for c in batch.clusters], config.aws.cluster_accounts, self._own_account,
+                           f"batch '{batch.name}'")
         projects = sorted({c.gitlab_project for c in clusters.values()})
         if len(projects) > 1:
             raise ConfigError(
@@ -204,3 +214,8 @@ class BatchPlanner:
                 clusters=run.clusters, versions=dict(run.from_versions), rolled_back_from=run.target_version,
                 status=RollbackStatus.PLANNED, manual=True, at=now, detail=f"undoes run {newest.run_id}"))
         return self._plan(run, rollback_to=dict(run.from_versions))
+
+
+def _unknown_account() -> str:
+    raise ConfigError("aws.cluster_accounts is not set and the account GUARD runs in is unknown; "
+                      "list the clusters' accounts under aws.cluster_accounts")

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from guard.config.accounts import CONFIG_KEY, account_problems
 from guard.config.loader import format_validation_error, load_config
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster
 from guard.core.version import Version
-from guard.errors import ConfigError, GuardError, InvalidInput
+from guard.errors import ConfigError, ExternalServiceError, GuardError, InvalidInput
 from guard.stores.registry import ClusterRegistry
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -189,6 +190,9 @@ Validate FILE and write its clusters to the cluster registry table.
 
 The whole file is validated before anything is written: a bad entry is reported with its
 key path (e.g. clusters[2].current_istio_version: ...), exit code 2, and nothing is imported.
+A cluster whose aws_role_arn is not a guard-* role in an account of the tenant's
+aws.cluster_accounts (with --config; without it, or when the key is left out: the
+account of your AWS credentials, where the table is) is refused the same way.
 Each cluster document replaces the registry's copy, except that an existing cluster KEEPS
 ITS upgrade_history unless the file gives one (`upgrade_history: []` clears it). Clusters
 identical to the registry are left alone; clusters not in the file are not touched.
@@ -245,6 +249,17 @@ def _open_registry(table_name: str, region: str | None) -> ClusterRegistry:
     return ClusterRegistry(table)
 
 
+def _caller_account(region: str | None) -> str:
+    """The account of the credentials in use: the one that holds the registry table, i.e. GUARD's."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return str(boto3.client("sts", region_name=region).get_caller_identity()["Account"])
+    except (ClientError, BotoCoreError) as e:
+        raise ExternalServiceError(f"sts:GetCallerIdentity (to tell GUARD's account): {e}") from e
+
+
 def _target(args: argparse.Namespace) -> tuple[str, str | None, TenantConfig | None]:
     if args.config:
         config = load_config(args.config)
@@ -258,6 +273,15 @@ def run_import(args: argparse.Namespace) -> int:
         clusters = load_registry_file(args.file, args.format)
     except (InvalidInput, ConfigError) as e:
         return _fail(e, 2)
+    try:
+        unreachable = account_problems(clusters, config.aws.cluster_accounts if config else None,
+                                       lambda: _caller_account(region))
+    except GuardError as e:
+        return _fail(e, 1)
+    if unreachable:
+        hint = "" if config else f"\n  (no --config: pass the tenant config to use its {CONFIG_KEY})"
+        return _fail(InvalidInput(f"{args.file}: clusters GUARD may not reach, nothing imported\n  "
+                                  + "\n  ".join(unreachable) + hint), 2)
     for warning in config_warnings(config, clusters) if config else []:
         print(f"warning: {warning}", file=sys.stderr)
     try:

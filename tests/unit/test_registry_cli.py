@@ -23,6 +23,8 @@ EXAMPLE = ROOT / "config" / "registry.example.yaml"
 CONFIG = ROOT / "config" / "example.yaml"
 TABLE = "guard-cluster-registry"
 TARGET = ["--table", TABLE, "--region", "us-east-1"]
+# The example tenant: the same table and region, and the example fleet's accounts in aws.cluster_accounts.
+TENANT = ["--config", str(CONFIG)]
 HISTORY = UpgradeRecord(run_id="run-7", from_version="1.18.5", to_version="1.19.3", outcome="succeeded",
                         at=datetime(2024, 5, 6, 9, 0, tzinfo=UTC),
                         merge_request_url="https://gitlab.example.com/platform/istio-fleet/-/merge_requests/7")
@@ -59,7 +61,7 @@ def dumps(clusters: list[Cluster]) -> list[dict]:
 def test_import_example_then_export_gives_the_same_clusters(registry, tmp_path, capsys):
     # GIVEN an empty registry table
     # WHEN the example registry is imported and the table exported
-    assert main(["registry", "import", str(EXAMPLE), *TARGET]) == 0
+    assert main(["registry", "import", str(EXAMPLE), *TENANT]) == 0
     assert "15 created, 0 updated, 0 unchanged" in capsys.readouterr().out
     assert main(["registry", "export", str(tmp_path / "out.yaml"), *TARGET]) == 0
     # THEN the export holds exactly the example's clusters, sorted by cluster_id
@@ -72,12 +74,12 @@ def test_import_example_then_export_gives_the_same_clusters(registry, tmp_path, 
 @pytest.mark.parametrize("ext", ["yaml", "json"])
 def test_export_import_export_round_trip_is_identical(registry, tmp_path, ext):
     # GIVEN a registry with the example fleet, one cluster carrying upgrade history
-    assert main(["registry", "import", str(EXAMPLE), *TARGET]) == 0
+    assert main(["registry", "import", str(EXAMPLE), *TENANT]) == 0
     registry.record_upgrade("eks-test", HISTORY, new_version="1.19.3")
     first, second = tmp_path / f"first.{ext}", tmp_path / f"second.{ext}"
     # WHEN it is exported, the export imported back, and exported again
     assert main(["registry", "export", str(first), *TARGET]) == 0
-    assert main(["registry", "import", str(first), *TARGET]) == 0
+    assert main(["registry", "import", str(first), *TENANT]) == 0
     assert main(["registry", "export", str(second), *TARGET]) == 0
     # THEN both exports are byte-for-byte the same and keep the history
     assert first.read_bytes() == second.read_bytes()
@@ -180,17 +182,17 @@ def test_malformed_files_exit_2(registry, tmp_path, capsys, name, text, message)
 # ---------------------------------------------------------------- updates
 def test_reimport_reports_unchanged_and_changes_report_updated(registry, tmp_path, capsys):
     # GIVEN the example fleet already imported
-    assert main(["registry", "import", str(EXAMPLE), *TARGET]) == 0
+    assert main(["registry", "import", str(EXAMPLE), *TENANT]) == 0
     capsys.readouterr()
     # WHEN the same file is imported again
-    assert main(["registry", "import", str(EXAMPLE), *TARGET]) == 0
+    assert main(["registry", "import", str(EXAMPLE), *TENANT]) == 0
     # THEN nothing changes
     assert "0 created, 0 updated, 15 unchanged" in capsys.readouterr().out
     # WHEN one cluster's owner changes
     text = EXAMPLE.read_text().replace("owner_team: web-team", "owner_team: edge-team", 1)
     changed = tmp_path / "changed.yaml"
     changed.write_text(text)
-    assert main(["registry", "import", str(changed), *TARGET]) == 0
+    assert main(["registry", "import", str(changed), *TENANT]) == 0
     # THEN only that one is updated
     out = capsys.readouterr().out
     assert "0 created, 1 updated, 14 unchanged" in out
@@ -219,7 +221,7 @@ def test_import_keeps_upgrade_history_unless_the_file_gives_one(registry, tmp_pa
 def test_dry_run_writes_nothing(registry, tmp_path, capsys):
     # GIVEN an empty table
     # WHEN importing the example with --dry-run
-    assert main(["registry", "import", str(EXAMPLE), *TARGET, "--dry-run"]) == 0
+    assert main(["registry", "import", str(EXAMPLE), *TENANT, "--dry-run"]) == 0
     # THEN it says what it would do and the table stays empty
     out = capsys.readouterr().out
     assert "would import 15 clusters" in out and "15 created" in out and "nothing written" in out
@@ -252,3 +254,66 @@ def test_usage_errors_exit_2(capsys):
     # AND --help mentions that history is kept
     assert main(["registry", "import", "--help"]) == 0
     assert "upgrade_history" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- accounts GUARD may reach (aws.cluster_accounts)
+def role(account: str, cluster_id: str = "eks-dev-1") -> str:
+    return f"arn:aws:iam::{account}:role/guard-{cluster_id}"
+
+
+def tenant_config(tmp_path: Path, accounts: list[str] | None) -> Path:
+    aws: dict = {"region": "us-east-1", "dynamodb": {"table_name": TABLE}}
+    if accounts is not None:
+        aws["cluster_accounts"] = accounts
+    path = tmp_path / "tenant.yaml"
+    path.write_text(yaml.safe_dump({"tenant": "t", "aws": aws,
+                                    "batches": [{"name": "dev-1", "clusters": ["eks-dev-1", "eks-dev-2"]}]}))
+    return path
+
+
+def test_cluster_in_an_unlisted_account_is_refused_naming_cluster_account_and_key(registry, tmp_path, capsys):
+    # GIVEN a tenant that lists one account, and a file with a second cluster in another account
+    config = tenant_config(tmp_path, ["111122223333"])
+    path = write(tmp_path / "r.yaml", [cluster("eks-dev-1", aws_role_arn=role("111122223333")),
+                                       cluster("eks-dev-2", aws_role_arn=role("999988887777", "eks-dev-2"))])
+    # WHEN importing it with the tenant's config
+    code = main(["registry", "import", str(path), "--config", str(config)])
+    # THEN exit 2, the error names the cluster, its account and the config key, and nothing is written
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cluster eks-dev-2" in err and "account 999988887777" in err and "aws.cluster_accounts" in err
+    assert "eks-dev-1:" not in err
+    assert registry.all() == []
+
+
+def test_without_cluster_accounts_only_the_credentials_account_is_allowed(registry, tmp_path, capsys):
+    # GIVEN a tenant that leaves aws.cluster_accounts out (moto's credentials are in 123456789012)
+    config = tenant_config(tmp_path, None)
+    own = write(tmp_path / "own.yaml", [cluster("eks-dev-1", aws_role_arn=role("123456789012"))])
+    other = write(tmp_path / "other.yaml", [cluster("eks-dev-2", aws_role_arn=role("111122223333", "eks-dev-2"))])
+    # WHEN a cluster in the own account is imported THEN it is accepted
+    assert main(["registry", "import", str(own), "--config", str(config)]) == 0
+    # WHEN one in another account is imported, with the config or with --table alone
+    for target in (["--config", str(config)], TARGET):
+        capsys.readouterr()
+        assert main(["registry", "import", str(other), *target]) == 2
+        # THEN it is refused, saying that only GUARD's own account is allowed
+        err = capsys.readouterr().err
+        assert "cluster eks-dev-2" in err and "account 111122223333" in err
+        assert "only the account GUARD runs in (123456789012)" in err
+    assert [c.cluster_id for c in registry.all()] == ["eks-dev-1"]
+
+
+@pytest.mark.parametrize("bad", ["arn:aws:iam::1234:role/guard-x", "guard-eks-dev-1",
+                                 "arn:aws:iam::111122223333:user/guard-x",
+                                 "arn:aws:iam::111122223333:role/eks-admin",
+                                 "arn:aws:iam::111122223333:role/team/guard-x"])
+def test_role_arn_that_guard_may_not_assume_is_refused(registry, tmp_path, capsys, bad):
+    # GIVEN a tenant listing the account, and a cluster whose aws_role_arn is malformed or not a guard-* role
+    config = tenant_config(tmp_path, ["111122223333"])
+    path = write(tmp_path / "r.yaml", [cluster("eks-dev-1", aws_role_arn=bad)])
+    # WHEN importing it THEN exit 2 naming the cluster and the ARN, and nothing is written
+    assert main(["registry", "import", str(path), "--config", str(config), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "cluster eks-dev-1: aws_role_arn" in err and bad in err
+    assert registry.all() == []

@@ -20,8 +20,8 @@ from infra.functions import FunctionSpec, SecretKind, TableAccess
 
 CONFIG_FILE = "tenant/config.json"
 CHECKS_DIR = "tenant/checks"
-# Cluster roles live in the clusters' accounts, one per cluster, all named guard-*.
-CLUSTER_ROLE_PATTERN = "arn:${AWS::Partition}:iam::*:role/guard-*"
+# Cluster roles live in the clusters' accounts (aws.cluster_accounts), one per cluster, all named guard-*.
+CLUSTER_ROLE_NAME = "guard-*"
 
 
 class GuardFunctions(Construct):
@@ -31,9 +31,13 @@ class GuardFunctions(Construct):
                  code_for: Callable[[FunctionSpec], lambda_.Code], tenant: str,
                  registry: dynamodb.ITable, state: dynamodb.ITable,
                  secrets: Mapping[SecretKind, secretsmanager.ISecret],
+                 cluster_accounts: Sequence[str],
                  log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS,
                  **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        if not cluster_accounts:
+            raise ValueError("cluster_accounts: give at least one account (the stack's own by default)")
+        self._cluster_accounts = list(cluster_accounts)
         self._specs = {spec.id: spec for spec in specs}
         self.functions: dict[str, lambda_.Function] = {}
         environment = {
@@ -42,6 +46,8 @@ class GuardFunctions(Construct):
             "GUARD_CHECKS_DIR": CHECKS_DIR,
             "GUARD_REGISTRY_TABLE": registry.table_name,
             "GUARD_STATE_TABLE": state.table_name,
+            # The account GUARD runs in, for aws.cluster_accounts left out of an environment-agnostic stack.
+            "GUARD_ACCOUNT_ID": cdk.Aws.ACCOUNT_ID,
             "POWERTOOLS_SERVICE_NAME": "guard",
             "POWERTOOLS_METRICS_NAMESPACE": "GUARD",
             "POWERTOOLS_LOG_LEVEL": "INFO",
@@ -90,28 +96,37 @@ class GuardFunctions(Construct):
 
     def _grant_cluster_access(self, spec: FunctionSpec, role: iam.Role) -> None:
         stack = cdk.Stack.of(self)
+        role_arns = [stack.format_arn(service="iam", region="", account=account, resource="role",
+                                      resource_name=CLUSTER_ROLE_NAME) for account in self._cluster_accounts]
         policy = iam.Policy(self, f"{spec.id}ClusterAccess", statements=[
             iam.PolicyStatement(
                 actions=["eks:DescribeCluster"],
                 resources=[stack.format_arn(service="eks", region="*", resource="cluster",
                                             resource_name="*")],
             ),
-            iam.PolicyStatement(actions=["sts:AssumeRole"],
-                                resources=[cdk.Fn.sub(CLUSTER_ROLE_PATTERN)]),
+            iam.PolicyStatement(actions=["sts:AssumeRole"], resources=role_arns),
         ])
         policy.attach_to_role(role)
         cdk.Validations.of(policy).acknowledge(
             cdk.Acknowledgment(
-                id="AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:eks:*:<AWS::AccountId>:cluster/*]",
+                id=f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:eks:*:{_nag_account(stack.account)}"
+                   ":cluster/*]",
                 reason="Cluster names come from the registry table at run time, so eks:DescribeCluster "
                        "is scoped to this account's clusters (any region) rather than named ones.",
             ),
-            cdk.Acknowledgment(
-                id="AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::*:role/guard-*]",
-                reason="Each cluster's role lives in that cluster's own account, which the registry names "
-                       "at run time; AssumeRole is limited to roles named guard-* (and to their trust policy).",
-            ),
+            *(cdk.Acknowledgment(
+                id=f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::{_nag_account(account)}"
+                   f":role/{CLUSTER_ROLE_NAME}]",
+                reason="Cluster roles are named in the registry table at run time; AssumeRole is limited to "
+                       "roles named guard-* in the accounts listed by aws.cluster_accounts (and to their trust "
+                       "policy), and Plan refuses a cluster whose role is elsewhere.",
+            ) for account in self._cluster_accounts),
         )
+
+
+def _nag_account(account: str) -> str:
+    """How cdk-nag writes `account` in a finding id: the stack's own account token as <AWS::AccountId>."""
+    return "<AWS::AccountId>" if cdk.Token.is_unresolved(account) else account
 
 
 def _grant_table(table: dynamodb.ITable, fn: lambda_.IFunction, access: TableAccess) -> None:

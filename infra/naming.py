@@ -26,7 +26,20 @@ def table_names(config: TenantConfig) -> DynamoDbConfig:
     )
 
 
-def deployed_config(config: TenantConfig) -> TenantConfig:
-    """The config as packaged with the functions: table names resolved to what is deployed."""
-    aws = config.aws.model_copy(update={"dynamodb": table_names(config)})
+def cluster_accounts(config: TenantConfig, own_account: str) -> list[str]:
+    """The accounts whose guard-* roles the functions may assume: `aws.cluster_accounts`, else
+    `own_account` (the stack's account; a token when the stack is environment-agnostic)."""
+    listed = config.aws.cluster_accounts
+    return list(listed) if listed is not None else [own_account]
+
+
+def deployed_config(config: TenantConfig, account: str | None = None) -> TenantConfig:
+    """The config as packaged with the functions: table names resolved to what is deployed, and
+    `aws.cluster_accounts` resolved to `account` when the config leaves it out and the account is
+    known at synth. Left out in an environment-agnostic stack: the functions then read their own
+    account from GUARD_ACCOUNT_ID, which CloudFormation fills in."""
+    update: dict[str, object] = {"dynamodb": table_names(config)}
+    if config.aws.cluster_accounts is None and account is not None:
+        update["cluster_accounts"] = [account]
+    aws = config.aws.model_copy(update=update)
     return config.model_copy(update={"aws": aws})

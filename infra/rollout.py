@@ -52,6 +52,7 @@ class RolloutStateMachine(Construct):
             logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
         region = "<AWS::Region>" if cdk.Token.is_unresolved(stack.region) else stack.region
+        account = "<AWS::AccountId>" if cdk.Token.is_unresolved(stack.account) else stack.account
         cdk.Validations.of(role).acknowledge(
             cdk.Acknowledgment(
                 id="AwsSolutions::AwsSolutions-IAM5[Resource::*]",
@@ -60,7 +61,7 @@ class RolloutStateMachine(Construct):
             ),
             cdk.Acknowledgment(
                 id=f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:{region}:"
-                   f"<AWS::AccountId>:execution:<{stack.get_logical_id(_cfn(batch_state_machine))}.Name>:*]",
+                   f"{account}:execution:<{stack.get_logical_id(_cfn(batch_state_machine))}.Name>:*]",
                 reason="Child execution names are chosen at run time (rollout id + batch); the wildcard is "
                        "limited to executions of this tenant's batch state machine.",
             ),

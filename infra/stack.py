@@ -15,7 +15,7 @@ from infra.alarms import ExecutionAlarms
 from infra.bundling import function_code, stage_source
 from infra.functions import FUNCTIONS, FunctionSpec, SecretKind
 from infra.lambda_functions import GuardFunctions
-from infra.naming import deployed_config, resource_prefix
+from infra.naming import cluster_accounts, deployed_config, resource_prefix
 from infra.rollout import RolloutStateMachine
 from infra.schedules import GuardSchedules
 from infra.tables import GuardTables
@@ -33,7 +33,8 @@ class GuardStack(cdk.Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: TenantConfig, config_file: Path,
                  build_dir: Path, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        deployed = deployed_config(config)
+        # A concrete account is packaged; an environment-agnostic stack's account is a token until deploy.
+        deployed = deployed_config(config, None if cdk.Token.is_unresolved(self.account) else self.account)
         prefix = resource_prefix(config)
         names = deployed.aws.dynamodb
 
@@ -69,7 +70,7 @@ class GuardStack(cdk.Stack):
 
         functions = GuardFunctions(self, "Functions", specs=FUNCTIONS, code_for=code_for,
                                    tenant=config.tenant, registry=tables.registry, state=tables.state,
-                                   secrets=secrets)
+                                   secrets=secrets, cluster_accounts=cluster_accounts(config, self.account))
         workflow = UpgradeStateMachine(self, "UpgradeBatch",
                                        definition_file=STATEMACHINES_DIR / "upgrade_batch.asl.json",
                                        functions=functions.functions,

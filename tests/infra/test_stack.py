@@ -445,3 +445,118 @@ def test_two_configs_for_one_tenant_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="tenant 'beta' is already defined"):
         build_app({"tenants": [str(FIXTURES / "beta.yaml"), str(copy)], "aws:cdk:bundling-stacks": [],
                    BUILD_DIR_CONTEXT: str(tmp_path)})
+
+
+# --- least privilege: sts:AssumeRole only into the tenant's cluster accounts --------------------------
+
+ROLE_IN_ACCOUNT = re.compile(r"^arn:<AWS::Partition>:iam::(?P<account>[0-9]{12}|<AWS::AccountId>):role/guard-\*$")
+
+
+def _render(value: Any) -> str:
+    """A CloudFormation string as text: Refs as <Name>, Fn::Join / Fn::Sub flattened."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Ref" in value:
+        return f"<{value['Ref']}>"
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(_render(part) for part in parts)
+    if isinstance(value, dict) and "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+        return re.sub(r"\$\{([^}]+)\}", r"<\1>", value["Fn::Sub"])
+    return json.dumps(value)  # anything else (GetAtt, ...) is not an account-scoped role ARN
+
+
+def _permission_statements(template: Template) -> list[tuple[str, dict[str, Any]]]:
+    """Every statement of every permission policy: AWS::IAM::Policy, managed policies and inline role policies."""
+    documents: list[tuple[str, dict[str, Any]]] = []
+    for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+        for logical_id, policy in template.find_resources(kind).items():
+            documents.append((logical_id, policy["Properties"]["PolicyDocument"]))
+    for logical_id, role in template.find_resources("AWS::IAM::Role").items():
+        for inline in role["Properties"].get("Policies", []):
+            documents.append((f"{logical_id}.{inline['PolicyName']}", inline["PolicyDocument"]))
+    found = []
+    for where, document in documents:
+        statements = document["Statement"]
+        found += [(where, s) for s in ([statements] if isinstance(statements, dict) else statements)]
+    return found
+
+
+def _may_assume_roles(statement: dict[str, Any]) -> bool:
+    if statement.get("Effect") != "Allow":
+        return False
+    if "NotAction" in statement:
+        return True  # allows everything but what it names: treated as allowing AssumeRole
+    return any(re.fullmatch(a.replace("*", ".*"), "sts:AssumeRole", re.IGNORECASE) for a in _actions(statement))
+
+
+def _assume_role_resources(template: Template) -> list[tuple[str, str]]:
+    found = []
+    for where, statement in _permission_statements(template):
+        if _may_assume_roles(statement):
+            resources = statement.get("Resource", statement.get("NotResource", "*"))
+            for resource in resources if isinstance(resources, list) else [resources]:
+                found.append((where, _render(resource) if "Resource" in statement else f"NotResource {resource}"))
+    return found
+
+
+@pytest.mark.parametrize(("tenant", "accounts"), [
+    ("alpha", {"111122223333", "444455556666"}),  # aws.cluster_accounts set
+    ("beta", {"<AWS::AccountId>"}),               # left out: the stack's own account
+])
+def test_no_policy_lets_a_function_assume_roles_in_any_account(request: pytest.FixtureRequest, tenant: str,
+                                                               accounts: set[str]) -> None:
+    # GIVEN every permission policy of the tenant's stack (policies, managed policies, inline role policies)
+    template: Template = request.getfixturevalue(tenant)
+    # WHEN the resources of every statement that may allow sts:AssumeRole are collected
+    resources = _assume_role_resources(template)
+    # THEN each is a guard-* role in one named account: never `*`, never an account wildcard
+    assert resources, "the cluster-facing functions may assume the cluster roles"
+    bad = [(where, r) for where, r in resources if not ROLE_IN_ACCOUNT.fullmatch(r)]
+    assert not bad, bad
+    # AND the accounts are exactly the tenant's cluster accounts
+    assert {ROLE_IN_ACCOUNT.fullmatch(r)["account"] for _, r in resources} == accounts  # type: ignore[index]
+
+
+@pytest.mark.parametrize("construct_id", [c for c, access in EXPECTED_ACCESS.items() if access[2]])
+def test_each_cluster_facing_function_may_assume_guard_roles_in_every_listed_account(
+        alpha: Template, construct_id: str) -> None:
+    # GIVEN alpha, whose config lists two cluster accounts
+    # WHEN the AssumeRole grants of a cluster-facing function are read
+    granted = {_render(r) for s in _role_statements(alpha, construct_id) if "sts:AssumeRole" in _actions(s)
+               for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])}
+    # THEN it may reach the guard-* roles of both, and nothing else
+    assert granted == {"arn:<AWS::Partition>:iam::111122223333:role/guard-*",
+                       "arn:<AWS::Partition>:iam::444455556666:role/guard-*"}
+
+
+def _guard_account_env(template: Template) -> list[Any]:
+    return [fn["Properties"]["Environment"]["Variables"].get("GUARD_ACCOUNT_ID")
+            for fn in template.find_resources("AWS::Lambda::Function",
+                                              {"Properties": {"Handler": Match.string_like_regexp("^handlers\\.")}}
+                                              ).values()]
+
+
+def test_environment_agnostic_stack_resolves_its_own_account_at_deploy(synthesized: Synthesized,
+                                                                       beta: Template) -> None:
+    # GIVEN beta, which leaves aws.cluster_accounts out, synthesized without an account
+    staged = synthesized.build_dir / "beta" / "src" / "tenant" / "config.json"
+    # WHEN its packaged config and its functions' environment are read
+    config = parse_config(json.loads(staged.read_text()), "tenant/config.json")
+    # THEN the packaged config leaves the key out (the account is unknown at synth)
+    assert config.aws.cluster_accounts is None
+    # AND every function learns its own account from CloudFormation at deploy
+    assert set(map(json.dumps, _guard_account_env(beta))) == {json.dumps({"Ref": "AWS::AccountId"})}
+
+
+def test_stack_with_a_known_account_packages_it_as_the_cluster_account(tmp_path: Path) -> None:
+    # GIVEN beta (no aws.cluster_accounts) synthesized for account 210987654321, as `cdk deploy` does
+    # (CDK_DEFAULT_ACCOUNT); the synth raises if a cdk-nag acknowledgement no longer matches its finding
+    app = build_app({"tenants": [str(FIXTURES / "beta.yaml")], "aws:cdk:bundling-stacks": [],
+                     BUILD_DIR_CONTEXT: str(tmp_path)}, account="210987654321", outdir=str(tmp_path / "out"))
+    template = Template.from_json(app.synth().get_stack_by_name("Guard-beta").template)
+    # WHEN its packaged config and AssumeRole grants are read
+    config = parse_config(json.loads((tmp_path / "beta" / "src" / "tenant" / "config.json").read_text()), "c")
+    # THEN both name that one account
+    assert config.aws.cluster_accounts == ["210987654321"]
+    assert {r for _, r in _assume_role_resources(template)} == {"arn:<AWS::Partition>:iam::210987654321:role/guard-*"}

@@ -25,6 +25,8 @@ from guard.errors import ConfigError, ExternalServiceError, GuardError, InvalidI
 from guard.stores.registry import ClusterRegistry
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from infra.naming import table_names
+
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 STDIO = "-"
 
@@ -232,7 +234,8 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--table", metavar="NAME", help="registry table name")
     target.add_argument("--config", metavar="TENANT_YAML",
-                        help="tenant config: use its aws.dynamodb.table_name and aws.region")
+                        help="tenant config: its deployed registry table (aws.dynamodb.table_name, else "
+                             "guard-<tenant>-cluster-registry), aws.region and aws.cluster_accounts")
     parser.add_argument("--region", help="AWS region (default: the config's aws.region, else the AWS environment)")
     parser.add_argument("--format", choices=["yaml", "json"],
                         help="file format when FILE is `-` (default yaml) or has another extension")
@@ -263,7 +266,8 @@ def _caller_account(region: str | None) -> str:
 def _target(args: argparse.Namespace) -> tuple[str, str | None, TenantConfig | None]:
     if args.config:
         config = load_config(args.config)
-        return config.aws.dynamodb.table_name, args.region or config.aws.region, config
+        # The name the stack deployed: a default one carries the tenant (infra/naming.py).
+        return table_names(config).table_name, args.region or config.aws.region, config
     return args.table, args.region, None
 
 

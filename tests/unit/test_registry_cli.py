@@ -317,3 +317,21 @@ def test_role_arn_that_guard_may_not_assume_is_refused(registry, tmp_path, capsy
     err = capsys.readouterr().err
     assert "cluster eks-dev-1: aws_role_arn" in err and bad in err
     assert registry.all() == []
+
+
+def test_multi_region_registry_imports_into_the_deployed_table_with_its_accounts(tmp_path, monkeypatch, capsys):
+    # GIVEN the multi-region tenant, whose registry table is left at its default name and whose clusters
+    # live in the two accounts it lists; its deployed table is guard-multi-region-cluster-registry
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        table, _ = create_tables(boto3.resource("dynamodb", region_name="us-east-1"),
+                                 registry_name="guard-multi-region-cluster-registry")
+        # WHEN its registry is imported with --config, as docs/scenarios/multi-region.md says
+        code = main(["registry", "import", str(ROOT / "config" / "registry.multi-region.yaml"),
+                     "--config", str(ROOT / "config" / "multi-region.yaml")])
+        # THEN every cluster lands in the deployed table
+        assert code == 0, capsys.readouterr().err
+        assert len(ClusterRegistry(table).all()) == 6

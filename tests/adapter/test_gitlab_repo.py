@@ -271,3 +271,19 @@ def test_comment_adds_a_note_to_the_mr(sim, repo):
 
     # THEN reviewers see it on the MR
     assert sim.notes(PROJECT, mr.iid) == ["Validation passed on prod-eu-1"]
+
+
+def test_list_notes_reads_every_note_oldest_first_with_its_author(sim, repo):
+    # GIVEN GUARD's comment, then a user's
+    _, mr = open_upgrade_mr(repo)
+    repo.comment(PROJECT, mr.iid, "GUARD needs a decision")
+    user_id = sim.add_user("maria")
+    sim.comment_as(PROJECT, mr.iid, "maria", "/guard proceed")
+
+    # WHEN the notes are listed
+    notes = repo.list_notes(PROJECT, mr.iid)
+
+    # THEN both come back in order, each with who wrote it
+    assert [(n.body, n.author_username) for n in notes] == [("GUARD needs a decision", "guard-sim"),
+                                                           ("/guard proceed", "maria")]
+    assert notes[1].author_id == user_id and not notes[1].system

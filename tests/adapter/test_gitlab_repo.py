@@ -225,7 +225,7 @@ def test_merging_the_mr_posts_a_merge_request_hook_and_updates_main(sim, repo, r
     # AND main carries the new version, the adapter sees the merge, the follower got the sha
     assert read_chart_version(sim.file_at(PROJECT, PATH, "main") or "") == "1.21.0"
     assert repo.get_merge_request(PROJECT, mr.iid).model_dump() == mr.model_copy(
-        update={"state": "merged", "merge_commit_sha": sha}
+        update={"state": "merged", "merge_commit_sha": sha, "merged_by": "guard-sim"}
     ).model_dump()
     assert followed == [(PROJECT, mr.iid, sha)]
 

@@ -143,13 +143,14 @@ class GitLabSimulator:
                        for path, text in files.items()]
             return self._store.commit(p, branch, message, actions, self._now()).id
 
-    def merge(self, project: str | int, iid: int) -> str:
-        """Merge MR `iid` as a reviewer would; fires hooks and merge listeners; returns the merge sha."""
+    def merge(self, project: str | int, iid: int, deliver_hooks: bool = True) -> str:
+        """Merge MR `iid` as a reviewer would; fires hooks (unless `deliver_hooks` is False: a delivery GitLab
+        lost, which it never redelivers) and merge listeners; returns the merge sha."""
         with self._lock:
             p = self._store.project(project)
             mr = self._store.merge(p, iid, self._now())
             payload = self._store.hook_payload(p, mr, "merge")
-            hooks = [h for h in self._hooks if h.project_id == p.id]
+            hooks = [h for h in self._hooks if h.project_id == p.id] if deliver_hooks else []
             listeners = list(self._listeners)
         # Outside the lock: the receiver may call back into this API while handling the hook.
         self._deliver(hooks, payload)
@@ -158,13 +159,13 @@ class GitLabSimulator:
             listener(p.path, iid, mr.merge_commit_sha)
         return mr.merge_commit_sha
 
-    def close(self, project: str | int, iid: int) -> None:
-        """Close MR `iid` without merging; fires hooks."""
+    def close(self, project: str | int, iid: int, deliver_hooks: bool = True) -> None:
+        """Close MR `iid` without merging; fires hooks (unless `deliver_hooks` is False)."""
         with self._lock:
             p = self._store.project(project)
             mr = self._store.close(p, iid, self._now())
             payload = self._store.hook_payload(p, mr, "close")
-            hooks = [h for h in self._hooks if h.project_id == p.id]
+            hooks = [h for h in self._hooks if h.project_id == p.id] if deliver_hooks else []
         self._deliver(hooks, payload)
 
     def merge_requests(self, project: str | int) -> list[dict[str, Any]]:

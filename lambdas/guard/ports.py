@@ -99,6 +99,10 @@ class GitOpsRepo(Protocol):
         """Every note on an MR, oldest first."""
         ...
 
+    def close_merge_request(self, project: str, iid: int) -> MergeRequest:
+        """Close an open MR without merging; returns its state afterwards (a merged MR stays merged)."""
+        ...
+
 
 class ProjectMembers(Protocol):
     """Who may decide: a user's effective access level on a project (inherited memberships included)."""

@@ -86,6 +86,7 @@ class GitLabSimulator:
         self._lock = threading.RLock()
         self._faults: list[_Fault] = []
         self._hooks: list[Hook] = []
+        self._pending_hooks: list[dict[str, Any]] = []  # hooks an API call fired, delivered once it returns
         self._listeners: list[MergeListener] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -309,7 +310,11 @@ class GitLabSimulator:
             raise ApiError(404, "404 Not Found")
         with self._lock:
             p = self._store.project(segments[3])
-            return self._route(method, p, segments[4:], query | body)
+            answer = self._route(method, p, segments[4:], query | body)
+            hooks, self._pending_hooks = self._pending_hooks, []
+        for payload in hooks:  # outside the lock: the receiver may call back into this API
+            self._deliver([h for h in self._hooks if h.project_id == p.id], payload)
+        return answer
 
     def _route(self, method: str, p: Project, rest: list[str], args: dict[str, Any]) -> tuple[int, Any]:
         s, now = self._store, self._now()
@@ -339,6 +344,12 @@ class GitLabSimulator:
                 return 201, s.mr_json(p, s.create_mr(p, args, now))
             case "GET", ["merge_requests", iid]:
                 return 200, s.mr_json(p, s.mr(p, _int(iid)))
+            case "PUT", ["merge_requests", iid]:
+                mr = s.mr(p, _int(iid))
+                if args.get("state_event") == "close" and mr.state == "opened":
+                    s.close(p, mr.iid, now)
+                    self._pending_hooks.append(s.hook_payload(p, mr, "close"))
+                return 200, s.mr_json(p, mr)
             case "GET", ["merge_requests", iid, "notes"]:
                 return 200, list(s.mr(p, _int(iid)).notes)
             case "POST", ["merge_requests", iid, "notes"]:

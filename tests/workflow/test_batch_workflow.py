@@ -107,6 +107,10 @@ def test_failure_paths_end_failed_with_an_actionable_cause_and_release_the_lock(
     if batch["error"] in ("MergeRequestClosed", "MergeRequestTimeout"):
         assert all(v == "1.19.3" for v in seen["versions"].values())
         assert batch["merge_request_url"] in batch["cause"] or "timed out" in batch["cause"]
+    if batch["error"] == "MergeRequestTimeout":
+        # AND GitLab confirmed the MR unmerged before "nothing was deployed" was said; GUARD closed it
+        assert "GUARD closed it" in batch["cause"] and "nothing was deployed" in batch["cause"]
+        assert [mr["state"] for mr in seen["mrs"]] == ["closed"]
 
 
 @pytest.mark.parametrize("bad_input, error, mentions", [

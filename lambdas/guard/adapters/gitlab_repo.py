@@ -117,6 +117,14 @@ class GitLabRepo:
             notes = mr.notes.list(get_all=True, sort="asc", order_by="created_at", **_NO_CLIENT_RETRY)
             return sorted((_to_note(n.attributes) for n in notes), key=lambda n: n.id)
 
+    def close_merge_request(self, project: str, iid: int) -> MergeRequest:
+        with gitlab_errors(project, f"close merge request !{iid}"):
+            mr = self._project(project).mergerequests.get(iid, **_NO_CLIENT_RETRY)
+            if mr.state == "opened":
+                mr.state_event = "close"
+                mr.save(**_NO_CLIENT_RETRY)
+            return _to_model(project, mr)
+
     # ------------------------------------------------------------------ helpers
 
     def _project(self, project: str) -> Project:

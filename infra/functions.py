@@ -64,6 +64,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     # python-gitlab is packaged for the Maintainer check of `/guard` comments (imported lazily).
     FunctionSpec("GitLabWebhook", "handlers.gitlab_webhook.handler", ("core", "gitlab"),
                  timeout_seconds=15, secrets=("webhook", "gitlab"), task_response=True),
+    # Scheduled every `gitlab.reconcile_minutes`: settles MR waits whose webhook GitLab never delivered.
+    FunctionSpec("Reconcile", "handlers.reconcile.handler", ("core", "gitlab"),
+                 timeout_seconds=120, memory_mb=512, secrets=("gitlab",), task_response=True),
     FunctionSpec("PlanRollback", "handlers.plan_rollback.handler", ("core",), registry="read"),
     FunctionSpec("AnalyzeFailure", "handlers.analyze_failure.handler", ("core", "kubernetes", "llm"),
                  timeout_seconds=300, memory_mb=512, registry="read", secrets=("llm",), cluster_access=True),

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -55,3 +56,34 @@ class GuardSchedules(Construct):
                                                                            maximum_event_age_in_seconds=3600),
                 ),
             )
+
+
+class ReconcileSchedule(Construct):
+    """Invokes the reconciler (`handlers.reconcile`) every `minutes`, through a role EventBridge Scheduler
+    (of this account) may assume and which may only invoke that function."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, function: lambda_.IFunction, minutes: int,
+                 name_prefix: str, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com", conditions={
+            "StringEquals": {"aws:SourceAccount": cdk.Stack.of(self).account}}),
+            description=f"EventBridge Scheduler runs the reconciler of {name_prefix}")
+        role.add_to_policy(iam.PolicyStatement(actions=["lambda:InvokeFunction"],
+                                               resources=[function.function_arn]))
+        unit = "minute" if minutes == 1 else "minutes"
+        self.schedule = scheduler.CfnSchedule(
+            self, "Schedule",
+            name=f"{name_prefix}-reconcile",
+            description="GUARD: settle merge request waits whose GitLab webhook was lost",
+            schedule_expression=f"rate({minutes} {unit})",
+            flexible_time_window={"mode": "OFF"},
+            state="ENABLED",
+            target=scheduler.CfnSchedule.TargetProperty(
+                arn=function.function_arn,
+                role_arn=role.role_arn,
+                input=json.dumps({"source": "guard.reconcile"}),
+                # The next run comes in `minutes`: a missed one is not worth retrying for long.
+                retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
+                    maximum_retry_attempts=0, maximum_event_age_in_seconds=max(60, minutes * 60)),
+            ),
+        )

@@ -17,7 +17,7 @@ from infra.functions import FUNCTIONS, FunctionSpec, SecretKind
 from infra.lambda_functions import GuardFunctions
 from infra.naming import cluster_accounts, deployed_config, resource_prefix
 from infra.rollout import RolloutStateMachine
-from infra.schedules import GuardSchedules
+from infra.schedules import GuardSchedules, ReconcileSchedule
 from infra.tables import GuardTables
 from infra.webhook_api import GitLabWebhookApi
 from infra.workflow import UpgradeStateMachine
@@ -82,6 +82,8 @@ class GuardStack(cdk.Stack):
                                       state_machine_name=f"{prefix}-rollout")
         GuardSchedules(self, "Schedules", schedules=config.schedules, name_prefix=prefix,
                        targets={"batch": workflow.state_machine, "rollout": rollout.state_machine})
+        ReconcileSchedule(self, "Reconcile", function=functions.functions["Reconcile"],
+                          minutes=config.gitlab.reconcile_minutes, name_prefix=prefix)
         api = GitLabWebhookApi(self, "Webhook", handler=functions.functions["GitLabWebhook"],
                                api_name=f"{prefix}-webhooks")
         alarms = ExecutionAlarms(self, "Alarms", state_machine=workflow.state_machine,

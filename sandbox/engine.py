@@ -38,6 +38,7 @@ FUNCTIONS: dict[str, str] = {
     "Conclude": "handlers.conclude",
     "Finish": "handlers.finish",
     "GitLabWebhook": "handlers.gitlab_webhook",
+    "Reconcile": "handlers.reconcile",
     "PlanRollback": "handlers.plan_rollback",
     "AnalyzeFailure": "handlers.analyze_failure",
     "AwaitDecision": "handlers.await_decision",

@@ -70,6 +70,8 @@ class HumanAction(_Strict):
 
     action: Literal["merge", "close", "ignore"] = "merge"
     after_seconds: float = Field(default=300, ge=0, description="scenario seconds after the MR opens")
+    drop_webhook: bool = Field(default=False, description="GitLab never delivers this merge/close webhook ("
+                                                          "no redelivery of a failed one); the reconciler must notice")
 
 
 class DecisionComment(_Strict):

@@ -33,7 +33,7 @@ from guard.vocabulary.outcomes import Outcome
 
 from sandbox.apigw import ApiGatewayShim
 from sandbox.engine import HANG_SECONDS, LocalEngine
-from sandbox.scenario import ClusterSpec, DecisionComment, MetricBehaviour, Scenario
+from sandbox.scenario import ClusterSpec, DecisionComment, HumanAction, MetricBehaviour, Scenario
 from sandbox.sims.datadog_sim import DatadogSimulator
 from sandbox.sims.gitlab_sim import GitLabSimulator
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
@@ -114,6 +114,9 @@ class LocalWorld:
         # (real time, what the person did): the rehearsal prints it in order with the history
         self.human_log: list[tuple[datetime, str]] = []
         self._stop = threading.Event()
+        self._reconciler_thread: threading.Thread | None = None
+        # (real time, what one scheduled run of the reconciler did, or how it failed)
+        self.reconciler_runs: list[tuple[datetime, str]] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="guard-rehearsal-")
         self.state_machine_arn = ""
         self.rollout_state_machine_arn = ""
@@ -154,9 +157,13 @@ class LocalWorld:
         self._running.callback(self.webhook.stop)
         self._seed()
         threading.Thread(target=self._human, name="human", daemon=True).start()
+        self._reconciler_thread = threading.Thread(target=self._reconciler, name="reconciler", daemon=True)
+        self._reconciler_thread.start()
 
     def close(self) -> None:
         self._stop.set()
+        if self._reconciler_thread is not None:  # no scheduled run may start while things are torn down
+            self._reconciler_thread.join(timeout=HANG_SECONDS)
         self.engine.stop_executions()  # before the simulators go: a stopped execution may still be in a handler
         self._running.close()
         self._tmp.cleanup()
@@ -309,14 +316,30 @@ class LocalWorld:
                 if mr["iid"] not in seen and mr["state"] == "opened":
                     seen.add(mr["iid"])
                     plan = self.scenario.rollback_human if "/rollback-" in mr["source_branch"] else self.scenario.human
-                    threading.Thread(target=self._act, args=(mr["iid"], plan.action, plan.after_seconds),
-                                     daemon=True).start()
+                    threading.Thread(target=self._act, args=(mr["iid"], plan), daemon=True).start()
                 if mr["iid"] not in asked and any("/guard proceed" in note for note in
                                                   self.gitlab.notes(self.scenario.gitlab_project, mr["iid"])):
                     asked.add(mr["iid"])
                     for comment in self.scenario.decision_comments:
                         threading.Thread(target=self._comment, args=(mr["iid"], comment), daemon=True).start()
             self.engine.activity.wait(since, timeout=0.25)
+
+    def _reconciler(self) -> None:
+        """EventBridge Scheduler's part (moto's never fires): invoke `Reconcile` through the engine every
+        `gitlab.reconcile_minutes` of scenario time while the world is open, as the deployed schedule does."""
+        period = self.config.gitlab.reconcile_minutes * 60 / self.scenario.speedup
+        while not self._stop.wait(period):
+            at = datetime.now(UTC)
+            try:
+                report = self.engine.invoke("Reconcile", {"source": "guard.reconcile"})
+            except Exception as e:  # as Lambda records a failed scheduled run; the next one retries
+                self.reconciler_runs.append((at, f"failed: {type(e).__name__}: {e}"))
+                continue
+            settled = list(report.get("settled") or []) if isinstance(report, dict) else []
+            self.reconciler_runs.append((at, f"checked {report.get('checked', 0) if isinstance(report, dict) else 0}"
+                                             f", settled {len(settled)}"))
+            for line in settled:
+                self._log(f"the reconciler found {line}", at)
 
     def _log(self, text: str, at: datetime | None = None) -> None:
         self.human_log.append((at or datetime.now(UTC), text))
@@ -327,7 +350,8 @@ class LocalWorld:
         self.gitlab.comment_as(self.scenario.gitlab_project, iid, comment.user, comment.body)
         self._log(f"{comment.user} ({comment.access}) commented `{comment.body}` on MR !{iid}")
 
-    def _act(self, iid: int, action: str, after_seconds: float) -> None:
+    def _act(self, iid: int, plan: HumanAction) -> None:
+        action, after_seconds = plan.action, plan.after_seconds
         if action == "ignore":
             self._log(f"MR !{iid} opened; the reviewer ignores it")
             return
@@ -335,8 +359,9 @@ class LocalWorld:
         if self._stop.wait(after_seconds / self.scenario.speedup):
             return
         at = datetime.now(UTC)  # GitLab delivers the webhook inside merge(): the execution resumes before it returns
+        deliver = not plan.drop_webhook
         if action == "merge":
-            self.gitlab.merge(self.scenario.gitlab_project, iid)
+            self.gitlab.merge(self.scenario.gitlab_project, iid, deliver_hooks=deliver)
         else:
-            self.gitlab.close(self.scenario.gitlab_project, iid)
-        self._log(f"MR !{iid} {action}d", at)
+            self.gitlab.close(self.scenario.gitlab_project, iid, deliver_hooks=deliver)
+        self._log(f"MR !{iid} {action}d" + ("" if deliver else "; GitLab's webhook is lost"), at)

@@ -53,6 +53,17 @@ class MergeRequest(BaseModel):
     target_branch: str
     state: str  # opened | merged | closed | locked
     merge_commit_sha: str | None = None
+    merged_by: str | None = None  # username of who merged it (`merge_user`, older GitLab `merged_by`)
+
+
+class Note(BaseModel):
+    """A comment on a merge request."""
+
+    id: int
+    body: str
+    author_id: int | None = None
+    author_username: str = ""
+    system: bool = False
 
 
 class GitOpsRepo(Protocol):
@@ -82,6 +93,14 @@ class GitOpsRepo(Protocol):
 
     def comment(self, project: str, iid: int, body: str) -> None:
         """Add a note to an MR."""
+        ...
+
+    def list_notes(self, project: str, iid: int) -> list[Note]:
+        """Every note on an MR, oldest first."""
+        ...
+
+    def close_merge_request(self, project: str, iid: int) -> MergeRequest:
+        """Close an open MR without merging; returns its state afterwards (a merged MR stays merged)."""
         ...
 
 

@@ -86,6 +86,7 @@ class GitLabSimulator:
         self._lock = threading.RLock()
         self._faults: list[_Fault] = []
         self._hooks: list[Hook] = []
+        self._pending_hooks: list[dict[str, Any]] = []  # hooks an API call fired, delivered once it returns
         self._listeners: list[MergeListener] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -143,13 +144,14 @@ class GitLabSimulator:
                        for path, text in files.items()]
             return self._store.commit(p, branch, message, actions, self._now()).id
 
-    def merge(self, project: str | int, iid: int) -> str:
-        """Merge MR `iid` as a reviewer would; fires hooks and merge listeners; returns the merge sha."""
+    def merge(self, project: str | int, iid: int, deliver_hooks: bool = True) -> str:
+        """Merge MR `iid` as a reviewer would; fires hooks (unless `deliver_hooks` is False: a delivery GitLab
+        lost, which it never redelivers) and merge listeners; returns the merge sha."""
         with self._lock:
             p = self._store.project(project)
             mr = self._store.merge(p, iid, self._now())
             payload = self._store.hook_payload(p, mr, "merge")
-            hooks = [h for h in self._hooks if h.project_id == p.id]
+            hooks = [h for h in self._hooks if h.project_id == p.id] if deliver_hooks else []
             listeners = list(self._listeners)
         # Outside the lock: the receiver may call back into this API while handling the hook.
         self._deliver(hooks, payload)
@@ -158,13 +160,13 @@ class GitLabSimulator:
             listener(p.path, iid, mr.merge_commit_sha)
         return mr.merge_commit_sha
 
-    def close(self, project: str | int, iid: int) -> None:
-        """Close MR `iid` without merging; fires hooks."""
+    def close(self, project: str | int, iid: int, deliver_hooks: bool = True) -> None:
+        """Close MR `iid` without merging; fires hooks (unless `deliver_hooks` is False)."""
         with self._lock:
             p = self._store.project(project)
             mr = self._store.close(p, iid, self._now())
             payload = self._store.hook_payload(p, mr, "close")
-            hooks = [h for h in self._hooks if h.project_id == p.id]
+            hooks = [h for h in self._hooks if h.project_id == p.id] if deliver_hooks else []
         self._deliver(hooks, payload)
 
     def merge_requests(self, project: str | int) -> list[dict[str, Any]]:
@@ -308,7 +310,11 @@ class GitLabSimulator:
             raise ApiError(404, "404 Not Found")
         with self._lock:
             p = self._store.project(segments[3])
-            return self._route(method, p, segments[4:], query | body)
+            answer = self._route(method, p, segments[4:], query | body)
+            hooks, self._pending_hooks = self._pending_hooks, []
+        for payload in hooks:  # outside the lock: the receiver may call back into this API
+            self._deliver([h for h in self._hooks if h.project_id == p.id], payload)
+        return answer
 
     def _route(self, method: str, p: Project, rest: list[str], args: dict[str, Any]) -> tuple[int, Any]:
         s, now = self._store, self._now()
@@ -338,6 +344,12 @@ class GitLabSimulator:
                 return 201, s.mr_json(p, s.create_mr(p, args, now))
             case "GET", ["merge_requests", iid]:
                 return 200, s.mr_json(p, s.mr(p, _int(iid)))
+            case "PUT", ["merge_requests", iid]:
+                mr = s.mr(p, _int(iid))
+                if args.get("state_event") == "close" and mr.state == "opened":
+                    s.close(p, mr.iid, now)
+                    self._pending_hooks.append(s.hook_payload(p, mr, "close"))
+                return 200, s.mr_json(p, mr)
             case "GET", ["merge_requests", iid, "notes"]:
                 return 200, list(s.mr(p, _int(iid)).notes)
             case "POST", ["merge_requests", iid, "notes"]:

@@ -283,6 +283,8 @@ class GitLabStore:
             "should_remove_source_branch": mr.remove_source_branch,
             "merge_status": "can_be_merged", "detailed_merge_status": "mergeable",
             "web_url": f"{p.web_url}/-/merge_requests/{mr.iid}", "user_notes_count": len(mr.notes),
+            "merge_user": _USER if mr.state == "merged" else None,
+            "merged_by": _USER if mr.state == "merged" else None,
         }
 
     def hook_payload(self, p: Project, mr: MergeRequestRecord, action: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""RecordSuccess / RecordFailure retried by Step Functions: the MR gets one comment, not two."""
+"""RecordSuccess / RecordFailure retried by Step Functions: the MR gets one comment, not two.
+And RecordFailure after the MR wait timed out: GitLab is asked before "nothing was deployed" is said."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from guard.core.run import ExecutionInput, RunRecord
 from guard.services.finish import FinishService
 from guard.stores.registry import ClusterRegistry
 from guard.stores.schema import create_tables
-from guard.stores.state import StateStore
+from guard.stores.state import StateStore, TaskTokenRecord
 from moto import mock_aws
 
 from sandbox.sims.gitlab_sim import GitLabSimulator
@@ -63,3 +64,57 @@ def test_a_retried_failure_comments_once(world: tuple[FinishService, GitLabSimul
     # THEN both return the same summary and the MR carries one failure comment
     assert first == second and first.error == "FluxSyncTimeout"
     assert sum("failed at **flux**" in note for note in gitlab.notes(PROJECT, iid)) == 1
+
+
+TIMED_OUT = {"Error": "States.Timeout", "Cause": ""}
+
+
+def test_a_timed_out_open_mr_is_closed_and_nothing_was_deployed(world: tuple[FinishService, GitLabSimulator, int]
+                                                                ) -> None:
+    service, gitlab, iid = world
+    # GIVEN the MR wait timed out while the MR is still open (its token still stored)
+    mr_url = gitlab.merge_requests(PROJECT)[0]["web_url"]
+    state = service._state
+    state.put_task_token(TaskTokenRecord(merge_request_url=mr_url, task_token="t", run_id="r1"),
+                         FakeClock().now(), hours=1)
+
+    # WHEN RecordFailure runs for merge_timeout
+    summary = service.fail("r1", "merge_timeout", TIMED_OUT)
+
+    # THEN GitLab confirmed it unmerged: GUARD closed it, says nothing was deployed, and forgets the token
+    assert summary.error == "MergeRequestTimeout"
+    assert "GUARD closed it" in summary.cause and "nothing was deployed" in summary.cause
+    assert gitlab.merge_requests(PROJECT)[0]["state"] == "closed"
+    assert "nothing was deployed" in gitlab.notes(PROJECT, iid)[-1]
+    assert state.get_task_token(mr_url) is None
+
+
+def test_a_timed_out_mr_that_gitlab_shows_merged_is_reported_truthfully(
+        world: tuple[FinishService, GitLabSimulator, int]) -> None:
+    service, gitlab, iid = world
+    # GIVEN the MR was merged but GUARD never saw it (webhook lost) and its wait timed out
+    gitlab.merge(PROJECT, iid, deliver_hooks=False)
+
+    # WHEN RecordFailure runs for merge_timeout
+    summary = service.fail("r1", "merge_timeout", TIMED_OUT)
+
+    # THEN the run failed saying it was merged unwatched, the clusters may run the new version, and how to go back
+    assert summary.error == "MergeRequestTimeout"
+    assert "was merged by guard-sim" in summary.cause and "nothing was deployed" not in summary.cause
+    assert "c1 may now run 1.20.0" in summary.cause and "c1=1.19.3" in summary.cause
+    assert gitlab.merge_requests(PROJECT)[0]["state"] == "merged"
+    assert "nothing was validated" in gitlab.notes(PROJECT, iid)[-1]
+
+
+def test_when_gitlab_cannot_be_asked_the_cause_does_not_claim_nothing_was_deployed(
+        world: tuple[FinishService, GitLabSimulator, int]) -> None:
+    service, gitlab, iid = world
+    # GIVEN GitLab answers 503 to the look-up
+    gitlab.fail_next("GET", rf"/merge_requests/{iid}$", 503)
+
+    # WHEN RecordFailure runs for merge_timeout
+    summary = service.fail("r1", "merge_timeout", TIMED_OUT)
+
+    # THEN the cause says what is not known instead of "nothing was deployed"
+    assert "could not be asked" in summary.cause and "may run 1.20.0 unvalidated" in summary.cause
+    assert "nothing was deployed" not in summary.cause

@@ -225,7 +225,7 @@ def test_merging_the_mr_posts_a_merge_request_hook_and_updates_main(sim, repo, r
     # AND main carries the new version, the adapter sees the merge, the follower got the sha
     assert read_chart_version(sim.file_at(PROJECT, PATH, "main") or "") == "1.21.0"
     assert repo.get_merge_request(PROJECT, mr.iid).model_dump() == mr.model_copy(
-        update={"state": "merged", "merge_commit_sha": sha}
+        update={"state": "merged", "merge_commit_sha": sha, "merged_by": "guard-sim"}
     ).model_dump()
     assert followed == [(PROJECT, mr.iid, sha)]
 
@@ -271,3 +271,19 @@ def test_comment_adds_a_note_to_the_mr(sim, repo):
 
     # THEN reviewers see it on the MR
     assert sim.notes(PROJECT, mr.iid) == ["Validation passed on prod-eu-1"]
+
+
+def test_list_notes_reads_every_note_oldest_first_with_its_author(sim, repo):
+    # GIVEN GUARD's comment, then a user's
+    _, mr = open_upgrade_mr(repo)
+    repo.comment(PROJECT, mr.iid, "GUARD needs a decision")
+    user_id = sim.add_user("maria")
+    sim.comment_as(PROJECT, mr.iid, "maria", "/guard proceed")
+
+    # WHEN the notes are listed
+    notes = repo.list_notes(PROJECT, mr.iid)
+
+    # THEN both come back in order, each with who wrote it
+    assert [(n.body, n.author_username) for n in notes] == [("GUARD needs a decision", "guard-sim"),
+                                                           ("/guard proceed", "maria")]
+    assert notes[1].author_id == user_id and not notes[1].system

@@ -160,8 +160,31 @@ def test_only_the_webhook_knows_the_state_machine(alpha: Template) -> None:
         fid for fid, fn in functions.items()
         if fn["Properties"]["Environment"]["Variables"].get("GUARD_STATE_MACHINE_ARN") == {"Ref": state_machine_id}
     }
-    # THEN only the GitLab webhook function gets GUARD_STATE_MACHINE_ARN
-    assert having == {_function_id(alpha, "GitLabWebhook")}
+    # THEN only the functions that resume executions (the GitLab webhook, the reconciler) get GUARD_STATE_MACHINE_ARN
+    assert having == {_function_id(alpha, "GitLabWebhook"), _function_id(alpha, "Reconcile")}
+
+
+def test_the_reconciler_runs_every_reconcile_minutes_and_its_schedule_may_only_invoke_it(
+        alpha: Template, beta: Template) -> None:
+    # GIVEN alpha (gitlab.reconcile_minutes: 10) and beta (the default, 5)
+    # WHEN synthesized THEN each has an enabled rate schedule invoking its reconciler
+    for template, rate in ((alpha, "rate(10 minutes)"), (beta, "rate(5 minutes)")):
+        reconcile = _function_id(template, "Reconcile")
+        found = template.find_resources("AWS::Scheduler::Schedule", {"Properties": {
+            "ScheduleExpression": rate, "State": "ENABLED",
+            "Target": {"Arn": {"Fn::GetAtt": [reconcile, "Arn"]}}}})
+        assert len(found) == 1
+        schedule = next(iter(found.values()))
+        # AND its role is assumed by EventBridge Scheduler of this account and may only invoke the reconciler
+        role_id = schedule["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"][0]
+        trust = template.find_resources("AWS::IAM::Role")[role_id]["Properties"]["AssumeRolePolicyDocument"]
+        assert [s["Principal"] for s in trust["Statement"]] == [{"Service": "scheduler.amazonaws.com"}]
+        assert "aws:SourceAccount" in json.dumps(trust)
+        statements = [st for p in template.find_resources("AWS::IAM::Policy").values()
+                      if {"Ref": role_id} in p["Properties"]["Roles"]
+                      for st in p["Properties"]["PolicyDocument"]["Statement"]]
+        assert [(_actions(st), st["Resource"]) for st in statements] == [
+            (["lambda:InvokeFunction"], {"Fn::GetAtt": [reconcile, "Arn"]})]
 
 
 def test_function_log_groups_have_retention(alpha: Template) -> None:
@@ -187,6 +210,8 @@ EXPECTED_ACCESS = {
     "Finish": ("read_write", {"gitlab"}, False, False),
     # The GitLab token: the Maintainer check of `/guard` comments.
     "GitLabWebhook": ("none", {"webhook", "gitlab"}, False, True),
+    # Reads MR states and notes, answers the waits whose webhook was lost.
+    "Reconcile": ("none", {"gitlab"}, False, True),
     "PlanRollback": ("read", set(), False, False),
     "AnalyzeFailure": ("read", {"llm"}, True, False),
     "AwaitDecision": ("read", {"gitlab"}, False, False),
@@ -217,7 +242,7 @@ def test_each_function_gets_only_its_own_grants(alpha: Template, construct_id: s
     # AND only the cluster-facing functions may describe clusters and assume guard-* roles
     assert ("role/guard-*" in _grants(alpha, construct_id, "sts:AssumeRole")) == cluster_access
     assert (":cluster/*" in _grants(alpha, construct_id, "eks:DescribeCluster")) == cluster_access
-    # AND only the webhook may resume executions
+    # AND only the webhook and the reconciler may resume executions
     assert (_grants(alpha, construct_id, "states:SendTask") != "[]") == task_response
     # AND no function may invoke functions or use a wildcard action
     assert _grants(alpha, construct_id, "lambda:") == "[]"

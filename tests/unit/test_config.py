@@ -234,6 +234,22 @@ def test_misspelt_nested_key_names_its_key_path():
     assert "aws.dynamodb.tabel_name: unknown key" in config_error(data)
 
 
+@pytest.mark.parametrize("minutes", [0, 1441, 2.5])
+def test_reconcile_minutes_is_a_whole_number_of_minutes_up_to_a_day(minutes):
+    # GIVEN a reconciler period of no time, more than a day, or a fraction of a minute
+    data = example_data()
+    data.setdefault("gitlab", {})["reconcile_minutes"] = minutes
+
+    # THEN the key is named in the error
+    assert "gitlab.reconcile_minutes" in config_error(data)
+
+
+def test_reconcile_minutes_defaults_to_five():
+    data = example_data()
+    data.get("gitlab", {}).pop("reconcile_minutes", None)
+    assert parse_config(data, "tenant.yaml").gitlab.reconcile_minutes == 5
+
+
 def test_unknown_placeholder_in_datadog_query():
     # GIVEN a query using {cluster} instead of {cluster_name}
     data = example_data()

@@ -107,6 +107,10 @@ def test_failure_paths_end_failed_with_an_actionable_cause_and_release_the_lock(
     if batch["error"] in ("MergeRequestClosed", "MergeRequestTimeout"):
         assert all(v == "1.19.3" for v in seen["versions"].values())
         assert batch["merge_request_url"] in batch["cause"] or "timed out" in batch["cause"]
+    if batch["error"] == "MergeRequestTimeout":
+        # AND GitLab confirmed the MR unmerged before "nothing was deployed" was said; GUARD closed it
+        assert "GUARD closed it" in batch["cause"] and "nothing was deployed" in batch["cause"]
+        assert [mr["state"] for mr in seen["mrs"]] == ["closed"]
 
 
 @pytest.mark.parametrize("bad_input, error, mentions", [
@@ -180,3 +184,29 @@ def test_webhook_with_wrong_or_missing_token_gets_401_and_resumes_nothing(world_
         "X-Gitlab-Event-UUID": delivery.event_uuid})
     assert again.status_code == 200
     sfn.stop_execution(executionArn=arn)
+
+
+def test_a_lost_merge_webhook_is_found_by_the_reconciler_and_the_upgrade_is_validated(rehearse: Rehearse) -> None:
+    # GIVEN the reviewer merges the MR and GitLab's merge webhook never arrives (lost-merge-webhook.yaml)
+    expected = scenario("lost-merge-webhook")
+    seen: dict[str, Any] = {}
+
+    def inspect(world: LocalWorld, summary: dict[str, Any]) -> None:
+        _, state = _stores(world)
+        seen["lock"] = state.lock_holder(expected.batch)
+        seen["deliveries"] = list(world.gitlab.hook_deliveries)
+        seen["reconciled"] = [text for _, text in world.human_log if "reconciler found" in text]
+        seen["versions"] = {c.cluster: world.kubernetes.helm_release_versions(c.cluster)[1] for c in expected.fleet}
+
+    # WHEN it is rehearsed (the reconciler runs every gitlab.reconcile_minutes of scenario time)
+    summary, progress = rehearse("lost-merge-webhook", inspect=inspect)
+
+    # THEN no merge webhook was delivered, yet the run resumed on the reconciler's word and was validated
+    batch = summary["batches"][0]
+    assert summary["status"] == "SUCCEEDED", progress
+    assert expectation_problems(expected, batch) == [], progress
+    assert not [d for d in seen["deliveries"] if d.event == "Merge Request Hook"]
+    assert summary["webhook_responses"] == []
+    assert len(seen["reconciled"]) == 1 and "merge delivered" in seen["reconciled"][0], progress
+    assert seen["versions"] == {"eks-test": "1.20.0"}
+    assert seen["lock"] is None

@@ -18,7 +18,7 @@ import requests
 from gitlab.v4.objects import Project, ProjectMergeRequest
 
 from guard.errors import ExternalServiceError, TransientError
-from guard.ports import FileChange, MergeRequest
+from guard.ports import FileChange, MergeRequest, Note
 
 T = TypeVar("T")
 
@@ -111,6 +111,20 @@ class GitLabRepo:
             mr = self._project(project).mergerequests.get(iid, lazy=True)
             mr.notes.create({"body": body}, **_NO_CLIENT_RETRY)
 
+    def list_notes(self, project: str, iid: int) -> list[Note]:
+        with gitlab_errors(project, f"list notes of merge request !{iid}"):
+            mr = self._project(project).mergerequests.get(iid, lazy=True)
+            notes = mr.notes.list(get_all=True, sort="asc", order_by="created_at", **_NO_CLIENT_RETRY)
+            return sorted((_to_note(n.attributes) for n in notes), key=lambda n: n.id)
+
+    def close_merge_request(self, project: str, iid: int) -> MergeRequest:
+        with gitlab_errors(project, f"close merge request !{iid}"):
+            mr = self._project(project).mergerequests.get(iid, **_NO_CLIENT_RETRY)
+            if mr.state == "opened":
+                mr.state_event = "close"
+                mr.save(**_NO_CLIENT_RETRY)
+            return _to_model(project, mr)
+
     # ------------------------------------------------------------------ helpers
 
     def _project(self, project: str) -> Project:
@@ -177,7 +191,21 @@ def _to_model(project: str, mr: ProjectMergeRequest) -> MergeRequest:
         target_branch=mr.target_branch,
         state=mr.state,
         merge_commit_sha=mr.merge_commit_sha,
+        merged_by=_username(getattr(mr, "merge_user", None)) or _username(getattr(mr, "merged_by", None)),
     )
+
+
+def _username(user: object) -> str | None:
+    return str(user["username"]) if isinstance(user, dict) and user.get("username") else None
+
+
+def _to_note(attrs: dict[str, Any]) -> Note:
+    raw = attrs.get("author")
+    author: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    author_id = author.get("id")
+    return Note(id=int(attrs["id"]), body=str(attrs.get("body") or ""),
+                author_id=author_id if isinstance(author_id, int) else None,
+                author_username=str(author.get("username") or ""), system=bool(attrs.get("system")))
 
 
 class GitLabMembers:

@@ -65,6 +65,8 @@ class GitLabConfig(_Strict):
     branch_prefix: str = "guard/istio-upgrade"
     merge_timeout_hours: float = Field(default=72, gt=0, le=24 * 365)
     timeout_seconds: float = Field(default=10, gt=0, le=60)
+    # Every this many minutes the reconciler asks GitLab about each MR an execution waits on (lost webhooks).
+    reconcile_minutes: int = Field(default=5, ge=1, le=24 * 60)
 
 
 class DatadogConfig(_Strict):

@@ -30,6 +30,7 @@ from guard.vocabulary.outcomes import ChangeKind
 from guard.vocabulary.stages import Stage
 
 MAINTAINER = 40  # GitLab access levels: 30 Developer, 40 Maintainer, 50 Owner
+DECISION_HEADING = "**GUARD needs a decision**"  # starts the question `request` posts; answers come after it
 _COMMAND = re.compile(r"^\s*/guard\s+(\S+)\s*$", re.I | re.M)
 
 
@@ -109,7 +110,7 @@ class DecisionService:
                                                    run_id=run_id, kind=ChangeKind.DECISION),
                                    self._clock.now(), hours=self._timeout_hours + 24)
         body = "\n".join([
-            f"⏸️ **GUARD needs a decision**: batch `{run.batch}` → {run.target_version} ({why}).", "",
+            f"⏸️ {DECISION_HEADING}: batch `{run.batch}` → {run.target_version} ({why}).", "",
             "A Maintainer replies with one of:", "",
             "- `/guard proceed` — accept the new version and finish the upgrade",
             "- `/guard rollback` — open a rollback merge request", "",
@@ -155,6 +156,11 @@ class DecisionService:
                                                    at=self._clock.now(), merge_request_url=url))
         self._reply(run.gitlab_project, iid, f"👍 GUARD: @{username} decided **{decision}**.")
         return WebhookResult(status=200, message=f"run {waiting.run_id}: {decision} by {username}")
+
+    def is_maintainer(self, project: str, user_id: int | None) -> bool:
+        """Whether the user may decide (Maintainer or Owner, asked of GitLab)."""
+        level = self._level(project, user_id)
+        return level is not None and level >= MAINTAINER
 
     def _level(self, project: str, user_id: int | None) -> int | None:
         if self._members is None or user_id is None:

@@ -12,8 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from guard.core.run import RunRecord
 from guard.errors import (
     FluxSyncFailed,
+    GuardError,
     MergeRequestClosed,
     MergeRequestFailed,
     MergeRequestTimeout,
@@ -77,6 +79,8 @@ class FinishService:
     def __init__(self, registry: ClusterRegistry, state: StateStore, repo: GitOpsRepo | None, clock: Clock,
                  log_warning: Callable[..., Any] | None = None) -> None:
         self._state = state
+        self._repo = repo
+        self._log_warning = log_warning
         self._outcomes = OutcomeRecorder(registry, state, repo, clock, log_warning)
 
     def succeed(self, run_id: str, merge: dict[str, Any] | None) -> dict[str, Any]:
@@ -104,6 +108,8 @@ class FinishService:
         if summary.error == RollbackMergeRequestClosed.__name__ and "closed" not in summary.cause:
             summary.cause = (f"the rollback merge request was closed without being merged: "
                              f"{', '.join(run.clusters)} still run {run.target_version}, which failed validation")
+        if where == FailedStage.MERGE_TIMEOUT:
+            summary.cause = self._after_merge_timeout(run)
         if summary.error == MergeRequestClosed.__name__ and run.merge_request_url and "closed" not in summary.cause:
             summary.cause = (f"merge request {run.merge_request_url} was closed without being merged; "
                              "nothing was deployed")
@@ -112,3 +118,35 @@ class FinishService:
             comment=(run.merge_request_iid, f"❌ GUARD: batch `{run.batch}` → {run.target_version} failed at "
                                             f"**{stage}**: `{summary.error}`\n\n{summary.cause}"))
         return summary
+
+    def _after_merge_timeout(self, run: RunRecord) -> str:
+        """The truth about an MR whose wait timed out, from GitLab: "nothing was deployed" only when GitLab
+        confirms it is not merged (then GUARD closes it, so nobody merges it unwatched later)."""
+        url = run.merge_request_url or "the merge request"
+        if run.merge_request_url:
+            # GUARD stopped waiting: a late webhook or the reconciler must not act on the token any more.
+            self._state.delete_task_token(run.merge_request_url)
+        if self._repo is None or run.merge_request_iid is None:
+            return (f"{url} was not merged before the wait timed out, as far as GUARD saw, and GitLab could not be "
+                    f"asked: if it was merged, {', '.join(run.clusters)} may run {run.target_version} unvalidated")
+        try:
+            mr = self._repo.get_merge_request(run.gitlab_project, run.merge_request_iid)
+            if mr.state == "opened":
+                mr = self._repo.close_merge_request(run.gitlab_project, run.merge_request_iid)
+        except GuardError as e:
+            self._warn("could not check the timed-out merge request", e)
+            return (f"{url} was not merged before the wait timed out, as far as GUARD saw, and GitLab could not be "
+                    f"asked ({e}): if it was merged, {', '.join(run.clusters)} may run {run.target_version} "
+                    "unvalidated")
+        if mr.state == "merged":
+            who = f" by {mr.merged_by}" if mr.merged_by else ""
+            back = ", ".join(f"{c}={v}" for c, v in run.from_versions.items())
+            return (f"{url} was merged{who}, but GUARD did not see the merge before its wait timed out (the webhook "
+                    f"was lost or late): nothing was validated and {', '.join(run.clusters)} may now run "
+                    f"{run.target_version}. Check them and validate by hand, or roll back to {back}")
+        done = "GUARD closed it" if mr.state == "closed" else f"it is {mr.state}"
+        return f"{url} was not merged before the wait timed out ({done}); nothing was deployed"
+
+    def _warn(self, message: str, error: Exception) -> None:
+        if self._log_warning is not None:
+            self._log_warning(message, extra={"error": str(error)})

@@ -22,7 +22,7 @@ from guard.errors import (
 from guard.ports import Clock, TaskCallbacks
 from guard.services.decision import DecisionService, NoteCommand, parse_note
 from guard.stores.deliveries import Deliveries, WebhookResult
-from guard.stores.state import StateStore
+from guard.stores.state import StateStore, TaskTokenRecord
 from guard.vocabulary.outcomes import ChangeKind
 
 
@@ -104,24 +104,38 @@ class WebhookService:
         if waiting.kind == ChangeKind.DECISION:  # that wait ends with a `/guard` comment, not a merge or close
             return WebhookResult(status=200, message="ignored: the execution waits for a /guard decision",
                                  final=False)
-        try:
-            if action == "merge":
-                self._sfn.send_task_success(taskToken=waiting.task_token, output=json.dumps({
-                    "merge_commit_sha": attrs.get("merge_commit_sha"), "merge_request_url": url,
-                    "merged_by": user}))
-            elif waiting.kind == ChangeKind.ROLLBACK:
-                self._sfn.send_task_failure(
-                    taskToken=waiting.task_token, error=RollbackMergeRequestClosed.__name__,
-                    cause=f"rollback merge request {url} was closed without merging by {user}; "
-                          "the clusters stay on the new version")
-            else:
-                self._sfn.send_task_failure(
-                    taskToken=waiting.task_token, error=MergeRequestClosed.__name__,
-                    cause=f"merge request {url} was closed without merging by {user}")
-        except TaskNoLongerWaiting as e:
-            # Timed out, stopped, answered already: nothing to resume, and a resend would not change that.
-            self._state.delete_task_token(url)
-            return WebhookResult(status=200, message=f"execution no longer waiting ({e})")
-        # Any other failure propagates: the delivery stays unmarked and API Gateway answers 5xx.
-        self._state.delete_task_token(url)
-        return WebhookResult(status=200, message=f"run {waiting.run_id}: {action} delivered")
+        return resume_on_merge_request(self._state, self._sfn, waiting, action,
+                                       attrs.get("merge_commit_sha"), user)
+
+
+def resume_on_merge_request(state: StateStore, sfn: TaskCallbacks, waiting: TaskTokenRecord,
+                            action: str, merge_commit_sha: str | None, user: str) -> WebhookResult:
+    """Answer the upgrade or rollback wait on `waiting`'s MR: "merge" resumes it, "close" fails it.
+
+    Shared by the webhook and the reconciler (`guard.services.reconcile`), so both send the same
+    output and errors. The token is deleted after the answer; an execution that no longer waits
+    (timed out, stopped, or answered already by the other path) is TaskNoLongerWaiting: the
+    token is deleted too and nothing else happens.
+    """
+    url = waiting.merge_request_url
+    try:
+        if action == "merge":
+            sfn.send_task_success(taskToken=waiting.task_token, output=json.dumps({
+                "merge_commit_sha": merge_commit_sha, "merge_request_url": url,
+                "merged_by": user}))
+        elif waiting.kind == ChangeKind.ROLLBACK:
+            sfn.send_task_failure(
+                taskToken=waiting.task_token, error=RollbackMergeRequestClosed.__name__,
+                cause=f"rollback merge request {url} was closed without merging by {user}; "
+                      "the clusters stay on the new version")
+        else:
+            sfn.send_task_failure(
+                taskToken=waiting.task_token, error=MergeRequestClosed.__name__,
+                cause=f"merge request {url} was closed without merging by {user}")
+    except TaskNoLongerWaiting as e:
+        # Timed out, stopped, answered already: nothing to resume, and a resend would not change that.
+        state.delete_task_token(url)
+        return WebhookResult(status=200, message=f"execution no longer waiting ({e})")
+    # Any other failure propagates: the delivery stays unmarked and API Gateway answers 5xx.
+    state.delete_task_token(url)
+    return WebhookResult(status=200, message=f"run {waiting.run_id}: {action} delivered")

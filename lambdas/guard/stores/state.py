@@ -133,6 +133,23 @@ class StateStore:
         item = self._get(f"MR#{merge_request_url}", "TOKEN")
         return TaskTokenRecord.model_validate_json(item["doc"]) if item else None
 
+    def list_task_tokens(self) -> list[TaskTokenRecord]:
+        """Every stored task token (what the reconciler checks against GitLab).
+
+        A Scan filtered on `sk = TOKEN`: it reads the whole table, which is small (runs, locks,
+        tokens, deliveries, all with a TTL) and is read once every few minutes. Should the table
+        grow, a sparse GSI keyed on an attribute only token items carry replaces it.
+        """
+        records: list[TaskTokenRecord] = []
+        kwargs: dict[str, Any] = {"FilterExpression": "sk = :token", "ExpressionAttributeValues": {":token": "TOKEN"},
+                                  "ConsistentRead": True}
+        while True:
+            page = call("Scan", lambda: self._table.scan(**kwargs))
+            records.extend(TaskTokenRecord.model_validate_json(item["doc"]) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return records
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def delete_task_token(self, merge_request_url: str) -> None:
         call("DeleteItem", lambda: self._table.delete_item(Key={"pk": f"MR#{merge_request_url}", "sk": "TOKEN"}))
 

@@ -1,0 +1,30 @@
+"""Scheduled (every `gitlab.reconcile_minutes`): settle MR waits whose GitLab webhook was lost.
+
+Input: the scheduler's event (ignored). Returns {"checked": int, "settled": [str], "failed": []};
+raises when a merge request could not be checked (the others were).
+"""
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from guard import runtime
+from guard.adapters.step_functions import StepFunctionsCallbacks
+from guard.services.decision import DecisionService
+from guard.services.reconcile import ReconcileService
+
+logger = Logger()
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    sfn = StepFunctionsCallbacks(runtime.step_functions())
+
+    def decisions() -> DecisionService:
+        cfg = runtime.config()
+        return DecisionService(runtime.state(), runtime.failure_store(), sfn, runtime.project_members(),
+                               runtime.gitops_repo(), runtime.clock,
+                               timeout_hours=cfg.rollback.decision_timeout_hours)
+
+    report = ReconcileService(runtime.state(), sfn, runtime.gitops_repo(), decisions).run()
+    logger.info("reconciled", extra={"checked": report.checked, "settled": report.settled})
+    return report.model_dump()

@@ -306,6 +306,11 @@ class LocalEngine:
         def stop(execution: Any, stop_date: Any, error: str | None, cause: str | None) -> None:
             # moto's worker only notices a stop when the task it waits on ends (a task-token wait:
             # at its timeout). Step Functions aborts at once, and EventBridge hears of it then.
+            # A worker that has not built its environment yet cannot be stopped: give it a moment.
+            deadline = time.monotonic() + 10
+            while (execution.exec_worker is not None and getattr(execution.exec_worker, "env", None) is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.01)
             original_stop(execution, stop_date, error, cause)
             if execution.exec_status == ExecutionStatus.RUNNING:
                 execution.exec_status, execution.stop_date = ExecutionStatus.ABORTED, stop_date

@@ -32,6 +32,8 @@ class FunctionSpec:
     cluster_access: bool = False
     # states:SendTask* on the upgrade state machine, plus GUARD_STATE_MACHINE_ARN.
     task_response: bool = False
+    # states:DescribeExecution on the upgrade state machine's executions (a lock held by an ended one).
+    describe_executions: bool = False
     # sns:Publish on the stack's topic, plus GUARD_NOTIFY_TOPIC_ARN (notifications.sns_topic).
     notify_topic: bool = False
 
@@ -42,7 +44,7 @@ class FunctionSpec:
 
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
-    FunctionSpec("Plan", "handlers.plan.handler", ("core",), registry="read"),
+    FunctionSpec("Plan", "handlers.plan.handler", ("core",), registry="read", describe_executions=True),
     FunctionSpec("Precheck", "handlers.precheck.handler", ("core", "kubernetes", "datadog"),
                  timeout_seconds=300, memory_mb=512, registry="read", secrets=("datadog",),
                  cluster_access=True),
@@ -67,7 +69,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     # Scheduled every `gitlab.reconcile_minutes`: settles MR waits whose webhook GitLab never delivered.
     FunctionSpec("Reconcile", "handlers.reconcile.handler", ("core", "gitlab"),
                  timeout_seconds=120, memory_mb=512, secrets=("gitlab",), task_response=True),
-    FunctionSpec("PlanRollback", "handlers.plan_rollback.handler", ("core",), registry="read"),
+    FunctionSpec("PlanRollback", "handlers.plan_rollback.handler", ("core",), registry="read",
+                 describe_executions=True),
     FunctionSpec("AnalyzeFailure", "handlers.analyze_failure.handler", ("core", "kubernetes", "llm"),
                  timeout_seconds=300, memory_mb=512, registry="read", secrets=("llm",), cluster_access=True),
     FunctionSpec("AwaitDecision", "handlers.await_decision.handler", ("core", "gitlab"),
@@ -78,6 +81,11 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
                  timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",),
                  cluster_access=True),
     FunctionSpec("Notify", "handlers.notify.handler", ("core",), secrets=("slack",), notify_topic=True),
+    # Not a task: EventBridge delivers every end of an execution (infra/execution_ends.py); it records a
+    # run the workflow could not (a stop from the console), releases the lock, deletes the tokens, notifies.
+    FunctionSpec("ExecutionEnded", "handlers.execution_ended.handler", ("core", "gitlab"),
+                 timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab", "slack"),
+                 notify_topic=True),
     # The rollout machine's tasks: plan the DAG, hand out waves, record outcomes (registry: change windows).
     FunctionSpec("Rollout", "handlers.rollout.handler", ("core",), registry="read"),
 )

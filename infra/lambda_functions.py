@@ -94,6 +94,28 @@ class GuardFunctions(Construct):
                 state_machine.grant_task_response(fn)
                 fn.add_environment("GUARD_STATE_MACHINE_ARN", state_machine.state_machine_arn)
 
+    def allow_describe_executions(self, state_machine_name: str) -> None:
+        """Functions marked `describe_executions` may read the status of `state_machine_name`'s executions.
+
+        Named, not referenced: the state machine invokes these functions, so a reference would be a cycle."""
+        stack = cdk.Stack.of(self)
+        executions = stack.format_arn(service="states", resource="execution",
+                                      resource_name=f"{state_machine_name}:*",
+                                      arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME)
+        region = "<AWS::Region>" if cdk.Token.is_unresolved(stack.region) else stack.region
+        for spec_id, fn in self.functions.items():
+            if self._specs[spec_id].describe_executions:
+                policy = iam.Policy(self, f"{spec_id}DescribeExecutions", statements=[
+                    iam.PolicyStatement(actions=["states:DescribeExecution"], resources=[executions])])
+                assert fn.role is not None  # every function here is built with its own role
+                policy.attach_to_role(fn.role)
+                cdk.Validations.of(policy).acknowledge(cdk.Acknowledgment(
+                    id=f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:{region}:"
+                       f"<AWS::AccountId>:execution:{state_machine_name}:*]",
+                    reason="The lock names the execution that holds it at run time; DescribeExecution is limited "
+                           "to the executions of this tenant's upgrade state machine.",
+                ))
+
     def _grant_cluster_access(self, spec: FunctionSpec, role: iam.Role) -> None:
         stack = cdk.Stack.of(self)
         role_arns = [stack.format_arn(service="iam", region="", account=account, resource="role",

@@ -13,6 +13,7 @@ from guard.config.models import TenantConfig
 
 from infra.alarms import ExecutionAlarms
 from infra.bundling import function_code, stage_source
+from infra.execution_ends import ExecutionEnds
 from infra.functions import FUNCTIONS, FunctionSpec, SecretKind
 from infra.lambda_functions import GuardFunctions
 from infra.naming import cluster_accounts, deployed_config, resource_prefix
@@ -76,10 +77,14 @@ class GuardStack(cdk.Stack):
                                        functions=functions.functions,
                                        state_machine_name=f"{prefix}-upgrade-batch")
         functions.allow_task_response(workflow.state_machine)
+        functions.allow_describe_executions(f"{prefix}-upgrade-batch")
         rollout = RolloutStateMachine(self, "Rollout", definition_file=STATEMACHINES_DIR / "rollout.asl.json",
                                       function=functions.functions["Rollout"],
                                       batch_state_machine=workflow.state_machine,
                                       state_machine_name=f"{prefix}-rollout")
+        # The end of every batch execution is recorded, however it ended (a stop runs no Catch).
+        ends = ExecutionEnds(self, "ExecutionEnds", state_machines=[workflow.state_machine],
+                             handler=functions.functions["ExecutionEnded"])
         GuardSchedules(self, "Schedules", schedules=config.schedules, name_prefix=prefix,
                        targets={"batch": workflow.state_machine, "rollout": rollout.state_machine})
         ReconcileSchedule(self, "Reconcile", function=functions.functions["Reconcile"],
@@ -102,6 +107,7 @@ class GuardStack(cdk.Stack):
         cdk.CfnOutput(self, "RegistryTableName", value=tables.registry.table_name)
         cdk.CfnOutput(self, "StateTableName", value=tables.state.table_name)
         cdk.CfnOutput(self, "AlarmTopicArn", value=alarms.topic.topic_arn)
+        cdk.CfnOutput(self, "ExecutionEndsDeadLetterQueueUrl", value=ends.dead_letters.queue_url)
 
         cdk.Validations.of(self).acknowledge(cdk.Acknowledgment(
             id="AwsSolutions::AwsSolutions-L1",

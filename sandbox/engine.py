@@ -46,6 +46,8 @@ FUNCTIONS: dict[str, str] = {
     "VerifyRollback": "handlers.verify_rollback",
     "Notify": "handlers.notify",
     "Rollout": "handlers.rollout",
+    # Not a task: EventBridge delivers Step Functions' "Execution Status Change" events to it.
+    "ExecutionEnded": "handlers.execution_ended",
 }
 
 REGION = "us-east-1"
@@ -190,6 +192,9 @@ class LocalEngine:
         self._server: Any = None
         self._in_flight = 0
         self._in_flight_lock = threading.Condition()
+        # Execution end events the ExecutionEnded function failed on (what the DLQ would keep).
+        self.undelivered: list[tuple[dict[str, Any], str]] = []
+        self._ended: set[str] = set()  # executions whose end was delivered (a stop is seen twice)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalEngine:
@@ -226,6 +231,7 @@ class LocalEngine:
             raise RuntimeError("a rehearsal is already running on this engine")
         self.speedup = speedup
         self.invocations = []
+        self.undelivered, self._ended = [], set()
         self._stack = ExitStack()
         env = {
             "MOTO_PORT": str(self.port),  # moto's SFN engine calls Lambda through this port
@@ -287,18 +293,39 @@ class LocalEngine:
     # ------------------------------------------------------------------ moto patches
     def _patch_moto(self) -> None:
         from moto.awslambda.models import LambdaFunction
+        from moto.stepfunctions.parser.api import ExecutionStatus
         from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
         from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSecondsPath
         from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
-        from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
+        from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
 
         assert self._stack is not None
         engine = self
         original_terminated = BaseExecutionWorkerCommunication.terminated
+        original_stop = Execution.stop
+
+        def stop(execution: Any, stop_date: Any, error: str | None, cause: str | None) -> None:
+            # moto's worker only notices a stop when the task it waits on ends (a task-token wait:
+            # at its timeout). Step Functions aborts at once, and EventBridge hears of it then.
+            # A worker that has not built its environment yet cannot be stopped: give it a moment.
+            deadline = time.monotonic() + 10
+            while (execution.exec_worker is not None and getattr(execution.exec_worker, "env", None) is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.01)
+            original_stop(execution, stop_date, error, cause)
+            if execution.exec_status == ExecutionStatus.RUNNING:
+                execution.exec_status, execution.stop_date = ExecutionStatus.ABORTED, stop_date
+                try:
+                    engine.deliver_execution_ended(execution)
+                finally:
+                    engine.activity.notify(execution_ended=True)
 
         def terminated(communication: Any) -> None:
             original_terminated(communication)
-            engine.activity.notify(execution_ended=True)
+            try:
+                engine.deliver_execution_ended(communication.execution)
+            finally:
+                engine.activity.notify(execution_ended=True)
 
         def invoke(fn: Any, body: str, request_headers: Any, response_headers: Any) -> bytes:
             return engine._dispatch(fn.function_name, body, response_headers)
@@ -324,6 +351,7 @@ class LocalEngine:
         self._stack.enter_context(mock.patch.object(TimeoutSecondsPath, "_eval_seconds", scaled_timeout))
         self._stack.enter_context(mock.patch.object(retrier_decl, "time", _ScaledTime()))
         self._stack.enter_context(mock.patch.object(BaseExecutionWorkerCommunication, "terminated", terminated))
+        self._stack.enter_context(mock.patch.object(Execution, "stop", stop))
         self._patch_sfn_sync()
 
     def _patch_sfn_sync(self) -> None:
@@ -390,6 +418,21 @@ class LocalEngine:
                 self._in_flight_lock.notify_all()
             self.activity.notify()
 
+    def deliver_execution_ended(self, execution: Any) -> None:
+        """What EventBridge does on AWS: the rule on "Step Functions Execution Status Change" invokes
+        ExecutionEnded with the event. Delivered before the end is signalled (`Activity`), so a waiter
+        that sees an execution end sees its run recorded and its lock released. A failure is kept in
+        `undelivered`, as the DLQ would keep it."""
+        with self._in_flight_lock:
+            if self._stack is None or execution.exec_arn in self._ended:  # between rehearsals, or told already
+                return
+            self._ended.add(execution.exec_arn)
+        event = execution_status_change(execution)
+        try:
+            self.invoke("ExecutionEnded", event)
+        except Exception as e:  # EventBridge retries then dead-letters; it never fails the execution
+            self.undelivered.append((event, f"{type(e).__name__}: {e}"))
+
     def _dispatch(self, function_name: str, body: str, response_headers: Any) -> bytes:
         logical = next((k for k, v in self.names.items() if v == function_name), function_name)
         event = json.loads(body) if body else {}
@@ -449,6 +492,42 @@ class LocalEngine:
         return str(self.client("stepfunctions").create_state_machine(
             name=f"guard-rollout-{uuid.uuid4().hex[:6]}", definition=definition,
             roleArn=role["Role"]["Arn"], type="STANDARD")["stateMachineArn"])
+
+
+def _epoch_ms(moment: Any) -> int | None:
+    return int(moment.timestamp() * 1000) if moment is not None else None
+
+
+def execution_status_change(execution: Any) -> dict[str, Any]:
+    """The EventBridge event Step Functions sends when `execution` (moto's) reaches a terminal status."""
+    status = execution.exec_status.value
+    error, cause = execution.error, execution.cause
+    if status == "ABORTED":  # moto keeps StopExecution's error and cause on the stopped program only
+        stopped = execution.exec_worker.env.program_state() if execution.exec_worker else None
+        error, cause = getattr(stopped, "error", None), getattr(stopped, "cause", None)
+    output = execution.output if status == "SUCCEEDED" else None
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": ACCOUNT,
+        "time": (execution.stop_date.isoformat() if execution.stop_date else None),
+        "region": REGION,
+        "resources": [execution.exec_arn],
+        "detail": {
+            "executionArn": execution.exec_arn,
+            "stateMachineArn": execution.state_machine_arn,
+            "name": execution.name,
+            "status": status,
+            "startDate": _epoch_ms(execution.start_date),
+            "stopDate": _epoch_ms(execution.stop_date),
+            "input": json.dumps(execution.input_data),
+            "output": json.dumps(output) if output is not None else None,
+            "error": str(error) if error else None,
+            "cause": str(cause) if cause else None,
+        },
+    }
 
 
 def _empty_zip() -> bytes:

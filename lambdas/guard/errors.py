@@ -135,6 +135,22 @@ class UpgradeFailed(GuardError):
     """A failure at a stage GUARD has no more specific name for."""
 
 
+# ---------------------------------------------------------------- how an execution ended outside the workflow
+# Recorded by `guard.services.ending` when an execution ended without recording its own outcome.
+
+
+class ExecutionStopped(GuardError):
+    """The execution was stopped (StopExecution, e.g. from the console); no Catch ran."""
+
+
+class ExecutionTimedOut(GuardError):
+    """The execution reached the state machine's TimeoutSeconds; no Catch ran."""
+
+
+class OutcomeNotRecorded(GuardError):
+    """The execution ended without recording its outcome; its history says what happened."""
+
+
 # ---------------------------------------------------------------- rollouts
 
 

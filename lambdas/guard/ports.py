@@ -309,3 +309,25 @@ class TaskCallbacks(Protocol):
     def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> None:
         """Fail the task with `error` (what the ASL's Catch matches) and a human `cause`."""
         ...
+
+
+class ExecutionStatus(BaseModel):
+    """What DescribeExecution says about one execution (`status`: RUNNING, SUCCEEDED, FAILED, TIMED_OUT,
+    ABORTED, PENDING_REDRIVE, or GONE when Step Functions no longer knows it)."""
+
+    execution_arn: str
+    status: str
+    stop_date: datetime | None = None
+
+    @property
+    def ended(self) -> bool:
+        """True when the execution can no longer hold anything (PENDING_REDRIVE may still resume)."""
+        return self.status in ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "GONE")
+
+
+class Executions(Protocol):
+    """Reads the status of an execution. Adapter: `guard.adapters.step_functions`."""
+
+    def describe_execution(self, execution_arn: str) -> ExecutionStatus:
+        """The execution's status; GONE when it does not exist; TransientError when a retry may succeed."""
+        ...

@@ -4,6 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
+from guard.adapters.step_functions import StepFunctionsCallbacks
 from guard.services.plan import BatchPlanner, parse_input
 
 logger = Logger()
@@ -13,7 +14,8 @@ logger = Logger()
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = parse_input(event.get("input"))
     planner = BatchPlanner(runtime.config(), runtime.registry(), runtime.state(), runtime.clock,
-                           own_account=runtime.own_account)
+                           own_account=runtime.own_account,
+                           executions=StepFunctionsCallbacks(runtime.step_functions()))
     plan = planner.plan(request, run_id=str(event["execution_name"]), execution_arn=str(event["execution_arn"]))
     logger.info("planned", extra={"run_id": plan.run_id, "batch": plan.batch, "clusters": plan.clusters})
     return plan.payload()

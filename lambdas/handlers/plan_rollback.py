@@ -13,6 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
+from guard.adapters.step_functions import StepFunctionsCallbacks
 from guard.core.run import ManualRollbackInput
 from guard.services.plan import BatchPlanner, parse_model
 
@@ -23,7 +24,8 @@ logger = Logger()
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = parse_model(ManualRollbackInput, event.get("input"), "rollback input")
     planner = BatchPlanner(runtime.config(), runtime.registry(), runtime.state(), runtime.clock,
-                           failures=runtime.failure_store(), own_account=runtime.own_account)
+                           failures=runtime.failure_store(), own_account=runtime.own_account,
+                           executions=StepFunctionsCallbacks(runtime.step_functions()))
     plan = planner.plan_rollback(request, run_id=str(event["execution_name"]),
                                  execution_arn=str(event["execution_arn"]))
     logger.info("manual rollback planned", extra={"run_id": plan.run_id, "clusters": plan.clusters})

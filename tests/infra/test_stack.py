@@ -218,6 +218,8 @@ EXPECTED_ACCESS = {
     "OpenRollback": ("read", {"gitlab"}, False, False),
     "VerifyRollback": ("read_write", {"gitlab"}, True, False),
     "Notify": ("none", set(), False, False),
+    # Records a run its execution could not (a stop), comments on the MR, notifies.
+    "ExecutionEnded": ("read", {"gitlab"}, False, False),
 }
 
 
@@ -244,6 +246,12 @@ def test_each_function_gets_only_its_own_grants(alpha: Template, construct_id: s
     assert (":cluster/*" in _grants(alpha, construct_id, "eks:DescribeCluster")) == cluster_access
     # AND only the webhook and the reconciler may resume executions
     assert (_grants(alpha, construct_id, "states:SendTask") != "[]") == task_response
+    # AND only the planners may read the status of executions (a lock held by an ended one), and only the
+    # upgrade state machine's
+    described = _grants(alpha, construct_id, "states:DescribeExecution")
+    assert (described != "[]") == (construct_id in ("Plan", "PlanRollback"))
+    if described != "[]":
+        assert "execution:guard-alpha-upgrade-batch:*" in described
     # AND no function may invoke functions or use a wildcard action
     assert _grants(alpha, construct_id, "lambda:") == "[]"
     assert not [a for s in statements for a in _actions(s) if a.endswith("*") and a != "dynamodb:*"]
@@ -301,6 +309,38 @@ def test_state_machine_role_invokes_exactly_the_workflow_functions(alpha: Templa
     assert sorted(json.dumps(r) for r in invokable) == sorted(
         json.dumps({"Fn::GetAtt": [_function_id(alpha, fid), "Arn"]}) for fid in ASL_FUNCTIONS
     )
+
+
+# --- the end of every execution -----------------------------------------------------------------------
+
+def test_every_end_of_a_batch_execution_reaches_execution_ended(alpha: Template) -> None:
+    # GIVEN tenant alpha WHEN synthesized
+    machine = next(iter(alpha.find_resources("AWS::StepFunctions::StateMachine")))
+    queues = alpha.find_resources("AWS::SQS::Queue")
+    assert len(queues) == 1
+    queue = next(iter(queues))
+    # THEN a rule sends the batch machine's terminal status changes to ExecutionEnded,
+    # retried, and dead-lettered to the queue
+    alpha.has_resource_properties("AWS::Events::Rule", {
+        "EventPattern": {
+            "source": ["aws.states"],
+            "detail-type": ["Step Functions Execution Status Change"],
+            "detail": {"status": ["SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"],
+                       "stateMachineArn": [{"Ref": machine}]},
+        },
+        "State": "ENABLED",
+        "Targets": [Match.object_like({
+            "Arn": {"Fn::GetAtt": [_function_id(alpha, "ExecutionEnded"), "Arn"]},
+            "RetryPolicy": {"MaximumRetryAttempts": 8, "MaximumEventAgeInSeconds": 86400},
+            "DeadLetterConfig": {"Arn": {"Fn::GetAtt": [queue, "Arn"]}},
+        })],
+    })
+    # AND the queue is encrypted, and EventBridge may invoke the function
+    alpha.has_resource_properties("AWS::SQS::Queue", {"SqsManagedSseEnabled": True})
+    alpha.has_resource_properties("AWS::Lambda::Permission", {
+        "Action": "lambda:InvokeFunction", "Principal": "events.amazonaws.com",
+        "FunctionName": {"Fn::GetAtt": [_function_id(alpha, "ExecutionEnded"), "Arn"]},
+    })
 
 
 # --- webhook API -------------------------------------------------------------------------------------
@@ -408,6 +448,8 @@ def test_every_acknowledgement_has_a_specific_reason(synthesized: Synthesized) -
     assert {rule.split("[")[0] for rule in acknowledged} == {
         "AwsSolutions::AwsSolutions-L1", "AwsSolutions::AwsSolutions-IAM5", "AwsSolutions::AwsSolutions-APIG3",
         "AwsSolutions::AwsSolutions-APIG4", "AwsSolutions::AwsSolutions-COG4",
+        # The ExecutionEnded rule's dead-letter queue is itself a dead-letter queue.
+        "AwsSolutions::AwsSolutions-SQS3",
     }
     assert all(len(reason) > 60 for reason in acknowledged.values()), acknowledged
 

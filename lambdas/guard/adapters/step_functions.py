@@ -9,6 +9,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from guard.errors import ExternalServiceError, GuardError, TaskNoLongerWaiting, TransientError
+from guard.ports import ExecutionStatus
 
 # SendTaskSuccess/SendTaskFailure codes meaning "nothing waits on this token any more":
 # the wait timed out or its execution ended (TaskTimedOut), the task is gone (TaskDoesNotExist),
@@ -30,7 +31,8 @@ def mapped(operation: str, error: ClientError) -> GuardError:
 
 
 class StepFunctionsCallbacks:
-    """`guard.ports.TaskCallbacks` on a boto3 `stepfunctions` client (built at the handler edge)."""
+    """`guard.ports.TaskCallbacks` and `guard.ports.Executions` on a boto3 `stepfunctions` client
+    (built at the handler edge)."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -43,6 +45,19 @@ class StepFunctionsCallbacks:
         """Fail the task waiting on `taskToken` with `error` (what Catch matches) and `cause`."""
         self._call("SendTaskFailure",
                    lambda: self._client.send_task_failure(taskToken=taskToken, error=error, cause=cause))
+
+    def describe_execution(self, execution_arn: str) -> ExecutionStatus:
+        """`guard.ports.Executions`: the execution's status; GONE when Step Functions does not know it."""
+        try:
+            described = self._client.describe_execution(executionArn=execution_arn)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code", "") == "ExecutionDoesNotExist":
+                return ExecutionStatus(execution_arn=execution_arn, status="GONE")
+            raise mapped("DescribeExecution", e) from e
+        except BotoCoreError as e:
+            raise TransientError(f"Step Functions DescribeExecution: {e}") from e
+        return ExecutionStatus(execution_arn=execution_arn, status=str(described["status"]),
+                               stop_date=described.get("stopDate"))
 
     @staticmethod
     def _call(operation: str, fn: Callable[[], object]) -> None:

@@ -27,8 +27,9 @@ from guard.errors import (
     UnknownCluster,
     VersionNotAllowed,
 )
-from guard.ports import Clock
+from guard.ports import Clock, Executions
 from guard.redact import redact
+from guard.services.locks import BatchLocks, lock_hours
 from guard.services.windows import refuse_inside_window
 from guard.stores.failure import FailureStore, RollbackRecord
 from guard.stores.registry import ClusterRegistry
@@ -58,17 +59,20 @@ class BatchPlanner:
     """Turns a validated input into a Plan, a run record and a held batch lock.
 
     `own_account` tells the account GUARD runs in; it is asked only when a cluster names a role
-    and the config leaves `aws.cluster_accounts` out.
+    and the config leaves `aws.cluster_accounts` out. `executions` (Step Functions) lets a lock
+    held by an execution that has ended be taken over.
     """
 
     def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore, clock: Clock,
-                 failures: FailureStore | None = None, own_account: Callable[[], str] | None = None) -> None:
+                 failures: FailureStore | None = None, own_account: Callable[[], str] | None = None,
+                 executions: Executions | None = None) -> None:
         self._config = config
         self._registry = registry
         self._state = state
         self._clock = clock
         self._failures = failures
         self._own_account = own_account or _unknown_account
+        self._locks = BatchLocks(state, executions)
 
     def _batch(self, name: str) -> tuple[BatchConfig, dict[str, Cluster], str]:
         """The batch, its registered clusters and their one GitOps project; refused otherwise."""
@@ -140,10 +144,16 @@ class BatchPlanner:
                     f"batch '{batch.name}' requires '{prereq}' to have succeeded at {target} first; {seen}"
                 )
 
+        soak_minutes = request.soak_period_minutes
+        if soak_minutes is None:
+            soak_minutes = batch.soak_period_minutes
+        if soak_minutes is None:
+            soak_minutes = config.validation.soak_period_minutes
+
         now = self._clock.now()
         # Lock first: a refused run must leave no record behind. Both steps are
         # idempotent for the same run id, so a retried task lands in the same place.
-        self._state.acquire_lock(batch.name, run_id, now, config.execution.lock_ttl_hours)
+        self._locks.acquire(batch.name, run_id, execution_arn, now, lock_hours(config, soak_minutes))
         run = self._state.find_run(run_id)
         if run is None:
             run = RunRecord(
@@ -159,11 +169,6 @@ class BatchPlanner:
             )
             self._state.put_run(run)
 
-        soak_minutes = request.soak_period_minutes
-        if soak_minutes is None:
-            soak_minutes = batch.soak_period_minutes
-        if soak_minutes is None:
-            soak_minutes = config.validation.soak_period_minutes
         return self._plan(run, soak_seconds=int(soak_minutes * 60),
                           llm_analysis=config.llm.enabled and (request.enable_llm_analysis is not False))
 
@@ -195,7 +200,7 @@ class BatchPlanner:
             raise NothingToRollBack(f"batch '{batch.name}' at {newest.to_version} was already rolled back by run "
                                     f"{result.run_id}")
         now = self._clock.now()
-        self._state.acquire_lock(batch.name, run_id, now, self._config.execution.lock_ttl_hours)
+        self._locks.acquire(batch.name, run_id, execution_arn, now, lock_hours(self._config, 0))
         run = self._state.find_run(run_id)
         if run is None:
             ordered = [c for c in batch.clusters if c in chosen]

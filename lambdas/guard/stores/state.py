@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
@@ -25,6 +26,28 @@ class TaskTokenRecord(BaseModel):
     task_token: str
     run_id: str
     kind: ChangeKind = ChangeKind.UPGRADE
+
+
+class BatchLock(BaseModel):
+    """The batch lock item (`LOCK#<batch>` / `LOCK`); `execution_arn` is absent on locks taken before it was kept."""
+
+    batch: str
+    run_id: str
+    execution_arn: str | None = None
+    acquired_at: str | None = None
+    expires_at: int = 0
+
+
+class LockAudit(BaseModel):
+    """A lock taken over from a holder that could no longer hold it (`LOCK#<batch>` / `AUDIT#<time>#<run>`)."""
+
+    batch: str
+    at: datetime
+    taken_by: str
+    taken_by_execution: str | None = None
+    taken_from: str
+    taken_from_execution: str | None = None
+    reason: str
 
 
 class BatchResult(BaseModel):
@@ -87,13 +110,18 @@ class StateStore:
         return ClusterVerdict.model_validate_json(item["doc"]) if item else None
 
     # ------------------------------------------------------------------ batch lock
-    def acquire_lock(self, batch: str, run_id: str, now: datetime, hours: float) -> None:
-        """Take the batch lock for `run_id`; re-entrant for the same run; BatchLocked otherwise.
+    def acquire_lock(self, batch: str, run_id: str, now: datetime, hours: float,
+                     execution_arn: str | None = None) -> None:
+        """Take the batch lock for `run_id` (held with its `execution_arn`, until `hours` from now);
+        re-entrant for the same run; BatchLocked otherwise.
 
-        An expired lock (its holder died without releasing) is taken over.
+        An expired lock (its holder died without releasing) is taken over. A lock whose holder
+        execution has ended is taken over by `guard.services.locks`, which can ask Step Functions.
         """
         item = {"pk": f"LOCK#{batch}", "sk": "LOCK", "run_id": run_id, "expires_at": ttl(now, hours),
                 "acquired_at": now.isoformat()}
+        if execution_arn:
+            item["execution_arn"] = execution_arn
         try:
             self._table.put_item(
                 Item=item,
@@ -108,6 +136,43 @@ class StateStore:
                 f"batch '{batch}' is locked by run {holder.get('run_id', '?')} since "
                 f"{holder.get('acquired_at', '?')}; wait for it to finish or stop that execution"
             ) from e
+
+    def lock(self, batch: str) -> BatchLock | None:
+        """Who holds `batch`'s lock, with which execution, since and until when; None when free."""
+        item = self._get(f"LOCK#{batch}", "LOCK")
+        if not item:
+            return None
+        return BatchLock(batch=batch, run_id=str(item["run_id"]), execution_arn=item.get("execution_arn"),
+                         acquired_at=item.get("acquired_at"), expires_at=int(item.get("expires_at", 0)))
+
+    def take_over_lock(self, holder: BatchLock, run_id: str, execution_arn: str | None, now: datetime,
+                       hours: float, reason: str) -> LockAudit:
+        """Give `holder.batch`'s lock to `run_id` if `holder` still holds it, and write the audit record
+        (`LOCK#<batch>` / `AUDIT#<time>#<run>`). BatchLocked when someone else took it meanwhile."""
+        item = {"pk": f"LOCK#{holder.batch}", "sk": "LOCK", "run_id": run_id, "expires_at": ttl(now, hours),
+                "acquired_at": now.isoformat()}
+        if execution_arn:
+            item["execution_arn"] = execution_arn
+        try:
+            self._table.put_item(Item=item, ConditionExpression="run_id = :holder",
+                                 ExpressionAttributeValues={":holder": holder.run_id})
+        except ClientError as e:
+            if not is_conditional_failure(e):
+                raise mapped("PutItem", e) from e
+            raise BatchLocked(f"batch '{holder.batch}' changed hands while run {run_id} took it over from "
+                              f"run {holder.run_id}; try again") from e
+        audit = LockAudit(batch=holder.batch, at=now, taken_by=run_id, taken_by_execution=execution_arn,
+                          taken_from=holder.run_id, taken_from_execution=holder.execution_arn, reason=reason)
+        self._put(f"LOCK#{holder.batch}", f"AUDIT#{now.isoformat()}#{run_id}", audit,
+                  ttl(now, _RUN_TTL_HOURS))
+        return audit
+
+    def lock_audits(self, batch: str) -> list[LockAudit]:
+        """Every lock take-over of `batch` still kept, oldest first."""
+        response = call("Query", lambda: self._table.query(
+            KeyConditionExpression=Key("pk").eq(f"LOCK#{batch}") & Key("sk").begins_with("AUDIT#"),
+            ConsistentRead=True))
+        return [LockAudit.model_validate_json(item["doc"]) for item in response.get("Items", [])]
 
     def release_lock(self, batch: str, run_id: str) -> None:
         """Release the lock if `run_id` holds it (releasing twice is harmless)."""

@@ -111,7 +111,7 @@ class GuardFunctions(Construct):
                 policy.attach_to_role(fn.role)
                 cdk.Validations.of(policy).acknowledge(cdk.Acknowledgment(
                     id=f"AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:{region}:"
-                       f"<AWS::AccountId>:execution:{state_machine_name}:*]",
+                       f"{_nag_account(stack.account)}:execution:{state_machine_name}:*]",
                     reason="The lock names the execution that holds it at run time; DescribeExecution is limited "
                            "to the executions of this tenant's upgrade state machine.",
                 ))

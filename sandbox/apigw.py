@@ -40,7 +40,9 @@ class ApiGatewayShim:
         class Handler(LoopbackHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length).decode() if length else ""
+                # No binary media types are configured, so API Gateway hands the function text; bytes
+                # that are not UTF-8 must not crash the shim (the function is what answers them).
+                body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
                 event = shim.event("POST", self.path, dict(self.headers.items()), body)
                 try:
                     result = shim._invoke(event)

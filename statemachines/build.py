@@ -143,11 +143,23 @@ def failed_at(stage: FailedStage) -> State:
     return {"Type": "Pass", "Result": stage.value, "ResultPath": "$.failed_stage", "Next": "RecordFailure"}
 
 
+def refused() -> State:
+    """The Catch of a first state (Plan, PlanRollback, StartRollout) into ReadRefusal.
+
+    ResultPath "$" replaces the state with the error: the input is dropped, so a refusal works
+    whatever the input was (an array or a string has no `$.error` to write into) and stays small
+    however large the input was (a 200 KB input plus its echo in the cause would pass 256 KB).
+    """
+    return catch("ReadRefusal", TASK_FAILED, path="$")
+
+
 def refusal(comment: str | None = None) -> States:
-    """ReadRefusal → Refused: fails with the handler's error name and message (not the Lambda error JSON)."""
+    """ReadRefusal → Refused: fails with the handler's error name and message (not the Lambda error JSON).
+
+    Reached through `refused()`: the state is the caught error alone, never the input."""
     read = commented(comment)
-    read |= {"Type": "Pass", "Parameters": {"error.$": "$.error.Error",
-                                            "detail.$": "States.StringToJson($.error.Cause)"}, "Next": "Refused"}
+    read |= {"Type": "Pass", "Parameters": {"error.$": "$.Error",
+                                            "detail.$": "States.StringToJson($.Cause)"}, "Next": "Refused"}
     return {"ReadRefusal": read,
             "Refused": {"Type": "Fail", "ErrorPath": "$.error", "CausePath": "$.detail.errorMessage"}}
 
@@ -199,12 +211,14 @@ def upgrade_batch() -> State:
         "StartAt": "Action",
         "States": {
             "Action": choice(
-                when("PlanRollback", var("$.action", IsPresent=True), var("$.action", StringEquals="rollback")),
+                when("PlanRollback", var("$.action", IsPresent=True)),
                 default="Plan",
-                comment='{"action": "rollback", ...} rolls back a batch\'s last upgrade; anything else is an upgrade.'),
+                comment='{"action": "rollback", ...} rolls back a batch\'s last upgrade; anything else is an upgrade. '
+                        "Only IsPresent, which never fails: any JSON (an array, a string, null) reaches a Plan "
+                        "task that refuses it by name, and PlanRollback refuses an action other than rollback."),
             "Plan": task(
                 "Plan", EXECUTION, selector={"plan.$": "$.Payload"}, result="$", retry=RETRY_QUICK,
-                catches=(catch("ReadRefusal", TASK_FAILED),), next="NotifyStarted",
+                catches=(refused(),), next="NotifyStarted",
                 comment="Validates the input, loads config and registry, checks versions and prerequisites, "
                         "takes the batch lock. Bad input fails here and changes nothing."),
             **refusal("A refused plan changed nothing; surface the handler's message (not the Lambda error JSON) "
@@ -276,7 +290,7 @@ def upgrade_batch() -> State:
                               default="RollbackMergeRequestWanted"),
             "PlanRollback": task(
                 "PlanRollback", EXECUTION, selector={"plan.$": "$.Payload"}, result="$",
-                catches=(catch("ReadRefusal", TASK_FAILED),), next="RollbackMergeRequestWanted",
+                catches=(refused(),), next="RollbackMergeRequestWanted",
                 comment="Manual rollback (seed `guard rollback --batch`): finds the batch's last upgrade and takes "
                         "the lock."),
             "RollbackMergeRequestWanted": choice(
@@ -347,7 +361,7 @@ def rollout() -> State:
         "States": {
             "StartRollout": rollout_task(
                 "start", EXECUTION, selector=from_payload("rollout_id", "items", "max_concurrency"), result="$",
-                retry=RETRY_QUICK, catches=(catch("ReadRefusal", TASK_FAILED),), next="RunBatches",
+                retry=RETRY_QUICK, catches=(refused(),), next="RunBatches",
                 comment="Validates the input, plans the DAG, refuses unknown batches and external prerequisites "
                         "that have not succeeded, records the rollout."),
             **refusal(),

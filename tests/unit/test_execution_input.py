@@ -10,6 +10,7 @@ import boto3
 import pytest
 from guard.config import load_config
 from guard.core.models import Cluster
+from guard.core.run import ManualRollbackInput
 from guard.errors import (
     BatchLocked,
     InvalidInput,
@@ -18,7 +19,7 @@ from guard.errors import (
     UnknownCluster,
     VersionNotAllowed,
 )
-from guard.services.plan import BatchPlanner, parse_input
+from guard.services.plan import BatchPlanner, parse_input, parse_model
 from guard.stores.registry import ClusterRegistry
 from guard.stores.schema import create_tables
 from guard.stores.state import BatchResult, StateStore
@@ -72,6 +73,85 @@ def test_good_input_is_normalised():
     assert request.target_version == "1.20.0"
     assert request.ignore_alerts is True
     assert request.soak_period_minutes is None
+
+
+@pytest.mark.parametrize(("raw", "kind"), [(None, "null"), ("dev-1", "string"), (["dev-1"], "array"), (42, "number"),
+                                           (True, "boolean")])
+def test_input_that_is_not_an_object_names_the_json_type_it_got(raw, kind):
+    with pytest.raises(InvalidInput) as caught:
+        parse_input(raw)
+    assert str(caught.value) == f"execution input must be a JSON object, got {kind}"
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("batch", 7, "batch: Input should be a valid string, got number"),
+    ("batch", ["dev-1"], "batch: Input should be a valid string, got array"),
+    ("target_version", None, "target_version: Input should be a valid string, got null"),
+    ("ignore_alerts", {"yes": 1}, "ignore_alerts: Input should be a valid boolean, got object"),
+    ("soak_period_minutes", "soon", "soak_period_minutes: Input should be a valid number"),
+    ("min_replicas", [], "min_replicas: Input should be a valid integer, got array"),
+    ("requested_by", 12, "requested_by: Input should be a valid string, got number"),
+])
+def test_a_field_of_the_wrong_type_names_the_field_and_the_type_it_got(field, value, expected):
+    # GIVEN an input whose one field has the wrong JSON type
+    raw: dict[str, Any] = {"batch": "dev-1", "target_version": "1.20.0", field: value}
+    # WHEN it is parsed
+    with pytest.raises(InvalidInput) as caught:
+        parse_input(raw)
+    # THEN the message names the field and what arrived
+    assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize(("field", "limit"), [("batch", 128), ("target_version", 32), ("requested_by", 256)])
+def test_an_oversized_string_is_refused_without_being_quoted(field, limit):
+    # GIVEN a 200 KB value in a string field
+    raw = {"batch": "dev-1", "target_version": "1.20.0", field: "9" * 200_000}
+    # WHEN it is parsed
+    with pytest.raises(InvalidInput) as caught:
+        parse_input(raw)
+    # THEN the message names the field and its bound, and stays short
+    message = str(caught.value)
+    assert f"{field}: String should have at most {limit} characters" in message
+    assert len(message) < 300
+
+
+def test_a_huge_unknown_key_and_many_problems_give_a_short_message():
+    # GIVEN an input with a 100 KB key and 500 unknown keys
+    raw: dict[str, Any] = {"batch": "dev-1", "target_version": "1.20.0", "k" * 100_000: 1,
+                           **{f"extra{i}": i for i in range(500)}}
+    with pytest.raises(InvalidInput) as caught:
+        parse_input(raw)
+    message = str(caught.value)
+    # THEN the key is quoted shortened with its length, only the first problems are listed, and the rest counted
+    assert "…' (100000 characters): unknown key" in message
+    assert "… and 491 more" in message
+    assert len(message) < 2_000
+
+
+@pytest.mark.parametrize("version", ["\uff11.\uff12\uff10.\uff10", "1.\u0662\u0660.0", "1.20.\u09e6"])
+def test_a_version_in_non_ascii_digits_is_refused(version):
+    # GIVEN a target version written with full-width, Arabic-Indic or Bengali digits (int() would read them)
+    with pytest.raises(InvalidInput) as caught:
+        parse_input({"batch": "dev-1", "target_version": version})
+    # THEN it is refused as not being ASCII MAJOR.MINOR.PATCH
+    assert "target_version:" in str(caught.value)
+    assert "ASCII digits" in str(caught.value)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ({"action": "rollback", "batch": "dev-1", "reason": "r" * 2_001}, "reason: String should have at most 2000"),
+    ({"action": "rollback", "batch": "b" * 129, "reason": "bad"}, "batch: String should have at most 128"),
+    ({"action": "rollback", "batch": "dev-1", "reason": "bad", "requested_by": "x" * 257},
+     "requested_by: String should have at most 256"),
+    ({"action": "rollback", "batch": "dev-1", "reason": ["bad"]}, "reason: Input should be a valid string, got array"),
+    ({"action": "upgrade", "batch": "dev-1", "reason": "bad"}, "action: Input should be 'rollback', got 'upgrade'"),
+    ({"action": None, "batch": "dev-1", "reason": "bad"}, "action: Input should be 'rollback', got null"),
+])
+def test_a_bad_manual_rollback_input_names_the_problem(raw, expected):
+    with pytest.raises(InvalidInput) as caught:
+        parse_model(ManualRollbackInput, raw, "rollback input")
+    assert expected in str(caught.value)
+    assert len(str(caught.value)) < 500
 
 
 # ---------------------------------------------------------------- BatchPlanner against moto DynamoDB

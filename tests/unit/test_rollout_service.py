@@ -380,3 +380,18 @@ def test_an_unchanged_record_is_not_written(tables: Any) -> None:  # noqa: F811
     version = tables[1].get_item(Key={"pk": "ROLLOUT#r1", "sk": "META"})["Item"]["version"]
     assert service.claim("r1", "dev-1")["action"] == "wait"  # nothing to change: no write
     assert tables[1].get_item(Key={"pk": "ROLLOUT#r1", "sk": "META"})["Item"]["version"] == version
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (["dev-1"], "rollout input must be a JSON object, got array"),
+    ({"target_version": "\uff11.\uff12\uff10.\uff10"}, "ASCII digits"),
+    ({"target_version": "1.20.0", "batches": ["b" * 200_000]}, "String should have at most 128 characters"),
+    ({"target_version": "1.20.0", "requested_by": "r" * 300}, "requested_by: String should have at most 256"),
+])
+def test_a_bad_rollout_input_names_the_problem_in_a_short_message(raw, expected):
+    # GIVEN a rollout input that is not an object, spells its version in full-width digits, or is huge
+    with pytest.raises(InvalidInput) as caught:
+        parse_rollout_input(raw)
+    # THEN the refusal names the problem without copying the value
+    assert expected in str(caught.value)
+    assert len(str(caught.value)) < 1_000

@@ -17,6 +17,23 @@ def test_parse_rejects_what_is_not_major_minor_patch(text):
     assert "MAJOR.MINOR.PATCH" in str(caught.value)
 
 
+@pytest.mark.parametrize("text", ["\uff11.\uff12\uff10.\uff10", "1.\u0662\u0660.0", "\U0001d7cf.20.0", "1.20.0\n1"])
+def test_parse_accepts_ascii_digits_only(text):
+    # GIVEN a version whose digits are not ASCII (full-width, Arabic-Indic, mathematical bold)
+    # WHEN parsed THEN it is refused, although int() would read those digits
+    with pytest.raises(ValueError, match="ASCII digits"):
+        Version.parse(text)
+
+
+def test_parse_quotes_a_long_text_shortened():
+    # GIVEN a 100 KB "version"
+    with pytest.raises(ValueError) as caught:
+        Version.parse("1" * 100_000)
+    # THEN the message quotes its start and says how long it was
+    assert "(100000 characters)" in str(caught.value)
+    assert len(str(caught.value)) < 200
+
+
 def test_parse_and_order():
     # GIVEN versions whose string order differs from their numeric order
     # THEN they compare numerically, and print back as given

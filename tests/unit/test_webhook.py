@@ -13,7 +13,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from guard import runtime
-from guard.errors import ExternalServiceError, InvalidInput, TaskNoLongerWaiting, TransientError
+from guard.errors import InvalidInput, TaskNoLongerWaiting, TransientError
 from guard.services.webhook import WebhookResult, WebhookService, delivery_key
 from guard.stores.deliveries import Deliveries
 from guard.stores.schema import create_tables
@@ -276,14 +276,21 @@ def test_delivery_key_prefers_the_idempotency_key(headers, key):
     assert delivery_key(headers) == key
 
 
-def test_secret_not_readable_is_not_a_401(aws, monkeypatch):
-    # GIVEN the config names a secret that does not exist
+def test_secret_not_readable_is_not_a_401_nor_a_5xx(waiting, capsys):
+    # GIVEN the config names a secret that does not exist (GUARD's side is broken, not the request)
+    state, table = waiting
     boto3.client("secretsmanager", region_name=REGION).delete_secret(SecretId=SECRET_NAME,
                                                                       ForceDeleteWithoutRecovery=True)
     runtime.reset()
-    # THEN the handler fails loudly (a 5xx at API Gateway) instead of answering GitLab "unauthorized"
-    with pytest.raises(ExternalServiceError, match="cannot read secret"):
-        call(gitlab_headers(), mr_event("merge"))
+    # WHEN a merge event arrives
+    status, body = call(gitlab_headers(), mr_event("merge"))
+    # THEN GitLab gets 200 "not applied" (not "unauthorized", and no 5xx that would disable the hook)
+    assert status == 200
+    assert body["message"].startswith("not applied")
+    # AND nothing was applied, and the failure is counted for the alarm
+    assert state.get_task_token(MR) is not None
+    assert deliveries(table) == []
+    assert '"WebhookDeliveryNotApplied"' in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- the service with a recording fake

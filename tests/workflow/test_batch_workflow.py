@@ -148,6 +148,47 @@ def test_bad_input_fails_at_the_first_state_naming_the_problem_and_changes_nothi
     assert world.gitlab.merge_requests("platform/istio-fleet") == []
 
 
+@pytest.mark.parametrize("raw_input, mentions", [
+    ([{"batch": "dev-1", "target_version": "1.20.0"}], "got array"),
+    ("dev-1", "got string"),
+    (42, "got number"),
+    (None, "got null"),
+    ({"batch": "d" * 200_000, "target_version": "1.20.0"}, "batch: String should have at most"),
+    ({"batch": "dev-1", "target_version": "\uff11.\uff12\uff10.\uff10"}, "ASCII"),
+    ({"action": "rollback", "batch": "dev-1", "reason": "r" * 200_000}, "reason: String should have at most"),
+], ids=["array", "string", "number", "null", "200KB-batch-name", "full-width-version", "200KB-rollback-reason"])
+def test_input_that_is_not_a_small_object_fails_in_plan_with_invalid_input_and_changes_nothing(
+        world_for: Any, raw_input: Any, mentions: str) -> None:
+    # GIVEN the default fleet (batch dev-1 on 1.19.3)
+    world = world_for("default", succeeded_before=[])
+    sfn = world.engine.client("stepfunctions")
+
+    # WHEN an execution starts with an input that is not an object, is huge, or spells its version oddly
+    arn = sfn.start_execution(stateMachineArn=world.state_machine_arn, input=json.dumps(raw_input))["executionArn"]
+    world.wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING",
+                     what="the execution to end")
+
+    # THEN it failed in Plan (or PlanRollback) with InvalidInput naming the problem, in a short cause
+    events = execution_history(sfn, arn)
+    entered = [e["stateEnteredEventDetails"]["name"] for e in events if e["type"].endswith("StateEntered")]
+    failed = next(e["executionFailedEventDetails"] for e in events if e["type"] == "ExecutionFailed")
+    assert sfn.describe_execution(executionArn=arn)["status"] == "FAILED"
+    assert entered[-3:-2] in (["Plan"], ["PlanRollback"]) and entered[-2:] == ["ReadRefusal", "Refused"], entered
+    assert failed["error"] == "InvalidInput", failed
+    assert mentions in failed["cause"]
+    assert len(failed["cause"]) < 2_000
+    # AND the refusal states carried no copy of the input
+    refusal_inputs = [e["stateEnteredEventDetails"].get("input", "") for e in events
+                      if e["type"].endswith("StateEntered")
+                      and e["stateEnteredEventDetails"]["name"] in ("ReadRefusal", "Refused")]
+    assert all(len(i) < 4_000 for i in refusal_inputs)
+    # AND nothing changed: no run record, no lock, no MR
+    _, state = _stores(world)
+    assert state.find_run(arn.rsplit(":", 1)[-1]) is None
+    assert state.lock_holder("dev-1") is None
+    assert world.gitlab.merge_requests("platform/istio-fleet") == []
+
+
 def test_webhook_with_wrong_or_missing_token_gets_401_and_resumes_nothing(world_for: Any) -> None:
     # GIVEN an execution waiting on its MR (the reviewer does nothing)
     world = world_for("mr-closed", human={"action": "ignore"})

@@ -21,20 +21,30 @@ PLAN_SCHEMA_VERSION = 2
 RUN_SCHEMA_VERSION = 2
 
 
+# Bounds on what an execution input may carry: a batch name is a config name (63 characters in the
+# config's pattern; a little slack for the message), a version `MAJOR.MINOR.PATCH`, a person's name
+# an IAM or GitLab user. Plan refuses anything longer before it writes a thing, so no state payload,
+# record or message can grow with it.
+BATCH_MAX = 128
+VERSION_MAX = 32
+REQUESTED_BY_MAX = 256
+REASON_MAX = 2_000
+
+
 class ExecutionInput(BaseModel):
     """What a person, a schedule or CI passes to StartExecution for one batch."""
 
     model_config = ConfigDict(extra="forbid")
 
-    batch: str = Field(min_length=1)
-    target_version: str
+    batch: str = Field(min_length=1, max_length=BATCH_MAX)
+    target_version: str = Field(max_length=VERSION_MAX)
     soak_period_minutes: float | None = Field(default=None, ge=0, le=60 * 24 * 7)
     ignore_alerts: bool = False
     ensure_pdb: bool | None = None
     min_replicas: int | None = Field(default=None, ge=0)
     max_unavailable: int | None = Field(default=None, ge=0)
     enable_llm_analysis: bool | None = None
-    requested_by: str | None = None
+    requested_by: str | None = Field(default=None, max_length=REQUESTED_BY_MAX)
 
     @field_validator("target_version")
     @classmethod
@@ -48,9 +58,9 @@ class ManualRollbackInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["rollback"]
-    batch: str = Field(min_length=1)
-    reason: str = Field(min_length=1, max_length=2_000)
-    requested_by: str | None = None
+    batch: str = Field(min_length=1, max_length=BATCH_MAX)
+    reason: str = Field(min_length=1, max_length=REASON_MAX)
+    requested_by: str | None = Field(default=None, max_length=REQUESTED_BY_MAX)
 
 
 class Plan(BaseModel):

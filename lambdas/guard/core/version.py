@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 from functools import total_ordering
 
-_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+from guard.core.quote import quoted
+
+# ASCII digits only: `\d` would also match full-width or Arabic-Indic digits, which int() reads
+# but no chart repository, Flux nor Istio does.
+_SEMVER = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)", re.ASCII)
+_MAX_LENGTH = 32
 
 
 @total_ordering
@@ -17,10 +22,12 @@ class Version:
 
     @classmethod
     def parse(cls, text: str) -> Version:
-        """Parse `1.20.0`; raises ValueError naming the text when it is not one."""
-        match = _SEMVER.match(str(text).strip())
+        """Parse `1.20.0` (ASCII digits); raises ValueError quoting the text (shortened) when it is not one."""
+        stripped = str(text).strip()
+        match = _SEMVER.fullmatch(stripped) if len(stripped) <= _MAX_LENGTH else None
         if not match:
-            raise ValueError(f"'{text}' is not a version of the form MAJOR.MINOR.PATCH (e.g. 1.20.0)")
+            raise ValueError(f"{quoted(text)} is not a version of the form MAJOR.MINOR.PATCH in ASCII digits "
+                             "(e.g. 1.20.0)")
         return cls(*(int(g) for g in match.groups()))
 
     def _key(self) -> tuple[int, int, int]:

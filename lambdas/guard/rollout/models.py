@@ -7,10 +7,11 @@ one `ROLLOUT#<id>` item, so a nine-batch rollout's payloads stay a few KB.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from guard.core.run import BATCH_MAX, REQUESTED_BY_MAX, VERSION_MAX
 from guard.core.version import Version
 
 BatchStatus = Literal["pending", "running", "succeeded", "failed", "rolled_back", "skipped"]
@@ -21,15 +22,15 @@ class RolloutInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    target_version: str
-    batches: list[str] | Literal["all"] = "all"
+    target_version: str = Field(max_length=VERSION_MAX)
+    batches: list[Annotated[str, Field(max_length=BATCH_MAX)]] | Literal["all"] = "all"
     # Soak of every batch (overrides the batch's and the config's); soak_overrides wins per batch.
     soak_period_minutes: float | None = Field(default=None, ge=0, le=60 * 24 * 7)
     soak_overrides: dict[str, float] = Field(default_factory=dict)
     on_failure: Literal["halt", "continue_independent"] | None = None
     max_concurrent_batches: int | None = Field(default=None, ge=1, le=40)
     ignore_alerts: bool = False
-    requested_by: str | None = None
+    requested_by: str | None = Field(default=None, max_length=REQUESTED_BY_MAX)
 
     @field_validator("target_version")
     @classmethod

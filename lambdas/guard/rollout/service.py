@@ -15,9 +15,6 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
-from guard.config.loader import format_validation_error
 from guard.config.models import TenantConfig
 from guard.errors import (
     ConfigError,
@@ -31,6 +28,7 @@ from guard.errors import (
 from guard.ports import Clock
 from guard.rollout.dag import BAD, FAILED, FINAL, ROLLED_BACK, SKIPPED, SUCCEEDED, RolloutGraph
 from guard.rollout.models import BatchEntry, RolloutInput, RolloutRecord
+from guard.services.plan import parse_model
 from guard.services.windows import ClosedWindow, closed_window
 from guard.stores.registry import ClusterRegistry
 from guard.stores.rollouts import RolloutStore
@@ -42,13 +40,8 @@ _NAME_MAX = 80
 
 
 def parse_rollout_input(raw: Any) -> RolloutInput:
-    if not isinstance(raw, dict):
-        raise InvalidInput(f"execution input must be a JSON object, got {type(raw).__name__}")
-    try:
-        return RolloutInput.model_validate(raw)
-    except ValidationError as e:
-        raise InvalidInput(format_validation_error(e, "rollout input").replace("invalid config", "invalid input")) \
-            from e
+    """The rollout's execution input; InvalidInput names each bad field (as Plan's does)."""
+    return parse_model(RolloutInput, raw, "rollout input")
 
 
 def child_name(rollout_id: str, batch: str) -> str:

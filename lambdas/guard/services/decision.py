@@ -23,6 +23,7 @@ from guard.ports import Clock, GitOpsRepo, ProjectMembers, TaskCallbacks
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
 from guard.services.failure_report import failure_markdown
+from guard.services.webhook_payload import URL_MAX_BYTES, child, integer, json_object, text
 from guard.stores.deliveries import WebhookResult
 from guard.stores.failure import DecisionRecord, FailureStore
 from guard.stores.state import StateStore, TaskTokenRecord
@@ -55,33 +56,34 @@ class NoteCommand(BaseModel):
     user_id: int | None  # whose access level `decide` asks GitLab for
 
 
+_COMMAND_SHOWN = 40  # a longer "command" is unknown anyway; replies and answers quote only its start
+
+
 def parse_note(body: str) -> NoteCommand | WebhookResult:
     """The `/guard` command in a Note Hook body, or the answer for a note that carries none.
 
     Stateless and cheap, so plain comments are answered before anything is read or recorded.
-    A body that is not a JSON object, or a command without its merge request, is InvalidInput.
+    A body that is not a JSON object, a field of the wrong type, or a command without its merge
+    request, is InvalidInput.
     """
-    try:
-        payload = json.loads(body or "")
-    except ValueError as e:
-        raise InvalidInput(f"webhook body is not JSON: {e}") from e
-    if not isinstance(payload, dict):
-        raise InvalidInput("webhook body is not a JSON object")
-    attrs = payload.get("object_attributes") or {}
-    if attrs.get("noteable_type") != "MergeRequest":
+    payload = json_object(body)
+    attrs = child(payload, "object_attributes", "object_attributes", required=True)
+    if text(attrs, "noteable_type", "object_attributes.noteable_type") != "MergeRequest":
         return WebhookResult(status=200, message="ignored: not a merge request comment")
-    command = parse_command(str(attrs.get("note") or ""))
+    command = parse_command(text(attrs, "note", "object_attributes.note") or "")
     if command is None:
         return WebhookResult(status=200, message="ignored: no /guard command")
-    mr = payload.get("merge_request") or {}
-    url = mr.get("url") or mr.get("web_url")
+    mr = child(payload, "merge_request", "merge_request")
+    url = (text(mr, "url", "merge_request.url", max_bytes=URL_MAX_BYTES)
+           or text(mr, "web_url", "merge_request.web_url", max_bytes=URL_MAX_BYTES))
     if not url:
         raise InvalidInput("note hook has no merge_request.url")
-    user = payload.get("user") or {}
-    iid, user_id = mr.get("iid"), user.get("id")
-    return NoteCommand(merge_request_url=str(url), merge_request_iid=iid if isinstance(iid, int) else None,
-                       command=command, username=str(user.get("username") or "someone"),
-                       user_id=user_id if isinstance(user_id, int) else None)
+    user = child(payload, "user", "user")
+    if len(command) > _COMMAND_SHOWN:
+        command = command[:_COMMAND_SHOWN] + "…"
+    return NoteCommand(merge_request_url=url, merge_request_iid=integer(mr, "iid", "merge_request.iid"),
+                       command=command, username=text(user, "username", "user.username") or "someone",
+                       user_id=integer(user, "id", "user.id"))
 
 
 class DecisionService:

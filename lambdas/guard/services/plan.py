@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from guard.config.accounts import refuse_unreachable
-from guard.config.loader import format_validation_error
 from guard.config.models import BatchConfig, TenantConfig
 from guard.core.models import Cluster, UpgradeRecord
+from guard.core.quote import json_type, quoted
 from guard.core.run import ExecutionInput, ManualRollbackInput, Plan, RunRecord
 from guard.core.version import Version, upgrade_problem
 from guard.errors import (
@@ -40,14 +40,41 @@ from guard.vocabulary.stages import Stage
 _Input = TypeVar("_Input", bound=BaseModel)
 
 
+_MAX_PROBLEMS = 10  # lines in one refusal: an input with thousands of bad keys gets a short message
+
+
 def parse_model(model: type[_Input], raw: Any, what: str) -> _Input:
-    """Validate an execution input against `model`; InvalidInput names every bad field."""
+    """Validate an execution input against `model`; InvalidInput names every bad field.
+
+    The message names each field, says which JSON type arrived when the type is wrong, and quotes
+    at most a few dozen characters of any value or key: it becomes the execution's cause.
+    """
     if not isinstance(raw, dict):
-        raise InvalidInput(f"{what} must be a JSON object, got {type(raw).__name__}")
+        raise InvalidInput(f"{what} must be a JSON object, got {json_type(raw)}")
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        raise InvalidInput(format_validation_error(e, what, "input")) from e
+        raise InvalidInput(_problems(e, what)) from e
+
+
+def _problems(error: ValidationError, what: str) -> str:
+    lines = []
+    for item in error.errors(include_url=False):
+        path = ""
+        for part in item["loc"]:
+            name = str(part) if len(str(part)) <= 60 else quoted(part)
+            path += f"[{name}]" if isinstance(part, int) else (f".{name}" if path else name)
+        kind, message = item["type"], item["msg"].removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            message = "unknown key (misspelt?)"
+        elif kind == "literal_error":
+            message += f", got {quoted(item['input']) if isinstance(item['input'], str) else json_type(item['input'])}"
+        elif kind.endswith(("_type", "_parsing")):
+            message += f", got {json_type(item['input'])}"
+        lines.append(f"{path}: {message}" if path else message)
+    if len(lines) > _MAX_PROBLEMS:
+        lines[_MAX_PROBLEMS:] = [f"… and {len(lines) - _MAX_PROBLEMS} more"]
+    return f"{what}: invalid input\n  " + "\n  ".join(lines)
 
 
 def parse_input(raw: Any) -> ExecutionInput:

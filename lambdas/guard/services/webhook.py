@@ -7,11 +7,13 @@ inside `Deliveries.once`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
 
+from guard.core.quote import quoted
 from guard.errors import (
     InvalidInput,
     MergeRequestClosed,
@@ -21,9 +23,14 @@ from guard.errors import (
 )
 from guard.ports import Clock, TaskCallbacks
 from guard.services.decision import DecisionService, NoteCommand, parse_note
+from guard.services.webhook_payload import URL_MAX_BYTES, child, json_object, text
 from guard.stores.deliveries import Deliveries, WebhookResult
 from guard.stores.state import StateStore, TaskTokenRecord
 from guard.vocabulary.outcomes import ChangeKind
+
+MAX_BODY_BYTES = 1024 * 1024  # GitLab's MR and note events are a few KB; a larger body is not one of them
+MAX_DELIVERY_KEY = 255  # a UUID is 36 characters; GitLab's Idempotency-Key is one too
+_DELIVERY_HEADERS = (("idempotency-key", "Idempotency-Key"), ("x-gitlab-event-uuid", "X-Gitlab-Event-UUID"))
 
 
 def delivery_key(headers: Mapping[str, str]) -> str | None:
@@ -36,15 +43,47 @@ def delivery_key(headers: Mapping[str, str]) -> str | None:
     delivery is still applied, for the same reason: GitLab always sends the UUID, so such a
     request comes from someone holding the webhook secret (an operator replaying an event),
     and refusing it would block that manual recovery.
+
+    Either header longer than MAX_DELIVERY_KEY characters is InvalidInput naming it.
     """
+    for name, shown in _DELIVERY_HEADERS:
+        value = headers.get(name) or ""
+        if len(value) > MAX_DELIVERY_KEY:
+            raise InvalidInput(f"header {shown} is longer than {MAX_DELIVERY_KEY} characters ({len(value)})")
     return headers.get("idempotency-key") or headers.get("x-gitlab-event-uuid") or None
+
+
+def body_bytes(body: str | None, base64_encoded: bool) -> bytes | None:
+    """The request body's bytes (API Gateway's `isBase64Encoded` undone), or None when it is over MAX_BODY_BYTES.
+
+    A body flagged base64 that is not base64 is InvalidInput.
+    """
+    if not body:
+        return b""
+    # Base64 turns 3 bytes into 4 characters, and a text body has at least one byte per character:
+    # a body too long as it arrived is refused before it is decoded.
+    if len(body) > ((MAX_BODY_BYTES + 2) // 3 * 4 if base64_encoded else MAX_BODY_BYTES):
+        return None
+    try:
+        raw = base64.b64decode(body, validate=True) if base64_encoded else body.encode("utf-8", "surrogatepass")
+    except (binascii.Error, ValueError) as e:
+        raise InvalidInput("webhook body is flagged base64 but is not base64") from e
+    return raw if len(raw) <= MAX_BODY_BYTES else None
+
+
+def body_text(raw: bytes) -> str:
+    """The body as text; InvalidInput when it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"webhook body is not UTF-8 text (byte {e.start})") from e
 
 
 def verify_token(expected: str, received: str | None) -> None:
     """Constant-time comparison; a missing or wrong token is WebhookUnauthorized."""
     if not expected:
         raise WebhookUnauthorized("webhook secret is not configured; refusing every request")
-    if received is None or not hmac.compare_digest(expected.encode(), received.encode()):
+    if received is None or not hmac.compare_digest(expected.encode(), received.encode("utf-8", "surrogatepass")):
         raise WebhookUnauthorized("missing or wrong X-Gitlab-Token")
 
 
@@ -77,25 +116,21 @@ class WebhookService:
             command: NoteCommand = note
             return self._once(key, lambda: decisions().decide(command))
         if event_name != "Merge Request Hook":
-            return WebhookResult(status=200, message=f"ignored: event {event_name!r} is not handled")
-        try:
-            payload = json.loads(body or "")
-        except ValueError as e:
-            raise InvalidInput(f"webhook body is not JSON: {e}") from e
-        attrs = payload.get("object_attributes") if isinstance(payload, dict) else None
-        if not isinstance(attrs, dict) or not attrs.get("url"):
-            raise InvalidInput("webhook body has no object_attributes.url")
-        action = attrs.get("action")
+            return WebhookResult(status=200, message=f"ignored: event {quoted(event_name)} is not handled")
+        payload = json_object(body)
+        attrs = child(payload, "object_attributes", "object_attributes", required=True)
+        url = text(attrs, "url", "object_attributes.url", required=True, max_bytes=URL_MAX_BYTES) or ""
+        action = text(attrs, "action", "object_attributes.action")
+        merge_commit_sha = text(attrs, "merge_commit_sha", "object_attributes.merge_commit_sha")
+        user = text(child(payload, "user", "user"), "username", "user.username") or "someone"
         if action not in ("merge", "close"):
-            return WebhookResult(status=200, message=f"ignored: action {action!r}")
-        url, user = str(attrs["url"]), str((payload.get("user") or {}).get("username") or "someone")
-        mr: dict[str, Any] = attrs
-        return self._once(key, lambda: self._resume(url, str(action), mr, user))
+            return WebhookResult(status=200, message=f"ignored: action {quoted(action) if action else None}")
+        return self._once(key, lambda: self._resume(url, action, merge_commit_sha, user))
 
     def _once(self, key: str | None, apply: Callable[[], WebhookResult]) -> WebhookResult:
         return self._deliveries.once(key, apply) if self._deliveries is not None else apply()
 
-    def _resume(self, url: str, action: str, attrs: dict[str, Any], user: str) -> WebhookResult:
+    def _resume(self, url: str, action: str, merge_commit_sha: str | None, user: str) -> WebhookResult:
         waiting = self._state.get_task_token(url)
         if waiting is None:
             # Not final: the token may be stored later (a retried OpenMergeRequest); a resend must apply then.
@@ -104,8 +139,7 @@ class WebhookService:
         if waiting.kind == ChangeKind.DECISION:  # that wait ends with a `/guard` comment, not a merge or close
             return WebhookResult(status=200, message="ignored: the execution waits for a /guard decision",
                                  final=False)
-        return resume_on_merge_request(self._state, self._sfn, waiting, action,
-                                       attrs.get("merge_commit_sha"), user)
+        return resume_on_merge_request(self._state, self._sfn, waiting, action, merge_commit_sha, user)
 
 
 def resume_on_merge_request(state: StateStore, sfn: TaskCallbacks, waiting: TaskTokenRecord,
@@ -136,6 +170,7 @@ def resume_on_merge_request(state: StateStore, sfn: TaskCallbacks, waiting: Task
         # Timed out, stopped, answered already: nothing to resume, and a resend would not change that.
         state.delete_task_token(url)
         return WebhookResult(status=200, message=f"execution no longer waiting ({e})")
-    # Any other failure propagates: the delivery stays unmarked and API Gateway answers 5xx.
+    # Any other failure propagates: the delivery stays unmarked; the webhook handler answers 200 and counts
+    # it, and the reconciler (or a resend) applies it later.
     state.delete_task_token(url)
     return WebhookResult(status=200, message=f"run {waiting.run_id}: {action} delivered")

@@ -6,7 +6,10 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -86,26 +89,35 @@ def mr_event(action: str, url: str = MR, **attrs: Any) -> str:
 
 
 # ---------------------------------------------------------------- moto world for the real handler
-@pytest.fixture
-def aws(monkeypatch, tmp_path):
+@contextmanager
+def moto_webhook_world(env: pytest.MonkeyPatch, directory: Path) -> Iterator[tuple[StateStore, Any]]:
+    """moto with the webhook secret and GUARD's tables, and the env the real handler reads."""
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION,
                         "GUARD_REGISTRY_TABLE": "guard-unit-registry", "GUARD_STATE_TABLE": "guard-unit-state",
                         "POWERTOOLS_SERVICE_NAME": "guard-webhook-test"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+        env.setenv(name, value)
+    env.delenv("AWS_ENDPOINT_URL", raising=False)
     config = {"tenant": "unit", "aws": {"region": REGION, "secrets_manager": {"webhook_secret": SECRET_NAME}},
               "batches": [{"name": "dev-1", "clusters": ["eks-dev-1"]}]}
-    path = tmp_path / "config.json"
+    path = directory / "config.json"
     path.write_text(json.dumps(config))
-    monkeypatch.setenv("GUARD_CONFIG_FILE", str(path))
+    env.setenv("GUARD_CONFIG_FILE", str(path))
     runtime.reset()
-    with mock_aws():
-        boto3.client("secretsmanager", region_name=REGION).create_secret(Name=SECRET_NAME, SecretString=TOKEN)
-        _, table = create_tables(boto3.resource("dynamodb", region_name=REGION),
-                                 "guard-unit-registry", "guard-unit-state")
-        yield StateStore(table), table
-    runtime.reset()
+    try:
+        with mock_aws():
+            boto3.client("secretsmanager", region_name=REGION).create_secret(Name=SECRET_NAME, SecretString=TOKEN)
+            _, table = create_tables(boto3.resource("dynamodb", region_name=REGION),
+                                     "guard-unit-registry", "guard-unit-state")
+            yield StateStore(table), table
+    finally:
+        runtime.reset()
+
+
+@pytest.fixture
+def aws(monkeypatch, tmp_path):
+    with moto_webhook_world(monkeypatch, tmp_path) as world:
+        yield world
 
 
 @pytest.fixture

@@ -114,6 +114,21 @@ def test_connect_assumes_the_role_and_reads_endpoint_and_ca_from_eks(aws: boto3.
     assert signing_key.startswith("ASIA") and signing_key != "ASIAGUARDTEST0000000"
 
 
+def test_each_assumed_role_gets_its_own_credentials_but_reads_the_service_models_once(
+        aws: boto3.session.Session) -> None:
+    # GIVEN two clusters reached through their roles
+    connector = EksConnector(aws)
+    first = connector.session_for(registry_cluster(aws_role_arn=ROLE_ARN))
+    second = connector.session_for(registry_cluster(aws_role_arn=ROLE_ARN, cluster_id="eks-other"))
+
+    # WHEN their sessions make clients
+    # THEN the credentials are each role session's own
+    assert first.get_credentials().access_key != second.get_credentials().access_key
+    # AND botocore's models are loaded once per process, not once per assumed role
+    assert first.get_available_services() == second.get_available_services()
+    assert first._session.get_component("data_loader") is second._session.get_component("data_loader")
+
+
 def test_endpoint_override_reaches_the_simulator_end_to_end(
     aws: boto3.session.Session, sim: KubernetesSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -8,6 +8,7 @@ base64url-encoded without padding, behind `k8s-aws-v1.`. Tokens are never logged
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import logging
 import re
@@ -16,6 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as AwsConnectionError
 from kubernetes import client as k8s
@@ -75,6 +78,24 @@ def eks_token(session: boto3.session.Session, cluster_name: str, region: str) ->
         HttpMethod="GET",
     )
     return TOKEN_PREFIX + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+
+
+@functools.cache
+def _model_loader() -> botocore.loaders.Loader:
+    """One loader of botocore's service models per process: it caches what it reads."""
+    return botocore.loaders.create_loader()
+
+
+def _botocore_session() -> botocore.session.Session:
+    """A fresh botocore session (its own credentials) that shares the process's model loader.
+
+    A plain new session re-reads and re-parses botocore's JSON models for each assumed role:
+    measured at about 30% of the CPU of a nine-batch rehearsal, and the same cost per cluster
+    per poll in Lambda.
+    """
+    session = botocore.session.Session()
+    session.register_component("data_loader", _model_loader())
+    return session
 
 
 class EksConnector:
@@ -150,6 +171,7 @@ class EksConnector:
             aws_secret_access_key=creds["SecretAccessKey"],
             aws_session_token=creds["SessionToken"],
             region_name=cluster.region,
+            botocore_session=_botocore_session(),
         )
 
     def _describe(self, session: boto3.session.Session, cluster: Cluster, name: str) -> tuple[str, str]:

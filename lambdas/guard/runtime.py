@@ -30,7 +30,9 @@ if TYPE_CHECKING:
         MetricsProvider,
         Notifier,
         ProjectMembers,
+        TaskCallbacks,
     )
+    from guard.services.decision import DecisionService
     from guard.stores.deliveries import Deliveries
     from guard.stores.failure import FailureStore
     from guard.stores.rollouts import RolloutStore
@@ -155,6 +157,14 @@ def gitops_repo_for_comments(log_warning: Callable[..., Any]) -> GitOpsRepo | No
     except GuardError as e:
         log_warning("GitLab unavailable; the merge request gets no comment", extra={"error": str(e)})
         return None
+
+
+def decision_service(sfn: TaskCallbacks) -> DecisionService:
+    """The `/guard proceed|rollback` service that answers decision waits through `sfn` (webhook, reconciler)."""
+    from guard.services.decision import DecisionService
+
+    return DecisionService(state(), failure_store(), sfn, project_members(), gitops_repo(), clock,
+                           timeout_hours=config().rollback.decision_timeout_hours)
 
 
 def metrics_provider() -> MetricsProvider:

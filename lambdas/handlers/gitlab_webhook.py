@@ -76,11 +76,8 @@ def _handle(headers: dict[str, str], raw: bytes) -> WebhookResult:
     text = body_text(raw)
     sfn = StepFunctionsCallbacks(runtime.step_functions())
 
-    def decisions() -> DecisionService:
-        cfg = runtime.config()
-        return DecisionService(runtime.state(), runtime.failure_store(), sfn, runtime.project_members(),
-                               runtime.gitops_repo(), runtime.clock,
-                               timeout_hours=cfg.rollback.decision_timeout_hours)
+    def decisions() -> DecisionService:  # built on first use: only a /guard comment needs GitLab
+        return runtime.decision_service(sfn)
 
     service = WebhookService(runtime.state(), sfn, runtime.clock, decisions=decisions,
                              deliveries=runtime.deliveries())

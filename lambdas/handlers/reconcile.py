@@ -19,11 +19,8 @@ logger = Logger()
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     sfn = StepFunctionsCallbacks(runtime.step_functions())
 
-    def decisions() -> DecisionService:
-        cfg = runtime.config()
-        return DecisionService(runtime.state(), runtime.failure_store(), sfn, runtime.project_members(),
-                               runtime.gitops_repo(), runtime.clock,
-                               timeout_hours=cfg.rollback.decision_timeout_hours)
+    def decisions() -> DecisionService:  # built on first use: only a /guard comment needs GitLab
+        return runtime.decision_service(sfn)
 
     report = ReconcileService(runtime.state(), sfn, runtime.gitops_repo(), decisions).run()
     logger.info("reconciled", extra={"checked": report.checked, "settled": report.settled})

@@ -42,21 +42,26 @@ def _as_version_1(table: Any, key: dict[str, str], **old: Any) -> None:
     table.put_item(Item={**item, "doc": json.dumps({**doc, **old})})
 
 
+def _start_previous(world: LocalWorld, soak_minutes: int) -> tuple[str, Any, Any]:
+    """Start batch dev-1 on the previous definition; (run id, state table, the MR waiting on its merge)."""
+    sfn = world.engine.client("stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=_deploy_previous_definition(world),
+                              input=json.dumps({"batch": "dev-1", "target_version": "1.20.0",
+                                                "soak_period_minutes": soak_minutes}))["executionArn"]
+    table = world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.state_table_name)
+    state = StateStore(table)
+    mr = world.wait_until(lambda: world.gitlab.merge_requests(PROJECT), what="the upgrade MR")[0]
+    world.wait_until(lambda: state.get_task_token(mr["web_url"]), what="the upgrade's task token")
+    return arn, table, mr
+
+
 def test_an_execution_of_the_previous_definition_with_version_1_records_finishes_on_todays_code(
         world_for: Any) -> None:
     # GIVEN an execution of the previous definition, waiting on its MR, whose run record and task token
     # are in the shapes the previous code wrote (as if it had been deployed while the execution waited)
     world = world_for("default", human={"action": "ignore"})
-    sfn = world.engine.client("stepfunctions")
-    arn = sfn.start_execution(stateMachineArn=_deploy_previous_definition(world),
-                              input=json.dumps({"batch": "dev-1", "target_version": "1.20.0",
-                                                "soak_period_minutes": 30}))["executionArn"]
-    run_id = arn.rsplit(":", 1)[-1]
-    ddb = world.engine.resource("dynamodb")
-    table = ddb.Table(world.config.aws.dynamodb.state_table_name)
-    state = StateStore(table)
-    mr = world.wait_until(lambda: world.gitlab.merge_requests(PROJECT), what="the MR")[0]
-    world.wait_until(lambda: state.get_task_token(mr["web_url"]), what="the task token")
+    arn, table, mr = _start_previous(world, soak_minutes=30)
+    run_id, state, sfn = arn.rsplit(":", 1)[-1], StateStore(table), world.engine.client("stepfunctions")
     _as_version_1(table, {"pk": f"RUN#{run_id}", "sk": "META"}, stage="waiting_for_merge")
     _as_version_1(table, {"pk": f"MR#{mr['web_url']}", "sk": "TOKEN"}, kind="upgrade")
 
@@ -70,7 +75,7 @@ def test_an_execution_of_the_previous_definition_with_version_1_records_finishes
         e["type"] for e in execution_history(sfn, arn)][-5:]
     run = state.get_run(run_id)
     assert (run.schema_version, run.outcome, run.stage) == (2, "succeeded", "done")
-    registry = ClusterRegistry(ddb.Table(world.config.aws.dynamodb.table_name))
+    registry = ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name))
     assert {registry.get(c).current_istio_version for c in run.clusters} == {"1.20.0"}
     assert state.lock_holder("dev-1") is None
 
@@ -79,16 +84,8 @@ def test_a_rollback_waiting_on_its_mr_with_version_1_records_is_verified_on_toda
     # GIVEN an execution of the previous definition whose upgrade hurt (eks-dev-2's p95 +25%): it waits on
     # its rollback MR, and the run, rollback and token records are in the previous code's shapes
     world = world_for("latency-regression", human={"action": "ignore"}, rollback_human={"action": "ignore"})
-    sfn = world.engine.client("stepfunctions")
-    arn = sfn.start_execution(stateMachineArn=_deploy_previous_definition(world),
-                              input=json.dumps({"batch": "dev-1", "target_version": "1.20.0",
-                                                "soak_period_minutes": 20}))["executionArn"]
-    run_id = arn.rsplit(":", 1)[-1]
-    ddb = world.engine.resource("dynamodb")
-    table = ddb.Table(world.config.aws.dynamodb.state_table_name)
-    state = StateStore(table)
-    upgrade = world.wait_until(lambda: world.gitlab.merge_requests(PROJECT), what="the upgrade MR")[0]
-    world.wait_until(lambda: state.get_task_token(upgrade["web_url"]), what="the upgrade's task token")
+    arn, table, upgrade = _start_previous(world, soak_minutes=20)
+    run_id, state, sfn = arn.rsplit(":", 1)[-1], StateStore(table), world.engine.client("stepfunctions")
     world.gitlab.merge(PROJECT, upgrade["iid"])
     mrs = world.wait_until(lambda: world.gitlab.merge_requests(PROJECT)[1:], what="the rollback MR")
     rollback = mrs[0]
@@ -108,6 +105,6 @@ def test_a_rollback_waiting_on_its_mr_with_version_1_records_is_verified_on_toda
     assert failed["error"] == "RolledBack" and "eks-dev-2" in failed["cause"]
     run = state.get_run(run_id)
     assert (run.schema_version, run.outcome, run.failed_stage) == (2, "rolled_back", "validation")
-    registry = ClusterRegistry(ddb.Table(world.config.aws.dynamodb.table_name))
+    registry = ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name))
     assert registry.get("eks-dev-2").current_istio_version == "1.19.3"
     assert state.lock_holder("dev-1") is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -77,11 +78,24 @@ class SimRequest(NamedTuple):
 
 
 class _ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(self, code: int, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
+        self.headers = headers or {}
+
+
+class _Fault(NamedTuple):
+    cluster_id: str | None
+    method: str
+    pattern: re.Pattern[str]
+    status: int
+    retry_after: int | None
+
+
+_REASONS = {429: "TooManyRequests", 500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailable",
+            504: "Timeout", 401: "Unauthorized", 403: "Forbidden"}
 
 
 # ---------------------------------------------------------------- the simulator
@@ -103,6 +117,7 @@ class KubernetesSimulator(LoopbackServer):
         self.strict_tokens = strict_tokens
         self.requests: deque[SimRequest] = deque(maxlen=_LOG_LENGTH)
         self._clusters: dict[str, SimCluster] = {}
+        self._faults: list[_Fault] = []  # one entry per request still to fail, in order
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------ lifecycle
@@ -194,6 +209,26 @@ class KubernetesSimulator(LoopbackServer):
         """Every request to the cluster answers 503 while set."""
         with self._lock:
             self._advanced(cluster_id).unreachable = unreachable
+
+    def fail_next(self, cluster_id: str | None, path_regex: str, status: int, times: int = 1,
+                  method: str = "GET", retry_after: int | None = None) -> None:
+        """Answer the next `times` requests to `cluster_id` (None: any cluster) whose API path (after
+        `/clusters/<id>`, e.g. `/api/v1/pods`) matches `path_regex` with a Kubernetes `Status` of `status`
+        (and `Retry-After` when given), as an API server under load or a flaky proxy does."""
+        with self._lock:
+            self._faults.extend([_Fault(cluster_id, method.upper(), re.compile(path_regex), status, retry_after)]
+                                * times)
+
+    def faults_left(self) -> int:
+        """How many injected failures have not been served yet."""
+        with self._lock:
+            return len(self._faults)
+
+    def _take_fault(self, cluster_id: str, method: str, route: str) -> _Fault | None:
+        for i, fault in enumerate(self._faults):
+            if fault.cluster_id in (None, cluster_id) and fault.method == method and fault.pattern.search(route):
+                return self._faults.pop(i)
+        return None
 
     def set_node_ready(self, cluster_id: str, node: str, ready: bool) -> None:
         """Mark a node (Not)Ready; pods on a NotReady node are not ready either."""
@@ -432,6 +467,11 @@ class KubernetesSimulator(LoopbackServer):
                 raise _ApiError(404, "NotFound", f"unknown cluster {cluster_id}")
             if c.unreachable:
                 raise _ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
+            fault = self._take_fault(cluster_id, method, "/" + "/".join(rest))
+            if fault is not None:
+                extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                raise _ApiError(fault.status, _REASONS.get(fault.status, "InternalError"),
+                                f"injected fault: {fault.status}", headers=extra)
             self._authenticate(headers.get("Authorization"))
             now = self.clock.now()
             self._advance(c, now)
@@ -556,10 +596,11 @@ class _Handler(LoopbackHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         url = urlsplit(self.path)
+        extra: dict[str, str] = {}
         try:
             status, payload = self.sim._handle(method, url.path, url.query, self.headers, body)
         except _ApiError as e:
-            status = e.code
+            status, extra = e.code, e.headers
             payload = {
                 "kind": "Status",
                 "apiVersion": "v1",
@@ -580,6 +621,8 @@ class _Handler(LoopbackHandler):
         self.send_response(status, HTTPStatus(status).phrase)
         self.send_header("Content-Type", "text/plain" if text else "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in extra.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 

@@ -121,7 +121,9 @@ def per_cluster(item: str, function: str, field: str, *, comment: str, on_error:
     return {"Comment": comment, "Type": "Map", "ItemsPath": "$.plan.clusters",
             "ItemSelector": RUN | {"cluster_id.$": "$$.Map.Item.Value"},
             "MaxConcurrencyPath": "$.plan.max_concurrency",
-            "ItemProcessor": inline(item, {item: task(function, "$", selector=from_payload("cluster_id", field))}),
+            "ItemProcessor": inline(item, waits_out_rate_limits(
+                item, task(function, {"run_id.$": "$.run_id", "cluster_id.$": "$.cluster_id"},
+                           selector=from_payload("cluster_id", field)))),
             "ResultPath": None, "Catch": [on_error], "Next": next}
 
 
@@ -170,17 +172,35 @@ def wait_for(seconds_path: str, *, next: str, comment: str | None = None) -> Sta
 
 
 def wait_out_error(seconds_path: str, *, retry: str) -> State:
-    """Waits as long as the caught error asked (a vendor's Retry-After), then goes back to the task
-    `retry`: a long rate limit is waited out by the state machine, not by a Lambda burning its timeout.
+    """A Wait as long as the caught error asked (a vendor's Retry-After), then back to the task `retry`."""
+    return wait_for(seconds_path, next=retry, comment="Waits out the rate limit the error carried, then tries again.")
 
-    Wiring: the task catches the rate-limit error into its state (`catch(<this state>, <error>,
-    path="$.error")`) and `seconds_path` points at the seconds inside it. A Lambda error's Cause is the
-    runtime's JSON string ({"errorType", "errorMessage", ...}), so a Pass with `States.StringToJson`
-    must first unpack the seconds (as ReadRefusal unpacks the message), and the error must carry them.
-    Not used yet: no guard.errors class carries a retry-after today (GitLabRepo turns a 429 into a plain
-    TransientError; DatadogMetrics waits up to 30 s itself).
+
+RATE_LIMITED = errors.RateLimited.__name__
+
+
+def waits_out_rate_limits(name: str, state: State) -> States:
+    """`name: state` plus what waits out a `RateLimited` it raises, then runs it again: a long vendor
+    rate limit (Datadog's hour-long reset) is waited by the state machine, not by a Lambda burning its
+    timeout, and never becomes a failure.
+
+    The error's Cause is the Lambda runtime's JSON ({"errorType", "errorMessage", ...}) and the
+    message is JSON too ({"retry_after_seconds", "reason"}, see guard.errors.RateLimited), so two
+    Pass states unpack it before the Wait. The caught error sits in `$.rate_limited`; the task's own
+    Parameters decide what it gets, so a retry sees the same input as the first attempt.
     """
-    return wait_for(seconds_path, next=retry, comment="Waits out the Retry-After the error carried.")
+    unpack, read, wait = f"{name}RateLimited", f"{name}ReadWait", f"{name}WaitOutRateLimit"
+    state = dict(state)
+    state["Catch"] = [catch(unpack, RATE_LIMITED, path="$.rate_limited"), *state.get("Catch", [])]
+    return {
+        name: state,
+        unpack: {"Type": "Pass", "Comment": f"{name} was rate limited: read the Lambda error.",
+                 "Parameters": {"detail.$": "States.StringToJson($.rate_limited.Cause)"},
+                 "ResultPath": "$.rate_limited", "Next": read},
+        read: {"Type": "Pass", "Parameters": {"wait.$": "States.StringToJson($.rate_limited.detail.errorMessage)"},
+               "ResultPath": "$.rate_limited", "Next": wait},
+        wait: wait_out_error("$.rate_limited.wait.retry_after_seconds", retry=name),
+    }
 
 
 def fail(error_path: str, cause_path: str, comment: str | None = None) -> State:
@@ -229,11 +249,11 @@ def upgrade_batch() -> State:
                 next="OpenMergeRequest",
                 comment="Per cluster: Kubernetes, Istio, zero-downtime, Datadog alerts, custom checks, and the "
                         "metric baseline before the change. Fails fast."),
-            "OpenMergeRequest": callback(
+            **waits_out_rate_limits("OpenMergeRequest", callback(
                 "OpenMergeRequest", timeout_path="$.plan.merge_timeout_seconds", result="$.merge",
                 catches=(catch("MergeWaitTimedOut", TIMEOUT), catch("MergeStageFailed")), next="StartFluxWait",
                 comment="Opens (or finds) the upgrade MR and pauses until the GitLab webhook reports it merged "
-                        "or closed."),
+                        "or closed.")),
             **poll("StartFluxWait", "CheckFluxSync", "FluxSynced", "WaitForFlux",
                    function="FluxStatus", into="flux", flag="synced", then="RolloutSequencing",
                    on_error="FluxStageFailed",
@@ -281,11 +301,11 @@ def upgrade_batch() -> State:
                 comment="Inconclusive (or a failure under rollback.require_manual_approval): a person decides on "
                         "the MR."),
             "NotifyNeedsDecision": notify(NotificationEvent.NEEDS_DECISION, next="AwaitDecision"),
-            "AwaitDecision": callback(
+            **waits_out_rate_limits("AwaitDecision", callback(
                 "AwaitDecision", timeout_path="$.plan.decision_timeout_seconds", result="$.decision",
                 catches=(catch("RollbackMergeRequestWanted", path="$.decision_error"),), next="Decided",
                 comment="Comments the evidence on the MR and waits for `/guard proceed` or `/guard rollback` from "
-                        "a Maintainer. A timeout rolls back."),
+                        "a Maintainer. A timeout rolls back.")),
             "Decided": choice(when("RecordSuccess", var("$.decision.decision", StringEquals="proceed")),
                               default="RollbackMergeRequestWanted"),
             "PlanRollback": task(
@@ -299,11 +319,11 @@ def upgrade_batch() -> State:
                 default="OpenRollback",
                 comment="rollback.auto_create_mr false: no MR is opened; the failure is recorded for a person to "
                         "roll back by hand."),
-            "OpenRollback": callback(
+            **waits_out_rate_limits("OpenRollback", callback(
                 "OpenRollback", timeout_path="$.plan.rollback_timeout_seconds", result="$.rollback_merge",
                 catches=(catch("RollbackStageFailed"),), next="StartRollbackVerify",
                 comment="Opens the rollback MR (previous versions, failure data, analysis) and waits for its "
-                        "merge."),
+                        "merge.")),
             **poll("StartRollbackVerify", "VerifyRollback", "RollbackVerified", "WaitForRollback",
                    function="VerifyRollback", into="verify", flag="done", then="NotifyRolledBack",
                    on_error="RollbackStageFailed", payload={"merge.$": "$.rollback_merge"},

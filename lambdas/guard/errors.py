@@ -4,6 +4,11 @@ The class is the vocabulary: no error name is written as a string elsewhere; use
 `SomeError.__name__` (the ASL builder does too).
 """
 
+from __future__ import annotations
+
+import json
+import math
+
 
 class GuardError(Exception):
     """Base class of every error GUARD raises on purpose."""
@@ -66,7 +71,43 @@ class ValidationInconclusive(GuardError):
 
 
 class TransientError(GuardError):
-    """An external system failed in a way worth retrying (timeouts, 429, 5xx)."""
+    """An external system failed in a way worth retrying (timeouts, 429, 5xx).
+
+    `retry_after`: the seconds the vendor asked us to wait (`Retry-After`, `X-RateLimit-Reset`),
+    when it said; guard.retry honours it.
+    """
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def again(self, message: str) -> TransientError:
+        """The same error with a new message (the attempt count, the operation)."""
+        return TransientError(message, retry_after=self.retry_after)
+
+
+class RateLimited(TransientError):
+    """A vendor asked for a wait longer than a Lambda should sleep. The state machine catches it,
+    waits `retry_after_seconds` (a `Wait` state) and runs the task again.
+
+    The message is JSON, `{"retry_after_seconds": N, "reason": "..."}`: it becomes the Lambda
+    error's `errorMessage`, which the state machine unpacks with `States.StringToJson`.
+    """
+
+    # A Wait longer than this is not a rate limit any more: cap it (the next attempt asks again).
+    LONGEST_WAIT_SECONDS = 6 * 3600
+
+    @classmethod
+    def after(cls, seconds: float, reason: str) -> RateLimited:
+        wait = max(1, min(cls.LONGEST_WAIT_SECONDS, math.ceil(seconds)))
+        return cls(json.dumps({"retry_after_seconds": wait, "reason": reason[:1000]}), retry_after=wait)
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return int(self.retry_after or 1)
+
+    def again(self, message: str) -> TransientError:
+        return RateLimited.after(self.retry_after_seconds, message)
 
 
 class ExternalServiceError(GuardError):

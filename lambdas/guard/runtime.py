@@ -81,7 +81,17 @@ def aws_client(service: str) -> Any:
 @cache
 def _aws_client(service: str, _endpoint: str | None) -> Any:
     # Keyed on the endpoint so the rehearsal's emulator address is never served a stale client.
-    return _boto3_session().client(service)
+    return _boto3_session().client(service, config=_aws_config())
+
+
+def _aws_config() -> Any:
+    """Every AWS client's retries (guard.retry.AWS_RETRIES: standard mode, jittered backoff on
+    throttling and 5xx) and bounded timeouts."""
+    from botocore.config import Config
+
+    from guard.retry import AWS_RETRIES
+
+    return Config(retries=AWS_RETRIES, connect_timeout=5, read_timeout=20)
 
 
 def own_account() -> str:
@@ -121,7 +131,7 @@ def _table(name: str) -> Any:
 
 @cache
 def _resource(service: str, _endpoint: str | None) -> Any:
-    return _boto3_session().resource(service)
+    return _boto3_session().resource(service, config=_aws_config())
 
 
 def secret(name: str) -> str:
@@ -146,7 +156,7 @@ def gitops_repo() -> GitOpsRepo:
 
     cfg = config()
     return GitLabRepo.from_token(cfg.gitlab.url, secret(cfg.aws.secrets_manager.gitlab_token_secret),
-                                 timeout_seconds=cfg.gitlab.timeout_seconds)
+                                 timeout_seconds=cfg.gitlab.timeout_seconds, clock=clock)
 
 
 def gitops_repo_for_comments(log_warning: Callable[..., Any]) -> GitOpsRepo | None:
@@ -188,8 +198,9 @@ def metrics_provider() -> MetricsProvider:
 
 def cluster_connector() -> ClusterConnector:
     from guard.adapters.eks_connector import EksConnector
+    from guard.retry import policy
 
-    return EksConnector(_boto3_session())
+    return EksConnector(_boto3_session(), retry=policy(clock.sleep))
 
 
 def reset() -> None:
@@ -223,8 +234,9 @@ def llm_analyst() -> FailureAnalyst:
 def evidence_connector() -> EvidenceConnector:
     from guard.adapters.eks_connector import EksConnector
     from guard.adapters.kubernetes_api import KubernetesEvidenceConnector
+    from guard.retry import policy
 
-    return KubernetesEvidenceConnector(EksConnector(_boto3_session()))
+    return KubernetesEvidenceConnector(EksConnector(_boto3_session(), retry=policy(clock.sleep)))
 
 
 def project_members() -> ProjectMembers:
@@ -232,7 +244,7 @@ def project_members() -> ProjectMembers:
 
     cfg = config()
     return GitLabMembers.from_token(cfg.gitlab.url, secret(cfg.aws.secrets_manager.gitlab_token_secret),
-                                    timeout_seconds=cfg.gitlab.timeout_seconds)
+                                    timeout_seconds=cfg.gitlab.timeout_seconds, clock=clock)
 
 
 def notifiers() -> list[Notifier]:

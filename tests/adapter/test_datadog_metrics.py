@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -9,8 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from guard.adapters.datadog_metrics import DatadogMetrics
-from guard.errors import ExternalServiceError, TransientError
+from guard.errors import ExternalServiceError, RateLimited, TransientError
 from guard.ports import MetricsProvider
+from guard.retry import RetryPolicy
 
 from sandbox.sims.datadog_sim import MONITOR_PATH, TIMESERIES_PATH, DatadogSimulator
 from tests.support.clock import FakeClock
@@ -44,7 +46,7 @@ def sleeps() -> list[float]:
 @pytest.fixture
 def datadog(sim: DatadogSimulator, clock: FakeClock, sleeps: list[float]) -> DatadogMetrics:
     return DatadogMetrics.from_keys(
-        API_KEY, APP_KEY, host=sim.url, timeout_seconds=2, clock=clock, sleep=sleeps.append
+        API_KEY, APP_KEY, host=sim.url, timeout_seconds=2, clock=clock, retry=RetryPolicy(sleep=sleeps.append)
     )
 
 
@@ -211,7 +213,7 @@ def test_repeated_rate_limit_becomes_transient_after_bounded_attempts(
     sim.fail_next(TIMESERIES_PATH, 429, times=10, headers={"X-RateLimit-Reset": "2"})
 
     # WHEN GUARD queries
-    with pytest.raises(TransientError, match="rate limited after 4 attempt"):
+    with pytest.raises(TransientError, match="gave up after 4 attempt"):
         datadog.query({"errors": ERRORS_Q}, START, NOW)
 
     # THEN it tried four times, waiting between attempts only
@@ -225,16 +227,48 @@ def test_rate_limit_reset_beyond_the_wait_cap_is_left_to_the_state_machine(
     # GIVEN a rate limit that resets in ten minutes
     sim.fail_next(TIMESERIES_PATH, 429, headers={"X-RateLimit-Reset": "600"})
 
-    # WHEN / THEN the Lambda does not sit there: TransientError at once, for Retry to handle
-    with pytest.raises(TransientError, match="600"):
+    # WHEN GUARD queries
+    with pytest.raises(RateLimited) as raised:
         datadog.query({"errors": ERRORS_Q}, START, NOW)
+
+    # THEN the Lambda does not sit there: the error carries the wait for the state machine to wait out
     assert sleeps == []
+    assert raised.value.retry_after_seconds == 600
+    assert json.loads(str(raised.value))["retry_after_seconds"] == 600
+
+
+def test_an_hour_long_reset_is_carried_whole_not_turned_into_a_failure(
+    sim: DatadogSimulator, datadog: DatadogMetrics, sleeps: list[float]
+) -> None:
+    # GIVEN an organisation-wide limit that resets in an hour
+    sim.fail_next(MONITOR_PATH, 429, headers={"X-RateLimit-Reset": "3600"})
+
+    # WHEN / THEN
+    with pytest.raises(RateLimited) as raised:
+        datadog.active_alerts({"cluster": "c1"})
+    assert raised.value.retry_after_seconds == 3600
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_one_server_error_is_retried_before_anything_is_judged(
+    sim: DatadogSimulator, datadog: DatadogMetrics, sleeps: list[float], status: int
+) -> None:
+    # GIVEN Datadog failing once on its side
+    sim.fail_next(TIMESERIES_PATH, status)
+
+    # WHEN GUARD queries
+    datadog.query({"errors": ERRORS_Q}, START, NOW)
+
+    # THEN the second attempt answered, after one jittered backoff within the policy's first step
+    assert [r.status for r in sim.requests_to(TIMESERIES_PATH)] == [status, 200]
+    assert len(sleeps) == 1 and 0 <= sleeps[0] <= RetryPolicy().base_seconds
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
 def test_server_errors_are_transient(sim: DatadogSimulator, datadog: DatadogMetrics, status: int) -> None:
-    # GIVEN Datadog failing on its side
-    sim.fail_next(TIMESERIES_PATH, status)
+    # GIVEN Datadog failing on its side, on every attempt
+    sim.fail_next(TIMESERIES_PATH, status, times=4)
 
     # WHEN / THEN
     with pytest.raises(TransientError, match=str(status)):
@@ -244,7 +278,7 @@ def test_server_errors_are_transient(sim: DatadogSimulator, datadog: DatadogMetr
 def test_timeout_is_transient(sim: DatadogSimulator, clock: FakeClock) -> None:
     # GIVEN Datadog stalling longer than the client's timeout
     datadog = DatadogMetrics.from_keys(API_KEY, APP_KEY, host=sim.url, timeout_seconds=0.3, clock=clock)
-    sim.delay_next(TIMESERIES_PATH, 1.5)
+    sim.delay_next(TIMESERIES_PATH, 1.5, times=4)
 
     # WHEN / THEN the call gives up and says it is worth retrying
     with pytest.raises(TransientError, match="query timeseries"):

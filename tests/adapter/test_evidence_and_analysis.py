@@ -193,7 +193,7 @@ def test_analysis_task_stores_evidence_and_a_validated_analysis(world, stub):
         assert FAKE_TOKEN not in llm.requests[0].prompt_text()
 
 
-@pytest.mark.parametrize(("mode", "reason"), [("error", "openai answered HTTP 500"), ("hang", "openai timed out"),
+@pytest.mark.parametrize(("mode", "reason"), [("error", "LLM: openai answered HTTP 500"), ("hang", "openai timed out"),
                                               ("garbage", "the model's answer is not JSON")])
 def test_llm_down_gives_analysis_unavailable_and_never_raises(world, stub, mode, reason):
     # GIVEN the LLM endpoint is failing in some way

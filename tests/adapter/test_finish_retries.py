@@ -109,8 +109,8 @@ def test_a_timed_out_mr_that_gitlab_shows_merged_is_reported_truthfully(
 def test_when_gitlab_cannot_be_asked_the_cause_does_not_claim_nothing_was_deployed(
         world: tuple[FinishService, GitLabSimulator, int]) -> None:
     service, gitlab, iid = world
-    # GIVEN GitLab answers 503 to the look-up
-    gitlab.fail_next("GET", rf"/merge_requests/{iid}$", 503)
+    # GIVEN GitLab answers 503 to the look-up, longer than the retry policy tries
+    gitlab.fail_next("GET", rf"/merge_requests/{iid}$", 503, times=10)
 
     # WHEN RecordFailure runs for merge_timeout
     summary = service.fail("r1", "merge_timeout", TIMED_OUT)

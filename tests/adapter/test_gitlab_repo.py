@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 from guard.adapters.gitlab_repo import GitLabRepo
-from guard.errors import ExternalServiceError, TransientError
+from guard.errors import ExternalServiceError, RateLimited, TransientError
 from guard.gitops.helm_release import read_chart_version, set_chart_version
 from guard.ports import FileChange
+from guard.retry import RetryPolicy
 
 from sandbox.sims.gitlab_sim import GitLabSimulator
 
@@ -44,8 +45,13 @@ def sim() -> Iterator[GitLabSimulator]:
 
 
 @pytest.fixture
-def repo(sim: GitLabSimulator) -> GitLabRepo:
-    return GitLabRepo.from_token(sim.url, TOKEN, timeout_seconds=5)
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def repo(sim: GitLabSimulator, sleeps: list[float]) -> GitLabRepo:
+    return GitLabRepo.from_token(sim.url, TOKEN, timeout_seconds=5, retry=RetryPolicy(sleep=sleeps.append))
 
 
 def open_upgrade_mr(repo: GitLabRepo) -> tuple[str | None, Any]:
@@ -107,44 +113,75 @@ def test_a_wrong_token_is_not_retryable_and_is_never_echoed(sim):
     assert "revoked" not in message and TOKEN not in message
 
 
-def test_a_503_is_transient_and_tried_once(sim, repo):
+def test_one_503_is_retried_and_the_commit_lands_once(sim, repo, sleeps):
     # GIVEN GitLab answers the next commit with 503
     sim.fail_next("POST", r"/repository/commits$", 503)
     repo.ensure_branch(PROJECT, BRANCH, "main")
 
     # WHEN GUARD commits
-    with pytest.raises(TransientError, match=r"platform/istio-fleet: commit to .*HTTP 503"):
+    commit = repo.commit_files(PROJECT, BRANCH, [FileChange(path=PATH, content="x: 1\n")], "m")
+
+    # THEN the policy tried again after one jittered backoff, and the file is committed once
+    assert commit is not None
+    assert calls(sim, "POST", "/repository/commits") == 2
+    assert sim.file_at(PROJECT, PATH, BRANCH) == "x: 1\n"
+    assert len(sleeps) == 1 and 0 <= sleeps[0] <= RetryPolicy().base_seconds
+
+
+def test_a_503_that_outlasts_the_policy_is_transient_and_names_the_attempts(sim, repo, sleeps):
+    # GIVEN GitLab answers every commit with 503
+    sim.fail_next("POST", r"/repository/commits$", 503, times=10)
+    repo.ensure_branch(PROJECT, BRANCH, "main")
+
+    # WHEN GUARD commits
+    with pytest.raises(TransientError, match=r"platform/istio-fleet: commit to .*HTTP 503.*gave up after 4 attempt"):
         repo.commit_files(PROJECT, BRANCH, [FileChange(path=PATH, content="x: 1\n")], "m")
 
-    # THEN python-gitlab did not retry behind Step Functions' back, and nothing was committed
-    assert calls(sim, "POST", "/repository/commits") == 1
+    # THEN python-gitlab did not retry on its own (4 requests = the policy's attempts), nothing was committed
+    assert calls(sim, "POST", "/repository/commits") == 4
+    assert len(sleeps) == 3
     assert sim.file_at(PROJECT, PATH, BRANCH) == RELEASE
 
 
-def test_a_429_with_a_long_retry_after_fails_fast_as_transient(sim, repo):
+def test_a_short_retry_after_is_waited_exactly(sim, repo, sleeps):
+    # GIVEN GitLab rate-limits the MR list once with Retry-After: 3
+    sim.fail_next("GET", r"/merge_requests$", 429, retry_after=3)
+    repo.ensure_branch(PROJECT, BRANCH, "main")
+
+    # WHEN GUARD ensures the MR
+    mr = repo.ensure_merge_request(PROJECT, BRANCH, "main", "t", "d")
+
+    # THEN it waited what GitLab asked, then opened one MR
+    assert sleeps == [3.0]
+    assert [m["iid"] for m in sim.merge_requests(PROJECT)] == [mr.iid]
+
+
+def test_a_long_retry_after_is_left_to_the_state_machine_with_its_length(sim, repo, sleeps):
     # GIVEN GitLab rate-limits the MR list with Retry-After: 120
     sim.fail_next("GET", r"/merge_requests$", 429, retry_after=120)
     repo.ensure_branch(PROJECT, BRANCH, "main")
 
     # WHEN GUARD ensures the MR
     started = time.monotonic()
-    with pytest.raises(TransientError, match="429"):
+    with pytest.raises(RateLimited) as raised:
         repo.ensure_merge_request(PROJECT, BRANCH, "main", "t", "d")
 
-    # THEN it does not sleep inside the Lambda; Step Functions' Retry will back off
-    assert time.monotonic() - started < 5
+    # THEN it does not sleep inside the Lambda; the error carries the wait for a Wait state
+    assert time.monotonic() - started < 5 and sleeps == []
+    assert raised.value.retry_after_seconds == 120
     assert sim.merge_requests(PROJECT) == []
 
 
 def test_a_timeout_and_a_refused_connection_are_transient(sim):
-    # GIVEN GitLab holds a branch look-up longer than the client's timeout
-    sim.stall_next("GET", r"/repository/branches/", seconds=2)
-    slow = GitLabRepo.from_token(sim.url, TOKEN, timeout_seconds=0.3)
+    # GIVEN GitLab holds every branch look-up longer than the client's timeout
+    sim.stall_next("GET", r"/repository/branches/", seconds=2, times=4)
+    quick = RetryPolicy(sleep=lambda _: None)
+    slow = GitLabRepo.from_token(sim.url, TOKEN, timeout_seconds=0.3, retry=quick)
     # AND nothing listens on another port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
-    down = GitLabRepo.from_token(f"http://127.0.0.1:{closed_port}", TOKEN, timeout_seconds=2)
+    down = GitLabRepo.from_token(f"http://127.0.0.1:{closed_port}", TOKEN, timeout_seconds=2, retry=quick)
 
     # WHEN / THEN both are worth a retry
     with pytest.raises(TransientError, match="ensure branch"):

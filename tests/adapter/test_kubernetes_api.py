@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 from guard.adapters.kubernetes_api import KubernetesApi, image_tag
-from guard.errors import ExternalServiceError, TransientError
+from guard.errors import ExternalServiceError, RateLimited, TransientError
 from guard.ports import KubernetesCluster
+from guard.retry import RetryPolicy
 from kubernetes import client as k8s
 
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
@@ -24,6 +25,7 @@ PRESIGNED = (
     "&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-SignedHeaders=host%3Bx-k8s-aws-id&X-Amz-Signature=abc123"
 )
 TOKEN = "k8s-aws-v1." + base64.urlsafe_b64encode(PRESIGNED.encode()).decode().rstrip("=")
+NO_WAIT = RetryPolicy(sleep=lambda _: None)  # the project's policy, without sleeping the test
 WORKLOADS = [
     ("payments", "api", 3, True, True),
     ("payments", "worker", 2, True, False),
@@ -51,7 +53,7 @@ def connect(
     if token is not None:
         configuration.api_key = {"authorization": token}
         configuration.api_key_prefix = {"authorization": "Bearer"}
-    return KubernetesApi(k8s.ApiClient(configuration), request_timeout=5, page_size=page_size)
+    return KubernetesApi(k8s.ApiClient(configuration), request_timeout=5, page_size=page_size, retry=NO_WAIT)
 
 
 @pytest.fixture
@@ -258,13 +260,39 @@ def test_unreachable_cluster_is_transient(sim: KubernetesSimulator, api: Kuberne
     assert len(api.list_nodes()) == 3
 
 
+def test_one_503_or_429_is_retried_before_anything_is_judged(sim: KubernetesSimulator) -> None:
+    # GIVEN the API server answers the next pod list with 503, then the one after with 429
+    sleeps: list[float] = []
+    api = KubernetesApi(connect(sim, "prod-use1").api_client, request_timeout=5, retry=RetryPolicy(sleep=sleeps.append))
+    sim.fail_next("prod-use1", r"^/api/v1/pods$", 503)
+    sim.fail_next("prod-use1", r"^/api/v1/pods$", 429, retry_after=2)
+
+    # WHEN GUARD lists pods
+    pods = api.list_pods()
+
+    # THEN the third attempt answered: one jittered backoff, then the wait the server asked for
+    assert pods and sim.faults_left() == 0
+    assert len(sleeps) == 2 and sleeps[1] == 2.0
+
+
+def test_a_long_retry_after_is_raised_for_the_state_machine_to_wait_out(
+        sim: KubernetesSimulator, api: KubernetesApi) -> None:
+    # GIVEN an API server asking clients to come back in ten minutes
+    sim.fail_next("prod-use1", r"^/api/v1/nodes$", 429, retry_after=600)
+
+    # WHEN / THEN the error carries the wait (no Lambda sleeps through it)
+    with pytest.raises(RateLimited) as raised:
+        api.list_nodes()
+    assert raised.value.retry_after_seconds == 600
+
+
 def test_connection_refused_is_transient() -> None:
     # GIVEN a loopback port nobody listens on
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     configuration = k8s.Configuration(host=f"http://127.0.0.1:{port}", retries=0)
-    api = KubernetesApi(k8s.ApiClient(configuration), request_timeout=2)
+    api = KubernetesApi(k8s.ApiClient(configuration), request_timeout=2, retry=NO_WAIT)
 
     # WHEN reading THEN the failure is a TransientError chained to the transport error
     with pytest.raises(TransientError) as caught:

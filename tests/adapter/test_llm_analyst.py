@@ -154,15 +154,15 @@ def test_a_hanging_endpoint_times_out_once_without_sdk_retries(sim, provider):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_a_500_is_analysis_unavailable_after_one_attempt(sim, provider):
+def test_a_500_is_analysis_unavailable_after_the_policys_two_attempts(sim, provider):
     # GIVEN an endpoint in an outage
     sim.mode = "error"
     analyst = build_analyst(config(sim, provider), KEY)
 
-    # WHEN / THEN the reason names the status, and the SDK did not retry
-    with pytest.raises(AnalysisUnavailable, match="HTTP 500"):
+    # WHEN / THEN the reason names the status and the attempts: GUARD's policy tried twice, the SDK never
+    with pytest.raises(AnalysisUnavailable, match=r"HTTP 500.*gave up after 2 attempt"):
         analyst.analyze(evidence())
-    assert len(sim.requests) == 1
+    assert len(sim.requests) == 2
 
 
 def test_a_wrong_key_is_unavailable_and_the_key_is_not_in_the_reason(sim):

@@ -72,7 +72,7 @@ def test_seed_custom_database_check_runs_as_written():
     assert result.details == {"query_time_ms": 45, "connection_pool_usage": "23%"}
 
 
-def test_a_raising_check_fails_with_its_message_and_the_others_still_run(tmp_path):
+def test_a_raising_check_is_inconclusive_with_its_message_and_the_others_still_run(tmp_path):
     # GIVEN a tenant module with a check that raises, next to a good one and the seed's
     write_module(tmp_path, "team_checks", BROKEN)
     (tmp_path / "custom_checks.py").write_text((SEED_CHECKS / "custom_checks.py").read_text())
@@ -82,19 +82,21 @@ def test_a_raising_check_fails_with_its_message_and_the_others_still_run(tmp_pat
     # WHEN they run
     results = run_custom_checks(loaded, CLUSTER)
 
-    # THEN the raising one fails saying what it raised; the others pass, in config order
-    assert [r.status for r in results] == [CheckStatus.FAIL, CheckStatus.PASS, CheckStatus.PASS]
+    # THEN the raising one is inconclusive (an error is no answer), saying what it raised; the others
+    # pass, in config order
+    assert [r.status for r in results] == [CheckStatus.INCONCLUSIVE, CheckStatus.PASS, CheckStatus.PASS]
+    assert not results[0].passed
     assert results[0].check_name == "team_checks.RaisingCheck"
     assert "RuntimeError: vault unreachable from eks-dev-1" in results[0].message
     assert results[1].check_name == "good"
     assert results[2].check_name == "database_connectivity"
 
 
-def test_a_slow_check_times_out_as_a_failure(tmp_path):
+def test_a_slow_check_times_out_as_inconclusive(tmp_path):
     write_module(tmp_path, "team_checks", BROKEN)
     loaded = load_custom_checks([spec("team_checks", "SlowCheck"), spec("team_checks", "GoodCheck")], tmp_path)
     results = run_custom_checks(loaded, CLUSTER, timeout_seconds=0.2)
-    assert results[0].status == CheckStatus.FAIL
+    assert results[0].status == CheckStatus.INCONCLUSIVE
     assert "did not finish within 0.2s" in results[0].message
     assert results[1].status == CheckStatus.PASS
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -33,6 +32,7 @@ from datadog_api_client.v2.model.timeseries_formula_request_type import Timeseri
 from guard.clock import SystemClock
 from guard.errors import ConfigError, ExternalServiceError, TransientError
 from guard.ports import Alert, Clock, Point
+from guard.retry import RetryPolicy, policy, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +50,12 @@ NO_STATUS_RETRY = urllib3.Retry(
 class DatadogMetrics:
     """`MetricsProvider` backed by the Datadog API.
 
-    The public methods own error mapping and rate-limit handling: a 429 is retried after the
-    wait Datadog asks for (`X-RateLimit-Reset`, else `Retry-After`, else exponential backoff),
-    at most `max_attempts` requests per call and never waiting longer than
-    `max_wait_seconds` in one go (the Step Functions Retry is the better place to wait
-    longer). Then `TransientError`, as for timeouts, connection errors and 5xx. A request
-    Datadog refuses (400, 401, 403, 404) raises `ExternalServiceError` naming the operation.
+    Every call goes through the project's retry policy (guard.retry): timeouts, connection
+    errors, 5xx and 429 are tried again with jittered backoff, or after the wait Datadog asks
+    for (`X-RateLimit-Reset`, else `Retry-After`). A wait longer than the policy sleeps in a
+    Lambda leaves as `RateLimited` (the state machine waits it out); attempts that run out leave
+    as `TransientError`. A request Datadog refuses (400, 401, 403, 404) raises
+    `ExternalServiceError` naming the operation.
 
     A client built elsewhere should set `request_timeout` (a default is filled in when it is
     unset) and `retry_policy=NO_STATUS_RETRY`, as `from_keys` does.
@@ -67,13 +67,9 @@ class DatadogMetrics:
         *,
         site: str = "datadoghq.com",
         clock: Clock | None = None,
-        sleep: Callable[[float], None] | None = None,
-        max_attempts: int = 4,
-        max_wait_seconds: float = 30.0,
+        retry: RetryPolicy | None = None,
         interval_seconds: int | None = None,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
         # Every call must be bounded: the SDK reads its timeout from the configuration.
         if not api_client.configuration.request_timeout:
             api_client.configuration.request_timeout = DEFAULT_TIMEOUT_SECONDS
@@ -81,9 +77,7 @@ class DatadogMetrics:
         self._monitors = MonitorsApi(api_client)
         self._site = site
         self._clock: Clock = clock or SystemClock()
-        self._sleep = sleep or self._clock.sleep
-        self._max_attempts = max_attempts
-        self._max_wait = max_wait_seconds
+        self._retry = retry or policy(self._clock.sleep)
         self._interval_ms = interval_seconds * 1000 if interval_seconds else None
 
     @classmethod
@@ -96,9 +90,7 @@ class DatadogMetrics:
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         *,
         clock: Clock | None = None,
-        sleep: Callable[[float], None] | None = None,
-        max_attempts: int = 4,
-        max_wait_seconds: float = 30.0,
+        retry: RetryPolicy | None = None,
         interval_seconds: int | None = None,
     ) -> DatadogMetrics:
         """Build the client for `site` (or for `host`, e.g. a local simulator over http)."""
@@ -115,9 +107,7 @@ class DatadogMetrics:
             ApiClient(config),
             site=site,
             clock=clock,
-            sleep=sleep,
-            max_attempts=max_attempts,
-            max_wait_seconds=max_wait_seconds,
+            retry=retry,
             interval_seconds=interval_seconds,
         )
 
@@ -229,33 +219,29 @@ class DatadogMetrics:
         return f"https://{host}"
 
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                return fn()
-            except ApiException as e:
-                status = int(e.status or 0)
-                if status == 429:
-                    wait = self._rate_limit_wait(e.headers or {}, attempt)
-                    if attempt == self._max_attempts or wait > self._max_wait:
-                        raise TransientError(
-                            f"Datadog {operation} still rate limited after {attempt} attempt(s) "
-                            f"(next reset in {wait:g}s)"
-                        ) from e
-                    logger.info("Datadog %s rate limited; retrying in %gs", operation, wait)
-                    self._sleep(wait)
-                    continue
-                if status == 0 or status == 408 or status >= 500:
-                    raise TransientError(f"Datadog {operation} failed: HTTP {status or 'error'}") from e
-                raise ExternalServiceError(
-                    f"Datadog {operation} refused: HTTP {status} {e.reason or ''}{_errors_of(e)}".rstrip()
-                ) from e
-            except (urllib3.exceptions.HTTPError, OSError) as e:
-                raise TransientError(f"Datadog {operation} failed: {type(e).__name__}") from e
-            except OpenApiException as e:
-                raise ExternalServiceError(f"Datadog {operation} returned an unexpected response: {e}") from e
-        raise AssertionError("unreachable")  # the loop returns or raises
+        return self._retry.call(f"Datadog {operation}", lambda: self._once(operation, fn))
 
-    def _rate_limit_wait(self, headers: dict[str, str], attempt: int) -> float:
+    def _once(self, operation: str, fn: Callable[[], T]) -> T:
+        """One request, its failure mapped to the errors the retry policy and the ASL know."""
+        try:
+            return fn()
+        except ApiException as e:
+            status = int(e.status or 0)
+            if status == 429:
+                wait = self._rate_limit_wait(e.headers or {})
+                raise TransientError("rate limited (HTTP 429)", retry_after=wait) from e
+            if status == 0 or status == 408 or status >= 500:
+                raise TransientError(f"HTTP {status or 'error'}") from e
+            raise ExternalServiceError(
+                f"Datadog {operation} refused: HTTP {status} {e.reason or ''}{_errors_of(e)}".rstrip()
+            ) from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise TransientError(type(e).__name__) from e
+        except OpenApiException as e:
+            raise ExternalServiceError(f"Datadog {operation} returned an unexpected response: {e}") from e
+
+    def _rate_limit_wait(self, headers: dict[str, str]) -> float | None:
+        """Seconds until Datadog's rate-limit window resets, when it says (None: back off)."""
         lowered = {k.lower(): v for k, v in headers.items()}
         reset = lowered.get("x-ratelimit-reset")
         if reset is not None:
@@ -263,18 +249,7 @@ class DatadogMetrics:
                 return max(0.0, float(reset))
             except ValueError:
                 pass
-        retry_after = lowered.get("retry-after")
-        if retry_after is not None:
-            try:
-                return max(0.0, float(retry_after))
-            except ValueError:
-                try:
-                    when = parsedate_to_datetime(retry_after)
-                except (TypeError, ValueError):
-                    when = None
-                if when is not None:
-                    return max(0.0, (when - self._clock.now()).total_seconds())
-        return float(2 ** (attempt - 1))
+        return retry_after_seconds(lowered.get("retry-after"), self._clock.now())
 
 
 def _ms(moment: datetime) -> int:

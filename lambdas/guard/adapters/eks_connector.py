@@ -26,6 +26,7 @@ from kubernetes import client as k8s
 from guard.adapters.kubernetes_api import KubernetesApi
 from guard.core.models import Cluster
 from guard.errors import ConfigError, ExternalServiceError, TransientError
+from guard.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +112,13 @@ class EksConnector:
         request_timeout: float = 10.0,
         token_refresh_seconds: float = TOKEN_REFRESH_SECONDS,
         retries: int = 1,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.session = session
         self.request_timeout = request_timeout
         self.token_refresh_seconds = token_refresh_seconds
         self.retries = retries
+        self.retry = retry  # the clusters' API calls (guard.retry); None: the default policy
 
     def connect(self, cluster: Cluster) -> KubernetesApi:
         session = self.session_for(cluster)
@@ -125,7 +128,7 @@ class EksConnector:
         else:
             host, ca_data = self._describe(session, cluster, cluster_name)
         configuration = self._configuration(session, cluster_name, cluster.region, host, ca_data)
-        return KubernetesApi(k8s.ApiClient(configuration), request_timeout=self.request_timeout)
+        return KubernetesApi(k8s.ApiClient(configuration), request_timeout=self.request_timeout, retry=self.retry)
 
     def _configuration(
         self,

@@ -1,55 +1,82 @@
 """GitLab: `GitOpsRepo` (GitLabRepo) and `ProjectMembers` (GitLabMembers) through python-gitlab.
 
 Every public method looks up before it writes, so a Lambda task that runs twice leaves
-one branch, one commit and one merge request. Errors leave as `TransientError` (worth a
-Step Functions Retry) or `ExternalServiceError` (a person has to look), naming the
-project and the operation.
+one branch, one commit and one merge request, and a call the retry policy (guard.retry) tries
+again is safe. Errors leave as `TransientError` (timeouts, 429, 5xx: the policy retries them,
+honouring `Retry-After`, then the Step Functions Retry), `RateLimited` (a wait too long for a
+Lambda, waited out by the state machine) or `ExternalServiceError` (a person has to look),
+naming the project and the operation.
 """
 
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import gitlab
 import requests
 from gitlab.v4.objects import Project, ProjectMergeRequest
 
+from guard.clock import SystemClock
 from guard.errors import ExternalServiceError, TransientError
-from guard.ports import FileChange, MergeRequest, Note
+from guard.ports import Clock, FileChange, MergeRequest, Note
+from guard.retry import RetryPolicy, policy, retry_after_seconds
 
 T = TypeVar("T")
 
-# One HTTP attempt per call. Step Functions' Retry owns back-off (and sees each attempt in
-# the execution history); python-gitlab's own loop would sleep inside the Lambda, up to 10
-# times and for as long as a 429's Retry-After says, burning the function's timeout.
+# One HTTP attempt per python-gitlab call: guard.retry owns back-off. python-gitlab's own loop
+# would sleep inside the Lambda, up to 10 times and for as long as a 429's Retry-After says,
+# burning the function's timeout.
 _NO_CLIENT_RETRY: dict[str, Any] = {"obey_rate_limit": False, "retry_transient_errors": False}
 _TRANSIENT_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 
 
-class GitLabRepo:
-    """The GitLab operations GUARD needs, on one `gitlab.Gitlab` client."""
+class _GitLabClient:
+    """One `gitlab.Gitlab` client whose calls go through the retry policy, with each response's
+    `Retry-After` remembered (python-gitlab's errors do not carry headers)."""
 
-    def __init__(self, client: gitlab.Gitlab) -> None:
+    def __init__(self, client: gitlab.Gitlab, retry: RetryPolicy | None = None, clock: Clock | None = None) -> None:
         self._gl = client
+        self._clock: Clock = clock or SystemClock()
+        self._retry = retry or policy(self._clock.sleep)
+        self._last = threading.local()
+        client.session.hooks.setdefault("response", []).append(self._remember_wait)
 
     @classmethod
-    def from_token(cls, url: str, token: str, timeout_seconds: float = 10) -> GitLabRepo:
+    def from_token(cls, url: str, token: str, timeout_seconds: float = 10, *,
+                   retry: RetryPolicy | None = None, clock: Clock | None = None) -> Self:
         """Client for `url` authenticated with a personal/project access token."""
-        return cls(
-            gitlab.Gitlab(url, private_token=token, timeout=timeout_seconds, retry_transient_errors=False)
-        )
+        return cls(gitlab.Gitlab(url, private_token=token, timeout=timeout_seconds, retry_transient_errors=False),
+                   retry=retry, clock=clock)
+
+    def _remember_wait(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self._last.retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock.now()) \
+            if response.status_code in (429, 503) else None
+
+    def _call(self, project: str, operation: str, fn: Callable[[], T]) -> T:
+        """`fn()` with errors mapped (`gitlab_errors`) and retried as the policy says."""
+        def once() -> T:
+            self._last.retry_after = None
+            with gitlab_errors(project, operation, lambda: getattr(self._last, "retry_after", None)):
+                return fn()
+        return self._retry.call(f"GitLab {project}: {operation}", once)
+
+
+class GitLabRepo(_GitLabClient):
+    """The GitLab operations GUARD needs, on one `gitlab.Gitlab` client."""
 
     # ------------------------------------------------------------------ GitOpsRepo
 
     def read_file(self, project: str, path: str, ref: str) -> str:
-        with gitlab_errors(project, f"read {path}@{ref}"):
+        def go() -> Any:  # one attempt; _call maps and retries it
             return self._read(self._project(project), path, ref, missing_ok=False) or ""
+        return self._call(project, f"read {path}@{ref}", go)
 
     def ensure_branch(self, project: str, branch: str, ref: str) -> None:
-        with gitlab_errors(project, f"ensure branch {branch} from {ref}"):
+        def go() -> Any:
             p = self._project(project)
             if self._exists(lambda: p.branches.get(branch, **_NO_CLIENT_RETRY)):
                 return
@@ -60,9 +87,10 @@ class GitLabRepo:
                 if e.response_code == 400 and "already exists" in str(e.error_message):
                     return
                 raise
+        return self._call(project, f"ensure branch {branch} from {ref}", go)
 
     def commit_files(self, project: str, branch: str, changes: list[FileChange], message: str) -> str | None:
-        with gitlab_errors(project, f"commit to {branch}"):
+        def go() -> Any:
             p = self._project(project)
             actions = []
             for change in changes:
@@ -77,11 +105,12 @@ class GitLabRepo:
                 {"branch": branch, "commit_message": message, "actions": actions}, **_NO_CLIENT_RETRY
             )
             return str(commit.id)
+        return self._call(project, f"commit to {branch}", go)
 
     def ensure_merge_request(
         self, project: str, source_branch: str, target_branch: str, title: str, description: str
     ) -> MergeRequest:
-        with gitlab_errors(project, f"ensure merge request {source_branch} -> {target_branch}"):
+        def go() -> Any:
             p = self._project(project)
             existing = self._open_mr(p, project, source_branch, target_branch)
             if existing:
@@ -101,29 +130,34 @@ class GitLabRepo:
                     return raced
                 raise
             return _to_model(project, mr)
+        return self._call(project, f"ensure merge request {source_branch} -> {target_branch}", go)
 
     def get_merge_request(self, project: str, iid: int) -> MergeRequest:
-        with gitlab_errors(project, f"get merge request !{iid}"):
+        def go() -> Any:
             return _to_model(project, self._project(project).mergerequests.get(iid, **_NO_CLIENT_RETRY))
+        return self._call(project, f"get merge request !{iid}", go)
 
     def comment(self, project: str, iid: int, body: str) -> None:
-        with gitlab_errors(project, f"comment on merge request !{iid}"):
+        def go() -> Any:
             mr = self._project(project).mergerequests.get(iid, lazy=True)
             mr.notes.create({"body": body}, **_NO_CLIENT_RETRY)
+        return self._call(project, f"comment on merge request !{iid}", go)
 
     def list_notes(self, project: str, iid: int) -> list[Note]:
-        with gitlab_errors(project, f"list notes of merge request !{iid}"):
+        def go() -> Any:
             mr = self._project(project).mergerequests.get(iid, lazy=True)
             notes = mr.notes.list(get_all=True, sort="asc", order_by="created_at", **_NO_CLIENT_RETRY)
             return sorted((_to_note(n.attributes) for n in notes), key=lambda n: n.id)
+        return self._call(project, f"list notes of merge request !{iid}", go)
 
     def close_merge_request(self, project: str, iid: int) -> MergeRequest:
-        with gitlab_errors(project, f"close merge request !{iid}"):
+        def go() -> Any:
             mr = self._project(project).mergerequests.get(iid, **_NO_CLIENT_RETRY)
             if mr.state == "opened":
                 mr.state_event = "close"
                 mr.save(**_NO_CLIENT_RETRY)
             return _to_model(project, mr)
+        return self._call(project, f"close merge request !{iid}", go)
 
     # ------------------------------------------------------------------ helpers
 
@@ -165,8 +199,10 @@ class GitLabRepo:
 
 
 @contextmanager
-def gitlab_errors(project: str, operation: str) -> Iterator[None]:
-    """Map python-gitlab and transport errors to GUARD's; the message never carries the token."""
+def gitlab_errors(project: str, operation: str,
+                  asked_wait: Callable[[], float | None] = lambda: None) -> Iterator[None]:
+    """Map python-gitlab and transport errors to GUARD's; the message never carries the token.
+    `asked_wait`: the Retry-After of the failed response, when the caller kept it."""
     where = f"GitLab {project}: {operation}"
     try:
         yield
@@ -174,7 +210,7 @@ def gitlab_errors(project: str, operation: str) -> Iterator[None]:
         code = e.response_code
         detail = f"{where} failed: HTTP {code} {e.error_message}" if code else f"{where} failed: {e}"
         if code in _TRANSIENT_STATUS:
-            raise TransientError(detail) from e
+            raise TransientError(detail, retry_after=asked_wait()) from e
         raise ExternalServiceError(detail) from e
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
         raise TransientError(f"{where} failed: {type(e).__name__}: {e}") from e
@@ -208,19 +244,12 @@ def _to_note(attrs: dict[str, Any]) -> Note:
                 author_username=str(author.get("username") or ""), system=bool(attrs.get("system")))
 
 
-class GitLabMembers:
+class GitLabMembers(_GitLabClient):
     """`ProjectMembers`: effective access levels (inherited group memberships included),
     `GET /projects/:id/members/all/:user_id`, on one `gitlab.Gitlab` client."""
 
-    def __init__(self, client: gitlab.Gitlab) -> None:
-        self._gl = client
-
-    @classmethod
-    def from_token(cls, url: str, token: str, timeout_seconds: float = 10) -> GitLabMembers:
-        return cls(gitlab.Gitlab(url, private_token=token, timeout=timeout_seconds, retry_transient_errors=False))
-
     def access_level(self, project: str, user_id: int) -> int | None:
-        with gitlab_errors(project, f"read member {user_id}"):
+        def go() -> Any:
             try:
                 member = self._gl.projects.get(project, lazy=True).members_all.get(user_id, **_NO_CLIENT_RETRY)
             except gitlab.GitlabGetError as e:
@@ -228,3 +257,4 @@ class GitLabMembers:
                     return None  # not a member (nor inherited)
                 raise
             return int(member.access_level)
+        return self._call(project, f"read member {user_id}", go)

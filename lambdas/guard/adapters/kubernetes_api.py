@@ -27,6 +27,7 @@ from guard.ports import (
     PdbInfo,
     PodInfo,
 )
+from guard.retry import RetryPolicy, policy, retry_after_seconds
 
 if TYPE_CHECKING:  # eks_connector builds KubernetesApi clients: a runtime import would be circular
     from guard.adapters.eks_connector import EksConnector
@@ -43,10 +44,12 @@ T = TypeVar("T")
 class KubernetesApi:
     """One cluster's API through an authenticated `kubernetes.client.ApiClient`."""
 
-    def __init__(self, api_client: k8s.ApiClient, request_timeout: float = 10.0, page_size: int = 500) -> None:
+    def __init__(self, api_client: k8s.ApiClient, request_timeout: float = 10.0, page_size: int = 500,
+                 retry: RetryPolicy | None = None) -> None:
         self.api_client = api_client
         self.request_timeout = request_timeout
         self.page_size = page_size
+        self.retry = retry or policy()
         self._core = k8s.CoreV1Api(api_client)
         self._apps = k8s.AppsV1Api(api_client)
         self._policy = k8s.PolicyV1Api(api_client)
@@ -152,16 +155,19 @@ class KubernetesApi:
                 return
 
     def _call(self, what: str, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        try:
-            return method(*args, _request_timeout=self.request_timeout, **kwargs)
-        except ApiException as e:
-            raise _api_error(what, e) from e
-        except urllib3.exceptions.MaxRetryError as e:
-            if isinstance(e.reason, urllib3.exceptions.SSLError):
-                raise ExternalServiceError(f"Kubernetes API: TLS failure reading {what}: {e.reason}") from e
-            raise TransientError(f"Kubernetes API unreachable reading {what}: {e.reason}") from e
-        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
-            raise TransientError(f"Kubernetes API unreachable reading {what}: {type(e).__name__}: {e}") from e
+        """One API request, retried as guard.retry says; errors mapped to GUARD's."""
+        def once() -> T:
+            try:
+                return method(*args, _request_timeout=self.request_timeout, **kwargs)
+            except ApiException as e:
+                raise _api_error(what, e) from e
+            except urllib3.exceptions.MaxRetryError as e:
+                if isinstance(e.reason, urllib3.exceptions.SSLError):
+                    raise ExternalServiceError(f"Kubernetes API: TLS failure reading {what}: {e.reason}") from e
+                raise TransientError(f"Kubernetes API unreachable reading {what}: {e.reason}") from e
+            except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
+                raise TransientError(f"Kubernetes API unreachable reading {what}: {type(e).__name__}: {e}") from e
+        return self.retry.call(f"Kubernetes {what}", once)
 
 
 # ---------------------------------------------------------------- mapping
@@ -178,7 +184,8 @@ def _api_error(what: str, e: ApiException) -> Exception:
         return ExternalServiceError(f"Kubernetes API: {what} not found (404)")
     if status in (408, 410, 429) or status >= 500:
         # 410: a list continue token expired; listing again from the start works.
-        return TransientError(f"Kubernetes API: {what}: {status} {e.reason}")
+        asked = retry_after_seconds((e.headers or {}).get("Retry-After"), datetime.now(UTC))
+        return TransientError(f"Kubernetes API: {what}: {status} {e.reason}", retry_after=asked)
     return ExternalServiceError(f"Kubernetes API: {what}: {status} {e.reason}")
 
 
@@ -322,13 +329,8 @@ class KubernetesEvidence:
             response.release_conn()
 
     def _call(self, what: str, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        # The same error mapping as KubernetesApi: 429/5xx/connection -> TransientError.
-        try:
-            return method(*args, _request_timeout=self._api.request_timeout, **kwargs)
-        except ApiException as e:
-            raise _api_error(what, e) from e
-        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
-            raise TransientError(f"Kubernetes API unreachable reading {what}: {type(e).__name__}") from e
+        # The same policy and error mapping as KubernetesApi (429/5xx/connection -> TransientError).
+        return self._api._call(what, method, *args, **kwargs)
 
 
 class KubernetesEvidenceConnector:

@@ -64,9 +64,11 @@ def run_custom_checks(loaded: list[tuple[str, HealthCheck | str]], cluster: Clus
         try:
             result = await asyncio.wait_for(check.run(cluster), timeout_seconds)
         except TimeoutError:
-            return _failed(cluster, name, f"{name} did not finish within {timeout_seconds:g}s")
+            return HealthCheckResult.inconclusive(cluster.cluster_id, name,
+                                                  f"{name} did not finish within {timeout_seconds:g}s")
         except Exception as e:  # the tenant's code: report it, never crash the precheck
-            return _failed(cluster, name, f"{name} raised {type(e).__name__}: {e}")
+            # An error is no answer about the cluster: inconclusive, never "fail" (guard.retry's rule).
+            return HealthCheckResult.inconclusive(cluster.cluster_id, name, f"{name} raised {type(e).__name__}: {e}")
         if not isinstance(result, HealthCheckResult):
             return _failed(cluster, name, f"{name} returned {type(result).__name__}, not HealthCheckResult")
         return result

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from guard.core.istio import find_istiod
-from guard.core.models import CheckStatus, Cluster, HealthCheckResult
-from guard.errors import TransientError
+from guard.core.models import Cluster, HealthCheckResult
+from guard.errors import RateLimited, TransientError
 from guard.ports import (
     ClusterConnector,
     DeploymentInfo,
@@ -65,12 +65,17 @@ def selector_matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def read_snapshot(connector: ClusterConnector, cluster: Cluster, when: str) -> ClusterSnapshot | HealthCheckResult:
-    """The cluster's snapshot, or a failed `api_reachable` result saying it could not be read.
+    """The cluster's snapshot, or an *inconclusive* `api_reachable` result saying it could not be read.
 
-    Unreachable is a finding, not a crash: the report says so and the batch stops there.
+    The API kept failing past the retry policy (guard.retry): that is no answer about the cluster's
+    health, so it is neither a pass nor a fail. A precheck stops there (nothing is changed on an
+    unknown cluster); a post-check makes the verdict inconclusive, for a person to decide. A long
+    rate limit (`RateLimited`) propagates so the state machine waits it out.
     """
     try:
         return ClusterSnapshot.read(connector.connect(cluster))
+    except RateLimited:
+        raise
     except TransientError as e:
-        return HealthCheckResult(cluster_id=cluster.cluster_id, check_name="api_reachable",
-                                 status=CheckStatus.FAIL, message=f"Kubernetes API unreachable {when}: {e}")
+        return HealthCheckResult.inconclusive(cluster.cluster_id, "api_reachable",
+                                              f"Kubernetes API unreachable {when}: {e}")

@@ -22,6 +22,9 @@ class CheckStatus(StrEnum):
     FAIL = "fail"
     WARN = "warn"
     SKIPPED = "skipped"
+    # The check could not get an answer (the API or vendor kept failing past the retry policy):
+    # never a pass, and never a "fail" either; the message says why.
+    INCONCLUSIVE = "inconclusive"
 
 
 class UpgradeRecord(BaseModel):
@@ -76,3 +79,9 @@ class HealthCheckResult(BaseModel):
     @property
     def passed(self) -> bool:
         return self.status in (CheckStatus.PASS, CheckStatus.WARN, CheckStatus.SKIPPED)
+
+    @classmethod
+    def inconclusive(cls, cluster_id: str, check_name: str, error: Exception | str) -> HealthCheckResult:
+        """The check could not be answered because of `error` (after the retry policy)."""
+        return cls(cluster_id=cluster_id, check_name=check_name, status=CheckStatus.INCONCLUSIVE,
+                   message=f"could not check: {error}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import anthropic
 
-from guard.errors import AnalysisUnavailable
+from guard.errors import AnalysisUnavailable, TransientError
 from guard.llm.base import AnalystBase
+from guard.retry import retry_after_seconds
 
 
 class AnthropicAnalyst(AnalystBase):
@@ -33,11 +36,15 @@ class AnthropicAnalyst(AnalystBase):
                 messages=[{"role": "user", "content": user}],
             )
         except anthropic.APITimeoutError as e:
+            # Not retried: a timeout has spent the analysis's budget, and the rollback waits for it.
             raise AnalysisUnavailable(f"{self.provider} timed out") from e
         except anthropic.APIStatusError as e:
+            if e.status_code == 429 or e.status_code >= 500:
+                asked = retry_after_seconds(e.response.headers.get("retry-after"), datetime.now(UTC))
+                raise TransientError(f"{self.provider} answered HTTP {e.status_code}", retry_after=asked) from e
             raise AnalysisUnavailable(f"{self.provider} answered HTTP {e.status_code}") from e
         except anthropic.APIConnectionError as e:
-            raise AnalysisUnavailable(f"{self.provider} unreachable ({type(e).__name__})") from e
+            raise TransientError(f"{self.provider} unreachable ({type(e).__name__})") from e
         except anthropic.AnthropicError as e:
             raise AnalysisUnavailable(f"{self.provider} error ({type(e).__name__})") from e
         if message.stop_reason == "max_tokens":

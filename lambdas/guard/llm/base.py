@@ -1,8 +1,11 @@
 """The `FailureAnalyst` port and the base class every backend extends.
 
 `AnalystBase.analyze` owns everything that must hold whatever the vendor: secrets are
-redacted, the prompt is capped, the answer is validated; a backend implements only
-`_complete(system, user) -> text` and maps its SDK's errors to `AnalysisUnavailable`.
+redacted, the prompt is capped, the vendor call is retried by the project's policy
+(guard.retry), the answer is validated. A backend implements only
+`_complete(system, user) -> text` and maps its SDK's errors: `TransientError` for timeouts,
+429, 5xx and connection trouble (with the `retry-after` it was given), `AnalysisUnavailable`
+for the rest.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from abc import ABC, abstractmethod
 from pydantic import BaseModel, Field, ValidationError
 
 from guard.core.evidence import FailureEvidence
-from guard.errors import AnalysisUnavailable
+from guard.errors import AnalysisUnavailable, TransientError
 from guard.llm.prompt import SYSTEM_PROMPT, build_prompt
 from guard.redact import redact
+from guard.retry import RetryPolicy, policy
 
 
 class Analysis(BaseModel):
@@ -33,22 +37,30 @@ class AnalystBase(ABC):
 
     provider = "unknown"
 
-    def __init__(self, model: str, max_prompt_chars: int = 24_000, max_output_tokens: int = 1_024) -> None:
+    def __init__(self, model: str, max_prompt_chars: int = 24_000, max_output_tokens: int = 1_024,
+                 retry: RetryPolicy | None = None) -> None:
         self.model = model
         self.max_prompt_chars = max_prompt_chars
         self.max_output_tokens = max_output_tokens
         self.last_prompt_chars = 0
+        # Two attempts: the analysis shares one time budget with the rollback it must never delay,
+        # and a wait too long for the Lambda ends the analysis (AnalysisUnavailable), not the run.
+        self._retry = retry or policy(attempts=2, max_inline_wait_seconds=10)
 
     def analyze(self, evidence: FailureEvidence) -> Analysis:
         # The cap counts the system prompt, the user prompt and one separator between them.
         user = build_prompt(evidence, self.max_prompt_chars - len(SYSTEM_PROMPT) - 1)
         self.last_prompt_chars = len(SYSTEM_PROMPT) + 1 + len(user)
-        text = self._complete(SYSTEM_PROMPT, user)
+        try:
+            text = self._retry.call("LLM", lambda: self._complete(SYSTEM_PROMPT, user))
+        except TransientError as e:  # RateLimited included: the rollback does not wait for an analysis
+            raise AnalysisUnavailable(str(e)) from e
         return parse_analysis(text)
 
     @abstractmethod
     def _complete(self, system: str, user: str) -> str:
-        """The model's text answer to one system + user prompt; AnalysisUnavailable on any failure."""
+        """The model's text answer to one system + user prompt; TransientError when a retry may help,
+        AnalysisUnavailable on any other failure."""
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
 from guard.errors import ExternalServiceError, TransientError
 from guard.notify.base import Notification
+from guard.retry import RetryPolicy, policy, retry_after_seconds
 
 
 class SlackNotifier:
     name = "slack"
 
-    def __init__(self, webhook_url: str, timeout_seconds: float = 5, session: requests.Session | None = None) -> None:
+    def __init__(self, webhook_url: str, timeout_seconds: float = 5, session: requests.Session | None = None,
+                 retry: RetryPolicy | None = None) -> None:
         self._url = webhook_url
         self._timeout = timeout_seconds
         self._http = session or requests.Session()
+        # A notification is never worth a long wait: a longer Retry-After gives up (the workflow goes on).
+        self._retry = retry or policy(attempts=3, max_inline_wait_seconds=5)
 
     @staticmethod
     def payload(event: Notification) -> dict[str, Any]:
@@ -31,12 +36,18 @@ class SlackNotifier:
         }
 
     def send(self, event: Notification) -> None:
+        """Posts the message, retried as guard.retry says (Slack's `Retry-After` honoured)."""
+        body = self.payload(event)
+        self._retry.call("Slack webhook", lambda: self._post(body))
+
+    def _post(self, body: dict[str, Any]) -> None:
         try:
-            response = self._http.post(self._url, json=self.payload(event), timeout=self._timeout)
+            response = self._http.post(self._url, json=body, timeout=self._timeout)
         except requests.RequestException as e:
             raise TransientError(f"Slack webhook unreachable: {type(e).__name__}") from e
         if response.status_code == 429 or response.status_code >= 500:
-            raise TransientError(f"Slack webhook answered HTTP {response.status_code}")
+            asked = retry_after_seconds(response.headers.get("Retry-After"), datetime.now(UTC))
+            raise TransientError(f"Slack webhook answered HTTP {response.status_code}", retry_after=asked)
         if response.status_code >= 400:
             raise ExternalServiceError(f"Slack webhook refused the message: HTTP {response.status_code} "
                                        f"{response.text[:100]}")

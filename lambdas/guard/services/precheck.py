@@ -11,11 +11,15 @@ from guard.checks.snapshot import read_snapshot
 from guard.config.models import TenantConfig
 from guard.core.models import CheckStatus, Cluster, HealthCheckResult
 from guard.core.run import PrecheckReport, RunRecord
-from guard.errors import PrecheckFailed
+from guard.errors import PrecheckFailed, RateLimited, TransientError
 from guard.ports import Clock, ClusterConnector, MetricsProvider
 from guard.services.metrics import read_window, render_queries
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
+
+
+def _unanswered(result: HealthCheckResult) -> str:
+    return " (inconclusive)" if result.status == CheckStatus.INCONCLUSIVE else ""
 
 
 def zero_downtime_policy(config: TenantConfig, run: RunRecord) -> builtin.ZeroDowntimePolicy:
@@ -48,8 +52,7 @@ class PrecheckService:
         run = self._state.get_run(run_id)
         cluster = self._registry.get(cluster_id)
         results = self._cluster_checks(run, cluster)
-        results.append(builtin.datadog_alerts(cluster, self._metrics.active_alerts(cluster.datadog_tags),
-                                              ignore=run.options.ignore_alerts))
+        results.append(self._alerts(cluster, ignore=run.options.ignore_alerts))
         if self._config.custom_checks and self._checks_dir is not None:
             loaded = load_custom_checks(self._config.custom_checks, self._checks_dir)
             results += run_custom_checks(loaded, cluster)
@@ -63,9 +66,19 @@ class PrecheckService:
                                 ignored_alerts=run.options.ignore_alerts)
         self._state.put_precheck(run, report)
         if not report.passed:
-            failures = "; ".join(f"{r.check_name}: {r.message}" for r in report.failures())
+            failures = "; ".join(f"{r.check_name}{_unanswered(r)}: {r.message}" for r in report.failures())
             raise PrecheckFailed(f"{cluster_id}: {failures}")
         return report
+
+    def _alerts(self, cluster: Cluster, *, ignore: bool) -> HealthCheckResult:
+        """Datadog's alerting monitors; inconclusive when Datadog kept failing past the retry policy."""
+        try:
+            alerts = self._metrics.active_alerts(cluster.datadog_tags)
+        except RateLimited:
+            raise  # the state machine waits the reset out and runs the precheck again
+        except TransientError as e:
+            return HealthCheckResult.inconclusive(cluster.cluster_id, "datadog_alerts", f"Datadog monitors: {e}")
+        return builtin.datadog_alerts(cluster, alerts, ignore=ignore)
 
     def _cluster_checks(self, run: RunRecord, cluster: Cluster) -> list[HealthCheckResult]:
         snap = read_snapshot(self._connector, cluster, "before the upgrade")

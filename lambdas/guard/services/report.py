@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from guard.core.models import CheckStatus
 from guard.core.run import PrecheckReport, RunRecord
 from guard.redact import redact
 
@@ -25,7 +26,9 @@ class RollbackSection(BaseModel):
     analysis_markdown: str = ""
 
 
-def _mark(passed: bool) -> str:
+def _mark(passed: bool, status: CheckStatus | None = None) -> str:
+    if status == CheckStatus.INCONCLUSIVE:
+        return "?"
     return "✓" if passed else "✗"
 
 
@@ -78,7 +81,7 @@ def _health_sections(clusters: list[str], reports: dict[str, PrecheckReport]) ->
             continue
         lines += ["", "| check | status | details |", "|---|---|---|"]
         for result in report.results:
-            lines.append(f"| {result.check_name} | {_mark(result.passed)} {result.status.value} | "
+            lines.append(f"| {result.check_name} | {_mark(result.passed, result.status)} {result.status.value} | "
                          f"{result.message.replace('|', '/')} |")
         if report.ignored_alerts:
             lines += ["", "**Datadog alerts were ignored for this run (`ignore_alerts: true`).**"]

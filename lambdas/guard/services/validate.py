@@ -7,9 +7,9 @@ from datetime import timedelta
 from guard.checks import builtin
 from guard.checks.snapshot import read_snapshot
 from guard.config.models import TenantConfig
-from guard.core.models import HealthCheckResult
-from guard.core.run import ClusterVerdict, PrecheckReport, VerdictOutcome
-from guard.errors import ValidationFailed, ValidationInconclusive
+from guard.core.models import CheckStatus, HealthCheckResult
+from guard.core.run import ClusterVerdict, MetricFinding, PrecheckReport, VerdictOutcome
+from guard.errors import RateLimited, TransientError, ValidationFailed, ValidationInconclusive
 from guard.judge import JudgeSettings, judge_cluster
 from guard.ports import Clock, ClusterConnector, MetricsProvider
 from guard.services.metrics import read_window, render_queries
@@ -38,18 +38,32 @@ class ValidationService:
         start = end - timedelta(minutes=self._config.validation.baseline_window_minutes)
         if run.flux_synced_at and run.flux_synced_at > start:
             start = run.flux_synced_at
-        current = read_window(self._metrics, render_queries(self._config.datadog.queries, cluster), start, end)
-
-        v = self._config.validation
-        verdict = judge_cluster(
-            cluster_id, baseline, current, self._config.thresholds_for(run.batch),
-            JudgeSettings(interval_seconds=v.metric_interval_seconds, min_data_points=v.min_data_points,
-                          significance_min_points=v.significance_min_points, confidence=v.confidence),
-        )
+        queries = render_queries(self._config.datadog.queries, cluster)
+        try:
+            current = read_window(self._metrics, queries, start, end)
+        except RateLimited:
+            raise  # the state machine waits the reset out and validates again
+        except TransientError as e:
+            # Datadog kept failing past the retry policy: no data is no verdict, never a pass or a fail.
+            verdict = ClusterVerdict(cluster_id=cluster_id, outcome=VerdictOutcome.INCONCLUSIVE, findings=[
+                MetricFinding(query_name=name, query=query, rule="metrics_read", outcome=VerdictOutcome.INCONCLUSIVE,
+                              explanation=f"{name}: Datadog could not be read after the upgrade: {e}")
+                for name, query in queries.items()])
+        else:
+            v = self._config.validation
+            verdict = judge_cluster(
+                cluster_id, baseline, current, self._config.thresholds_for(run.batch),
+                JudgeSettings(interval_seconds=v.metric_interval_seconds, min_data_points=v.min_data_points,
+                              significance_min_points=v.significance_min_points, confidence=v.confidence),
+            )
         verdict.post_checks = self._post_checks(cluster_id, run.target_version, precheck)
-        # A failed post-check is a failure whatever the metrics say (even with too little data).
-        if not all(c.passed for c in verdict.post_checks):
+        # A failed post-check is a failure whatever the metrics say (even with too little data); a
+        # post-check that got no answer makes a passing verdict inconclusive, never a failure.
+        statuses = {c.status for c in verdict.post_checks}
+        if CheckStatus.FAIL in statuses:
             verdict.outcome = VerdictOutcome.FAIL
+        elif CheckStatus.INCONCLUSIVE in statuses and verdict.outcome == VerdictOutcome.PASS:
+            verdict.outcome = VerdictOutcome.INCONCLUSIVE
         self._state.put_verdict(run, verdict)
         return verdict
 

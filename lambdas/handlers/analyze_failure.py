@@ -13,6 +13,7 @@ from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.errors import GuardError
 from guard.ports import EvidenceConnector
+from guard.retry import with_lambda_budget
 from guard.services.analysis import AnalysisService
 from guard.services.evidence import EvidenceService
 
@@ -20,6 +21,7 @@ logger = Logger()
 
 
 @logger.inject_lambda_context
+@with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     cfg = runtime.config()
     connector: EvidenceConnector | None

@@ -10,12 +10,14 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
+from guard.retry import with_lambda_budget
 from guard.services.decision import DecisionService
 
 logger = Logger()
 
 
 @logger.inject_lambda_context
+@with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     cfg = runtime.config()
     service = DecisionService(runtime.state(), runtime.failure_store(), None, None, runtime.gitops_repo(),

@@ -4,12 +4,14 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
+from guard.retry import with_lambda_budget
 from guard.services.validate import conclude
 
 logger = Logger()
 
 
 @logger.inject_lambda_context
+@with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     verdicts = conclude(runtime.state(), str(event["run_id"]))
     return {"batch_verdict": "pass", "clusters": [v.cluster_id for v in verdicts]}

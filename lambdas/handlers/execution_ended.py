@@ -10,6 +10,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
+from guard.retry import with_lambda_budget
 from guard.services.ending import EndingService, ExecutionEnded
 from guard.services.outcome import OutcomeRecorder
 
@@ -19,6 +20,7 @@ logger = Logger()
 
 
 @logger.inject_lambda_context
+@with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ended = ExecutionEnded.model_validate(event.get("detail") or {})
     outcomes = OutcomeRecorder(runtime.registry(), runtime.state(), runtime.gitops_repo_for_comments(logger.warning),

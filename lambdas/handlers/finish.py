@@ -5,6 +5,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from guard import runtime
+from guard.retry import with_lambda_budget
 from guard.services.finish import FinishService
 from guard.vocabulary.outcomes import Outcome
 
@@ -14,6 +15,7 @@ metrics = Metrics()
 
 @metrics.log_metrics
 @logger.inject_lambda_context
+@with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     repo = runtime.gitops_repo_for_comments(logger.warning)
     service = FinishService(runtime.registry(), runtime.state(), repo, runtime.clock, log_warning=logger.warning)

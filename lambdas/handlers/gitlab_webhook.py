@@ -21,6 +21,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from guard import runtime
 from guard.adapters.step_functions import StepFunctionsCallbacks
 from guard.errors import InvalidInput, WebhookUnauthorized
+from guard.retry import with_lambda_budget
 from guard.services.decision import DecisionService
 from guard.services.webhook import (
     MAX_BODY_BYTES,
@@ -85,5 +86,6 @@ def _handle(headers: dict[str, str], raw: bytes) -> WebhookResult:
 
 
 @logger.inject_lambda_context
+@with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return app.resolve(event, context)

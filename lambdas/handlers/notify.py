@@ -11,6 +11,7 @@ from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.notify.base import NotifyResult, NotifyService
 from guard.ports import Notifier
+from guard.retry import with_lambda_budget
 from guard.services.notification import notify_run
 from guard.vocabulary.events import NotificationEvent
 
@@ -40,6 +41,7 @@ def send(run_id: str, name: str, detail: str | None = None) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context
+@with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     detail = event.get("detail")
     return send(str(event.get("run_id")), str(event.get("event")), str(detail) if detail else None)

@@ -4,6 +4,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
+from guard.retry import with_lambda_budget
 from guard.services.merge_request import MergeRequestService
 from guard.vocabulary.events import NotificationEvent
 
@@ -13,6 +14,7 @@ logger = Logger()
 
 
 @logger.inject_lambda_context
+@with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = MergeRequestService(runtime.config(), runtime.registry(), runtime.state(), runtime.gitops_repo(),
                                   runtime.clock)

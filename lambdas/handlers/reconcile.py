@@ -9,6 +9,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.adapters.step_functions import StepFunctionsCallbacks
+from guard.retry import with_lambda_budget
 from guard.services.decision import DecisionService
 from guard.services.reconcile import ReconcileService
 
@@ -16,6 +17,7 @@ logger = Logger()
 
 
 @logger.inject_lambda_context
+@with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     sfn = StepFunctionsCallbacks(runtime.step_functions())
 

@@ -5,12 +5,14 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.errors import InvalidInput
+from guard.retry import with_lambda_budget
 from guard.rollout.service import RolloutService, parse_rollout_input, rollout_summary
 
 logger = Logger()
 
 
 @logger.inject_lambda_context
+@with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = RolloutService(runtime.config(), runtime.registry(), runtime.state(), runtime.rollouts(),
                              runtime.clock)

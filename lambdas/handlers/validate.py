@@ -4,12 +4,14 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
+from guard.retry import with_lambda_budget
 from guard.services.validate import ValidationService
 
 logger = Logger()
 
 
 @logger.inject_lambda_context
+@with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = ValidationService(runtime.config(), runtime.registry(), runtime.state(), runtime.cluster_connector(),
                                 runtime.metrics_provider(), runtime.clock)

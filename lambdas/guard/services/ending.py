@@ -76,6 +76,7 @@ class EndingResult(BaseModel):
     outcome: str | None = None
     error: str | None = None
     tokens_deleted: list[str] = Field(default_factory=list)
+    registry_notes: list[str] = Field(default_factory=list)  # where the clusters disagreed with the registry
 
 
 class EndingService:
@@ -111,7 +112,8 @@ class EndingService:
                                          comment=comment)
         self._notify(run.run_id, NotificationEvent.FAILED.value, f"{error}: {cause}")
         return EndingResult(run_id=run.run_id, status=event.status, action="recorded",
-                            outcome=recorded.outcome, error=error, tokens_deleted=deleted)
+                            outcome=recorded.outcome, error=error, tokens_deleted=deleted,
+                            registry_notes=[n for n in recorded.registry_notes if n.startswith("at the end")])
 
     def _delete_tokens(self, run: RunRecord) -> list[str]:
         """Delete this run's tokens (upgrade MR, its decision, the rollback MR); another run's stay."""

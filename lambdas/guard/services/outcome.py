@@ -80,14 +80,15 @@ class OutcomeRecorder:
 
     def _observe(self, run: RunRecord, expected: dict[str, str] | None) -> list[str]:
         """Set the registry to what the run's clusters run; the notes (also kept on `run`) on where
-        that was not what the registry or `expected` said. A retry replaces the previous notes."""
+        that was not what the registry or `expected` said. A retry finds the registry corrected
+        already: what the first attempt reported stays, and only new findings are added."""
         if self._observer is None:
             return []
         clusters = self._registry.get_many(run.clusters)
         found = self._observer.reconcile([clusters[c] for c in run.clusters if c in clusters], run_id=run.run_id,
                                          expected=expected)
         notes = for_the_record(_AT_END.removesuffix(": "), found.notes())
-        run.registry_notes = [n for n in run.registry_notes if not n.startswith(_AT_END)] + notes
+        run.registry_notes += [n for n in notes if n not in run.registry_notes]
         return notes
 
     def comment(self, project: str, iid: int | None, body: str) -> None:

@@ -14,9 +14,11 @@ from guard.core.models import Cluster
 from guard.errors import VersionNotAllowed
 from guard.services.ending import EndingService, ExecutionEnded
 from guard.services.finish import FinishService
+from guard.services.notification import build_notification
 from guard.services.observation import RegistryObserver
 from guard.services.outcome import OutcomeRecorder
 from guard.services.plan import BatchPlanner, parse_input
+from guard.vocabulary.events import NotificationEvent
 from guard.vocabulary.outcomes import OBSERVED, Outcome
 from moto import mock_aws
 
@@ -162,6 +164,8 @@ def test_a_failed_run_records_what_the_clusters_run_not_what_it_assumed(world: W
     assert run.registry_notes == [f"at the end: {c}: the registry said {OLD}, the cluster runs {NEW}: registry updated"
                                   for c in CLUSTERS]
     assert "did not all run what GUARD expected" in world.gitlab.notes(PROJECT, world.upgrade_iid)[-1]
+    told = build_notification(world.config, world.state, world.failures, RUN_ID, NotificationEvent.FAILED)
+    assert (told.detail or "").startswith(f"Registry: {PROD_1}: the registry said {OLD}, the cluster runs {NEW}")
     # AND recording it again (a retried task) keeps one set of notes
     finish.fail(RUN_ID, "validate", {"Error": "TransientError", "Cause": "Datadog: 503 Service Unavailable"})
     assert world.run().registry_notes == run.registry_notes

@@ -32,6 +32,11 @@ def build_notification(config: TenantConfig, state: StateStore, failures: Failur
         url = rollback.merge_request_url
     if detail is None and event in (NotificationEvent.FAILED, NotificationEvent.ROLLED_BACK) and run.cause:
         detail = f"{run.error or 'Error'}: {run.cause}"
+    ended = (NotificationEvent.SUCCEEDED, NotificationEvent.FAILED, NotificationEvent.ROLLED_BACK)
+    disagreed = [n.removeprefix("at the end: ") for n in run.registry_notes if n.startswith("at the end: ")]
+    if event in ended and disagreed:  # a cluster not running what GUARD expected is news, whatever the outcome
+        # First, and cut short itself: the whole detail is cut at 1,000 characters below.
+        detail = "\n".join(p for p in (("Registry: " + "; ".join(disagreed))[:500], detail) if p)
     return Notification(event=event, tenant=config.tenant, batch=run.batch, version=run.target_version,
                         run_id=run_id, merge_request_url=url, first_violation=first,
                         detail=detail[:1_000] if detail else None)

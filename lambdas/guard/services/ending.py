@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from guard.core.run import RunRecord, RunStatus
 from guard.errors import ExecutionStopped, ExecutionTimedOut, OutcomeNotRecorded, UpgradeFailed
+from guard.services.observation import AT_END
 from guard.services.outcome import OutcomeRecorder
 from guard.stores.failure import FailureStore
 from guard.stores.state import StateStore
@@ -113,7 +114,7 @@ class EndingService:
         self._notify(run.run_id, NotificationEvent.FAILED.value, f"{error}: {cause}")
         return EndingResult(run_id=run.run_id, status=event.status, action="recorded",
                             outcome=recorded.outcome, error=error, tokens_deleted=deleted,
-                            registry_notes=[n for n in recorded.registry_notes if n.startswith("at the end")])
+                            registry_notes=[n for n in recorded.registry_notes if n.startswith(AT_END)])
 
     def _delete_tokens(self, run: RunRecord) -> list[str]:
         """Delete this run's tokens (upgrade MR, its decision, the rollback MR); another run's stay."""

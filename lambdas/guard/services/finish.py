@@ -29,7 +29,7 @@ from guard.errors import (
     ValidationFailed,
 )
 from guard.ports import Clock, GitOpsRepo
-from guard.services.observation import RegistryObserver
+from guard.services.observation import AT_END, RegistryObserver
 from guard.services.outcome import OutcomeRecorder
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
@@ -97,7 +97,7 @@ class FinishService:
         summary: dict[str, Any] = {"run_id": run_id, "batch": run.batch, "target_version": run.target_version,
                                    "status": Outcome.SUCCEEDED, "clusters": run.clusters,
                                    "merge_request_url": run.merge_request_url}
-        disagreed = [n for n in run.registry_notes if n.startswith("at the end")]
+        disagreed = [n for n in run.registry_notes if n.startswith(AT_END)]
         if disagreed:  # the execution's output says it too: a success where a cluster runs something else
             summary["registry_notes"] = disagreed
         return {"summary": summary}

@@ -23,6 +23,8 @@ from guard.services.versions import ObservedVersion, VersionReader
 from guard.stores.registry import ClusterRegistry
 from guard.vocabulary.outcomes import OBSERVED
 
+# How a run record's notes say when the clusters were observed (`RunRecord.registry_notes`).
+AT_PLAN, AT_END = "at plan", "at the end"
 MAX_NOTES = 50  # lines a run record keeps: a record stays small whatever the batch's size
 MAX_WORKERS = 8  # clusters read at once: enough for a batch, gentle on a Lambda's connections
 _PROBLEM_MAX = 300  # characters of one cluster's problem in a note (notes live in the run record)

@@ -21,13 +21,11 @@ from guard.core.run import RunRecord, RunStatus
 from guard.errors import GuardError
 from guard.ports import Clock, GitOpsRepo
 from guard.redact import redact
-from guard.services.observation import RegistryObserver, for_the_record
+from guard.services.observation import AT_END, RegistryObserver, for_the_record
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import BatchResult, StateStore
 from guard.vocabulary.outcomes import Outcome
 from guard.vocabulary.stages import FailedStage, Stage
-
-_AT_END = "at the end: "
 
 
 class OutcomeRecorder:
@@ -74,7 +72,7 @@ class OutcomeRecorder:
             iid, body = comment
             if notes:
                 body += "\n\n⚠️ The clusters did not all run what GUARD expected:\n" + "\n".join(
-                    f"- {n.removeprefix(_AT_END)}" for n in notes)
+                    f"- {n.removeprefix(AT_END + ': ')}" for n in notes)
             self.comment(run.gitlab_project, iid, body)
         return run
 
@@ -87,7 +85,7 @@ class OutcomeRecorder:
         clusters = self._registry.get_many(run.clusters)
         found = self._observer.reconcile([clusters[c] for c in run.clusters if c in clusters], run_id=run.run_id,
                                          expected=expected)
-        notes = for_the_record(_AT_END.removesuffix(": "), found.notes())
+        notes = for_the_record(AT_END, found.notes())
         run.registry_notes += [n for n in notes if n not in run.registry_notes]
         return notes
 

@@ -36,7 +36,7 @@ from guard.errors import (
 from guard.ports import Clock, Executions
 from guard.redact import redact
 from guard.services.locks import BatchLocks, lock_hours
-from guard.services.observation import Reconciliation, RegistryObserver, for_the_record
+from guard.services.observation import AT_PLAN, Reconciliation, RegistryObserver, for_the_record
 from guard.services.windows import refuse_inside_window
 from guard.stores.failure import FailureStore, RollbackRecord
 from guard.stores.registry import ClusterRegistry
@@ -119,7 +119,7 @@ class BatchPlanner:
         found: Reconciliation = self._observer.reconcile([clusters[c] for c in batch.clusters], run_id=run_id)
         observed = {cid: c.model_copy(update={"current_istio_version": found.versions[cid]})
                     for cid, c in clusters.items()}
-        return observed, for_the_record("at plan", found.notes())
+        return observed, for_the_record(AT_PLAN, found.notes())
 
     def _batch(self, name: str) -> tuple[BatchConfig, dict[str, Cluster], str]:
         """The batch, its registered clusters and their one GitOps project; refused otherwise."""

@@ -6,6 +6,7 @@
     guard status <execution-arn> [--wait]
     guard validate-config config/example.yaml
     guard registry import|export FILE --config config/example.yaml
+    guard registry reconcile --batch prod-canary --config config/example.yaml
     guard run --local --scenario scenarios/default.yaml --batch dev-1 --target-version 1.20.0
 
 Executions start through boto3 (credentials, region and AWS_ENDPOINT_URL from the environment).
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         if hasattr(args, "func"):
             code: int = args.func(args, out)
             return code
-        registry_code: int = args.run(args)  # `registry import|export` (cli/registry.py)
+        registry_code: int = args.run(args)  # `registry import|export|reconcile` (cli/registry.py)
         return registry_code
     except (ConfigError, InvalidInput) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Import the cluster registry from, or export it to, a YAML or JSON file.
+"""Import the cluster registry from, or export it to, a YAML or JSON file; reconcile it with
+what a batch's clusters run.
 
 The file holds a top-level `clusters:` list of `Cluster` documents (see guard.core.models and
 config/registry.example.yaml). `import_clusters` / `export_clusters` work on a `ClusterRegistry`
@@ -22,6 +23,7 @@ from guard.config.models import TenantConfig
 from guard.core.models import Cluster
 from guard.core.version import Version
 from guard.errors import ConfigError, ExternalServiceError, GuardError, InvalidInput
+from guard.services.observation import Reconciliation, RegistryObserver
 from guard.stores.registry import ClusterRegistry
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -172,6 +174,27 @@ def export_clusters(registry: ClusterRegistry) -> list[Cluster]:
     return sorted(registry.all(), key=lambda c: c.cluster_id)
 
 
+def batch_clusters(registry: ClusterRegistry, batch: str, config: TenantConfig | None) -> list[Cluster]:
+    """The clusters of `batch`: the config's list when given (each must be in the registry), else
+    the registry clusters whose batch_id is `batch`. InvalidInput names what is missing."""
+    if config is None:
+        found = [c for c in registry.all() if c.batch_id == batch]
+        if not found:
+            raise InvalidInput(f"--batch: no registry cluster has batch_id '{batch}' "
+                               "(pass --config to take the batch from the tenant config)")
+        return found
+    listed = config.batch(batch)
+    if listed is None:
+        known = ", ".join(b.name for b in config.batches)
+        raise InvalidInput(f"--batch: unknown batch '{batch}' (tenant '{config.tenant}' has: {known})")
+    clusters = registry.get_many(listed.clusters)
+    missing = [c for c in listed.clusters if c not in clusters]
+    if missing:
+        raise InvalidInput(f"batch '{batch}' lists clusters missing from the registry: {', '.join(missing)} "
+                           "(import them first)")
+    return [clusters[c] for c in listed.clusters]
+
+
 def config_warnings(config: TenantConfig, clusters: list[Cluster]) -> list[str]:
     """Where the file and the tenant's batches disagree (the batches decide what a run upgrades)."""
     batch_of = {cid: b.name for b in config.batches for cid in b.clusters}
@@ -206,6 +229,16 @@ Write every registry cluster, sorted by cluster_id, to FILE (`-` = stdout) as a
 `clusters:` list. The output imports back unchanged (export -> import -> export is identical).
 """
 
+RECONCILE_HELP = """\
+Read what each cluster of batch B runs (the Flux HelmRelease Ready at a version and istiod
+running it with every replica ready: the reading GUARD's runs use) and set the registry's
+current_istio_version to it. A cluster that cannot be reached, or whose HelmRelease and istiod
+disagree, keeps its registry version and is reported. Each correction is added to the cluster's
+upgrade_history (outcome `observed`). Runs do the same before planning and at their end.
+Exit codes: 0 every cluster observed (the registry now says what they run), 1 a cluster could
+not be observed or an AWS failure, 2 bad arguments, config or batch.
+"""
+
 FILE_FORMAT = "YAML for .yaml/.yml, JSON for .json; the format is taken from the extension"
 
 
@@ -229,16 +262,25 @@ def add_commands(commands: Any) -> None:
     _add_target(exp)
     exp.set_defaults(run=run_export)
 
+    rec = actions.add_parser("reconcile", help="set a batch's registry versions to what its clusters run",
+                             description=RECONCILE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rec.add_argument("--batch", required=True, metavar="B",
+                     help="batch name (from --config; with --table: the registry clusters whose batch_id is B)")
+    _add_target(rec, file_format=False)
+    rec.add_argument("--dry-run", action="store_true", help="observe and report what would change; write nothing")
+    rec.set_defaults(run=run_reconcile)
 
-def _add_target(parser: argparse.ArgumentParser) -> None:
+
+def _add_target(parser: argparse.ArgumentParser, file_format: bool = True) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--table", metavar="NAME", help="registry table name")
     target.add_argument("--config", metavar="TENANT_YAML",
                         help="tenant config: its deployed registry table (aws.dynamodb.table_name, else "
                              "guard-<tenant>-cluster-registry), aws.region and aws.cluster_accounts")
     parser.add_argument("--region", help="AWS region (default: the config's aws.region, else the AWS environment)")
-    parser.add_argument("--format", choices=["yaml", "json"],
-                        help="file format when FILE is `-` (default yaml) or has another extension")
+    if file_format:
+        parser.add_argument("--format", choices=["yaml", "json"],
+                            help="file format when FILE is `-` (default yaml) or has another extension")
 
 
 def _open_registry(table_name: str, region: str | None) -> ClusterRegistry:
@@ -325,6 +367,42 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"exported {len(clusters)} clusters from {table_name}"
           + ("" if args.file == STDIO else f" to {args.file}"), file=sys.stderr)
     return 0
+
+
+def run_reconcile(args: argparse.Namespace) -> int:
+    import boto3  # the edge: clusters are reached with the credentials of the environment
+    from guard.adapters.eks_connector import EksConnector
+    from guard.clock import SystemClock
+
+    if not args.batch.strip():
+        return _fail(InvalidInput("--batch: must not be empty"), 2)
+    try:
+        table_name, region, config = _target(args)
+        registry = _open_registry(table_name, region)
+        clusters = batch_clusters(registry, args.batch, config)
+    except (InvalidInput, ConfigError) as e:
+        return _fail(e, 2)
+    except GuardError as e:
+        return _fail(e, 1)
+    clock = SystemClock()
+    observer = RegistryObserver(registry, EksConnector(boto3.session.Session(region_name=region)), clock)
+    try:
+        found = observer.reconcile(clusters, run_id=f"registry-reconcile-{clock.now():%Y%m%dT%H%M%SZ}",
+                                   dry_run=args.dry_run)
+    except GuardError as e:
+        return _fail(e, 1)
+    _print_reconciliation(args.batch, table_name, found)
+    return 1 if found.unobserved else 0
+
+
+def _print_reconciliation(batch: str, table_name: str, found: Reconciliation) -> None:
+    verb = "would update" if found.dry_run else "updated"
+    print(f"batch {batch} in {table_name}: {len(found.versions)} clusters, {len(found.updated)} {verb}, "
+          f"{len(found.unchanged)} unchanged, {len(found.unobserved)} not observed")
+    for note in found.notes():
+        print(f"  {note}")
+    if found.dry_run:
+        print("dry run: nothing written")
 
 
 def _fail(error: Exception, code: int) -> int:

@@ -44,7 +44,9 @@ class FunctionSpec:
 
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
-    FunctionSpec("Plan", "handlers.plan.handler", ("core",), registry="read", describe_executions=True),
+    # The planners and every recorder of an outcome read what the clusters run and set the registry to it.
+    FunctionSpec("Plan", "handlers.plan.handler", ("core", "kubernetes"), timeout_seconds=120, memory_mb=512,
+                 registry="read_write", describe_executions=True, cluster_access=True),
     FunctionSpec("Precheck", "handlers.precheck.handler", ("core", "kubernetes", "datadog"),
                  timeout_seconds=300, memory_mb=512, registry="read", secrets=("datadog",),
                  cluster_access=True),
@@ -60,8 +62,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
                  timeout_seconds=300, memory_mb=512, registry="read", secrets=("datadog",),
                  cluster_access=True),
     FunctionSpec("Conclude", "handlers.conclude.handler", ("core",)),
-    FunctionSpec("Finish", "handlers.finish.handler", ("core", "gitlab"),
-                 timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",)),
+    FunctionSpec("Finish", "handlers.finish.handler", ("core", "gitlab", "kubernetes"),
+                 timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",),
+                 cluster_access=True),
     # API Gateway waits at most 29 s; the webhook answers fast and only resumes executions.
     # python-gitlab is packaged for the Maintainer check of `/guard` comments (imported lazily).
     FunctionSpec("GitLabWebhook", "handlers.gitlab_webhook.handler", ("core", "gitlab"),
@@ -69,8 +72,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     # Scheduled every `gitlab.reconcile_minutes`: settles MR waits whose webhook GitLab never delivered.
     FunctionSpec("Reconcile", "handlers.reconcile.handler", ("core", "gitlab"),
                  timeout_seconds=120, memory_mb=512, secrets=("gitlab",), task_response=True),
-    FunctionSpec("PlanRollback", "handlers.plan_rollback.handler", ("core",), registry="read",
-                 describe_executions=True),
+    FunctionSpec("PlanRollback", "handlers.plan_rollback.handler", ("core", "kubernetes"), timeout_seconds=120,
+                 memory_mb=512, registry="read_write", describe_executions=True, cluster_access=True),
     FunctionSpec("AnalyzeFailure", "handlers.analyze_failure.handler", ("core", "kubernetes", "llm"),
                  timeout_seconds=300, memory_mb=512, registry="read", secrets=("llm",), cluster_access=True),
     FunctionSpec("AwaitDecision", "handlers.await_decision.handler", ("core", "gitlab"),
@@ -83,9 +86,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("Notify", "handlers.notify.handler", ("core",), secrets=("slack",), notify_topic=True),
     # Not a task: EventBridge delivers every end of an execution (infra/execution_ends.py); it records a
     # run the workflow could not (a stop from the console), releases the lock, deletes the tokens, notifies.
-    FunctionSpec("ExecutionEnded", "handlers.execution_ended.handler", ("core", "gitlab"),
-                 timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab", "slack"),
-                 notify_topic=True),
+    FunctionSpec("ExecutionEnded", "handlers.execution_ended.handler", ("core", "gitlab", "kubernetes"),
+                 timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab", "slack"),
+                 notify_topic=True, cluster_access=True),
     # The rollout machine's tasks: plan the DAG, hand out waves, record outcomes (registry: change windows).
     FunctionSpec("Rollout", "handlers.rollout.handler", ("core",), registry="read"),
 )

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         TaskCallbacks,
     )
     from guard.services.decision import DecisionService
+    from guard.services.observation import RegistryObserver
     from guard.stores.deliveries import Deliveries
     from guard.stores.failure import FailureStore
     from guard.stores.rollouts import RolloutStore
@@ -201,6 +202,13 @@ def cluster_connector() -> ClusterConnector:
     from guard.retry import policy
 
     return EksConnector(_boto3_session(), retry=policy(clock.sleep))
+
+
+def registry_observer(log_warning: Callable[..., Any]) -> RegistryObserver:
+    """Reads what the clusters run and sets the registry to it (kubernetes imported when a cluster is read)."""
+    from guard.services.observation import RegistryObserver
+
+    return RegistryObserver(registry(), cluster_connector(), clock, log_warning=log_warning)
 
 
 def reset() -> None:

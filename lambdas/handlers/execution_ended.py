@@ -24,7 +24,8 @@ logger = Logger()
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ended = ExecutionEnded.model_validate(event.get("detail") or {})
     outcomes = OutcomeRecorder(runtime.registry(), runtime.state(), runtime.gitops_repo_for_comments(logger.warning),
-                               runtime.clock, log_warning=logger.warning)
+                               runtime.clock, log_warning=logger.warning,
+                               observer=runtime.registry_observer(logger.warning))
     result = EndingService(runtime.state(), runtime.failure_store(), outcomes, notify=send).ended(ended)
     logger.info("execution ended", extra=result.model_dump())
     return result.model_dump()

@@ -1,4 +1,5 @@
-"""Tasks `RecordSuccess` / `RecordFailure`: record the outcome, release the lock, tell the MR."""
+"""Tasks `RecordSuccess` / `RecordFailure`: record the outcome, set the registry to what the clusters
+run, release the lock, tell the MR."""
 
 from typing import Any
 
@@ -18,7 +19,8 @@ metrics = Metrics()
 @with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     repo = runtime.gitops_repo_for_comments(logger.warning)
-    service = FinishService(runtime.registry(), runtime.state(), repo, runtime.clock, log_warning=logger.warning)
+    service = FinishService(runtime.registry(), runtime.state(), repo, runtime.clock, log_warning=logger.warning,
+                            observer=runtime.registry_observer(logger.warning))
     run_id = str(event["run_id"])
     if event.get("outcome") == Outcome.SUCCEEDED:
         metrics.add_metric(name="BatchUpgradeSucceeded", unit=MetricUnit.Count, value=1)

@@ -1,4 +1,5 @@
-"""Task `Plan`: validate the execution input, plan the batch, take its lock."""
+"""Task `Plan`: validate the execution input, read what the batch's clusters run (the registry is set
+to it), plan the batch, take its lock."""
 
 from typing import Any
 
@@ -17,7 +18,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = parse_input(event.get("input"))
     planner = BatchPlanner(runtime.config(), runtime.registry(), runtime.state(), runtime.clock,
                            own_account=runtime.own_account,
-                           executions=StepFunctionsCallbacks(runtime.step_functions()))
+                           executions=StepFunctionsCallbacks(runtime.step_functions()),
+                           observer=runtime.registry_observer(logger.warning))
     plan = planner.plan(request, run_id=str(event["execution_name"]), execution_arn=str(event["execution_arn"]))
     logger.info("planned", extra={"run_id": plan.run_id, "batch": plan.batch, "clusters": plan.clusters})
     return plan.payload()

@@ -27,7 +27,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = parse_model(ManualRollbackInput, event.get("input"), "rollback input")
     planner = BatchPlanner(runtime.config(), runtime.registry(), runtime.state(), runtime.clock,
                            failures=runtime.failure_store(), own_account=runtime.own_account,
-                           executions=StepFunctionsCallbacks(runtime.step_functions()))
+                           executions=StepFunctionsCallbacks(runtime.step_functions()),
+                           observer=runtime.registry_observer(logger.warning))
     plan = planner.plan_rollback(request, run_id=str(event["execution_name"]),
                                  execution_arn=str(event["execution_arn"]))
     logger.info("manual rollback planned", extra={"run_id": plan.run_id, "clusters": plan.clusters})

@@ -23,7 +23,8 @@ logger = Logger()
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     repo = runtime.gitops_repo_for_comments(logger.warning)
     service = RollbackService(runtime.config(), runtime.registry(), runtime.state(), runtime.failure_store(), repo,
-                              runtime.clock, connector=runtime.cluster_connector(), log_warning=logger.warning)
+                              runtime.clock, connector=runtime.cluster_connector(), log_warning=logger.warning,
+                              observer=runtime.registry_observer(logger.warning))
     deadline = event.get("deadline")
     merge = event.get("merge")
     poll = service.verify(str(event["run_id"]), str(deadline) if deadline else None,

@@ -199,7 +199,8 @@ SECRETS = {"gitlab": "alpha/gitlab-token", "datadog": "alpha/datadog", "webhook"
            "llm": "guard/llm-api-key"}
 # (registry access, secrets readable, may reach clusters, may answer task tokens)
 EXPECTED_ACCESS = {
-    "Plan": ("read", set(), False, False),
+    # The planners and the recorders of outcomes set the registry to what the clusters run.
+    "Plan": ("read_write", set(), True, False),
     "Precheck": ("read", {"datadog"}, True, False),
     # Reads each cluster's HelmRelease path from the registry.
     "OpenMergeRequest": ("read", {"gitlab"}, False, False),
@@ -207,19 +208,19 @@ EXPECTED_ACCESS = {
     "RestartSidecars": ("read", set(), True, False),
     "Validate": ("read", {"datadog"}, True, False),
     "Conclude": ("none", set(), False, False),
-    "Finish": ("read_write", {"gitlab"}, False, False),
+    "Finish": ("read_write", {"gitlab"}, True, False),
     # The GitLab token: the Maintainer check of `/guard` comments.
     "GitLabWebhook": ("none", {"webhook", "gitlab"}, False, True),
     # Reads MR states and notes, answers the waits whose webhook was lost.
     "Reconcile": ("none", {"gitlab"}, False, True),
-    "PlanRollback": ("read", set(), False, False),
+    "PlanRollback": ("read_write", set(), True, False),
     "AnalyzeFailure": ("read", {"llm"}, True, False),
     "AwaitDecision": ("read", {"gitlab"}, False, False),
     "OpenRollback": ("read", {"gitlab"}, False, False),
     "VerifyRollback": ("read_write", {"gitlab"}, True, False),
     "Notify": ("none", set(), False, False),
     # Records a run its execution could not (a stop), comments on the MR, notifies.
-    "ExecutionEnded": ("read", {"gitlab"}, False, False),
+    "ExecutionEnded": ("read_write", {"gitlab"}, True, False),
 }
 
 

@@ -129,6 +129,9 @@ class RunRecord(BaseModel):
     sidecar_restarts: dict[str, dict[str, datetime]] = Field(default_factory=dict)
     error: str | None = None
     cause: str | None = None
+    # Where the registry disagreed with the clusters when they were observed ("at plan: ...",
+    # "at the end: ..."), one line per cluster: services.observation.
+    registry_notes: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from guard.core.run import RunRecord, RunStatus
 from guard.errors import ExecutionStopped, ExecutionTimedOut, OutcomeNotRecorded, UpgradeFailed
+from guard.services.observation import AT_END
 from guard.services.outcome import OutcomeRecorder
 from guard.stores.failure import FailureStore
 from guard.stores.state import StateStore
@@ -76,6 +77,7 @@ class EndingResult(BaseModel):
     outcome: str | None = None
     error: str | None = None
     tokens_deleted: list[str] = Field(default_factory=list)
+    registry_notes: list[str] = Field(default_factory=list)  # where the clusters disagreed with the registry
 
 
 class EndingService:
@@ -111,7 +113,8 @@ class EndingService:
                                          comment=comment)
         self._notify(run.run_id, NotificationEvent.FAILED.value, f"{error}: {cause}")
         return EndingResult(run_id=run.run_id, status=event.status, action="recorded",
-                            outcome=recorded.outcome, error=error, tokens_deleted=deleted)
+                            outcome=recorded.outcome, error=error, tokens_deleted=deleted,
+                            registry_notes=[n for n in recorded.registry_notes if n.startswith(AT_END)])
 
     def _delete_tokens(self, run: RunRecord) -> list[str]:
         """Delete this run's tokens (upgrade MR, its decision, the rollback MR); another run's stay."""

@@ -29,6 +29,7 @@ from guard.errors import (
     ValidationFailed,
 )
 from guard.ports import Clock, GitOpsRepo
+from guard.services.observation import AT_END, RegistryObserver
 from guard.services.outcome import OutcomeRecorder
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
@@ -76,24 +77,30 @@ def explain(stage: str, error: dict[str, Any] | None) -> FailureSummary:
 
 
 class FinishService:
+    """`observer` reads what the clusters run once the outcome is recorded (`OutcomeRecorder`)."""
+
     def __init__(self, registry: ClusterRegistry, state: StateStore, repo: GitOpsRepo | None, clock: Clock,
-                 log_warning: Callable[..., Any] | None = None) -> None:
+                 log_warning: Callable[..., Any] | None = None, observer: RegistryObserver | None = None) -> None:
         self._state = state
         self._repo = repo
         self._log_warning = log_warning
-        self._outcomes = OutcomeRecorder(registry, state, repo, clock, log_warning)
+        self._outcomes = OutcomeRecorder(registry, state, repo, clock, log_warning, observer=observer)
 
     def succeed(self, run_id: str, merge: dict[str, Any] | None) -> dict[str, Any]:
         run = self._state.get_run(run_id)
         if merge and merge.get("merge_commit_sha"):
             run.merge_commit_sha = str(merge["merge_commit_sha"])
-        self._outcomes.record(
+        run = self._outcomes.record(
             run, Outcome.SUCCEEDED, versions={c: run.target_version for c in run.clusters},
             comment=(run.merge_request_iid, f"✅ GUARD: batch `{run.batch}` validated on {run.target_version}. "
                                             f"Clusters: {', '.join(run.clusters)}. Run `{run_id}`."))
-        return {"summary": {"run_id": run_id, "batch": run.batch, "target_version": run.target_version,
-                            "status": Outcome.SUCCEEDED, "clusters": run.clusters,
-                            "merge_request_url": run.merge_request_url}}
+        summary: dict[str, Any] = {"run_id": run_id, "batch": run.batch, "target_version": run.target_version,
+                                   "status": Outcome.SUCCEEDED, "clusters": run.clusters,
+                                   "merge_request_url": run.merge_request_url}
+        disagreed = [n for n in run.registry_notes if n.startswith(AT_END)]
+        if disagreed:  # the execution's output says it too: a success where a cluster runs something else
+            summary["registry_notes"] = disagreed
+        return {"summary": summary}
 
     def fail(self, run_id: str, stage: str, error: dict[str, Any] | None) -> FailureSummary:
         run = self._state.get_run(run_id)

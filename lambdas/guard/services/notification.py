@@ -6,6 +6,7 @@ from guard.config.models import TenantConfig
 from guard.core.run import VerdictOutcome
 from guard.errors import GuardError
 from guard.notify.base import Notification, NotifyResult, NotifyService
+from guard.services.observation import AT_END
 from guard.stores.failure import FailureStore
 from guard.stores.state import StateStore
 from guard.vocabulary.events import NotificationEvent
@@ -32,6 +33,11 @@ def build_notification(config: TenantConfig, state: StateStore, failures: Failur
         url = rollback.merge_request_url
     if detail is None and event in (NotificationEvent.FAILED, NotificationEvent.ROLLED_BACK) and run.cause:
         detail = f"{run.error or 'Error'}: {run.cause}"
+    ended = (NotificationEvent.SUCCEEDED, NotificationEvent.FAILED, NotificationEvent.ROLLED_BACK)
+    disagreed = [n.removeprefix(f"{AT_END}: ") for n in run.registry_notes if n.startswith(f"{AT_END}: ")]
+    if event in ended and disagreed:  # a cluster not running what GUARD expected is news, whatever the outcome
+        # First, and cut short itself: the whole detail is cut at 1,000 characters below.
+        detail = "\n".join(p for p in (("Registry: " + "; ".join(disagreed))[:500], detail) if p)
     return Notification(event=event, tenant=config.tenant, batch=run.batch, version=run.target_version,
                         run_id=run_id, merge_request_url=url, first_violation=first,
                         detail=detail[:1_000] if detail else None)

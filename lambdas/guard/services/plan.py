@@ -1,6 +1,12 @@
 """Plan a batch upgrade, or a manual rollback of one: the first state. Everything it
 refuses, it refuses before anything changes (the lock is the last step).
 
+With an observer, the batch's clusters are first read from the clusters and the registry set
+to what they run (`services.observation`): a run plans from what runs, not from what an
+earlier run assumed. That correction is not a change of this run, so it is made even when
+the run is then refused. A cluster that cannot be read keeps its registry version (the
+precheck judges reachability) and the run record says so.
+
 Both produce the one `Plan` model the state machine reads; a rollback is planned as an
 upgrade to the versions the clusters ran before (`Plan.rollback_to`).
 """
@@ -30,6 +36,7 @@ from guard.errors import (
 from guard.ports import Clock, Executions
 from guard.redact import redact
 from guard.services.locks import BatchLocks, lock_hours
+from guard.services.observation import AT_PLAN, Reconciliation, RegistryObserver, for_the_record
 from guard.services.windows import refuse_inside_window
 from guard.stores.failure import FailureStore, RollbackRecord
 from guard.stores.registry import ClusterRegistry
@@ -87,12 +94,13 @@ class BatchPlanner:
 
     `own_account` tells the account GUARD runs in; it is asked only when a cluster names a role
     and the config leaves `aws.cluster_accounts` out. `executions` (Step Functions) lets a lock
-    held by an execution that has ended be taken over.
+    held by an execution that has ended be taken over. `observer` reads the clusters' versions
+    before planning (None: plan from the registry as it is).
     """
 
     def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore, clock: Clock,
                  failures: FailureStore | None = None, own_account: Callable[[], str] | None = None,
-                 executions: Executions | None = None) -> None:
+                 executions: Executions | None = None, observer: RegistryObserver | None = None) -> None:
         self._config = config
         self._registry = registry
         self._state = state
@@ -100,6 +108,18 @@ class BatchPlanner:
         self._failures = failures
         self._own_account = own_account or _unknown_account
         self._locks = BatchLocks(state, executions)
+        self._observer = observer
+
+    def _observe(self, batch: BatchConfig, clusters: dict[str, Cluster],
+                 run_id: str) -> tuple[dict[str, Cluster], list[str]]:
+        """The clusters with their registry version set to what they run, and the notes on where
+        the registry disagreed (empty without an observer)."""
+        if self._observer is None:
+            return clusters, []
+        found: Reconciliation = self._observer.reconcile([clusters[c] for c in batch.clusters], run_id=run_id)
+        observed = {cid: c.model_copy(update={"current_istio_version": found.versions[cid]})
+                    for cid, c in clusters.items()}
+        return observed, for_the_record(AT_PLAN, found.notes())
 
     def _batch(self, name: str) -> tuple[BatchConfig, dict[str, Cluster], str]:
         """The batch, its registered clusters and their one GitOps project; refused otherwise."""
@@ -149,6 +169,7 @@ class BatchPlanner:
     def plan(self, request: ExecutionInput, run_id: str, execution_arn: str) -> Plan:
         config = self._config
         batch, clusters, project = self._batch(request.batch)
+        clusters, notes = self._observe(batch, clusters, run_id)
 
         target = Version.parse(request.target_version)
         problems = []
@@ -193,6 +214,7 @@ class BatchPlanner:
                 gitlab_project=project,
                 options=request,
                 started_at=now,
+                registry_notes=notes,
             )
             self._state.put_run(run)
 
@@ -210,6 +232,7 @@ class BatchPlanner:
         if self._failures is None:
             raise ConfigError("a rollback is planned with the failure store; none was given")
         batch, clusters, project = self._batch(request.batch)
+        clusters, notes = self._observe(batch, clusters, run_id)
         latest: dict[str, UpgradeRecord] = {}
         for cluster_id, cluster in clusters.items():
             changes = [h for h in cluster.upgrade_history if h.outcome in (Outcome.SUCCEEDED, Outcome.ROLLED_BACK)]
@@ -237,7 +260,7 @@ class BatchPlanner:
                 gitlab_project=project, options=ExecutionInput(batch=batch.name, target_version=newest.to_version,
                                                                requested_by=request.requested_by),
                 stage=Stage.ROLLBACK_PLANNED, started_at=now, merge_request_url=newest.merge_request_url,
-                cause=redact(request.reason),
+                cause=redact(request.reason), registry_notes=notes,
             )
             self._state.put_run(run)
         if self._failures.get_rollback(run_id) is None:

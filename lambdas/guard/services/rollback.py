@@ -26,6 +26,7 @@ from guard.services.analysis import analysis_markdown
 from guard.services.change import Change, ChangeService, rollback_branch
 from guard.services.evidence import EvidenceService, failing_clusters
 from guard.services.failure_report import failure_markdown
+from guard.services.observation import RegistryObserver
 from guard.services.outcome import OutcomeRecorder
 from guard.services.poll import ClusterPoll, PollResult, ReadOne
 from guard.services.report import RollbackSection, change_description
@@ -74,7 +75,7 @@ class RollbackService:
 
     def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore, failures: FailureStore,
                  repo: GitOpsRepo | None, clock: Clock, connector: ClusterConnector | None = None,
-                 log_warning: Callable[..., Any] | None = None) -> None:
+                 log_warning: Callable[..., Any] | None = None, observer: RegistryObserver | None = None) -> None:
         self._config = config
         self._registry = registry
         self._state = state
@@ -82,7 +83,7 @@ class RollbackService:
         self._repo = repo
         self._clock = clock
         self._connector = connector
-        self._outcomes = OutcomeRecorder(registry, state, repo, clock, log_warning)
+        self._outcomes = OutcomeRecorder(registry, state, repo, clock, log_warning, observer=observer)
 
     # ------------------------------------------------------------------ OpenRollback
     def open(self, run_id: str, task_token: str, reason: str | None = None) -> RollbackOpened:

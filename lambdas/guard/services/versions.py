@@ -1,33 +1,76 @@
 """Is a cluster running the version its change asked for? The one reading behind the Flux
-sync poll and the rollback verification alike: the HelmRelease reconciled (Ready) at the
-version, and istiod running it with every replica ready."""
+sync poll, the rollback verification and the registry's observations alike: the HelmRelease
+reconciled (Ready) at the version, and istiod running it with every replica ready."""
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from guard.core.istio import ISTIO_NAMESPACE, control_plane_version, find_istiod
 from guard.core.models import Cluster
-from guard.ports import ClusterConnector
+from guard.errors import GuardError
+from guard.ports import ClusterConnector, DeploymentInfo, HelmReleaseStatus
+
+
+def _release_at(release: HelmReleaseStatus, version: str | None) -> bool:
+    return bool(version) and release.ready and release.last_applied_version == version
+
+
+def _istiod_at(istiod: DeploymentInfo | None, version: str | None) -> bool:
+    return (bool(version) and istiod is not None and control_plane_version(istiod) == version
+            and istiod.ready_replicas >= istiod.replicas)
+
+
+def _istiod_words(istiod: DeploymentInfo | None) -> str:
+    ready = f"{istiod.ready_replicas}/{istiod.replicas}" if istiod else "0/0"
+    return f"istiod runs {control_plane_version(istiod) or 'nothing'} ({ready} ready)"
+
+
+class ObservedVersion(BaseModel):
+    """What one cluster was seen to run. `version` is set only when the cluster settles on one
+    (the HelmRelease Ready at it, istiod running it with every replica ready); otherwise
+    `problem` says why not, and `reachable` whether the cluster answered at all."""
+
+    cluster_id: str
+    version: str | None = None
+    problem: str | None = None
+    reachable: bool = True
 
 
 class VersionReader:
     """Reads one cluster at a time through `connector` (a `Poll`'s `read`)."""
 
-    def __init__(self, connector: ClusterConnector, expected: dict[str, str]) -> None:
+    def __init__(self, connector: ClusterConnector, expected: dict[str, str] | None = None) -> None:
         self._connector = connector
-        self._expected = expected
+        self._expected = expected or {}
 
     def waiting(self, cluster_id: str, cluster: Cluster) -> list[str]:
         """Why `cluster` does not run its expected version yet (empty when it does)."""
         version = self._expected[cluster_id]
         api = self._connector.connect(cluster)
         release = api.get_helm_release(cluster.helm_release_namespace, cluster.helm_release_name)
-        if not (release.ready and release.last_applied_version == version):
+        if not _release_at(release, version):
             return [f"{cluster_id}: HelmRelease {release.namespace}/{release.name} at "
                     f"{release.last_applied_version or '?'} ready={release.ready}, expected {version}"
                     + (f" ({release.message})" if release.message else "")]
         istiod = find_istiod(api.list_deployments(ISTIO_NAMESPACE))
-        running = control_plane_version(istiod)
-        if istiod is None or running != version or istiod.ready_replicas < istiod.replicas:
-            ready = f"{istiod.ready_replicas}/{istiod.replicas}" if istiod else "0/0"
-            return [f"{cluster_id}: istiod runs {running or 'nothing'} ({ready} ready), expected {version}"]
+        if not _istiod_at(istiod, version):
+            return [f"{cluster_id}: {_istiod_words(istiod)}, expected {version}"]
         return []
+
+    def observe(self, cluster: Cluster) -> ObservedVersion:
+        """The version `cluster` runs, by the same rule as `waiting`; a cluster that cannot be
+        read, or whose HelmRelease and istiod disagree, gives no version and says why."""
+        cluster_id = cluster.cluster_id
+        try:
+            api = self._connector.connect(cluster)
+            release = api.get_helm_release(cluster.helm_release_namespace, cluster.helm_release_name)
+            istiod = find_istiod(api.list_deployments(ISTIO_NAMESPACE))
+        except GuardError as e:
+            return ObservedVersion(cluster_id=cluster_id, problem=f"cluster unreachable: {e}", reachable=False)
+        version = release.last_applied_version
+        if _release_at(release, version) and _istiod_at(istiod, version):
+            return ObservedVersion(cluster_id=cluster_id, version=version)
+        said = (f"HelmRelease {release.namespace}/{release.name} at {version or '?'} ready={release.ready}"
+                + (f" ({release.message})" if release.message else ""))
+        return ObservedVersion(cluster_id=cluster_id, problem=f"{said}, {_istiod_words(istiod)}")

@@ -64,3 +64,16 @@ class ClusterRegistry:
         if new_version:
             cluster.current_istio_version = new_version
         self.put(cluster)
+
+    def record_observed(self, cluster_id: str, version: str, record: UpgradeRecord) -> str | None:
+        """Set the cluster's version to `version`, as observed on the cluster, with `record` in its
+        history saying so. Returns the version the registry held before, or None when it held
+        `version` already (then nothing is written: observing twice changes nothing)."""
+        cluster = self.get(cluster_id)
+        before = cluster.current_istio_version
+        if before == version:
+            return None
+        cluster.current_istio_version = version
+        cluster.upgrade_history.append(record)
+        self.put(cluster)
+        return before

@@ -30,3 +30,8 @@ class ChangeKind(StrEnum):
     UPGRADE = "upgrade"
     ROLLBACK = "rollback"
     DECISION = "decision"  # not a change: the wait for a `/guard` comment on the upgrade MR
+
+
+# Not an Outcome: the word of a registry history entry that corrected the registry to what the
+# cluster was seen to run (guard.services.observation). A manual rollback ignores such entries.
+OBSERVED = "observed"

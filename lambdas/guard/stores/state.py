@@ -234,7 +234,8 @@ class StateStore:
         run's token on the same MR is never touched. With `task_token`, only that exact token
         (a stale record cleaned up must not take a fresh one with it). Neither: whatever is there.
         """
-        conditions, values = ["attribute_exists(pk)"], {}
+        conditions = ["attribute_exists(pk)"]
+        values: dict[str, str] = {}
         if run_id is not None:
             # Items written before `run_id` was kept at the top level carry it only inside `doc`
             # (compact JSON, as pydantic writes it).

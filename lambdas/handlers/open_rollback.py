@@ -25,10 +25,11 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from guard import runtime
 from guard.services.rollback import RollbackService
-from guard.vocabulary.metrics import NAMESPACE, ROLLBACK_NEEDS_PERSON, TENANT_DIMENSION
+from guard.vocabulary.metrics import NAMESPACE, ROLLBACK_NEEDS_PERSON, SERVICE, TENANT_DIMENSION
 
 logger = Logger()
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE)
+# The alarm (infra/alarms.py) matches the service dimension exactly: set it here, not only through the env.
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE, service=SERVICE)
 
 
 def needs_person(reason: str) -> None:

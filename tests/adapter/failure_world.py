@@ -76,17 +76,18 @@ class RecordingStepFunctions:
         return {}
 
 
-def refusing_token_writes() -> StateStore:
-    """The state table through a client whose task-token PutItem is throttled every time (past boto3's retries)."""
+def refusing_writes(sk: str = "TOKEN") -> Any:
+    """The state table (a boto3 Table) through a client whose PutItem of `sk` items (task tokens by default) is
+    throttled every time, as if past boto3's own retries."""
     table = boto3.resource("dynamodb", region_name=REGION).Table("state")
 
     def refuse(params: dict[str, Any], **kwargs: Any) -> None:
-        if params.get("Item", {}).get("sk") in ("TOKEN", {"S": "TOKEN"}):
+        if params.get("Item", {}).get("sk") in (sk, {"S": sk}):
             raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "throttled"}},
                               "PutItem")
 
     table.meta.client.meta.events.register("provide-client-params.dynamodb.PutItem", refuse)
-    return StateStore(table)
+    return table
 
 
 def path(cluster: str) -> str:

@@ -15,13 +15,15 @@ from guard.errors import (
     RollbackMergeRequestClosed,
     RollbackMergeRequestTimeout,
     TaskTokenNotStored,
+    TransientError,
 )
 from guard.gitops.helm_release import read_chart_version
 from guard.services.change import rollback_branch
 from guard.services.plan import BatchPlanner
 from guard.services.rollback import RollbackService
 from guard.services.webhook import WebhookService
-from guard.stores.failure import AnalysisRecord
+from guard.stores.failure import AnalysisRecord, FailureStore
+from guard.stores.state import StateStore
 from guard.vocabulary.stages import Stage
 from moto import mock_aws
 
@@ -38,7 +40,7 @@ from tests.adapter.failure_world import (
     World,
     build,
     path,
-    refusing_token_writes,
+    refusing_writes,
 )
 from tests.support.clock import FakeClock
 
@@ -358,7 +360,7 @@ def test_a_rollback_mr_closed_but_unseen_when_the_wait_timed_out_fails_as_closed
 def test_a_rollback_mr_whose_token_could_not_be_stored_is_left_open_with_a_comment_and_an_alarm(world):
     # GIVEN DynamoDB refuses the task token
     alarms: list[str] = []
-    rollbacks = RollbackService(world.config, world.registry, refusing_token_writes(), world.failures,
+    rollbacks = RollbackService(world.config, world.registry, StateStore(refusing_writes()), world.failures,
                                 world.repo, world.clock, needs_person=alarms.append)
 
     # WHEN the rollback is opened THEN the task fails naming why, so the execution fails clearly
@@ -370,3 +372,23 @@ def test_a_rollback_mr_whose_token_could_not_be_stored_is_left_open_with_a_comme
     assert rollback_mr["state"] == "opened"
     assert "GUARD is not watching it" in world.gitlab.notes(PROJECT, rollback_mr["iid"])[-1]
     assert len(alarms) == 1 and rollback_mr["web_url"] in alarms[0]
+
+
+def test_a_rollback_task_that_fails_after_storing_its_token_leaves_no_token_behind(world):
+    # GIVEN DynamoDB refuses the rollback record (after the MR and its token were stored)
+    rollbacks = RollbackService(world.config, world.registry, world.state, FailureStore(refusing_writes("ROLLBACK")),
+                                world.repo, world.clock)
+
+    # WHEN the rollback is opened THEN the task fails, and no token is left on the rollback MR
+    with pytest.raises(TransientError):
+        rollbacks.open(RUN_ID, "token-rb")
+    rollback_mr = next(m for m in world.gitlab.merge_requests(PROJECT) if "rollback" in m["source_branch"])
+    assert world.state.get_task_token(rollback_mr["web_url"]) is None
+
+
+def test_a_timed_out_rollback_wait_leaves_no_token_even_when_gitlab_cannot_be_asked(world):
+    opened = service(world).open(RUN_ID, "token-rb")
+    world.gitlab.fail_next("GET", r"/merge_requests/\d+$", 503)
+    with pytest.raises(TransientError):
+        service(world).after_timeout(RUN_ID)
+    assert world.state.get_task_token(opened.merge_request_url or "") is None

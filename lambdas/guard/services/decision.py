@@ -205,9 +205,10 @@ class DecisionService:
         run = self._state.get_run(run_id)
         if not run.merge_request_url or run.merge_request_iid is None:
             raise ExternalServiceError(f"run '{run_id}' has no merge request a decision was asked on")
-        answer = self.find_answer(run.gitlab_project, run.merge_request_iid, run.merge_request_url)
         # The execution stopped waiting on the token: a late webhook or the reconciler must not answer it.
+        # First, so a GitLab failure below (the state machine then rolls back) leaves no token behind.
         self._state.delete_task_token(run.merge_request_url, run_id=run_id)
+        answer = self.find_answer(run.gitlab_project, run.merge_request_iid, run.merge_request_url)
         if answer is None:
             self._reply(run.gitlab_project, run.merge_request_iid,
                         f"⌛ GUARD: no Maintainer answered `/guard proceed` or `/guard rollback` within "

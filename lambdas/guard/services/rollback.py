@@ -130,9 +130,15 @@ class RollbackService:
             description=self.description(run, record),
             wait_hours=self._config.rollback.merge_timeout_hours + 24), task_token)
         record.merge_request_url, record.merge_request_iid = mr.web_url, mr.iid
-        self._failures.put_rollback(record)
-        run.stage = Stage.WAITING_FOR_ROLLBACK_MERGE
-        self._state.put_run(run)
+        try:
+            self._failures.put_rollback(record)
+            run.stage = Stage.WAITING_FOR_ROLLBACK_MERGE
+            self._state.put_run(run)
+        except GuardError:
+            # The task fails, so nothing waits on this token any more; and without the rollback record no
+            # cleanup could find its MR. Only this attempt's token (a retry stores its own).
+            self._state.delete_task_token(mr.web_url, task_token=task_token)
+            raise
         if run.merge_request_iid and not manual:
             self._outcomes.comment(run.gitlab_project, run.merge_request_iid,
                           f"↩️ GUARD: the upgrade of `{run.batch}` to {run.target_version} did not pass validation; "
@@ -156,9 +162,10 @@ class RollbackService:
         if record is None or record.merge_request_iid is None or not record.merge_request_url:
             raise ExternalServiceError(f"run '{run_id}' has no rollback merge request to check")
         url = record.merge_request_url
-        mr = self._repo.get_merge_request(run.gitlab_project, record.merge_request_iid)
         # The execution stopped waiting on the token: a late webhook or the reconciler must not answer it.
+        # First, so a GitLab failure below (the run then fails at the rollback) leaves no token behind.
         self._state.delete_task_token(url, run_id=run_id)
+        mr = self._repo.get_merge_request(run.gitlab_project, record.merge_request_iid)
         if mr.state == "merged":
             return RollbackMerged(merge_commit_sha=mr.merge_commit_sha, merge_request_url=url,
                                   merged_by=mr.merged_by or "someone (GUARD saw the merge after its wait timed out)")

@@ -1,4 +1,5 @@
-"""Alarms on failed and timed-out executions, published to an encrypted SNS topic."""
+"""Alarms on failed and timed-out executions, and on what GUARD leaves for a person, published to an
+encrypted SNS topic."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
+from guard.vocabulary import metrics as guard_metrics
 
 
 class ExecutionAlarms(Construct):
@@ -49,3 +51,21 @@ class ExecutionAlarms(Construct):
             )
             alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
             self.alarms.append(alarm)
+
+    def watch_rollback_needs_person(self, tenant: str) -> cloudwatch.Alarm:
+        """RollbackNeedsPerson >= 1 in 5 minutes (this tenant's) -> the topic: a rollback MR GUARD stopped
+        watching stays open (GUARD never closes one) until a person merges or closes it."""
+        metric = cloudwatch.Metric(
+            namespace=guard_metrics.NAMESPACE, metric_name=guard_metrics.ROLLBACK_NEEDS_PERSON,
+            # Exactly the dimensions the handlers emit (Powertools adds `service`): another set is another metric.
+            dimensions_map={"service": guard_metrics.SERVICE, guard_metrics.TENANT_DIMENSION: tenant},
+            period=cdk.Duration.minutes(5), statistic="Sum")
+        alarm = cloudwatch.Alarm(
+            self, "RollbackNeedsPerson", metric=metric, threshold=1, evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=f"GUARD {tenant}: a rollback merge request is open and GUARD no longer watches it; "
+                              "a person must merge it (and check the clusters) or close it")
+        alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
+        self.alarms.append(alarm)
+        return alarm

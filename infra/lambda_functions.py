@@ -14,6 +14,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
+from guard.vocabulary import metrics as guard_metrics
 
 from infra.bundling import ARCHITECTURE, RUNTIME
 from infra.functions import FunctionSpec, SecretKind, TableAccess
@@ -48,8 +49,9 @@ class GuardFunctions(Construct):
             "GUARD_STATE_TABLE": state.table_name,
             # The account GUARD runs in, for aws.cluster_accounts left out of an environment-agnostic stack.
             "GUARD_ACCOUNT_ID": cdk.Aws.ACCOUNT_ID,
-            "POWERTOOLS_SERVICE_NAME": "guard",
-            "POWERTOOLS_METRICS_NAMESPACE": "GUARD",
+            # The alarms on GUARD's own metrics match these (infra/alarms.py).
+            "POWERTOOLS_SERVICE_NAME": guard_metrics.SERVICE,
+            "POWERTOOLS_METRICS_NAMESPACE": guard_metrics.NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": "INFO",
         }
         for spec in specs:

@@ -95,6 +95,8 @@ class GuardStack(cdk.Stack):
                                  topic_name=f"{prefix}-alarms")
         # A failed or timed-out rollout (halted, rolled back, refused) also needs a person.
         alarms.watch(rollout.state_machine, "rollout")
+        # So does a rollback MR GUARD left open without watching it (it never closes one).
+        alarms.watch_rollback_needs_person(config.tenant)
         if config.notifications.sns_topic:
             # GUARD's own notifications (started, needs a decision, rolled back, ...) share the
             # encrypted alarm topic: one subscription list per tenant.

@@ -303,9 +303,16 @@ def upgrade_batch() -> State:
             "NotifyNeedsDecision": notify(NotificationEvent.NEEDS_DECISION, next="AwaitDecision"),
             **waits_out_rate_limits("AwaitDecision", callback(
                 "AwaitDecision", timeout_path="$.plan.decision_timeout_seconds", result="$.decision",
-                catches=(catch("RollbackMergeRequestWanted", path="$.decision_error"),), next="Decided",
+                catches=(catch("DecisionTimedOut", TIMEOUT, path="$.decision_error"),
+                         catch("RollbackMergeRequestWanted", path="$.decision_error")), next="Decided",
                 comment="Comments the evidence on the MR and waits for `/guard proceed` or `/guard rollback` from "
-                        "a Maintainer. A timeout rolls back.")),
+                        "a Maintainer.")),
+            "DecisionTimedOut": task(
+                "AwaitDecision", RUN | {"action": "timed_out"}, selector=from_payload("decision", "by", "timed_out"),
+                result="$.decision", catches=(catch("RollbackMergeRequestWanted", path="$.decision_error"),),
+                next="Decided",
+                comment="The wait timed out: reads the MR's comments once more. A Maintainer's command whose webhook "
+                        "was lost is applied; only when there is none does GUARD say so and roll back."),
             "Decided": choice(when("RecordSuccess", var("$.decision.decision", StringEquals="proceed")),
                               default="RollbackMergeRequestWanted"),
             "PlanRollback": task(
@@ -321,9 +328,17 @@ def upgrade_batch() -> State:
                         "roll back by hand."),
             **waits_out_rate_limits("OpenRollback", callback(
                 "OpenRollback", timeout_path="$.plan.rollback_timeout_seconds", result="$.rollback_merge",
-                catches=(catch("RollbackStageFailed"),), next="StartRollbackVerify",
+                catches=(catch("RollbackWaitTimedOut", TIMEOUT), catch("RollbackStageFailed")),
+                next="StartRollbackVerify",
                 comment="Opens the rollback MR (previous versions, failure data, analysis) and waits for its "
                         "merge.")),
+            "RollbackWaitTimedOut": task(
+                "OpenRollback", RUN | {"action": "timed_out"},
+                selector=from_payload("merge_commit_sha", "merge_request_url", "merged_by"),
+                result="$.rollback_merge", catches=(catch("RollbackStageFailed"),), next="StartRollbackVerify",
+                comment="The wait timed out: asks GitLab once more. Merged after all: verify the rollback. Still "
+                        "open: GUARD never closes it; it comments that a person must act, raises the "
+                        "RollbackNeedsPerson alarm and fails with RollbackMergeRequestTimeout."),
             **poll("StartRollbackVerify", "VerifyRollback", "RollbackVerified", "WaitForRollback",
                    function="VerifyRollback", into="verify", flag="done", then="NotifyRolledBack",
                    on_error="RollbackStageFailed", payload={"merge.$": "$.rollback_merge"},

@@ -129,6 +129,15 @@ class RollbackMergeRequestClosed(GuardError):
     """The rollback merge request was closed without being merged; the clusters stay on the new version."""
 
 
+class RollbackMergeRequestTimeout(GuardError):
+    """Nobody merged the rollback merge request before the wait timed out; GUARD left it open for a person."""
+
+
+class TaskTokenNotStored(GuardError):
+    """A merge request was opened but the token that waits on it could not be stored: an upgrade MR is closed,
+    a rollback MR left open for a person."""
+
+
 class RollbackFailed(GuardError):
     """After the rollback merge, the clusters did not report the previous version in time."""
 

@@ -1,9 +1,15 @@
-"""Task `AwaitDecision` (.waitForTaskToken): ask on the MR, wait for `/guard proceed|rollback`.
+"""Task `AwaitDecision` (.waitForTaskToken): ask on the MR, wait for `/guard proceed|rollback`;
+and task `DecisionTimedOut`: the wait timed out, ask GitLab once more.
 
-Input:  {"run_id": str, "task_token": str, "reason": str | null (optional)}
-Task result (sent by the webhook on a Maintainer's comment): {"decision": "proceed" | "rollback", "by": str}.
-No answer within the state's TimeoutSeconds (rollback.decision_timeout_hours) -> States.Timeout: roll back.
+AwaitDecision input:  {"run_id": str, "task_token": str, "reason": str | null (optional)}
+Task result (sent by the webhook or the reconciler on a Maintainer's comment):
+  {"decision": "proceed" | "rollback", "by": str}.
 Lambda return value (logged only): {"merge_request_url": str, "reason": str}.
+
+DecisionTimedOut input: {"run_id": str, "action": "timed_out"} (after States.Timeout,
+rollback.decision_timeout_hours). Returns {"decision", "by", "timed_out"}: a Maintainer's command found in the
+notes (its webhook was lost) as if delivered; otherwise "rollback", by null, timed_out true, and the MR is
+told no Maintainer answered. Raises when GitLab cannot be read (the state machine then rolls back).
 """
 
 from typing import Any
@@ -19,9 +25,16 @@ logger = Logger()
 @logger.inject_lambda_context
 @with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    cfg = runtime.config()
+    hours = runtime.config().rollback.decision_timeout_hours
+    if event.get("action") == "timed_out":
+        # No Step Functions client: the token is dead, the answer is this task's result.
+        service = DecisionService(runtime.state(), runtime.failure_store(), None, runtime.project_members(),
+                                  runtime.gitops_repo(), runtime.clock, timeout_hours=hours)
+        taken = service.after_timeout(str(event["run_id"]))
+        logger.info("decision wait timed out", extra=taken.model_dump())
+        return taken.model_dump()
     service = DecisionService(runtime.state(), runtime.failure_store(), None, None, runtime.gitops_repo(),
-                              runtime.clock, timeout_hours=cfg.rollback.decision_timeout_hours)
+                              runtime.clock, timeout_hours=hours)
     reason = event.get("reason")
     asked = service.request(str(event["run_id"]), str(event["task_token"]), str(reason) if reason else None)
     logger.info("decision requested", extra={"merge_request": asked.merge_request_url})

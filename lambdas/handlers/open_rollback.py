@@ -1,28 +1,56 @@
-"""Task `OpenRollback` (.waitForTaskToken): the rollback MR; the webhook resumes the execution on merge.
+"""Task `OpenRollback` (.waitForTaskToken): the rollback MR; the webhook resumes the execution on merge;
+and task `RollbackWaitTimedOut`: that wait timed out, ask GitLab once more.
 
-Input:  {"run_id": str, "task_token": str, "reason": str | null (optional)}
+OpenRollback input:  {"run_id": str, "task_token": str, "reason": str | null (optional)}
 Task result (what the execution receives):
-  merged -> {"merge_commit_sha": str, "merge_request_url": str, "merged_by": str}  (webhook)
-  closed -> error RollbackMergeRequestClosed                                      (webhook)
+  merged -> {"merge_commit_sha": str, "merge_request_url": str, "merged_by": str}  (webhook, reconciler)
+  closed -> error RollbackMergeRequestClosed                                      (webhook, reconciler)
 Lambda return value (logged only): {"status": "waiting_for_merge", "clusters", "versions", "merge_request_url"}.
 Whether to open a rollback MR at all is decided by the state machine (`$.plan.rollback_mr`).
+
+RollbackWaitTimedOut input: {"run_id": str, "action": "timed_out"} (after States.Timeout,
+rollback.merge_timeout_hours). Merged after all -> the merge fields above (verification goes on); closed ->
+RollbackMergeRequestClosed; still open -> left open with a comment, RollbackNeedsPerson counted, error
+RollbackMergeRequestTimeout.
+
+GUARD never closes a rollback MR. Whenever it leaves one open without watching it (here, or when its task
+token could not be stored: TaskTokenNotStored), the `RollbackNeedsPerson` metric (dimension tenant) raises
+the stack's alarm.
 """
 
+import os
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from guard import runtime
 from guard.retry import with_lambda_budget
 from guard.services.rollback import RollbackService
+from guard.vocabulary.metrics import NAMESPACE, ROLLBACK_NEEDS_PERSON, SERVICE, TENANT_DIMENSION
 
 logger = Logger()
+# The alarm (infra/alarms.py) matches the service dimension exactly: set it here, not only through the env.
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE, service=SERVICE)
+
+
+def needs_person(reason: str) -> None:
+    """Count RollbackNeedsPerson now (the task fails right after; most invocations count nothing)."""
+    logger.warning("a rollback merge request needs a person", extra={"reason": reason})
+    metrics.add_dimension(name=TENANT_DIMENSION, value=runtime.config().tenant)
+    metrics.add_metric(name=ROLLBACK_NEEDS_PERSON, unit=MetricUnit.Count, value=1)
+    metrics.flush_metrics()
 
 
 @logger.inject_lambda_context
 @with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = RollbackService(runtime.config(), runtime.registry(), runtime.state(), runtime.failure_store(),
-                              runtime.gitops_repo(), runtime.clock, log_warning=logger.warning)
+                              runtime.gitops_repo(), runtime.clock, log_warning=logger.warning,
+                              needs_person=needs_person)
+    if event.get("action") == "timed_out":
+        merged = service.after_timeout(str(event["run_id"]))
+        logger.info("rollback merged after its wait timed out", extra={"merge_request": merged.merge_request_url})
+        return merged.model_dump()
     reason = event.get("reason")
     opened = service.open(str(event["run_id"]), str(event["task_token"]), str(reason) if reason else None)
     logger.info("rollback", extra={"status": opened.status, "merge_request": opened.merge_request_url})

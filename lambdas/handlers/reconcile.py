@@ -1,7 +1,8 @@
 """Scheduled (every `gitlab.reconcile_minutes`): settle MR waits whose GitLab webhook was lost.
 
-Input: the scheduler's event (ignored). Returns {"checked": int, "settled": [str], "failed": []};
-raises when a merge request could not be checked (the others were).
+Input: the scheduler's event (ignored). Returns {"checked": int, "settled": [str], "cleaned": [str], "failed": []};
+raises when a merge request could not be checked (the others were). Orphan tokens (no run record) are
+deleted with a warning, never a failure.
 """
 
 from typing import Any
@@ -24,6 +25,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     def decisions() -> DecisionService:  # built on first use: only a /guard comment needs GitLab
         return runtime.decision_service(sfn)
 
-    report = ReconcileService(runtime.state(), sfn, runtime.gitops_repo(), decisions).run()
-    logger.info("reconciled", extra={"checked": report.checked, "settled": report.settled})
+    report = ReconcileService(runtime.state(), sfn, runtime.gitops_repo(), decisions,
+                              log_warning=logger.warning).run()
+    logger.info("reconciled", extra={"checked": report.checked, "settled": report.settled,
+                                     "cleaned": report.cleaned})
     return report.model_dump()

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 from guard.adapters.eks_connector import EksConnector
 from guard.adapters.gitlab_repo import GitLabMembers, GitLabRepo
 from guard.config.models import TenantConfig
@@ -73,6 +74,20 @@ class RecordingStepFunctions:
     def send_task_failure(self, *, taskToken: str, error: str, cause: str) -> dict[str, Any]:
         self.failures.append({"taskToken": taskToken, "error": error, "cause": cause})
         return {}
+
+
+def refusing_writes(sk: str = "TOKEN") -> Any:
+    """The state table (a boto3 Table) through a client whose PutItem of `sk` items (task tokens by default) is
+    throttled every time, as if past boto3's own retries."""
+    table = boto3.resource("dynamodb", region_name=REGION).Table("state")
+
+    def refuse(params: dict[str, Any], **kwargs: Any) -> None:
+        if params.get("Item", {}).get("sk") in (sk, {"S": sk}):
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "throttled"}},
+                              "PutItem")
+
+    table.meta.client.meta.events.register("provide-client-params.dynamodb.PutItem", refuse)
+    return table
 
 
 def path(cluster: str) -> str:

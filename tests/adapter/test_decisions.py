@@ -189,3 +189,61 @@ def test_the_note_hook_payload_has_gitlab_s_shape(world):
     assert payload["merge_request"]["iid"] == world.upgrade_iid
     assert payload["merge_request"]["url"] == world.run().merge_request_url
     assert payload["user"]["username"] == "maria" and isinstance(payload["user"]["id"], int)
+
+
+# ------------------------------------------------------------------ the wait timed out: GitLab is asked once more
+
+
+def test_a_timeout_with_a_maintainer_answer_whose_note_hook_was_lost_applies_that_answer(world):
+    # GIVEN GUARD asked; a Developer and then a Maintainer answered, but no Note Hook reached GUARD
+    waiting_for_decision(world)
+    world.gitlab.comment_as(PROJECT, world.upgrade_iid, "dev", "/guard rollback")
+    world.gitlab.comment_as(PROJECT, world.upgrade_iid, "maria", "/guard proceed")
+
+    # WHEN the wait times out
+    taken = decisions(world).after_timeout(RUN_ID)
+
+    # THEN the Maintainer's answer is applied as if delivered: returned, recorded, acknowledged on the MR
+    assert (taken.decision, taken.by, taken.timed_out) == ("proceed", "maria", False)
+    assert world.failures.get_decision(RUN_ID).by == "maria"
+    notes = world.gitlab.notes(PROJECT, world.upgrade_iid)
+    assert "@maria decided **proceed**" in notes[-1]
+    assert not any("no Maintainer answered" in n for n in notes)
+    # AND the dead token is gone (neither a late webhook nor the reconciler answers it)
+    assert world.state.get_task_token(world.run().merge_request_url or "") is None
+
+
+def test_a_timeout_says_no_maintainer_answered_only_when_the_notes_confirm_it(world):
+    # GIVEN GUARD asked and only a Developer answered
+    waiting_for_decision(world)
+    world.gitlab.comment_as(PROJECT, world.upgrade_iid, "dev", "/guard proceed")
+
+    # WHEN the wait times out
+    taken = decisions(world).after_timeout(RUN_ID)
+
+    # THEN GUARD rolls back, saying on the MR that no Maintainer answered; nothing is recorded as a decision
+    assert (taken.decision, taken.by, taken.timed_out) == ("rollback", None, True)
+    assert "no Maintainer answered" in world.gitlab.notes(PROJECT, world.upgrade_iid)[-1]
+    assert world.failures.get_decision(RUN_ID) is None
+
+
+def test_a_timeout_while_gitlab_cannot_be_read_claims_nothing(world):
+    # GIVEN GUARD asked, and GitLab answers 503 to the notes
+    waiting_for_decision(world)
+    world.gitlab.fail_next("GET", r"/merge_requests/\d+/notes", 503)
+    before = world.gitlab.notes(PROJECT, world.upgrade_iid)
+
+    # WHEN the wait times out THEN the task fails as retryable, and nothing was said on the MR
+    with pytest.raises(TransientError):
+        decisions(world).after_timeout(RUN_ID)
+    assert world.gitlab.notes(PROJECT, world.upgrade_iid) == before
+
+
+def test_a_question_that_could_not_be_posted_leaves_no_token_behind(world):
+    # GIVEN GitLab refuses the decision comment
+    world.gitlab.fail_next("POST", r"/merge_requests/\d+/notes", 503)
+
+    # WHEN the decision is requested THEN the task fails, and the token it stored first is deleted again
+    with pytest.raises(TransientError):
+        waiting_for_decision(world)
+    assert world.state.get_task_token(world.run().merge_request_url or "") is None

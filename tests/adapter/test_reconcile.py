@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 from guard.errors import ExternalServiceError, TaskNoLongerWaiting
 from guard.ports import FileChange
@@ -153,19 +154,60 @@ def test_a_command_posted_before_the_question_does_not_answer_it(world):
     assert world.state.get_task_token(world.run().merge_request_url or "") is not None
 
 
-def test_one_unknown_token_does_not_stop_the_others_and_the_pass_fails_loudly(world):
-    # GIVEN a token for a run GUARD does not know, and one on the merged upgrade MR
+def test_an_orphan_token_is_deleted_with_a_warning_and_the_others_are_settled(world):
+    # GIVEN a token whose run has no record (an orphan), and one on the merged upgrade MR
+    orphan = f"{world.gitlab.url}/x/-/merge_requests/9"
+    world.state.put_task_token(TaskTokenRecord(merge_request_url=orphan, task_token="t-x", run_id="no-such-run"),
+                               world.clock.now(), hours=1)
     url = world.run().merge_request_url or ""
-    world.state.put_task_token(TaskTokenRecord(merge_request_url=f"{world.gitlab.url}/x/-/merge_requests/9",
-                                               task_token="t-x", run_id="no-such-run"), world.clock.now(), hours=1)
+    wait_on(world, url, ChangeKind.UPGRADE)
+    warnings: list[tuple[str, dict[str, Any]]] = []
+
+    # WHEN the reconciler runs twice
+    first = ReconcileService(world.state, world.sfn, world.repo, lambda: decisions(world),
+                             log_warning=lambda message, extra: warnings.append((message, extra))).run()
+    second = reconciler(world).run()
+
+    # THEN the orphan is deleted with a warning naming its run, and the pass does not fail for it
+    assert world.state.get_task_token(orphan) is None
+    assert [(m, e["run_id"], e["reason"]) for m, e in warnings] == [
+        ("reconciler deleted an orphan task token", "no-such-run", "its run has no record")]
+    assert first.failed == [] and len(first.cleaned) == 1
+    # AND the known one was resumed in the same pass; the next pass has nothing left to do
+    assert [s["taskToken"] for s in world.sfn.successes] == ["token-1"]
+    assert (second.checked, second.cleaned, second.failed) == (0, [], [])
+
+
+def test_an_unreadable_token_item_is_skipped_and_does_not_hide_the_others(world):
+    # GIVEN a token item whose document does not parse, and one on the merged upgrade MR
+    boto3.resource("dynamodb").Table("state").put_item(
+        Item={"pk": "MR#garbage", "sk": "TOKEN", "doc": "{not json", "expires_at": 1})
+    wait_on(world, world.run().merge_request_url or "", ChangeKind.UPGRADE)
+    warnings: list[str] = []
+
+    # WHEN the reconciler runs
+    report = ReconcileService(world.state, world.sfn, world.repo, lambda: decisions(world),
+                              log_warning=lambda message, extra: warnings.append(extra["pk"])).run()
+
+    # THEN the good one is settled and the bad one reported by its key
+    assert [s["taskToken"] for s in world.sfn.successes] == ["token-1"]
+    assert report.checked == 1 and warnings == ["MR#garbage"]
+
+
+def test_one_mr_gitlab_cannot_answer_does_not_stop_the_others_and_the_pass_fails_loudly(world):
+    # GIVEN a token on an MR GitLab does not have (404), and one on the merged upgrade MR
+    missing = (world.run().merge_request_url or "").rsplit("/", 1)[0] + "/999"
+    wait_on(world, missing, ChangeKind.UPGRADE, token="token-missing")
+    url = world.run().merge_request_url or ""
     wait_on(world, url, ChangeKind.UPGRADE)
 
     # WHEN the reconciler runs
     with pytest.raises(ExternalServiceError, match="could not check 1 of 2"):
         reconciler(world).run()
 
-    # THEN the known one was resumed anyway
+    # THEN the known one was resumed anyway, and the unanswered one keeps its token for the next pass
     assert [s["taskToken"] for s in world.sfn.successes] == ["token-1"]
+    assert world.state.get_task_token(missing) is not None
 
 
 def test_the_iid_is_read_from_the_merge_request_url():

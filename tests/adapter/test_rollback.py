@@ -10,13 +10,20 @@ from datetime import UTC, datetime
 import pytest
 from guard.core.models import UpgradeRecord
 from guard.core.run import ManualRollbackInput
-from guard.errors import NothingToRollBack
+from guard.errors import (
+    NothingToRollBack,
+    RollbackMergeRequestClosed,
+    RollbackMergeRequestTimeout,
+    TaskTokenNotStored,
+    TransientError,
+)
 from guard.gitops.helm_release import read_chart_version
 from guard.services.change import rollback_branch
 from guard.services.plan import BatchPlanner
 from guard.services.rollback import RollbackService
 from guard.services.webhook import WebhookService
-from guard.stores.failure import AnalysisRecord
+from guard.stores.failure import AnalysisRecord, FailureStore
+from guard.stores.state import StateStore
 from guard.vocabulary.stages import Stage
 from moto import mock_aws
 
@@ -33,6 +40,7 @@ from tests.adapter.failure_world import (
     World,
     build,
     path,
+    refusing_writes,
 )
 from tests.support.clock import FakeClock
 
@@ -297,3 +305,90 @@ def test_manual_rollback_without_a_deployed_upgrade_is_refused(world):
     with pytest.raises(NothingToRollBack, match="prod-canary"):
         planner(world).plan_rollback(manual("why"), run_id="manual-2", execution_arn="arn:x")
     assert world.state.lock_holder("prod-canary") == RUN_ID
+
+
+# ------------------------------------------------------------------ GUARD stops watching a rollback MR: never closed
+
+
+def test_a_rollback_mr_whose_wait_timed_out_is_left_open_with_a_comment_and_an_alarm(world):
+    # GIVEN the rollback MR is open and nobody merged it
+    alarms: list[str] = []
+    opened = service(world, needs_person=alarms.append).open(RUN_ID, "token-rb")
+    url = opened.merge_request_url or ""
+    iid = int(url.rsplit("/", 1)[1])
+
+    # WHEN the wait times out
+    with pytest.raises(RollbackMergeRequestTimeout, match="left it open for a person") as raised:
+        service(world, needs_person=alarms.append).after_timeout(RUN_ID)
+
+    # THEN the MR stays open, saying GUARD stopped watching and a person must act; the alarm is raised once
+    assert world.repo.get_merge_request(PROJECT, iid).state == "opened"
+    assert "GUARD stopped watching" in world.gitlab.notes(PROJECT, iid)[-1]
+    assert "a person must act" in world.gitlab.notes(PROJECT, iid)[-1]
+    assert len(alarms) == 1 and url in alarms[0]
+    # AND the error says the clusters still run the version that failed validation; the dead token is gone
+    assert f"still run {NEW}" in str(raised.value)
+    assert world.state.get_task_token(url) is None
+
+
+def test_a_rollback_mr_merged_but_unseen_when_the_wait_timed_out_is_verified(world):
+    # GIVEN the rollback MR was merged, but its webhook never arrived
+    alarms: list[str] = []
+    opened = service(world).open(RUN_ID, "token-rb")
+    url = opened.merge_request_url or ""
+    sha = world.gitlab.merge(PROJECT, int(url.rsplit("/", 1)[1]), deliver_hooks=False)
+
+    # WHEN the wait times out
+    merged = service(world, needs_person=alarms.append).after_timeout(RUN_ID)
+
+    # THEN the execution goes on as if the merge had been delivered: no alarm, and the rollback is verified
+    assert (merged.merge_commit_sha, merged.merge_request_url) == (sha, url)
+    assert alarms == []
+    world.kubernetes.apply_chart_version("eks-prod-1", OLD, reconcile_after_seconds=0)
+    world.clock.advance(60)
+    done = service(world).verify(RUN_ID, None, merged.model_dump())
+    assert (done.done, done.status) == (True, "rolled_back")
+
+
+def test_a_rollback_mr_closed_but_unseen_when_the_wait_timed_out_fails_as_closed(world):
+    opened = service(world).open(RUN_ID, "token-rb")
+    world.gitlab.close(PROJECT, int((opened.merge_request_url or "").rsplit("/", 1)[1]), deliver_hooks=False)
+    with pytest.raises(RollbackMergeRequestClosed, match=f"still run {NEW}"):
+        service(world).after_timeout(RUN_ID)
+
+
+def test_a_rollback_mr_whose_token_could_not_be_stored_is_left_open_with_a_comment_and_an_alarm(world):
+    # GIVEN DynamoDB refuses the task token
+    alarms: list[str] = []
+    rollbacks = RollbackService(world.config, world.registry, StateStore(refusing_writes()), world.failures,
+                                world.repo, world.clock, needs_person=alarms.append)
+
+    # WHEN the rollback is opened THEN the task fails naming why, so the execution fails clearly
+    with pytest.raises(TaskTokenNotStored, match="left open, unwatched"):
+        rollbacks.open(RUN_ID, "token-rb")
+
+    # AND the rollback MR is open, saying GUARD is not watching it and a person must act; the alarm is raised
+    rollback_mr = next(m for m in world.gitlab.merge_requests(PROJECT) if "rollback" in m["source_branch"])
+    assert rollback_mr["state"] == "opened"
+    assert "GUARD is not watching it" in world.gitlab.notes(PROJECT, rollback_mr["iid"])[-1]
+    assert len(alarms) == 1 and rollback_mr["web_url"] in alarms[0]
+
+
+def test_a_rollback_task_that_fails_after_storing_its_token_leaves_no_token_behind(world):
+    # GIVEN DynamoDB refuses the rollback record (after the MR and its token were stored)
+    rollbacks = RollbackService(world.config, world.registry, world.state, FailureStore(refusing_writes("ROLLBACK")),
+                                world.repo, world.clock)
+
+    # WHEN the rollback is opened THEN the task fails, and no token is left on the rollback MR
+    with pytest.raises(TransientError):
+        rollbacks.open(RUN_ID, "token-rb")
+    rollback_mr = next(m for m in world.gitlab.merge_requests(PROJECT) if "rollback" in m["source_branch"])
+    assert world.state.get_task_token(rollback_mr["web_url"]) is None
+
+
+def test_a_timed_out_rollback_wait_leaves_no_token_even_when_gitlab_cannot_be_asked(world):
+    opened = service(world).open(RUN_ID, "token-rb")
+    world.gitlab.fail_next("GET", r"/merge_requests/\d+$", 503)
+    with pytest.raises(TransientError):
+        service(world).after_timeout(RUN_ID)
+    assert world.state.get_task_token(opened.merge_request_url or "") is None

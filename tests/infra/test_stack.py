@@ -416,6 +416,29 @@ def test_failed_or_timed_out_execution_alarms_to_encrypted_topic(alpha: Template
     })
 
 
+def test_a_rollback_mr_left_for_a_person_alarms_to_the_topic_for_this_tenant_only(
+        alpha: Template, beta: Template) -> None:
+    # GIVEN tenants alpha and beta (they may share an account, hence the metric namespace) WHEN synthesized
+    for tenant, template in (("alpha", alpha), ("beta", beta)):
+        topic_id = next(iter(template.find_resources("AWS::SNS::Topic")))
+        # THEN one RollbackNeedsPerson in 5 minutes, emitted by this tenant's functions, alarms on its topic
+        template.has_resource_properties("AWS::CloudWatch::Alarm", {
+            "Namespace": "GUARD",
+            "MetricName": "RollbackNeedsPerson",
+            "Dimensions": Match.array_equals([{"Name": "service", "Value": "guard"},
+                                              {"Name": "tenant", "Value": tenant}]),
+            "Statistic": "Sum",
+            "Period": 300,
+            "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [{"Ref": topic_id}],
+        })
+    # AND the functions emit to that namespace with that service name (what the alarm's dimensions assume)
+    alpha.has_resource_properties("AWS::Lambda::Function", {"Environment": {"Variables": Match.object_like({
+        "POWERTOOLS_METRICS_NAMESPACE": "GUARD", "POWERTOOLS_SERVICE_NAME": "guard", "GUARD_TENANT": "alpha"})}})
+
+
 def test_outputs_name_what_a_deployer_needs(alpha: Template) -> None:
     # GIVEN tenant alpha WHEN synthesized THEN the outputs give the state machine, the webhook URL
     # and both table names

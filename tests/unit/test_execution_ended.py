@@ -219,3 +219,17 @@ def test_stopped_after_a_day_says_when(world: World) -> None:
     world.clock.advance(timedelta(days=1).total_seconds())
     world.service.ended(event("ABORTED"))
     assert world.state.get_run("run-1").finished_at == world.clock.now()
+
+
+def test_a_later_run_s_token_on_the_same_mr_survives_the_end_of_an_earlier_run(world: World) -> None:
+    # GIVEN run-1 waited on MR 7, and run-2 (the same batch and version, hence the same branch and MR) waits on it now
+    world.run(Stage.WAITING_FOR_MERGE)
+    world.state.put_task_token(TaskTokenRecord(merge_request_url=MR, task_token="tok-run-2", run_id="run-2"),
+                               world.clock.now(), 100)
+    # WHEN run-1 is recorded failed (RecordFailure), then its execution's end arrives
+    FinishService(world.registry, world.state, None, world.clock).fail("run-1", "merge", {"Error": "States.TaskFailed"})
+    result = world.service.ended(event("FAILED"))
+    # THEN run-2's token is still there: neither the outcome recorder nor the end of run-1 deleted it
+    token = world.state.get_task_token(MR)
+    assert token is not None and token.run_id == "run-2"
+    assert result.tokens_deleted == []

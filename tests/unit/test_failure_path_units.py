@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from guard.config.models import NotificationsConfig
 from guard.llm.prompt import TRUNCATED, Section, fit
@@ -79,3 +81,25 @@ def test_notify_and_webhook_handlers_stay_light():
     for module in ("handlers.notify", "handlers.gitlab_webhook"):
         loaded = set(imported_after(module)["packages"])  # type: ignore[arg-type]
         assert not loaded & {"openai", "anthropic", "kubernetes", "gitlab", "datadog_api_client"}, module
+
+
+def test_a_rollback_left_for_a_person_counts_the_metric_the_alarm_watches(tmp_path, monkeypatch, capsys):
+    # GIVEN the OpenRollback function of tenant "unit", as the stack configures it
+    from guard import runtime
+    from handlers import open_rollback
+
+    config = {"tenant": "unit", "batches": [{"name": "b", "clusters": ["c"]}]}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("GUARD_CONFIG_FILE", str(tmp_path / "config.json"))
+    runtime.reset()
+    try:
+        # WHEN the service says a rollback MR needs a person
+        open_rollback.needs_person("rollback merge request !8 left open")
+    finally:
+        runtime.reset()
+    # THEN one RollbackNeedsPerson is emitted (EMF) in namespace GUARD with the service and tenant dimensions
+    emf = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    directive = emf["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == "GUARD" and directive["Metrics"][0]["Name"] == "RollbackNeedsPerson"
+    assert sorted(directive["Dimensions"][0]) == ["service", "tenant"]
+    assert (emf["service"], emf["tenant"], emf["RollbackNeedsPerson"]) == ("guard", "unit", [1.0])

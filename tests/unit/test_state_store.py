@@ -91,3 +91,27 @@ def test_task_token_round_trip(state):
     # AND once answered it is gone
     state.delete_task_token(MR)
     assert state.get_task_token(MR) is None
+
+
+def test_a_run_deletes_only_its_own_token(state):
+    # GIVEN run-2 now waits on the MR that run-1 waited on before (the same branch, a later run)
+    state.put_task_token(TaskTokenRecord(merge_request_url=MR, task_token="token-2", run_id="run-2"), NOW, hours=72)
+    # WHEN run-1's cleanup deletes "its" token THEN nothing is deleted and run-2 still waits
+    assert state.delete_task_token(MR, run_id="run-1") is False
+    assert state.get_task_token(MR).task_token == "token-2"
+    # AND a stale copy of another token is not deleted either
+    assert state.delete_task_token(MR, task_token="token-1") is False
+    # AND run-2's own cleanup deletes it, once
+    assert state.delete_task_token(MR, run_id="run-2") is True
+    assert state.delete_task_token(MR, run_id="run-2") is False
+    assert state.get_task_token(MR) is None
+
+
+def test_a_token_written_before_run_id_was_kept_at_the_top_level_is_still_matched_by_run(state):
+    # GIVEN a token item as earlier versions wrote it: the run id only inside the document
+    record = TaskTokenRecord(merge_request_url=MR, task_token="token-1", run_id="run-1")
+    boto3.resource("dynamodb", region_name="us-east-1").Table("guard-state").put_item(Item={
+        "pk": f"MR#{MR}", "sk": "TOKEN", "doc": record.model_dump_json(), "expires_at": 1})
+    # WHEN another run, then its own run, delete it THEN only its own run does
+    assert state.delete_task_token(MR, run_id="run-10") is False
+    assert state.delete_task_token(MR, run_id="run-1") is True

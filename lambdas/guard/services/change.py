@@ -11,12 +11,15 @@ look-up before create), so a retried task lands in the same place.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from pydantic import BaseModel
 
-from guard.errors import ConfigError, UnknownCluster
+from guard.errors import ConfigError, GuardError, TaskTokenNotStored, UnknownCluster
 from guard.gitops.helm_release import set_chart_version
 from guard.ports import Clock, FileChange, GitOpsRepo, MergeRequest
 from guard.stores.registry import ClusterRegistry
@@ -58,13 +61,18 @@ def rollback_branch(prefix: str, batch: str, run_id: str) -> str:
 
 
 class ChangeService:
-    """Opens the merge request of a `Change` and registers the task token that waits on it."""
+    """Opens the merge request of a `Change` and registers the task token that waits on it.
 
-    def __init__(self, registry: ClusterRegistry, state: StateStore, repo: GitOpsRepo, clock: Clock) -> None:
+    `needs_person(reason)` raises the alarm for a rollback MR GUARD cannot watch (the handler counts
+    the RollbackNeedsPerson metric)."""
+
+    def __init__(self, registry: ClusterRegistry, state: StateStore, repo: GitOpsRepo, clock: Clock,
+                 needs_person: Callable[[str], Any] | None = None) -> None:
         self._registry = registry
         self._state = state
         self._repo = repo
         self._clock = clock
+        self._needs_person = needs_person or (lambda reason: None)
 
     def open(self, change: Change, task_token: str) -> MergeRequest:
         clusters = self._registry.get_many(list(change.versions))
@@ -84,9 +92,48 @@ class ChangeService:
         self._repo.commit_files(change.project, change.source_branch, changes, change.commit_message)
         mr = self._repo.ensure_merge_request(change.project, change.source_branch, change.target_branch,
                                              title=change.title, description=change.description)
-        # A retry gets a fresh token: overwrite, the old one belongs to a failed attempt.
-        self._state.put_task_token(
-            TaskTokenRecord(merge_request_url=mr.web_url, task_token=task_token, run_id=change.run_id,
-                            kind=change.kind),
-            self._clock.now(), hours=change.wait_hours)
+        try:
+            # A retry gets a fresh token: overwrite, the old one belongs to a failed attempt.
+            self._state.put_task_token(
+                TaskTokenRecord(merge_request_url=mr.web_url, task_token=task_token, run_id=change.run_id,
+                                kind=change.kind),
+                self._clock.now(), hours=change.wait_hours)
+        except GuardError as e:
+            # boto3 has retried throttling and 5xx already: this is persistent. Without the token no merge
+            # can resume the execution, so the MR must not be left looking watched.
+            self._unwatched(change, mr, e)
         return mr
+
+    def _unwatched(self, change: Change, mr: MergeRequest, error: GuardError) -> NoReturn:
+        """Make an MR GUARD cannot watch safe, say so on it, and fail the task with TaskTokenNotStored."""
+        why = f"GUARD could not store the task token that waits on this merge request ({error})"
+        if change.kind == ChangeKind.ROLLBACK:
+            # GUARD never closes a rollback MR: it undoes a change that hurt, and a person decides about it.
+            back = ", ".join(f"{c} → {v}" for c, v in change.versions.items())
+            self._say(change.project, mr.iid,
+                      f"⚠️ {why}, so GUARD is not watching it: merging it will not resume GUARD, and nothing will "
+                      f"verify the rollback. It stays open: a person must merge it and check that the clusters run "
+                      f"the previous versions ({back}), or close it.")
+            self._needs_person(f"rollback merge request {mr.web_url} is open and unwatched: {why}")
+            raise TaskTokenNotStored(
+                f"rollback merge request {mr.web_url} was opened but GUARD could not store its task token "
+                f"({error}); it is left open, unwatched: a person must merge it (and check {back}) or close it"
+            ) from error
+        try:
+            state = self._repo.close_merge_request(change.project, mr.iid).state
+        except GuardError:
+            state = "unknown"
+        done = {
+            "closed": "GUARD closed it, so nothing is deployed unwatched; run the upgrade again",
+            "merged": "it was merged already: the clusters may run the new version without validation; check them",
+        }.get(state, "GUARD could not close it: close it by hand, a merge would deploy without validation or "
+                     "rollback")
+        self._say(change.project, mr.iid, f"🛑 {why}, so a merge would not resume GUARD. {done}.")
+        raise TaskTokenNotStored(
+            f"merge request {mr.web_url} was opened but GUARD could not store its task token ({error}); "
+            f"{done}") from error
+
+    def _say(self, project: str, iid: int, body: str) -> None:
+        # A comment is courtesy; the error raised after it is what the execution fails with.
+        with contextlib.suppress(GuardError):
+            self._repo.comment(project, iid, body)

@@ -40,6 +40,15 @@ class DecisionRequested(BaseModel):
     reason: str
 
 
+class DecisionTaken(BaseModel):
+    """What the execution continues with (`$.decision`): the webhook's task result, or the same read after
+    the wait timed out. `by` is None (and `timed_out` true) when GitLab confirms no Maintainer answered."""
+
+    decision: Literal["proceed", "rollback"]
+    by: str | None
+    timed_out: bool = False
+
+
 def parse_command(note: str) -> str | None:
     """`proceed` / `rollback` / another word after `/guard`, or None when the note has no command."""
     match = _COMMAND.search(note or "")
@@ -120,7 +129,13 @@ class DecisionService:
             "## Evidence", "", failure_markdown(self._failures.get_evidence(run_id)),
             analysis_markdown(self._failures.get_analysis(run_id)),
         ])
-        self._repo.comment(run.gitlab_project, run.merge_request_iid, redact(body))
+        try:
+            self._repo.comment(run.gitlab_project, run.merge_request_iid, redact(body))
+        except GuardError:
+            # Nobody was asked, so nobody answers this token: it must not outlive the failed task (a retry
+            # stores a fresh one). Only this token: a retry may have stored its own meanwhile.
+            self._state.delete_task_token(run.merge_request_url, task_token=task_token)
+            raise
         run.stage = Stage.WAITING_FOR_DECISION
         self._state.put_run(run)
         return DecisionRequested(merge_request_url=run.merge_request_url, reason=why)
@@ -151,13 +166,61 @@ class DecisionService:
         try:
             self._sfn_success(waiting, {"decision": decision, "by": username})
         except TaskNoLongerWaiting as e:
-            self._state.delete_task_token(url)
+            self._state.delete_task_token(url, task_token=waiting.task_token)
             return WebhookResult(status=200, message=f"execution no longer waiting ({e})")
-        self._state.delete_task_token(url)
+        self._state.delete_task_token(url, task_token=waiting.task_token)
         self._failures.put_decision(DecisionRecord(run_id=waiting.run_id, decision=decision, by=username,
                                                    at=self._clock.now(), merge_request_url=url))
         self._reply(run.gitlab_project, iid, f"👍 GUARD: @{username} decided **{decision}**.")
         return WebhookResult(status=200, message=f"run {waiting.run_id}: {decision} by {username}")
+
+    # ------------------------------------------------------------------ reading the MR (reconciler, timeout)
+    def find_answer(self, project: str, iid: int, merge_request_url: str) -> NoteCommand | None:
+        """The first `/guard proceed|rollback` from a Maintainer posted after GUARD's last question on MR
+        `iid`, read from its notes (what a lost Note Hook would have delivered); None when there is none."""
+        if self._repo is None:
+            raise ExternalServiceError("GitLab is unavailable; cannot read the merge request's comments")
+        notes = self._repo.list_notes(project, iid)
+        asked = [i for i, note in enumerate(notes) if DECISION_HEADING in note.body]
+        if not asked:
+            return None  # the question is not posted: nothing can answer it
+        for note in notes[asked[-1] + 1:]:
+            command = parse_command(note.body)
+            if note.system or command not in ("proceed", "rollback"):
+                continue
+            if not self.is_maintainer(project, note.author_id):
+                continue  # the webhook answered (and ignored) them already
+            return NoteCommand(merge_request_url=merge_request_url, merge_request_iid=iid, command=command,
+                               username=note.author_username or "someone", user_id=note.author_id)
+        return None
+
+    def after_timeout(self, run_id: str) -> DecisionTaken:
+        """The `AwaitDecision` wait timed out: ask GitLab once more before saying nobody answered.
+
+        A Maintainer's command found in the notes (its Note Hook was lost, or the reconciler had not run
+        yet) is applied as if delivered: recorded, acknowledged on the MR, and returned. Only when the notes
+        confirm there is none does GUARD say "no Maintainer answered" and roll back. GitLab unreadable
+        raises (the state machine then rolls back without claiming anything about the answers).
+        """
+        run = self._state.get_run(run_id)
+        if not run.merge_request_url or run.merge_request_iid is None:
+            raise ExternalServiceError(f"run '{run_id}' has no merge request a decision was asked on")
+        # The execution stopped waiting on the token: a late webhook or the reconciler must not answer it.
+        # First, so a GitLab failure below (the state machine then rolls back) leaves no token behind.
+        self._state.delete_task_token(run.merge_request_url, run_id=run_id)
+        answer = self.find_answer(run.gitlab_project, run.merge_request_iid, run.merge_request_url)
+        if answer is None:
+            self._reply(run.gitlab_project, run.merge_request_iid,
+                        f"⌛ GUARD: no Maintainer answered `/guard proceed` or `/guard rollback` within "
+                        f"{self._timeout_hours:g} h, so GUARD rolls back.")
+            return DecisionTaken(decision="rollback", by=None, timed_out=True)
+        decision: Literal["proceed", "rollback"] = "proceed" if answer.command == "proceed" else "rollback"
+        self._failures.put_decision(DecisionRecord(run_id=run_id, decision=decision, by=answer.username,
+                                                   at=self._clock.now(), merge_request_url=run.merge_request_url))
+        self._reply(run.gitlab_project, run.merge_request_iid,
+                    f"👍 GUARD: @{answer.username} decided **{decision}** (read from this merge request when the "
+                    "wait ended: the comment's webhook did not reach GUARD).")
+        return DecisionTaken(decision=decision, by=answer.username)
 
     def is_maintainer(self, project: str, user_id: int | None) -> bool:
         """Whether the user may decide (Maintainer or Owner, asked of GitLab)."""

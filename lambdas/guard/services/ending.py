@@ -124,9 +124,7 @@ class EndingService:
             urls.append(rollback.merge_request_url)
         deleted = []
         for url in dict.fromkeys(u for u in urls if u):
-            token = self._state.get_task_token(url)
-            if token is not None and token.run_id == run.run_id:
-                self._state.delete_task_token(url)
+            if self._state.delete_task_token(url, run_id=run.run_id):  # conditional: another run's stays
                 deleted.append(url)
         return deleted
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from guard.config.models import TenantConfig
 from guard.core.run import PrecheckReport
+from guard.errors import GuardError
 from guard.ports import Clock, GitOpsRepo, MergeRequest
 from guard.services.change import Change, ChangeService, upgrade_branch
 from guard.services.report import change_description
@@ -39,5 +40,11 @@ class MergeRequestService:
             description=change_description(run, versions, reports=reports),
             wait_hours=self._config.gitlab.merge_timeout_hours + 24), task_token)
         run.merge_request_url, run.merge_request_iid, run.stage = mr.web_url, mr.iid, Stage.WAITING_FOR_MERGE
-        self._state.put_run(run)
+        try:
+            self._state.put_run(run)
+        except GuardError:
+            # The task fails, so nothing waits on this token any more; and a run that does not know its MR
+            # lets no cleanup find it. Only this attempt's token (a retry stores its own).
+            self._state.delete_task_token(mr.web_url, task_token=task_token)
+            raise
         return mr

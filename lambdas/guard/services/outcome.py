@@ -66,7 +66,8 @@ class OutcomeRecorder:
         run.error, run.cause = error, cause
         self._state.put_run(run)
         for url in dict.fromkeys(u for u in (run.merge_request_url, *merge_request_urls) if u):
-            self._state.delete_task_token(url)
+            # Only this run's: a later run may wait on the same MR (the same branch, retried).
+            self._state.delete_task_token(url, run_id=run.run_id)
         self._state.release_lock(run.batch, run.run_id)
         if comment is not None and not already:  # a retried task: the MR has its comment already
             iid, body = comment

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from guard.errors import ExternalServiceError, GuardError, TransientError
 from guard.ports import GitOpsRepo, MergeRequest, TaskCallbacks
-from guard.services.decision import DECISION_HEADING, DecisionService, NoteCommand, parse_command
+from guard.services.decision import DecisionService
 from guard.services.webhook import resume_on_merge_request
 from guard.stores.state import StateStore, TaskTokenRecord
 from guard.vocabulary.outcomes import ChangeKind
@@ -34,10 +35,11 @@ _UNKNOWN_USER = "someone (the webhook was lost; found by GUARD's reconciler)"
 
 
 class ReconcileReport(BaseModel):
-    """What one pass did: one line per token, and the tokens it could not check."""
+    """What one pass did: one line per token settled, cleaned (an orphan) or not checked."""
 
     checked: int = 0
     settled: list[str] = Field(default_factory=list)
+    cleaned: list[str] = Field(default_factory=list)
     failed: list[str] = Field(default_factory=list)
 
 
@@ -48,24 +50,28 @@ def merge_request_iid(url: str) -> int | None:
 
 
 class ReconcileService:
-    """`decisions` builds the decision service on first use (only decision tokens need it)."""
+    """`decisions` builds the decision service on first use (only decision tokens need it);
+    `log_warning(message, extra=...)` hears about the orphans and unreadable items cleaned or skipped."""
 
     def __init__(self, state: StateStore, sfn: TaskCallbacks, repo: GitOpsRepo,
-                 decisions: Callable[[], DecisionService]) -> None:
+                 decisions: Callable[[], DecisionService], log_warning: Callable[..., Any] | None = None) -> None:
         self._state = state
         self._sfn = sfn
         self._repo = repo
         self._decisions = decisions
+        self._warn = log_warning or (lambda *a, **k: None)
 
     def run(self) -> ReconcileReport:
         """Check every stored token once. One MR that cannot be checked does not stop the others;
-        the pass then raises (TransientError when every failure was transient) so the failure shows."""
+        the pass then raises (TransientError when every failure was transient) so the failure shows.
+        An orphan (its run has no record, or its URL names no MR) can never be settled: it is deleted
+        with a warning and does not fail the pass, or it would fail every pass until its TTL."""
         report = ReconcileReport()
         transient = True
-        for waiting in self._state.list_task_tokens():
+        for waiting in self._state.list_task_tokens(on_unreadable=self._unreadable):
             report.checked += 1
             try:
-                message = self._reconcile(waiting)
+                message = self._reconcile(waiting, report)
             except GuardError as e:
                 transient = transient and isinstance(e, TransientError)
                 report.failed.append(f"{waiting.merge_request_url}: {e}")
@@ -78,12 +84,14 @@ class ReconcileService:
                         + "; ".join(report.failed))
         return report
 
-    def _reconcile(self, waiting: TaskTokenRecord) -> str | None:
+    def _reconcile(self, waiting: TaskTokenRecord, report: ReconcileReport) -> str | None:
         url = waiting.merge_request_url
         run = self._state.find_run(waiting.run_id)
         iid = merge_request_iid(url)
         if run is None or iid is None:
-            raise ExternalServiceError(f"token of run {waiting.run_id!r} names no known run or merge request")
+            self._orphan(waiting, "its run has no record" if run is None else "its URL names no merge request",
+                         report)
+            return None
         mr = self._repo.get_merge_request(run.gitlab_project, iid)
         if waiting.kind == ChangeKind.DECISION:
             return self._decision(waiting, mr)
@@ -94,20 +102,20 @@ class ReconcileService:
             return resume_on_merge_request(self._state, self._sfn, waiting, "close", None, _UNKNOWN_USER).message
         return None  # still open (or locked): the wait goes on
 
+    def _orphan(self, waiting: TaskTokenRecord, why: str, report: ReconcileReport) -> None:
+        # Only this exact token: a run storing a fresh one on the same MR meanwhile keeps it.
+        self._state.delete_task_token(waiting.merge_request_url, task_token=waiting.task_token)
+        self._warn("reconciler deleted an orphan task token", extra={
+            "merge_request_url": waiting.merge_request_url, "run_id": waiting.run_id, "kind": waiting.kind,
+            "reason": why})
+        report.cleaned.append(f"{waiting.merge_request_url}: token of run {waiting.run_id!r} deleted ({why})")
+
+    def _unreadable(self, key: str, error: Exception) -> None:
+        # Left in place (a person may want to see it); it expires with its TTL.
+        self._warn("reconciler skipped an unreadable task token item", extra={"pk": key, "error": str(error)})
+
     def _decision(self, waiting: TaskTokenRecord, mr: MergeRequest) -> str | None:
         """Apply the first Maintainer command after GUARD's question; others were answered by the webhook."""
-        notes = self._repo.list_notes(mr.project, mr.iid)
-        asked = [i for i, note in enumerate(notes) if DECISION_HEADING in note.body]
-        if not asked:
-            return None  # the question is not posted yet: nothing can answer it
         decisions = self._decisions()
-        for note in notes[asked[-1] + 1:]:
-            command = parse_command(note.body)
-            if note.system or command not in ("proceed", "rollback"):
-                continue
-            if not decisions.is_maintainer(mr.project, note.author_id):
-                continue
-            return decisions.decide(NoteCommand(
-                merge_request_url=waiting.merge_request_url, merge_request_iid=mr.iid, command=command,
-                username=note.author_username or "someone", user_id=note.author_id)).message
-        return None
+        answer = decisions.find_answer(mr.project, mr.iid, waiting.merge_request_url)
+        return decisions.decide(answer).message if answer is not None else None

@@ -19,7 +19,14 @@ from pydantic import BaseModel
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster
 from guard.core.run import RunRecord, VerdictOutcome
-from guard.errors import ExternalServiceError, GuardError, RollbackFailed, RolledBack
+from guard.errors import (
+    ExternalServiceError,
+    GuardError,
+    RollbackFailed,
+    RollbackMergeRequestClosed,
+    RollbackMergeRequestTimeout,
+    RolledBack,
+)
 from guard.ports import Clock, ClusterConnector, GitOpsRepo
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
@@ -51,6 +58,15 @@ class RollbackOpened(BaseModel):
     detail: str | None = None
 
 
+class RollbackMerged(BaseModel):
+    """The rollback wait's result when GitLab shows the MR merged after the wait timed out: the same fields the
+    webhook's merge sends, so verification goes on as if the merge had been seen in time."""
+
+    merge_commit_sha: str | None
+    merge_request_url: str
+    merged_by: str
+
+
 class RollbackPoll(PollResult):
     """One VerifyRollback poll (`$.verify`); once done, the name and cause the execution fails with."""
 
@@ -71,11 +87,13 @@ def _verdict_summary(state: StateStore, run: RunRecord) -> str | None:
 
 
 class RollbackService:
-    """`repo` is needed to open the MR and to comment; `connector` to verify."""
+    """`repo` is needed to open the MR and to comment; `connector` to verify. `needs_person(reason)` raises
+    the alarm when GUARD leaves a rollback MR open without watching it (GUARD never closes one)."""
 
     def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore, failures: FailureStore,
                  repo: GitOpsRepo | None, clock: Clock, connector: ClusterConnector | None = None,
-                 log_warning: Callable[..., Any] | None = None, observer: RegistryObserver | None = None) -> None:
+                 log_warning: Callable[..., Any] | None = None, observer: RegistryObserver | None = None,
+                 needs_person: Callable[[str], Any] | None = None) -> None:
         self._config = config
         self._registry = registry
         self._state = state
@@ -83,6 +101,7 @@ class RollbackService:
         self._repo = repo
         self._clock = clock
         self._connector = connector
+        self._needs_person = needs_person or (lambda reason: None)
         self._outcomes = OutcomeRecorder(registry, state, repo, clock, log_warning, observer=observer)
 
     # ------------------------------------------------------------------ OpenRollback
@@ -104,7 +123,7 @@ class RollbackService:
         record = RollbackRecord(run_id=run_id, batch=run.batch, reason=why, clusters=clusters, versions=versions,
                                 rolled_back_from=run.target_version, status=RollbackStatus.WAITING_FOR_MERGE,
                                 manual=manual, at=self._clock.now())
-        mr = ChangeService(self._registry, self._state, self._repo, self._clock).open(Change(
+        mr = ChangeService(self._registry, self._state, self._repo, self._clock, self._needs_person).open(Change(
             run_id=run_id, kind=ChangeKind.ROLLBACK, project=run.gitlab_project,
             source_branch=rollback_branch(self._config.gitlab.branch_prefix, run.batch, run_id),
             target_branch=self._config.gitlab.target_branch, versions=versions, title=self._title(run, versions),
@@ -112,15 +131,59 @@ class RollbackService:
             description=self.description(run, record),
             wait_hours=self._config.rollback.merge_timeout_hours + 24), task_token)
         record.merge_request_url, record.merge_request_iid = mr.web_url, mr.iid
-        self._failures.put_rollback(record)
-        run.stage = Stage.WAITING_FOR_ROLLBACK_MERGE
-        self._state.put_run(run)
+        try:
+            self._failures.put_rollback(record)
+            run.stage = Stage.WAITING_FOR_ROLLBACK_MERGE
+            self._state.put_run(run)
+        except GuardError:
+            # The task fails, so nothing waits on this token any more; and without the rollback record no
+            # cleanup could find its MR. Only this attempt's token (a retry stores its own).
+            self._state.delete_task_token(mr.web_url, task_token=task_token)
+            raise
         if run.merge_request_iid and not manual:
             self._outcomes.comment(run.gitlab_project, run.merge_request_iid,
                           f"↩️ GUARD: the upgrade of `{run.batch}` to {run.target_version} did not pass validation; "
                           f"rollback merge request: {mr.web_url}")
         return RollbackOpened(status=RollbackStatus.WAITING_FOR_MERGE, clusters=clusters, versions=versions,
                               merge_request_url=mr.web_url)
+
+    # ------------------------------------------------------------------ RollbackWaitTimedOut
+    def after_timeout(self, run_id: str) -> RollbackMerged:
+        """The wait on the rollback MR timed out: ask GitLab once more before reporting anything.
+
+        Merged (the webhook was lost or late) -> the merge, so the rollback is verified as usual. Closed ->
+        RollbackMergeRequestClosed. Still open -> GUARD stops watching but never closes it: a comment says a
+        person must act, `needs_person` raises the alarm, and the task fails with RollbackMergeRequestTimeout.
+        GitLab unreadable raises (retried; then the run fails at the rollback, the MR untouched).
+        """
+        if self._repo is None:
+            raise ExternalServiceError("GitLab is unavailable; cannot check the rollback merge request")
+        run = self._state.get_run(run_id)
+        record = self._failures.get_rollback(run_id)
+        if record is None or record.merge_request_iid is None or not record.merge_request_url:
+            raise ExternalServiceError(f"run '{run_id}' has no rollback merge request to check")
+        url = record.merge_request_url
+        # The execution stopped waiting on the token: a late webhook or the reconciler must not answer it.
+        # First, so a GitLab failure below (the run then fails at the rollback) leaves no token behind.
+        self._state.delete_task_token(url, run_id=run_id)
+        mr = self._repo.get_merge_request(run.gitlab_project, record.merge_request_iid)
+        if mr.state == "merged":
+            return RollbackMerged(merge_commit_sha=mr.merge_commit_sha, merge_request_url=url,
+                                  merged_by=mr.merged_by or "someone (GUARD saw the merge after its wait timed out)")
+        still = f"{', '.join(record.clusters)} still run {run.target_version}, which failed validation"
+        if mr.state == "closed":
+            raise RollbackMergeRequestClosed(f"rollback merge request {url} was closed without merging; {still}")
+        hours = self._config.rollback.merge_timeout_hours
+        back = ", ".join(f"{c} → {v}" for c, v in record.versions.items())
+        self._outcomes.comment(run.gitlab_project, record.merge_request_iid,
+                               f"⌛ GUARD stopped watching this rollback merge request: nobody merged it within "
+                               f"{hours:g} h. GUARD never closes a rollback, so it stays open and **a person must "
+                               f"act**: merge it and check that the clusters run the previous versions ({back}), or "
+                               f"close it to keep {run.target_version}. Merging it now does not resume GUARD.")
+        self._needs_person(f"rollback merge request {url} not merged within {hours:g} h; left open, unwatched")
+        raise RollbackMergeRequestTimeout(
+            f"rollback merge request {url} was not merged within {hours:g} h; GUARD stopped watching it and left it "
+            f"open for a person to merge or close: {still}")
 
     @staticmethod
     def _title(run: RunRecord, versions: dict[str, str]) -> str:

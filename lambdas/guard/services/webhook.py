@@ -168,9 +168,9 @@ def resume_on_merge_request(state: StateStore, sfn: TaskCallbacks, waiting: Task
                 cause=f"merge request {url} was closed without merging by {user}")
     except TaskNoLongerWaiting as e:
         # Timed out, stopped, answered already: nothing to resume, and a resend would not change that.
-        state.delete_task_token(url)
+        state.delete_task_token(url, task_token=waiting.task_token)
         return WebhookResult(status=200, message=f"execution no longer waiting ({e})")
     # Any other failure propagates: the delivery stays unmarked; the webhook handler answers 200 and counts
     # it, and the reconciler (or a resend) applies it later.
-    state.delete_task_token(url)
+    state.delete_task_token(url, task_token=waiting.task_token)  # only the token answered, never a newer one
     return WebhookResult(status=200, message=f"run {waiting.run_id}: {action} delivered")

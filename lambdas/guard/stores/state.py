@@ -3,15 +3,17 @@ and per-batch results. Webhook deliveries share the table (`guard.stores.deliver
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from guard.core.run import ClusterVerdict, PrecheckReport, RunRecord
-from guard.errors import BatchLocked, ExternalServiceError
+from guard.errors import BatchLocked, ExternalServiceError, TransientError
 from guard.stores.dynamo import call, is_conditional_failure, mapped, ttl
 from guard.vocabulary.outcomes import ChangeKind, Outcome
 
@@ -192,14 +194,18 @@ class StateStore:
 
     # ------------------------------------------------------------------ MR task tokens
     def put_task_token(self, record: TaskTokenRecord, now: datetime, hours: float) -> None:
-        self._put(f"MR#{record.merge_request_url}", "TOKEN", record, ttl(now, hours))
+        # `run_id` also at the top level: deletes are conditional on it (`delete_task_token`).
+        self._put(f"MR#{record.merge_request_url}", "TOKEN", record, ttl(now, hours), run_id=record.run_id)
 
     def get_task_token(self, merge_request_url: str) -> TaskTokenRecord | None:
         item = self._get(f"MR#{merge_request_url}", "TOKEN")
         return TaskTokenRecord.model_validate_json(item["doc"]) if item else None
 
-    def list_task_tokens(self) -> list[TaskTokenRecord]:
+    def list_task_tokens(self, on_unreadable: Callable[[str, Exception], None] | None = None) -> list[TaskTokenRecord]:
         """Every stored task token (what the reconciler checks against GitLab).
+
+        A token item that does not parse is left out and reported to `on_unreadable(pk, error)`:
+        one bad item must not hide the others from the reconciler.
 
         A Scan filtered on `sk = TOKEN`: it reads the whole table, which is small (runs, locks,
         tokens, deliveries, all with a TTL) and is read once every few minutes. Should the table
@@ -210,13 +216,47 @@ class StateStore:
                                   "ConsistentRead": True}
         while True:
             page = call("Scan", lambda: self._table.scan(**kwargs))
-            records.extend(TaskTokenRecord.model_validate_json(item["doc"]) for item in page.get("Items", []))
+            for item in page.get("Items", []):
+                try:
+                    records.append(TaskTokenRecord.model_validate_json(item.get("doc", "")))
+                except ValueError as e:  # pydantic's ValidationError is a ValueError
+                    if on_unreadable is not None:
+                        on_unreadable(str(item.get("pk")), e)
             if "LastEvaluatedKey" not in page:
                 return records
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def delete_task_token(self, merge_request_url: str) -> None:
-        call("DeleteItem", lambda: self._table.delete_item(Key={"pk": f"MR#{merge_request_url}", "sk": "TOKEN"}))
+    def delete_task_token(self, merge_request_url: str, run_id: str | None = None,
+                          task_token: str | None = None) -> bool:
+        """Delete the token on `merge_request_url`; True when one was deleted.
+
+        With `run_id`, only a token of that run is deleted, in one conditional DeleteItem: a later
+        run's token on the same MR is never touched. With `task_token`, only that exact token
+        (a stale record cleaned up must not take a fresh one with it). Neither: whatever is there.
+        """
+        conditions = ["attribute_exists(pk)"]
+        values: dict[str, str] = {}
+        if run_id is not None:
+            # Items written before `run_id` was kept at the top level carry it only inside `doc`
+            # (compact JSON, as pydantic writes it).
+            conditions.append("(run_id = :run OR (attribute_not_exists(run_id) AND contains(doc, :owner)))")
+            values |= {":run": run_id, ":owner": f'"run_id":{json.dumps(run_id, ensure_ascii=False)}'}
+        if task_token is not None:
+            conditions.append("contains(doc, :token)")
+            values[":token"] = f'"task_token":{json.dumps(task_token, ensure_ascii=False)}'
+        kwargs: dict[str, Any] = {"Key": {"pk": f"MR#{merge_request_url}", "sk": "TOKEN"},
+                                  "ConditionExpression": " AND ".join(conditions)}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            self._table.delete_item(**kwargs)
+        except ClientError as e:
+            if is_conditional_failure(e):
+                return False  # gone already, or another run's
+            raise mapped("DeleteItem", e) from e
+        except BotoCoreError as e:
+            raise TransientError(f"DynamoDB DeleteItem: {e}") from e
+        return True
 
     # ------------------------------------------------------------------ batch results
     def put_batch_result(self, result: BatchResult) -> None:

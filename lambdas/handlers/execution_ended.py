@@ -14,6 +14,7 @@ from guard.retry import with_lambda_budget
 from guard.services.ending import EndingService, ExecutionEnded
 from guard.services.outcome import OutcomeRecorder
 
+from handlers.alarms import needs_person
 from handlers.notify import send
 
 logger = Logger()
@@ -23,9 +24,10 @@ logger = Logger()
 @with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ended = ExecutionEnded.model_validate(event.get("detail") or {})
-    outcomes = OutcomeRecorder(runtime.registry(), runtime.state(), runtime.gitops_repo_for_comments(logger.warning),
-                               runtime.clock, log_warning=logger.warning,
+    repo = runtime.gitops_repo_for_comments(logger.warning)
+    outcomes = OutcomeRecorder(runtime.registry(), runtime.state(), repo, runtime.clock, log_warning=logger.warning,
                                observer=runtime.registry_observer(logger.warning))
-    result = EndingService(runtime.state(), runtime.failure_store(), outcomes, notify=send).ended(ended)
+    result = EndingService(runtime.state(), runtime.failure_store(), outcomes, notify=send, repo=repo,
+                           needs_person=needs_person).ended(ended)
     logger.info("execution ended", extra=result.model_dump())
     return result.model_dump()

@@ -18,27 +18,16 @@ token could not be stored: TaskTokenNotStored), the `RollbackNeedsPerson` metric
 the stack's alarm.
 """
 
-import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.retry import with_lambda_budget
 from guard.services.rollback import RollbackService
-from guard.vocabulary.metrics import NAMESPACE, ROLLBACK_NEEDS_PERSON, SERVICE, TENANT_DIMENSION
+
+from handlers.alarms import needs_person
 
 logger = Logger()
-# The alarm (infra/alarms.py) matches the service dimension exactly: set it here, not only through the env.
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE, service=SERVICE)
-
-
-def needs_person(reason: str) -> None:
-    """Count RollbackNeedsPerson now (the task fails right after; most invocations count nothing)."""
-    logger.warning("a rollback merge request needs a person", extra={"reason": reason})
-    metrics.add_dimension(name=TENANT_DIMENSION, value=runtime.config().tenant)
-    metrics.add_metric(name=ROLLBACK_NEEDS_PERSON, unit=MetricUnit.Count, value=1)
-    metrics.flush_metrics()
 
 
 @logger.inject_lambda_context

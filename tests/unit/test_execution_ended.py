@@ -14,6 +14,7 @@ import pytest
 from guard.core.models import Cluster
 from guard.core.run import ExecutionInput, RunRecord, RunStatus
 from guard.errors import ExecutionStopped, ExecutionTimedOut, OutcomeNotRecorded
+from guard.ports import FileChange
 from guard.services.ending import EndingService, ExecutionEnded
 from guard.services.finish import FinishService
 from guard.services.outcome import OutcomeRecorder
@@ -233,3 +234,54 @@ def test_a_later_run_s_token_on_the_same_mr_survives_the_end_of_an_earlier_run(w
     token = world.state.get_task_token(MR)
     assert token is not None and token.run_id == "run-2"
     assert result.tokens_deleted == []
+
+
+def test_a_stop_closes_the_open_upgrade_mr_and_leaves_an_open_rollback_mr_to_a_person(world: World) -> None:
+    from guard.adapters.gitlab_repo import GitLabRepo
+    from guard.retry import RetryPolicy
+
+    from sandbox.sims.gitlab_sim import GitLabSimulator
+
+    with GitLabSimulator(token="t") as gitlab:
+        # GIVEN an open upgrade MR of run-1 (still waiting on its merge) and, from an earlier run, a
+        # rollback MR of run-2 that waits on a person
+        gitlab.add_project(PROJECT, {"f.yaml": "x: 1\n"})
+        repo = GitLabRepo.from_token(gitlab.url, "t", retry=RetryPolicy(sleep=lambda _: None))
+        for branch in ("guard/upgrade", "guard/rollback"):
+            repo.ensure_branch(PROJECT, branch, "main")
+            repo.commit_files(PROJECT, branch, [FileChange(path="f.yaml", content=branch)], "m")
+        upgrade = repo.ensure_merge_request(PROJECT, "guard/upgrade", "main", "Upgrade", "d")
+        rollback = repo.ensure_merge_request(PROJECT, "guard/rollback", "main", "Rollback", "d")
+        alarms: list[str] = []
+        service = EndingService(world.state, world.failures, OutcomeRecorder(world.registry, world.state, repo,
+                                                                             world.clock),
+                                repo=repo, needs_person=alarms.append)
+        run = world.run(Stage.WAITING_FOR_MERGE)
+        run.merge_request_iid, run.merge_request_url = upgrade.iid, upgrade.web_url
+        world.state.put_run(run)
+
+        # WHEN run-1's execution is stopped from the console
+        service.ended(event("ABORTED"))
+
+        # THEN its upgrade MR is closed, and says so; no alarm (nothing of a rollback was left)
+        assert {m["iid"]: m["state"] for m in gitlab.merge_requests(PROJECT)} == {upgrade.iid: "closed",
+                                                                                   rollback.iid: "opened"}
+        assert "GUARD closed it" in gitlab.notes(PROJECT, upgrade.iid)[-1]
+        assert alarms == []
+
+        # GIVEN run-2 waiting on its rollback MR
+        second = world.run(Stage.WAITING_FOR_ROLLBACK_MERGE).model_copy(update={
+            "run_id": "run-2", "execution_arn": ARN.replace("run-1", "run-2")})
+        world.state.put_run(second)
+        world.failures.put_rollback(RollbackRecord(
+            run_id="run-2", batch="b1", reason="validation failed", clusters=["c1"], versions={"c1": "1.19.3"},
+            rolled_back_from="1.20.0", status=RollbackStatus.WAITING_FOR_MERGE, merge_request_url=rollback.web_url,
+            merge_request_iid=rollback.iid, at=world.clock.now()))
+
+        # WHEN that execution is stopped
+        service.ended(event("ABORTED", name="run-2", arn=second.execution_arn))
+
+        # THEN GUARD never closes the rollback MR: it stays open, says a person must act, and the alarm counts it
+        assert {m["iid"]: m["state"] for m in gitlab.merge_requests(PROJECT)}[rollback.iid] == "opened"
+        assert "a person must merge it" in gitlab.notes(PROJECT, rollback.iid)[-1]
+        assert len(alarms) == 1 and rollback.web_url in alarms[0]

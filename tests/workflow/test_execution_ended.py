@@ -39,8 +39,10 @@ def test_a_stopped_execution_frees_its_batch_for_the_next_run(world_for: Any) ->
     run = state.get_run("stopped-run")
     assert (run.status, run.error) == ("failed", ExecutionStopped.__name__)
     assert world.engine.undelivered == []
-    # AND the MR says GUARD no longer watches it
-    assert any("no longer watches" in note for note in world.gitlab.notes("platform/istio-fleet", mr["iid"]))
+    # AND the MR says GUARD no longer watches it, and GUARD closed it: a later merge must not deploy unwatched
+    assert any("no longer watches" in note and "GUARD closed it" in note
+               for note in world.gitlab.notes("platform/istio-fleet", mr["iid"]))
+    assert world.gitlab.merge_requests("platform/istio-fleet")[0]["state"] == "closed"
 
     # AND the next run of the batch starts and gets past Plan
     second = sfn.start_execution(stateMachineArn=world.state_machine_arn, name="next-run",

@@ -11,6 +11,10 @@ execution's name leaves nothing behind:
   `ExecutionTimedOut`, the execution's own error), through the one `OutcomeRecorder`, and
   people are notified.
 
+- no merge request is left open and unwatched: an open upgrade MR is closed with a comment (a
+  later merge would deploy with nobody validating it); an open rollback MR is never closed, it
+  gets a comment and the `RollbackNeedsPerson` alarm asks a person to act.
+
 A run the workflow already recorded keeps its outcome: only the lock and tokens are made sure
 of. Every step is idempotent, so an event delivered twice ends in the same place. An
 execution without a run (Plan refused it before a record) has nothing to clean.
@@ -18,6 +22,7 @@ execution without a run (Plan refused it before a record) has nothing to clean.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -25,7 +30,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from guard.core.run import RunRecord, RunStatus
-from guard.errors import ExecutionStopped, ExecutionTimedOut, OutcomeNotRecorded, UpgradeFailed
+from guard.errors import ExecutionStopped, ExecutionTimedOut, GuardError, OutcomeNotRecorded, UpgradeFailed
+from guard.ports import GitOpsRepo
 from guard.services.observation import AT_END
 from guard.services.outcome import OutcomeRecorder
 from guard.stores.failure import FailureStore
@@ -84,11 +90,14 @@ class EndingService:
     """`notify(run_id, event, detail)` tells people (handlers.notify.send: never raises)."""
 
     def __init__(self, state: StateStore, failures: FailureStore, outcomes: OutcomeRecorder,
-                 notify: Callable[[str, str, str | None], Any] | None = None) -> None:
+                 notify: Callable[[str, str, str | None], Any] | None = None, repo: GitOpsRepo | None = None,
+                 needs_person: Callable[[str], Any] | None = None) -> None:
         self._state = state
         self._failures = failures
         self._outcomes = outcomes
         self._notify = notify or (lambda *a: None)
+        self._repo = repo
+        self._needs_person = needs_person or (lambda reason: None)
 
     def ended(self, event: ExecutionEnded) -> EndingResult:
         run = self._state.find_run(event.name)
@@ -106,7 +115,9 @@ class EndingService:
         comment = None
         if iid is not None:
             comment = (iid, f"⏹️ GUARD: batch `{run.batch}` → {run.target_version} ended at **{run.stage}** "
-                            f"without finishing: `{error}`\n\n{cause}\n\nGUARD no longer watches this merge request.")
+                            f"without finishing: `{error}`\n\n{cause}\n\nGUARD no longer watches this merge request."
+                            + self._close_upgrade_mr(run))
+        self._leave_rollback_mr_to_a_person(run, error)
         recorded = self._outcomes.record(run, Outcome.FAILED, failed_stage=_FAILED_AT.get(run.stage,
                                                                                           FailedStage.UNKNOWN),
                                          error=error, cause=cause, merge_request_urls=tuple(deleted),
@@ -115,6 +126,39 @@ class EndingService:
         return EndingResult(run_id=run.run_id, status=event.status, action="recorded",
                             outcome=recorded.outcome, error=error, tokens_deleted=deleted,
                             registry_notes=[n for n in recorded.registry_notes if n.startswith(AT_END)])
+
+    def _close_upgrade_mr(self, run: RunRecord) -> str:
+        """Close the run's upgrade MR if still open (nobody would validate what a later merge deploys);
+        returns what to add to the comment."""
+        if self._repo is None or run.merge_request_iid is None or run.stage != Stage.WAITING_FOR_MERGE:
+            return ""
+        try:
+            mr = self._repo.get_merge_request(run.gitlab_project, run.merge_request_iid)
+            if mr.state != "opened":
+                return ""
+            self._repo.close_merge_request(run.gitlab_project, run.merge_request_iid)
+        except GuardError as e:
+            return (f" GUARD could not close it ({e}): close it by hand, a merge would deploy "
+                    f"{run.target_version} with nothing validating it.")
+        return " GUARD closed it, so nothing is deployed unwatched: start the upgrade again to retry."
+
+    def _leave_rollback_mr_to_a_person(self, run: RunRecord, error: str) -> None:
+        """A rollback MR still open stays open (GUARD never closes one): comment, and raise the alarm."""
+        rollback = self._failures.get_rollback(run.run_id)
+        if rollback is None or rollback.merge_request_iid is None or self._repo is None:
+            return
+        try:
+            if self._repo.get_merge_request(run.gitlab_project, rollback.merge_request_iid).state != "opened":
+                return
+        except GuardError:
+            pass  # unknown: say it anyway, a needless comment is cheaper than an unwatched rollback
+        with contextlib.suppress(GuardError):
+            self._repo.comment(run.gitlab_project, rollback.merge_request_iid,
+                               f"⚠️ GUARD's execution ended (`{error}`) while this rollback was open, so GUARD is not "
+                               "watching it any more: merging it will not be verified. It stays open: a person must "
+                               "merge it and check that the clusters run the previous versions, or close it.")
+        self._needs_person(f"rollback merge request {rollback.merge_request_url} is open and unwatched: "
+                           f"the execution ended ({error})")
 
     def _delete_tokens(self, run: RunRecord) -> list[str]:
         """Delete this run's tokens (upgrade MR, its decision, the rollback MR); another run's stay."""

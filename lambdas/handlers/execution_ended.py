@@ -10,11 +10,11 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
+from guard.alarms import needs_person
 from guard.retry import with_lambda_budget
 from guard.services.ending import EndingService, ExecutionEnded
 from guard.services.outcome import OutcomeRecorder
 
-from handlers.alarms import needs_person
 from handlers.notify import send
 
 logger = Logger()

@@ -22,10 +22,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
+from guard.alarms import needs_person
 from guard.retry import with_lambda_budget
 from guard.services.rollback import RollbackService
-
-from handlers.alarms import needs_person
 
 logger = Logger()
 

@@ -26,6 +26,7 @@ from guard.core.run import (
 )
 from guard.gitops.helm_release import set_chart_version
 from guard.ports import FileChange
+from guard.retry import RetryPolicy
 from guard.stores.failure import FailureStore
 from guard.stores.registry import ClusterRegistry
 from guard.stores.schema import create_tables
@@ -127,10 +128,13 @@ def build(gitlab: GitLabSimulator, kubernetes: KubernetesSimulator, clock: FakeC
                                        "batches": [{"name": "prod-canary", "clusters": list(CLUSTERS)}], **config})
     gitlab.add_project(PROJECT, {path(c): RELEASE.format(cluster=c, version=OLD) for c in CLUSTERS} |
                        {"README.md": "fleet\n"})
-    repo = GitLabRepo.from_token(gitlab.url, TOKEN, timeout_seconds=5)
+    # The project's retry policy, without sleeping the tests' time away (a retry still happens).
+    no_wait = RetryPolicy(sleep=lambda _: None)
+    repo = GitLabRepo.from_token(gitlab.url, TOKEN, timeout_seconds=5, retry=no_wait)
     world = World(cfg, clock, gitlab, kubernetes, ClusterRegistry(registry_table), StateStore(state_table),
-                  FailureStore(state_table), repo, GitLabMembers.from_token(gitlab.url, TOKEN, timeout_seconds=5),
-                  EksConnector(boto3.session.Session(region_name=REGION), request_timeout=5))
+                  FailureStore(state_table), repo,
+                  GitLabMembers.from_token(gitlab.url, TOKEN, timeout_seconds=5, retry=no_wait),
+                  EksConnector(boto3.session.Session(region_name=REGION), request_timeout=5, retry=no_wait))
     for c in CLUSTERS:
         kubernetes.add_cluster(c, NEW)
         world.registry.put(Cluster(cluster_id=c, batch_id="prod-canary", environment="production", region=REGION,

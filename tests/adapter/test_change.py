@@ -59,7 +59,7 @@ def test_an_upgrade_mr_whose_token_could_not_be_stored_is_closed_saying_why(worl
 def test_an_upgrade_mr_gitlab_would_not_close_asks_a_person_to_close_it(world):
     # GIVEN DynamoDB refuses the token and GitLab refuses to close the MR
     changes = ChangeService(world.registry, StateStore(refusing_writes()), world.repo, world.clock)
-    world.gitlab.fail_next("PUT", r"/merge_requests/\d+$", 503)
+    world.gitlab.fail_next("PUT", r"/merge_requests/\d+$", 503, times=10)  # longer than the retry policy tries
 
     # WHEN the upgrade MR is opened THEN the error says it is still open and must be closed by hand
     with pytest.raises(TaskTokenNotStored, match="could not close it: close it by hand"):

@@ -230,7 +230,7 @@ def test_a_timeout_says_no_maintainer_answered_only_when_the_notes_confirm_it(wo
 def test_a_timeout_while_gitlab_cannot_be_read_claims_nothing(world):
     # GIVEN GUARD asked, and GitLab answers 503 to the notes
     waiting_for_decision(world)
-    world.gitlab.fail_next("GET", r"/merge_requests/\d+/notes", 503)
+    world.gitlab.fail_next("GET", r"/merge_requests/\d+/notes", 503, times=10)  # longer than the retry policy tries
     before = world.gitlab.notes(PROJECT, world.upgrade_iid)
 
     # WHEN the wait times out THEN the task fails as retryable, and nothing was said on the MR
@@ -241,7 +241,7 @@ def test_a_timeout_while_gitlab_cannot_be_read_claims_nothing(world):
 
 def test_a_question_that_could_not_be_posted_leaves_no_token_behind(world):
     # GIVEN GitLab refuses the decision comment
-    world.gitlab.fail_next("POST", r"/merge_requests/\d+/notes", 503)
+    world.gitlab.fail_next("POST", r"/merge_requests/\d+/notes", 503, times=10)  # longer than the retry policy tries
 
     # WHEN the decision is requested THEN the task fails, and the token it stored first is deleted again
     with pytest.raises(TransientError):

@@ -388,7 +388,7 @@ def test_a_rollback_task_that_fails_after_storing_its_token_leaves_no_token_behi
 
 def test_a_timed_out_rollback_wait_leaves_no_token_even_when_gitlab_cannot_be_asked(world):
     opened = service(world).open(RUN_ID, "token-rb")
-    world.gitlab.fail_next("GET", r"/merge_requests/\d+$", 503)
+    world.gitlab.fail_next("GET", r"/merge_requests/\d+$", 503, times=10)  # longer than the retry policy tries
     with pytest.raises(TransientError):
         service(world).after_timeout(RUN_ID)
     assert world.state.get_task_token(opened.merge_request_url or "") is None

@@ -24,6 +24,8 @@ from unittest import mock
 import boto3
 import requests
 
+from sandbox.faults import Crashes, LambdaCrashed
+
 ROOT = Path(__file__).resolve().parent.parent
 ASL_DIR = ROOT / "statemachines"
 
@@ -195,6 +197,8 @@ class LocalEngine:
         # Execution end events the ExecutionEnded function failed on (what the DLQ would keep).
         self.undelivered: list[tuple[dict[str, Any], str]] = []
         self._ended: set[str] = set()  # executions whose end was delivered (a stop is seen twice)
+        # Invocations to kill after their handler returned (sandbox/faults.py); emptied by begin().
+        self.crashes = Crashes()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalEngine:
@@ -232,6 +236,7 @@ class LocalEngine:
         self.speedup = speedup
         self.invocations = []
         self.undelivered, self._ended = [], set()
+        self.crashes.clear()
         self._stack = ExitStack()
         env = {
             "MOTO_PORT": str(self.port),  # moto's SFN engine calls Lambda through this port
@@ -409,7 +414,11 @@ class LocalEngine:
             with ENVIRONMENTS.lock(logical):
                 started = time.perf_counter()
                 try:
-                    return handler(event, LambdaContext(self.names.get(logical, logical)))
+                    result = handler(event, LambdaContext(self.names.get(logical, logical)))
+                    if self.crashes.take(logical, event) is not None:
+                        raise LambdaCrashed(f"{logical}: Runtime exited with error: signal: killed "
+                                            "(the fault suite killed it after its side effects)")
+                    return result
                 finally:
                     self.invocations.append((logical, (time.perf_counter() - started) * 1000))
         finally:
@@ -438,6 +447,9 @@ class LocalEngine:
         event = json.loads(body) if body else {}
         try:
             return json.dumps(self.invoke(logical, event)).encode()
+        except LambdaCrashed as e:  # Step Functions names a runtime that died "Lambda.Unknown" (sandbox/faults.py)
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({"errorType": "Lambda.Unknown", "errorMessage": str(e)}).encode()
         except Exception as e:  # report like Lambda does, so Retry/Catch match the error name
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps({"errorType": type(e).__name__, "errorMessage": str(e),

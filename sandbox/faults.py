@@ -20,6 +20,7 @@ side effects, then answers the invocation like that (`LambdaCrashed`).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ class AwsFault:
     operation: str
     code: str
     times: int
-    where: ParamsPredicate = lambda params: True
+    where: ParamsPredicate = lambda params: True  # on the request parameters, in wire format
     served: int = 0
 
 
@@ -56,16 +57,18 @@ class AwsFaults:
 
     faults: list[AwsFault] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _registered: set[str] = field(default_factory=set)
     _session: Any = None
 
     def install(self) -> AwsFaults:
         """Hook the handlers' boto3 session. Forgets the clients cached so far: the next ones are built
-        from the hooked session (botocore copies a session's handlers into each client it creates)."""
+        from the hooked session. botocore copies a session's handlers into each client it creates, so
+        one handler per service is registered now, and faults added later are read from `faults`."""
         runtime.reset()
         self._session = runtime._boto3_session()
-        for fault in self.faults:
-            self._register(fault)
+        for prefix in EVENT_SERVICE.values():
+            # `before-call.<service>` receives every operation of the service (botocore's event hierarchy).
+            self._session.events.register(f"before-call.{prefix}", self._before_call,
+                                          unique_id=f"guard-faults-{prefix}")
         return self
 
     def fail_next(self, service: str, operation: str, code: str, times: int = 1,
@@ -76,8 +79,6 @@ class AwsFaults:
         fault = AwsFault(service, operation, code, times, where or (lambda params: True))
         with self._lock:
             self.faults.append(fault)
-        if self._session is not None:
-            self._register(fault)
         return fault
 
     def served(self) -> int:
@@ -85,17 +86,17 @@ class AwsFaults:
         with self._lock:
             return sum(f.served for f in self.faults)
 
-    def _register(self, fault: AwsFault) -> None:
-        event = f"before-call.{EVENT_SERVICE[fault.service]}.{fault.operation}"
-        if event in self._registered:
-            return
-        self._registered.add(event)
-        self._session.events.register(event, self._before_call, unique_id=f"guard-faults-{event}")
-
     def _before_call(self, params: Mapping[str, Any], model: Any, **_: Any) -> None:
+        # `params` is the serialized request; the JSON protocols (DynamoDB, Step Functions) carry the
+        # operation's parameters, in wire format, as the body.
+        try:
+            body = json.loads(params.get("body") or b"{}")
+        except ValueError:
+            body = {}
         with self._lock:
             fault = next((f for f in self.faults if f.operation == model.name and f.served < f.times
-                          and f.where(params)), None)
+                          and EVENT_SERVICE[f.service] == model.service_model.service_id.hyphenize()
+                          and f.where(body)), None)
             if fault is None:
                 return
             fault.served += 1

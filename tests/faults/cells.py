@@ -36,8 +36,6 @@ GL, DD, K8S, DDB, LLM, SLACK, SFN, LAMBDA = (System.GITLAB, System.DATADOG, Syst
 RETRY_POLICY = "retry policy (transient 503/429 retried before judging; errors -> inconclusive, not fail)"
 REGISTRY_OBSERVED = "registry observation of the versions the clusters really run (at plan and at the end of a run)"
 CLOSE_UNWATCHED_MR = "closing an upgrade MR GUARD no longer watches (token not stored, run ended before the merge)"
-ROLLBACK_MR_LEFT_OPEN = "a rollback MR GUARD gives up on is left open with a comment and an alarm"
-DECISION_FROM_NOTES = "the decision timeout reads the MR notes before rolling back"
 # What a failed run that had deployed leaves behind today: the registry keeps the old version.
 DEPLOYED_BUT_UNRECORDED = "registry says eks-test runs 1.19.3, the cluster runs 1.20.0"
 
@@ -144,10 +142,9 @@ CELLS: list[Cell] = [
          expect="any"),
     Cell(GL, S.DECISION, "lost", "decision-comment", None, base="inconclusive",
          changes={"decision_comments": [{"user": "maria", "access": "maintainer", "body": "/guard proceed",
-                                         "after_seconds": 120, "drop_webhook": True}]},
-         xfail=DECISION_FROM_NOTES),
+                                         "after_seconds": 120, "drop_webhook": True}]}),
     Cell(GL, S.DECISION, "transient", "member-lookup-503", gitlab("GET", r"/members/all/\d+$"),
-         base="inconclusive", xfail=DECISION_FROM_NOTES),
+         base="inconclusive"),
     Cell(GL, S.ROLLBACK_MR, "transient", "create-mr-503", gitlab("POST", MRS), base="regression"),
     Cell(GL, S.ROLLBACK_MR, "persistent", "create-mr-503", gitlab("POST", MRS, FOREVER), base="regression",
          expect="FAILED", xfail=waits_for(REGISTRY_OBSERVED, "run failed TransientError without a rollback MR; "
@@ -188,7 +185,7 @@ CELLS: list[Cell] = [
          expect="FAILED", error="RolledBack"),
     Cell(K8S, S.VERIFY_ROLLBACK, "transient", "helmrelease-503", kubernetes(r"helmreleases/"), base="regression"),
     Cell(K8S, S.VERIFY_ROLLBACK, "persistent", "helmrelease-503", kubernetes(r"helmreleases/", FOREVER),
-         base="regression", expect="FAILED", xfail=REGISTRY_OBSERVED),
+         base="regression", expect="FAILED"),
 
     # ---------------------------------------------------------------- DynamoDB (GUARD's own tables)
     Cell(DDB, S.PLAN, "transient", "lock-throttled", dynamodb("PutItem", LOCK)),
@@ -237,7 +234,7 @@ CELLS: list[Cell] = [
          xfail=waits_for(REGISTRY_OBSERVED, "stopped as RestartSidecars was invoked, recorded failed; "
                          + DEPLOYED_BUT_UNRECORDED)),
     Cell(SFN, S.ROLLBACK_MR, "stop", "console", None, base="regression", expect="ABORTED",
-         during=stop_at(RunStage.WAITING_FOR_ROLLBACK_MERGE), xfail=ROLLBACK_MR_LEFT_OPEN),
+         during=stop_at(RunStage.WAITING_FOR_ROLLBACK_MERGE)),
 
     # ---------------------------------------------------------------- a crash after each side effect
     Cell(LAMBDA, S.PLAN, "crash", "after-lock", crash("Plan"), expect="FAILED"),

@@ -12,12 +12,12 @@ KINDS = ("transient", "persistent", "crash", "lost", "stop")
 
 
 def tables() -> str:
-    by_system = Counter((c.system, c.kind) for c in CELLS)
+    by_system: Counter[tuple[str, str]] = Counter((c.system.value, c.kind) for c in CELLS)
     lines = [f"{len(CELLS)} cells ({sum(1 for c in CELLS if c.xfail)} expected to fail until their feature lands).",
              "", "| system | " + " | ".join(KINDS) + " | cells | xfail |", "|---" * (len(KINDS) + 3) + "|"]
     for system in System:
         cells = [c for c in CELLS if c.system == system]
-        lines.append(f"| {system} | " + " | ".join(str(by_system[system, k] or "") for k in KINDS)
+        lines.append(f"| {system} | " + " | ".join(str(by_system[system.value, k] or "") for k in KINDS)
                      + f" | {len(cells)} | {sum(1 for c in cells if c.xfail)} |")
     lines += ["", "| stage | " + " | ".join(s.value for s in System) + " |", "|---" * (len(System) + 1) + "|"]
     for stage in Stage:

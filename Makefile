@@ -1,4 +1,5 @@
-# GUARD: `make demo` rehearses a batch upgrade locally; `make test` runs the whole suite.
+# GUARD: `make demo` rehearses a batch upgrade locally; `make test` runs the whole suite;
+# `make faults` runs the fault matrix (tests/faults, docs/failure-handling.md).
 # Both set up a virtualenv from requirements.txt first (once; again when it changes).
 
 PYTHON ?= python3
@@ -7,7 +8,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := lambdas:.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup demo rehearse test unit lint asl synth bench clean
+.PHONY: setup demo rehearse test faults unit lint asl synth bench clean
 
 setup: $(VENV)/.installed
 
@@ -29,12 +30,16 @@ rehearse: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The fault matrix on the real ASL, each cell ending with the invariant check; its own budget (10 min).
+faults: setup
+	$(PY) -m pytest -q tests/faults
+
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy lambdas sandbox infra app.py cli statemachines
+	$(VENV)/bin/mypy lambdas sandbox infra app.py cli statemachines tests/faults
 
 # statemachines/*.asl.json and docs/workflow.md's state list, from statemachines/build.py (stdlib only)
 asl:

@@ -24,6 +24,8 @@ from unittest import mock
 import boto3
 import requests
 
+from sandbox.faults import Crashes, LambdaCrashed
+
 ROOT = Path(__file__).resolve().parent.parent
 ASL_DIR = ROOT / "statemachines"
 
@@ -55,6 +57,9 @@ ACCOUNT = "123456789012"
 # Real seconds after which a wait in the rehearsal declares a hang. Only a stuck execution or a
 # broken test reaches it: nothing a test asserts depends on how fast this machine is.
 HANG_SECONDS = 240.0
+# EventBridge retries a failed target invocation (by default 185 times over 24 h, with backoff) before
+# the DLQ keeps the event; the rehearsal tries this many times, one after the other.
+EVENTBRIDGE_ATTEMPTS = 4
 
 T = TypeVar("T")
 
@@ -195,6 +200,11 @@ class LocalEngine:
         # Execution end events the ExecutionEnded function failed on (what the DLQ would keep).
         self.undelivered: list[tuple[dict[str, Any], str]] = []
         self._ended: set[str] = set()  # executions whose end was delivered (a stop is seen twice)
+        # Invocations to kill after their handler returned (sandbox/faults.py); emptied by begin().
+        self.crashes = Crashes()
+        # Called with (function, event) before each invocation's handler runs: a fault cell arms its
+        # fault when the workflow reaches a stage. Emptied by begin().
+        self.before_invoke: list[Callable[[str, Any], None]] = []
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalEngine:
@@ -232,6 +242,8 @@ class LocalEngine:
         self.speedup = speedup
         self.invocations = []
         self.undelivered, self._ended = [], set()
+        self.crashes.clear()
+        self.before_invoke = []
         self._stack = ExitStack()
         env = {
             "MOTO_PORT": str(self.port),  # moto's SFN engine calls Lambda through this port
@@ -407,9 +419,15 @@ class LocalEngine:
             self._in_flight += 1
         try:
             with ENVIRONMENTS.lock(logical):
+                for hook in list(self.before_invoke):
+                    hook(logical, event)
                 started = time.perf_counter()
                 try:
-                    return handler(event, LambdaContext(self.names.get(logical, logical)))
+                    result = handler(event, LambdaContext(self.names.get(logical, logical)))
+                    if self.crashes.take(logical, event) is not None:
+                        raise LambdaCrashed(f"{logical}: Runtime exited with error: signal: killed "
+                                            "(the fault suite killed it after its side effects)")
+                    return result
                 finally:
                     self.invocations.append((logical, (time.perf_counter() - started) * 1000))
         finally:
@@ -418,26 +436,37 @@ class LocalEngine:
                 self._in_flight_lock.notify_all()
             self.activity.notify()
 
+    def in_flight(self) -> int:
+        """How many handler invocations are running now."""
+        with self._in_flight_lock:
+            return self._in_flight
+
     def deliver_execution_ended(self, execution: Any) -> None:
         """What EventBridge does on AWS: the rule on "Step Functions Execution Status Change" invokes
         ExecutionEnded with the event. Delivered before the end is signalled (`Activity`), so a waiter
-        that sees an execution end sees its run recorded and its lock released. A failure is kept in
-        `undelivered`, as the DLQ would keep it."""
+        that sees an execution end sees its run recorded and its lock released. Retried like EventBridge
+        retries (`EVENTBRIDGE_ATTEMPTS`); a last failure is kept in `undelivered`, as the DLQ would keep it."""
         with self._in_flight_lock:
             if self._stack is None or execution.exec_arn in self._ended:  # between rehearsals, or told already
                 return
             self._ended.add(execution.exec_arn)
         event = execution_status_change(execution)
-        try:
-            self.invoke("ExecutionEnded", event)
-        except Exception as e:  # EventBridge retries then dead-letters; it never fails the execution
-            self.undelivered.append((event, f"{type(e).__name__}: {e}"))
+        for attempt in range(1, EVENTBRIDGE_ATTEMPTS + 1):
+            try:
+                self.invoke("ExecutionEnded", event)
+                return
+            except Exception as e:  # EventBridge retries then dead-letters; it never fails the execution
+                if attempt == EVENTBRIDGE_ATTEMPTS:
+                    self.undelivered.append((event, f"{type(e).__name__}: {e}"))
 
     def _dispatch(self, function_name: str, body: str, response_headers: Any) -> bytes:
         logical = next((k for k, v in self.names.items() if v == function_name), function_name)
         event = json.loads(body) if body else {}
         try:
             return json.dumps(self.invoke(logical, event)).encode()
+        except LambdaCrashed as e:  # Step Functions names a runtime that died "Lambda.Unknown" (sandbox/faults.py)
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({"errorType": "Lambda.Unknown", "errorMessage": str(e)}).encode()
         except Exception as e:  # report like Lambda does, so Retry/Catch match the error name
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps({"errorType": type(e).__name__, "errorMessage": str(e),

@@ -81,6 +81,8 @@ class DecisionComment(_Strict):
     access: Literal["maintainer", "developer", "owner", "none"] = "maintainer"
     body: str = "/guard proceed"
     after_seconds: float = Field(default=120, ge=0, description="scenario seconds after GUARD asks")
+    drop_webhook: bool = Field(default=False, description="GitLab never delivers this comment's Note Hook; only "
+                                                          "reading the MR's notes finds it")
 
 
 class LlmBehaviour(_Strict):

@@ -347,8 +347,10 @@ class LocalWorld:
     def _comment(self, iid: int, comment: DecisionComment) -> None:
         if self._stop.wait(comment.after_seconds / self.scenario.speedup):
             return
-        self.gitlab.comment_as(self.scenario.gitlab_project, iid, comment.user, comment.body)
-        self._log(f"{comment.user} ({comment.access}) commented `{comment.body}` on MR !{iid}")
+        self.gitlab.comment_as(self.scenario.gitlab_project, iid, comment.user, comment.body,
+                               deliver_hooks=not comment.drop_webhook)
+        self._log(f"{comment.user} ({comment.access}) commented `{comment.body}` on MR !{iid}"
+                  + ("; GitLab's Note Hook is lost" if comment.drop_webhook else ""))
 
     def _act(self, iid: int, plan: HumanAction) -> None:
         action, after_seconds = plan.action, plan.after_seconds

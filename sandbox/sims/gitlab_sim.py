@@ -222,8 +222,10 @@ class GitLabSimulator:
             self._members[(self._store.project(project).id, user_id)] = access_level
         return user_id
 
-    def comment_as(self, project: str | int, iid: int, username: str, body: str) -> dict[str, Any]:
-        """`username` comments on MR `iid`: the note is stored and a "Note Hook" fires; returns the note."""
+    def comment_as(self, project: str | int, iid: int, username: str, body: str,
+                   deliver_hooks: bool = True) -> dict[str, Any]:
+        """`username` comments on MR `iid`: the note is stored and a "Note Hook" fires (unless
+        `deliver_hooks` is false: the delivery is lost); returns the note."""
         self.add_user(username)
         with self._lock:
             p = self._store.project(project)
@@ -246,7 +248,7 @@ class GitLabSimulator:
                 "repository": {"name": p.path.rsplit("/", 1)[-1], "url": f"{p.web_url}.git", "homepage": p.web_url},
                 "merge_request": mr_attrs,
             }
-            hooks = [h for h in self._hooks if h.project_id == p.id]
+            hooks = [h for h in self._hooks if h.project_id == p.id] if deliver_hooks else []
         self._deliver(hooks, payload, event="Note Hook")
         return note
 

@@ -69,6 +69,13 @@ class LlmSimulator:
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._server: ThreadingHTTPServer | None = None
+        self._failures: list[int] = []
+
+    def fail_next(self, status: int, times: int = 1) -> None:
+        """Answer the next `times` authenticated requests with `status` and the vendor's error body
+        (500 `server_error` / `api_error`, 429 `rate_limit_error`), whatever the mode."""
+        with self._lock:
+            self._failures.extend([status] * times)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LlmSimulator:
@@ -116,6 +123,11 @@ class LlmSimulator:
             given = headers["x-api-key"]
         if given != self.api_key:
             return 401, _error(anthropic, "authentication_error", "invalid api key")
+        with self._lock:
+            failure = self._failures.pop(0) if self._failures else None
+        if failure is not None:
+            kind = "rate_limit_error" if failure == 429 else ("api_error" if anthropic else "server_error")
+            return failure, _error(anthropic, kind, f"simulated HTTP {failure}")
         if self.mode == "hang":
             self._released.wait(self.hang_seconds)
         if self.mode == "error":

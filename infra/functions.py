@@ -70,8 +70,10 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("GitLabWebhook", "handlers.gitlab_webhook.handler", ("core", "gitlab"),
                  timeout_seconds=15, secrets=("webhook", "gitlab"), task_response=True),
     # Scheduled every `gitlab.reconcile_minutes`: settles MR waits whose webhook GitLab never delivered.
-    FunctionSpec("Reconcile", "handlers.reconcile.handler", ("core", "gitlab"),
-                 timeout_seconds=120, memory_mb=512, secrets=("gitlab",), task_response=True),
+    # Reconcile also follows rollback MRs left to a person: it reads their clusters and writes the registry.
+    FunctionSpec("Reconcile", "handlers.reconcile.handler", ("core", "gitlab", "kubernetes"),
+                 timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",), task_response=True,
+                 cluster_access=True),
     FunctionSpec("PlanRollback", "handlers.plan_rollback.handler", ("core", "kubernetes"), timeout_seconds=120,
                  memory_mb=512, registry="read_write", describe_executions=True, cluster_access=True),
     FunctionSpec("AnalyzeFailure", "handlers.analyze_failure.handler", ("core", "kubernetes", "llm"),

@@ -43,8 +43,11 @@ def _retry(error_names: list[str], interval: int, attempts: int) -> list[State]:
     return [{"ErrorEquals": error_names, "IntervalSeconds": interval, "MaxAttempts": attempts, "BackoffRate": 2}]
 
 
-# Lambda's own hiccups, and what an adapter says a retry may fix (timeouts, 429, 5xx).
-HICCUPS = ["Lambda.ServiceException", "Lambda.TooManyRequestsException", *names(errors.TransientError)]
+# Lambda's own hiccups, and what an adapter says a retry may fix (timeouts, 429, 5xx). `Lambda.Unknown` is
+# a function that died (crash, out of memory, its timeout) without answering: every task is written to be
+# run again (look up before write), so the state machine tries it again like any other hiccup.
+HICCUPS = ["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+           "Lambda.TooManyRequestsException", "Lambda.Unknown", *names(errors.TransientError)]
 RETRY = _retry(HICCUPS, 5, 3)  # a task that talks to GitLab, Datadog, the clusters or an LLM
 RETRY_QUICK = _retry(HICCUPS, 2, 3)  # a task on GUARD's own config and tables: Plan, Conclude, StartRollout
 RETRY_RECORD = _retry(HICCUPS, 2, 5)  # bookkeeping that must land: RecordSuccess/RecordFailure, the rollout record

@@ -2,7 +2,8 @@
 
 Input: the scheduler's event (ignored). Returns {"checked": int, "settled": [str], "cleaned": [str], "failed": []};
 raises when a merge request could not be checked (the others were). Orphan tokens (no run record) are
-deleted with a warning, never a failure.
+deleted with a warning, never a failure. Rollback MRs left to a person are followed: once merged and applied,
+the registry is set to what the clusters run.
 """
 
 from typing import Any
@@ -25,8 +26,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     def decisions() -> DecisionService:  # built on first use: only a /guard comment needs GitLab
         return runtime.decision_service(sfn)
 
-    report = ReconcileService(runtime.state(), sfn, runtime.gitops_repo(), decisions,
-                              log_warning=logger.warning).run()
+    report = ReconcileService(runtime.state(), sfn, runtime.gitops_repo(), decisions, log_warning=logger.warning,
+                              registry=runtime.registry(),
+                              observer=runtime.registry_observer(logger.warning)).run()
     logger.info("reconciled", extra={"checked": report.checked, "settled": report.settled,
                                      "cleaned": report.cleaned})
     return report.model_dump()

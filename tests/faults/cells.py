@@ -134,9 +134,7 @@ CELLS: list[Cell] = [
     Cell(GL, S.WAIT_MERGE, "lost", "merge-webhook", None, changes=LOST_MERGE),
     Cell(GL, S.WAIT_MERGE, "transient", "reconciler-read-503", gitlab("GET", MR), changes=LOST_MERGE),
     Cell(GL, S.WAIT_MERGE, "persistent", "reconciler-read-503", gitlab("GET", MR, FOREVER), changes=LOST_MERGE,
-         expect="FAILED", error="MergeRequestTimeout",
-         xfail=waits_for(REGISTRY_OBSERVED, "the MR was merged unseen; run failed MergeRequestTimeout; "
-                   + DEPLOYED_BUT_UNRECORDED)),
+         expect="FAILED", error="MergeRequestTimeout"),
     Cell(GL, S.DECISION, "transient", "ask-comment-503", gitlab("POST", NOTES), base="inconclusive"),
     Cell(GL, S.DECISION, "persistent", "ask-comment-503", gitlab("POST", NOTES, FOREVER), base="inconclusive",
          expect="any"),
@@ -147,8 +145,7 @@ CELLS: list[Cell] = [
          base="inconclusive"),
     Cell(GL, S.ROLLBACK_MR, "transient", "create-mr-503", gitlab("POST", MRS), base="regression"),
     Cell(GL, S.ROLLBACK_MR, "persistent", "create-mr-503", gitlab("POST", MRS, FOREVER), base="regression",
-         expect="FAILED", xfail=waits_for(REGISTRY_OBSERVED, "run failed TransientError without a rollback MR; "
-                                          + DEPLOYED_BUT_UNRECORDED)),
+         expect="FAILED"),
     Cell(GL, S.FINISH, "transient", "comment-503", gitlab("POST", NOTES)),
     Cell(GL, S.FINISH, "persistent", "comment-503", gitlab("POST", NOTES, FOREVER)),
 
@@ -159,26 +156,17 @@ CELLS: list[Cell] = [
     Cell(DD, S.PRECHECK, "persistent", "baseline-503", datadog(TIMESERIES, FOREVER), expect="not-succeeded"),
     Cell(DD, S.VALIDATE, "transient", "query-503", datadog(TIMESERIES)),
     Cell(DD, S.VALIDATE, "transient", "query-429", datadog(TIMESERIES, status=429)),
-    Cell(DD, S.VALIDATE, "persistent", "query-503", datadog(TIMESERIES, FOREVER), expect="not-succeeded",
-         xfail=waits_for(f"{RETRY_POLICY}, and {REGISTRY_OBSERVED}",
-                         "run failed TransientError (not inconclusive); " + DEPLOYED_BUT_UNRECORDED)),
+    Cell(DD, S.VALIDATE, "persistent", "query-503", datadog(TIMESERIES, FOREVER), expect="not-succeeded"),
     Cell(DD, S.VALIDATE, "persistent", "query-403", datadog(TIMESERIES, FOREVER, status=403),
-         expect="not-succeeded",
-         xfail=waits_for(f"{RETRY_POLICY}, and {REGISTRY_OBSERVED}",
-                         "run failed ExternalServiceError (not inconclusive); " + DEPLOYED_BUT_UNRECORDED)),
+         expect="not-succeeded"),
 
     # ---------------------------------------------------------------- Kubernetes (the clusters)
-    Cell(K8S, S.PRECHECK, "transient", "nodes-503", kubernetes(r"^/api/v1/nodes$"),
-         xfail=waits_for(RETRY_POLICY, "one 503 on GET nodes failed the prechecks: PrecheckFailed instead of "
-                                       "succeeded")),
+    Cell(K8S, S.PRECHECK, "transient", "nodes-503", kubernetes(r"^/api/v1/nodes$")),
     Cell(K8S, S.PRECHECK, "persistent", "nodes-503", kubernetes(r"^/api/v1/nodes$", FOREVER), expect="FAILED"),
     Cell(K8S, S.FLUX, "transient", "helmrelease-503", kubernetes(r"helmreleases/")),
-    Cell(K8S, S.FLUX, "persistent", "helmrelease-503", kubernetes(r"helmreleases/", FOREVER), expect="FAILED",
-         xfail=waits_for(REGISTRY_OBSERVED, "run failed FluxSyncTimeout; " + DEPLOYED_BUT_UNRECORDED)),
+    Cell(K8S, S.FLUX, "persistent", "helmrelease-503", kubernetes(r"helmreleases/", FOREVER), expect="FAILED"),
     Cell(K8S, S.SIDECARS, "transient", "restart-patch-429", kubernetes(r"deployments/", status=429, method="PATCH")),
-    Cell(K8S, S.VALIDATE, "transient", "pods-503", kubernetes(r"pods$"),
-         xfail=waits_for(RETRY_POLICY, "one 503 on GET pods in the post-checks judged the cluster fail: "
-                                       "rolled back instead of succeeded")),
+    Cell(K8S, S.VALIDATE, "transient", "pods-503", kubernetes(r"pods$")),
     Cell(K8S, S.VALIDATE, "persistent", "pods-503", kubernetes(r"pods$", FOREVER), expect="not-succeeded"),
     Cell(K8S, S.ANALYZE, "transient", "events-503", kubernetes(r"/events$"), base="regression"),
     Cell(K8S, S.ANALYZE, "persistent", "events-503", kubernetes(r"/events$", FOREVER), base="regression",
@@ -195,12 +183,12 @@ CELLS: list[Cell] = [
                                                                "InternalServerError"), expect="FAILED"),
     Cell(DDB, S.OPEN_MR, "transient", "token-throttled", dynamodb("PutItem", TOKEN)),
     Cell(DDB, S.OPEN_MR, "persistent", "token-500", dynamodb("PutItem", TOKEN, DYNAMO_OUTAGE, "InternalServerError"),
-         expect="FAILED", xfail=CLOSE_UNWATCHED_MR),
+         expect="FAILED"),
     Cell(DDB, S.WAIT_MERGE, "transient", "webhook-token-read", dynamodb("GetItem", TOKEN)),
     Cell(DDB, S.VALIDATE, "transient", "verdict-throttled", dynamodb("PutItem", key_starts("sk", "CLUSTER#"))),
     Cell(DDB, S.VALIDATE, "persistent", "verdict-500", dynamodb("PutItem", key_starts("sk", "CLUSTER#"),
                                                                 DYNAMO_OUTAGE, "InternalServerError"),
-         expect="FAILED", xfail=REGISTRY_OBSERVED),
+         expect="FAILED"),
     Cell(DDB, S.FINISH, "transient", "run-record-throttled", dynamodb("PutItem", RUN_META)),
     Cell(DDB, S.FINISH, "persistent", "run-record-500", dynamodb("PutItem", RUN_META, DYNAMO_OUTAGE,
                                                                  "InternalServerError"), expect="any"),
@@ -220,39 +208,25 @@ CELLS: list[Cell] = [
     # ---------------------------------------------------------------- Step Functions (callbacks, the console)
     Cell(SFN, S.WAIT_MERGE, "transient", "send-task-success", sfn("SendTaskSuccess")),
     Cell(SFN, S.WAIT_MERGE, "persistent", "send-task-success", sfn("SendTaskSuccess", FOREVER), expect="FAILED",
-         error="MergeRequestTimeout", xfail=REGISTRY_OBSERVED),
+         error="MergeRequestTimeout"),
     Cell(SFN, S.DECISION, "transient", "send-task-success", sfn("SendTaskSuccess"), base="inconclusive"),
-    Cell(SFN, S.WAIT_MERGE, "stop", "console", None, expect="ABORTED", during=stop_at(RunStage.WAITING_FOR_MERGE),
-         xfail=waits_for(CLOSE_UNWATCHED_MR, "the stop left the upgrade MR open (commented only), the reviewer "
-                         "merged it later; " + DEPLOYED_BUT_UNRECORDED)),
-    Cell(SFN, S.VALIDATE, "stop", "console", None, expect="ABORTED", during=stop_at(RunStage.SOAKING),
-         xfail=waits_for(REGISTRY_OBSERVED, "stopped while soaking, recorded failed; " + DEPLOYED_BUT_UNRECORDED
-                         + "; and sometimes (a product bug, a race) the next task, invoked as the stop came, "
-                           "overwrites the run record ExecutionEnded wrote (unconditional put_run): run left "
-                           "RUNNING at restarting_sidecars")),
-    Cell(SFN, S.SIDECARS, "stop", "console-during-task", stop_now, expect="ABORTED",
-         xfail=waits_for(REGISTRY_OBSERVED, "stopped as RestartSidecars was invoked, recorded failed; "
-                         + DEPLOYED_BUT_UNRECORDED)),
+    Cell(SFN, S.WAIT_MERGE, "stop", "console", None, expect="ABORTED", during=stop_at(RunStage.WAITING_FOR_MERGE)),
+    Cell(SFN, S.VALIDATE, "stop", "console", None, expect="ABORTED", during=stop_at(RunStage.SOAKING)),
+    Cell(SFN, S.SIDECARS, "stop", "console-during-task", stop_now, expect="ABORTED"),
     Cell(SFN, S.ROLLBACK_MR, "stop", "console", None, base="regression", expect="ABORTED",
          during=stop_at(RunStage.WAITING_FOR_ROLLBACK_MERGE)),
 
     # ---------------------------------------------------------------- a crash after each side effect
-    Cell(LAMBDA, S.PLAN, "crash", "after-lock", crash("Plan"), expect="FAILED"),
-    Cell(LAMBDA, S.PRECHECK, "crash", "after-report", crash("Precheck"), expect="any"),
-    Cell(LAMBDA, S.OPEN_MR, "crash", "after-mr-and-token", crash("OpenMergeRequest"), expect="FAILED",
-         xfail=waits_for(CLOSE_UNWATCHED_MR, "Lambda.Unknown is not retried, the run failed at merge and left "
-                         "its MR open; the reviewer merged it later; " + DEPLOYED_BUT_UNRECORDED)),
+    # A crash is one death of the function (Lambda.Unknown): the state machine runs the task again (HICCUPS)
+    # and the outcome must be the base scenario's.
+    Cell(LAMBDA, S.PLAN, "crash", "after-lock", crash("Plan")),
+    Cell(LAMBDA, S.PRECHECK, "crash", "after-report", crash("Precheck")),
+    Cell(LAMBDA, S.OPEN_MR, "crash", "after-mr-and-token", crash("OpenMergeRequest")),
     Cell(LAMBDA, S.WAIT_MERGE, "crash", "webhook-after-resume", crash("GitLabWebhook", merge_event)),
-    Cell(LAMBDA, S.FLUX, "crash", "after-poll", crash("FluxStatus"), expect="any",
-         xfail=waits_for(REGISTRY_OBSERVED, "Lambda.Unknown is not retried (HICCUPS), the run failed at flux "
-                         "after the merge; " + DEPLOYED_BUT_UNRECORDED)),
-    Cell(LAMBDA, S.VALIDATE, "crash", "after-verdict", crash("Validate"), expect="any",
-         xfail=waits_for(REGISTRY_OBSERVED, "Lambda.Unknown is not retried (HICCUPS), the run failed at validate "
-                         "after the merge; " + DEPLOYED_BUT_UNRECORDED)),
+    Cell(LAMBDA, S.FLUX, "crash", "after-poll", crash("FluxStatus")),
+    Cell(LAMBDA, S.VALIDATE, "crash", "after-verdict", crash("Validate")),
     Cell(LAMBDA, S.ANALYZE, "crash", "after-analysis", crash("AnalyzeFailure"), base="regression"),
-    Cell(LAMBDA, S.ROLLBACK_MR, "crash", "after-mr-and-token", crash("OpenRollback"), base="regression",
-         expect="FAILED"),
-    Cell(LAMBDA, S.VERIFY_ROLLBACK, "crash", "after-record", crash("VerifyRollback"), base="regression",
-         expect="any"),
-    Cell(LAMBDA, S.FINISH, "crash", "after-record", crash("Finish"), expect="any"),
+    Cell(LAMBDA, S.ROLLBACK_MR, "crash", "after-mr-and-token", crash("OpenRollback"), base="regression"),
+    Cell(LAMBDA, S.VERIFY_ROLLBACK, "crash", "after-record", crash("VerifyRollback"), base="regression"),
+    Cell(LAMBDA, S.FINISH, "crash", "after-record", crash("Finish")),
 ]

@@ -187,7 +187,9 @@ def _settle(world: LocalWorld) -> None:
     scenario = world.scenario
     longest = max([scenario.human.after_seconds, scenario.rollback_human.after_seconds,
                    *(c.after_seconds for c in scenario.decision_comments)])
-    time.sleep((longest + scenario.flux_reconcile_seconds + 60) / scenario.speedup)
+    # ... and one pass of the scheduled reconciler after that (it follows what a person did unwatched).
+    reconcile = world.config.gitlab.reconcile_minutes * 60
+    time.sleep((longest + scenario.flux_reconcile_seconds + reconcile + 60) / scenario.speedup)
 
 
 def _expectation(cell: Cell, outcome: RunOutcome) -> list[str]:

@@ -211,8 +211,9 @@ EXPECTED_ACCESS = {
     "Finish": ("read_write", {"gitlab"}, True, False),
     # The GitLab token: the Maintainer check of `/guard` comments.
     "GitLabWebhook": ("none", {"webhook", "gitlab"}, False, True),
-    # Reads MR states and notes, answers the waits whose webhook was lost.
-    "Reconcile": ("none", {"gitlab"}, False, True),
+    # Reads MR states and notes, answers the waits whose webhook was lost; follows a rollback MR left to a
+    # person and sets the registry to what its clusters then run.
+    "Reconcile": ("read_write", {"gitlab"}, True, True),
     "PlanRollback": ("read_write", set(), True, False),
     "AnalyzeFailure": ("read", {"llm"}, True, False),
     "AwaitDecision": ("read", {"gitlab"}, False, False),

@@ -22,8 +22,9 @@ from pydantic import BaseModel
 from guard.errors import ConfigError, GuardError, TaskTokenNotStored, UnknownCluster
 from guard.gitops.helm_release import set_chart_version
 from guard.ports import Clock, FileChange, GitOpsRepo, MergeRequest
+from guard.retry import RetryPolicy, policy
 from guard.stores.registry import ClusterRegistry
-from guard.stores.state import StateStore, TaskTokenRecord
+from guard.stores.state import StateStore, TaskTokenRecord, UnwatchedRollback
 from guard.vocabulary.outcomes import ChangeKind
 
 
@@ -67,12 +68,13 @@ class ChangeService:
     the RollbackNeedsPerson metric)."""
 
     def __init__(self, registry: ClusterRegistry, state: StateStore, repo: GitOpsRepo, clock: Clock,
-                 needs_person: Callable[[str], Any] | None = None) -> None:
+                 needs_person: Callable[[str], Any] | None = None, retry: RetryPolicy | None = None) -> None:
         self._registry = registry
         self._state = state
         self._repo = repo
         self._clock = clock
         self._needs_person = needs_person or (lambda reason: None)
+        self._retry = retry or policy(clock.sleep)
 
     def open(self, change: Change, task_token: str) -> MergeRequest:
         clusters = self._registry.get_many(list(change.versions))
@@ -92,12 +94,13 @@ class ChangeService:
         self._repo.commit_files(change.project, change.source_branch, changes, change.commit_message)
         mr = self._repo.ensure_merge_request(change.project, change.source_branch, change.target_branch,
                                              title=change.title, description=change.description)
+        record = TaskTokenRecord(merge_request_url=mr.web_url, task_token=task_token, run_id=change.run_id,
+                                 kind=change.kind)
         try:
-            # A retry gets a fresh token: overwrite, the old one belongs to a failed attempt.
-            self._state.put_task_token(
-                TaskTokenRecord(merge_request_url=mr.web_url, task_token=task_token, run_id=change.run_id,
-                                kind=change.kind),
-                self._clock.now(), hours=change.wait_hours)
+            # A retry gets a fresh token: overwrite, the old one belongs to a failed attempt. The MR is open
+            # already, so a throttle or a 5xx is tried again here (guard.retry) before the MR is given up.
+            self._retry.call("DynamoDB task token", lambda: self._state.put_task_token(
+                record, self._clock.now(), hours=change.wait_hours))
         except GuardError as e:
             # boto3 has retried throttling and 5xx already: this is persistent. Without the token no merge
             # can resume the execution, so the MR must not be left looking watched.
@@ -115,6 +118,10 @@ class ChangeService:
                       f"verify the rollback. It stays open: a person must merge it and check that the clusters run "
                       f"the previous versions ({back}), or close it.")
             self._needs_person(f"rollback merge request {mr.web_url} is open and unwatched: {why}")
+            with contextlib.suppress(GuardError):  # the reconciler follows it, if DynamoDB takes the record
+                self._state.put_unwatched_rollback(UnwatchedRollback(
+                    merge_request_url=mr.web_url, merge_request_iid=mr.iid, project=change.project,
+                    run_id=change.run_id, versions=change.versions), self._clock.now())
             raise TaskTokenNotStored(
                 f"rollback merge request {mr.web_url} was opened but GUARD could not store its task token "
                 f"({error}); it is left open, unwatched: a person must merge it (and check {back}) or close it"

@@ -35,7 +35,7 @@ from guard.ports import GitOpsRepo
 from guard.services.observation import AT_END
 from guard.services.outcome import OutcomeRecorder
 from guard.stores.failure import FailureStore
-from guard.stores.state import StateStore
+from guard.stores.state import StateStore, UnwatchedRollback
 from guard.vocabulary.events import NotificationEvent
 from guard.vocabulary.outcomes import Outcome
 from guard.vocabulary.stages import FailedStage, Stage
@@ -159,6 +159,11 @@ class EndingService:
                                "merge it and check that the clusters run the previous versions, or close it.")
         self._needs_person(f"rollback merge request {rollback.merge_request_url} is open and unwatched: "
                            f"the execution ended ({error})")
+        if rollback.merge_request_url:
+            # The reconciler follows it: if a person merges it, the registry learns what then runs.
+            self._state.put_unwatched_rollback(UnwatchedRollback(
+                merge_request_url=rollback.merge_request_url, merge_request_iid=rollback.merge_request_iid,
+                project=run.gitlab_project, run_id=run.run_id, versions=rollback.versions), datetime.now(UTC))
 
     def _delete_tokens(self, run: RunRecord) -> list[str]:
         """Delete this run's tokens (upgrade MR, its decision, the rollback MR); another run's stay."""

@@ -11,6 +11,10 @@ exactly as the webhook would have:
   question, applied through `DecisionService.decide` (as the Note Hook would);
 - anything else (still open, no answer yet) -> nothing.
 
+It also follows the rollback MRs GUARD stopped watching and left to a person (`UnwatchedRollback`):
+merged -> once the clusters run the rollback's versions, the registry is set to what they run (through
+the `RegistryObserver`), the MR says so and GUARD stops following it; closed -> it stops following.
+
 Both paths share `resume_on_merge_request` / `decide`, which delete the token after answering;
 when they race, the second answer meets TaskNoLongerWaiting and only deletes the (gone) token.
 """
@@ -26,8 +30,10 @@ from pydantic import BaseModel, Field
 from guard.errors import ExternalServiceError, GuardError, TransientError
 from guard.ports import GitOpsRepo, MergeRequest, TaskCallbacks
 from guard.services.decision import DecisionService
+from guard.services.observation import RegistryObserver
 from guard.services.webhook import resume_on_merge_request
-from guard.stores.state import StateStore, TaskTokenRecord
+from guard.stores.registry import ClusterRegistry
+from guard.stores.state import StateStore, TaskTokenRecord, UnwatchedRollback
 from guard.vocabulary.outcomes import ChangeKind
 
 _IID = re.compile(r"/-/merge_requests/(\d+)/?$")
@@ -54,12 +60,15 @@ class ReconcileService:
     `log_warning(message, extra=...)` hears about the orphans and unreadable items cleaned or skipped."""
 
     def __init__(self, state: StateStore, sfn: TaskCallbacks, repo: GitOpsRepo,
-                 decisions: Callable[[], DecisionService], log_warning: Callable[..., Any] | None = None) -> None:
+                 decisions: Callable[[], DecisionService], log_warning: Callable[..., Any] | None = None,
+                 registry: ClusterRegistry | None = None, observer: RegistryObserver | None = None) -> None:
         self._state = state
         self._sfn = sfn
         self._repo = repo
         self._decisions = decisions
         self._warn = log_warning or (lambda *a, **k: None)
+        self._registry = registry
+        self._observer = observer  # None: rollback MRs left to a person are not followed
 
     def run(self) -> ReconcileReport:
         """Check every stored token once. One MR that cannot be checked does not stop the others;
@@ -78,6 +87,16 @@ class ReconcileService:
                 continue
             if message:
                 report.settled.append(f"{waiting.merge_request_url}: {message}")
+        for left in self._state.list_unwatched_rollbacks() if self._observer is not None else []:
+            report.checked += 1
+            try:
+                message = self._follow(left)
+            except GuardError as e:
+                transient = transient and isinstance(e, TransientError)
+                report.failed.append(f"{left.merge_request_url}: {e}")
+                continue
+            if message:
+                report.settled.append(f"{left.merge_request_url}: {message}")
         if report.failed:
             error = TransientError if transient else ExternalServiceError
             raise error(f"reconciler could not check {len(report.failed)} of {report.checked} merge requests: "
@@ -101,6 +120,26 @@ class ReconcileService:
         if mr.state == "closed":
             return resume_on_merge_request(self._state, self._sfn, waiting, "close", None, _UNKNOWN_USER).message
         return None  # still open (or locked): the wait goes on
+
+    def _follow(self, left: UnwatchedRollback) -> str | None:
+        """A rollback MR left to a person: once merged and applied, the registry learns what runs."""
+        assert self._observer is not None and self._registry is not None
+        mr = self._repo.get_merge_request(left.project, left.merge_request_iid)
+        if mr.state == "closed":
+            self._state.delete_unwatched_rollback(left.merge_request_url)
+            return "rollback closed by a person; the clusters keep what they run"
+        if mr.state != "merged":
+            return None
+        clusters = [self._registry.get(cluster_id) for cluster_id in left.versions]
+        seen = self._observer.reconcile(clusters, run_id=left.run_id, expected=left.versions)
+        if any(seen.observed.get(c) != v for c, v in left.versions.items()):
+            return None  # Flux has not applied it everywhere yet: the next pass looks again
+        runs = ", ".join(f"{c} → {v}" for c, v in left.versions.items())
+        self._repo.comment(left.project, left.merge_request_iid,
+                           f"✅ GUARD saw this rollback merged and applied: the clusters run {runs}, and the registry "
+                           "says so. GUARD did not validate them; check them if you have not.")
+        self._state.delete_unwatched_rollback(left.merge_request_url)
+        return f"rollback merged by a person and applied; registry set to {runs}"
 
     def _orphan(self, waiting: TaskTokenRecord, why: str, report: ReconcileReport) -> None:
         # Only this exact token: a run storing a fresh one on the same MR meanwhile keeps it.

@@ -41,7 +41,7 @@ from guard.services.sidecars import SidecarRolloutService
 from guard.services.versions import VersionReader
 from guard.stores.failure import FailureStore, RollbackRecord
 from guard.stores.registry import ClusterRegistry
-from guard.stores.state import StateStore
+from guard.stores.state import StateStore, UnwatchedRollback
 from guard.vocabulary.outcomes import ChangeKind, Outcome, RollbackStatus
 from guard.vocabulary.stages import FailedStage, Stage
 
@@ -181,6 +181,9 @@ class RollbackService:
                                f"act**: merge it and check that the clusters run the previous versions ({back}), or "
                                f"close it to keep {run.target_version}. Merging it now does not resume GUARD.")
         self._needs_person(f"rollback merge request {url} not merged within {hours:g} h; left open, unwatched")
+        self._state.put_unwatched_rollback(UnwatchedRollback(
+            merge_request_url=url, merge_request_iid=record.merge_request_iid, project=run.gitlab_project,
+            run_id=run_id, versions=record.versions), self._clock.now())
         raise RollbackMergeRequestTimeout(
             f"rollback merge request {url} was not merged within {hours:g} h; GUARD stopped watching it and left it "
             f"open for a person to merge or close: {still}")

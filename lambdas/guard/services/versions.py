@@ -28,8 +28,9 @@ def _istiod_words(istiod: DeploymentInfo | None) -> str:
 
 class ObservedVersion(BaseModel):
     """What one cluster was seen to run. `version` is set only when the cluster settles on one
-    (the HelmRelease Ready at it, istiod running it with every replica ready); otherwise
-    `problem` says why not, and `reachable` whether the cluster answered at all."""
+    (the HelmRelease Ready at it, istiod running it with every replica ready; or, when the
+    HelmRelease cannot be read, istiod alone, with `problem` saying so); otherwise `problem` says
+    why not, and `reachable` whether the cluster answered at all."""
 
     cluster_id: str
     version: str | None = None
@@ -64,10 +65,20 @@ class VersionReader:
         cluster_id = cluster.cluster_id
         try:
             api = self._connector.connect(cluster)
-            release = api.get_helm_release(cluster.helm_release_namespace, cluster.helm_release_name)
             istiod = find_istiod(api.list_deployments(ISTIO_NAMESPACE))
         except GuardError as e:
             return ObservedVersion(cluster_id=cluster_id, problem=f"cluster unreachable: {e}", reachable=False)
+        try:
+            release = api.get_helm_release(cluster.helm_release_namespace, cluster.helm_release_name)
+        except GuardError as e:
+            # The HelmRelease cannot be read (its API keeps failing, or RBAC): istiod, settled on one
+            # version with every replica ready, is what the control plane runs; say how it was seen.
+            running = control_plane_version(istiod)
+            if running and _istiod_at(istiod, running):
+                return ObservedVersion(cluster_id=cluster_id, version=running,
+                                       problem=f"HelmRelease unreadable ({e}); {_istiod_words(istiod)}")
+            return ObservedVersion(cluster_id=cluster_id, problem=f"HelmRelease unreadable: {e}; "
+                                                                  f"{_istiod_words(istiod)}")
         version = release.last_applied_version
         if _release_at(release, version) and _istiod_at(istiod, version):
             return ObservedVersion(cluster_id=cluster_id, version=version)

@@ -30,6 +30,20 @@ class TaskTokenRecord(BaseModel):
     kind: ChangeKind = ChangeKind.UPGRADE
 
 
+class UnwatchedRollback(BaseModel):
+    """A rollback MR GUARD stopped watching and left open for a person (`MR#<url>` / `UNWATCHED`).
+
+    GUARD never closes a rollback MR. When a person merges it later, no execution verifies it: the
+    reconciler follows it instead and sets the registry to what the clusters then run."""
+
+    schema_version: int = 1
+    merge_request_url: str
+    merge_request_iid: int
+    project: str
+    run_id: str
+    versions: dict[str, str]  # cluster -> the version the rollback brings back
+
+
 class BatchLock(BaseModel):
     """The batch lock item (`LOCK#<batch>` / `LOCK`); `execution_arn` is absent on locks taken before it was kept."""
 
@@ -225,6 +239,25 @@ class StateStore:
             if "LastEvaluatedKey" not in page:
                 return records
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # ------------------------------------------------------------------ rollback MRs left to a person
+    def put_unwatched_rollback(self, record: UnwatchedRollback, now: datetime, days: float = 30) -> None:
+        self._put(f"MR#{record.merge_request_url}", "UNWATCHED", record, ttl(now, days * 24))
+
+    def list_unwatched_rollbacks(self) -> list[UnwatchedRollback]:
+        """Every rollback MR left to a person (a Scan filtered on `sk`, like `list_task_tokens`)."""
+        found: list[UnwatchedRollback] = []
+        kwargs: dict[str, Any] = {"FilterExpression": "sk = :sk", "ExpressionAttributeValues": {":sk": "UNWATCHED"},
+                                  "ConsistentRead": True}
+        while True:
+            page = call("Scan", lambda: self._table.scan(**kwargs))
+            found += [UnwatchedRollback.model_validate_json(item["doc"]) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def delete_unwatched_rollback(self, merge_request_url: str) -> None:
+        call("DeleteItem", lambda: self._table.delete_item(Key={"pk": f"MR#{merge_request_url}", "sk": "UNWATCHED"}))
 
     def delete_task_token(self, merge_request_url: str, run_id: str | None = None,
                           task_token: str | None = None) -> bool:

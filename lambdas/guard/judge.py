@@ -74,9 +74,10 @@ def bucket_seconds(summary: MetricSummary, settings: JudgeSettings) -> tuple[int
     diffs = [round(b - a) for a, b in pairwise(stamps) if b - a >= 1]
     if diffs:
         width, count = max(Counter(diffs).items(), key=lambda kv: (kv[1], -kv[0]))
-        # Wider than expected needs stronger support: regular gaps in a sparse series look the same.
-        support = 0.5 if width <= floor else 0.8
-        if count >= 2 and count >= support * len(diffs):
+        # Wider than expected is believed only as Datadog makes coarse buckets: aligned to multiples of
+        # their width and nearly all evenly spaced. A sparse series with regular gaps is not that.
+        wider_ok = width <= floor or (count >= 0.8 * len(diffs) and all(round(ts) % width == 0 for ts in stamps))
+        if count >= 2 and count >= 0.5 * len(diffs) and wider_ok:
             return width, "timestamps"
     return floor, source
 

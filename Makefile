@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := lambdas:.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup demo rehearse test faults unit lint asl synth bench clean
+.PHONY: setup demo rehearse test faults unit lint asl synth bench bench-judge clean
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,10 @@ synth: setup
 
 bench: setup
 	$(PY) benchmarks/cold_imports.py
+
+# How often the validation judge is right on a seeded labelled corpus (docs/validation.md)
+bench-judge: setup
+	$(PY) benchmarks/judge.py
 
 clean:
 	rm -rf cdk.out .build rehearsal-summary.json

@@ -1,170 +1,367 @@
-"""The validation judge: current window vs the pre-upgrade baseline, per cluster.
+"""The validation judge: current window vs the pre-upgrade baseline, per cluster, then per batch.
 
-Rules (thresholds come from config, a batch may override them):
-- `<query>_increase_percent` (and the seed's `latency_increase_percent` for `latency_p95`,
-  `error_rate_increase_percent` for `error_rate`): relative to the baseline mean.
-- `<query>_max` / `<query>_min` (and the seed's `error_rate_max`): absolute on the current mean.
-- `min_request_count`: total of the `request_count` query in the current window; below it
-  the verdict is inconclusive (too little traffic to judge).
-Missing or sparse data is inconclusive, never a pass. The newest bucket is dropped while it
-is still filling. A relative regression with enough points must also be statistically
-significant (one-sided Mann-Whitney U), so noise within the threshold's reach is not a failure.
+Rules (guard.rules; thresholds come from config, a batch may override them):
+- relative, `<query>_max_increase_percent` / `<query>_max_decrease_percent` (and the seed's
+  `latency_increase_percent`, `<query>_increase_percent`): the current window's 20% trimmed mean
+  against the baseline's. With enough points the change must also be significant: a one-sided
+  Mann-Whitney U test of the current points against the baseline points moved to the limit
+  (baseline x 1.10 for +10%), so p answers "could the change still be within the limit?".
+- absolute, `<query>_min` / `<query>_max`: the current trimmed mean against the limit, no test.
+- `min_request_count`: total of `request_count` in the current window; below it every other
+  query is inconclusive (too little traffic to judge), never the throughput rule itself.
+
+A window is judged only when its complete points cover enough of the buckets its length
+implies; missing or sparse data is inconclusive, never a pass. For `request_count` after the
+upgrade a missing bucket is a bucket with no requests, so a collapse (to no points at all)
+fails its decrease rule. `judge_batch` then corrects every rank test of the batch together.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from collections import Counter
+from itertools import pairwise
+from typing import Literal
 
-from guard.core.run import ClusterVerdict, MetricFinding, MetricSummary, VerdictOutcome
+from pydantic import BaseModel, ConfigDict, Field
 
-_ALIASES = {"latency_increase_percent": "latency_p95_increase_percent",
-            "error_rate_increase_percent": "error_rate_increase_percent"}
+from guard.core.models import CheckStatus, HealthCheckResult
+from guard.core.run import ClusterVerdict, Coverage, MetricFinding, MetricSummary, VerdictOutcome
+from guard.rules import TRAFFIC_QUERY, Rule, RuleKind, parse_key
+from guard.stats import (
+    bh_adjust,
+    holm_adjust,
+    mann_whitney_p_greater,
+    mann_whitney_p_less,
+    trimmed_mean,
+)
+
+__all__ = ["JudgeSettings", "baseline_coverage", "complete_points", "judge_batch", "judge_cluster",
+           "mann_whitney_p_greater", "outcome_of", "window_coverage"]
+
+PASS, FAIL, INCONCLUSIVE = VerdictOutcome.PASS, VerdictOutcome.FAIL, VerdictOutcome.INCONCLUSIVE
+_ROLLUP = re.compile(r"\.rollup\(\s*[a-z]+\s*,\s*(\d+)\s*\)")
+_TRIM = 0.2
+_STATISTIC = "20% trimmed mean"
 
 
-@dataclass(frozen=True)
-class JudgeSettings:
-    interval_seconds: int = 60
-    min_data_points: int = 5
-    significance_min_points: int = 8
-    confidence: float = 0.95
+class JudgeSettings(BaseModel):
+    """The judge's knobs (config `validation`, see docs/config.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    interval_seconds: int = Field(default=60, gt=0)
+    min_data_points: int = Field(default=5, ge=1)
+    min_coverage: float = Field(default=0.7, gt=0, le=1)
+    significance_min_points: int = Field(default=8, ge=3)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    batch_error_rate: float = Field(default=0.01, gt=0, lt=0.5)
+    batch_correction: Literal["holm", "bh"] = "holm"
+
+    @property
+    def alpha(self) -> float:
+        return round(1 - self.confidence, 10)
+
+
+# ---------------------------------------------------------------- windows and coverage
+def bucket_seconds(summary: MetricSummary, settings: JudgeSettings) -> tuple[int, str]:
+    """(bucket width, where it came from): the points' own spacing when it is clear, else the
+    query's `.rollup(…, N)`, else the configured interval."""
+    rollups = [int(r) for r in _ROLLUP.findall(summary.query)]
+    floor, source = (max(rollups), "rollup") if rollups else (settings.interval_seconds, "config")
+    stamps = sorted({ts for ts, _ in summary.points})
+    diffs = [round(b - a) for a, b in pairwise(stamps) if b - a >= 1]
+    if diffs:
+        width, count = max(Counter(diffs).items(), key=lambda kv: (kv[1], -kv[0]))
+        # Wider than expected is believed only as Datadog makes coarse buckets: aligned to multiples of
+        # their width and nearly all evenly spaced. A sparse series with regular gaps is not that.
+        wider_ok = width <= floor or (count >= 0.8 * len(diffs) and all(round(ts) % width == 0 for ts in stamps))
+        if count >= 2 and count >= 0.5 * len(diffs) and wider_ok:
+            return width, "timestamps"
+    return floor, source
+
+
+def window_coverage(summary: MetricSummary, settings: JudgeSettings, *, missing_is_zero: bool = False,
+                    width: tuple[int, str] | None = None) -> tuple[list[float], Coverage]:
+    """The values of the window's complete buckets and how much of the window they cover.
+
+    A bucket still filling at the window's end is left out (it would read low for counts).
+    `missing_is_zero` fills every expected bucket without a point with 0 (a count metric that
+    counted nothing); coverage still reports what came back.
+    """
+    seconds, source = width or bucket_seconds(summary, settings)
+    start, end = summary.start.timestamp(), summary.end.timestamp()
+    expected = max(0, int((end - start + 1e-6) // seconds))
+    values = {ts: v for ts, v in summary.points
+                if start - seconds < ts and ts + seconds <= end + 1e-6 and not math.isnan(v)}
+    found = min(len(values), expected)
+    required = max(settings.min_data_points, math.ceil(settings.min_coverage * expected - 1e-9))
+    points = [values[ts] for ts in sorted(values)]
+    if missing_is_zero:
+        points += [0.0] * (expected - found)
+    return points, Coverage(bucket_seconds=seconds, bucket_source=source, expected=expected, found=found,
+                            required=required)
 
 
 def complete_points(summary: MetricSummary, interval_seconds: int) -> list[float]:
-    """Values of the buckets that had finished filling by the window's end."""
-    end = summary.end.timestamp()
-    return [v for ts, v in summary.points if ts + interval_seconds <= end + 1e-6 and not math.isnan(v)]
+    """Values of the buckets that had finished filling by the window's end (bucket width inferred
+    from the points when they make it clear, else `interval_seconds`)."""
+    return window_coverage(summary, JudgeSettings(interval_seconds=interval_seconds))[0]
 
 
-def mann_whitney_p_greater(current: list[float], baseline: list[float]) -> float:
-    """One-sided p-value that `current` tends to be larger than `baseline` (normal approx., ties corrected)."""
-    n1, n2 = len(current), len(baseline)
-    ranked = sorted([(v, 0) for v in current] + [(v, 1) for v in baseline])
-    ranks = [0.0] * len(ranked)
-    tie_term = 0.0
-    i = 0
-    while i < len(ranked):
-        j = i
-        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[k] = (i + j) / 2 + 1
-        t = j - i + 1
-        tie_term += t ** 3 - t
-        i = j + 1
-    r1 = sum(r for r, (_, group) in zip(ranks, ranked, strict=True) if group == 0)
-    u1 = r1 - n1 * (n1 + 1) / 2
-    n = n1 + n2
-    variance = n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1)))
-    if variance <= 0:
-        return 1.0
-    z = (u1 - n1 * n2 / 2 - 0.5) / math.sqrt(variance)  # continuity correction
-    return 0.5 * math.erfc(z / math.sqrt(2))
+def baseline_coverage(baseline: dict[str, MetricSummary], thresholds: dict[str, float],
+                      settings: JudgeSettings) -> dict[str, Coverage | None]:
+    """Can this baseline be judged? Coverage per query that a relative rule compares against
+    (None: the query has no baseline at all). Pure, for a precheck to call before the change."""
+    result: dict[str, Coverage | None] = {}
+    for rule in _rules(thresholds, set(baseline) | _rule_queries(thresholds))[0]:
+        if rule.kind.relative:
+            summary = baseline.get(rule.query_name)
+            result[rule.query_name] = window_coverage(summary, settings)[1] if summary else None
+    return result
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
-def _rules(thresholds: dict[str, float], queries: set[str]) -> list[tuple[str, str, float]]:
-    """(query, kind, limit) for every threshold whose query exists. kind: increase_percent|min|max."""
-    rules = []
-    for key, limit in sorted(thresholds.items()):
-        key = _ALIASES.get(key, key)
-        for kind in ("increase_percent", "min", "max"):
-            suffix = f"_{kind}"
-            if key.endswith(suffix) and key[: -len(suffix)] in queries:
-                rules.append((key[: -len(suffix)], kind, limit))
-                break
-    return rules
-
-
+# ---------------------------------------------------------------- one cluster
 def judge_cluster(cluster_id: str, baseline: dict[str, MetricSummary], current: dict[str, MetricSummary],
                   thresholds: dict[str, float], settings: JudgeSettings) -> ClusterVerdict:
-    """One verdict with a finding per rule; every finding says its numbers in words."""
-    findings: list[MetricFinding] = []
+    """One verdict with a finding per rule; every finding says its numbers in words.
+
+    Pure: the same inputs give the same verdict. p-values are raw (per comparison);
+    `judge_batch` corrects them across the batch.
+    """
     names = set(current) | set(baseline)
+    rules, unusable = _rules(thresholds, names)
+    findings = [MetricFinding(query_name="-", query="-", rule=key, outcome=INCONCLUSIVE, threshold=thresholds[key],
+                              explanation=f"{key}: its query was not read in either window; nothing to judge it on")
+                for key in unusable]
+    traffic: MetricFinding | None = None
+    for rule in rules:
+        base, cur = baseline.get(rule.query_name), current.get(rule.query_name)
+        if rule.kind == RuleKind.MIN_REQUEST_COUNT:
+            traffic = _traffic(rule, cur, settings)
+            findings.append(traffic)
+        elif rule.kind.relative:
+            volume = next((r.limit for r in rules if r.kind == RuleKind.MIN_REQUEST_COUNT), None)
+            findings.append(_relative(rule, base, cur, settings, volume))
+        else:
+            findings.append(_absolute(rule, cur, settings))
 
-    min_requests = thresholds.get("min_request_count")
-    if min_requests is not None:
-        findings.append(_traffic_finding(current.get("request_count"), min_requests, settings))
-
-    for query_name, kind, limit in _rules(thresholds, names):
-        findings.append(_apply(query_name, kind, limit, baseline.get(query_name), current.get(query_name), settings))
-
+    if traffic is not None and traffic.outcome == INCONCLUSIVE:
+        # Too little traffic makes every other query noise; the throughput rule still judges the drop.
+        findings = [f if f is traffic or (f.query_name == TRAFFIC_QUERY and f.rule.endswith("decrease_percent"))
+                    or f.outcome == INCONCLUSIVE
+                    else f.model_copy(update={"outcome": INCONCLUSIVE,
+                                              "explanation": f"{f.explanation} — not judged: too little traffic"})
+                    for f in findings]
     if not findings:
-        findings.append(MetricFinding(query_name="-", query="-", rule="any", outcome=VerdictOutcome.INCONCLUSIVE,
-                                      explanation="no threshold applies to any configured query; "
-                                                  "nothing was judged"))
+        findings.append(MetricFinding(query_name="-", query="-", rule="any", outcome=INCONCLUSIVE,
+                                      explanation="no threshold applies to any configured query; nothing was judged"))
+    return ClusterVerdict(cluster_id=cluster_id, outcome=outcome_of(findings, []), findings=findings, current=current)
+
+
+def outcome_of(findings: list[MetricFinding], post_checks: list[HealthCheckResult]) -> VerdictOutcome:
+    """A failure anywhere fails (a failed post-check too, even with too little data); then anything
+    unanswered is inconclusive; only an all-clear is a pass."""
     outcomes = {f.outcome for f in findings}
-    outcome = (VerdictOutcome.FAIL if VerdictOutcome.FAIL in outcomes
-               else VerdictOutcome.INCONCLUSIVE if VerdictOutcome.INCONCLUSIVE in outcomes
-               else VerdictOutcome.PASS)
-    return ClusterVerdict(cluster_id=cluster_id, outcome=outcome, findings=findings, current=current)
+    statuses = {c.status for c in post_checks}
+    if FAIL in outcomes or CheckStatus.FAIL in statuses:
+        return FAIL
+    if INCONCLUSIVE in outcomes or CheckStatus.INCONCLUSIVE in statuses:
+        return INCONCLUSIVE
+    return PASS
 
 
-def _traffic_finding(summary: MetricSummary | None, minimum: float, settings: JudgeSettings) -> MetricFinding:
-    points = complete_points(summary, settings.interval_seconds) if summary else []
+def _rule_queries(thresholds: dict[str, float]) -> set[str]:
+    return {TRAFFIC_QUERY} if "min_request_count" in thresholds else set()
+
+
+def _rules(thresholds: dict[str, float], names: set[str]) -> tuple[list[Rule], list[str]]:
+    """(rules whose query was read, keys that name no read query). One rule per canonical name;
+    the config refuses two spellings of the same rule, so which one wins here does not matter."""
+    rules: dict[str, Rule] = {}
+    unusable = []
+    for key in sorted(thresholds):
+        try:
+            query, kind = parse_key(key, frozenset(names))
+        except ValueError:
+            unusable.append(key)
+            continue
+        rule = Rule(key=key, query_name=query, kind=kind, limit=float(thresholds[key]))
+        rules[rule.name] = rule
+    return [rules[n] for n in sorted(rules)], unusable
+
+
+def _traffic(rule: Rule, cur: MetricSummary | None, settings: JudgeSettings) -> MetricFinding:
+    minimum = rule.limit
+    if cur is None:
+        return MetricFinding(query_name=TRAFFIC_QUERY, query="(request_count not configured)", rule=rule.name,
+                             outcome=INCONCLUSIVE, threshold=minimum,
+                             explanation="request_count has no data: too little traffic to judge")
+    points, coverage = window_coverage(cur, settings, missing_is_zero=True)
     total = sum(points)
-    ok = bool(points) and total >= minimum
+    ok = total >= minimum
     return MetricFinding(
-        query_name="request_count", query=summary.query if summary else "(request_count not configured)",
-        rule="min_request_count", outcome=VerdictOutcome.PASS if ok else VerdictOutcome.INCONCLUSIVE,
-        current=total if points else None, threshold=minimum,
+        query_name=TRAFFIC_QUERY, query=cur.query, rule=rule.name, outcome=PASS if ok else INCONCLUSIVE,
+        current=total, threshold=minimum, statistic="sum", current_coverage=coverage,
         explanation=(f"request_count {total:g} in the window meets the minimum {minimum:g}" if ok else
                      f"request_count {total:g} below the minimum {minimum:g}: too little traffic to judge"
-                     if points else "request_count has no data: too little traffic to judge"),
+                     if coverage.found else "request_count has no data: too little traffic to judge"),
     )
 
 
-def _apply(name: str, kind: str, limit: float, base: MetricSummary | None, cur: MetricSummary | None,
-           settings: JudgeSettings) -> MetricFinding:
-    source = cur or base
-    query = source.query if source else name
-    rule = f"{name}_{kind}"
-    cur_points = complete_points(cur, settings.interval_seconds) if cur else []
-    if len(cur_points) < settings.min_data_points:
-        return MetricFinding(query_name=name, query=query, rule=rule, outcome=VerdictOutcome.INCONCLUSIVE,
-                             threshold=limit, details={"current_points": len(cur_points)},
-                             explanation=f"{name}: {len(cur_points)} complete points after the upgrade, "
-                                         f"need {settings.min_data_points}: no data is never a pass")
-    current = _mean(cur_points)
-    if kind in ("min", "max"):
-        bad = current > limit if kind == "max" else current < limit
-        word = "exceeds the maximum" if kind == "max" else "is below the minimum"
-        ok_word = "within the maximum" if kind == "max" else "meets the minimum"
-        return MetricFinding(
-            query_name=name, query=query, rule=rule, current=current, threshold=limit,
-            outcome=VerdictOutcome.FAIL if bad else VerdictOutcome.PASS,
-            explanation=f"{name} {current:.4g} {word if bad else ok_word} {limit:g}",
-            details={"current_points": len(cur_points)},
-        )
-
-    base_points = complete_points(base, settings.interval_seconds) if base else []
-    if len(base_points) < settings.min_data_points:
-        return MetricFinding(query_name=name, query=query, rule=rule, outcome=VerdictOutcome.INCONCLUSIVE,
-                             current=current, threshold=limit, details={"baseline_points": len(base_points)},
-                             explanation=f"{name}: baseline has {len(base_points)} points, need "
-                                         f"{settings.min_data_points}; cannot compare")
-    baseline = _mean(base_points)
-    if baseline == 0:
-        change = math.inf if current > 0 else 0.0
+def _absolute(rule: Rule, cur: MetricSummary | None, settings: JudgeSettings) -> MetricFinding:
+    name, limit = rule.query_name, rule.limit
+    if cur is None:
+        return _missing(rule, None, "after the upgrade", None)
+    points, coverage = window_coverage(cur, settings)
+    if not coverage.enough:
+        return _missing(rule, cur, "after the upgrade", coverage)
+    level = trimmed_mean(points, _TRIM)
+    bad = level > limit if rule.kind == RuleKind.MAX else level < limit
+    if rule.kind == RuleKind.MAX:
+        words = "exceeds the maximum" if bad else "within the maximum"
     else:
-        change = (current - baseline) / abs(baseline) * 100
-    beyond = change > limit
-    details: dict[str, float | int] = {"baseline_points": len(base_points), "current_points": len(cur_points),
-                                       "change_percent": round(change, 2) if math.isfinite(change) else -1}
-    text = f"{name} {baseline:.4g} → {current:.4g} ({change:+.1f}%)"
-    if beyond and min(len(base_points), len(cur_points)) >= settings.significance_min_points:
-        p = mann_whitney_p_greater(cur_points, base_points)
-        details["p_value"] = round(p, 5)
-        if p > 1 - settings.confidence:
-            return MetricFinding(query_name=name, query=query, rule=rule, baseline=baseline, current=current,
-                                 threshold=limit, outcome=VerdictOutcome.PASS, details=details,
-                                 explanation=f"{text} beyond +{limit:g}% but within noise "
-                                             f"(Mann-Whitney p={p:.3f} > {1 - settings.confidence:.2f})")
+        words = "is below the minimum" if bad else "meets the minimum"
     return MetricFinding(
-        query_name=name, query=query, rule=rule, baseline=baseline, current=current, threshold=limit,
-        outcome=VerdictOutcome.FAIL if beyond else VerdictOutcome.PASS, details=details,
-        explanation=f"{text} {'exceeds' if beyond else 'within'} +{limit:g}%",
+        query_name=name, query=cur.query, rule=rule.name, outcome=FAIL if bad else PASS, current=level,
+        threshold=limit, statistic=_STATISTIC, current_coverage=coverage,
+        details={"current_points": len(points)},
+        explanation=f"{name} {level:.4g} {words} {limit:g} ({_STATISTIC}; absolute limit, no test; "
+                    f"coverage {coverage.found}/{coverage.expected})",
     )
+
+
+def _missing(rule: Rule, summary: MetricSummary | None, side: str, coverage: Coverage | None,
+             baseline_coverage: Coverage | None = None) -> MetricFinding:
+    after = side == "after the upgrade"
+    found = coverage.text() if coverage else "no series"
+    return MetricFinding(
+        query_name=rule.query_name, query=summary.query if summary else rule.query_name, rule=rule.name,
+        outcome=INCONCLUSIVE, threshold=rule.limit,
+        current_coverage=coverage if after else None,
+        baseline_coverage=baseline_coverage if after else coverage,
+        details={"current_points" if after else "baseline_points": coverage.found if coverage else 0},
+        explanation=f"{rule.query_name}: too little data {side}: {found}; no data is never a pass",
+    )
+
+
+def _relative(rule: Rule, base: MetricSummary | None, cur: MetricSummary | None, settings: JudgeSettings,
+              min_requests: float | None) -> MetricFinding:
+    name, limit = rule.query_name, rule.limit
+    up = rule.kind == RuleKind.MAX_INCREASE_PERCENT
+    traffic = name == TRAFFIC_QUERY
+    if base is None:
+        return _missing(rule, cur, "before the upgrade (baseline)", None)
+    base_points, base_cov = window_coverage(base, settings)
+    if not base_cov.enough:
+        return _missing(rule, cur or base, "before the upgrade (baseline)", base_cov)
+    if cur is None:
+        return _missing(rule, base, "after the upgrade", None, baseline_coverage=base_cov)
+    width = bucket_seconds(cur, settings)
+    if traffic and width[0] != base_cov.bucket_seconds and len(cur.points) < 3:
+        width = (base_cov.bucket_seconds, "baseline")  # too few points after to tell their spacing
+    cur_points, cur_cov = window_coverage(cur, settings, missing_is_zero=traffic, width=width)
+    if traffic and not up:
+        # A count that collapsed reports no buckets: judge the zeros, but only against real traffic.
+        if cur_cov.expected < settings.min_data_points:
+            return _missing(rule, cur, "after the upgrade", cur_cov, baseline_coverage=base_cov)
+        if min_requests is not None:
+            volume = sum(base_points) * cur_cov.expected / max(base_cov.found, 1)
+            if volume < min_requests:
+                return MetricFinding(
+                    query_name=name, query=cur.query, rule=rule.name, outcome=INCONCLUSIVE, threshold=limit,
+                    baseline_coverage=base_cov, current_coverage=cur_cov,
+                    explanation=f"{name}: the baseline had too little traffic ({volume:.4g} per window, "
+                                f"minimum {min_requests:g}) to judge a drop")
+    elif not cur_cov.enough:
+        return _missing(rule, cur, "after the upgrade", cur_cov, baseline_coverage=base_cov)
+
+    b, c = trimmed_mean(base_points, _TRIM), trimmed_mean(cur_points, _TRIM)
+    if b != 0:
+        change = (c - b) / abs(b) * 100
+    else:
+        change = 0.0 if c == b else math.copysign(math.inf, c - b)
+    beyond = change > limit if up else change < -limit
+    sign = "+" if up else "-"
+    change_text = f"{change:+.1f}%" if math.isfinite(change) else "from 0"
+    text = f"{name} {b:.4g} → {c:.4g} ({change_text})"
+    covered = f"coverage {base_cov.found}/{base_cov.expected} before, {cur_cov.found}/{cur_cov.expected} after"
+    fields: dict[str, object] = {
+        "query_name": name, "query": cur.query, "rule": rule.name, "baseline": b, "current": c,
+        "threshold": limit, "statistic": _STATISTIC, "change_percent": round(change, 3) if math.isfinite(change)
+        else None, "baseline_coverage": base_cov, "current_coverage": cur_cov, "beyond_limit": beyond,
+    }
+    details: dict[str, float | int] = {"baseline_points": len(base_points), "current_points": len(cur_points)}
+    if math.isfinite(change):
+        details["change_percent"] = round(change, 2)
+
+    if min(len(base_points), len(cur_points)) < settings.significance_min_points:
+        verdict = FAIL if beyond else PASS
+        words = "exceeds" if beyond else "within"
+        return MetricFinding(**fields, outcome=verdict, details=details,  # type: ignore[arg-type]
+                             explanation=f"{text} {words} {sign}{limit:g}% ({_STATISTIC}s; no test: fewer than "
+                                         f"{settings.significance_min_points} points; {covered})")
+
+    factor = 1 + limit / 100 if up else 1 - limit / 100
+    at_limit = [v * factor for v in base_points]
+    p = mann_whitney_p_greater(cur_points, at_limit) if up else mann_whitney_p_less(cur_points, at_limit)
+    alpha = settings.alpha
+    test = f"Mann-Whitney U, one-sided, current {'>' if up else '<'} baseline × {factor:.4g}"
+    details["p_value"] = round(p, 6)
+    significant = p <= alpha
+    outcome = FAIL if beyond and significant else PASS
+    if outcome == FAIL:
+        words = "exceeds" if up else "drops beyond"
+    elif beyond:
+        words = "beyond" if up else "drops beyond"
+    else:
+        words = "within"
+    verdict_words = "" if outcome == FAIL or not beyond else " but within noise"
+    return MetricFinding(
+        **fields, outcome=outcome, details=details, test=test, p_value=p, alpha=alpha,  # type: ignore[arg-type]
+        explanation=f"{text} {words} {sign}{limit:g}%{verdict_words} ({_STATISTIC}s; Mann-Whitney p={p:.2g} "
+                    f"{'≤' if significant else '>'} {alpha:g} that it is past the limit; {covered})",
+    )
+
+
+# ---------------------------------------------------------------- the batch
+def judge_batch(verdicts: list[ClusterVerdict], *, error_rate: float = 0.01,
+                correction: Literal["holm", "bh"] = "holm") -> list[ClusterVerdict]:
+    """Final verdicts of a validated batch: every rank test of every cluster corrected together.
+
+    Holm keeps the chance that a healthy batch has any false failure at or below `error_rate`
+    (family-wise); Benjamini-Hochberg keeps the expected share of false failures among the
+    failures at or below it. A relative rule still fails only when its raw test did and its
+    adjusted p-value is within `error_rate`. Absolute `_min`/`_max` limits, inconclusive findings
+    and post-checks are not statistical tests and stay as they are. Pure and idempotent: it reads
+    only the raw p-values, so correcting corrected verdicts changes nothing.
+    """
+    tested = [(vi, fi) for vi, v in enumerate(verdicts) for fi, f in enumerate(v.findings)
+              if f.p_value is not None and f.outcome != INCONCLUSIVE]
+    raw = [verdicts[vi].findings[fi].p_value or 0.0 for vi, fi in tested]
+    adjusted = holm_adjust(raw) if correction == "holm" else bh_adjust(raw)
+    label = (f"Holm over {len(raw)} tests, family-wise error {error_rate:g}" if correction == "holm"
+             else f"Benjamini-Hochberg over {len(raw)} tests, false discovery rate {error_rate:g}")
+    if not raw:
+        label = "no correction: no rank tests in this batch (absolute limits are never corrected)"
+    by_verdict: dict[int, dict[int, MetricFinding]] = {}
+    for (vi, fi), adj in zip(tested, adjusted, strict=True):
+        f = verdicts[vi].findings[fi]
+        raw_fail = bool(f.beyond_limit) and (f.p_value or 0.0) <= (f.alpha if f.alpha is not None else 1.0)
+        fails = raw_fail and adj <= error_rate
+        base_text = f.explanation.split(" → after correction")[0]
+        note = ""
+        if raw_fail and not fails:
+            note = f" → after correction adjusted p={adj:.2g} > {error_rate:g}: within noise"
+        by_verdict.setdefault(vi, {})[fi] = f.model_copy(update={
+            "outcome": FAIL if fails else PASS, "adjusted_p_value": adj, "correction": label,
+            "explanation": base_text + note,
+        })
+    final = []
+    for vi, v in enumerate(verdicts):
+        findings = [by_verdict.get(vi, {}).get(fi, f) for fi, f in enumerate(v.findings)]
+        first = v.uncorrected_outcome or v.outcome
+        final.append(v.model_copy(update={"findings": findings, "outcome": outcome_of(findings, v.post_checks),
+                                          "uncorrected_outcome": first, "correction": label}))
+    return final

@@ -5,7 +5,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.retry import with_lambda_budget
-from guard.services.validate import conclude
+from guard.services.validate import conclude, judge_settings
 
 logger = Logger()
 
@@ -13,5 +13,5 @@ logger = Logger()
 @logger.inject_lambda_context
 @with_lambda_budget
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    verdicts = conclude(runtime.state(), str(event["run_id"]))
+    verdicts = conclude(runtime.state(), str(event["run_id"]), judge_settings(runtime.config().validation))
     return {"batch_verdict": "pass", "clusters": [v.cluster_id for v in verdicts]}

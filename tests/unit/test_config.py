@@ -449,3 +449,80 @@ def test_misspelt_key_in_a_file_names_the_file_and_the_path(tmp_path):
         load_config(path)
     assert str(path) in str(caught.value)
     assert "validation.soak_period_minuts: unknown key" in str(caught.value)
+
+
+# ---------------------------------------------------------------- Judge v2 threshold rules
+def test_direction_aware_rules_are_accepted_for_standard_and_custom_queries():
+    # GIVEN increase, decrease, min and max rules for built-in and custom queries
+    data = example_data()
+    data["validation"]["thresholds"].update({"latency_p95_max_increase_percent": 10,
+                                             "request_count_max_decrease_percent": 40,
+                                             "custom_queue_depth_max_increase_percent": 50,
+                                             "custom_cache_hit_rate_max_decrease_percent": 5})
+    data["validation"]["thresholds"].pop("latency_increase_percent")
+    # THEN the config is accepted as written
+    config = parse_config(data, "tenant.yaml")
+    assert config.validation.thresholds["request_count_max_decrease_percent"] == 40
+
+
+def test_the_example_gives_throughput_a_decrease_rule():
+    assert load_config(EXAMPLE).validation.thresholds["request_count_max_decrease_percent"] > 0
+
+
+def test_a_standard_rule_whose_query_is_missing_is_refused():
+    # GIVEN latency_increase_percent while datadog.queries has no latency_p95
+    data = example_data()
+    del data["datadog"]["queries"]["latency_p95"]
+    # THEN the key path and the missing query are named, not silently skipped
+    message = config_error(data)
+    assert "validation.thresholds.latency_increase_percent" in message
+    assert "latency_p95" in message
+
+
+def test_min_request_count_needs_a_request_count_query():
+    data = example_data()
+    del data["datadog"]["queries"]["request_count"]
+    data["validation"]["thresholds"].pop("request_count_max_decrease_percent")
+    assert "validation.thresholds.min_request_count" in config_error(data)
+
+
+def test_an_unknown_threshold_names_the_accepted_forms():
+    data = example_data()
+    data["validation"]["thresholds"]["latency_p95_maximum"] = 3
+    message = config_error(data)
+    assert "validation.thresholds.latency_p95_maximum: not a known threshold" in message
+    assert "<query>_max_decrease_percent" in message
+
+
+def test_two_spellings_of_one_rule_are_refused():
+    data = example_data()
+    data["validation"]["thresholds"]["latency_p95_max_increase_percent"] = 20
+    assert "the same rule as" in config_error(data)
+
+
+def test_a_decrease_of_100_percent_or_more_is_refused():
+    data = example_data()
+    data["validation"]["thresholds"]["request_count_max_decrease_percent"] = 100
+    assert "between 0 and 100" in config_error(data)
+
+
+def test_a_batch_rule_replaces_the_tenant_rule_it_overrides():
+    # GIVEN the tenant's latency rule in the new spelling and a canary's in the seed's
+    data = example_data()
+    data["validation"]["thresholds"].pop("latency_increase_percent")
+    data["validation"]["thresholds"]["latency_p95_max_increase_percent"] = 10
+    data["batches"][5]["thresholds"] = {"latency_increase_percent": 5}
+    config = parse_config(data, "tenant.yaml")
+    # THEN the canary has one latency rule, its own
+    merged = config.thresholds_for(data["batches"][5]["name"])
+    assert merged["latency_increase_percent"] == 5
+    assert "latency_p95_max_increase_percent" not in merged
+
+
+def test_default_thresholds_keep_only_rules_for_configured_queries():
+    # GIVEN a tenant with only custom queries and no thresholds of its own
+    data = example_data()
+    data["datadog"]["queries"] = {"custom_queue_depth": "avg:custom.queue.depth{cluster:{cluster_name}}"}
+    del data["validation"]["thresholds"]
+    # THEN it loads; the default latency/error rules, whose queries it lacks, do not apply
+    assert parse_config(data, "tenant.yaml").validation.thresholds == {}

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from guard.rules import overlay, parse_key, parse_rules
 from guard.vocabulary.events import NotificationEvent
 
 _NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
@@ -102,11 +103,19 @@ class ValidationConfig(_Strict):
     flux_poll_seconds: int = Field(default=30, ge=1, le=3600)
     baseline_window_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)
     metric_interval_seconds: int = Field(default=60, ge=10, le=3600)
+    # A window is judged only with at least this many complete buckets...
     min_data_points: int = Field(default=5, ge=1)
-    # Regressions beyond a threshold must also be significant (Mann-Whitney U) once both
-    # windows have this many points; below it the threshold alone decides.
+    # ...and only when they cover this share of the buckets its length implies (both windows).
+    min_coverage: float = Field(default=0.7, gt=0, le=1)
+    # From this many points in both windows a relative rule is decided by a rank test (Mann-Whitney U
+    # against the limit); below it the robust change alone decides.
     significance_min_points: int = Field(default=8, ge=3)
+    # Per comparison: a relative rule fails only when p <= 1 - confidence.
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    # Per batch: the rank tests of all clusters are corrected together so that a healthy batch is
+    # rolled back with at most this probability (holm: family-wise error; bh: false discovery rate).
+    batch_error_rate: float = Field(default=0.01, gt=0, lt=0.5)
+    batch_correction: Literal["holm", "bh"] = "holm"
     # Thresholds: the standard ones plus `<query>_min` / `<query>_max` for any named query.
     thresholds: dict[str, float] = Field(
         default_factory=lambda: {"latency_increase_percent": 10.0, "error_rate_max": 0.001}
@@ -303,6 +312,12 @@ class TenantConfig(_Strict):
         cycle = _find_cycle(self.batch_order)
         if cycle:
             raise ValueError(f"batch_order: dependency cycle {' -> '.join(cycle)}")
+        if "thresholds" not in self.validation.model_fields_set:
+            # The default rules name the standard queries; a tenant that defined other queries and no
+            # thresholds keeps the defaults that still apply instead of being refused for a key it never wrote.
+            queries = frozenset(self.datadog.queries)
+            self.validation.thresholds = {k: v for k, v in self.validation.thresholds.items()
+                                          if _applies(k, queries)}
         _check_thresholds("validation.thresholds", self.validation.thresholds, self.datadog.queries)
         for i, batch in enumerate(self.batches):
             _check_thresholds(f"batches[{i}].thresholds", batch.thresholds, self.datadog.queries)
@@ -320,28 +335,17 @@ class TenantConfig(_Strict):
 
     def thresholds_for(self, batch: str) -> dict[str, float]:
         """Tenant thresholds overlaid with the batch's own (a canary may be stricter)."""
-        merged = dict(self.validation.thresholds)
         found = self.batch(batch)
-        if found:
-            merged.update(found.thresholds)
-        return merged
-
-
-STANDARD_THRESHOLDS = {"latency_increase_percent", "error_rate_max", "error_rate_increase_percent",
-                       "min_request_count"}
+        if not found:
+            return dict(self.validation.thresholds)
+        return overlay(self.validation.thresholds, found.thresholds, frozenset(self.datadog.queries))
 
 
 def _check_thresholds(where: str, thresholds: dict[str, float], queries: dict[str, str]) -> None:
-    for key in thresholds:
-        if key in STANDARD_THRESHOLDS:
-            continue
-        match = re.match(r"^(.+)_(min|max|increase_percent)$", key)
-        if not match or match.group(1) not in queries:
-            raise ValueError(
-                f"{where}.{key}: not a known threshold; use one of {', '.join(sorted(STANDARD_THRESHOLDS))} "
-                f"or <query>_min / <query>_max / <query>_increase_percent for a query under datadog.queries "
-                f"({', '.join(sorted(queries))})"
-            )
+    try:
+        parse_rules(thresholds, frozenset(queries))
+    except ValueError as e:
+        raise ValueError(f"{where}.{e}") from None
 
 
 def _find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
@@ -369,3 +373,11 @@ def _find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
             if found:
                 return found
     return None
+
+
+def _applies(key: str, queries: frozenset[str]) -> bool:
+    try:
+        parse_key(key, queries)
+    except ValueError:
+        return False
+    return True

@@ -191,8 +191,30 @@ class VerdictOutcome(StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
+class Coverage(BaseModel):
+    """How much of a window's expected buckets came back with data."""
+
+    bucket_seconds: int
+    # Where the bucket width came from: the points' own spacing, the query's rollup, or the config.
+    bucket_source: str = "config"
+    expected: int
+    found: int
+    required: int
+
+    @property
+    def enough(self) -> bool:
+        return self.found >= self.required
+
+    def text(self) -> str:
+        share = f" ({self.found / self.expected:.0%})" if self.expected else ""
+        return f"{self.found}/{self.expected} buckets of {self.bucket_seconds}s{share}, need {self.required}"
+
+
 class MetricFinding(BaseModel):
-    """One rule applied to one query: the numbers, the threshold and the words."""
+    """One rule applied to one query: the numbers, the threshold and the words.
+
+    Fields after `details` were added with Judge v2; their defaults let older records load.
+    """
 
     query_name: str
     query: str
@@ -203,6 +225,17 @@ class MetricFinding(BaseModel):
     threshold: float | None = None
     explanation: str
     details: dict[str, Any] = Field(default_factory=dict)
+    statistic: str | None = None  # what `baseline` and `current` are, e.g. "20% trimmed mean"
+    change_percent: float | None = None
+    baseline_coverage: Coverage | None = None
+    current_coverage: Coverage | None = None
+    test: str | None = None  # the rank test behind `p_value`
+    p_value: float | None = None  # raw, per comparison
+    alpha: float | None = None  # the per-comparison level `p_value` was held to
+    # The robust change is beyond the limit: with a significant test, the rule fails.
+    beyond_limit: bool | None = None
+    adjusted_p_value: float | None = None
+    correction: str | None = None  # e.g. "Holm over 184 tests, family-wise error 0.01"
 
 
 class ClusterVerdict(BaseModel):
@@ -213,11 +246,18 @@ class ClusterVerdict(BaseModel):
     findings: list[MetricFinding] = Field(default_factory=list)
     post_checks: list[HealthCheckResult] = Field(default_factory=list)
     current: dict[str, MetricSummary] = Field(default_factory=dict)
+    # Set by the batch judge: the outcome before correction, and which correction applied.
+    uncorrected_outcome: VerdictOutcome | None = None
+    correction: str | None = None
 
     def summary(self) -> str:
-        """First lines a person reads: what failed or was missing, with numbers."""
-        bad = [f.explanation for f in self.findings if f.outcome != VerdictOutcome.PASS]
+        """One line a person reads (MR comment, Slack): what failed or was missing, with numbers."""
+        bad = [f.explanation for f in self.findings if f.outcome == self.outcome and f.outcome != VerdictOutcome.PASS]
+        bad += [f.explanation for f in self.findings
+                if f.outcome not in (VerdictOutcome.PASS, self.outcome)]
         bad += [f"{c.check_name}: {c.message}" for c in self.post_checks if not c.passed]
+        tail = f" [{self.correction}]" if self.correction else ""
         if not bad:
-            return f"{self.cluster_id}: pass"
-        return f"{self.cluster_id}: {self.outcome.value}: " + "; ".join(bad)
+            return f"{self.cluster_id}: pass{tail}" if self.outcome == VerdictOutcome.PASS else \
+                f"{self.cluster_id}: {self.outcome.value}{tail}"
+        return f"{self.cluster_id}: {self.outcome.value}: " + "; ".join(bad) + tail

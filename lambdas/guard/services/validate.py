@@ -6,11 +6,11 @@ from datetime import timedelta
 
 from guard.checks import builtin
 from guard.checks.snapshot import read_snapshot
-from guard.config.models import TenantConfig
-from guard.core.models import CheckStatus, HealthCheckResult
+from guard.config.models import TenantConfig, ValidationConfig
+from guard.core.models import HealthCheckResult
 from guard.core.run import ClusterVerdict, MetricFinding, PrecheckReport, VerdictOutcome
 from guard.errors import RateLimited, TransientError, ValidationFailed, ValidationInconclusive
-from guard.judge import JudgeSettings, judge_cluster
+from guard.judge import JudgeSettings, judge_batch, judge_cluster, outcome_of
 from guard.ports import Clock, ClusterConnector, MetricsProvider
 from guard.services.metrics import read_window, render_queries
 from guard.stores.registry import ClusterRegistry
@@ -50,20 +50,12 @@ class ValidationService:
                               explanation=f"{name}: Datadog could not be read after the upgrade: {e}")
                 for name, query in queries.items()])
         else:
-            v = self._config.validation
-            verdict = judge_cluster(
-                cluster_id, baseline, current, self._config.thresholds_for(run.batch),
-                JudgeSettings(interval_seconds=v.metric_interval_seconds, min_data_points=v.min_data_points,
-                              significance_min_points=v.significance_min_points, confidence=v.confidence),
-            )
+            verdict = judge_cluster(cluster_id, baseline, current, self._config.thresholds_for(run.batch),
+                                    judge_settings(self._config.validation))
         verdict.post_checks = self._post_checks(cluster_id, run.target_version, precheck)
         # A failed post-check is a failure whatever the metrics say (even with too little data); a
         # post-check that got no answer makes a passing verdict inconclusive, never a failure.
-        statuses = {c.status for c in verdict.post_checks}
-        if CheckStatus.FAIL in statuses:
-            verdict.outcome = VerdictOutcome.FAIL
-        elif CheckStatus.INCONCLUSIVE in statuses and verdict.outcome == VerdictOutcome.PASS:
-            verdict.outcome = VerdictOutcome.INCONCLUSIVE
+        verdict.outcome = outcome_of(verdict.findings, verdict.post_checks)
         self._state.put_verdict(run, verdict)
         return verdict
 
@@ -83,8 +75,23 @@ class ValidationService:
         return checks
 
 
-def conclude(state: StateStore, run_id: str) -> list[ClusterVerdict]:
-    """All verdicts of the run; ValidationFailed / ValidationInconclusive say which cluster and why."""
+def judge_settings(validation: ValidationConfig) -> JudgeSettings:
+    """The judge's settings from the tenant's `validation` config."""
+    return JudgeSettings(interval_seconds=validation.metric_interval_seconds,
+                         min_data_points=validation.min_data_points, min_coverage=validation.min_coverage,
+                         significance_min_points=validation.significance_min_points,
+                         confidence=validation.confidence, batch_error_rate=validation.batch_error_rate,
+                         batch_correction=validation.batch_correction)
+
+
+def conclude(state: StateStore, run_id: str, settings: JudgeSettings | None = None) -> list[ClusterVerdict]:
+    """The batch's final verdicts; ValidationFailed / ValidationInconclusive say which cluster and why.
+
+    Every cluster's verdict is read once the batch is validated and judged again together
+    (`judge_batch`: the rank tests of all clusters corrected for their number, so a large healthy
+    batch is not rolled back by chance); the final verdicts replace the per-cluster ones.
+    """
+    settings = settings or JudgeSettings()
     run = state.get_run(run_id)
     verdicts = []
     for cluster_id in run.clusters:
@@ -92,6 +99,9 @@ def conclude(state: StateStore, run_id: str) -> list[ClusterVerdict]:
         if verdict is None:
             raise ValidationInconclusive(f"{cluster_id}: no validation verdict was recorded")
         verdicts.append(verdict)
+    verdicts = judge_batch(verdicts, error_rate=settings.batch_error_rate, correction=settings.batch_correction)
+    for verdict in verdicts:
+        state.put_verdict(run, verdict)
     failed = [v for v in verdicts if v.outcome == VerdictOutcome.FAIL]
     if failed:
         raise ValidationFailed(" | ".join(v.summary() for v in failed))

@@ -44,8 +44,8 @@ def waits_for(feature: str, observed: str) -> str:
     return f"{feature}; observed: {observed}"
 
 
-def gitlab(method: str, path: str, times: int = 1, status: int = 503) -> Fault:
-    return lambda a: a.world.gitlab.fail_next(method, path, status, times)
+def gitlab(method: str, path: str, times: int = 1, status: int = 503, retry_after: int | None = None) -> Fault:
+    return lambda a: a.world.gitlab.fail_next(method, path, status, times, retry_after=retry_after)
 
 
 def datadog(path: str, times: int = 1, status: int = 503, headers: dict[str, str] | None = None) -> Fault:
@@ -129,6 +129,8 @@ CELLS: list[Cell] = [
     Cell(GL, S.OPEN_MR, "transient", "create-mr-503", gitlab("POST", MRS)),
     Cell(GL, S.OPEN_MR, "persistent", "create-mr-503", gitlab("POST", MRS, FOREVER), expect="FAILED"),
     Cell(GL, S.OPEN_MR, "transient", "commit-429", gitlab("POST", r"/repository/commits$", status=429)),
+    Cell(GL, S.OPEN_MR, "transient", "create-mr-429-retry-after-600",
+         gitlab("POST", MRS, status=429, retry_after=600)),
     Cell(GL, S.OPEN_MR, "persistent", "read-file-503", gitlab("GET", r"/repository/files/", FOREVER),
          expect="FAILED"),
     Cell(GL, S.WAIT_MERGE, "lost", "merge-webhook", None, changes=LOST_MERGE),
@@ -156,6 +158,11 @@ CELLS: list[Cell] = [
     Cell(DD, S.PRECHECK, "persistent", "baseline-503", datadog(TIMESERIES, FOREVER), expect="not-succeeded"),
     Cell(DD, S.VALIDATE, "transient", "query-503", datadog(TIMESERIES)),
     Cell(DD, S.VALIDATE, "transient", "query-429", datadog(TIMESERIES, status=429)),
+    # Datadog's organisation limits can reset an hour later: the state machine waits it out (RateLimited).
+    Cell(DD, S.VALIDATE, "transient", "query-429-hour-reset",
+         datadog(TIMESERIES, status=429, headers={"X-RateLimit-Reset": "3600"})),
+    Cell(DD, S.PRECHECK, "transient", "monitors-429-hour-reset",
+         datadog(MONITORS, status=429, headers={"X-RateLimit-Reset": "3600"})),
     Cell(DD, S.VALIDATE, "persistent", "query-503", datadog(TIMESERIES, FOREVER), expect="not-succeeded"),
     Cell(DD, S.VALIDATE, "persistent", "query-403", datadog(TIMESERIES, FOREVER, status=403),
          expect="not-succeeded"),

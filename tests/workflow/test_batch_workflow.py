@@ -252,32 +252,3 @@ def test_a_lost_merge_webhook_is_found_by_the_reconciler_and_the_upgrade_is_vali
     assert seen["versions"] == {"eks-test": "1.20.0"}
     assert seen["lock"] is None
 
-
-def test_a_long_rate_limit_is_waited_out_and_single_faults_change_nothing(world_for: Any) -> None:
-    # GIVEN Datadog's organisation limit is spent: the first metrics query answers 429, resetting in
-    # 15 minutes (the unit tests cover the hour; the Wait state is the same)
-    world = world_for("default")
-    world.datadog.fail_next("/api/v2/query/timeseries", 429, headers={"X-RateLimit-Reset": "900"})
-    # AND each cluster's API server fails one pod list (a 503, then a 429 asking for 2 s)
-    world.kubernetes.fail_next(None, r"^/api/v1/pods$", 503)
-    world.kubernetes.fail_next(None, r"^/api/v1/pods$", 429, retry_after=2)
-    sfn = world.engine.client("stepfunctions")
-
-    # WHEN the batch runs
-    arn = sfn.start_execution(stateMachineArn=world.state_machine_arn,
-                              input=json.dumps({"batch": "dev-1", "target_version": "1.20.0"}))["executionArn"]
-    status = world.wait_until(lambda: (s := sfn.describe_execution(executionArn=arn)["status"]) != "RUNNING" and s,
-                              what="the execution to end")
-
-    # THEN the upgrade succeeded as if nothing had happened
-    history = execution_history(sfn, arn)
-    assert status == "SUCCEEDED", [e for e in history if "Failed" in e["type"]][-3:]
-    # AND the rate limit was waited out by the state machine, for as long as Datadog said
-    waits = [e for e in history if e["type"] == "WaitStateEntered"
-             and e["stateEnteredEventDetails"]["name"] == "PrecheckClusterWaitOutRateLimit"]
-    assert len(waits) == 1
-    assert json.loads(waits[0]["stateEnteredEventDetails"]["input"])["rate_limited"]["wait"][
-        "retry_after_seconds"] == 900
-    # AND the Kubernetes faults were absorbed inside the task (no failed check, no failed task)
-    assert world.kubernetes.faults_left() == 0
-    assert not [e for e in history if e["type"] == "LambdaFunctionFailed"][1:]

@@ -70,6 +70,10 @@ class ValidationInconclusive(GuardError):
     """Post-upgrade validation had too little data to decide; never counted as a pass."""
 
 
+class RunAlreadyEnded(GuardError):
+    """A task tried to record progress on a run whose end was already recorded (its execution was stopped)."""
+
+
 class TransientError(GuardError):
     """An external system failed in a way worth retrying (timeouts, 429, 5xx).
 

@@ -270,8 +270,8 @@ def test_a_stop_closes_the_open_upgrade_mr_and_leaves_an_open_rollback_mr_to_a_p
         assert alarms == []
 
         # GIVEN run-2 waiting on its rollback MR
-        second = world.run(Stage.WAITING_FOR_ROLLBACK_MERGE).model_copy(update={
-            "run_id": "run-2", "execution_arn": ARN.replace("run-1", "run-2")})
+        second = run.model_copy(update={"run_id": "run-2", "execution_arn": ARN.replace("run-1", "run-2"),
+                                        "stage": Stage.WAITING_FOR_ROLLBACK_MERGE})
         world.state.put_run(second)
         world.failures.put_rollback(RollbackRecord(
             run_id="run-2", batch="b1", reason="validation failed", clusters=["c1"], versions={"c1": "1.19.3"},

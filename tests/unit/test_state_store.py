@@ -115,3 +115,25 @@ def test_a_token_written_before_run_id_was_kept_at_the_top_level_is_still_matche
     # WHEN another run, then its own run, delete it THEN only its own run does
     assert state.delete_task_token(MR, run_id="run-10") is False
     assert state.delete_task_token(MR, run_id="run-1") is True
+
+
+def test_a_task_in_flight_never_rewrites_an_ended_run_as_running(state):
+    from guard.core.run import ExecutionInput, RunRecord, RunStatus
+    from guard.errors import RunAlreadyEnded
+    from guard.vocabulary.stages import Stage
+
+    # GIVEN a run whose end was recorded (its execution was stopped from the console)
+    run = RunRecord(run_id="r1", execution_arn="arn:r1", batch="b1", target_version="1.20.0", clusters=["c1"],
+                    from_versions={"c1": "1.19.3"}, gitlab_project="p",
+                    options=ExecutionInput(batch="b1", target_version="1.20.0"), started_at=NOW,
+                    stage=Stage.SOAKING)
+    state.put_run(run)
+    state.put_run(run.model_copy(update={"status": RunStatus.FAILED, "error": "ExecutionStopped"}))
+
+    # WHEN a task invoked as the stop came records its progress
+    with pytest.raises(RunAlreadyEnded, match="r1"):
+        state.put_run(run.model_copy(update={"stage": Stage.RESTARTING_SIDECARS}))
+
+    # THEN the recorded end stays
+    kept = state.get_run("r1")
+    assert (kept.status, kept.error, kept.stage) == (RunStatus.FAILED, "ExecutionStopped", Stage.SOAKING)

@@ -12,8 +12,8 @@ from boto3.dynamodb.conditions import Key
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
-from guard.core.run import ClusterVerdict, PrecheckReport, RunRecord
-from guard.errors import BatchLocked, ExternalServiceError, TransientError
+from guard.core.run import ClusterVerdict, PrecheckReport, RunRecord, RunStatus
+from guard.errors import BatchLocked, ExternalServiceError, RunAlreadyEnded, TransientError
 from guard.stores.dynamo import call, is_conditional_failure, mapped, ttl
 from guard.vocabulary.outcomes import ChangeKind, Outcome
 
@@ -97,7 +97,24 @@ class StateStore:
 
     # ------------------------------------------------------------------ runs
     def put_run(self, run: RunRecord) -> None:
-        self._put(f"RUN#{run.run_id}", "META", run, ttl(run.started_at, _RUN_TTL_HOURS))
+        """Write the run record. A record still running never overwrites one that has ended: a task
+        invoked as its execution was stopped must not undo what ExecutionEnded recorded (RunAlreadyEnded).
+        `run_status` at the top level carries that condition; records written before it have none."""
+        item = {"pk": f"RUN#{run.run_id}", "sk": "META", "doc": run.model_dump_json(),
+                "expires_at": ttl(run.started_at, _RUN_TTL_HOURS), "run_status": run.status.value}
+        kwargs: dict[str, Any] = {"Item": item}
+        if run.status == RunStatus.RUNNING:
+            kwargs |= {"ConditionExpression": "attribute_not_exists(run_status) OR run_status = :running",
+                       "ExpressionAttributeValues": {":running": RunStatus.RUNNING.value}}
+        try:
+            self._table.put_item(**kwargs)
+        except ClientError as e:
+            if is_conditional_failure(e):
+                raise RunAlreadyEnded(f"run '{run.run_id}' has ended already; its record is not rewritten as "
+                                      f"running (at {run.stage})") from e
+            raise mapped("PutItem", e) from e
+        except BotoCoreError as e:
+            raise TransientError(f"DynamoDB PutItem: {e}") from e
 
     def get_run(self, run_id: str) -> RunRecord:
         item = self._get(f"RUN#{run_id}", "META")

@@ -70,6 +70,10 @@ class ValidationInconclusive(GuardError):
     """Post-upgrade validation had too little data to decide; never counted as a pass."""
 
 
+class OrphanTaskToken(GuardError):
+    """A wait's task token had no run record (or named no MR): the reconciler ended the wait."""
+
+
 class RunAlreadyEnded(GuardError):
     """A task tried to record progress on a run whose end was already recorded (its execution was stopped)."""
 

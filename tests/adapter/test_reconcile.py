@@ -173,6 +173,8 @@ def test_an_orphan_token_is_deleted_with_a_warning_and_the_others_are_settled(wo
     assert [(m, e["run_id"], e["reason"]) for m, e in warnings] == [
         ("reconciler deleted an orphan task token", "no-such-run", "its run has no record")]
     assert first.failed == [] and len(first.cleaned) == 1
+    # AND an execution still waiting on the orphan is ended rather than left to its timeout
+    assert [(f["taskToken"], f["error"]) for f in world.sfn.failures] == [("t-x", "OrphanTaskToken")]
     # AND the known one was resumed in the same pass; the next pass has nothing left to do
     assert [s["taskToken"] for s in world.sfn.successes] == ["token-1"]
     assert (second.checked, second.cleaned, second.failed) == (0, [], [])

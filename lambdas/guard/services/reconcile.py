@@ -21,13 +21,14 @@ when they race, the second answer meets TaskNoLongerWaiting and only deletes the
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from guard.errors import ExternalServiceError, GuardError, TransientError
+from guard.errors import ExternalServiceError, GuardError, OrphanTaskToken, TransientError
 from guard.ports import GitOpsRepo, MergeRequest, TaskCallbacks
 from guard.services.decision import DecisionService
 from guard.services.observation import RegistryObserver
@@ -142,6 +143,12 @@ class ReconcileService:
         return f"rollback merged by a person and applied; registry set to {runs}"
 
     def _orphan(self, waiting: TaskTokenRecord, why: str, report: ReconcileReport) -> None:
+        # An execution may still wait on it: nothing could ever resume it, so end its wait now (its Catch
+        # records and cleans up) rather than let it sit until its timeout. Gone already: nothing to do.
+        with contextlib.suppress(GuardError):
+            self._sfn.send_task_failure(taskToken=waiting.task_token, error=OrphanTaskToken.__name__,
+                                        cause=f"GUARD's reconciler found this wait's token orphaned ({why}); "
+                                              f"nothing could resume it")
         # Only this exact token: a run storing a fresh one on the same MR meanwhile keeps it.
         self._state.delete_task_token(waiting.merge_request_url, task_token=waiting.task_token)
         self._warn("reconciler deleted an orphan task token", extra={

@@ -362,6 +362,11 @@ class LocalWorld:
             return
         at = datetime.now(UTC)  # GitLab delivers the webhook inside merge(): the execution resumes before it returns
         deliver = not plan.drop_webhook
+        state = next((mr["state"] for mr in self.gitlab.merge_requests(self.scenario.gitlab_project)
+                      if mr["iid"] == iid), None)
+        if state != "opened":  # GUARD closed it meanwhile (it stopped watching it): there is nothing to merge
+            self._log(f"MR !{iid} is {state}; the reviewer cannot {action} it", at)
+            return
         if action == "merge":
             self.gitlab.merge(self.scenario.gitlab_project, iid, deliver_hooks=deliver)
         else:

@@ -120,6 +120,7 @@ TOKEN = key_equals("sk", "TOKEN")
 LOCK = both(key_starts("pk", "LOCK#"), key_equals("sk", "LOCK"))
 RUN_META = both(key_starts("pk", "RUN#"), key_equals("sk", "META"))
 PRECHECK = key_starts("sk", "CLUSTER#")
+DELIVERY = key_equals("pk", "DELIVERY")  # the webhook's idempotency records (stores/deliveries.py)
 MRS, MR, NOTES = r"/merge_requests$", r"/merge_requests/\d+$", r"/merge_requests/\d+/notes$"
 TIMESERIES, MONITORS = r"/api/v2/query/timeseries", r"/api/v1/monitor"
 LOST_MERGE = {"human": {"action": "merge", "after_seconds": 120, "drop_webhook": True}}
@@ -185,6 +186,8 @@ CELLS: list[Cell] = [
     # ---------------------------------------------------------------- DynamoDB (GUARD's own tables)
     Cell(DDB, S.PLAN, "transient", "lock-throttled", dynamodb("PutItem", LOCK)),
     Cell(DDB, S.PLAN, "persistent", "lock-throttled", dynamodb("PutItem", LOCK, DYNAMO_OUTAGE), expect="FAILED"),
+    Cell(DDB, S.PLAN, "persistent", "run-record-500", dynamodb("PutItem", RUN_META, DYNAMO_OUTAGE,
+                                                               "InternalServerError"), expect="FAILED"),
     Cell(DDB, S.PRECHECK, "transient", "report-throttled", dynamodb("PutItem", PRECHECK)),
     Cell(DDB, S.PRECHECK, "persistent", "report-500", dynamodb("PutItem", PRECHECK, DYNAMO_OUTAGE,
                                                                "InternalServerError"), expect="FAILED"),
@@ -192,10 +195,18 @@ CELLS: list[Cell] = [
     Cell(DDB, S.OPEN_MR, "persistent", "token-500", dynamodb("PutItem", TOKEN, DYNAMO_OUTAGE, "InternalServerError"),
          expect="FAILED"),
     Cell(DDB, S.WAIT_MERGE, "transient", "webhook-token-read", dynamodb("GetItem", TOKEN)),
+    # The webhook answers 200 and leaves the delivery unmarked when its own table fails; the reconciler
+    # settles the merge on its next pass.
+    Cell(DDB, S.WAIT_MERGE, "persistent", "webhook-token-read", dynamodb("GetItem", TOKEN, DYNAMO_OUTAGE)),
+    Cell(DDB, S.WAIT_MERGE, "transient", "webhook-delivery-record", dynamodb("PutItem", DELIVERY)),
     Cell(DDB, S.VALIDATE, "transient", "verdict-throttled", dynamodb("PutItem", key_starts("sk", "CLUSTER#"))),
     Cell(DDB, S.VALIDATE, "persistent", "verdict-500", dynamodb("PutItem", key_starts("sk", "CLUSTER#"),
                                                                 DYNAMO_OUTAGE, "InternalServerError"),
          expect="FAILED"),
+    Cell(DDB, S.VERIFY_ROLLBACK, "transient", "token-delete-throttled", dynamodb("DeleteItem", TOKEN),
+         base="regression"),
+    Cell(DDB, S.VERIFY_ROLLBACK, "transient", "lock-release-throttled", dynamodb("DeleteItem", LOCK),
+         base="regression"),
     Cell(DDB, S.FINISH, "transient", "run-record-throttled", dynamodb("PutItem", RUN_META)),
     Cell(DDB, S.FINISH, "persistent", "run-record-500", dynamodb("PutItem", RUN_META, DYNAMO_OUTAGE,
                                                                  "InternalServerError"), expect="any"),

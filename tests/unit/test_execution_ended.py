@@ -207,6 +207,25 @@ def test_an_execution_without_a_run_has_nothing_to_do(world: World) -> None:
     assert world.state.lock_holder("b1") == "run-1" and world.notified == []
 
 
+def test_a_lock_taken_by_a_plan_that_could_not_record_its_run_is_freed(world: World) -> None:
+    # GIVEN Plan took the lock of batch b2 for "lost-run", then DynamoDB refused its run record
+    world.state.acquire_lock("b2", "lost-run", world.clock.now(), 200, execution_arn=ARN.replace("run-1", "lost-run"))
+    # AND another batch is locked by run-1
+    world.run()
+
+    # WHEN the FAILED event of that execution arrives, with its input naming the batch
+    result = world.service.ended(event("FAILED", name="lost-run", arn=ARN.replace("run-1", "lost-run"),
+                                       input='{"batch": "b2", "target_version": "1.20.0"}'))
+
+    # THEN its lock is released (no run to record), and a lock it does not hold stays
+    assert result.action == "unknown_run"
+    assert world.state.lock_holder("b2") is None
+    assert world.state.lock_holder("b1") == "run-1"
+    world.service.ended(event("FAILED", name="lost-run", arn=ARN.replace("run-1", "lost-run"),
+                              input='{"batch": "b1"}'))
+    assert world.state.lock_holder("b1") == "run-1"
+
+
 def test_a_same_named_execution_of_another_machine_is_not_this_run(world: World) -> None:
     world.run()
     result = world.service.ended(event("ABORTED", arn=ARN.replace("upgrade-batch", "other")))

@@ -23,6 +23,7 @@ execution without a run (Plan refused it before a record) has nothing to clean.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -70,6 +71,17 @@ class ExecutionEnded(BaseModel):
     stop_date: int | None = Field(default=None, alias="stopDate")
     error: str | None = None
     cause: str | None = None
+    input: str | None = None  # the execution's input, as a JSON string
+
+    @property
+    def batch(self) -> str | None:
+        """The batch named in the execution's input, when it names one."""
+        try:
+            data = json.loads(self.input or "")
+        except ValueError:
+            return None
+        batch = data.get("batch") if isinstance(data, dict) else None
+        return batch if isinstance(batch, str) and batch else None
 
     @property
     def stopped_at(self) -> datetime | None:
@@ -102,6 +114,10 @@ class EndingService:
     def ended(self, event: ExecutionEnded) -> EndingResult:
         run = self._state.find_run(event.name)
         if run is None:
+            # Plan may have taken the lock and failed before recording the run: free it (only if this
+            # execution holds it; the lock's holder is the run id, which is the execution's name).
+            if event.batch is not None:
+                self._state.release_lock(event.batch, event.name)
             return EndingResult(run_id=event.name, status=event.status, action="unknown_run")
         if run.execution_arn != event.execution_arn:  # a same-named execution of another machine
             return EndingResult(run_id=run.run_id, status=event.status, action="other_execution")

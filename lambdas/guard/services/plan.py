@@ -13,6 +13,7 @@ upgrade to the versions the clusters ran before (`Plan.rollback_to`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from guard.core.run import ExecutionInput, ManualRollbackInput, Plan, RunRecord
 from guard.core.version import Version, upgrade_problem
 from guard.errors import (
     ConfigError,
+    GuardError,
     InvalidInput,
     NothingToRollBack,
     PrerequisiteNotMet,
@@ -216,7 +218,13 @@ class BatchPlanner:
                 started_at=now,
                 registry_notes=notes,
             )
-            self._state.put_run(run)
+            try:
+                self._state.put_run(run)
+            except GuardError:
+                # No record, no run: the lock must not outlive this attempt (a retry takes it again).
+                with contextlib.suppress(GuardError):
+                    self._state.release_lock(batch.name, run_id)
+                raise
 
         return self._plan(run, soak_seconds=int(soak_minutes * 60),
                           llm_analysis=config.llm.enabled and (request.enable_llm_analysis is not False))

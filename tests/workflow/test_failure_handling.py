@@ -89,6 +89,17 @@ def test_regression_is_analysed_rolled_back_by_mr_and_verified(run: Run) -> None
     assert not any("glpat-" in t or "sk-" in t for t in texts)
 
 
+def test_a_throughput_collapse_is_rolled_back(run: Run) -> None:
+    # GIVEN eks-test serves ~97% fewer requests after the upgrade while latency and errors look fine
+    summary, seen, _ = run("throughput-collapse")
+    # THEN request_count_max_decrease_percent failed it and the rollback MR put it back on the old version
+    finding = next(f for f in summary["batches"][0]["clusters"]["eks-test"]["verdict"]["findings"]
+                   if f["rule"] == "request_count_max_decrease_percent")
+    assert finding["outcome"] == "fail" and "drops beyond -50%" in finding["explanation"]
+    assert summary["rollback"]["status"] == "rolled_back"
+    assert seen["running"]["eks-test"] == "1.19.3" and seen["lock"] is None
+
+
 def test_llm_down_still_rolls_back_saying_analysis_unavailable(run: Run) -> None:
     # GIVEN the same regression while the LLM endpoint answers HTTP 500
     summary, seen, _ = run("llm-down")

@@ -1,17 +1,18 @@
-"""`python -m cli registry import|export FILE ...`: GUARD's operator commands."""
+"""`python -m cli registry import|export FILE ...`, `python -m cli calibrate ...`: GUARD's operator commands."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from cli import registry
+from cli import calibrate, registry
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cli", description="GUARD operator commands.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     registry.add_commands(commands)
+    calibrate.add_command(commands)
     return parser
 
 

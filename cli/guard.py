@@ -7,6 +7,7 @@
     guard validate-config config/example.yaml
     guard registry import|export FILE --config config/example.yaml
     guard registry reconcile --batch prod-canary --config config/example.yaml
+    guard calibrate --batch prod-canary --days 7 --config config/example.yaml
     guard run --local --scenario scenarios/default.yaml --batch dev-1 --target-version 1.20.0
 
 Executions start through boto3 (credentials, region and AWS_ENDPOINT_URL from the environment).
@@ -283,7 +284,7 @@ def cmd_validate_config(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cli import registry
+    from cli import calibrate, registry
 
     parser = argparse.ArgumentParser(
         prog="guard", description="GUARD: Istio upgrades on AWS Step Functions, for people and CI jobs.",
@@ -340,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate_config)
 
     registry.add_commands(commands)
+    calibrate.add_command(commands)
     return parser
 
 
@@ -354,7 +356,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         if hasattr(args, "func"):
             code: int = args.func(args, out)
             return code
-        registry_code: int = args.run(args)  # `registry import|export|reconcile` (cli/registry.py)
+        registry_code: int = args.run(args)  # `registry ...` (cli/registry.py), `calibrate` (cli/calibrate.py)
         return registry_code
     except (ConfigError, InvalidInput) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -279,10 +279,25 @@ def upgrade_batch() -> State:
                         "post-checks. Verdicts are stored, not passed."),
             "Conclude": task(
                 "Conclude", RUN, result=None, retry=RETRY_QUICK, next="RecordSuccess",
-                catches=(catch("UpgradeHurt", *names(errors.ValidationFailed, errors.ValidationInconclusive)),
+                catches=(catch("UpgradeHurt", *names(errors.ValidationFailed)),
+                         catch("RevalidateOnce", *names(errors.ValidationInconclusive)),
                          catch("ValidateStageFailed")),
                 comment="Reads every verdict; raises ValidationFailed or ValidationInconclusive naming cluster, "
                         "query and numbers."),
+            "RevalidateOnce": choice(
+                when("UpgradeHurt", var("$.revalidated", IsPresent=True)),
+                when("StartRevalidation", var("$.plan.revalidate_seconds", IsPresent=True)),
+                default="UpgradeHurt",
+                comment="Inconclusive: validate once more after validation.revalidate_after_minutes (absent from "
+                        "the plan when 0, and in plans made before it existed) before asking a person. A second "
+                        "inconclusive goes on to the decision."),
+            "StartRevalidation": {
+                "Comment": "Marks the second pass; the first pass's error stays in $.error until the second "
+                           "one concludes.",
+                "Type": "Pass", "Result": True, "ResultPath": "$.revalidated", "Next": "ExtraSoak"},
+            "ExtraSoak": wait_for("$.plan.revalidate_seconds", next="Validate",
+                                  comment="More traffic on the new version; Validate then reads a window ending "
+                                          "now, so it covers this extra soak."),
             "RecordSuccess": task(
                 "Finish", RUN | {"outcome": "succeeded", "merge.$": "$.merge"}, selector=from_payload("summary"),
                 result="$.result", retry=RETRY_RECORD, next="NotifySucceeded"),

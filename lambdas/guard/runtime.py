@@ -178,19 +178,21 @@ def decision_service(sfn: TaskCallbacks) -> DecisionService:
                            timeout_hours=config().rollback.decision_timeout_hours)
 
 
+def datadog_keys(raw: str, secret_name: str) -> tuple[str, str]:
+    """(api key, application key) from the Datadog secret's JSON; ConfigError naming the secret otherwise."""
+    try:
+        keys = json.loads(raw)
+        return str(keys["api_key"]), str(keys["app_key"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"secret '{secret_name}' must be JSON " '{"api_key": ..., "app_key": ...}') from e
+
+
 def metrics_provider() -> MetricsProvider:
     from guard.adapters.datadog_metrics import DatadogMetrics
 
     cfg = config()
-    raw = secret(cfg.aws.secrets_manager.datadog_credentials_secret)
-    try:
-        keys = json.loads(raw)
-        api_key, app_key = keys["api_key"], keys["app_key"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(
-            f"secret '{cfg.aws.secrets_manager.datadog_credentials_secret}' must be JSON "
-            '{"api_key": ..., "app_key": ...}'
-        ) from e
+    name = cfg.aws.secrets_manager.datadog_credentials_secret
+    api_key, app_key = datadog_keys(secret(name), name)
     return DatadogMetrics.from_keys(api_key, app_key, site=cfg.datadog.site,
                                     host=os.environ.get("GUARD_DATADOG_HOST") or None,
                                     timeout_seconds=cfg.datadog.timeout_seconds, clock=clock,

@@ -108,3 +108,27 @@ def test_builder_runs_as_a_script_without_pythonpath_and_fast() -> None:
     # THEN it finds nothing stale, well within 5 s
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 5
+
+
+def _next_on(state: dict[str, Any], error: str) -> str:
+    return next(c["Next"] for c in state["Catch"] if error in c["ErrorEquals"])
+
+
+def test_an_inconclusive_batch_is_validated_once_more_after_the_extra_soak_then_a_person_decides() -> None:
+    # GIVEN the upgrade machine as built
+    states = build.upgrade_batch()["States"]
+    # THEN a failure goes to the rollback path, an inconclusive verdict first to RevalidateOnce
+    assert _next_on(states["Conclude"], "ValidationFailed") == "UpgradeHurt"
+    assert _next_on(states["Conclude"], "ValidationInconclusive") == "RevalidateOnce"
+    # AND RevalidateOnce sends a second inconclusive (flag set) to the decision path before anything else,
+    # revalidates when the plan carries the extra soak, and otherwise (0, or a plan made before it) asks at once
+    choices = states["RevalidateOnce"]["Choices"]
+    assert choices[0] == {"Variable": "$.revalidated", "IsPresent": True, "Next": "UpgradeHurt"}
+    assert choices[1] == {"Variable": "$.plan.revalidate_seconds", "IsPresent": True, "Next": "StartRevalidation"}
+    assert states["RevalidateOnce"]["Default"] == "UpgradeHurt"
+    # AND the second pass sets the flag, soaks the configured extra time, and runs Validate and Conclude again
+    assert states["StartRevalidation"] | {"Comment": ""} == {"Comment": "", "Type": "Pass", "Result": True,
+                                                              "ResultPath": "$.revalidated", "Next": "ExtraSoak"}
+    assert (states["ExtraSoak"]["SecondsPath"], states["ExtraSoak"]["Next"]) == ("$.plan.revalidate_seconds",
+                                                                                 "Validate")
+    assert states["Validate"]["Next"] == "Conclude" and states["Validate"]["ResultPath"] is None

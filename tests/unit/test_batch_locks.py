@@ -157,7 +157,8 @@ def test_the_lock_outlives_the_longest_run():
     # WHEN the lock's expiry is computed
     hours = lock_hours(config, week)
     # THEN it is longer than every wait at its timeout, one after the other
-    waits = 72 + 0.25 + 0.5 + 24 * 7 + 24 + 72 + 0.25
+    # (merge, Flux, sidecar waves, soak, the extra soak of a revalidation, decision, rollback merge and verify)
+    waits = 72 + 0.25 + 0.5 + 24 * 7 + 0.25 + 24 + 72 + 0.25
     assert longest_run_hours(config, week) == pytest.approx(waits)
     assert hours > waits
     # AND the default soak's run is covered too, never below the configured floor

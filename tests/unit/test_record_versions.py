@@ -6,7 +6,9 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from guard.config.models import TenantConfig
 from guard.core.run import Plan, RunRecord, RunStatus
+from guard.services.plan import revalidate_seconds
 from guard.stores.failure import RollbackRecord
 from guard.stores.state import BatchResult, TaskTokenRecord
 from guard.vocabulary.outcomes import (
@@ -107,3 +109,16 @@ def test_version_1_tokens_batch_results_and_rollback_records_read_as_typed_value
     assert (token.kind, result.status, rollback.status) == (ChangeKind.ROLLBACK, Outcome.ROLLED_BACK,
                                                              RollbackStatus.WAITING_FOR_MERGE)
     assert {token.schema_version, result.schema_version, rollback.schema_version} == {2}
+
+
+@pytest.mark.parametrize("minutes, expected", [(15, 900), (0.5, 30), (0, None)])
+def test_the_plan_carries_the_extra_soak_of_a_revalidation_only_when_it_is_on(minutes, expected):
+    # GIVEN validation.revalidate_after_minutes
+    config = TenantConfig.model_validate({"batches": [{"name": "dev", "clusters": ["a"]}],
+                                          "validation": {"revalidate_after_minutes": minutes}})
+    # WHEN an upgrade plan is made
+    plan = Plan(run_id="r", batch="dev", target_version="1.20.0", clusters=["a"], flux_poll_seconds=30,
+                revalidate_seconds=revalidate_seconds(config))
+    # THEN its payload has it in seconds, or leaves it out (the ASL tests IsPresent), as version 1 plans do
+    assert plan.payload().get("revalidate_seconds") == expected
+    assert ("revalidate_seconds" in plan.payload()) is (expected is not None)

@@ -80,7 +80,8 @@ def test_happy_path_upgrades_the_batch_and_records_it(rehearse: Rehearse) -> Non
 
 # latency-regression and no-data end in a rollback: test_failure_handling.py runs them end to end
 # with these same checks (expect block, FAILED, lock released) and more.
-@pytest.mark.parametrize("name", ["precheck-crashloop", "firing-monitor", "missing-pdb", "mr-closed", "mr-timeout"])
+@pytest.mark.parametrize("name", ["precheck-crashloop", "firing-monitor", "missing-pdb", "no-baseline", "mr-closed",
+                                  "mr-timeout"])
 def test_failure_paths_end_failed_with_an_actionable_cause_and_release_the_lock(rehearse: Rehearse, name: str) -> None:
     # GIVEN a scenario that must fail (its `expect` block names the error and what the cause mentions)
     expected = scenario(name)
@@ -101,7 +102,8 @@ def test_failure_paths_end_failed_with_an_actionable_cause_and_release_the_lock(
     assert expectation_problems(expected, batch) == [], progress
     assert seen["lock"] is None
     if batch["error"] == "PrecheckFailed":
-        # AND a failed precheck never opened an MR nor touched a cluster
+        # AND a failed precheck (a cluster check, or a baseline that cannot be judged) never opened an MR nor
+        # touched a cluster
         assert seen["mrs"] == []
         assert all(v == "1.19.3" for v in seen["versions"].values())
     if batch["error"] in ("MergeRequestClosed", "MergeRequestTimeout"):

@@ -84,3 +84,18 @@ def test_rollout_without_wait_prints_the_execution_and_exits_0(world_for: Any) -
     sfn = world.engine.client("stepfunctions")
     started = json.loads(sfn.describe_execution(executionArn=out.split("started ", 1)[1].strip())["input"])
     assert started == {"target_version": "1.20.0", "batches": ["dev-1"]}
+
+
+def test_local_calibrate_reads_the_rehearsal_datadog_and_prints_each_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN the default rehearsal world (dev-1: two clusters whose simulated metrics are healthy)
+    # WHEN an operator calibrates dev-1 on a day of its history
+    code = guard("calibrate", "--local", "--scenario", str(SCENARIOS / "default.yaml"), "--batch", "dev-1",
+                 "--days", "1", "--soak", "20")[0]
+    out = capsys.readouterr().out
+    # THEN every rule has a false-rollback rate and, where a rollback rule had data, a threshold that holds 0.5%
+    assert code == 0, out
+    assert "batch dev-1: 2 cluster(s) (eks-dev-1, eks-dev-2)" in out
+    assert "current 20 min ending 20 min later" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("latency", "request_count"))}
+    assert rows["latency_increase_percent"][2:4] == ["0.00%", f"(0/{2 * 69})"]
+    assert float(rows["request_count_max_decrease_percent"][-1]) < 50

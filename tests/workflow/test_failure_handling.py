@@ -7,12 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from guard.core.models import Cluster
 from guard.executions import execution_history
 from guard.gitops.helm_release import read_chart_version
+from guard.services.metrics import render_queries
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
 from sandbox.__main__ import expectation_problems
+from sandbox.sims.datadog_sim import TIMESERIES_PATH
 from sandbox.world import LocalWorld
 from tests.workflow.conftest import Rehearse, guard, scenario
 
@@ -86,6 +89,17 @@ def test_regression_is_analysed_rolled_back_by_mr_and_verified(run: Run) -> None
     assert not any("glpat-" in t or "sk-" in t for t in texts)
 
 
+def test_a_throughput_collapse_is_rolled_back(run: Run) -> None:
+    # GIVEN eks-test serves ~97% fewer requests after the upgrade while latency and errors look fine
+    summary, seen, _ = run("throughput-collapse")
+    # THEN request_count_max_decrease_percent failed it and the rollback MR put it back on the old version
+    finding = next(f for f in summary["batches"][0]["clusters"]["eks-test"]["verdict"]["findings"]
+                   if f["rule"] == "request_count_max_decrease_percent")
+    assert finding["outcome"] == "fail" and "drops beyond -50%" in finding["explanation"]
+    assert summary["rollback"]["status"] == "rolled_back"
+    assert seen["running"]["eks-test"] == "1.19.3" and seen["lock"] is None
+
+
 def test_llm_down_still_rolls_back_saying_analysis_unavailable(run: Run) -> None:
     # GIVEN the same regression while the LLM endpoint answers HTTP 500
     summary, seen, _ = run("llm-down")
@@ -105,9 +119,12 @@ def test_rollback_mr_closed_unmerged_fails_saying_the_bad_version_still_runs(run
 
 
 def test_inconclusive_then_maintainer_proceeds_succeeds(run: Run) -> None:
-    # GIVEN no metric data (inconclusive) and a Maintainer who answers `/guard proceed`
-    summary, seen, _ = run("inconclusive-proceed")
-    # THEN the upgrade is accepted: recorded as succeeded, no rollback MR
+    # GIVEN latency data that stops after the upgrade (inconclusive) and a Maintainer who answers `/guard proceed`
+    summary, seen, progress = run("inconclusive-proceed")
+    # THEN the batch was validated twice, the second time after the extra soak, before a person was asked
+    assert progress.count("→ ExtraSoak") == 1 and progress.count("→ ValidateCluster") == 2, progress
+    assert progress.index("→ ExtraSoak") < progress.index("→ UpgradeHurt")
+    # AND the upgrade is accepted: recorded as succeeded, no rollback MR
     assert summary["decision"]["decision"] == "proceed" and summary["decision"]["by"] == "maria"
     assert len(seen["mrs"]) == 1
     assert seen["registry"]["eks-test"].current_istio_version == "1.20.0"
@@ -180,3 +197,38 @@ def test_without_auto_create_mr_the_failure_says_what_to_roll_back_by_hand(rehea
     assert batch["error"] == "RollbackNotCreated", progress
     assert "eks-dev-2=1.19.3" in batch["cause"] and "by hand" in batch["cause"]
     assert len(seen["mrs"]) == 1 and seen["lock"] is None
+
+
+def test_an_inconclusive_batch_whose_data_arrives_during_the_extra_soak_succeeds_without_asking(
+        world_for: Any) -> None:
+    # GIVEN latency data that stops after the upgrade, so the first validation is inconclusive
+    world = world_for("inconclusive-proceed", decision_comments=[])
+    sfn = world.engine.client("stepfunctions")
+    arn = sfn.start_execution(stateMachineArn=world.state_machine_arn, name="late-data",
+                              input=json.dumps({"batch": "test", "target_version": "1.20.0",
+                                                "soak_period_minutes": 20}))["executionArn"]
+    reads = lambda: world.datadog.requests_to(TIMESERIES_PATH)  # noqa: E731  (precheck, then each validation)
+    world.wait_until(lambda: len(reads()) >= 2, what="the first validation's Datadog read")
+
+    # WHEN the missing latency arrives (late ingestion) while GUARD soaks the extra time
+    latency = render_queries(world.config.datadog.queries, world_cluster(world))["latency_p95"]
+    world.datadog.set_series(latency, lambda bucket: 212.0 * (1 + 0.05 * ((bucket.minute % 5) - 2) / 2))
+    world.wait_until(lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING", what="the execution")
+
+    # THEN the second validation passed: the upgrade succeeded without asking anyone or rolling back
+    entered = [e["stateEnteredEventDetails"]["name"] for e in execution_history(sfn, arn)
+               if e["type"].endswith("StateEntered")]
+    assert sfn.describe_execution(executionArn=arn)["status"] == "SUCCEEDED", entered
+    assert entered.count("ExtraSoak") == 1 and entered.count("Conclude") == 2
+    assert "UpgradeHurt" not in entered and "AwaitDecision" not in entered
+    assert len(world.gitlab.merge_requests(PROJECT)) == 1
+    # AND the second window ends the extra soak (15 minutes) later and still starts at the Flux sync, so it
+    # covers the new period
+    first, second = (r.body["data"]["attributes"] for r in reads()[1:3])
+    assert int(second["to"]) - int(first["to"]) >= 15 * 60 * 1000
+    assert int(second["from"]) == int(first["from"])
+
+
+def world_cluster(world: LocalWorld) -> Cluster:
+    return ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name)).get(
+        "eks-test")

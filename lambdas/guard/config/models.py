@@ -99,6 +99,9 @@ class DatadogConfig(_Strict):
 
 class ValidationConfig(_Strict):
     soak_period_minutes: float = Field(default=60, ge=0, le=60 * 24 * 7)
+    # An inconclusive batch is validated once more after this extra soak before a person is asked
+    # (data that arrived late, a quiet hour); 0 asks at once.
+    revalidate_after_minutes: float = Field(default=15, ge=0, le=24 * 60)
     flux_sync_timeout_minutes: float = Field(default=15, gt=0, le=24 * 60)
     flux_poll_seconds: int = Field(default=30, ge=1, le=3600)
     baseline_window_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60)

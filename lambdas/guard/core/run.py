@@ -81,6 +81,9 @@ class Plan(BaseModel):
     rollback_timeout_seconds: int = 72 * 3600  # the rollback MR's wait
     decision_timeout_seconds: int = 24 * 3600
     soak_seconds: int = 0
+    # The extra soak before an inconclusive batch is validated once more; None (left out of the
+    # payload): ask a person at once, as plans made before it existed do.
+    revalidate_seconds: int | None = None
     max_concurrency: int = 1
     restart_sidecars: bool = False
     llm_analysis: bool = False

@@ -21,13 +21,14 @@ _MARGIN_HOURS = 24.0
 
 def longest_run_hours(config: TenantConfig, soak_minutes: float) -> float:
     """The longest an upgrade can run with `config` and this soak: every wait at its timeout, one after
-    the other (merge, Flux, sidecar waves, soak, decision, rollback merge, rollback verify)."""
+    the other (merge, Flux, sidecar waves, soak, the extra soak before a second validation, decision, rollback
+    merge, rollback verify)."""
     validation, rollback = config.validation, config.rollback
     verify_minutes = rollback.verify_timeout_minutes or validation.flux_sync_timeout_minutes
     return (config.gitlab.merge_timeout_hours
             + validation.flux_sync_timeout_minutes / 60
             + config.execution.sidecar_restart_timeout_minutes / 60
-            + soak_minutes / 60
+            + (soak_minutes + validation.revalidate_after_minutes) / 60
             + rollback.decision_timeout_hours
             + rollback.merge_timeout_hours
             + verify_minutes / 60)

@@ -86,6 +86,12 @@ def _problems(error: ValidationError, what: str) -> str:
     return f"{what}: invalid input\n  " + "\n  ".join(lines)
 
 
+def revalidate_seconds(config: TenantConfig) -> int | None:
+    """`validation.revalidate_after_minutes` in seconds for the plan; None when 0 (ask a person at once)."""
+    seconds = int(config.validation.revalidate_after_minutes * 60)
+    return seconds or None
+
+
 def parse_input(raw: Any) -> ExecutionInput:
     """Validate the execution input of an upgrade; InvalidInput names every bad field."""
     return parse_model(ExecutionInput, raw, "execution input")
@@ -157,6 +163,7 @@ class BatchPlanner:
             target_version=run.target_version,
             clusters=list(run.clusters),
             soak_seconds=soak_seconds,
+            revalidate_seconds=revalidate_seconds(config) if rollback_to is None else None,
             merge_timeout_seconds=int(config.gitlab.merge_timeout_hours * 3600),
             flux_poll_seconds=config.validation.flux_poll_seconds,
             max_concurrency=config.execution.max_concurrent_clusters,

@@ -1,4 +1,9 @@
-"""Precheck one cluster before the change, and capture its metric baseline."""
+"""Precheck one cluster before the change, and capture its metric baseline.
+
+The baseline is also a precheck: a run whose baseline cannot be judged would open an MR, change
+the cluster and then end inconclusive whatever happened, so the precheck refuses it first
+(`baseline_judgeable`, docs/validation.md#baseline-precheck).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,58 @@ from guard.checks.custom import load_custom_checks, run_custom_checks
 from guard.checks.snapshot import read_snapshot
 from guard.config.models import TenantConfig
 from guard.core.models import CheckStatus, Cluster, HealthCheckResult
-from guard.core.run import PrecheckReport, RunRecord
+from guard.core.run import MetricSummary, PrecheckReport, RunRecord
 from guard.errors import PrecheckFailed, RateLimited, TransientError
+from guard.judge import JudgeSettings, baseline_coverage, window_coverage
 from guard.ports import Clock, ClusterConnector, MetricsProvider
+from guard.rules import TRAFFIC_QUERY
 from guard.services.metrics import read_window, render_queries
+from guard.services.validate import judge_settings
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
 
 def _unanswered(result: HealthCheckResult) -> str:
     return " (inconclusive)" if result.status == CheckStatus.INCONCLUSIVE else ""
+
+
+def baseline_judgeable(cluster_id: str, baseline: dict[str, MetricSummary], thresholds: dict[str, float],
+                       settings: JudgeSettings) -> HealthCheckResult:
+    """`baseline_coverage`: fails naming each query whose baseline the judge could not compare against.
+
+    Which queries must be judgeable: those a relative rule (`_max_increase_percent`,
+    `_max_decrease_percent`, `latency_increase_percent`) compares with the baseline. Absolute
+    `_min`/`_max` limits and `min_request_count` read only the window after the upgrade, and a
+    query without any rule is never judged, so their baselines may be empty. With
+    `min_request_count`, a baseline whose whole window saw fewer requests is refused too: the
+    window after the upgrade is never longer than the baseline's, so with the same traffic every
+    other query would be "too little traffic to judge".
+    """
+    problems: list[str] = []
+    found: dict[str, str] = {}
+    coverages = baseline_coverage(baseline, thresholds, settings)
+    for name, coverage in sorted(coverages.items()):
+        if coverage is None or not coverage.enough:
+            text = coverage.text() if coverage else "not read"
+            problems.append(f"{name}: {text}")
+            found[name] = text
+    minimum = thresholds.get("min_request_count")
+    traffic = baseline.get(TRAFFIC_QUERY)
+    if minimum is not None and traffic is not None and TRAFFIC_QUERY not in found:
+        # Missing request_count buckets are buckets without requests, as the judge counts them.
+        total = sum(window_coverage(traffic, settings, missing_is_zero=True)[0])
+        if total < minimum:
+            problems.append(f"{TRAFFIC_QUERY}: {total:g} requests in the baseline window, below "
+                            f"min_request_count {minimum:g} (too little traffic to judge)")
+            found[TRAFFIC_QUERY] = f"{total:g} requests"
+    if problems:
+        return HealthCheckResult(
+            cluster_id=cluster_id, check_name="baseline_coverage", status=CheckStatus.FAIL, details=found,
+            message="the metric baseline cannot be judged, so validation after the upgrade could only be "
+                    "inconclusive: " + "; ".join(problems))
+    judged = ", ".join(sorted(coverages)) or "no relative rule"
+    return HealthCheckResult(cluster_id=cluster_id, check_name="baseline_coverage", status=CheckStatus.PASS,
+                             message=f"baseline judgeable ({judged})")
 
 
 def zero_downtime_policy(config: TenantConfig, run: RunRecord) -> builtin.ZeroDowntimePolicy:
@@ -61,6 +108,8 @@ class PrecheckService:
         end = self._clock.now()
         start = end - timedelta(minutes=self._config.validation.baseline_window_minutes)
         baseline = read_window(self._metrics, render_queries(self._config.datadog.queries, cluster), start, end)
+        results.append(baseline_judgeable(cluster_id, baseline, self._config.thresholds_for(run.batch),
+                                          judge_settings(self._config.validation)))
 
         report = PrecheckReport(cluster_id=cluster_id, results=results, baseline=baseline,
                                 ignored_alerts=run.options.ignore_alerts)

@@ -20,6 +20,7 @@ import yaml
 from guard.config.accounts import CONFIG_KEY, account_problems
 from guard.config.loader import format_validation_error, load_config
 from guard.config.models import TenantConfig
+from guard.config.registry_policy import ENDPOINTS_KEY, PROJECTS_KEY, connection_problems, registry_problems
 from guard.core.models import Cluster
 from guard.core.version import Version
 from guard.errors import ConfigError, ExternalServiceError, GuardError, InvalidInput
@@ -206,6 +207,10 @@ def config_warnings(config: TenantConfig, clusters: list[Cluster]) -> list[str]:
         elif listed != cluster.batch_id:
             warnings.append(f"{cluster.cluster_id}: batch_id '{cluster.batch_id}' but tenant "
                             f"'{config.tenant}' lists it in batch '{listed}'")
+    if config.gitlab.projects is None:
+        projects = sorted({c.gitlab_project for c in clusters})
+        warnings.append(f"{PROJECTS_KEY} is not set, so any GitLab project is accepted (this file names "
+                        f"{', '.join(projects)}); list the GitOps projects to refuse others")
     return warnings
 
 
@@ -217,7 +222,10 @@ The whole file is validated before anything is written: a bad entry is reported 
 key path (e.g. clusters[2].current_istio_version: ...), exit code 2, and nothing is imported.
 A cluster whose aws_role_arn is not a guard-* role in an account of the tenant's
 aws.cluster_accounts (with --config; without it, or when the key is left out: the
-account of your AWS credentials, where the table is) is refused the same way.
+account of your AWS credentials, where the table is) is refused the same way, and so is
+one whose api_endpoint host is not in aws.allowed_api_endpoints (and pins no api_ca_data),
+whose gitlab_project is not in gitlab.projects or whose flux_config_path is not under
+gitlab.allowed_path_prefixes (docs/security.md).
 Each cluster document replaces the registry's copy, except that an existing cluster KEEPS
 ITS upgrade_history unless the file gives one (`upgrade_history: []` clears it). Clusters
 identical to the registry are left alone; clusters not in the file are not touched.
@@ -328,6 +336,12 @@ def run_import(args: argparse.Namespace) -> int:
         hint = "" if config else f"\n  (no --config: pass the tenant config to use its {CONFIG_KEY})"
         return _fail(InvalidInput(f"{args.file}: clusters GUARD may not reach, nothing imported\n  "
                                   + "\n  ".join(unreachable) + hint), 2)
+    untrusted = registry_problems(clusters, config) if config else \
+        [p for c in clusters for p in connection_problems(c, [])]
+    if untrusted:
+        hint = "" if config else f"\n  (no --config: pass the tenant config to use its {ENDPOINTS_KEY})"
+        return _fail(InvalidInput(f"{args.file}: clusters the tenant config does not allow, nothing imported\n  "
+                                  + "\n  ".join(untrusted) + hint), 2)
     for warning in config_warnings(config, clusters) if config else []:
         print(f"warning: {warning}", file=sys.stderr)
     try:
@@ -385,7 +399,10 @@ def run_reconcile(args: argparse.Namespace) -> int:
     except GuardError as e:
         return _fail(e, 1)
     clock = SystemClock()
-    observer = RegistryObserver(registry, EksConnector(boto3.session.Session(region_name=region)), clock)
+    # Without --config no endpoint is allowed: only eks:DescribeCluster's (or a pinned CA) is used.
+    allowed = config.aws.allowed_api_endpoints if config else []
+    observer = RegistryObserver(registry, EksConnector(boto3.session.Session(region_name=region),
+                                                       allowed_endpoints=allowed), clock)
     try:
         found = observer.reconcile(clusters, run_id=f"registry-reconcile-{clock.now():%Y%m%dT%H%M%SZ}",
                                    dry_run=args.dry_run)

@@ -186,6 +186,12 @@ class LocalWorld:
         config_file = Path(self._tmp.name) / "config.json"
         # The tenant's GitLab URL becomes the simulator's: nothing leaves 127.0.0.1.
         self.config.gitlab.url = self.gitlab.url
+        # The clusters' API servers are the local simulator: allowed by the tenant config the
+        # rehearsal packages, as a deployer would list an internal proxy (docs/security.md).
+        self.config.aws.allowed_api_endpoints = ["127.0.0.1"]
+        # A rehearsal compresses hours into minutes: its inputs shorten the configured soaks.
+        self.config.execution.allowed_overrides = sorted({*self.config.execution.allowed_overrides,
+                                                          "soak_period_minutes"})
         # Notifications go to a local Slack-compatible recorder (its URL is the "secret").
         self.config.notifications.slack_webhook_secret = "guard/local/slack-webhook"
         if self.llm:

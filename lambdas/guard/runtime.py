@@ -203,7 +203,8 @@ def cluster_connector() -> ClusterConnector:
     from guard.adapters.eks_connector import EksConnector
     from guard.retry import policy
 
-    return EksConnector(_boto3_session(), retry=policy(clock.sleep))
+    return EksConnector(_boto3_session(), retry=policy(clock.sleep),
+                        allowed_endpoints=config().aws.allowed_api_endpoints)
 
 
 def registry_observer(log_warning: Callable[..., Any]) -> RegistryObserver:
@@ -246,7 +247,8 @@ def evidence_connector() -> EvidenceConnector:
     from guard.adapters.kubernetes_api import KubernetesEvidenceConnector
     from guard.retry import policy
 
-    return KubernetesEvidenceConnector(EksConnector(_boto3_session(), retry=policy(clock.sleep)))
+    return KubernetesEvidenceConnector(EksConnector(_boto3_session(), retry=policy(clock.sleep),
+                                                    allowed_endpoints=config().aws.allowed_api_endpoints))
 
 
 def project_members() -> ProjectMembers:

@@ -124,7 +124,9 @@ def build(gitlab: GitLabSimulator, kubernetes: KubernetesSimulator, clock: FakeC
           **config: Any) -> World:
     """GIVEN-state shared by the tests: the upgrade to NEW is merged and running; eks-prod-1 failed validation."""
     registry_table, state_table = create_tables(boto3.resource("dynamodb", region_name=REGION), "registry", "state")
+    # The clusters' API servers are the local simulator: allowed as a deployer would allow a proxy.
     cfg = TenantConfig.model_validate({"tenant": "unit", "gitlab": {"url": gitlab.url},
+                                       "aws": {"allowed_api_endpoints": ["127.0.0.1"]},
                                        "batches": [{"name": "prod-canary", "clusters": list(CLUSTERS)}], **config})
     gitlab.add_project(PROJECT, {path(c): RELEASE.format(cluster=c, version=OLD) for c in CLUSTERS} |
                        {"README.md": "fleet\n"})
@@ -134,7 +136,8 @@ def build(gitlab: GitLabSimulator, kubernetes: KubernetesSimulator, clock: FakeC
     world = World(cfg, clock, gitlab, kubernetes, ClusterRegistry(registry_table), StateStore(state_table),
                   FailureStore(state_table), repo,
                   GitLabMembers.from_token(gitlab.url, TOKEN, timeout_seconds=5, retry=no_wait),
-                  EksConnector(boto3.session.Session(region_name=REGION), request_timeout=5, retry=no_wait))
+                  EksConnector(boto3.session.Session(region_name=REGION), request_timeout=5, retry=no_wait,
+                               allowed_endpoints=["127.0.0.1"]))
     for c in CLUSTERS:
         kubernetes.add_cluster(c, NEW)
         world.registry.put(Cluster(cluster_id=c, batch_id="prod-canary", environment="production", region=REGION,

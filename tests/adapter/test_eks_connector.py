@@ -137,7 +137,7 @@ def test_endpoint_override_reaches_the_simulator_end_to_end(
     caplog.set_level(logging.DEBUG)
 
     # WHEN connecting and reading through the real kubernetes client
-    api = EksConnector(aws).connect(cluster)
+    api = EksConnector(aws, allowed_endpoints=["127.0.0.1"]).connect(cluster)
     nodes = api.list_nodes()
     pods = api.list_pods("shop")
 
@@ -156,7 +156,7 @@ def test_plain_http_override_off_loopback_is_refused(aws: boto3.session.Session)
 
     # WHEN connecting THEN the config error names the field
     with pytest.raises(ConfigError, match=r"clusters\.prod-euw1\.api_endpoint"):
-        EksConnector(aws).connect(cluster)
+        EksConnector(aws, allowed_endpoints=["10.0.0.12"]).connect(cluster)
 
 
 def test_https_override_keeps_tls_verification(aws: boto3.session.Session) -> None:
@@ -164,7 +164,8 @@ def test_https_override_keeps_tls_verification(aws: boto3.session.Session) -> No
     cluster = registry_cluster(api_endpoint="https://k8s-proxy.internal.example:6443/")
 
     # WHEN connecting THEN certificates are still verified
-    configuration = EksConnector(aws).connect(cluster).api_client.configuration
+    connector = EksConnector(aws, allowed_endpoints=["*.internal.example"])
+    configuration = connector.connect(cluster).api_client.configuration
     assert configuration.verify_ssl is True
     assert configuration.host == "https://k8s-proxy.internal.example:6443"
 
@@ -173,3 +174,65 @@ def test_unknown_eks_cluster_is_named(aws: boto3.session.Session) -> None:
     # GIVEN no EKS cluster by the registry's name WHEN connecting THEN the error names it
     with pytest.raises(ExternalServiceError, match="eks:DescribeCluster prod-euw1"):
         EksConnector(aws).connect(registry_cluster())
+
+
+# --- the registry cannot redirect credentials ---------------------------------------------------------
+
+class _SigningRecorder:
+    """Counts what the connector asks of STS: a refused cluster must get no role and no token."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.tokens = 0
+        self.assumed = 0
+        import guard.adapters.eks_connector as module
+
+        real_token, real_session_for = module.eks_token, EksConnector.session_for
+
+        def token(*args: Any, **kwargs: Any) -> str:
+            self.tokens += 1
+            return real_token(*args, **kwargs)
+
+        def session_for(connector: EksConnector, cluster: Cluster) -> Any:
+            self.assumed += 1
+            return real_session_for(connector, cluster)
+
+        monkeypatch.setattr(module, "eks_token", token)
+        monkeypatch.setattr(EksConnector, "session_for", session_for)
+
+
+def test_an_unlisted_endpoint_is_refused_before_any_token_is_made(
+        aws: boto3.session.Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a registry item that names the victim's EKS cluster and a guard-* role, but an attacker's host
+    cluster = registry_cluster(aws_role_arn=ROLE_ARN, eks_cluster_name="eks-prod-euw1",
+                               api_endpoint="https://attacker.example")
+    recorder = _SigningRecorder(monkeypatch)
+    # WHEN GUARD connects with a tenant config that allows only its internal proxy
+    with pytest.raises(ConfigError) as refused:
+        EksConnector(aws, allowed_endpoints=["k8s-proxy.internal.example"]).connect(cluster)
+    # THEN the error names the field and the host, and no role was assumed and no token signed
+    assert "api_endpoint host 'attacker.example' is not in aws.allowed_api_endpoints" in str(refused.value)
+    assert (recorder.assumed, recorder.tokens) == (0, 0)
+
+
+def test_an_endpoint_with_its_ca_pinned_trusts_only_that_ca(aws: boto3.session.Session) -> None:
+    # GIVEN an override to an unlisted host, with the cluster's CA pinned in the registry
+    pem = "-----BEGIN CERTIFICATE-----\nMIIBpinned\n-----END CERTIFICATE-----\n"
+    cluster = registry_cluster(api_endpoint="https://10.1.2.3:443",
+                               api_ca_data=base64.b64encode(pem.encode()).decode())
+    # WHEN connecting with no allowed endpoints
+    configuration = EksConnector(aws).connect(cluster).api_client.configuration
+    # THEN TLS is verified against the pinned CA alone (no public CA bundle is consulted)
+    assert configuration.verify_ssl is True
+    assert configuration.ca_cert_data == pem
+    assert configuration.ssl_ca_cert is None
+
+
+def test_a_registry_account_that_is_not_the_roles_is_refused_before_any_token(
+        aws: boto3.session.Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a registry item saying account 210987654321 but naming a role of 123456789012
+    cluster = registry_cluster(aws_role_arn=ROLE_ARN, aws_account_id="210987654321")
+    recorder = _SigningRecorder(monkeypatch)
+    # WHEN connecting THEN it is refused naming both accounts, before the role is assumed
+    with pytest.raises(ConfigError, match="aws_account_id 210987654321 but aws_role_arn is in account 123456789012"):
+        EksConnector(aws).connect(cluster)
+    assert (recorder.assumed, recorder.tokens) == (0, 0)

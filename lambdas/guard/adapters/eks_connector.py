@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ from botocore.exceptions import ConnectionError as AwsConnectionError
 from kubernetes import client as k8s
 
 from guard.adapters.kubernetes_api import KubernetesApi
+from guard.config.registry_policy import connection_problems
 from guard.core.models import Cluster
 from guard.errors import ConfigError, ExternalServiceError, TransientError
 from guard.retry import RetryPolicy
@@ -103,7 +105,9 @@ class EksConnector:
     """Builds a `KubernetesApi` for a registry cluster.
 
     `session` holds the Lambda's own credentials; when the cluster names `aws_role_arn`,
-    that role is assumed first (session name `guard-<cluster_id>`).
+    that role is assumed first (session name `guard-<cluster_id>`). `allowed_endpoints` is the
+    tenant's `aws.allowed_api_endpoints`: a registry `api_endpoint` elsewhere (without a pinned
+    CA) is refused before any role is assumed or token signed.
     """
 
     def __init__(
@@ -113,20 +117,24 @@ class EksConnector:
         token_refresh_seconds: float = TOKEN_REFRESH_SECONDS,
         retries: int = 1,
         retry: RetryPolicy | None = None,
+        allowed_endpoints: Sequence[str] = (),
     ) -> None:
         self.session = session
+        self.allowed_endpoints = tuple(allowed_endpoints)
         self.request_timeout = request_timeout
         self.token_refresh_seconds = token_refresh_seconds
         self.retries = retries
         self.retry = retry  # the clusters' API calls (guard.retry); None: the default policy
 
     def connect(self, cluster: Cluster) -> KubernetesApi:
+        # Before anything is signed: the registry may have changed since Plan checked it.
+        problems = connection_problems(cluster, self.allowed_endpoints)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        override = (self._override_endpoint(cluster), _pinned_ca(cluster)) if cluster.api_endpoint else None
         session = self.session_for(cluster)
         cluster_name = cluster.eks_cluster_name or cluster.cluster_id
-        if cluster.api_endpoint:
-            host, ca_data = self._override_endpoint(cluster), None
-        else:
-            host, ca_data = self._describe(session, cluster, cluster_name)
+        host, ca_data = override or self._describe(session, cluster, cluster_name)
         configuration = self._configuration(session, cluster_name, cluster.region, host, ca_data)
         return KubernetesApi(k8s.ApiClient(configuration), request_timeout=self.request_timeout, retry=self.retry)
 
@@ -212,6 +220,16 @@ class EksConnector:
             raise _aws_error(f"signing an EKS token for {cluster_name}", e) from e
         logger.debug("issued EKS token for cluster %s", cluster_name)
         return token
+
+
+def _pinned_ca(cluster: Cluster) -> str | None:
+    """The registry's pinned CA as PEM (the only CA the endpoint's certificate may chain to), or None."""
+    if not cluster.api_ca_data:
+        return None
+    try:
+        return base64.b64decode("".join(cluster.api_ca_data.split()), validate=True).decode("ascii")
+    except ValueError as e:
+        raise ConfigError(f"clusters.{cluster.cluster_id}.api_ca_data: not base64 of a PEM bundle") from e
 
 
 def _is_loopback(hostname: str | None) -> bool:

@@ -31,6 +31,15 @@ class SecretsConfig(_Strict):
     gitlab_token_secret: str = "guard/gitlab-token"
     datadog_credentials_secret: str = "guard/datadog-credentials"
     webhook_secret: str = "guard/gitlab-webhook-token"
+    # A GitLab token of a Reporter account (reads members and MRs, writes comments) for the
+    # internet-facing webhook and the decision comments; None: the one gitlab_token_secret, so
+    # configs written before the split keep working (docs/security.md#gitlab-accounts).
+    gitlab_reader_token_secret: str | None = None
+
+    @property
+    def gitlab_reader_secret(self) -> str:
+        """The secret the reading functions use: the Reporter token, else the push token."""
+        return self.gitlab_reader_token_secret or self.gitlab_token_secret
 
 
 class AwsConfig(_Strict):
@@ -59,6 +68,23 @@ class AwsConfig(_Strict):
             raise ValueError("list at least one account, or leave the key out for the account GUARD runs in")
         return value
 
+    # Hosts a registry cluster's `api_endpoint` may name ("k8s-proxy.internal.example", or
+    # "*.internal.example" for any name under it). Empty: an override is only used with the
+    # cluster's CA pinned in the registry (`api_ca_data`); otherwise GUARD uses the endpoint and
+    # CA of eks:DescribeCluster. Never list a pattern anyone can get a name under (such as
+    # *.eks.amazonaws.com): the token GUARD sends there is accepted by the cluster it names.
+    allowed_api_endpoints: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_api_endpoints")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not re.fullmatch(r"(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*", pattern):
+                raise ValueError(f"'{pattern}' is not a host name or '*.<domain>' (no scheme, port or path)")
+            if pattern.startswith("*.") and "." not in pattern[2:]:
+                raise ValueError(f"'{pattern}' would allow a whole top-level domain")
+        return value
+
 
 class GitLabConfig(_Strict):
     url: str = "https://gitlab.com"
@@ -68,6 +94,29 @@ class GitLabConfig(_Strict):
     timeout_seconds: float = Field(default=10, gt=0, le=60)
     # Every this many minutes the reconciler asks GitLab about each MR an execution waits on (lost webhooks).
     reconcile_minutes: int = Field(default=5, ge=1, le=24 * 60)
+    # The GitOps projects registry clusters may name (path or numeric id); None: not restricted
+    # (`registry import` warns). A cluster naming another project is refused at import and at Plan.
+    projects: list[str] | None = None
+    # Prefixes a cluster's flux_config_path must start with: GUARD commits only under them.
+    allowed_path_prefixes: list[str] = Field(default_factory=lambda: ["clusters/"], min_length=1)
+    # Only GitLab's egress addresses may call the webhook (WAF); None: any source, rate-limited per IP.
+    webhook_source_cidrs: list[str] | None = None
+    # Requests one source address may make to the webhook per 5 minutes before WAF blocks it.
+    webhook_rate_limit_per_5_minutes: int = Field(default=300, ge=10, le=2_000_000_000)
+
+    @field_validator("webhook_source_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str] | None) -> list[str] | None:
+        import ipaddress
+
+        for cidr in value or []:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError as e:
+                raise ValueError(f"'{cidr}' is not a CIDR block ({e})") from None
+        if value is not None and not value:
+            raise ValueError("list at least one CIDR, or leave the key out")
+        return value
 
 
 class DatadogConfig(_Strict):
@@ -125,6 +174,10 @@ class ValidationConfig(_Strict):
     )
 
 
+# What an execution input may set that this config also decides (guard.config.overrides).
+OverrideName = Literal["ensure_pdb", "ignore_alerts", "soak_period_minutes", "on_failure", "max_concurrent_batches"]
+
+
 class ExecutionConfig(_Strict):
     max_concurrent_clusters: int = Field(default=5, ge=1, le=40)
     max_concurrent_batches: int = Field(default=3, ge=1, le=40)
@@ -137,6 +190,9 @@ class ExecutionConfig(_Strict):
     sidecar_restart_wave_size: int = Field(default=2, ge=1, le=50)
     sidecar_restart_timeout_minutes: float = Field(default=30, gt=0, le=24 * 60)
     lock_ttl_hours: float = Field(default=24 * 8, gt=0)
+    # Execution-input fields that may loosen this config for one run (guard.config.overrides);
+    # an input that loosens any other is refused. Stricter inputs are always allowed.
+    allowed_overrides: list[OverrideName] = Field(default_factory=list)
 
 
 class LlmConfig(_Strict):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
-from guard.core.models import Cluster
+from guard.core.models import TAG_VALUE_PATTERN, Cluster
 from guard.core.run import MetricSummary
+from guard.errors import ConfigError
 from guard.ports import MetricsProvider
+
+_TAG_VALUE = re.compile(TAG_VALUE_PATTERN.strip("^$"))
 
 
 def render_queries(templates: dict[str, str], cluster: Cluster) -> dict[str, str]:
@@ -20,6 +24,15 @@ def render_queries(templates: dict[str, str], cluster: Cluster) -> dict[str, str
         "cluster_id": cluster.cluster_id,
         "region": cluster.region,
     }
+    sources = {"environment": "datadog_tags.env" if "env" in cluster.datadog_tags else "environment",
+               "cluster_name": "datadog_tags.cluster_name" if "cluster_name" in cluster.datadog_tags else "cluster_id",
+               "cluster_id": "cluster_id", "region": "region"}
+    for key, value in values.items():
+        # A `*`, `,`, brace or space would widen the scope (`env:*`) or add a filter, and a
+        # regression on the real scope could hide behind the wider one.
+        if not _TAG_VALUE.fullmatch(value):
+            raise ConfigError(f"clusters.{cluster.cluster_id[:100]}.{sources[key]}: {value[:60]!r} cannot go into a "
+                              "Datadog query (allowed: letters, digits and _ . : / -)")
     rendered = {}
     for name, template in templates.items():
         query = template

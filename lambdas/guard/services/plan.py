@@ -21,6 +21,8 @@ from pydantic import BaseModel, ValidationError
 
 from guard.config.accounts import refuse_unreachable
 from guard.config.models import BatchConfig, TenantConfig
+from guard.config.overrides import batch_overrides, refuse_loosening
+from guard.config.registry_policy import refuse_untrusted
 from guard.core.models import Cluster, UpgradeRecord
 from guard.core.quote import json_type, quoted
 from guard.core.run import ExecutionInput, ManualRollbackInput, Plan, RunRecord
@@ -146,6 +148,8 @@ class BatchPlanner:
         # A role GUARD may not assume would fail halfway through the run: refuse it now.
         refuse_unreachable([clusters[c] for c in batch.clusters], config.aws.cluster_accounts, self._own_account,
                            f"batch '{batch.name}'")
+        # The registry may not send tokens or commits where the tenant config does not allow.
+        refuse_untrusted([clusters[c] for c in batch.clusters], config, f"batch '{batch.name}'")
         projects = sorted({c.gitlab_project for c in clusters.values()})
         if len(projects) > 1:
             raise ConfigError(
@@ -177,6 +181,8 @@ class BatchPlanner:
 
     def plan(self, request: ExecutionInput, run_id: str, execution_arn: str) -> Plan:
         config = self._config
+        # An input may only make the run stricter than the config (or loosen what it allows).
+        overrides = refuse_loosening(batch_overrides(request, config), config, "execution input")
         batch, clusters, project = self._batch(request.batch)
         clusters, notes = self._observe(batch, clusters, run_id)
 
@@ -224,6 +230,7 @@ class BatchPlanner:
                 options=request,
                 started_at=now,
                 registry_notes=notes,
+                overrides=overrides,
             )
             try:
                 self._state.put_run(run)

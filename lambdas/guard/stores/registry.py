@@ -4,9 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from guard.core.models import Cluster, UpgradeRecord
-from guard.errors import UnknownCluster
+from guard.errors import ConfigError, UnknownCluster
 from guard.stores.dynamo import call
+
+
+def _parse(doc: str, key: Any) -> Cluster:
+    """A stored cluster document; ConfigError naming the item and its bad fields.
+
+    The registry is written by people and tools outside GUARD: an item that breaks the model's
+    patterns (an endpoint with userinfo, a `*` tag value, ...) refuses the run that reads it.
+    """
+    try:
+        return Cluster.model_validate_json(doc)
+    except ValidationError as e:
+        fields = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'document'}: {err['msg']}"
+                           for err in e.errors(include_url=False)[:10])
+        raise ConfigError(f"registry item {str(key)[:100]!r} is refused: {fields}") from None
 
 
 class ClusterRegistry:
@@ -40,7 +56,7 @@ class ClusterRegistry:
                 Key={"cluster_id": cid}, ConsistentRead=True))
             item = response.get("Item")
             if item:
-                result[cluster_id] = Cluster.model_validate_json(item["doc"])
+                result[cluster_id] = _parse(item["doc"], cluster_id)
         return result
 
     def all(self) -> list[Cluster]:
@@ -49,7 +65,7 @@ class ClusterRegistry:
         kwargs: dict[str, Any] = {}
         while True:
             page = call("Scan", lambda: self._table.scan(**kwargs))
-            clusters += [Cluster.model_validate_json(i["doc"]) for i in page.get("Items", [])]
+            clusters += [_parse(i["doc"], i.get("cluster_id")) for i in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -175,7 +175,10 @@ def world(tables):
                               ("eks-staging-us-east-1", "staging-us"), ("eks-staging-us-west-2", "staging-us"),
                               ("eks-staging-eu-west-1", "staging-eu"), ("eks-prod-canary", "prod-canary")]:
         registry.put(cluster(cluster_id, batch))
-    planner = BatchPlanner(load_config(EXAMPLE), registry, state, FakeClock(NOW))
+    config = load_config(EXAMPLE)
+    # Some tests shorten the soak through the input: the config allows it (refusals: test_input_overrides.py).
+    config.execution.allowed_overrides = ["soak_period_minutes"]
+    planner = BatchPlanner(config, registry, state, FakeClock(NOW))
     return planner, registry, state, state_table
 
 

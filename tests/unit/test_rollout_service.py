@@ -37,6 +37,8 @@ def make(tables: Any, *, overrides: dict[str, Any] | None = None, now: datetime 
             c.environment = batch.split("-")[0] if batch != "test" else "test"
             registry.put(c)
     data = load_config(EXAMPLE).model_dump(by_alias=True)
+    # These tests exercise what the overrides do, so the config allows them (refusals: test_input_overrides.py).
+    data["execution"]["allowed_overrides"] = ["on_failure", "soak_period_minutes"]
     data.update(overrides or {})
     config = parse_config(data)
     state = StateStore(state_table)

@@ -135,6 +135,9 @@ class RunRecord(BaseModel):
     # Where the registry disagreed with the clusters when they were observed ("at plan: ...",
     # "at the end: ..."), one line per cluster: services.observation.
     registry_notes: list[str] = Field(default_factory=list)
+    # The input fields that differ from the tenant config (guard.config.overrides), one line each,
+    # as the merge request shows them.
+    overrides: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from guard.config.models import TenantConfig
+from guard.config.overrides import refuse_loosening, rollout_overrides
 from guard.errors import (
     ConfigError,
     InvalidInput,
@@ -69,6 +70,8 @@ class RolloutService:
         if existing is not None:
             return existing
         config = self._config
+        # Refused before anything is recorded; the batches' Plans check their own inputs again.
+        refuse_loosening(rollout_overrides(request, config), config, "rollout input")
         names = [b.name for b in config.batches]
         selected = None if request.batches == "all" else request.batches
         try:

@@ -26,6 +26,12 @@ class RollbackSection(BaseModel):
     analysis_markdown: str = ""
 
 
+def code_span(text: str) -> str:
+    """`text` as one inline code span: backticks and line breaks cannot end it or start markup."""
+    flat = " ".join(text.replace("`", "'").split())
+    return f"`{flat}`" if flat else "_(none given)_"
+
+
 def _mark(passed: bool, status: CheckStatus | None = None) -> str:
     if status == CheckStatus.INCONCLUSIVE:
         return "?"
@@ -51,7 +57,9 @@ def change_description(run: RunRecord, versions: dict[str, str], *,
         lines = [f"## Istio rollback: batch `{run.batch}` {run.target_version} → previous version", "",
                  f"Opened by GUARD run `{run.run_id}`" + (" (manual rollback)" if rollback.manual else "")
                  + ". Merging this MR lets Flux roll back; GUARD then verifies that each cluster runs the "
-                 "previous version.", "", f"**Reason:** {rollback.reason}", ""]
+                 "previous version.", "",
+                 # A manual reason is whoever started the execution's text: shown, never rendered.
+                 f"**Reason:** {code_span(rollback.reason) if rollback.manual else rollback.reason}", ""]
         if rollback.upgrade_merge_request_url and not rollback.manual:
             lines += [f"Upgrade merge request: {rollback.upgrade_merge_request_url}", ""]
         if rollback.decided:
@@ -60,6 +68,8 @@ def change_description(run: RunRecord, versions: dict[str, str], *,
             lines += ["**Manual approval required** (`rollback.require_manual_approval`): a Maintainer reviews "
                       "and merges this MR; GUARD never merges it.", ""]
         rows = [(c, run.target_version, v) for c, v in versions.items()]
+    if run.overrides:
+        lines += ["**This run's input overrides the tenant config:**", "", *(f"- {o}" for o in run.overrides), ""]
     lines += ["| cluster | from | " + ("to |" if rollback is None else "back to |"), "|---|---|---|"]
     lines += [f"| `{c}` | {old} | {new} |" for c, old, new in rows]
     if rollback is None:

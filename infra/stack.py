@@ -59,6 +59,7 @@ class GuardStack(cdk.Stack):
 
         names_of: dict[SecretKind, str] = {
             "gitlab": config.aws.secrets_manager.gitlab_token_secret,
+            "gitlab_reader": config.aws.secrets_manager.gitlab_reader_secret,
             "datadog": config.aws.secrets_manager.datadog_credentials_secret,
             "webhook": config.aws.secrets_manager.webhook_secret,
             "llm": config.llm.api_key_secret,
@@ -66,7 +67,8 @@ class GuardStack(cdk.Stack):
         if config.notifications.slack_webhook_secret:
             names_of["slack"] = config.notifications.slack_webhook_secret
         # Referenced by name only: the values are created out of band (docs/deploy.md).
-        secrets = {kind: secretsmanager.Secret.from_secret_name_v2(self, f"{kind.title()}Secret", name)
+        secrets = {kind: secretsmanager.Secret.from_secret_name_v2(self, f"{kind.title().replace('_', '')}Secret",
+                                                                   name)
                    for kind, name in names_of.items()}
 
         functions = GuardFunctions(self, "Functions", specs=FUNCTIONS, code_for=code_for,
@@ -90,7 +92,9 @@ class GuardStack(cdk.Stack):
         ReconcileSchedule(self, "Reconcile", function=functions.functions["Reconcile"],
                           minutes=config.gitlab.reconcile_minutes, name_prefix=prefix)
         api = GitLabWebhookApi(self, "Webhook", handler=functions.functions["GitLabWebhook"],
-                               api_name=f"{prefix}-webhooks")
+                               authorizer=functions.functions["WebhookAuthorizer"], api_name=f"{prefix}-webhooks",
+                               rate_limit_per_5_minutes=config.gitlab.webhook_rate_limit_per_5_minutes,
+                               source_cidrs=config.gitlab.webhook_source_cidrs)
         alarms = ExecutionAlarms(self, "Alarms", state_machine=workflow.state_machine,
                                  topic_name=f"{prefix}-alarms")
         # A failed or timed-out rollout (halted, rolled back, refused) also needs a person.

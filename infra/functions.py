@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 TableAccess = Literal["none", "read", "read_write"]
-SecretKind = Literal["gitlab", "datadog", "webhook", "llm", "slack"]
+# gitlab: the push account (commits); gitlab_reader: a Reporter account (reads MRs and members, comments).
+SecretKind = Literal["gitlab", "gitlab_reader", "datadog", "webhook", "llm", "slack"]
 
 REQUIREMENT_GROUPS = ("core", "gitlab", "kubernetes", "datadog", "llm")
 
@@ -26,6 +27,7 @@ class FunctionSpec:
     timeout_seconds: int = 30
     memory_mb: int = 256
     registry: TableAccess = "none"
+    # Read-write only where the code writes: tests/infra/test_least_privilege.py derives it from the code.
     state: TableAccess = "read_write"
     secrets: tuple[SecretKind, ...] = ()
     # eks:DescribeCluster + sts:AssumeRole into the per-cluster guard-* roles.
@@ -67,25 +69,30 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
                  cluster_access=True),
     # API Gateway waits at most 29 s; the webhook answers fast and only resumes executions.
     # python-gitlab is packaged for the Maintainer check of `/guard` comments (imported lazily).
+    # The Reporter token only: the internet-facing function cannot commit.
     FunctionSpec("GitLabWebhook", "handlers.gitlab_webhook.handler", ("core", "gitlab"),
-                 timeout_seconds=15, secrets=("webhook", "gitlab"), task_response=True),
+                 timeout_seconds=15, secrets=("webhook", "gitlab_reader"), task_response=True),
+    # API Gateway's REQUEST authorizer: X-Gitlab-Token against the webhook secret before the webhook runs.
+    FunctionSpec("WebhookAuthorizer", "handlers.webhook_authorizer.handler", ("core",), timeout_seconds=5,
+                 memory_mb=128, state="none", secrets=("webhook",)),
     # Scheduled every `gitlab.reconcile_minutes`: settles MR waits whose webhook GitLab never delivered.
     # Reconcile also follows rollback MRs left to a person: it reads their clusters and writes the registry.
     FunctionSpec("Reconcile", "handlers.reconcile.handler", ("core", "gitlab", "kubernetes"),
-                 timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",), task_response=True,
-                 cluster_access=True),
+                 timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab", "gitlab_reader"),
+                 task_response=True, cluster_access=True),
     FunctionSpec("PlanRollback", "handlers.plan_rollback.handler", ("core", "kubernetes"), timeout_seconds=120,
                  memory_mb=512, registry="read_write", describe_executions=True, cluster_access=True),
     FunctionSpec("AnalyzeFailure", "handlers.analyze_failure.handler", ("core", "kubernetes", "llm"),
                  timeout_seconds=300, memory_mb=512, registry="read", secrets=("llm",), cluster_access=True),
     FunctionSpec("AwaitDecision", "handlers.await_decision.handler", ("core", "gitlab"),
-                 timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab",)),
+                 timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab_reader",)),
     FunctionSpec("OpenRollback", "handlers.open_rollback.handler", ("core", "gitlab"),
                  timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab",)),
     FunctionSpec("VerifyRollback", "handlers.verify_rollback.handler", ("core", "kubernetes", "gitlab"),
                  timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",),
                  cluster_access=True),
-    FunctionSpec("Notify", "handlers.notify.handler", ("core",), secrets=("slack",), notify_topic=True),
+    FunctionSpec("Notify", "handlers.notify.handler", ("core",), state="read", secrets=("slack",),
+                 notify_topic=True),
     # Not a task: EventBridge delivers every end of an execution (infra/execution_ends.py); it records a
     # run the workflow could not (a stop from the console), releases the lock, deletes the tokens, notifies.
     FunctionSpec("ExecutionEnded", "handlers.execution_ended.handler", ("core", "gitlab", "kubernetes"),

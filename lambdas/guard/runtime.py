@@ -160,6 +160,16 @@ def gitops_repo() -> GitOpsRepo:
                                  timeout_seconds=cfg.gitlab.timeout_seconds, clock=clock)
 
 
+def gitlab_reader_repo() -> GitOpsRepo:
+    """The GitLab adapter with the Reporter account's token (`gitlab_reader_token_secret`, else the push
+    token): for reading merge requests and writing comments, never for commits."""
+    from guard.adapters.gitlab_repo import GitLabRepo
+
+    cfg = config()
+    return GitLabRepo.from_token(cfg.gitlab.url, secret(cfg.aws.secrets_manager.gitlab_reader_secret),
+                                 timeout_seconds=cfg.gitlab.timeout_seconds, clock=clock)
+
+
 def gitops_repo_for_comments(log_warning: Callable[..., Any]) -> GitOpsRepo | None:
     """The GitLab adapter, or None when GitLab cannot be reached: recording an outcome must not
     wait on it, and only the MR comment is lost."""
@@ -174,7 +184,7 @@ def decision_service(sfn: TaskCallbacks) -> DecisionService:
     """The `/guard proceed|rollback` service that answers decision waits through `sfn` (webhook, reconciler)."""
     from guard.services.decision import DecisionService
 
-    return DecisionService(state(), failure_store(), sfn, project_members(), gitops_repo(), clock,
+    return DecisionService(state(), failure_store(), sfn, project_members(), gitlab_reader_repo(), clock,
                            timeout_hours=config().rollback.decision_timeout_hours)
 
 
@@ -255,7 +265,7 @@ def project_members() -> ProjectMembers:
     from guard.adapters.gitlab_repo import GitLabMembers
 
     cfg = config()
-    return GitLabMembers.from_token(cfg.gitlab.url, secret(cfg.aws.secrets_manager.gitlab_token_secret),
+    return GitLabMembers.from_token(cfg.gitlab.url, secret(cfg.aws.secrets_manager.gitlab_reader_secret),
                                     timeout_seconds=cfg.gitlab.timeout_seconds, clock=clock)
 
 

@@ -29,11 +29,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if event.get("action") == "timed_out":
         # No Step Functions client: the token is dead, the answer is this task's result.
         service = DecisionService(runtime.state(), runtime.failure_store(), None, runtime.project_members(),
-                                  runtime.gitops_repo(), runtime.clock, timeout_hours=hours)
+                                  runtime.gitlab_reader_repo(), runtime.clock, timeout_hours=hours)
         taken = service.after_timeout(str(event["run_id"]))
         logger.info("decision wait timed out", extra=taken.model_dump())
         return taken.model_dump()
-    service = DecisionService(runtime.state(), runtime.failure_store(), None, None, runtime.gitops_repo(),
+    service = DecisionService(runtime.state(), runtime.failure_store(), None, None, runtime.gitlab_reader_repo(),
                               runtime.clock, timeout_hours=hours)
     reason = event.get("reason")
     asked = service.request(str(event["run_id"]), str(event["task_token"]), str(reason) if reason else None)

@@ -1,0 +1,66 @@
+"""No function may write a table its code never writes: the grants of the synthesized stack against a static scan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Template
+
+from infra.functions import FUNCTIONS
+
+from .store_access import reach, write_methods
+from .test_stack import _actions, _role_statements, _table_id
+
+pytestmark = pytest.mark.infra
+
+WRITE_ACTIONS = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+TABLES = {"state": "guard-alpha-state", "registry": "guard-alpha-cluster-registry"}
+
+
+def _writes_granted(template: Template, construct_id: str, table: str) -> bool:
+    """Whether a statement on the function's role allows a write action on `table` (any ARN form of it)."""
+    table_id = _table_id(template, TABLES[table])
+    for statement in _role_statements(template, construct_id):
+        if statement.get("Effect", "Allow") != "Allow" or not WRITE_ACTIONS & set(_actions(statement)):
+            continue
+        resources: Any = statement["Resource"]
+        if table_id in str(resources) or resources == "*":
+            return True
+    return False
+
+
+def test_the_scan_finds_the_stores_writes() -> None:
+    # GIVEN the stores' code WHEN scanned THEN the writes it derives include the ones everybody knows
+    found = {(m.store, m.name) for m in write_methods()}
+    assert {("StateStore", "put_run"), ("StateStore", "acquire_lock"), ("StateStore", "release_lock"),
+            ("StateStore", "delete_task_token"), ("FailureStore", "put_rollback"), ("RolloutStore", "update"),
+            ("Deliveries", "once"), ("ClusterRegistry", "record_observed")} <= found
+    # AND no read is taken for a write
+    assert not {("StateStore", "get_run"), ("StateStore", "find_run"), ("ClusterRegistry", "get_many")} & found
+
+
+@pytest.mark.parametrize("spec", FUNCTIONS, ids=[s.id for s in FUNCTIONS])
+@pytest.mark.parametrize("table", list(TABLES))
+def test_a_function_may_write_a_table_only_if_its_code_writes_it(alpha: Template, spec: Any, table: str) -> None:
+    # GIVEN what the function's handler and the modules it reaches call on the table's stores
+    reached = reach(spec.handler)
+    # WHEN the synthesized grants of its role are read
+    granted = _writes_granted(alpha, spec.id, table)
+    # THEN a write grant is backed by a write in its code
+    if granted:
+        assert reached.writes_table(table), f"{spec.id} may write the {table} table but its code never does"
+    # AND on the state table (every write there is a store call) each writer has its grant, so the scan
+    # also keeps infra/functions.py honest in the other direction
+    if table == "state":
+        assert granted == reached.writes_table(table), sorted(reached.writes.get(table, set()))
+
+
+def test_a_function_that_only_reads_the_state_table_is_granted_reads_only(alpha: Template) -> None:
+    # GIVEN Notify, whose code only reads runs and failure records
+    assert not reach("handlers.notify.handler").writes_table("state")
+    # WHEN its grants are read THEN it may read the state table and not write it
+    state = _table_id(alpha, TABLES["state"])
+    statements = [s for s in _role_statements(alpha, "Notify") if state in str(s["Resource"])]
+    actions = {a for s in statements for a in _actions(s)}
+    assert "dynamodb:GetItem" in actions and not actions & WRITE_ACTIONS

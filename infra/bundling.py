@@ -5,11 +5,12 @@ The source of every function of a tenant is the same staged tree:
     guard/  handlers/  tenant/config.json  tenant/checks/  requirements/
 
 Bundling copies `guard/`, `handlers/`, `tenant/` into the asset and installs only the
-dependency groups the function needs with `pip --platform manylinux2014_<arch>
+dependency groups the function needs, from their hash lock (`requirements/locks/`, made by
+infra/locks.py) with `pip --require-hashes --no-deps --platform manylinux2014_<arch>
 --only-binary=:all:`, which needs no Docker and no Linux host. Installs are cached per
-(groups, platform, requirement pins) under the build dir, so eight functions of two
-tenants cost four pip runs, once. When no pip is importable the bundler declines and
-CDK runs the same command in the SAM build image (Docker); the context
+(lock, platform) under the build dir, so eight functions of two tenants cost four pip runs,
+once. When no pip is importable the bundler declines and CDK runs the same command in the SAM
+build image (Docker), pinned by digest (`BUILD_IMAGE`); the context
 `aws:cdk:bundling-stacks = []` skips bundling altogether (tests, `cdk diff` of one stack).
 """
 
@@ -30,14 +31,23 @@ import aws_cdk as cdk
 import jsii
 from aws_cdk import aws_lambda as lambda_
 
-PYTHON_VERSION = "3.12"
+from infra.locks import PYTHON_VERSION, inputs_digest, lock_name, lock_path, recorded_digest
+
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.ARM_64
 PLATFORM_TAGS = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}
-DOCKER_PLATFORMS = {"arm64": "linux/arm64", "x86_64": "linux/amd64"}
 # Copied from the staged source into every asset; requirements/ only feeds pip.
 CODE_DIRS = ("guard", "handlers", "tenant")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache")
+# The Docker fallback's image, by digest so a retagged image cannot change what builds the functions.
+# Recorded for SAM CLI 1.164.0's `latest-x86_64` tag and NOT re-verified from the build machine (it
+# reaches no container registry). It runs as linux/amd64 whatever the function's architecture: pip
+# picks the wheels by --platform, so the image only needs a working pip. Refresh (docs/security.md):
+#   docker buildx imagetools inspect public.ecr.aws/sam/build-python3.12:latest-x86_64
+# then replace the digest and run tests/infra/test_bundling.py.
+BUILD_IMAGE = ("public.ecr.aws/sam/build-python3.12@sha256:"
+               "6b977f28341c892f743070ef945b600f1b257b668003720dc3bc9b1839fcd666")
+BUILD_IMAGE_PLATFORM = "linux/amd64"
 
 
 class BundlingError(RuntimeError):
@@ -62,8 +72,13 @@ def stage_source(*, lambdas_dir: Path, tenant_config: dict[str, Any], checks_dir
 
 def pip_install_command(requirement_files: Sequence[Path | str], target: Path | str, platform_tag: str,
                         python: str = sys.executable) -> list[str]:
-    """The pip command that installs Linux wheels for the Lambda runtime from any host."""
-    command = [python, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check"]
+    """The pip command that installs a hash lock's Linux wheels for the Lambda runtime from any host.
+
+    `--require-hashes` refuses any file whose sha256 is not in the lock; `--no-deps` refuses to
+    pull in anything the lock does not name (the lock lists every transitive package).
+    """
+    command = [python, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check",
+               "--require-hashes", "--no-deps"]
     for file in requirement_files:
         command += ["-r", str(file)]
     return [*command, "-t", str(target), "--platform", platform_tag, "--only-binary=:all:",
@@ -72,11 +87,13 @@ def pip_install_command(requirement_files: Sequence[Path | str], target: Path | 
 
 def install_groups(*, requirements_dir: Path, groups: Sequence[str], platform_tag: str,
                    cache_dir: Path) -> Path:
-    """Install the groups in one resolver run (so shared dependencies agree); cached by pins."""
-    files = [requirements_dir / f"{group}.txt" for group in groups]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise BundlingError(f"no requirement file {', '.join(missing)}")
+    """Install the groups' hash lock (one file for the set, so shared dependencies agree); cached by lock."""
+    lock = lock_path(requirements_dir, groups)
+    if not lock.is_file():
+        raise BundlingError(f"no lock {lock} for {'+'.join(groups)}: run `python -m infra.locks`")
+    if recorded_digest(lock) != inputs_digest(requirements_dir, groups):
+        raise BundlingError(f"lock {lock.name} was made from other requirement files: run `python -m infra.locks`")
+    files = [lock]
     digest = hashlib.sha256(platform_tag.encode() + PYTHON_VERSION.encode())
     for file in files:
         digest.update(file.name.encode() + b"\0" + file.read_bytes())
@@ -131,14 +148,14 @@ def function_code(*, source_dir: Path, groups: Sequence[str], cache_dir: Path,
     """A code asset for a function packaging `groups`; share it between functions with the same groups."""
     arch = architecture.name
     docker_install = " ".join(
-        pip_install_command([f"requirements/{g}.txt" for g in groups], "/asset-output",
+        pip_install_command([f"requirements/locks/{lock_name(groups)}"], "/asset-output",
                             PLATFORM_TAGS[arch], python="python")
     )
     return lambda_.Code.from_asset(
         str(source_dir),
         bundling=cdk.BundlingOptions(
-            image=RUNTIME.bundling_image,
-            platform=DOCKER_PLATFORMS[arch],
+            image=cdk.DockerImage.from_registry(BUILD_IMAGE),
+            platform=BUILD_IMAGE_PLATFORM,
             command=["bash", "-c", f"{docker_install} && cp -r {' '.join(CODE_DIRS)} /asset-output/"],
             local=LocalPipBundler(source_dir=source_dir, groups=groups, architecture=arch,
                                   cache_dir=cache_dir),

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from infra.bundling import LocalPipBundler, pip_install_command, stage_source
+from infra.bundling import (
+    BUILD_IMAGE,
+    BundlingError,
+    LocalPipBundler,
+    install_groups,
+    pip_install_command,
+    stage_source,
+)
+from infra.functions import FUNCTIONS
+from infra.locks import inputs_digest, lock_path, recorded_digest
 
 pytestmark = pytest.mark.infra
 
@@ -16,11 +25,12 @@ LAMBDAS = Path(__file__).resolve().parents[2] / "lambdas"
 
 
 def test_pip_command_targets_the_lambda_platform() -> None:
-    # GIVEN the core group for x86_64 WHEN the pip command is built
-    command = pip_install_command(["requirements/core.txt"], "/out", "manylinux2014_x86_64")
-    # THEN it asks for binary Linux wheels for CPython 3.12 into the target, whatever the host
+    # GIVEN the core lock for x86_64 WHEN the pip command is built
+    command = pip_install_command(["requirements/locks/core.txt"], "/out", "manylinux2014_x86_64")
+    # THEN it installs only hashed, locked files (nothing the lock does not name)
     joined = " ".join(command)
-    assert "-r requirements/core.txt -t /out" in joined
+    assert "--require-hashes --no-deps -r requirements/locks/core.txt -t /out" in joined
+    # AND asks for binary Linux wheels for CPython 3.12 into the target, whatever the host
     assert "--platform manylinux2014_x86_64 --only-binary=:all: --python-version 3.12 --implementation cp" in joined
 
 
@@ -56,3 +66,37 @@ def test_local_bundler_installs_core_for_linux_without_docker(tmp_path: Path) ->
     assert bundler.try_bundle(str(again)) is True
     assert time.monotonic() - started < max(elapsed, 1.0)
     assert len(list((tmp_path / "deps").iterdir())) == 1
+
+
+@pytest.mark.parametrize("groups", sorted({s.groups for s in FUNCTIONS}), ids="+".join)
+def test_every_function_has_a_lock_made_from_its_current_groups(groups: tuple[str, ...]) -> None:
+    # GIVEN the dependency groups of a function WHEN its lock is read (offline)
+    lock = lock_path(LAMBDAS / "requirements", groups)
+    # THEN it exists, was made from the group files as they are now, and pins every line with a hash
+    assert lock.is_file(), f"no lock for {'+'.join(groups)}: run `python -m infra.locks`"
+    assert recorded_digest(lock) == inputs_digest(LAMBDAS / "requirements", groups), "stale: python -m infra.locks"
+    pins = [line for line in lock.read_text().splitlines() if "==" in line]
+    assert pins and all(line.endswith(" \\") for line in pins)
+    assert "--hash=sha256:" in lock.read_text()
+
+
+def test_the_docker_fallback_image_is_pinned_by_digest() -> None:
+    # GIVEN the image CDK falls back to without a local pip WHEN read THEN it names a digest, not a tag
+    assert "@sha256:" in BUILD_IMAGE and len(BUILD_IMAGE.split("@sha256:")[1]) == 64
+
+
+@pytest.mark.skipif(os.environ.get("GUARD_BUNDLING_TEST", "1") == "0",
+                    reason="GUARD_BUNDLING_TEST=0: skip the test that reaches the package index")
+def test_a_file_whose_hash_is_not_in_the_lock_is_refused(tmp_path: Path) -> None:
+    # GIVEN a staged tree whose core lock has one hash changed (a package index serving another file)
+    source = stage_source(lambdas_dir=LAMBDAS, tenant_config={"tenant": "t", "batches": []},
+                          checks_dir=None, dest=tmp_path / "src")
+    lock = lock_path(source / "requirements", ("core",))
+    text = lock.read_text()
+    first = text.index("--hash=sha256:") + len("--hash=sha256:")
+    lock.write_text(text[:first] + ("0" if text[first] != "0" else "1") + text[first + 1:])
+    # WHEN the groups are installed THEN pip refuses the file and nothing is cached
+    with pytest.raises(BundlingError, match=r"(?i)hash"):
+        install_groups(requirements_dir=source / "requirements", groups=("core",),
+                       platform_tag="manylinux2014_x86_64", cache_dir=tmp_path / "deps")
+    assert not [p for p in (tmp_path / "deps").iterdir() if not p.name.startswith(".")]

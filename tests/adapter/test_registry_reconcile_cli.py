@@ -41,6 +41,14 @@ class World:
         return self.registry.get(cluster_id).current_istio_version
 
 
+@pytest.fixture(scope="module")
+def local_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """example.yaml allowing the clusters' API servers on the local simulator (aws.allowed_api_endpoints)."""
+    path = tmp_path_factory.mktemp("config") / "example.yaml"
+    path.write_text(CONFIG.read_text().replace("aws:\n", "aws:\n  allowed_api_endpoints: ['127.0.0.1']\n", 1))
+    return path
+
+
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -52,12 +60,13 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         yield World(ClusterRegistry(table), k8s)
 
 
-def test_reconcile_sets_the_batch_to_what_its_clusters_run(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reconcile_sets_the_batch_to_what_its_clusters_run(world: World, capsys: pytest.CaptureFixture[str],
+                                                           local_config: Path) -> None:
     # GIVEN dev-1 registered at OLD while eks-dev-1 runs NEW (eks-dev-2 runs OLD)
     world.add("eks-dev-1", OLD, NEW)
     world.add("eks-dev-2", OLD, OLD)
     # WHEN an operator reconciles dev-1
-    code = main(["registry", "reconcile", "--batch", "dev-1", "--config", str(CONFIG)])
+    code = main(["registry", "reconcile", "--batch", "dev-1", "--config", str(local_config)])
     # THEN it exits 0, the registry says what runs, and the output names the change
     out = capsys.readouterr().out
     assert code == 0, out
@@ -67,13 +76,14 @@ def test_reconcile_sets_the_batch_to_what_its_clusters_run(world: World, capsys:
     assert world.registry.get("eks-dev-1").upgrade_history[-1].outcome == OBSERVED
 
 
-def test_dry_run_reports_and_writes_nothing(world: World, capsys: pytest.CaptureFixture[str]) -> None:
-    # GIVEN dev-1 registered at OLD while both its clusters run NEW; no --config, the batch from batch_id
+def test_dry_run_reports_and_writes_nothing(world: World, capsys: pytest.CaptureFixture[str],
+                                            local_config: Path) -> None:
+    # GIVEN dev-1 registered at OLD while both its clusters run NEW
     world.add("eks-dev-1", OLD, NEW)
     world.add("eks-dev-2", OLD, NEW)
     world.add("eks-dev-3", OLD, NEW, batch="dev-2")
     # WHEN reconcile runs as a dry run against the table
-    code = main(["registry", "reconcile", "--batch", "dev-1", "--table", TABLE, "--region", "us-east-1", "--dry-run"])
+    code = main(["registry", "reconcile", "--batch", "dev-1", "--config", str(local_config), "--dry-run"])
     # THEN it says what would change, for dev-1 only, and changes nothing
     out = capsys.readouterr().out
     assert code == 0, out
@@ -82,13 +92,14 @@ def test_dry_run_reports_and_writes_nothing(world: World, capsys: pytest.Capture
     assert {world.version(c) for c in ("eks-dev-1", "eks-dev-2", "eks-dev-3")} == {OLD}
 
 
-def test_an_unreachable_cluster_exits_1_and_keeps_its_version(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unreachable_cluster_exits_1_and_keeps_its_version(world: World, capsys: pytest.CaptureFixture[str],
+                                                              local_config: Path) -> None:
     # GIVEN eks-dev-2's API answers 503
     world.add("eks-dev-1", OLD, NEW)
     world.add("eks-dev-2", OLD, NEW)
     world.kubernetes.set_unreachable("eks-dev-2")
     # WHEN dev-1 is reconciled
-    code = main(["registry", "reconcile", "--batch", "dev-1", "--config", str(CONFIG)])
+    code = main(["registry", "reconcile", "--batch", "dev-1", "--config", str(local_config)])
     # THEN the reachable cluster is corrected, the other kept and reported, and the exit code says not all agreed
     out = capsys.readouterr().out
     assert code == 1, out
@@ -119,3 +130,16 @@ def test_batch_is_required(world: World, capsys: pytest.CaptureFixture[str]) -> 
     # WHEN --batch is left out THEN argparse refuses it with exit 2, naming the option
     assert main(["registry", "reconcile", "--config", str(CONFIG)]) == 2
     assert "--batch" in capsys.readouterr().err
+
+
+def test_without_a_config_no_endpoint_override_is_trusted(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN dev-1's clusters registered with api_endpoint overrides (the local simulator)
+    world.add("eks-dev-1", OLD, NEW)
+    world.add("eks-dev-2", OLD, NEW)
+    # WHEN reconcile runs against the table alone (no tenant config, so no aws.allowed_api_endpoints)
+    code = main(["registry", "reconcile", "--batch", "dev-1", "--table", TABLE, "--region", "us-east-1"])
+    # THEN no token is sent to them: both are reported not observed, naming the field, and keep their version
+    out = capsys.readouterr().out
+    assert code == 1 and "2 not observed" in out
+    assert "aws.allowed_api_endpoints" in out
+    assert (world.version("eks-dev-1"), world.version("eks-dev-2")) == (OLD, OLD)

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from guard.datadog_query import UnsplittableQuery
+from guard.datadog_query import split as split_query
 from guard.rules import overlay, parse_key, parse_rules
 from guard.vocabulary.events import NotificationEvent
 
@@ -94,6 +96,13 @@ class DatadogConfig(_Strict):
                         f"query '{name}' uses unknown placeholder {{{placeholder}}}; "
                         f"known: {', '.join(sorted(_PLACEHOLDERS))}"
                     )
+            # Datadog's v2 API refuses arithmetic in a query; GUARD sends it as queries plus a formula
+            # (guard.datadog_query). Refuse here what cannot be split, rather than at the first validation.
+            try:
+                rendered = re.sub(r"\{([a-z_]+)\}", lambda m: "x" if m.group(1) in _PLACEHOLDERS else m.group(0), query)
+                split_query(rendered)
+            except UnsplittableQuery as e:
+                raise ValueError(f"query '{name}' is not a Datadog metric query or a formula over them: {e}") from e
         return queries
 
 

@@ -114,6 +114,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     status: int
+    response_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -297,7 +298,8 @@ class DatadogSimulator(LoopbackServer):
         with self._lock:
             self.requests.append(
                 RecordedRequest(
-                    method=method, path=path, query=query, headers=headers, body=body, status=status
+                    method=method, path=path, query=query, headers=headers, body=body, status=status,
+                    response_headers=dict(extra),
                 )
             )
         return status, extra, payload

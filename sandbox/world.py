@@ -393,7 +393,7 @@ class LocalWorld:
         at = datetime.now(UTC)  # GitLab delivers the webhook inside merge(): the execution resumes before it returns
         deliver = not plan.drop_webhook
         if action == "merge":
-            self.gitlab.merge(self.scenario.gitlab_project, iid, deliver_hooks=deliver)
+            self.gitlab.merge(self.scenario.gitlab_project, iid, deliver_hooks=deliver, fast_forward=plan.fast_forward)
         else:
             self.gitlab.close(self.scenario.gitlab_project, iid, deliver_hooks=deliver)
         self._log(f"MR !{iid} {action}d" + ("" if deliver else "; GitLab's webhook is lost"), at)

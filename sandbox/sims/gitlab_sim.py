@@ -83,6 +83,7 @@ class HookDelivery:
     event: str = "Merge Request Hook"
     idempotency_key: str = ""
     token: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  # as sent
 
 
 @dataclass
@@ -394,6 +395,7 @@ class GitLabSimulator:
             "X-Gitlab-Event-UUID": delivery.event_uuid, "X-Gitlab-Instance": self.url,
             "X-Gitlab-Webhook-UUID": str(uuid.uuid4()), "Idempotency-Key": delivery.idempotency_key,
         }
+        delivery.headers = dict(headers)
         # http.client rather than urllib: urllib rewrites header names ("X-gitlab-token").
         target = urlsplit(hook_url)
         connection_type = HTTPSConnection if target.scheme == "https" else HTTPConnection

@@ -72,6 +72,8 @@ class HumanAction(_Strict):
     after_seconds: float = Field(default=300, ge=0, description="scenario seconds after the MR opens")
     drop_webhook: bool = Field(default=False, description="GitLab never delivers this merge/close webhook ("
                                                           "no redelivery of a failed one); the reconciler must notice")
+    fast_forward: bool = Field(default=False, description="the project merges by fast-forward: no merge commit, "
+                                                          "merge_commit_sha is null")
 
 
 class DecisionComment(_Strict):

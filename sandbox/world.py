@@ -25,6 +25,7 @@ from guard.clock import ScaledClock
 from guard.config.loader import load_config, parse_config
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster
+from guard.datadog_query import split as split_query
 from guard.gitops.helm_release import read_chart_version
 from guard.services.metrics import render_queries
 from guard.stores.registry import ClusterRegistry
@@ -41,6 +42,7 @@ from sandbox.sims.llm_sim import LlmSimulator
 from sandbox.sims.slack_sim import SlackRecorder
 
 T = TypeVar("T")
+STEADY_VOLUME = 1000.0  # requests per bucket behind a ratio whose denominator no other query defines
 
 HELMRELEASE = """\
 # Istio control plane for {cluster}, managed by Flux. GUARD bumps spec.chart.spec.version.
@@ -78,6 +80,15 @@ def _with_overrides(config: TenantConfig, overrides: dict[str, Any]) -> TenantCo
     if not overrides:
         return config
     return parse_config(_merge(config.model_dump(by_alias=True), overrides), "config with scenario overrides")
+
+
+def _times(ratio: Callable[[datetime], float | None],
+           volume: Callable[[datetime], float | None]) -> Callable[[datetime], float | None]:
+    """The numerator series that, over `volume`, reads `ratio` (no data when either has none)."""
+    def value(bucket: datetime) -> float | None:
+        r, v = ratio(bucket), volume(bucket)
+        return None if r is None or v is None else r * v
+    return value
 
 
 def _noise(*parts: object) -> float:
@@ -266,10 +277,29 @@ class LocalWorld:
         if faults.firing_monitor:
             self.datadog.add_monitor(faults.firing_monitor, tags=cluster.datadog_tags, state="Alert")
         interval = self.config.validation.metric_interval_seconds
+        # Datadog serves metric queries; a configured `a / b` reaches it split (guard.datadog_query) and the
+        # simulator evaluates the formula. So a ratio's behaviour is served as a numerator over a denominator:
+        # the denominator's own series when another query defines it (error_rate over request_count's hits),
+        # else a steady volume.
+        ratios: list[tuple[str, list[str], MetricBehaviour]] = []
+        served: dict[str, Any] = {}
         for name, query in render_queries(self.config.datadog.queries, cluster).items():
             behaviour = spec.metrics.get(name)
-            if behaviour is not None:
-                self.datadog.set_series(query, self._series(spec.cluster, name, behaviour), interval)
+            if behaviour is None:
+                continue
+            parts = split_query(query)
+            if parts.formula == "q0":
+                served[parts.queries[0]] = self._series(spec.cluster, name, behaviour)
+                self.datadog.set_series(parts.queries[0], served[parts.queries[0]], interval)
+            elif parts.formula.replace(" ", "") == "q0/q1":
+                ratios.append((name, parts.queries, behaviour))
+            else:
+                raise ValueError(f"the sandbox can serve a plain query or a ratio, not {name}: {parts.formula}")
+        for name, (numerator, denominator), behaviour in ratios:
+            volume = served.get(denominator) or (lambda bucket: STEADY_VOLUME)
+            ratio = self._series(spec.cluster, name, behaviour)
+            self.datadog.set_series(denominator, volume, interval)
+            self.datadog.set_series(numerator, _times(ratio, volume), interval)
 
     def _series(self, cluster_id: str, name: str, behaviour: MetricBehaviour) -> Any:
         original = next(c.istio_version for c in self.scenario.fleet if c.cluster == cluster_id)
@@ -368,7 +398,7 @@ class LocalWorld:
             self._log(f"MR !{iid} is {state}; the reviewer cannot {action} it", at)
             return
         if action == "merge":
-            self.gitlab.merge(self.scenario.gitlab_project, iid, deliver_hooks=deliver)
+            self.gitlab.merge(self.scenario.gitlab_project, iid, deliver_hooks=deliver, fast_forward=plan.fast_forward)
         else:
             self.gitlab.close(self.scenario.gitlab_project, iid, deliver_hooks=deliver)
         self._log(f"MR !{iid} {action}d" + ("" if deliver else "; GitLab's webhook is lost"), at)

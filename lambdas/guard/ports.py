@@ -104,11 +104,22 @@ class GitOpsRepo(Protocol):
         ...
 
 
+class GitLabUser(BaseModel):
+    """A GitLab account."""
+
+    id: int
+    username: str
+
+
 class ProjectMembers(Protocol):
     """Who may decide: a user's effective access level on a project (inherited memberships included)."""
 
     def access_level(self, project: str, user_id: int) -> int | None:
         """The user's access level on `project`, or None when the user is not a member."""
+        ...
+
+    def current_user(self) -> GitLabUser:
+        """The account GUARD's token belongs to (`GET /user`): its own notes are never commands."""
         ...
 
 

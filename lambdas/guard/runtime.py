@@ -175,7 +175,8 @@ def decision_service(sfn: TaskCallbacks) -> DecisionService:
     from guard.services.decision import DecisionService
 
     return DecisionService(state(), failure_store(), sfn, project_members(), gitops_repo(), clock,
-                           timeout_hours=config().rollback.decision_timeout_hours)
+                           timeout_hours=config().rollback.decision_timeout_hours,
+                           bot_usernames=config().gitlab.bot_usernames)
 
 
 def datadog_keys(raw: str, secret_name: str) -> tuple[str, str]:

@@ -29,7 +29,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if event.get("action") == "timed_out":
         # No Step Functions client: the token is dead, the answer is this task's result.
         service = DecisionService(runtime.state(), runtime.failure_store(), None, runtime.project_members(),
-                                  runtime.gitops_repo(), runtime.clock, timeout_hours=hours)
+                                  runtime.gitops_repo(), runtime.clock, timeout_hours=hours,
+                                  bot_usernames=runtime.config().gitlab.bot_usernames)
         taken = service.after_timeout(str(event["run_id"]))
         logger.info("decision wait timed out", extra=taken.model_dump())
         return taken.model_dump()

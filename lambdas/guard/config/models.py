@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from guard.datadog_query import UnsplittableQuery
+from guard.datadog_query import split as split_query
 from guard.rules import overlay, parse_key, parse_rules
 from guard.vocabulary.events import NotificationEvent
 
@@ -68,6 +70,9 @@ class GitLabConfig(_Strict):
     timeout_seconds: float = Field(default=10, gt=0, le=60)
     # Every this many minutes the reconciler asks GitLab about each MR an execution waits on (lost webhooks).
     reconcile_minutes: int = Field(default=5, ge=1, le=24 * 60)
+    # Accounts whose comments are never commands, besides the token's own (read from GET /user): e.g.
+    # an older bot account, or another automation that quotes GUARD's notes.
+    bot_usernames: list[str] = Field(default_factory=list, max_length=50)
 
 
 class DatadogConfig(_Strict):
@@ -94,6 +99,13 @@ class DatadogConfig(_Strict):
                         f"query '{name}' uses unknown placeholder {{{placeholder}}}; "
                         f"known: {', '.join(sorted(_PLACEHOLDERS))}"
                     )
+            # Datadog's v2 API refuses arithmetic in a query; GUARD sends it as queries plus a formula
+            # (guard.datadog_query). Refuse here what cannot be split, rather than at the first validation.
+            try:
+                rendered = re.sub(r"\{([a-z_]+)\}", lambda m: "x" if m.group(1) in _PLACEHOLDERS else m.group(0), query)
+                split_query(rendered)
+            except UnsplittableQuery as e:
+                raise ValueError(f"query '{name}' is not a Datadog metric query or a formula over them: {e}") from e
         return queries
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from guard.config.models import TenantConfig
 from guard.core.evidence import FailureEvidence
+from guard.core.markdown import one_line, quote_block
 from guard.core.run import VerdictOutcome
 from guard.errors import AnalysisUnavailable, GuardError
 from guard.ports import Clock, FailureAnalyst
@@ -99,15 +100,23 @@ class AnalysisService:
 
 
 def analysis_markdown(record: AnalysisRecord | None) -> str:
-    """The seed's shape: AI Failure Analysis / Summary / Root Cause Analysis / Recommended Actions."""
+    """The seed's shape: AI Failure Analysis / Summary / Root Cause Analysis / Recommended Actions.
+
+    Everything the LLM wrote is quoted (`guard.core.markdown`): the evidence it read may carry text
+    chosen by anyone who can write a log line, and no line of it may become a GitLab quick action
+    or a `/guard` command in a note GUARD posts.
+    """
     lines = ["## AI Failure Analysis", ""]
     if record is None or not record.available:
-        lines.append(f"_{unavailable_text(record.reason if record else 'no analysis was recorded')}_")
+        lines.append(f"_{one_line(unavailable_text(record.reason if record else 'no analysis was recorded'))}_")
         return "\n".join(lines) + "\n"
-    lines += ["### Summary", "", record.summary or "", "", "### Root Cause Analysis", "", record.root_cause or ""]
+    lines += ["### Summary", "", quote_block(record.summary or ""), "", "### Root Cause Analysis", "",
+              quote_block(record.root_cause or "")]
     if record.evidence:
-        lines += ["", "### Evidence", "", *(f"- {e}" for e in record.evidence)]
+        lines += ["", "### Evidence", "", quote_block("\n".join(f"- {one_line(e)}" for e in record.evidence))]
     lines += ["", "### Recommended Actions", ""]
-    lines += [f"{i}. {a}" for i, a in enumerate(record.recommended_actions, 1)] or ["_none given_"]
-    lines += ["", f"<sub>{record.provider} `{record.model}`; generated from the evidence below, may be wrong.</sub>"]
+    actions = [f"{i}. {one_line(a)}" for i, a in enumerate(record.recommended_actions, 1)]
+    lines += [quote_block("\n".join(actions))] if actions else ["_none given_"]
+    who = f"{one_line(record.provider or '')} `{one_line(record.model or '')}`"
+    lines += ["", f"<sub>{who}; generated from the evidence below, may be wrong.</sub>"]
     return "\n".join(lines) + "\n"

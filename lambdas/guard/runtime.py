@@ -227,7 +227,8 @@ def reset() -> None:
 def failure_store() -> FailureStore:
     from guard.stores.failure import FailureStore
 
-    return FailureStore(_table(env("GUARD_STATE_TABLE")))
+    return FailureStore(_table(env("GUARD_STATE_TABLE")),
+                        evidence_retention_days=config().rollback.evidence_retention_days)
 
 
 def step_functions() -> Any:

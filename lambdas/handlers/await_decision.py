@@ -16,14 +16,16 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
+from guard.outbound import redacted_errors, redacting_formatter
 from guard.retry import with_lambda_budget
 from guard.services.decision import DecisionService
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 
 
 @logger.inject_lambda_context
 @with_lambda_budget
+@redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     hours = runtime.config().rollback.decision_timeout_hours
     if event.get("action") == "timed_out":

@@ -23,6 +23,7 @@ from gitlab.v4.objects import Project, ProjectMergeRequest
 
 from guard.clock import SystemClock
 from guard.errors import ExternalServiceError, TransientError
+from guard.outbound import gitlab_body
 from guard.ports import Clock, FileChange, GitLabUser, MergeRequest, Note
 from guard.retry import RetryPolicy, policy, retry_after_seconds
 
@@ -116,9 +117,9 @@ class GitLabRepo(_GitLabClient):
             existing = self._open_mr(p, project, source_branch, target_branch)
             if existing:
                 return existing
-            data = {
-                "source_branch": source_branch, "target_branch": target_branch, "title": title,
-                "description": description, "remove_source_branch": True,
+            data = {  # the last pass before GitLab: redacted, nothing that acts (guard.outbound)
+                "source_branch": source_branch, "target_branch": target_branch, "title": gitlab_body(title),
+                "description": gitlab_body(description), "remove_source_branch": True,
             }
             try:
                 mr = p.mergerequests.create(data, **_NO_CLIENT_RETRY)
@@ -139,6 +140,8 @@ class GitLabRepo(_GitLabClient):
         return self._call(project, f"get merge request !{iid}", go)
 
     def comment(self, project: str, iid: int, body: str) -> None:
+        body = gitlab_body(body)  # the last pass before GitLab: redacted, nothing that acts (guard.outbound)
+
         def go() -> Any:
             mr = self._project(project).mergerequests.get(iid, lazy=True)
             mr.notes.create({"body": body}, **_NO_CLIENT_RETRY)

@@ -278,6 +278,8 @@ class RollbackConfig(_Strict):
     # After the rollback merge, how long clusters may take to report the previous version
     # (default: validation.flux_sync_timeout_minutes).
     verify_timeout_minutes: float | None = Field(default=None, gt=0, le=24 * 60)
+    # How long the raw failure evidence (events, logs, pod statuses; redacted) is kept in the state table.
+    evidence_retention_days: int = Field(default=30, ge=1, le=400)
 
 
 class TenantConfig(_Strict):

@@ -14,9 +14,9 @@ from pydantic import BaseModel
 
 from guard.config.models import TenantConfig
 from guard.core.evidence import FailureEvidence
-from guard.core.markdown import one_line, quote_block
 from guard.core.run import VerdictOutcome
 from guard.errors import AnalysisUnavailable, GuardError
+from guard.outbound import untrusted_block, untrusted_inline
 from guard.ports import Clock, FailureAnalyst
 from guard.redact import redact
 from guard.services.evidence import EvidenceService
@@ -102,21 +102,21 @@ class AnalysisService:
 def analysis_markdown(record: AnalysisRecord | None) -> str:
     """The seed's shape: AI Failure Analysis / Summary / Root Cause Analysis / Recommended Actions.
 
-    Everything the LLM wrote is quoted (`guard.core.markdown`): the evidence it read may carry text
-    chosen by anyone who can write a log line, and no line of it may become a GitLab quick action
-    or a `/guard` command in a note GUARD posts.
+    Everything the LLM wrote is quoted and made inert (`guard.outbound`): the evidence it read may
+    carry text chosen by anyone who can write a log line, and no line of it may become a GitLab quick
+    action, a `/guard` command, a mention, an image or HTML in a note GUARD posts.
     """
     lines = ["## AI Failure Analysis", ""]
     if record is None or not record.available:
-        lines.append(f"_{one_line(unavailable_text(record.reason if record else 'no analysis was recorded'))}_")
+        lines.append(f"_{untrusted_inline(unavailable_text(record.reason if record else 'no analysis was recorded'))}_")
         return "\n".join(lines) + "\n"
-    lines += ["### Summary", "", quote_block(record.summary or ""), "", "### Root Cause Analysis", "",
-              quote_block(record.root_cause or "")]
+    lines += ["### Summary", "", untrusted_block(record.summary or ""), "", "### Root Cause Analysis", "",
+              untrusted_block(record.root_cause or "")]
     if record.evidence:
-        lines += ["", "### Evidence", "", quote_block("\n".join(f"- {one_line(e)}" for e in record.evidence))]
+        lines += ["", "### Evidence", "", *(f"> - {untrusted_inline(e)}" for e in record.evidence)]
     lines += ["", "### Recommended Actions", ""]
-    actions = [f"{i}. {one_line(a)}" for i, a in enumerate(record.recommended_actions, 1)]
-    lines += [quote_block("\n".join(actions))] if actions else ["_none given_"]
-    who = f"{one_line(record.provider or '')} `{one_line(record.model or '')}`"
-    lines += ["", f"<sub>{who}; generated from the evidence below, may be wrong.</sub>"]
+    actions = [f"> {i}. {untrusted_inline(a)}" for i, a in enumerate(record.recommended_actions, 1)]
+    lines += actions if actions else ["_none given_"]
+    who = f"{untrusted_inline(record.provider or '')} {untrusted_inline(record.model or '')}"
+    lines += ["", f"_{who}; generated from the evidence below, may be wrong._"]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from guard.errors import ExternalServiceError, GuardError, InvalidInput, TaskNoLongerWaiting
+from guard.outbound import untrusted_inline
 from guard.ports import Clock, GitOpsRepo, ProjectMembers, TaskCallbacks
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
@@ -132,7 +133,7 @@ class DecisionService:
             raise ExternalServiceError(f"run '{run_id}' has no merge request to ask for a decision on")
         if self._repo is None:
             raise ExternalServiceError("GitLab is unavailable; cannot ask for a decision")
-        why = redact(reason or run.cause or "validation did not pass")
+        why = untrusted_inline(reason or run.cause or "validation did not pass")  # carries cluster text
         # Token first: a command posted right after the comment must find it.
         self._state.put_task_token(TaskTokenRecord(merge_request_url=run.merge_request_url, task_token=task_token,
                                                    run_id=run_id, kind=ChangeKind.DECISION),

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import boto3
 import pytest
 from guard.checks import builtin
 from guard.checks.snapshot import ClusterSnapshot
 from guard.core.models import CheckStatus, Cluster
 from guard.errors import FluxSyncFailed, SidecarRestartFailed
 from guard.services.versions import VersionReader
+from guard.stores.registry import ClusterRegistry
+from guard.stores.schema import create_tables
+from guard.stores.state import StateStore
+from moto import mock_aws
 
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
-from tests.adapter.test_sidecar_waves import service, stores  # noqa: F401  (the moto-backed stores fixture)
+from tests.adapter.test_sidecar_waves import service
 from tests.support.clock import FakeClock
 from tests.support.kubernetes import SimConnector, api_for
 
@@ -32,6 +37,17 @@ def cluster(cluster_id: str = "c1") -> Cluster:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def stores(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ClusterRegistry, StateStore]]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        ddb = boto3.resource("dynamodb")
+        create_tables(ddb, "registry", "state")
+        yield ClusterRegistry(ddb.Table("registry")), StateStore(ddb.Table("state"))
 
 
 @pytest.fixture
@@ -70,7 +86,7 @@ def test_a_realistic_healthy_cluster_passes_its_prechecks(sim: KubernetesSimulat
 
 
 def test_after_the_upgrade_every_workload_kind_is_restarted_and_no_job_blocks_the_verdict(
-        sim: KubernetesSimulator, clock: FakeClock, stores: tuple) -> None:
+        sim: KubernetesSimulator, clock: FakeClock, stores: tuple[ClusterRegistry, StateStore]) -> None:
     # GIVEN the control plane upgraded to 1.20.0, and a Job still running on the old proxy
     sim.add_job("c1", "shop", "reindex", completed=False)
     sim.apply_chart_version("c1", NEW, reconcile_after_seconds=0)
@@ -90,7 +106,7 @@ def test_after_the_upgrade_every_workload_kind_is_restarted_and_no_job_blocks_th
 
 
 def test_a_pdb_that_never_allows_a_disruption_is_reported_at_once(sim: KubernetesSimulator, clock: FakeClock,
-                                                                  stores: tuple) -> None:
+                                                                  stores: tuple[ClusterRegistry, StateStore]) -> None:
     # GIVEN a 1-replica workload whose PDB says minAvailable: 1
     sim.add_cluster("c2", OLD, workloads=[Workload("shop", "solo", 1, pdb_min_available=1)])
     snap = ClusterSnapshot.read(api_for(sim, "c2"))

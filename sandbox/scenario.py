@@ -61,11 +61,18 @@ class IstioSpec(_Strict):
     image_variant: Literal["", "debug", "distroless"] = Field(default="", description="image tag suffix")
 
 
+HelmApiVersion = Literal["v2beta1", "v2beta2", "v2"]
+
+
+def _all_helm_versions() -> list[HelmApiVersion]:
+    return ["v2beta1", "v2beta2", "v2"]
+
+
 class FluxSpec(_Strict):
     """The cluster's Flux helm-controller."""
 
-    api_versions: list[Literal["v2beta1", "v2beta2", "v2"]] = Field(
-        default_factory=lambda: ["v2beta1", "v2beta2", "v2"], min_length=1,
+    api_versions: list[HelmApiVersion] = Field(
+        default_factory=_all_helm_versions, min_length=1,
         description="helm.toolkit.fluxcd.io versions served (v0.37: v2beta1+v2beta2; v1.5: v2 only)")
 
 

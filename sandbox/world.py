@@ -263,8 +263,17 @@ class LocalWorld:
     def _seed_cluster(self, spec: ClusterSpec, cluster: Cluster) -> None:
         self.kubernetes.add_cluster(
             spec.cluster, spec.istio_version, nodes=3,
-            workloads=[Workload(w.namespace, w.name, w.replicas, w.injected, w.pdb) for w in spec.workloads])
+            workloads=[Workload(w.namespace, w.name, w.replicas, w.injected, w.pdb, w.pdb_min_available, w.kind,
+                                w.native_sidecar, w.proxy_digest, w.pdb_selector) for w in spec.workloads],
+            istio_revision=spec.istio.revision, image_variant=spec.istio.image_variant,
+            helm_versions=spec.flux.api_versions)
+        for job in spec.jobs:
+            self.kubernetes.add_job(spec.cluster, job.namespace, job.name, completed=job.completed)
         faults = spec.faults
+        if faults.flux_suspended:
+            self.kubernetes.suspend_helm_release(spec.cluster)
+        if faults.flux_failed_upgrades:
+            self.kubernetes.fail_upgrades(spec.cluster, faults.flux_failed_upgrades, stall=faults.flux_stalls)
         if faults.unreachable:
             self.kubernetes.set_unreachable(spec.cluster)
         if faults.node_not_ready:
@@ -272,8 +281,6 @@ class LocalWorld:
         if faults.crash_loop:
             namespace, _, prefix = faults.crash_loop.partition("/")
             self.kubernetes.crash_loop(spec.cluster, namespace, prefix)
-        if faults.flux_stuck:
-            self.kubernetes.set_flux_stuck(spec.cluster)
         if faults.firing_monitor:
             self.datadog.add_monitor(faults.firing_monitor, tags=cluster.datadog_tags, state="Alert")
         interval = self.config.validation.metric_interval_seconds
@@ -328,8 +335,14 @@ class LocalWorld:
                 continue
             version = read_chart_version(text)
             if version != self.kubernetes.helm_release_versions(spec.cluster)[0]:
+                if spec.faults.flux_suspended_after_precheck:
+                    self.kubernetes.suspend_helm_release(spec.cluster)
                 self.kubernetes.apply_chart_version(spec.cluster, version, reconcile_after_seconds=delay)
-                if not spec.faults.flux_stuck:
+                # A stuck release fails on the new chart (e.g. it cannot be pulled): it was Ready before.
+                if spec.faults.flux_stuck:
+                    self.kubernetes.set_flux_stuck(spec.cluster)
+                failing = spec.faults.flux_failed_upgrades and spec.faults.flux_stalls
+                if not (spec.faults.flux_stuck or spec.faults.flux_suspended_after_precheck or failing):
                     at = self.clock.now() + timedelta(seconds=delay)
                     self.upgraded_at[spec.cluster] = at
                     self.version_changes.setdefault(spec.cluster, []).append((at, version))

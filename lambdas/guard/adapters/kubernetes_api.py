@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from guard.core.evidence import EventInfo
 from guard.core.models import Cluster
 from guard.errors import ExternalServiceError, TransientError
+from guard.outbound import plain_text
 from guard.ports import (
     DeploymentInfo,
     HelmReleaseStatus,
@@ -497,7 +498,7 @@ def _event_info(event: Any, namespace: str) -> EventInfo:
         namespace=(event.metadata.namespace if event.metadata else None) or namespace,
         involved_object=f"{obj.kind}/{obj.name}" if obj else "?",
         reason=event.reason or "",
-        message=(event.message or "")[:1_000],
+        message=plain_text(event.message or "", 1_000),  # redacted before the cut (guard.outbound)
         type=event.type or "Normal",
         count=event.count or 1,
         last_seen=seen,

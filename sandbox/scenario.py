@@ -35,9 +35,45 @@ class MetricBehaviour(_Strict):
 class WorkloadSpec(_Strict):
     namespace: str
     name: str
-    replicas: int = Field(default=3, ge=0)
+    kind: Literal["Deployment", "StatefulSet", "DaemonSet"] = "Deployment"
+    replicas: int = Field(default=3, ge=0, description="ignored for a DaemonSet (one pod per node)")
     injected: bool = True
     pdb: bool = True
+    pdb_min_available: int | str | None = Field(default=None, description="null: the PDB has maxUnavailable: 1")
+    pdb_selector: Literal["labels", "expressions", "empty"] = Field(
+        default="labels", description="matchLabels, matchExpressions (In + DoesNotExist), or {} (all pods)")
+    native_sidecar: bool = Field(default=False, description="istio-proxy as an init container, restartPolicy Always")
+    proxy_digest: bool = Field(default=False, description="the proxy image is pinned by digest (no tag)")
+
+
+class JobSpec(_Strict):
+    """A Job's pod carrying a sidecar: completed (Succeeded) or still running."""
+
+    namespace: str
+    name: str
+    completed: bool = True
+
+
+class IstioSpec(_Strict):
+    """How Istio is installed on the cluster."""
+
+    revision: str | None = Field(default=None, description="istiod-<revision>, namespaces labelled istio.io/rev")
+    image_variant: Literal["", "debug", "distroless"] = Field(default="", description="image tag suffix")
+
+
+HelmApiVersion = Literal["v2beta1", "v2beta2", "v2"]
+
+
+def _all_helm_versions() -> list[HelmApiVersion]:
+    return ["v2beta1", "v2beta2", "v2"]
+
+
+class FluxSpec(_Strict):
+    """The cluster's Flux helm-controller."""
+
+    api_versions: list[HelmApiVersion] = Field(
+        default_factory=_all_helm_versions, min_length=1,
+        description="helm.toolkit.fluxcd.io versions served (v0.37: v2beta1+v2beta2; v1.5: v2 only)")
 
 
 class Faults(_Strict):
@@ -45,6 +81,12 @@ class Faults(_Strict):
     node_not_ready: bool = False
     crash_loop: str | None = Field(default=None, description="'namespace/pod-prefix' to crash-loop")
     flux_stuck: bool = False
+    flux_suspended: bool = Field(default=False, description="the HelmRelease has spec.suspend: true")
+    flux_suspended_after_precheck: bool = Field(
+        default=False, description="suspended when the MR is merged (after the prechecks passed)")
+    flux_failed_upgrades: int = Field(default=0, ge=0, description="upgrades that fail and are rolled back by "
+                                                                    "Flux's remediation before one succeeds")
+    flux_stalls: bool = Field(default=False, description="after flux_failed_upgrades the retries are exhausted")
     firing_monitor: str | None = Field(default=None, description="name of a Datadog monitor in Alert")
 
 
@@ -56,6 +98,9 @@ class ClusterSpec(_Strict):
     role_arn: str | None = None
     flux_config_path: str | None = None  # default clusters/<cluster>/istio/helmrelease.yaml
     workloads: list[WorkloadSpec] = Field(default_factory=lambda: [WorkloadSpec(namespace="shop", name="cart")])
+    jobs: list[JobSpec] = Field(default_factory=list)
+    istio: IstioSpec = IstioSpec()
+    flux: FluxSpec = FluxSpec()
     metrics: dict[str, MetricBehaviour] = Field(default_factory=dict)
     faults: Faults = Faults()
 
@@ -72,6 +117,8 @@ class HumanAction(_Strict):
     after_seconds: float = Field(default=300, ge=0, description="scenario seconds after the MR opens")
     drop_webhook: bool = Field(default=False, description="GitLab never delivers this merge/close webhook ("
                                                           "no redelivery of a failed one); the reconciler must notice")
+    fast_forward: bool = Field(default=False, description="the project merges by fast-forward: no merge commit, "
+                                                          "merge_commit_sha is null")
 
 
 class DecisionComment(_Strict):

@@ -25,6 +25,7 @@ from guard.clock import ScaledClock
 from guard.config.loader import load_config, parse_config
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster
+from guard.datadog_query import split as split_query
 from guard.gitops.helm_release import read_chart_version
 from guard.services.metrics import render_queries
 from guard.stores.registry import ClusterRegistry
@@ -41,6 +42,7 @@ from sandbox.sims.llm_sim import LlmSimulator
 from sandbox.sims.slack_sim import SlackRecorder
 
 T = TypeVar("T")
+STEADY_VOLUME = 1000.0  # requests per bucket behind a ratio whose denominator no other query defines
 
 HELMRELEASE = """\
 # Istio control plane for {cluster}, managed by Flux. GUARD bumps spec.chart.spec.version.
@@ -78,6 +80,15 @@ def _with_overrides(config: TenantConfig, overrides: dict[str, Any]) -> TenantCo
     if not overrides:
         return config
     return parse_config(_merge(config.model_dump(by_alias=True), overrides), "config with scenario overrides")
+
+
+def _times(ratio: Callable[[datetime], float | None],
+           volume: Callable[[datetime], float | None]) -> Callable[[datetime], float | None]:
+    """The numerator series that, over `volume`, reads `ratio` (no data when either has none)."""
+    def value(bucket: datetime) -> float | None:
+        r, v = ratio(bucket), volume(bucket)
+        return None if r is None or v is None else r * v
+    return value
 
 
 def _noise(*parts: object) -> float:
@@ -258,8 +269,17 @@ class LocalWorld:
     def _seed_cluster(self, spec: ClusterSpec, cluster: Cluster) -> None:
         self.kubernetes.add_cluster(
             spec.cluster, spec.istio_version, nodes=3,
-            workloads=[Workload(w.namespace, w.name, w.replicas, w.injected, w.pdb) for w in spec.workloads])
+            workloads=[Workload(w.namespace, w.name, w.replicas, w.injected, w.pdb, w.pdb_min_available, w.kind,
+                                w.native_sidecar, w.proxy_digest, w.pdb_selector) for w in spec.workloads],
+            istio_revision=spec.istio.revision, image_variant=spec.istio.image_variant,
+            helm_versions=spec.flux.api_versions)
+        for job in spec.jobs:
+            self.kubernetes.add_job(spec.cluster, job.namespace, job.name, completed=job.completed)
         faults = spec.faults
+        if faults.flux_suspended:
+            self.kubernetes.suspend_helm_release(spec.cluster)
+        if faults.flux_failed_upgrades:
+            self.kubernetes.fail_upgrades(spec.cluster, faults.flux_failed_upgrades, stall=faults.flux_stalls)
         if faults.unreachable:
             self.kubernetes.set_unreachable(spec.cluster)
         if faults.node_not_ready:
@@ -267,15 +287,32 @@ class LocalWorld:
         if faults.crash_loop:
             namespace, _, prefix = faults.crash_loop.partition("/")
             self.kubernetes.crash_loop(spec.cluster, namespace, prefix)
-        if faults.flux_stuck:
-            self.kubernetes.set_flux_stuck(spec.cluster)
         if faults.firing_monitor:
             self.datadog.add_monitor(faults.firing_monitor, tags=cluster.datadog_tags, state="Alert")
         interval = self.config.validation.metric_interval_seconds
+        # Datadog serves metric queries; a configured `a / b` reaches it split (guard.datadog_query) and the
+        # simulator evaluates the formula. So a ratio's behaviour is served as a numerator over a denominator:
+        # the denominator's own series when another query defines it (error_rate over request_count's hits),
+        # else a steady volume.
+        ratios: list[tuple[str, list[str], MetricBehaviour]] = []
+        served: dict[str, Any] = {}
         for name, query in render_queries(self.config.datadog.queries, cluster).items():
             behaviour = spec.metrics.get(name)
-            if behaviour is not None:
-                self.datadog.set_series(query, self._series(spec.cluster, name, behaviour), interval)
+            if behaviour is None:
+                continue
+            parts = split_query(query)
+            if parts.formula == "q0":
+                served[parts.queries[0]] = self._series(spec.cluster, name, behaviour)
+                self.datadog.set_series(parts.queries[0], served[parts.queries[0]], interval)
+            elif parts.formula.replace(" ", "") == "q0/q1":
+                ratios.append((name, parts.queries, behaviour))
+            else:
+                raise ValueError(f"the sandbox can serve a plain query or a ratio, not {name}: {parts.formula}")
+        for name, (numerator, denominator), behaviour in ratios:
+            volume = served.get(denominator) or (lambda bucket: STEADY_VOLUME)
+            ratio = self._series(spec.cluster, name, behaviour)
+            self.datadog.set_series(denominator, volume, interval)
+            self.datadog.set_series(numerator, _times(ratio, volume), interval)
 
     def _series(self, cluster_id: str, name: str, behaviour: MetricBehaviour) -> Any:
         original = next(c.istio_version for c in self.scenario.fleet if c.cluster == cluster_id)
@@ -304,8 +341,14 @@ class LocalWorld:
                 continue
             version = read_chart_version(text)
             if version != self.kubernetes.helm_release_versions(spec.cluster)[0]:
+                if spec.faults.flux_suspended_after_precheck:
+                    self.kubernetes.suspend_helm_release(spec.cluster)
                 self.kubernetes.apply_chart_version(spec.cluster, version, reconcile_after_seconds=delay)
-                if not spec.faults.flux_stuck:
+                # A stuck release fails on the new chart (e.g. it cannot be pulled): it was Ready before.
+                if spec.faults.flux_stuck:
+                    self.kubernetes.set_flux_stuck(spec.cluster)
+                failing = spec.faults.flux_failed_upgrades and spec.faults.flux_stalls
+                if not (spec.faults.flux_stuck or spec.faults.flux_suspended_after_precheck or failing):
                     at = self.clock.now() + timedelta(seconds=delay)
                     self.upgraded_at[spec.cluster] = at
                     self.version_changes.setdefault(spec.cluster, []).append((at, version))
@@ -374,7 +417,7 @@ class LocalWorld:
             self._log(f"MR !{iid} is {state}; the reviewer cannot {action} it", at)
             return
         if action == "merge":
-            self.gitlab.merge(self.scenario.gitlab_project, iid, deliver_hooks=deliver)
+            self.gitlab.merge(self.scenario.gitlab_project, iid, deliver_hooks=deliver, fast_forward=plan.fast_forward)
         else:
             self.gitlab.close(self.scenario.gitlab_project, iid, deliver_hooks=deliver)
         self._log(f"MR !{iid} {action}d" + ("" if deliver else "; GitLab's webhook is lost"), at)

@@ -8,9 +8,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from guard import runtime
+from guard.outbound import redacting_formatter
 from guard.vocabulary.metrics import NAMESPACE, ROLLBACK_NEEDS_PERSON, SERVICE, TENANT_DIMENSION
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 # The alarm matches the service dimension exactly: set it here, not only through the env.
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE, service=SERVICE)
 

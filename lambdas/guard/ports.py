@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from guard.core.models import Cluster
 
@@ -104,11 +104,22 @@ class GitOpsRepo(Protocol):
         ...
 
 
+class GitLabUser(BaseModel):
+    """A GitLab account."""
+
+    id: int
+    username: str
+
+
 class ProjectMembers(Protocol):
     """Who may decide: a user's effective access level on a project (inherited memberships included)."""
 
     def access_level(self, project: str, user_id: int) -> int | None:
         """The user's access level on `project`, or None when the user is not a member."""
+        ...
+
+    def current_user(self) -> GitLabUser:
+        """The account GUARD's token belongs to (`GET /user`): its own notes are never commands."""
         ...
 
 
@@ -163,26 +174,106 @@ class PodInfo(BaseModel):
     restarts: int = 0
     crash_looping: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
-    owner: str | None = None  # "Deployment/name" when known
-    proxy_version: str | None = None  # tag of the istio-proxy container, None if not injected
+    owner: str | None = None  # "Kind/name" of the controller: Deployment, StatefulSet, DaemonSet, Job; None if bare
+    proxy_version: str | None = None  # version read from the istio-proxy image tag; None if not injected or unreadable
+    proxy_image: str | None = None  # the istio-proxy image (a container or a native-sidecar init container)
+    proxy_revision: str | None = None  # the Istio revision that injected it (`istio.io/rev`, sidecar status)
+
+    @property
+    def injected(self) -> bool:
+        """The pod runs an istio-proxy, whether or not its version can be read (digest-pinned images)."""
+        return self.proxy_image is not None or self.proxy_version is not None
+
+    @property
+    def finished(self) -> bool:
+        """A completed pod (Succeeded/Failed): its proxy serves nothing and cannot be restarted."""
+        return self.phase in ("Succeeded", "Failed")
 
 
 class DeploymentInfo(BaseModel):
+    """A Deployment, or a StatefulSet / DaemonSet (`kind`): the workloads a rollout restart reaches."""
+
     namespace: str
     name: str
-    replicas: int
-    ready_replicas: int
-    image_versions: dict[str, str] = Field(default_factory=dict)  # container -> image tag
+    replicas: int  # DaemonSet: status.desiredNumberScheduled
+    ready_replicas: int  # DaemonSet: status.numberReady
+    image_versions: dict[str, str] = Field(default_factory=dict)  # container -> version read from its image
     selector: dict[str, str] = Field(default_factory=dict)
+    kind: str = "Deployment"
+    labels: dict[str, str] = Field(default_factory=dict)  # metadata.labels (istio.io/rev, app, ...)
+    updated_replicas: int | None = None  # pods on the current template (None: not reported)
+
+
+class LabelRequirement(BaseModel):
+    """One `matchExpressions` entry of a label selector (meta/v1 LabelSelectorRequirement)."""
+
+    key: str
+    operator: str  # In | NotIn | Exists | DoesNotExist
+    values: list[str] = Field(default_factory=list)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        present = self.key in labels
+        if self.operator == "In":
+            return present and labels[self.key] in self.values
+        if self.operator == "NotIn":
+            return not present or labels[self.key] not in self.values
+        if self.operator == "Exists":
+            return present
+        if self.operator == "DoesNotExist":
+            return not present
+        return False  # the API server refuses other operators; never match what we cannot read
+
+
+class LabelSelector(BaseModel):
+    """A meta/v1 LabelSelector: every matchLabels pair and every requirement must hold.
+
+    The empty selector (`{}`) matches every pod of the namespace; a PDB with no selector at all
+    (`PdbInfo.selector` None) matches none.
+    """
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[LabelRequirement] = Field(default_factory=list)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return (all(labels.get(k) == v for k, v in self.match_labels.items())
+                and all(r.matches(labels) for r in self.match_expressions))
 
 
 class PdbInfo(BaseModel):
     namespace: str
     name: str
-    selector: dict[str, str] = Field(default_factory=dict)
+    selector: LabelSelector | None = None  # None: a null selector, which covers no pod
     min_available: str | None = None
     max_unavailable: str | None = None
     disruptions_allowed: int = 0
+    current_healthy: int | None = None
+    expected_pods: int | None = None
+
+    @field_validator("selector", mode="before")
+    @classmethod
+    def _plain_labels(cls, value: object) -> object:
+        # A plain {key: value} mapping is shorthand for matchLabels (an empty one matches everything).
+        if isinstance(value, dict) and not {"match_labels", "match_expressions"} & set(value):
+            return {"match_labels": value}
+        return value
+
+    def never_allows_disruption(self, replicas: int) -> bool:
+        """True when this PDB would not allow one disruption even with all `replicas` healthy.
+
+        Read from the spec (minAvailable >= replicas, maxUnavailable 0) or from a status that
+        shows every expected pod healthy and still no disruption allowed.
+        """
+        if self.max_unavailable in ("0", "0%"):
+            return True
+        if self.min_available is not None:
+            text = self.min_available
+            needed = (-(-int(text[:-1]) * replicas // 100) if text.endswith("%") else int(text)
+                      ) if text.rstrip("%").isdigit() else 0
+            if replicas > 0 and needed >= replicas:
+                return True
+        healthy, expected = self.current_healthy, self.expected_pods
+        return (self.disruptions_allowed == 0 and healthy is not None and expected is not None
+                and expected > 0 and healthy >= expected)
 
 
 class NamespaceInfo(BaseModel):
@@ -205,8 +296,12 @@ class HelmReleaseStatus(BaseModel):
     namespace: str
     ready: bool
     chart_version: str | None  # spec.chart.spec.version
-    last_applied_version: str | None  # status.lastAttemptedRevision / history
+    last_applied_version: str | None  # status.history[0] (v2, v2beta2) / status.lastAppliedRevision (v2beta1)
     message: str = ""
+    suspended: bool = False  # spec.suspend: Flux leaves the release (and its status) as it is
+    stalled: bool = False  # Stalled=True: Flux gave up retrying until the spec changes
+    reason: str = ""  # the Ready condition's reason (UpgradeFailed, Progressing, ...)
+    api_version: str = ""  # the helm.toolkit.fluxcd.io version it was read through
 
 
 class KubernetesCluster(Protocol):
@@ -233,8 +328,14 @@ class KubernetesCluster(Protocol):
     def get_helm_release(self, namespace: str, name: str) -> HelmReleaseStatus:
         ...
 
-    def restart_deployment(self, namespace: str, name: str, at: datetime) -> None:
-        """Rolling restart (sets the restartedAt annotation, as `kubectl rollout restart` does)."""
+    def list_statefulsets(self, namespace: str | None = None) -> list[DeploymentInfo]:
+        ...
+
+    def list_daemonsets(self, namespace: str | None = None) -> list[DeploymentInfo]:
+        ...
+
+    def restart_workload(self, kind: str, namespace: str, name: str, at: datetime) -> None:
+        """Rolling restart of a Deployment, StatefulSet or DaemonSet (the same annotation)."""
         ...
 
 

@@ -185,7 +185,8 @@ def decision_service(sfn: TaskCallbacks) -> DecisionService:
     from guard.services.decision import DecisionService
 
     return DecisionService(state(), failure_store(), sfn, project_members(), gitlab_reader_repo(), clock,
-                           timeout_hours=config().rollback.decision_timeout_hours)
+                           timeout_hours=config().rollback.decision_timeout_hours,
+                           bot_usernames=config().gitlab.bot_usernames)
 
 
 def datadog_keys(raw: str, secret_name: str) -> tuple[str, str]:
@@ -237,7 +238,8 @@ def reset() -> None:
 def failure_store() -> FailureStore:
     from guard.stores.failure import FailureStore
 
-    return FailureStore(_table(env("GUARD_STATE_TABLE")))
+    return FailureStore(_table(env("GUARD_STATE_TABLE")),
+                        evidence_retention_days=config().rollback.evidence_retention_days)
 
 
 def step_functions() -> Any:

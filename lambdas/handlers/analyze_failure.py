@@ -12,16 +12,18 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.errors import GuardError
+from guard.outbound import redacted_errors, redacting_formatter
 from guard.ports import EvidenceConnector
 from guard.retry import with_lambda_budget
 from guard.services.analysis import AnalysisService
 from guard.services.evidence import EvidenceService
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 
 
 @logger.inject_lambda_context
 @with_lambda_budget
+@redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     cfg = runtime.config()
     connector: EvidenceConnector | None

@@ -16,20 +16,23 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
+from guard.outbound import redacted_errors, redacting_formatter
 from guard.retry import with_lambda_budget
 from guard.services.decision import DecisionService
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 
 
 @logger.inject_lambda_context
 @with_lambda_budget
+@redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     hours = runtime.config().rollback.decision_timeout_hours
     if event.get("action") == "timed_out":
         # No Step Functions client: the token is dead, the answer is this task's result.
         service = DecisionService(runtime.state(), runtime.failure_store(), None, runtime.project_members(),
-                                  runtime.gitlab_reader_repo(), runtime.clock, timeout_hours=hours)
+                                  runtime.gitlab_reader_repo(), runtime.clock, timeout_hours=hours,
+                                  bot_usernames=runtime.config().gitlab.bot_usernames)
         taken = service.after_timeout(str(event["run_id"]))
         logger.info("decision wait timed out", extra=taken.model_dump())
         return taken.model_dump()

@@ -11,17 +11,19 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.alarms import needs_person
+from guard.outbound import redacted_errors, redacting_formatter
 from guard.retry import with_lambda_budget
 from guard.services.ending import EndingService, ExecutionEnded
 from guard.services.outcome import OutcomeRecorder
 
 from handlers.notify import send
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 
 
 @logger.inject_lambda_context
 @with_lambda_budget
+@redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ended = ExecutionEnded.model_validate(event.get("detail") or {})
     repo = runtime.gitops_repo_for_comments(logger.warning)

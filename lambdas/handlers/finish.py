@@ -6,17 +6,19 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from guard import runtime
+from guard.outbound import redacted_errors, redacting_formatter
 from guard.retry import with_lambda_budget
 from guard.services.finish import FinishService
 from guard.vocabulary.outcomes import Outcome
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 metrics = Metrics()
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context
 @with_lambda_budget
+@redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     repo = runtime.gitops_repo_for_comments(logger.warning)
     service = FinishService(runtime.registry(), runtime.state(), repo, runtime.clock, log_warning=logger.warning,

@@ -21,6 +21,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from guard import runtime
 from guard.adapters.step_functions import StepFunctionsCallbacks
 from guard.errors import InvalidInput, WebhookUnauthorized
+from guard.outbound import redacted_errors, redacting_formatter
 from guard.retry import with_lambda_budget
 from guard.services.decision import DecisionService
 from guard.services.webhook import (
@@ -33,7 +34,7 @@ from guard.services.webhook import (
 )
 from guard.stores.deliveries import WebhookResult
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 # The stack sets the namespace; the default keeps a flush from ever failing the answer without it.
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "GUARD")
 app = APIGatewayRestResolver()
@@ -87,5 +88,6 @@ def _handle(headers: dict[str, str], raw: bytes) -> WebhookResult:
 
 @logger.inject_lambda_context
 @with_lambda_budget
+@redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return app.resolve(event, context)

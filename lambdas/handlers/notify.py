@@ -10,12 +10,13 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.notify.base import NotifyResult, NotifyService
+from guard.outbound import redacted_errors, redacting_formatter
 from guard.ports import Notifier
 from guard.retry import with_lambda_budget
 from guard.services.notification import notify_run
 from guard.vocabulary.events import NotificationEvent
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 
 
 def send(run_id: str, name: str, detail: str | None = None) -> dict[str, Any]:
@@ -42,6 +43,7 @@ def send(run_id: str, name: str, detail: str | None = None) -> dict[str, Any]:
 
 @logger.inject_lambda_context
 @with_lambda_budget
+@redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     detail = event.get("detail")
     return send(str(event.get("run_id")), str(event.get("event")), str(detail) if detail else None)

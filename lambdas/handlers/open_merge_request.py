@@ -4,17 +4,19 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from guard import runtime
+from guard.outbound import redacted_errors, redacting_formatter
 from guard.retry import with_lambda_budget
 from guard.services.merge_request import MergeRequestService
 from guard.vocabulary.events import NotificationEvent
 
 from handlers import notify
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 
 
 @logger.inject_lambda_context
 @with_lambda_budget
+@redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = MergeRequestService(runtime.config(), runtime.registry(), runtime.state(), runtime.gitops_repo(),
                                   runtime.clock)

@@ -23,14 +23,16 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.alarms import needs_person
+from guard.outbound import redacted_errors, redacting_formatter
 from guard.retry import with_lambda_budget
 from guard.services.rollback import RollbackService
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 
 
 @logger.inject_lambda_context
 @with_lambda_budget
+@redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = RollbackService(runtime.config(), runtime.registry(), runtime.state(), runtime.failure_store(),
                               runtime.gitops_repo(), runtime.clock, log_warning=logger.warning,

@@ -6,14 +6,16 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.adapters.step_functions import StepFunctionsCallbacks
+from guard.outbound import redacted_errors, redacting_formatter
 from guard.retry import with_lambda_budget
 from guard.services.plan import BatchPlanner, parse_input
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 
 
 @logger.inject_lambda_context
 @with_lambda_budget
+@redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = parse_input(event.get("input"))
     planner = BatchPlanner(runtime.config(), runtime.registry(), runtime.state(), runtime.clock,

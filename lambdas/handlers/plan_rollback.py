@@ -15,14 +15,16 @@ from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.adapters.step_functions import StepFunctionsCallbacks
 from guard.core.run import ManualRollbackInput
+from guard.outbound import redacted_errors, redacting_formatter
 from guard.retry import with_lambda_budget
 from guard.services.plan import BatchPlanner, parse_model
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 
 
 @logger.inject_lambda_context
 @with_lambda_budget
+@redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = parse_model(ManualRollbackInput, event.get("input"), "rollback input")
     planner = BatchPlanner(runtime.config(), runtime.registry(), runtime.state(), runtime.clock,

@@ -11,15 +11,17 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.adapters.step_functions import StepFunctionsCallbacks
+from guard.outbound import redacted_errors, redacting_formatter
 from guard.retry import with_lambda_budget
 from guard.services.decision import DecisionService
 from guard.services.reconcile import ReconcileService
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 
 
 @logger.inject_lambda_context
 @with_lambda_budget
+@redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     sfn = StepFunctionsCallbacks(runtime.step_functions())
 

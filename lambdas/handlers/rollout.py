@@ -5,14 +5,16 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from guard import runtime
 from guard.errors import InvalidInput
+from guard.outbound import redacted_errors, redacting_formatter
 from guard.retry import with_lambda_budget
 from guard.rollout.service import RolloutService, parse_rollout_input, rollout_summary
 
-logger = Logger()
+logger = Logger(logger_formatter=redacting_formatter())
 
 
 @logger.inject_lambda_context
 @with_lambda_budget
+@redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = RolloutService(runtime.config(), runtime.registry(), runtime.state(), runtime.rollouts(),
                              runtime.clock)

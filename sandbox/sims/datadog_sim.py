@@ -4,22 +4,39 @@ Serves, on 127.0.0.1 and an ephemeral port:
 - ``POST /api/v2/query/timeseries``: the formula-and-functions timeseries query, answered in
   the real shape (``data.attributes.series`` / ``times`` / ``values``).
 - ``GET /api/v1/monitor``: list monitors, filtered by ``monitor_tags`` (all must match) and
-  ``name``, paginated with ``page`` / ``page_size``.
+  ``name``, paginated with ``page`` / ``page_size``; ``group_states`` adds ``state.groups``.
+- ``GET /api/v1/monitor/groups/search``: monitor groups, filtered by ``group_status:<state>``.
 
 Every request must carry ``DD-API-KEY`` and ``DD-APPLICATION-KEY`` equal to the keys the
 simulator was built with, otherwise it answers 403 as Datadog does.
 
+Strict like Datadog (sandbox.sims.datadog_formula)
+    A ``metrics`` query must be one metric query (``<aggregation>:<metric>{<filters>}``,
+    optional ``by {<tags>}``, suffixes ``.as_count()`` ``.as_rate()`` ``.rollup(...)``
+    ``.fill(...)``). Arithmetic or a function wrapper gets 400 "Functions are not supported in
+    metrics data source field. Use the formulas payload."; formulas naming the queries are
+    evaluated. A series' ``query_index`` is its formula's index (the query's, without formulas).
+
 Time series
-    ``set_series(query, fn, interval_seconds)`` registers the exact query string (as GUARD
-    sends it, after templating). ``fn(bucket_start)`` gives the value of the bucket that
-    starts at ``bucket_start`` (aligned to the interval, timezone-aware UTC), or None for no
-    data. Only buckets whose start lies in [from, to] and is not in the future (by ``clock``)
-    are returned. Complete buckets only, unless ``partial_last_bucket=True``: then the
+    ``set_series(query, fn, interval_seconds)`` registers one metric query (exact string, as
+    GUARD sends it after templating and splitting). ``fn(bucket_start)`` gives the value of the
+    bucket that starts at ``bucket_start`` (aligned to the interval, timezone-aware UTC), or None
+    for no data. Only buckets whose start lies in [from, to] and is not in the future (by
+    ``clock``) are returned. Complete buckets only, unless ``partial_last_bucket=True``: then the
     still-filling bucket that contains "now" is returned too, like real Datadog does, with
     ``fn(bucket_start)`` scaled by the fraction of the interval elapsed so far (a count metric
-    read mid-bucket looks low). A scenario that wants another value for that bucket can
-    compare ``bucket_start`` with the clock in ``fn``. A query never registered, or whose
-    buckets are all None, returns no series.
+    read mid-bucket looks low). A query never registered, or whose buckets are all None, returns
+    no series (and so does a formula over it).
+
+    Like Datadog, a response holds at most ``max_points`` points per series: a longer window (or
+    a requested ``interval``) is answered with coarser buckets, the native ones rolled up (sum for
+    ``.as_count()`` or ``.rollup(sum)``, else average), their width a standard step.
+
+Rate limits
+    Per organisation (every key of this simulator shares them) and per calendar-aligned period,
+    with ``X-RateLimit-Limit`` / ``-Period`` / ``-Remaining`` / ``-Reset`` / ``-Name`` on every
+    answer of the limited endpoint, and 429 once the period's budget is spent. Defaults follow
+    the hourly periods Datadog uses (``DEFAULT_RATE_LIMITS``); pass ``rate_limits`` to change them.
 
 Faults
     ``fail_next(path_regex, status, times, headers)`` answers the next matching requests with
@@ -46,13 +63,20 @@ from urllib.parse import parse_qs, urlsplit
 from guard.clock import SystemClock
 from guard.ports import Clock
 
+from sandbox.sims.datadog_formula import MetricQuery, QueryRefused, evaluate, parse_metric_query
 from sandbox.sims.loopback import LoopbackHandler, LoopbackServer
 
 SeriesFn = Callable[[datetime], float | None]
 
 TIMESERIES_PATH = "/api/v2/query/timeseries"
 MONITOR_PATH = "/api/v1/monitor"
+MONITOR_GROUPS_SEARCH_PATH = "/api/v1/monitor/groups/search"
 MONITOR_STATES = frozenset({"Alert", "Ignored", "No Data", "OK", "Skipped", "Unknown", "Warn"})
+# Worst first: a multi-alert monitor's overall state is its worst group's.
+_SEVERITY = ["Alert", "Warn", "No Data", "Unknown", "OK", "Ignored", "Skipped"]
+MAX_POINTS = 1500
+# Bucket widths Datadog rolls a long window up to (seconds).
+_ROLLUP_STEPS = [60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 43200, 86400]
 _DEFAULT_RATE_LIMIT_HEADERS = {
     "X-RateLimit-Limit": "100",
     "X-RateLimit-Period": "10",
@@ -60,6 +84,24 @@ _DEFAULT_RATE_LIMIT_HEADERS = {
     "X-RateLimit-Reset": "1",
     "X-RateLimit-Name": "sim_rate_limit",
 }
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """One named limit: `limit` requests per calendar-aligned `period_seconds`, on paths matching `path_regex`."""
+
+    name: str
+    limit: int
+    period_seconds: int
+    path_regex: str
+
+
+# Hourly, as Datadog's rate-limit docs show; an older version of them gave 1,600 an hour for
+# "Query a Timeseries". The monitor figure is an assumption: check your organisation's headers.
+DEFAULT_RATE_LIMITS = (
+    RateLimit("query_timeseries", 1600, 3600, r"^/api/v2/query/timeseries$"),
+    RateLimit("monitors_read", 3000, 3600, r"^/api/v1/monitor(/groups/search)?$"),
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +114,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     status: int
+    response_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,6 +131,13 @@ class _Monitor:
     state: str
     query: str
     type: str
+    groups: dict[str, str] = field(default_factory=dict)  # multi-alert: group name -> state
+
+    @property
+    def overall_state(self) -> str:
+        if not self.groups:
+            return self.state
+        return min(self.groups.values(), key=_SEVERITY.index)
 
 
 @dataclass
@@ -111,11 +161,16 @@ class DatadogSimulator(LoopbackServer):
         clock: Clock | None = None,
         *,
         partial_last_bucket: bool = False,
+        max_points: int = MAX_POINTS,
+        rate_limits: tuple[RateLimit, ...] = DEFAULT_RATE_LIMITS,
     ) -> None:
         self.api_key = api_key
         self.app_key = app_key
         self.clock: Clock = clock or SystemClock()
         self.partial_last_bucket = partial_last_bucket
+        self.max_points = max_points
+        self.rate_limits = rate_limits
+        self._rate_used: dict[tuple[str, int], int] = {}  # (limit name, period start) -> requests
         self.requests: list[RecordedRequest] = []
         self._series: dict[str, _Series] = {}
         self._monitors: dict[int, _Monitor] = {}
@@ -149,25 +204,41 @@ class DatadogSimulator(LoopbackServer):
         tags: dict[str, str] | list[str],
         state: str = "Alert",
         *,
-        query: str = "avg(last_5m):avg:istio.mesh.request.count{*} > 100",
+        query: str | None = None,
         monitor_type: str = "query alert",
+        groups: dict[str, str] | None = None,
     ) -> int:
-        """Add a monitor; returns its id. `state` is the overall state (Alert, OK, Warn, ...)."""
+        """Add a monitor; returns its id. `state` is the overall state (Alert, OK, Warn, ...).
+
+        `groups` makes it a multi-alert monitor (`... by {cluster_name}`): group name (its tags,
+        comma-separated, e.g. ``cluster_name:eks-prod-1``) -> that group's state; the overall
+        state is then the worst group's, as in Datadog.
+        """
         self._check_state(state)
+        for group_state in (groups or {}).values():
+            self._check_state(group_state)
         tag_list = [f"{k}:{v}" for k, v in tags.items()] if isinstance(tags, dict) else list(tags)
+        if query is None:
+            by = sorted({t.split(":", 1)[0] for g in (groups or {}) for t in g.split(",")})
+            grouping = f" by {{{','.join(by)}}}" if by else ""
+            query = f"avg(last_5m):avg:istio.mesh.request.count{{*}}{grouping} > 100"
         with self._lock:
             monitor_id = self._next_monitor_id
             self._next_monitor_id += 1
             self._monitors[monitor_id] = _Monitor(
-                id=monitor_id, name=name, tags=tag_list, state=state, query=query, type=monitor_type
+                id=monitor_id, name=name, tags=tag_list, state=state, query=query, type=monitor_type,
+                groups=dict(groups or {}),
             )
         return monitor_id
 
-    def set_monitor_state(self, monitor_id: int, state: str) -> None:
-        """Change a monitor's overall state (e.g. an alert that resolves)."""
+    def set_monitor_state(self, monitor_id: int, state: str, *, group: str | None = None) -> None:
+        """Change a monitor's overall state, or one group's (e.g. an alert that resolves)."""
         self._check_state(state)
         with self._lock:
-            self._monitors[monitor_id].state = state
+            if group is None:
+                self._monitors[monitor_id].state = state
+            else:
+                self._monitors[monitor_id].groups[group] = state
 
     def fail_next(
         self, path_regex: str, status: int, times: int = 1, headers: dict[str, str] | None = None
@@ -227,7 +298,8 @@ class DatadogSimulator(LoopbackServer):
         with self._lock:
             self.requests.append(
                 RecordedRequest(
-                    method=method, path=path, query=query, headers=headers, body=body, status=status
+                    method=method, path=path, query=query, headers=headers, body=body, status=status,
+                    response_headers=dict(extra),
                 )
             )
         return status, extra, payload
@@ -243,11 +315,40 @@ class DatadogSimulator(LoopbackServer):
         if lowered.get("dd-api-key") != self.api_key or lowered.get("dd-application-key") != self.app_key:
             return 403, {}, {"errors": ["Forbidden"]}
 
+        limited, limit_headers = self._count_request(path)
+        if limited:
+            return 429, limit_headers, {"errors": ["Too many requests"]}
         if path == TIMESERIES_PATH and method == "POST":
-            return self._timeseries(body)
-        if path == MONITOR_PATH and method == "GET":
-            return self._list_monitors(query)
-        return 404, {}, {"errors": ["Not found"]}
+            status, extra, payload = self._timeseries(body)
+        elif path == MONITOR_PATH and method == "GET":
+            status, extra, payload = self._list_monitors(query)
+        elif path == MONITOR_GROUPS_SEARCH_PATH and method == "GET":
+            status, extra, payload = self._search_groups(query)
+        else:
+            return 404, {}, {"errors": ["Not found"]}
+        return status, extra | limit_headers, payload
+
+    def _count_request(self, path: str) -> tuple[bool, dict[str, str]]:
+        """Spend one request of `path`'s limit; (over the limit?, the X-RateLimit-* headers)."""
+        limit = next((r for r in self.rate_limits if re.search(r.path_regex, path)), None)
+        if limit is None:
+            return False, {}
+        now = self.clock.now().timestamp()
+        period_start = int(now // limit.period_seconds) * limit.period_seconds  # calendar-aligned
+        with self._lock:
+            used = self._rate_used.get((limit.name, period_start), 0)
+            over = used >= limit.limit
+            if not over:
+                used += 1
+                self._rate_used[(limit.name, period_start)] = used
+        reset = max(1, int(-(-(period_start + limit.period_seconds - now) // 1)))
+        return over, {
+            "X-RateLimit-Limit": str(limit.limit),
+            "X-RateLimit-Period": str(limit.period_seconds),
+            "X-RateLimit-Remaining": str(max(0, limit.limit - used)),
+            "X-RateLimit-Reset": str(reset),
+            "X-RateLimit-Name": limit.name,
+        }
 
     def _timeseries(self, body: Any) -> tuple[int, dict[str, str], Any]:
         try:
@@ -256,73 +357,100 @@ class DatadogSimulator(LoopbackServer):
                 raise ValueError("data.type must be timeseries_request")
             attrs = data["attributes"]
             start_ms, end_ms = int(attrs["from"]), int(attrs["to"])
+            requested_ms = int(attrs["interval"]) if attrs.get("interval") is not None else None
             queries = attrs["queries"]
-            names = [q.get("name") for q in queries]
             for q in queries:
                 if q.get("data_source") != "metrics" or not isinstance(q.get("query"), str):
                     raise ValueError("each query needs data_source 'metrics' and a query string")
-            formulas = [f["formula"] for f in attrs.get("formulas") or []]
+            names = [str(q.get("name") or "") for q in queries]
+            formulas = [str(f["formula"]) for f in attrs.get("formulas") or []]
         except (KeyError, TypeError, ValueError) as e:
             return 400, {}, {"errors": [f"invalid timeseries request: {e}"]}
-
-        if formulas:
-            unknown = [f for f in formulas if f not in names]
-            if unknown:
-                return 400, {}, {"errors": [f"simulator supports formulas naming one query only: {unknown}"]}
-            outputs = [queries[names.index(f)]["query"] for f in formulas]
-        else:
-            outputs = [q["query"] for q in queries]
+        if formulas and (len(set(names)) != len(names) or not all(names)):
+            return 400, {}, {"errors": ["every query needs a unique name when formulas are given"]}
+        try:
+            parsed = [parse_metric_query(q["query"]) for q in queries]
+        except QueryRefused as e:
+            return 400, {}, {"errors": [str(e)]}
 
         now = self.clock.now()
-        per_output: list[tuple[int, dict[int, float]]] = []
-        for index, query_text in enumerate(outputs):
-            with self._lock:
-                series = self._series.get(query_text)
-            if series is None:
-                continue
-            points = self._buckets(series, start_ms, end_ms, now)
-            if points:
-                per_output.append((index, points))
+        with self._lock:
+            registered = [self._series.get(q.text) for q in parsed]
+        width = self._width([s for s in registered if s is not None], parsed, start_ms, end_ms, requested_ms)
+        points: list[dict[int, float | None] | None] = []
+        for query, series in zip(parsed, registered, strict=True):
+            values = self._buckets(series, query, width, start_ms, end_ms, now) if series else {}
+            points.append(values or None)
+        times = sorted({t for p in points if p for t in p})
 
-        times = sorted({t for _, points in per_output for t in points})
-        return (
-            200,
-            {},
-            {
-                "data": {
-                    "type": "timeseries_response",
-                    "attributes": {
-                        "series": [
-                            {"group_tags": [], "query_index": index, "unit": None} for index, _ in per_output
-                        ],
-                        "times": times,
-                        "values": [[points.get(t) for t in times] for _, points in per_output],
-                    },
-                }
+        outputs: list[dict[int, float | None] | None]
+        if formulas:
+            by_name = dict(zip(names, points, strict=True))
+            try:
+                outputs = [evaluate(f, by_name, times) for f in formulas]
+            except QueryRefused as e:
+                return 400, {}, {"errors": [str(e)]}
+        else:
+            outputs = [{t: p.get(t) for t in times} if p else None for p in points]
+        shown = [(i, out) for i, out in enumerate(outputs) if out and any(v is not None for v in out.values())]
+        return 200, {}, {
+            "data": {
+                "type": "timeseries_response",
+                "attributes": {
+                    "series": [
+                        {"group_tags": [], "query_index": i, "unit": None} for i, _ in shown
+                    ],
+                    "times": times,
+                    "values": [[out.get(t) for t in times] for _, out in shown],
+                },
             },
-        )
+        }
 
-    def _buckets(self, series: _Series, start_ms: int, end_ms: int, now: datetime) -> dict[int, float]:
-        interval_ms = series.interval_seconds * 1000
+    def _width(self, registered: list[_Series], parsed: list[MetricQuery], start_ms: int, end_ms: int,
+               requested_ms: int | None) -> int:
+        """Bucket width (s) of the response: the native one, or coarser for `interval`, rollups and the cap."""
+        native = max((s.interval_seconds for s in registered), default=60)
+        floor = max([native, (requested_ms or 0) // 1000] + [q.rollup_seconds or 0 for q in parsed])
+        width = -(-floor // native) * native
+        span = max(0, end_ms - start_ms) // 1000
+        if span // width <= self.max_points:
+            return width
+        for step in _ROLLUP_STEPS:
+            if step >= width and step % native == 0 and span // step <= self.max_points:
+                return step
+        return -(-span // self.max_points // 86400 + 1) * 86400
+
+    def _buckets(self, series: _Series, query: MetricQuery, width_seconds: int, start_ms: int, end_ms: int,
+                 now: datetime) -> dict[int, float | None]:
+        """Values of the `width_seconds` buckets starting in [start, end], native buckets rolled up."""
+        native_ms = series.interval_seconds * 1000
+        width_ms = width_seconds * 1000
         now_ms = int(now.timestamp() * 1000)
-        first = -(-start_ms // interval_ms) * interval_ms  # first aligned bucket start >= from
-        out: dict[int, float] = {}
-        for bucket_ms in range(first, end_ms + 1, interval_ms):
-            bucket_end_ms = bucket_ms + interval_ms
-            if bucket_end_ms <= now_ms:
-                fraction = 1.0
-            elif self.partial_last_bucket and bucket_ms <= now_ms:
-                fraction = (now_ms - bucket_ms) / interval_ms
-            else:
+        method = query.rollup_method or ("sum" if query.as_count else "avg")
+        first = -(-start_ms // width_ms) * width_ms  # first aligned bucket start >= from
+        out: dict[int, float | None] = {}
+        for bucket_ms in range(first, end_ms + 1, width_ms):
+            if bucket_ms + width_ms > now_ms and not (self.partial_last_bucket and bucket_ms <= now_ms):
                 break  # the future, or a still-filling bucket that is not shown
-            value = series.fn(datetime.fromtimestamp(bucket_ms / 1000, UTC))
-            if value is not None:
-                out[bucket_ms] = float(value) * fraction
+            values = []
+            for native_start in range(bucket_ms, bucket_ms + width_ms, native_ms):
+                if native_start + native_ms <= now_ms:
+                    fraction = 1.0
+                elif native_start <= now_ms:
+                    fraction = (now_ms - native_start) / native_ms
+                else:
+                    break
+                value = series.fn(datetime.fromtimestamp(native_start / 1000, UTC))
+                if value is not None:
+                    values.append(float(value) * fraction)
+            if values:
+                out[bucket_ms] = _roll_up(method, values)
         return out
 
     def _list_monitors(self, query: dict[str, list[str]]) -> tuple[int, dict[str, str], Any]:
         wanted_tags = [t for v in query.get("monitor_tags", []) for t in v.split(",") if t]
         name = query.get("name", [""])[0]
+        group_states = {s.strip().lower() for v in query.get("group_states", []) for s in v.split(",") if s}
         with self._lock:
             monitors = sorted(self._monitors.values(), key=lambda m: m.id)
         selected = [
@@ -336,11 +464,65 @@ class DatadogSimulator(LoopbackServer):
                 return 400, {}, {"errors": ["page and page_size must be integers"]}
             selected = selected[page * size : (page + 1) * size]
         created = (self.clock.now() - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S.000000+00:00")
-        return 200, {}, [_monitor_json(m, created) for m in selected]
+        return 200, {}, [_monitor_json(m, created, group_states, self._epoch()) for m in selected]
+
+    def _search_groups(self, query: dict[str, list[str]]) -> tuple[int, dict[str, str], Any]:
+        """`GET /api/v1/monitor/groups/search`: `group_status:<state>` terms only (others refused)."""
+        statuses: set[str] = set()
+        for term in (query.get("query", [""])[0]).split():
+            key, _, value = term.partition(":")
+            if key != "group_status" or not value:
+                return 400, {}, {"errors": [f"simulator supports only group_status:<state> terms, not {term!r}"]}
+            statuses.add(value.strip('"').lower())
+        try:
+            page = int(query.get("page", ["0"])[0])
+            per_page = int(query.get("per_page", ["30"])[0])
+        except ValueError:
+            return 400, {}, {"errors": ["page and per_page must be integers"]}
+        with self._lock:
+            monitors = sorted(self._monitors.values(), key=lambda m: m.id)
+        groups = [
+            (m, group, state)
+            for m in monitors
+            for group, state in (sorted(m.groups.items()) if m.groups else [("*", m.state)])
+            if not statuses or state.lower() in statuses
+        ]
+        shown = groups[page * per_page : (page + 1) * per_page]
+        counts: dict[str, int] = {}
+        for _, _, state in groups:
+            counts[state] = counts.get(state, 0) + 1
+        epoch = self._epoch()
+        return 200, {}, {
+            "counts": {"status": [{"count": n, "name": state} for state, n in sorted(counts.items())],
+                       "type": [{"count": len(groups), "name": "metric"}] if groups else []},
+            "groups": [
+                {"group": group, "group_tags": group.split(",") if group != "*" else ["*"],
+                 "last_nodata_ts": 0, "last_triggered_ts": epoch if state == "Alert" else None,
+                 "monitor_id": m.id, "monitor_name": m.name, "status": state}
+                for m, group, state in shown
+            ],
+            "metadata": {"page": page, "page_count": -(-len(groups) // per_page) if per_page else 0,
+                         "per_page": per_page, "total_count": len(groups)},
+        }
+
+    def _epoch(self) -> int:
+        return int(self.clock.now().timestamp())
 
 
-def _monitor_json(m: _Monitor, created: str) -> dict[str, Any]:
-    return {
+def _roll_up(method: str, values: list[float]) -> float:
+    if method == "sum":
+        return sum(values)
+    if method == "max":
+        return max(values)
+    if method == "min":
+        return min(values)
+    if method == "count":
+        return float(len(values))
+    return sum(values) / len(values)
+
+
+def _monitor_json(m: _Monitor, created: str, group_states: set[str], epoch: int) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "id": m.id,
         "name": m.name,
         "type": m.type,
@@ -348,14 +530,23 @@ def _monitor_json(m: _Monitor, created: str) -> dict[str, Any]:
         "message": "",
         "tags": m.tags,
         "options": {"notify_no_data": False},
-        "overall_state": m.state,
+        "overall_state": m.overall_state,
+        "overall_state_modified": created,
         "created": created,
         "modified": created,
-        "multi": False,
+        "multi": bool(m.groups),
         "priority": None,
         "restricted_roles": None,
         "deleted": None,
     }
+    if group_states:
+        body["state"] = {"groups": {
+            group: {"name": group, "status": state, "last_triggered_ts": epoch if state == "Alert" else 0,
+                    "last_notified_ts": 0, "last_resolved_ts": 0, "last_nodata_ts": 0}
+            for group, state in m.groups.items()
+            if "all" in group_states or state.lower() in group_states
+        }}
+    return body
 
 
 def _decode_body(raw: bytes, encoding: str) -> Any:

@@ -6,11 +6,24 @@
         ...
         sim.merge("platform/istio-fleet", 1)   # a human clicks Merge: hooks + listeners fire
 
-Serves on 127.0.0.1 (port 0) from a daemon thread. Routes: projects, repository files,
-branches, commits, merge requests, MR notes, project members (`members/all/:user_id`).
-Every request needs `PRIVATE-TOKEN`. `add_member` gives a user an access level;
+Serves on 127.0.0.1 (port 0) from a daemon thread. Routes: the token's user (`/user`),
+projects, repository files, branches, commits, merge requests, MR notes, project members
+(`members/all/:user_id`, inherited group memberships included). Every request needs
+`PRIVATE-TOKEN`. `add_member` / `add_group_member` give a user an access level;
 `comment_as(project, iid, username, body)` posts a note as that user and fires a "Note Hook".
 `fail_next` / `stall_next` inject faults; `requests` records what clients asked for.
+
+Webhooks behave like GitLab's (VENDOR-FACTS "GitLab webhooks"):
+- every delivery carries `X-Gitlab-Event-UUID` (new each time) and `Idempotency-Key`; `resend`
+  is the manual "Resend Request": same key, new event UUID. GitLab never redelivers by itself.
+- a Note Hook fires for every note, those created through the API (GUARD's own) included;
+  editing a note fires one with `action: update`; an internal note fires a "Confidential Note
+  Hook", only to hooks that asked for confidential note events.
+- `auto_disable` (GitLab.com's behaviour, on by default): any answer other than 2xx/3xx, or no
+  answer, is a failure; after 4 in a row the hook is disabled for 1 minute, then for a period
+  doubling up to 24 hours, and after 40 for good. A success resets the count. A disabled hook is
+  not called (the delivery is recorded with `error="hook disabled"`).
+- `merge(..., fast_forward=True)` merges without a merge commit: `merge_commit_sha` is null.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from http.client import HTTPConnection, HTTPSConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,10 +44,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from guard.clock import SystemClock
 from guard.ports import Clock
 
-from sandbox.sims.gitlab_store import ApiError, GitLabStore, MergeRequestRecord, Project
+from sandbox.sims.gitlab_store import TOKEN_USER, ApiError, GitLabStore, MergeRequestRecord, Project
 from sandbox.sims.loopback import LoopbackHandler
 
-MergeListener = Callable[[str, int, str], None]  # (project path, MR iid, merge commit sha)
+MergeListener = Callable[[str, int, str], None]  # (project path, MR iid, target branch head after the merge)
+DISABLE_AFTER = 4  # consecutive failures before GitLab.com disables a hook for a while
+DISABLE_FOR_GOOD_AFTER = 40
+FIRST_DISABLE = timedelta(minutes=1)
+LONGEST_DISABLE = timedelta(hours=24)
 
 
 @dataclass
@@ -41,6 +59,16 @@ class Hook:
     project_id: int
     url: str
     token: str
+    merge_requests_events: bool = True
+    note_events: bool = True
+    confidential_note_events: bool = False
+    failures: int = 0  # consecutive
+    disabled_until: datetime | None = None
+    permanently_disabled: bool = False
+
+    def wants(self, event: str) -> bool:
+        return {"Merge Request Hook": self.merge_requests_events, "Note Hook": self.note_events,
+                "Confidential Note Hook": self.confidential_note_events}.get(event, False)
 
 
 @dataclass
@@ -55,6 +83,7 @@ class HookDelivery:
     event: str = "Merge Request Hook"
     idempotency_key: str = ""
     token: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  # as sent
 
 
 @dataclass
@@ -77,8 +106,10 @@ class RecordedRequest:
 class GitLabSimulator:
     """In-memory GitLab over HTTP, with a Python API for scenarios and tests."""
 
-    def __init__(self, token: str, clock: Clock | None = None, hook_timeout_seconds: float = 5.0) -> None:
+    def __init__(self, token: str, clock: Clock | None = None, hook_timeout_seconds: float = 5.0,
+                 *, auto_disable: bool = True) -> None:
         self.token = token
+        self.auto_disable = auto_disable
         self.clock = clock or SystemClock()
         self.hook_timeout_seconds = hook_timeout_seconds
         self.hook_deliveries: list[HookDelivery] = []
@@ -86,7 +117,7 @@ class GitLabSimulator:
         self._lock = threading.RLock()
         self._faults: list[_Fault] = []
         self._hooks: list[Hook] = []
-        self._pending_hooks: list[dict[str, Any]] = []  # hooks an API call fired, delivered once it returns
+        self._pending_hooks: list[tuple[str, dict[str, Any]]] = []  # hooks an API call fired, delivered once it returns
         self._listeners: list[MergeListener] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -96,6 +127,7 @@ class GitLabSimulator:
         # Users and project memberships (access levels: 30 Developer, 40 Maintainer, 50 Owner).
         self._users: dict[str, dict[str, Any]] = {}
         self._members: dict[tuple[int, int], int] = {}
+        self._group_members: dict[tuple[str, int], int] = {}  # (group path, user id) -> access level
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -144,21 +176,25 @@ class GitLabSimulator:
                        for path, text in files.items()]
             return self._store.commit(p, branch, message, actions, self._now()).id
 
-    def merge(self, project: str | int, iid: int, deliver_hooks: bool = True) -> str:
+    def merge(self, project: str | int, iid: int, deliver_hooks: bool = True, *, fast_forward: bool = False) -> str:
         """Merge MR `iid` as a reviewer would; fires hooks (unless `deliver_hooks` is False: a delivery GitLab
-        lost, which it never redelivers) and merge listeners; returns the merge sha."""
+        lost, which it never redelivers) and merge listeners; returns the target branch's new head.
+
+        `fast_forward`: the project's "Fast-forward merge" method (the target must not have moved): no merge
+        commit, so the MR and its hook carry `merge_commit_sha: null`.
+        """
         with self._lock:
             p = self._store.project(project)
-            mr = self._store.merge(p, iid, self._now())
+            mr = self._store.merge(p, iid, self._now(), fast_forward=fast_forward)
             payload = self._store.hook_payload(p, mr, "merge")
-            hooks = [h for h in self._hooks if h.project_id == p.id] if deliver_hooks else []
+            hooks = self._hooks_for(p.id, "Merge Request Hook") if deliver_hooks else []
             listeners = list(self._listeners)
+            head = p.branches[mr.target_branch]
         # Outside the lock: the receiver may call back into this API while handling the hook.
         self._deliver(hooks, payload)
-        assert mr.merge_commit_sha is not None
         for listener in listeners:
-            listener(p.path, iid, mr.merge_commit_sha)
-        return mr.merge_commit_sha
+            listener(p.path, iid, head)
+        return head
 
     def close(self, project: str | int, iid: int, deliver_hooks: bool = True) -> None:
         """Close MR `iid` without merging; fires hooks (unless `deliver_hooks` is False)."""
@@ -166,7 +202,7 @@ class GitLabSimulator:
             p = self._store.project(project)
             mr = self._store.close(p, iid, self._now())
             payload = self._store.hook_payload(p, mr, "close")
-            hooks = [h for h in self._hooks if h.project_id == p.id] if deliver_hooks else []
+            hooks = self._hooks_for(p.id, "Merge Request Hook") if deliver_hooks else []
         self._deliver(hooks, payload)
 
     def merge_requests(self, project: str | int) -> list[dict[str, Any]]:
@@ -181,10 +217,13 @@ class GitLabSimulator:
             p = self._store.project(project)
             return [n["body"] for n in self._store.mr(p, iid).notes]
 
-    def add_hook(self, project: str | int, url: str, token: str) -> None:
-        """Deliver merge request events of `project` to `url` with `X-Gitlab-Token: token`."""
+    def add_hook(self, project: str | int, url: str, token: str, *, confidential_note_events: bool = False) -> Hook:
+        """Deliver merge request and comment events of `project` to `url` with `X-Gitlab-Token: token`."""
         with self._lock:
-            self._hooks.append(Hook(self._store.project(project).id, url, token))
+            hook = Hook(self._store.project(project).id, url, token,
+                        confidential_note_events=confidential_note_events)
+            self._hooks.append(hook)
+            return hook
 
     def add_merge_listener(self, listener: MergeListener) -> None:
         """Call `listener(project_path, iid, merge_commit_sha)` after every merge (in-process followers)."""
@@ -222,35 +261,48 @@ class GitLabSimulator:
             self._members[(self._store.project(project).id, user_id)] = access_level
         return user_id
 
+    def add_group_member(self, group: str, username: str, access_level: int) -> int:
+        """Make `username` a member of group `group` (e.g. `platform`): every project under it inherits the
+        membership (`members/all`); returns the user id."""
+        user_id = self.add_user(username)
+        with self._lock:
+            self._group_members[(group.strip("/"), user_id)] = access_level
+        return user_id
+
     def comment_as(self, project: str | int, iid: int, username: str, body: str,
-                   deliver_hooks: bool = True) -> dict[str, Any]:
-        """`username` comments on MR `iid`: the note is stored and a "Note Hook" fires (unless
-        `deliver_hooks` is false: the delivery is lost); returns the note."""
+                   deliver_hooks: bool = True, *, internal: bool = False) -> dict[str, Any]:
+        """`username` comments on MR `iid`: the note is stored and a "Note Hook" fires ("Confidential Note
+        Hook" for an `internal` note; none when `deliver_hooks` is false: the delivery is lost); returns the
+        note."""
         self.add_user(username)
         with self._lock:
             p = self._store.project(project)
             mr = self._store.mr(p, iid)
             user = dict(self._users[username])
-            note = self._store.add_note(p, mr, body, self._now())
-            note["author"] = user
-            mr_attrs = self._store.mr_json(p, mr)
-            mr_attrs["url"] = mr_attrs["web_url"]
-            payload = {
-                "object_kind": "note", "event_type": "note", "user": user, "project_id": p.id,
-                "project": {"id": p.id, "name": p.path.rsplit("/", 1)[-1], "path_with_namespace": p.path,
-                            "web_url": p.web_url, "default_branch": p.default_branch},
-                "object_attributes": {
-                    "id": note["id"], "note": body, "noteable_type": "MergeRequest", "author_id": user["id"],
-                    "created_at": note["created_at"], "updated_at": note["updated_at"], "project_id": p.id,
-                    "noteable_id": mr.id, "system": False, "action": "create",
-                    "url": f"{mr_attrs['web_url']}#note_{note['id']}",
-                },
-                "repository": {"name": p.path.rsplit("/", 1)[-1], "url": f"{p.web_url}.git", "homepage": p.web_url},
-                "merge_request": mr_attrs,
-            }
-            hooks = [h for h in self._hooks if h.project_id == p.id] if deliver_hooks else []
-        self._deliver(hooks, payload, event="Note Hook")
+            note = self._store.add_note(p, mr, body, self._now(), author=user, internal=internal)
+            event, payload = self._note_event(p, mr, note, "create")
+            hooks = self._hooks_for(p.id, event) if deliver_hooks else []
+        self._deliver(hooks, payload, event=event)
         return note
+
+    def edit_note(self, project: str | int, iid: int, note_id: int, body: str) -> dict[str, Any]:
+        """The note's author edits it: GitLab 16.11+ fires a Note Hook with `action: update`."""
+        with self._lock:
+            p = self._store.project(project)
+            mr = self._store.mr(p, iid)
+            note = next(n for n in mr.notes if n["id"] == note_id)
+            note["body"], note["updated_at"] = body, self._now()
+            event, payload = self._note_event(p, mr, note, "update")
+            hooks = self._hooks_for(p.id, event)
+        self._deliver(hooks, payload, event=event)
+        return note
+
+    def hook(self, project: str | int) -> Hook:
+        """The project's only hook (tests read its failure count and disabled state)."""
+        with self._lock:
+            pid = self._store.project(project).id
+            (found,) = [h for h in self._hooks if h.project_id == pid]
+            return found
 
     # ------------------------------------------------------------------ internals
 
@@ -267,27 +319,83 @@ class GitLabSimulator:
                     return fault
         return None
 
+    def _hooks_for(self, project_id: int, event: str) -> list[Hook]:
+        return [h for h in self._hooks if h.project_id == project_id and h.wants(event)]
+
+    def _note_event(self, p: Project, mr: MergeRequestRecord, note: dict[str, Any],
+                    action: str) -> tuple[str, dict[str, Any]]:
+        """(event name, body) of a Note Hook for `note`, as GitLab sends it."""
+        user = dict(note["author"])
+        mr_attrs = self._store.mr_json(p, mr)
+        mr_attrs["url"] = mr_attrs["web_url"]
+        internal = bool(note.get("internal"))
+        payload = {
+            "object_kind": "note", "event_type": "confidential_note" if internal else "note", "user": user,
+            "project_id": p.id,
+            "project": {"id": p.id, "name": p.path.rsplit("/", 1)[-1], "path_with_namespace": p.path,
+                        "web_url": p.web_url, "default_branch": p.default_branch},
+            "object_attributes": {
+                "id": note["id"], "note": note["body"], "noteable_type": "MergeRequest", "author_id": user["id"],
+                "created_at": note["created_at"], "updated_at": note["updated_at"], "project_id": p.id,
+                "noteable_id": mr.id, "system": False, "action": action, "internal": internal,
+                "confidential": internal, "url": f"{mr_attrs['web_url']}#note_{note['id']}",
+            },
+            "repository": {"name": p.path.rsplit("/", 1)[-1], "url": f"{p.web_url}.git", "homepage": p.web_url},
+            "merge_request": mr_attrs,
+        }
+        return ("Confidential Note Hook" if internal else "Note Hook"), payload
+
     def _deliver(self, hooks: list[Hook], payload: dict[str, Any], event: str = "Merge Request Hook") -> None:
         for hook in hooks:
-            self._post(HookDelivery(hook.url, str(uuid.uuid4()), payload, None, event=event,
-                                    idempotency_key=str(uuid.uuid4()), token=hook.token))
+            delivery = HookDelivery(hook.url, str(uuid.uuid4()), payload, None, event=event,
+                                    idempotency_key=str(uuid.uuid4()), token=hook.token)
+            if self._disabled(hook):
+                delivery.error = "hook disabled"
+                with self._lock:
+                    self.hook_deliveries.append(delivery)
+                continue
+            self._post(delivery, hook)
 
     def resend(self, delivery: HookDelivery) -> HookDelivery:
-        """GitLab's "Resend Request": the same payload and Idempotency-Key, a new X-Gitlab-Event-UUID."""
+        """GitLab's "Resend Request": the same payload and Idempotency-Key, a new X-Gitlab-Event-UUID.
+        A person may resend to a disabled hook; a success enables it again."""
         again = HookDelivery(delivery.url, str(uuid.uuid4()), delivery.payload, None, event=delivery.event,
                              idempotency_key=delivery.idempotency_key, token=delivery.token)
-        self._post(again)
+        with self._lock:
+            hook = next((h for h in self._hooks if h.url == delivery.url and h.token == delivery.token), None)
+        self._post(again, hook)
         return again
 
-    def _post(self, delivery: HookDelivery) -> None:
+    def _disabled(self, hook: Hook) -> bool:
+        with self._lock:
+            if hook.permanently_disabled:
+                return True
+            return hook.disabled_until is not None and self.clock.now() < hook.disabled_until
+
+    def _record_outcome(self, hook: Hook | None, ok: bool) -> None:
+        if hook is None or not self.auto_disable:
+            return
+        with self._lock:
+            if ok:
+                hook.failures, hook.disabled_until, hook.permanently_disabled = 0, None, False
+                return
+            hook.failures += 1
+            if hook.failures >= DISABLE_FOR_GOOD_AFTER:
+                hook.permanently_disabled = True
+            elif hook.failures >= DISABLE_AFTER:
+                backoff = min(FIRST_DISABLE * 2 ** (hook.failures - DISABLE_AFTER), LONGEST_DISABLE)
+                hook.disabled_until = self.clock.now() + backoff
+
+    def _post(self, delivery: HookDelivery, hook: Hook | None = None) -> None:
         """POST one delivery with GitLab 17.4+'s headers (VENDOR-FACTS: Idempotency-Key survives resends)."""
         payload, hook_url = delivery.payload, delivery.url
         headers = {
             "Content-Type": "application/json", "User-Agent": "GitLab/17.4.0",
             "X-Gitlab-Event": delivery.event, "X-Gitlab-Token": delivery.token,
             "X-Gitlab-Event-UUID": delivery.event_uuid, "X-Gitlab-Instance": self.url,
-            "Idempotency-Key": delivery.idempotency_key,
+            "X-Gitlab-Webhook-UUID": str(uuid.uuid4()), "Idempotency-Key": delivery.idempotency_key,
         }
+        delivery.headers = dict(headers)
         # http.client rather than urllib: urllib rewrites header names ("X-gitlab-token").
         target = urlsplit(hook_url)
         connection_type = HTTPSConnection if target.scheme == "https" else HTTPConnection
@@ -300,6 +408,7 @@ class GitLabSimulator:
             delivery.error = str(e)
         finally:
             connection.close()
+        self._record_outcome(hook, delivery.status is not None and 200 <= delivery.status < 400)
         with self._lock:
             self.hook_deliveries.append(delivery)
 
@@ -308,14 +417,16 @@ class GitLabSimulator:
         parts = urlsplit(raw_path)
         segments = [unquote(s) for s in parts.path.split("/") if s]
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if segments == ["api", "v4", "user"] and method == "GET":
+            return 200, dict(TOKEN_USER)  # the token's own account
         if segments[:2] != ["api", "v4"] or len(segments) < 4 or segments[2] != "projects":
             raise ApiError(404, "404 Not Found")
         with self._lock:
             p = self._store.project(segments[3])
             answer = self._route(method, p, segments[4:], query | body)
             hooks, self._pending_hooks = self._pending_hooks, []
-        for payload in hooks:  # outside the lock: the receiver may call back into this API
-            self._deliver([h for h in self._hooks if h.project_id == p.id], payload)
+        for event, payload in hooks:  # outside the lock: the receiver may call back into this API
+            self._deliver(self._hooks_for(p.id, event), payload, event=event)
         return answer
 
     def _route(self, method: str, p: Project, rest: list[str], args: dict[str, Any]) -> tuple[int, Any]:
@@ -350,18 +461,27 @@ class GitLabSimulator:
                 mr = s.mr(p, _int(iid))
                 if args.get("state_event") == "close" and mr.state == "opened":
                     s.close(p, mr.iid, now)
-                    self._pending_hooks.append(s.hook_payload(p, mr, "close"))
+                    self._pending_hooks.append(("Merge Request Hook", s.hook_payload(p, mr, "close")))
                 return 200, s.mr_json(p, mr)
             case "GET", ["merge_requests", iid, "notes"]:
                 return 200, list(s.mr(p, _int(iid)).notes)
             case "POST", ["merge_requests", iid, "notes"]:
-                return 201, s.add_note(p, s.mr(p, _int(iid)), args.get("body", ""), now)
+                # Written by the token's account; GitLab fires a Note Hook for it like for any note.
+                mr = s.mr(p, _int(iid))
+                note = s.add_note(p, mr, args.get("body", ""), now, internal=bool(args.get("internal")))
+                self._pending_hooks.append(self._note_event(p, mr, note, "create"))
+                return 201, note
             case "GET", ["members", "all", user_id]:
                 return 200, self._member_json(p, _int(user_id))
         raise ApiError(404, "404 Not Found")
 
     def _member_json(self, p: Project, user_id: int) -> dict[str, Any]:
-        level = self._members.get((p.id, user_id))
+        # members/all: the project's own members and those inherited from every ancestor group, the
+        # highest access level winning.
+        groups = ["/".join(p.path.split("/")[:i]) for i in range(1, p.path.count("/") + 1)]
+        levels = [self._members.get((p.id, user_id))] + [self._group_members.get((g, user_id)) for g in groups]
+        found = [lv for lv in levels if lv is not None]
+        level = max(found) if found else None
         user = next((u for u in self._users.values() if u["id"] == user_id), None)
         if level is None or user is None:
             raise ApiError(404, "404 Not found")

@@ -61,7 +61,9 @@ class Project:
     mrs: dict[int, MergeRequestRecord] = field(default_factory=dict)
 
 
-_USER = {"id": 1, "username": "guard-sim", "name": "GUARD simulator", "state": "active"}
+# The account the API token belongs to (GUARD's bot): it authors what the API writes.
+TOKEN_USER = {"id": 1, "username": "guard-sim", "name": "GUARD simulator", "state": "active"}
+_USER = TOKEN_USER
 _STATE_ID = {"opened": 1, "closed": 2, "merged": 3, "locked": 4}
 
 
@@ -164,12 +166,22 @@ class GitLabStore:
         project.mrs[iid] = record
         return record
 
-    def merge(self, project: Project, iid: int, now: str) -> MergeRequestRecord:
-        """Three-way merge of the source branch's changes onto the target, as a merge commit."""
+    def merge(self, project: Project, iid: int, now: str, *, fast_forward: bool = False) -> MergeRequestRecord:
+        """Three-way merge of the source branch's changes onto the target, as a merge commit; or, with
+        `fast_forward`, the target moved to the source head (no merge commit: `merge_commit_sha` stays null)."""
         mr = self.mr(project, iid)
         if mr.state != "opened":
             raise ValueError(f"{project.path}!{iid} is {mr.state}, not opened")
         source, target = self.head(project, mr.source_branch), self.head(project, mr.target_branch)
+        if fast_forward:
+            if target.id not in self._walk(project, source.id):
+                raise ValueError(f"{project.path}!{iid} cannot be fast-forwarded: {mr.target_branch} moved on")
+            project.branches[mr.target_branch] = source.id
+            mr.merged_head = source.id
+            if mr.remove_source_branch:
+                del project.branches[mr.source_branch]
+            mr.state, mr.merged_at, mr.updated_at = "merged", now, now
+            return mr
         base = self._merge_base(project, source.id, target.id)
         files = dict(target.files)
         for path in set(source.files) | set(base.files):
@@ -199,13 +211,15 @@ class GitLabStore:
         mr.state, mr.closed_at, mr.updated_at = "closed", now, now
         return mr
 
-    def add_note(self, project: Project, mr: MergeRequestRecord, body: str, now: str) -> dict[str, Any]:
+    def add_note(self, project: Project, mr: MergeRequestRecord, body: str, now: str, *,
+                 author: dict[str, Any] | None = None, internal: bool = False) -> dict[str, Any]:
         if not body:
             raise ApiError(400, "body is missing")
         note = {
-            "id": next(self._ids), "body": body, "author": _USER, "created_at": now, "updated_at": now,
-            "system": False, "noteable_id": mr.id, "noteable_type": "MergeRequest",
-            "noteable_iid": mr.iid, "project_id": project.id,
+            "id": next(self._ids), "type": None, "body": body, "author": dict(author or _USER), "created_at": now,
+            "updated_at": now, "system": False, "noteable_id": mr.id, "noteable_type": "MergeRequest",
+            "noteable_iid": mr.iid, "project_id": project.id, "resolvable": False, "confidential": internal,
+            "internal": internal,
         }
         mr.notes.append(note)
         return note

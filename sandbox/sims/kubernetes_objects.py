@@ -8,13 +8,51 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 Json = dict[str, Any]
 
 ISTIO_PROXY_IMAGE = "docker.io/istio/proxyv2"
 ISTIOD_IMAGE = "docker.io/istio/pilot"
+# helm-controller v1.0-v1.3 serve all three; v0.37 serves v2beta1 and v2beta2; v1.5 serves v2 only
+# (helm.toolkit.fluxcd.io_helmreleases.yaml at each tag).
+HELM_VERSIONS_DEFAULT = ("v2beta1", "v2beta2", "v2")
+HELM_CONTROLLER_TAG = {("v2beta1", "v2beta2", "v2"): "v1.3.0", ("v2beta1", "v2beta2"): "v0.37.4",
+                       ("v2beta2", "v2"): "v1.4.1", ("v2",): "v1.5.0", ("v2beta1",): "v0.36.2"}
+
+
+def image_ref(repository: str, version: str, variant: str = "", digest: bool = False) -> str:
+    """An Istio image reference: `repo:1.24.2`, `repo:1.24.2-debug`, or pinned `repo@sha256:...`."""
+    tag = f"{version}-{variant}" if variant else version
+    if digest:
+        return f"{repository}@sha256:{hashlib.sha256(f'{repository}:{tag}'.encode()).hexdigest()}"
+    return f"{repository}:{tag}"
+
+
+def selector_json(kind: str, labels: dict[str, str]) -> Json:
+    """A PDB selector of one of the shapes seen in real clusters (`labels`, `expressions`, `empty`)."""
+    if kind == "empty":
+        return {}
+    if kind == "expressions":
+        return {"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in labels.items()]
+                + [{"key": "job-name", "operator": "DoesNotExist"}]}
+    return {"matchLabels": dict(labels)}
+
+
+def selector_selects(selector: Json | None, labels: dict[str, str]) -> bool:
+    """The API server's LabelSelector semantics: null selects nothing, `{}` everything."""
+    if selector is None:
+        return False
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        ok = {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values,
+              "Exists": key in labels, "DoesNotExist": key not in labels}.get(op, False)
+        if not ok:
+            return False
+    return True
 
 
 @dataclass
@@ -22,7 +60,7 @@ class Pod:
     namespace: str
     name: str
     labels: dict[str, str]
-    owner_kind: str  # ReplicaSet | DaemonSet
+    owner_kind: str  # ReplicaSet | StatefulSet | DaemonSet | Job
     owner_name: str
     node: str
     containers: list[tuple[str, str]]  # (name, image)
@@ -31,10 +69,15 @@ class Pod:
     ready_at: datetime
     template_hash: str | None = None
     annotations: dict[str, str] = field(default_factory=dict)
+    native_sidecars: list[str] = field(default_factory=list)  # init containers with restartPolicy: Always
+    finished: str | None = None  # Succeeded | Failed: a completed Job pod
+    restart_policy: str = "Always"
 
 
 @dataclass
 class Deployment:
+    """A Deployment, StatefulSet or DaemonSet (`kind`): how its pods roll differs, the rest is shared."""
+
     namespace: str
     name: str
     replicas: int
@@ -45,17 +88,22 @@ class Deployment:
     generation: int = 1
     revision: int = 0
     current_hash: str = ""
+    kind: str = "Deployment"
+    native_sidecar: bool = False  # Istio's ENABLE_NATIVE_SIDECARS: istio-proxy as an init container
+    proxy_digest: bool = False  # an admission policy rewrites the proxy image to its digest
+    labels: dict[str, str] = field(default_factory=dict)  # metadata labels besides app
+    match_labels: dict[str, str] = field(default_factory=dict)  # default {"app": name}
 
     @property
     def selector(self) -> dict[str, str]:
-        return {"app": self.name}
+        return dict(self.match_labels) or {"app": self.name}
 
 
 @dataclass
 class Pdb:
     namespace: str
     name: str
-    selector: dict[str, str]
+    selector: Json | None  # the LabelSelector as written (matchLabels / matchExpressions / {})
     min_available: int | str | None
     max_unavailable: int | str | None
     created_at: datetime
@@ -73,6 +121,14 @@ class HelmRelease:
     reconcile_at: datetime | None = None
     stuck_message: str | None = None
     history: list[Json] = field(default_factory=list)
+    suspended: bool = False
+    failing_upgrades: int = 0  # upgrades still to fail (then remediated by a rollback)
+    reconcile_delay: timedelta = timedelta(seconds=60)  # also the retry interval after a failed upgrade
+    stall_after_failures: bool = False  # retries exhausted after the failures: Stalled, no more attempts
+    last_failure: str | None = None  # message of the last failed upgrade (Ready=False UpgradeFailed)
+    remediated: bool = False
+    stalled: bool = False
+    attempted_version: str = ""
 
 
 @dataclass
@@ -91,6 +147,17 @@ class SimCluster:
     events: list[Json] = field(default_factory=list)
     resource_version: int = 1000
     pod_serial: int = 0
+    helm_versions: tuple[str, ...] = HELM_VERSIONS_DEFAULT
+    istio_revision: str | None = None  # None: the `default` revision, istiod named `istiod`
+    image_variant: str = ""  # "", "debug" or "distroless"
+
+    @property
+    def istiod_name(self) -> str:
+        return f"istiod-{self.istio_revision}" if self.istio_revision else "istiod"
+
+    @property
+    def revision_label(self) -> str:
+        return self.istio_revision or "default"
 
     def crash_started(self, p: Pod) -> datetime | None:
         """When `p` began crash-looping under a `crash_loop` fault, or None."""
@@ -189,7 +256,7 @@ def pod_json(c: SimCluster, p: Pod, now: datetime) -> Json:
         status: Json = {
             "name": cname,
             "image": image,
-            "imageID": f"{image.rsplit(':', 1)[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}",
+            "imageID": image_id(image),
             "ready": ready,
             "restartCount": 0,
             "started": started,
@@ -223,10 +290,13 @@ def pod_json(c: SimCluster, p: Pod, now: datetime) -> Json:
         {
             "name": n,
             "image": i,
-            "imageID": f"{i.rsplit(':', 1)[0]}@sha256:{hashlib.sha256(i.encode()).hexdigest()}",
-            "ready": True,
+            "imageID": image_id(i),
+            "ready": n in p.native_sidecars and ready,
             "restartCount": 0,
-            "state": {
+            "started": n in p.native_sidecars and started,
+            # A native sidecar keeps running beside the app; a plain init container ran to completion.
+            "state": {"running": {"startedAt": ts(p.ready_at)}} if n in p.native_sidecars and started
+            and not p.finished else {
                 "terminated": {
                     "exitCode": 0,
                     "reason": "Completed",
@@ -237,6 +307,13 @@ def pod_json(c: SimCluster, p: Pod, now: datetime) -> Json:
         }
         for n, i in p.init_containers
     ]
+    if p.finished:
+        ready = False
+        for st in statuses:
+            st.update(ready=False, started=False, state={"terminated": {
+                "exitCode": 0 if p.finished == "Succeeded" else 1,
+                "reason": "Completed" if p.finished == "Succeeded" else "Error",
+                "startedAt": ts(p.created_at), "finishedAt": ts(p.ready_at)}})
     flag = "True" if ready else "False"
     transition = ts(max(p.ready_at, p.created_at))
     conditions = [
@@ -246,7 +323,7 @@ def pod_json(c: SimCluster, p: Pod, now: datetime) -> Json:
         {"type": "Ready", "status": flag, "lastTransitionTime": transition},
     ]
     owner = {
-        "apiVersion": "apps/v1",
+        "apiVersion": "batch/v1" if p.owner_kind == "Job" else "apps/v1",
         "kind": p.owner_kind,
         "name": p.owner_name,
         "uid": uid(c.cluster_id, p.namespace, p.owner_name),
@@ -267,12 +344,13 @@ def pod_json(c: SimCluster, p: Pod, now: datetime) -> Json:
         "spec": {
             "nodeName": p.node,
             "containers": [{"name": n, "image": i, "imagePullPolicy": "IfNotPresent"} for n, i in p.containers],
-            "initContainers": [{"name": n, "image": i} for n, i in p.init_containers],
-            "restartPolicy": "Always",
+            "initContainers": [{"name": n, "image": i, **({"restartPolicy": "Always"} if n in p.native_sidecars
+                                                          else {})} for n, i in p.init_containers],
+            "restartPolicy": p.restart_policy,
             "serviceAccountName": "default",
         },
         "status": {
-            "phase": "Running" if started else "Pending",
+            "phase": p.finished or ("Running" if started else "Pending"),
             "conditions": conditions,
             "hostIP": "10.0.1.10",
             "podIP": f"10.0.{len(p.name) % 250}.{sum(map(ord, p.name)) % 250}",
@@ -285,9 +363,43 @@ def pod_json(c: SimCluster, p: Pod, now: datetime) -> Json:
 
 
 def deployment_json(c: SimCluster, d: Deployment, now: datetime) -> Json:
-    pods = [p for p in c.pods if p.owner_kind == "ReplicaSet" and owned_by(p, d)]
+    """apps/v1 Deployment, StatefulSet or DaemonSet, as `d.kind` says."""
+    pods = pods_of(c, d)
     ready = sum(1 for p in pods if c.pod_ready(p, now))
     updated = sum(1 for p in pods if p.template_hash == d.current_hash)
+    current_labels = {"app": d.name, **d.labels}
+    template = {
+        "metadata": {"labels": dict(d.selector), "annotations": dict(d.template_annotations)},
+        "spec": {"containers": [{"name": n, "image": i} for n, i in d.containers]},
+    }
+    meta_json = meta(c, d.name, d.namespace, d.created_at, labels=current_labels, generation=d.generation,
+                     annotations={"deployment.kubernetes.io/revision": str(d.revision)}
+                     if d.kind == "Deployment" else {})
+    if d.kind == "DaemonSet":
+        return {
+            "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta_json,
+            "spec": {"selector": {"matchLabels": dict(d.selector)}, "template": template,
+                     "updateStrategy": {"type": "RollingUpdate",
+                                        "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}},
+            "status": {"currentNumberScheduled": len(c.nodes), "desiredNumberScheduled": len(c.nodes),
+                       "numberMisscheduled": 0, "numberReady": ready, "numberAvailable": ready,
+                       "numberUnavailable": max(0, len(c.nodes) - ready), "updatedNumberScheduled": updated,
+                       "observedGeneration": d.generation},
+        }
+    if d.kind == "StatefulSet":
+        status_sts: Json = {"observedGeneration": d.generation, "replicas": len(pods), "currentReplicas":
+                            len(pods) - updated, "updatedReplicas": updated, "availableReplicas": ready,
+                            "currentRevision": f"{d.name}-{d.current_hash}", "updateRevision":
+                            f"{d.name}-{d.current_hash}", "collisionCount": 0}
+        if ready:
+            status_sts["readyReplicas"] = ready
+        return {
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": meta_json,
+            "spec": {"replicas": d.replicas, "serviceName": d.name, "podManagementPolicy": "OrderedReady",
+                     "selector": {"matchLabels": dict(d.selector)}, "template": template,
+                     "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}},
+            "status": status_sts,
+        }
     status: Json = {
         "observedGeneration": d.generation,
         "replicas": len(pods),
@@ -312,15 +424,7 @@ def deployment_json(c: SimCluster, d: Deployment, now: datetime) -> Json:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": meta(
-            c,
-            d.name,
-            d.namespace,
-            d.created_at,
-            labels={"app": d.name},
-            generation=d.generation,
-            annotations={"deployment.kubernetes.io/revision": str(d.revision)},
-        ),
+        "metadata": meta_json,
         "spec": {
             "replicas": d.replicas,
             "selector": {"matchLabels": dict(d.selector)},
@@ -328,25 +432,24 @@ def deployment_json(c: SimCluster, d: Deployment, now: datetime) -> Json:
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
             },
-            "template": {
-                "metadata": {"labels": dict(d.selector), "annotations": dict(d.template_annotations)},
-                "spec": {"containers": [{"name": n, "image": i} for n, i in d.containers]},
-            },
+            "template": template,
         },
         "status": status,
     }
 
 
 def pdb_json(c: SimCluster, b: Pdb, now: datetime) -> Json:
-    matching = [p for p in c.pods if p.namespace == b.namespace and b.selector.items() <= p.labels.items()]
+    matching = [p for p in c.pods if p.namespace == b.namespace and not p.finished
+                and selector_selects(b.selector, p.labels)]
     healthy = sum(1 for p in matching if c.pod_ready(p, now))
-    dep = c.deployments.get((b.namespace, b.name))
-    expected = dep.replicas if dep is not None else len(matching)
+    # The disruption controller counts the scale of the controllers owning the selected pods.
+    owners = [d for d in c.deployments.values() if any(p in matching for p in pods_of(c, d))]
+    expected = sum(d.replicas if d.kind != "DaemonSet" else len(c.nodes) for d in owners) or len(matching)
     if b.min_available is not None:
         desired = scaled(b.min_available, expected)
     else:
         desired = max(0, expected - scaled(b.max_unavailable or 0, expected))
-    spec: Json = {"selector": {"matchLabels": dict(b.selector)}}
+    spec: Json = {} if b.selector is None else {"selector": b.selector}
     if b.min_available is not None:
         spec["minAvailable"] = b.min_available
     if b.max_unavailable is not None:
@@ -374,41 +477,92 @@ def pdb_json(c: SimCluster, b: Pdb, now: datetime) -> Json:
     }
 
 
-def helm_release_json(hr: HelmRelease, at: datetime) -> Json:
+def helm_release_json(hr: HelmRelease, at: datetime, api_version: str = "v2",
+                      storage: str = "v2") -> Json:
+    """The HelmRelease as `api_version` serves it. Flux's CRD has no conversion webhook, so every
+    served version shows the same object: its status fields are those of the controller's own
+    (storage) version, `storage`: v2beta1 writes lastAppliedRevision, v2beta2 and v2 the history."""
     now = ts(at)
-    ready: Json
+    pending = hr.generation > hr.observed_generation and not hr.suspended
+    conditions: list[Json]
+    observed = hr.observed_generation
     if hr.stuck_message is not None:
-        ready = {
-            "type": "Ready",
-            "status": "False",
-            "reason": "ArtifactFailed",
-            "message": hr.stuck_message,
-        }
+        # A stuck release has seen the latest spec and failed on it.
+        observed = hr.generation
+        conditions = [
+            {"type": "Ready", "status": "False", "reason": "ArtifactFailed", "message": hr.stuck_message},
+            {"type": "Released", "status": "True", "reason": "UpgradeSucceeded", "message": "release is up to date"},
+        ]
+    elif hr.stalled:
+        observed = hr.generation  # a terminal error is recorded against the generation that caused it
+        conditions = [
+            {"type": "Ready", "status": "False", "reason": "UpgradeFailed", "message": hr.last_failure or ""},
+            {"type": "Stalled", "status": "True", "reason": "RetriesExceeded",
+             "message": "Failed to upgrade after 1 attempt(s)"},
+            {"type": "Released", "status": "False", "reason": "UpgradeFailed", "message": hr.last_failure or ""},
+            {"type": "Remediated", "status": "True", "reason": "RollbackSucceeded",
+             "message": f"Helm rollback to previous release {hr.namespace}/{hr.name}.v{len(hr.history)} "
+                        f"with chart istiod@{hr.applied_version} succeeded"},
+        ]
+    elif pending and hr.last_failure is not None:
+        # An upgrade failed and was rolled back; the controller retries at its interval.
+        conditions = [
+            {"type": "Ready", "status": "False", "reason": "UpgradeFailed", "message": hr.last_failure},
+            {"type": "Released", "status": "False", "reason": "UpgradeFailed", "message": hr.last_failure},
+            {"type": "Remediated", "status": "True", "reason": "RollbackSucceeded",
+             "message": f"Helm rollback to previous release {hr.namespace}/{hr.name}.v{len(hr.history)} "
+                        f"with chart istiod@{hr.applied_version} succeeded"},
+        ]
+    elif pending:
+        conditions = [
+            {"type": "Reconciling", "status": "True", "reason": "Progressing",
+             "message": "Running 'upgrade' action with timeout of 5m0s"},
+            {"type": "Ready", "status": "Unknown", "reason": "Progressing",
+             "message": "Running 'upgrade' action with timeout of 5m0s"},
+            {"type": "Released", "status": "True", "reason": "UpgradeSucceeded",
+             "message": f"Helm upgrade succeeded for release {hr.namespace}/{hr.name}.v{len(hr.history)} "
+                        f"with chart istiod@{hr.applied_version}"},
+        ]
     else:
-        ready = {
-            "type": "Ready",
-            "status": "True",
-            "reason": "UpgradeSucceeded",
-            "message": f"Helm upgrade succeeded for release {hr.namespace}/{hr.name}.v{len(hr.history)} "
-            f"with chart istiod@{hr.applied_version}",
-        }
-    released: Json = (
-        {**ready, "type": "Released"}
-        if hr.stuck_message is None
-        else {
-            "type": "Released",
-            "status": "True",
-            "reason": "UpgradeSucceeded",
-            "message": "release is up to date",
-        }
-    )
-    # A stuck release has seen the latest spec and failed on it; otherwise the status is the
-    # last reconcile's, stale while a spec change waits for its reconcile.
-    observed = hr.generation if hr.stuck_message is not None else hr.observed_generation
-    for cond in (ready, released):
+        message = (f"Helm upgrade succeeded for release {hr.namespace}/{hr.name}.v{len(hr.history)} "
+                   f"with chart istiod@{hr.applied_version}")
+        conditions = [{"type": "Ready", "status": "True", "reason": "UpgradeSucceeded", "message": message},
+                      {"type": "Released", "status": "True", "reason": "UpgradeSucceeded", "message": message}]
+    for cond in conditions:
         cond.update(lastTransitionTime=now, observedGeneration=observed)
+    status: Json = {
+        "observedGeneration": observed,
+        "lastAttemptedRevision": hr.attempted_version or hr.applied_version,
+        "helmChart": f"flux-system/{hr.namespace}-{hr.name}",
+        "conditions": conditions,
+    }
+    if storage == "v2beta1":
+        status.update(lastAppliedRevision=hr.applied_version, lastReleaseRevision=len(hr.history),
+                      lastAttemptedValuesChecksum=hashlib.sha1(hr.name.encode()).hexdigest())
+        if hr.last_failure is not None:
+            status.update(failures=1, upgradeFailures=1)
+    else:
+        status.update(lastAttemptedGeneration=observed, history=[dict(h) for h in hr.history])
+        if hr.last_failure is not None:
+            status["upgradeFailures"] = 1
+    spec: Json = {
+        "interval": "10m",
+        "releaseName": hr.name,
+        "chart": {
+            "spec": {
+                "chart": "istiod",
+                "version": hr.spec_version,
+                "sourceRef": {"kind": "HelmRepository", "name": "istio", "namespace": "flux-system"},
+                "interval": "1h",
+            }
+        },
+        "upgrade": {"remediation": {"retries": 1}},
+        "values": {"pilot": {"autoscaleMin": 2}},
+    }
+    if hr.suspended:
+        spec["suspend"] = True
     return {
-        "apiVersion": "helm.toolkit.fluxcd.io/v2",
+        "apiVersion": f"helm.toolkit.fluxcd.io/{api_version}",
         "kind": "HelmRelease",
         "metadata": {
             "name": hr.name,
@@ -420,27 +574,8 @@ def helm_release_json(hr: HelmRelease, at: datetime) -> Json:
                 "kustomize.toolkit.fluxcd.io/namespace": "flux-system",
             },
         },
-        "spec": {
-            "interval": "10m",
-            "releaseName": hr.name,
-            "chart": {
-                "spec": {
-                    "chart": "istiod",
-                    "version": hr.spec_version,
-                    "sourceRef": {"kind": "HelmRepository", "name": "istio", "namespace": "flux-system"},
-                    "interval": "1h",
-                }
-            },
-            "values": {"pilot": {"autoscaleMin": 2}},
-        },
-        "status": {
-            "observedGeneration": observed,
-            "lastAttemptedGeneration": observed,
-            "lastAttemptedRevision": hr.applied_version,
-            "helmChart": f"flux-system/{hr.namespace}-{hr.name}",
-            "conditions": [ready, released],
-            "history": [dict(h) for h in hr.history],
-        },
+        "spec": spec,
+        "status": status,
     }
 
 
@@ -448,7 +583,22 @@ def helm_release_json(hr: HelmRelease, at: datetime) -> Json:
 
 
 def owned_by(p: Pod, dep: Deployment) -> bool:
-    return p.namespace == dep.namespace and p.owner_name.rsplit("-", 1)[0] == dep.name
+    if p.namespace != dep.namespace:
+        return False
+    if dep.kind == "Deployment":
+        return p.owner_kind == "ReplicaSet" and p.owner_name.rsplit("-", 1)[0] == dep.name
+    return p.owner_kind == dep.kind and p.owner_name == dep.name
+
+
+def pods_of(c: SimCluster, dep: Deployment) -> list[Pod]:
+    return [p for p in c.pods if owned_by(p, dep)]
+
+
+def image_id(image: str) -> str:
+    """What the kubelet reports as `imageID`: the repository pinned to the digest it pulled."""
+    if "@" in image:
+        return image
+    return f"{image.rsplit(':', 1)[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
 
 
 def scaled(value: int | str, total: int) -> int:

@@ -27,6 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 from guard.ports import Clock
 
 from sandbox.sims.kubernetes_objects import (
+    HELM_CONTROLLER_TAG,
+    HELM_VERSIONS_DEFAULT,
     ISTIO_PROXY_IMAGE,
     ISTIOD_IMAGE,
     Deployment,
@@ -38,12 +40,14 @@ from sandbox.sims.kubernetes_objects import (
     deployment_json,
     helm_release_json,
     history_entry,
+    image_ref,
     meta,
     namespace_json,
     node_json,
-    owned_by,
     pdb_json,
     pod_json,
+    pods_of,
+    selector_json,
     short_hash,
     ts,
 )
@@ -56,14 +60,18 @@ _LOG_LENGTH = 2000
 
 
 class Workload(NamedTuple):
-    """An application Deployment to create; a plain 5-tuple in this order works too."""
+    """An application workload to create; a plain 5-tuple in this order works too."""
 
     namespace: str
     name: str
-    replicas: int = 2
+    replicas: int = 2  # a DaemonSet runs one pod per node whatever this says
     injected: bool = True
     has_pdb: bool = True
     pdb_min_available: int | str | None = None  # None -> maxUnavailable: 1
+    kind: str = "Deployment"  # Deployment | StatefulSet | DaemonSet
+    native_sidecar: bool = False  # istio-proxy as an init container with restartPolicy: Always
+    proxy_digest: bool = False  # the proxy image is rewritten to its digest (e.g. by an admission policy)
+    pdb_selector: str = "labels"  # labels (matchLabels) | expressions (matchExpressions) | empty ({})
 
 
 class SimRequest(NamedTuple):
@@ -94,6 +102,8 @@ class _Fault(NamedTuple):
     retry_after: int | None
 
 
+HELM_GROUP = "helm.toolkit.fluxcd.io"
+_WORKLOAD_KINDS = {"deployments": "Deployment", "statefulsets": "StatefulSet", "daemonsets": "DaemonSet"}
 _REASONS = {429: "TooManyRequests", 500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailable",
             504: "Timeout", 401: "Unauthorized", 403: "Forbidden"}
 
@@ -137,19 +147,33 @@ class KubernetesSimulator(LoopbackServer):
         istio_version: str,
         nodes: int = 3,
         workloads: Iterable[Workload | tuple[Any, ...]] = (),
+        istio_revision: str | None = None,
+        image_variant: str = "",
+        helm_versions: Iterable[str] = HELM_VERSIONS_DEFAULT,
     ) -> None:
-        """Create a healthy cluster running Istio `istio_version`, with `workloads` in app namespaces."""
+        """Create a healthy cluster running Istio `istio_version`, with `workloads` in app namespaces.
+
+        `istio_revision`: istiod installed with a revision (`istiod-<rev>`, namespaces labelled
+        `istio.io/rev`); `image_variant`: Istio images tagged `<version>-<variant>` (debug,
+        distroless); `helm_versions`: the helm.toolkit.fluxcd.io versions its helm-controller serves.
+        """
         now = self.clock.now()
         born = now - timedelta(days=30)
         node_names = [f"ip-10-0-{i + 1}-{10 + i}.ec2.internal" for i in range(nodes)]
         hr = HelmRelease("istio-system", "istiod", istio_version, istio_version, created_at=born)
         hr.history.append(history_entry(hr, istio_version, 1, born))
+        served = tuple(v for v in HELM_VERSIONS_DEFAULT if v in set(helm_versions))
+        if not served:
+            raise ValueError(f"helm_versions: none of {', '.join(HELM_VERSIONS_DEFAULT)}")
         c = SimCluster(
             cluster_id=cluster_id,
             nodes=dict.fromkeys(node_names, True),
             namespaces={},
             created_at=born,
             helm_release=hr,
+            helm_versions=served,
+            istio_revision=istio_revision,
+            image_variant=image_variant,
         )
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease", "istio-system", "flux-system"):
             c.namespaces[ns] = {"kubernetes.io/metadata.name": ns}
@@ -163,29 +187,34 @@ class KubernetesSimulator(LoopbackServer):
                     self._new_pod(c, "kube-system", ds, {"k8s-app": ds}, "DaemonSet", ds, [(ds, image)], [], born)
                     c.pods[-1].node = node
             self._add_deployment(c, "kube-system", "coredns", 2, [("coredns", "coredns/coredns:v1.11.1")], False, born)
+            flux_tag = HELM_CONTROLLER_TAG.get(served, "v1.3.0")
             for ctl in ("source-controller", "kustomize-controller", "helm-controller"):
-                image = f"ghcr.io/fluxcd/{ctl}:v1.3.0"
+                image = f"ghcr.io/fluxcd/{ctl}:{flux_tag if ctl == 'helm-controller' else 'v1.3.0'}"
                 self._add_deployment(c, "flux-system", ctl, 1, [("manager", image)], False, born)
-            istiod = self._add_deployment(
-                c,
-                "istio-system",
-                "istiod",
-                2,
-                [("discovery", f"{ISTIOD_IMAGE}:{istio_version}")],
-                False,
-                born,
-            )
-            self._add_pdb(c, "istio-system", "istiod", istiod.selector, 1, None, born)
+            rev = c.revision_label
+            istiod = Deployment(
+                "istio-system", c.istiod_name, 2,
+                [("discovery", image_ref(ISTIOD_IMAGE, istio_version, image_variant))], False, created_at=born,
+                labels={"app": "istiod", "istio.io/rev": rev, "istio": "pilot", "app.kubernetes.io/name": "istiod",
+                        "app.kubernetes.io/version": istio_version, "helm.toolkit.fluxcd.io/name": hr.name,
+                        "helm.toolkit.fluxcd.io/namespace": hr.namespace},
+                match_labels={"app": "istiod", "istio.io/rev": rev})
+            self._place(c, istiod, born)
+            self._add_pdb(c, "istio-system", c.istiod_name, istiod.selector, 1, None, born)
             for raw in workloads:
                 w = raw if isinstance(raw, Workload) else Workload(*raw)
                 labels = c.namespaces.setdefault(w.namespace, {"kubernetes.io/metadata.name": w.namespace})
                 if w.injected:
-                    labels["istio-injection"] = "enabled"
+                    rev_label = {"istio.io/rev": istio_revision} if istio_revision else {}
+                    labels.update(rev_label or {"istio-injection": "enabled"})
                 image = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{w.namespace}/{w.name}:1.0.0"
-                dep = self._add_deployment(c, w.namespace, w.name, w.replicas, [(w.name, image)], w.injected, born)
+                dep = Deployment(w.namespace, w.name, w.replicas, [(w.name, image)], w.injected, created_at=born,
+                                 kind=w.kind, native_sidecar=w.native_sidecar, proxy_digest=w.proxy_digest)
+                self._place(c, dep, born)
                 if w.has_pdb:
                     max_unavailable = 1 if w.pdb_min_available is None else None
-                    self._add_pdb(c, w.namespace, w.name, dep.selector, w.pdb_min_available, max_unavailable, born)
+                    self._add_pdb(c, w.namespace, w.name, selector_json(w.pdb_selector, dep.selector),
+                                  w.pdb_min_available, max_unavailable, born)
 
     def apply_chart_version(self, cluster_id: str, version: str, reconcile_after_seconds: float) -> None:
         """Flux applies a new chart version: the spec changes now, the release follows after the delay.
@@ -200,7 +229,49 @@ class KubernetesSimulator(LoopbackServer):
                 return
             hr.spec_version = version
             hr.generation += 1
+            hr.stalled, hr.last_failure = False, None  # a new spec resets the retries
             hr.reconcile_at = self.clock.now() + timedelta(seconds=reconcile_after_seconds)
+            hr.reconcile_delay = timedelta(seconds=reconcile_after_seconds)
+            self._bump(c)
+
+    def add_job(self, cluster_id: str, namespace: str, name: str, completed: bool = True,
+                native_sidecar: bool = True) -> None:
+        """A Job's pod with a sidecar: Succeeded when `completed` (a finished run), else still Running.
+
+        Istio's native sidecar lets a Job's pod complete; GUARD can restart neither kind of pod.
+        """
+        with self._lock:
+            c = self._advanced(cluster_id)
+            at = c.created_at if completed else self.clock.now()
+            labels = {"job-name": name, "batch.kubernetes.io/job-name": name}
+            self._new_pod(c, namespace, name, labels, "Job", name, [(name, "busybox:1.36")], [], at)
+            pod = c.pods[-1]
+            pod.ready_at = at
+            pod.restart_policy = "Never"
+            self._inject(c, pod, native_sidecar=native_sidecar, digest=False)
+            if completed:
+                pod.finished = "Succeeded"
+            self._bump(c)
+
+    def suspend_helm_release(self, cluster_id: str, suspended: bool = True) -> None:
+        """`spec.suspend`: Flux returns early and leaves the release and its status as they are."""
+        with self._lock:
+            c = self._advanced(cluster_id)
+            hr = c.helm_release
+            hr.suspended = suspended
+            hr.generation += 1  # a spec change; the controller does not observe it while suspended
+            if not suspended:
+                hr.reconcile_at = hr.reconcile_at or self.clock.now()
+            self._bump(c)
+
+    def fail_upgrades(self, cluster_id: str, times: int = 1, stall: bool = False) -> None:
+        """The next `times` upgrades fail (Ready=False UpgradeFailed) and are remediated by a rollback
+        (Remediated=True); the controller then retries. With `stall` the retries are exhausted
+        instead: Stalled=True, and nothing happens until the spec changes."""
+        with self._lock:
+            c = self._advanced(cluster_id)
+            c.helm_release.failing_upgrades = times
+            c.helm_release.stall_after_failures = stall
             self._bump(c)
 
     # ------------------------------------------------------------ faults
@@ -277,9 +348,11 @@ class KubernetesSimulator(LoopbackServer):
         """An Istio gateway Deployment in istio-system (its proxy follows the control plane on restart)."""
         with self._lock:
             c = self._advanced(cluster_id)
-            dep = self._add_deployment(c, "istio-system", name, replicas, [], True, c.created_at)
+            dep = self._place(c, Deployment("istio-system", name, replicas, [], True, created_at=c.created_at,
+                                            match_labels={"app": name, "istio": name.removeprefix("istio-")}),
+                              c.created_at)
             # The gateway Helm chart ships a PodDisruptionBudget too.
-            self._add_pdb(c, "istio-system", name, dep.selector, None, 1, c.created_at)
+            self._add_pdb(c, "istio-system", name, {"matchLabels": dep.selector}, None, 1, c.created_at)
 
     def remove_pdb(self, cluster_id: str, namespace: str, name: str) -> None:
         with self._lock:
@@ -304,16 +377,23 @@ class KubernetesSimulator(LoopbackServer):
             hr = self._advanced(cluster_id).helm_release
             return hr.spec_version, hr.applied_version
 
-    def proxy_versions(self, cluster_id: str) -> dict[str, str]:
-        """Pod name -> istio-proxy version, injected pods only."""
+    def proxy_versions(self, cluster_id: str, live_only: bool = False) -> dict[str, str]:
+        """Pod name -> istio-proxy version (its tag, variant included; the digest of a pinned image),
+        injected pods only; `live_only` leaves out completed pods."""
         with self._lock:
             c = self._advanced(cluster_id)
             return {
-                f"{p.namespace}/{p.name}": img.rsplit(":", 1)[1]
+                f"{p.namespace}/{p.name}": img.split("@", 1)[1] if "@" in img else img.rsplit(":", 1)[1]
                 for p in c.pods
-                for n, img in p.containers
-                if n == "istio-proxy"
+                for n, img in [*p.containers, *p.init_containers]
+                if n == "istio-proxy" and not (live_only and p.finished)
             }
+
+    def proxy_image_for(self, cluster_id: str, version: str, digest: bool = False) -> str:
+        """The proxy image a pod injected at `version` gets in this cluster (variant, digest)."""
+        with self._lock:
+            c = self._advanced(cluster_id)
+            return image_ref(ISTIO_PROXY_IMAGE, version, c.image_variant, digest)
 
     # ------------------------------------------------------------ internals: state changes
 
@@ -326,9 +406,37 @@ class KubernetesSimulator(LoopbackServer):
 
     def _advance(self, c: SimCluster, now: datetime) -> None:
         hr = c.helm_release
-        if hr.reconcile_at is not None and hr.stuck_message is None and now >= hr.reconcile_at:
+        while (hr.reconcile_at is not None and hr.stuck_message is None and not hr.suspended
+               and hr.failing_upgrades > 0 and now >= hr.reconcile_at):
+            # The upgrade fails; remediation rolls back to the last release; a retry follows, or
+            # with the retries exhausted the release stalls until its spec changes.
+            at = hr.reconcile_at
+            hr.failing_upgrades -= 1
+            hr.attempted_version = hr.spec_version
+            hr.last_failure = (f"Helm upgrade failed for release {hr.namespace}/{hr.name} with chart "
+                               f"istiod@{hr.spec_version}: context deadline exceeded")
+            failed = history_entry(hr, hr.spec_version, len(hr.history) + 1, at)
+            failed["status"] = "failed"
+            hr.history.insert(0, failed)
+            back = history_entry(hr, hr.applied_version, len(hr.history) + 1, at)
+            hr.history.insert(0, back)
+            for entry in hr.history[1:]:
+                if entry["status"] == "deployed":
+                    entry["status"] = "superseded"
+            _event(c, hr.namespace, "HelmRelease", hr.name, "UpgradeFailed", "Warning", hr.last_failure, at)
+            _event(c, hr.namespace, "HelmRelease", hr.name, "RollbackSucceeded", "Normal",
+                   f"Helm rollback to previous release succeeded with chart istiod@{hr.applied_version}", at)
+            if hr.stall_after_failures and hr.failing_upgrades == 0:
+                hr.stalled, hr.reconcile_at = True, None
+            else:
+                hr.reconcile_at = at + hr.reconcile_delay
+            self._bump(c)
+        if (hr.reconcile_at is not None and hr.stuck_message is None and not hr.suspended
+                and now >= hr.reconcile_at):
             at = hr.reconcile_at
             hr.reconcile_at = None
+            hr.last_failure = None
+            hr.attempted_version = hr.spec_version
             hr.applied_version = hr.spec_version
             hr.observed_generation = hr.generation
             hr.history.insert(0, history_entry(hr, hr.spec_version, len(hr.history) + 1, at))
@@ -336,21 +444,33 @@ class KubernetesSimulator(LoopbackServer):
                    f"Helm upgrade succeeded for release {hr.namespace}/{hr.name} with chart istiod@{hr.spec_version}",
                    at)
             for entry in hr.history[1:]:
-                entry["status"] = "superseded"
-            istiod = c.deployments.get(("istio-system", "istiod"))
+                if entry["status"] == "deployed":
+                    entry["status"] = "superseded"
+            istiod = c.deployments.get(("istio-system", c.istiod_name))
             if istiod is not None:
-                istiod.containers = [("discovery", f"{ISTIOD_IMAGE}:{hr.applied_version}")]
+                istiod.containers = [("discovery", image_ref(ISTIOD_IMAGE, hr.applied_version, c.image_variant))]
+                istiod.labels["app.kubernetes.io/version"] = hr.applied_version
                 self._rollout(c, istiod, at)
             self._bump(c)
-        # A rolling update removes the old ReplicaSet's pods once every new pod is ready.
         for dep in c.deployments.values():
-            pods = [p for p in c.pods if p.owner_kind == "ReplicaSet" and owned_by(p, dep)]
+            pods = pods_of(c, dep)
             new = [p for p in pods if p.template_hash == dep.current_hash]
             old = [p for p in pods if p.template_hash != dep.current_hash]
-            if old and new and all(c.pod_ready(p, now) for p in new):
-                gone = {id(p) for p in old}
-                c.pods = [p for p in c.pods if id(p) not in gone]
-                self._bump(c)
+            if dep.kind == "Deployment":
+                # A rolling update removes the old ReplicaSet's pods once every new pod is ready.
+                if old and new and all(c.pod_ready(p, now) for p in new):
+                    gone = {id(p) for p in old}
+                    c.pods = [p for p in c.pods if id(p) not in gone]
+                    self._bump(c)
+                continue
+            # StatefulSets (highest ordinal first) and DaemonSets (maxUnavailable 1) replace one pod
+            # at a time: the next once every replaced pod is ready.
+            while old and all(c.pod_ready(p, now) for p in new):
+                at = max((p.ready_at for p in new), default=now)
+                self._replace_one(c, dep, old, at)
+                pods = pods_of(c, dep)
+                new = [p for p in pods if p.template_hash == dep.current_hash]
+                old = [p for p in pods if p.template_hash != dep.current_hash]
 
     def _add_deployment(
         self,
@@ -362,12 +482,14 @@ class KubernetesSimulator(LoopbackServer):
         injected: bool,
         born: datetime,
     ) -> Deployment:
-        dep = Deployment(namespace, name, replicas, containers, injected, created_at=born)
-        c.deployments[(namespace, name)] = dep
+        return self._place(c, Deployment(namespace, name, replicas, containers, injected, created_at=born), born)
+
+    def _place(self, c: SimCluster, dep: Deployment, born: datetime) -> Deployment:
+        """Add a workload with its first pods, long up."""
+        c.deployments[(dep.namespace, dep.name)] = dep
         self._rollout(c, dep, born)
-        for p in c.pods:
-            if owned_by(p, dep):
-                p.ready_at = born  # the initial pods are long up
+        for p in pods_of(c, dep):
+            p.ready_at = born  # the initial pods are long up
         return dep
 
     def _add_pdb(
@@ -375,49 +497,99 @@ class KubernetesSimulator(LoopbackServer):
         c: SimCluster,
         namespace: str,
         name: str,
-        selector: dict[str, str],
+        selector: Json | dict[str, str] | None,
         min_available: int | str | None,
         max_unavailable: int | str | None,
         born: datetime,
     ) -> None:
-        c.pdbs[(namespace, name)] = Pdb(namespace, name, dict(selector), min_available, max_unavailable, born)
+        if isinstance(selector, dict) and not {"matchLabels", "matchExpressions"} & set(selector) and selector:
+            selector = {"matchLabels": dict(selector)}
+        c.pdbs[(namespace, name)] = Pdb(namespace, name, selector, min_available, max_unavailable, born)
 
     def _rollout(self, c: SimCluster, dep: Deployment, at: datetime) -> None:
-        """Create the pods of the Deployment's current template unless they exist."""
+        """Create the pods of the workload's current template unless they exist.
+
+        A Deployment starts a whole new ReplicaSet; a StatefulSet or DaemonSet replaces its pods
+        one at a time (the first now, the others in `_advance` as each turns ready)."""
         template = json.dumps([dep.containers, sorted(dep.template_annotations.items())])
         new_hash = short_hash(template, 10)
         if new_hash == dep.current_hash:
             return
         dep.current_hash = new_hash
-        if dep.revision > 0:
+        if dep.revision > 0 and dep.kind == "Deployment":
             _event(c, dep.namespace, "Deployment", dep.name, "ScalingReplicaSet", "Normal",
                    f"Scaled up replica set {dep.name}-{new_hash} to {dep.replicas}", at)
         dep.revision += 1
         if dep.revision > 1:
             dep.generation += 1
-        rs = f"{dep.name}-{new_hash}"
-        labels = {**dep.selector, "pod-template-hash": new_hash}
-        containers = list(dep.containers)
-        init: list[tuple[str, str]] = []
-        annotations = dict(dep.template_annotations)
-        if dep.injected:
-            proxy = f"{ISTIO_PROXY_IMAGE}:{c.helm_release.applied_version}"
-            containers.append(("istio-proxy", proxy))
-            init.append(("istio-init", proxy))
-            labels.update(
-                {
-                    "security.istio.io/tlsMode": "istio",
-                    "service.istio.io/canonical-name": dep.name,
-                    "service.istio.io/canonical-revision": "latest",
-                }
-            )
-            annotations["sidecar.istio.io/status"] = json.dumps(
-                {"initContainers": ["istio-init"], "containers": ["istio-proxy"], "revision": "default"}
-            )
-        for _ in range(dep.replicas):
-            self._new_pod(c, dep.namespace, rs, labels, "ReplicaSet", rs, containers, init, at, new_hash)
-            c.pods[-1].annotations = dict(annotations)
+        old = pods_of(c, dep)
+        if dep.kind != "Deployment" and old:
+            self._replace_one(c, dep, old, at)
+            self._bump(c)
+            return
+        if dep.kind == "DaemonSet":
+            for node in c.nodes:
+                self._workload_pod(c, dep, at, node=node)
+        else:
+            for ordinal in range(dep.replicas):
+                self._workload_pod(c, dep, at, ordinal=ordinal)
         self._bump(c)
+
+    def _replace_one(self, c: SimCluster, dep: Deployment, old: list[Pod], at: datetime) -> None:
+        """Delete one old pod of a StatefulSet (highest ordinal) or DaemonSet and create its successor."""
+        victim = sorted(old, key=lambda p: p.name)[-1]
+        c.pods = [p for p in c.pods if p is not victim]
+        if dep.kind == "StatefulSet":
+            self._workload_pod(c, dep, at, ordinal=int(victim.name.rsplit("-", 1)[1]))
+        else:
+            self._workload_pod(c, dep, at, node=victim.node)
+        _event(c, dep.namespace, dep.kind, dep.name, "SuccessfulDelete", "Normal",
+               f"delete Pod {victim.name} in {dep.kind} {dep.name} successful", at)
+        self._bump(c)
+
+    def _workload_pod(self, c: SimCluster, dep: Deployment, at: datetime, ordinal: int = 0,
+                      node: str | None = None) -> None:
+        """One pod of the workload's current template, injected by the control plane running now."""
+        labels = dict(dep.selector)
+        if dep.kind == "Deployment":
+            owner_kind, owner_name = "ReplicaSet", f"{dep.name}-{dep.current_hash}"
+            labels["pod-template-hash"] = dep.current_hash
+        else:
+            owner_kind, owner_name = dep.kind, dep.name
+            labels["controller-revision-hash"] = f"{dep.name}-{dep.current_hash}"
+        if dep.kind == "StatefulSet":
+            labels["statefulset.kubernetes.io/pod-name"] = f"{dep.name}-{ordinal}"
+        self._new_pod(c, dep.namespace, owner_name, labels, owner_kind, owner_name, list(dep.containers), [], at,
+                      dep.current_hash)
+        pod = c.pods[-1]
+        if dep.kind == "StatefulSet":
+            pod.name = f"{dep.name}-{ordinal}"
+        if node is not None:
+            pod.node = node
+        pod.annotations = dict(dep.template_annotations)
+        if dep.injected:
+            self._inject(c, pod, native_sidecar=dep.native_sidecar, digest=dep.proxy_digest)
+
+    def _inject(self, c: SimCluster, pod: Pod, native_sidecar: bool, digest: bool) -> None:
+        """What Istio's injection webhook adds to a new pod, at the control plane's current version."""
+        proxy = image_ref(ISTIO_PROXY_IMAGE, c.helm_release.applied_version, c.image_variant, digest)
+        pod.init_containers.append(("istio-init", proxy))
+        if native_sidecar:
+            pod.init_containers.append(("istio-proxy", proxy))
+            pod.native_sidecars.append("istio-proxy")
+        else:
+            pod.containers.append(("istio-proxy", proxy))
+        pod.labels.update({
+            "security.istio.io/tlsMode": "istio",
+            "service.istio.io/canonical-name": pod.labels.get("app", pod.owner_name),
+            "service.istio.io/canonical-revision": "latest",
+            "istio.io/rev": c.revision_label,
+        })
+        pod.annotations["sidecar.istio.io/status"] = json.dumps(
+            {"initContainers": ["istio-init", *pod.native_sidecars], "containers": [] if native_sidecar
+             else ["istio-proxy"], "volumes": ["istio-envoy", "istio-data", "istio-podinfo", "istio-token",
+                                               "istiod-ca-cert"], "imagePullSecrets": None,
+             "revision": c.revision_label})
 
     def _new_pod(
         self,
@@ -505,47 +677,56 @@ class KubernetesSimulator(LoopbackServer):
         if route == "api/v1/namespaces":
             items = [namespace_json(c, n, labels) for n, labels in c.namespaces.items()]
             return self._list(c, "NamespaceList", "v1", items, params)
+        if route == "apis":
+            return _api_group_list(c)
+        if route == f"apis/{HELM_GROUP}":
+            return _helm_group(c)
         if route == "apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations":
             items = [_injector_webhook_json(c)] if c.injector_webhook else []
             return self._list(c, "MutatingWebhookConfigurationList", "admissionregistration.k8s.io/v1", items, params)
         ns, kind, name = _split_route(rest)
         if kind == "events" and name is None and ns is not None:
             items = [e for e in c.events if e["metadata"]["namespace"] == ns]
-            return self._list(c, "EventList", "v1", items[-int(params.get("limit") or 500):], params)
+            return self._list(c, "EventList", "v1", items, params)
         if kind == "pods" and name is not None and rest[-1] == "log":
             return _pod_log(c, ns or "", name, int(params.get("tailLines") or 100), now)
         if kind == "pods" and name is None:
             items = [pod_json(c, p, now) for p in c.pods if ns is None or p.namespace == ns]
             return self._list(c, "PodList", "v1", items, params)
-        if kind == "deployments":
-            deps = [d for d in c.deployments.values() if ns is None or d.namespace == ns]
+        if kind in _WORKLOAD_KINDS and rest[:3] == ["apis", "apps", "v1"]:
+            wanted = _WORKLOAD_KINDS[kind]
+            deps = [d for d in c.deployments.values() if d.kind == wanted and (ns is None or d.namespace == ns)]
             if name is None:
                 items = [deployment_json(c, d, now) for d in deps]
-                return self._list(c, "DeploymentList", "apps/v1", items, params)
+                return self._list(c, f"{wanted}List", "apps/v1", items, params)
             dep = c.deployments.get((ns or "", name))
-            if dep is None:
-                raise _ApiError(404, "NotFound", f'deployments.apps "{name}" not found')
+            if dep is None or dep.kind != wanted:
+                raise _ApiError(404, "NotFound", f'{kind}.apps "{name}" not found')
             return deployment_json(c, dep, now)
         if kind == "poddisruptionbudgets" and name is None:
             items = [pdb_json(c, b, now) for b in c.pdbs.values() if ns is None or b.namespace == ns]
             return self._list(c, "PodDisruptionBudgetList", "policy/v1", items, params)
-        if kind == "helmreleases" and name is not None:
+        if kind == "helmreleases" and name is not None and rest[1] == HELM_GROUP:
+            # A version the helm-controller's CRD does not serve is no resource at all: 404.
+            if rest[2] not in c.helm_versions:
+                raise _ApiError(404, "NotFound", "the server could not find the requested resource")
             hr = c.helm_release
             if (ns, name) != (hr.namespace, hr.name):
                 raise _ApiError(404, "NotFound", f'helmreleases.helm.toolkit.fluxcd.io "{name}" not found')
-            return helm_release_json(hr, now)
+            return helm_release_json(hr, now, api_version=rest[2], storage=c.helm_versions[-1])
         raise _ApiError(404, "NotFound", f"the server could not find the requested resource ({route})")
 
     def _patch(self, c: SimCluster, rest: list[str], content_type: str | None, body: bytes, now: datetime) -> Json:
         ns, kind, name = _split_route(rest)
-        if kind != "deployments" or ns is None or name is None:
-            raise _ApiError(405, "MethodNotAllowed", "the simulator only patches deployments")
+        if kind not in _WORKLOAD_KINDS or ns is None or name is None or rest[:3] != ["apis", "apps", "v1"]:
+            raise _ApiError(405, "MethodNotAllowed", "the simulator only patches deployments, statefulsets "
+                                                     "and daemonsets")
         media = (content_type or "").split(";")[0].strip()
         if media not in ("application/strategic-merge-patch+json", "application/merge-patch+json"):
             raise _ApiError(415, "UnsupportedMediaType", f"unsupported patch type {media!r}")
         dep = c.deployments.get((ns, name))
-        if dep is None:
-            raise _ApiError(404, "NotFound", f'deployments.apps "{name}" not found')
+        if dep is None or dep.kind != _WORKLOAD_KINDS[kind]:
+            raise _ApiError(404, "NotFound", f'{kind}.apps "{name}" not found')
         try:
             patch = json.loads(body or b"{}")
             annotations = patch["spec"]["template"]["metadata"]["annotations"]
@@ -673,10 +854,30 @@ def _pod_log(c: SimCluster, namespace: str, name: str, tail: int, now: datetime)
     return "\n".join(lines[-tail:]) + "\n"
 
 
+def _group_json(name: str, versions: tuple[str, ...]) -> Json:
+    return {"name": name, "versions": [{"groupVersion": f"{name}/{v}", "version": v} for v in versions],
+            "preferredVersion": {"groupVersion": f"{name}/{versions[-1]}", "version": versions[-1]}}
+
+
+def _api_group_list(c: SimCluster) -> Json:
+    """GET /apis (APIGroupList): the groups this cluster serves, Flux's with its CRD's served versions."""
+    groups = [_group_json("apps", ("v1",)), _group_json("policy", ("v1",)),
+              _group_json("admissionregistration.k8s.io", ("v1",)), _group_json("batch", ("v1",)),
+              _group_json(HELM_GROUP, c.helm_versions),
+              _group_json("source.toolkit.fluxcd.io", ("v1beta2", "v1"))]
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def _helm_group(c: SimCluster) -> Json:
+    """GET /apis/helm.toolkit.fluxcd.io (APIGroup)."""
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group_json(HELM_GROUP, c.helm_versions)}
+
+
 def _injector_webhook_json(c: SimCluster) -> Json:
-    service = {"namespace": "istio-system", "name": "istiod", "path": "/inject", "port": 443}
+    service = {"namespace": "istio-system", "name": c.istiod_name, "path": "/inject", "port": 443}
+    suffix = f"-{c.istio_revision}" if c.istio_revision else ""
     return {
-        "metadata": meta(c, "istio-sidecar-injector", None, c.created_at),
+        "metadata": meta(c, f"istio-sidecar-injector{suffix}", None, c.created_at),
         "webhooks": [{
             "name": f"{ns}.sidecar-injector.istio.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
             "clientConfig": {"service": service, "caBundle": ""},

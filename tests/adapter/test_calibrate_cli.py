@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from guard.config.loader import load_config
 from guard.core.models import Cluster
+from guard.datadog_query import split as split_query
 from guard.services.metrics import render_queries
 from guard.stores.registry import ClusterRegistry
 from guard.stores.schema import create_tables
@@ -53,9 +55,24 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
                               gitlab_project="platform/istio-fleet", flux_config_path=f"clusters/{cluster_id}.yaml",
                               current_istio_version="1.19.3", datadog_tags={"env": "dev", "cluster_name": cluster_id})
             registry.put(cluster)
+            # A ratio (`a / b`) reaches Datadog split into its metric queries and a formula (guard.datadog_query):
+            # serve its denominator (another query's series when one defines it, else a steady volume) and a
+            # numerator that reads the level over it.
+            served: dict[str, Any] = {}
+            ratios = []
             for name, query in render_queries(config.datadog.queries, cluster).items():
-                level = LEVELS[name]
-                datadog.set_series(query, lambda t, level=level: level * (1 + 0.05 * ((t.minute * 7) % 11 - 5) / 5))
+                level, parts = LEVELS[name], split_query(query)
+                if len(parts.queries) == 1:
+                    served[parts.queries[0]] = lambda t, level=level: level * (
+                        1 + 0.05 * ((t.minute * 7) % 11 - 5) / 5)
+                else:
+                    ratios.append((level, parts.queries))
+            for level, (numerator, denominator) in ratios:
+                volume = served.setdefault(denominator, lambda t: 1000.0)
+                served[numerator] = lambda t, level=level, volume=volume: level * volume(t) * (
+                    1 + 0.05 * ((t.minute * 7) % 11 - 5) / 5)
+            for query, fn in served.items():
+                datadog.set_series(query, fn)
         yield World(datadog)
 
 

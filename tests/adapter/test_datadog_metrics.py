@@ -133,7 +133,7 @@ def test_keys_are_sent_as_datadog_headers(sim: DatadogSimulator, datadog: Datado
     datadog.active_alerts({"cluster": "c1"})
 
     # THEN both keys travel in Datadog's headers on every request
-    assert len(sim.requests) == 2
+    assert len(sim.requests) == 3  # the query, the monitors list, the monitor-groups search
     for request in sim.requests:
         assert request.headers["DD-API-KEY"] == API_KEY
         assert request.headers["DD-APPLICATION-KEY"] == APP_KEY

@@ -247,3 +247,106 @@ def test_a_question_that_could_not_be_posted_leaves_no_token_behind(world):
     with pytest.raises(TransientError):
         waiting_for_decision(world)
     assert world.state.get_task_token(world.run().merge_request_url or "") is None
+
+
+# ------------------------------------------------------------------ notes that are not a person's new command
+
+
+def _last_delivery_through_webhook(w: World, service: WebhookService | None = None) -> str:
+    delivery = w.gitlab.hook_deliveries[-1]
+    return (service or webhook(w)).handle(delivery.event, delivery.idempotency_key,
+                                          json.dumps(delivery.payload)).message
+
+
+def test_a_note_guard_wrote_containing_guard_proceed_decides_nothing(world):
+    # GIVEN GUARD waits for a decision, and its own account is a Maintainer of the project
+    waiting_for_decision(world)
+    world.gitlab.add_member(PROJECT, "guard-sim", MAINTAINER)
+
+    # WHEN GUARD's account posts (through the API) a note with a `/guard proceed` line, e.g. quoted LLM text
+    # gone wrong, and GitLab delivers its Note Hook as it does for every note
+    world.repo.comment(PROJECT, world.upgrade_iid, "The model said:\n/guard proceed\n")
+    assert world.gitlab.hook_deliveries[-1].payload["user"]["username"] == "guard-sim"
+    message = _last_delivery_through_webhook(world)
+
+    # THEN nothing resumes, GUARD does not answer itself, and the decision still waits. (GUARD's adapter also
+    # escapes a leading `/` in everything it posts, so its own note carries no command line at all.)
+    assert world.sfn.successes == [] and ("GUARD's own account" in message or "no /guard command" in message)
+    assert "\n\\/guard proceed" in world.gitlab.notes(PROJECT, world.upgrade_iid)[-1]
+    assert world.state.get_task_token(world.run().merge_request_url or "") is not None
+    assert not world.gitlab.notes(PROJECT, world.upgrade_iid)[-1].startswith("👍")
+    # AND the token's account was asked of GitLab once, then remembered
+    world.repo.comment(PROJECT, world.upgrade_iid, "/guard proceed")
+    _last_delivery_through_webhook(world)
+    assert world.sfn.successes == []
+    assert sum(r.path == "/api/v4/user" for r in world.gitlab.requests) <= 1
+
+
+def test_a_timeout_does_not_read_guard_s_own_note_as_the_answer(world):
+    # GIVEN GUARD asked, and only its own account wrote `/guard proceed` afterwards
+    waiting_for_decision(world)
+    world.gitlab.add_member(PROJECT, "guard-sim", MAINTAINER)
+    world.repo.comment(PROJECT, world.upgrade_iid, "/guard proceed")
+
+    # WHEN the wait times out  THEN nobody answered: GUARD rolls back
+    taken = decisions(world).after_timeout(RUN_ID)
+    assert (taken.decision, taken.by, taken.timed_out) == ("rollback", None, True)
+
+
+def test_a_configured_bot_account_decides_nothing(world):
+    # GIVEN another automation account, a Maintainer, listed in gitlab.bot_usernames
+    waiting_for_decision(world)
+    world.gitlab.add_member(PROJECT, "release-bot", MAINTAINER)
+    service = WebhookService(world.state, world.sfn, world.clock, decisions=lambda: DecisionService(
+        world.state, world.failures, world.sfn, world.members, world.repo, world.clock, bot_usernames=["Release-Bot"]))
+
+    # WHEN it comments /guard proceed  THEN it is ignored
+    world.gitlab.comment_as(PROJECT, world.upgrade_iid, "release-bot", "/guard proceed")
+    assert "GUARD's own account" in _last_delivery_through_webhook(world, service)
+    assert world.sfn.successes == []
+
+
+def test_an_edited_comment_is_not_a_new_command(world):
+    # GIVEN a Maintainer's plain comment, while GUARD waits for a decision
+    waiting_for_decision(world)
+    note = world.gitlab.comment_as(PROJECT, world.upgrade_iid, "maria", "let me look")
+
+    # WHEN the comment is edited into a command (GitLab sends a Note Hook with action "update")
+    world.gitlab.edit_note(PROJECT, world.upgrade_iid, note["id"], "/guard proceed")
+    assert world.gitlab.hook_deliveries[-1].payload["object_attributes"]["action"] == "update"
+
+    # THEN nothing is decided
+    assert "edited comment" in _last_delivery_through_webhook(world)
+    assert world.sfn.successes == []
+
+
+def test_an_internal_note_from_a_maintainer_decides(world):
+    # GIVEN a hook that receives confidential note events, and GUARD waiting for a decision
+    world.gitlab.add_hook(PROJECT, closed_port_url(), "hook-token", confidential_note_events=True)
+    waiting_for_decision(world)
+
+    # WHEN a Maintainer answers in an internal note
+    world.gitlab.comment_as(PROJECT, world.upgrade_iid, "maria", "/guard rollback", internal=True)
+    delivery = world.gitlab.hook_deliveries[-1]
+    assert delivery.event == "Confidential Note Hook" and delivery.payload["object_attributes"]["internal"] is True
+
+    # THEN it is a decision like any other (the reconciler would read it from the notes anyway)
+    _last_delivery_through_webhook(world)
+    assert world.sfn.successes[0]["output"] == {"decision": "rollback", "by": "maria"}
+
+
+def test_a_plain_comment_or_a_command_nobody_waits_for_builds_no_gitlab_client(world):
+    # GIVEN a webhook whose GitLab clients cannot be built (the token secret is unreadable)
+    def broken() -> DecisionService:
+        raise AssertionError("GitLab clients built for a comment that needs none")
+
+    service = WebhookService(world.state, world.sfn, world.clock, decisions=broken)
+
+    # WHEN a plain comment and a command arrive while no decision waits
+    world.gitlab.comment_as(PROJECT, world.upgrade_iid, "maria", "nice")
+    plain = _last_delivery_through_webhook(world, service)
+    world.gitlab.comment_as(PROJECT, world.upgrade_iid, "maria", "/guard proceed")
+    command = _last_delivery_through_webhook(world, service)
+
+    # THEN both are answered without GitLab
+    assert "no /guard command" in plain and "no GUARD decision waits" in command

@@ -21,6 +21,7 @@ from guard.adapters.kubernetes_api import KubernetesApi, KubernetesEvidence
 from guard.core.models import Cluster
 from guard.errors import TransientError
 from guard.llm.factory import build_analyst
+from guard.redact import redact
 from guard.services.analysis import AnalysisService
 from guard.services.evidence import EvidenceService
 from kubernetes import client as k8s
@@ -189,7 +190,8 @@ def test_analysis_task_stores_evidence_and_a_validated_analysis(world, stub):
         assert outcome.first_violation == "eks-prod-1: latency_p95 212.6 → 264.5 (+24.4%) exceeds +10%"
         # AND the analysis and evidence are stored, and the token in istiod's log never reached the LLM
         assert world.failures.get_analysis(RUN_ID).available
-        assert world.failures.get_evidence(RUN_ID).clusters[0].istiod_log == LOG
+        stored_log = world.failures.get_evidence(RUN_ID).clusters[0].istiod_log  # redacted before it is stored
+        assert FAKE_TOKEN not in stored_log and stored_log == redact(LOG)
         assert FAKE_TOKEN not in llm.requests[0].prompt_text()
 
 

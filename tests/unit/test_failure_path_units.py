@@ -42,10 +42,11 @@ def test_prompt_cap_cuts_least_important_first_and_keeps_a_log_s_tail():
     # WHEN fitted into 1,000 characters
     text = fit(parts, 1_000)
 
-    # THEN it fits, the verdict and the summary are whole, and the log kept its last line
+    # THEN it fits, the verdict and the summary are whole, and the log kept its last line, inside its fence
     assert len(text) <= 1_000
     assert "latency_p95 exceeds +10%" in text and "s" * 300 in text
-    assert text.endswith("line 1999") and TRUNCATED in text and "line 0\n" not in text
+    assert text.endswith("line 1999\n```") and TRUNCATED in text and "line 0\n" not in text
+    assert text.count("```text\n") == 3  # every section is fenced: data, not instructions
 
 
 @pytest.mark.parametrize(("note", "command"), [

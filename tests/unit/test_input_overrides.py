@@ -110,10 +110,10 @@ def test_a_manual_rollback_reason_is_shown_not_rendered() -> None:
     reason = "hurts` <img src=x> [click](https://evil.example)\n\n# Approved by security"
     # WHEN the rollback MR description is rendered
     text = change_description(run(), {"eks-dev-1": "1.19.3"}, rollback=RollbackSection(reason=reason, manual=True))
-    # THEN the reason is one inline code span: no backtick can close it and no line break can start a heading
+    # THEN the reason stays on its line, inert (guard.outbound): no heading, no image, no link
     line = next(lo for lo in text.splitlines() if lo.startswith("**Reason:**"))
-    assert line == "**Reason:** `hurts' <img src=x> [click](https://evil.example) # Approved by security`"
-    assert "\n# Approved" not in text
+    assert "# Approved by security" in line and "\n# Approved" not in text
+    assert "<img" not in text and "[click](" not in text
 
 
 def test_plan_refuses_a_loosening_input_before_anything_changes(tables: Any) -> None:  # noqa: F811

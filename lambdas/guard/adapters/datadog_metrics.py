@@ -30,6 +30,8 @@ from datadog_api_client.v2.model.timeseries_formula_request_queries import Times
 from datadog_api_client.v2.model.timeseries_formula_request_type import TimeseriesFormulaRequestType
 
 from guard.clock import SystemClock
+from guard.datadog_query import UnsplittableQuery
+from guard.datadog_query import split as split_query
 from guard.errors import ConfigError, ExternalServiceError, TransientError
 from guard.ports import Alert, Clock, Point
 from guard.retry import RetryPolicy, policy, retry_after_seconds
@@ -114,23 +116,35 @@ class DatadogMetrics:
     # ------------------------------------------------------------------ MetricsProvider
 
     def query(self, queries: dict[str, str], start: datetime, end: datetime) -> dict[str, list[Point]]:
-        """Points of each named query in [start, end], all in one request. Missing data -> []."""
+        """Points of each named query in [start, end], all in one request. Missing data -> [].
+
+        Each query goes as metric queries plus one formula (guard.datadog_query): the v2 API refuses
+        arithmetic and functions inside a metric query, and the formula keeps the whole window in one
+        request (the v1 `/api/v1/query` endpoint would accept `a / b` as text, but it is the legacy API,
+        its application-key scopes differ, and it answers one query per request).
+        """
         if not queries:
             return {}
         names = list(queries)
-        # Formula variables must be identifiers; GUARD's query names need not be.
+        metric_queries: list[MetricsTimeseriesQuery] = []
+        formulas: list[QueryFormula] = []
+        for name in names:
+            offset = len(metric_queries)
+            try:
+                # Formula variables must be identifiers; GUARD's query names need not be unique across splits.
+                parts = split_query(queries[name], partial(_variable, offset))
+            except UnsplittableQuery as e:
+                raise ConfigError(f"Datadog query {name!r} cannot be sent: {e}: {queries[name]}") from e
+            metric_queries += [
+                MetricsTimeseriesQuery(data_source=MetricsDataSource.METRICS, query=text, name=f"q{offset + i}")
+                for i, text in enumerate(parts.queries)
+            ]
+            formulas.append(QueryFormula(formula=parts.formula))
         attributes = TimeseriesFormulaRequestAttributes(
             _from=_ms(start),
             to=_ms(end),
-            queries=TimeseriesFormulaRequestQueries(
-                [
-                    MetricsTimeseriesQuery(
-                        data_source=MetricsDataSource.METRICS, query=queries[n], name=f"q{i}"
-                    )
-                    for i, n in enumerate(names)
-                ]
-            ),
-            formulas=[QueryFormula(formula=f"q{i}") for i in range(len(names))],
+            queries=TimeseriesFormulaRequestQueries(metric_queries),
+            formulas=formulas,
         )
         if self._interval_ms:
             attributes.interval = self._interval_ms
@@ -154,6 +168,7 @@ class DatadogMetrics:
         series = _plain(getattr(attrs, "series", None))
         values = _plain(getattr(attrs, "values", None))
         seen: dict[int, int] = {}
+        # With formulas, a series' `query_index` is the index of its formula: one formula per GUARD query.
         for position, one in enumerate(series):
             index = int(one.query_index)
             if not 0 <= index < len(names) or position >= len(values):
@@ -174,7 +189,20 @@ class DatadogMetrics:
         return result
 
     def active_alerts(self, tags: dict[str, str]) -> list[Alert]:
-        """Monitors whose overall state is Alert and that carry every one of `tags`."""
+        """Monitors alerting about the cluster `tags` describe, each at most once.
+
+        Two kinds: a monitor carrying every one of `tags` whose overall state is Alert (a single-alert
+        monitor scoped to the cluster), and a group in Alert of a multi-alert monitor (`... by
+        {cluster_name}`) whose group names this cluster (`cluster_group_matches`). The second is asked
+        of `GET /api/v1/monitor/groups/search`: such monitors carry team or service tags, not the
+        cluster's, and their overall state reflects any group, so neither tells about THIS cluster.
+        """
+        alerts = {a.monitor_id: a for a in self._tagged_alerts(tags)}
+        for alert in self._group_alerts(tags):
+            alerts.setdefault(alert.monitor_id, alert)
+        return sorted(alerts.values(), key=lambda a: a.monitor_id)
+
+    def _tagged_alerts(self, tags: dict[str, str]) -> list[Alert]:
         wanted = [f"{k}:{v}" for k, v in sorted(tags.items())]
         monitor_tags = ",".join(wanted)
         alerts: list[Alert] = []
@@ -192,18 +220,35 @@ class DatadogMetrics:
                 monitor_tag_set = set(getattr(monitor, "tags", None) or [])
                 # Checked here as well: the API's tag filter is a search, not a guarantee of "all".
                 if state_name == "Alert" and all(t in monitor_tag_set for t in wanted):
-                    alerts.append(
-                        Alert(
-                            monitor_id=int(monitor.id),
-                            name=str(getattr(monitor, "name", "") or ""),
-                            state=state_name,
-                            url=f"{self._app_url}/monitors/{int(monitor.id)}",
-                        )
-                    )
+                    alerts.append(self._alert(int(monitor.id), str(getattr(monitor, "name", "") or ""), state_name))
             if len(batch) < MONITOR_PAGE_SIZE:
                 return alerts
         logger.warning("stopped listing monitors after %d pages", MAX_MONITOR_PAGES)
         return alerts
+
+    def _group_alerts(self, tags: dict[str, str]) -> list[Alert]:
+        alerts: list[Alert] = []
+        for page in range(MAX_MONITOR_PAGES):
+            search = partial(self._monitors.search_monitor_groups, query="group_status:alert", page=page,
+                             per_page=MONITOR_PAGE_SIZE)
+            response = self._call("search monitor groups", search)
+            groups = list(getattr(response, "groups", None) or [])
+            for group in groups:
+                group_tags = [str(t) for t in (getattr(group, "group_tags", None) or [])]
+                status = getattr(group, "status", None)
+                state_name = str(getattr(status, "value", status))
+                if state_name == "Alert" and cluster_group_matches(group_tags, tags):
+                    name = f"{getattr(group, 'monitor_name', '') or ''} ({getattr(group, 'group', '')})"
+                    alerts.append(self._alert(int(group.monitor_id), name, state_name))
+            metadata = getattr(response, "metadata", None)
+            page_count = getattr(metadata, "page_count", None) if metadata is not None else None
+            if len(groups) < MONITOR_PAGE_SIZE or (isinstance(page_count, int) and page + 1 >= page_count):
+                return alerts
+        logger.warning("stopped searching monitor groups after %d pages", MAX_MONITOR_PAGES)
+        return alerts
+
+    def _alert(self, monitor_id: int, name: str, state: str) -> Alert:
+        return Alert(monitor_id=monitor_id, name=name, state=state, url=f"{self._app_url}/monitors/{monitor_id}")
 
     def dashboard_url(self, query: str, start: datetime, end: datetime) -> str:
         """Metrics Explorer link on the configured site showing `query` over [start, end]."""
@@ -250,6 +295,35 @@ class DatadogMetrics:
             except ValueError:
                 pass
         return retry_after_seconds(lowered.get("retry-after"), self._clock.now())
+
+
+# The Agent tags a cluster's metrics with both names (unless `disable_cluster_name_tag_key`).
+_SAME_KEY = {"kube_cluster_name": "cluster_name"}
+
+
+def cluster_group_matches(group_tags: list[str], cluster_tags: dict[str, str]) -> bool:
+    """Whether a multi-alert monitor's group (its `key:value` tags) is about the cluster with `cluster_tags`.
+
+    The group must share at least one tag key with the cluster, and agree on every key it shares:
+    `cluster_name:eks-prod-1` (or `kube_cluster_name:eks-prod-1`) matches that cluster only;
+    `env:prod,service:api` matches every prod cluster (an env-wide alert blocks them all); a group of
+    keys the cluster does not carry (`service:api` alone, or `*`) tells nothing about it.
+    """
+    wanted = {_SAME_KEY.get(k, k): v for k, v in cluster_tags.items()}
+    shared = False
+    for tag in group_tags:
+        key, sep, value = tag.partition(":")
+        key = _SAME_KEY.get(key, key)
+        if not sep or key not in wanted:
+            continue
+        if wanted[key] != value:
+            return False
+        shared = True
+    return shared
+
+
+def _variable(offset: int, index: int) -> str:
+    return f"q{offset + index}"
 
 
 def _ms(moment: datetime) -> int:

@@ -11,10 +11,11 @@ naming the project and the operation.
 from __future__ import annotations
 
 import base64
+import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import gitlab
 import requests
@@ -22,7 +23,8 @@ from gitlab.v4.objects import Project, ProjectMergeRequest
 
 from guard.clock import SystemClock
 from guard.errors import ExternalServiceError, TransientError
-from guard.ports import Clock, FileChange, MergeRequest, Note
+from guard.outbound import gitlab_body
+from guard.ports import Clock, FileChange, GitLabUser, MergeRequest, Note
 from guard.retry import RetryPolicy, policy, retry_after_seconds
 
 T = TypeVar("T")
@@ -115,9 +117,9 @@ class GitLabRepo(_GitLabClient):
             existing = self._open_mr(p, project, source_branch, target_branch)
             if existing:
                 return existing
-            data = {
-                "source_branch": source_branch, "target_branch": target_branch, "title": title,
-                "description": description, "remove_source_branch": True,
+            data = {  # the last pass before GitLab: redacted, nothing that acts (guard.outbound)
+                "source_branch": source_branch, "target_branch": target_branch, "title": gitlab_body(title),
+                "description": gitlab_body(description), "remove_source_branch": True,
             }
             try:
                 mr = p.mergerequests.create(data, **_NO_CLIENT_RETRY)
@@ -138,6 +140,8 @@ class GitLabRepo(_GitLabClient):
         return self._call(project, f"get merge request !{iid}", go)
 
     def comment(self, project: str, iid: int, body: str) -> None:
+        body = gitlab_body(body)  # the last pass before GitLab: redacted, nothing that acts (guard.outbound)
+
         def go() -> Any:
             mr = self._project(project).mergerequests.get(iid, lazy=True)
             mr.notes.create({"body": body}, **_NO_CLIENT_RETRY)
@@ -246,7 +250,30 @@ def _to_note(attrs: dict[str, Any]) -> Note:
 
 class GitLabMembers(_GitLabClient):
     """`ProjectMembers`: effective access levels (inherited group memberships included),
-    `GET /projects/:id/members/all/:user_id`, on one `gitlab.Gitlab` client."""
+    `GET /projects/:id/members/all/:user_id`, and the token's own account (`GET /user`), on one
+    `gitlab.Gitlab` client."""
+
+    # The token's account, per (GitLab URL, token digest), for the life of the Lambda environment:
+    # it only changes with the token, and every `/guard` comment asks for it.
+    _whoami: ClassVar[dict[tuple[str, str], GitLabUser]] = {}
+    _whoami_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def current_user(self) -> GitLabUser:
+        key = (self._gl.url, hashlib.sha256(str(self._gl.private_token or "").encode()).hexdigest())
+        with self._whoami_lock:
+            known = self._whoami.get(key)
+        if known is not None:
+            return known
+
+        def go() -> Any:
+            response = self._gl.http_get("/user", **_NO_CLIENT_RETRY)
+            if not isinstance(response, dict) or not isinstance(response.get("id"), int):
+                raise ExternalServiceError("GitLab GET /user did not return a user")
+            return GitLabUser(id=response["id"], username=str(response.get("username") or ""))
+        user: GitLabUser = self._call("(token owner)", "read the current user", go)
+        with self._whoami_lock:
+            self._whoami[key] = user
+        return user
 
     def access_level(self, project: str, user_id: int) -> int | None:
         def go() -> Any:

@@ -7,6 +7,7 @@ ExternalServiceError, 429/5xx/connection trouble -> TransientError.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,9 +19,12 @@ from kubernetes.client.exceptions import ApiException
 from guard.core.evidence import EventInfo
 from guard.core.models import Cluster
 from guard.errors import ExternalServiceError, TransientError
+from guard.outbound import plain_text
 from guard.ports import (
     DeploymentInfo,
     HelmReleaseStatus,
+    LabelRequirement,
+    LabelSelector,
     MutatingWebhookInfo,
     NamespaceInfo,
     NodeInfo,
@@ -33,10 +37,17 @@ if TYPE_CHECKING:  # eks_connector builds KubernetesApi clients: a runtime impor
     from guard.adapters.eks_connector import EksConnector
 
 HELM_GROUP = "helm.toolkit.fluxcd.io"
-HELM_VERSION = "v2"
+# Newest first. helm-controller v0.37 serves v2beta1 and v2beta2, v1.0 adds v2, v1.5 serves v2
+# only (VENDOR-FACTS): a version the cluster does not serve answers 404, so ask which it serves.
+HELM_VERSIONS = ("v2", "v2beta2", "v2beta1")
 HELM_PLURAL = "helmreleases"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 ISTIO_PROXY = "istio-proxy"
+ISTIO_REV_LABEL = "istio.io/rev"
+SIDECAR_STATUS = "sidecar.istio.io/status"
+# Istio publishes each release as `<version>` and `<version>-<variant>` images.
+IMAGE_VARIANTS = ("distroless", "debug")
+MAX_EVENT_PAGES = 10  # 10 pages of 500: enough evidence, bounded time
 
 T = TypeVar("T")
 
@@ -55,6 +66,8 @@ class KubernetesApi:
         self._policy = k8s.PolicyV1Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
         self._admission = k8s.AdmissionregistrationV1Api(api_client)
+        self._apis = k8s.ApisApi(api_client)
+        self._helm_version: str | None = None
 
     # ------------------------------------------------------------ KubernetesCluster
 
@@ -108,31 +121,73 @@ class KubernetesApi:
             ))
         return found
 
+    def list_statefulsets(self, namespace: str | None = None) -> list[DeploymentInfo]:
+        if namespace is None:
+            found = self._paged("statefulsets", self._apps.list_stateful_set_for_all_namespaces)
+        else:
+            found = self._paged(f"statefulsets in {namespace}", self._apps.list_namespaced_stateful_set, namespace)
+        return [_deployment_info(s, "StatefulSet") for s in found]
+
+    def list_daemonsets(self, namespace: str | None = None) -> list[DeploymentInfo]:
+        if namespace is None:
+            found = self._paged("daemonsets", self._apps.list_daemon_set_for_all_namespaces)
+        else:
+            found = self._paged(f"daemonsets in {namespace}", self._apps.list_namespaced_daemon_set, namespace)
+        return [_deployment_info(d, "DaemonSet") for d in found]
+
+    def helm_api_version(self) -> str:
+        """The newest helm.toolkit.fluxcd.io version the cluster serves (API discovery, asked once)."""
+        if self._helm_version is None:
+            groups = self._call("API discovery (/apis)", self._apis.get_api_versions)
+            group = next((g for g in groups.groups or [] if g.name == HELM_GROUP), None)
+            if group is None:
+                raise ExternalServiceError(f"Kubernetes API: {HELM_GROUP} is not served: is Flux's "
+                                           "helm-controller installed?")
+            served = {v.version for v in group.versions or []}
+            version = next((v for v in HELM_VERSIONS if v in served), None)
+            if version is None:
+                raise ExternalServiceError(f"Kubernetes API: {HELM_GROUP} serves {', '.join(sorted(served))}; "
+                                           f"GUARD reads {', '.join(HELM_VERSIONS)}")
+            self._helm_version = version
+        return self._helm_version
+
     def get_helm_release(self, namespace: str, name: str) -> HelmReleaseStatus:
+        version = self.helm_api_version()
         obj = self._call(
-            f"HelmRelease {namespace}/{name}",
+            f"HelmRelease {namespace}/{name} ({HELM_GROUP}/{version})",
             self._custom.get_namespaced_custom_object,
             HELM_GROUP,
-            HELM_VERSION,
+            version,
             namespace,
             HELM_PLURAL,
             name,
         )
         if not isinstance(obj, dict):
             raise ExternalServiceError(f"Kubernetes API: HelmRelease {namespace}/{name}: unexpected response")
-        return _helm_release_status(obj, namespace, name)
+        return _helm_release_status(obj, namespace, name, version)
 
     def restart_deployment(self, namespace: str, name: str, at: datetime) -> None:
+        """Rolling restart of a Deployment (see `restart_workload`)."""
+        self.restart_workload("Deployment", namespace, name, at)
+
+    def restart_workload(self, kind: str, namespace: str, name: str, at: datetime) -> None:
         """Rolling restart (sets the restartedAt annotation, as `kubectl rollout restart` does).
 
-        The annotation is derived from `at`, so a retried task with the same `at` does not
-        restart the pods a second time.
+        Deployments, StatefulSets and DaemonSets all roll their pods on a template change. The
+        annotation is derived from `at`, so a retried task with the same `at` does not restart
+        the pods a second time.
         """
+        patch = {"Deployment": self._apps.patch_namespaced_deployment,
+                 "StatefulSet": self._apps.patch_namespaced_stateful_set,
+                 "DaemonSet": self._apps.patch_namespaced_daemon_set}.get(kind)
+        if patch is None:
+            raise ValueError(f"{kind} {namespace}/{name} cannot be restarted (only Deployments, StatefulSets "
+                             "and DaemonSets can)")
         stamp = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
         self._call(
-            f"Deployment {namespace}/{name}",
-            self._apps.patch_namespaced_deployment,
+            f"{kind} {namespace}/{name}",
+            patch,
             name,
             namespace,
             body,
@@ -145,13 +200,16 @@ class KubernetesApi:
 
     # ------------------------------------------------------------ plumbing
 
-    def _paged(self, what: str, method: Callable[..., Any], *args: Any) -> Iterator[Any]:
+    def _paged(self, what: str, method: Callable[..., Any], *args: Any, max_pages: int | None = None) -> Iterator[Any]:
+        """Every item of a list, following the continue token (at most `max_pages` pages when given)."""
         token: str | None = None
+        pages = 0
         while True:
             page = self._call(what, method, *args, limit=self.page_size, _continue=token)
+            pages += 1
             yield from page.items or []
             token = page.metadata._continue if page.metadata else None
-            if not token:
+            if not token or (max_pages is not None and pages >= max_pages):
                 return
 
     def _call(self, what: str, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -193,28 +251,61 @@ def _condition(conditions: list[Any] | None, kind: str) -> bool:
     return any(c.type == kind and c.status == "True" for c in conditions or [])
 
 
-def image_tag(image: str) -> str | None:
-    """Tag of an image reference: `reg:5000/istio/proxyv2:1.20.1@sha256:..` -> `1.20.1`."""
-    name = image.split("@", 1)[0]
+def split_image(image: str) -> tuple[str | None, str | None]:
+    """(tag, digest) of an image reference: `reg:5000/istio/proxyv2:1.20.1@sha256:ab` -> ("1.20.1", "sha256:ab")."""
+    name, _, digest = image.partition("@")
     last = name.rsplit("/", 1)[-1]
-    if ":" not in last:
+    tag = last.rsplit(":", 1)[1] if ":" in last else None
+    return tag, digest or None
+
+
+def image_tag(image: str) -> str | None:
+    """The version an image's tag names, its variant dropped: `proxyv2:1.24.2-debug` -> `1.24.2`.
+
+    None for a digest-only reference (`proxyv2@sha256:...`): a digest names no version.
+    """
+    tag, _ = split_image(image)
+    if tag is None:
         return None
-    tag = last.rsplit(":", 1)[1]
-    return tag.removesuffix("-distroless")
+    stripped = True
+    while stripped:
+        stripped = False
+        for variant in IMAGE_VARIANTS:
+            if tag.endswith(f"-{variant}"):
+                tag, stripped = tag.removesuffix(f"-{variant}"), True
+    return tag
 
 
-def _proxy_version(pod: Any) -> str | None:
+def _proxy_image(pod: Any) -> str | None:
+    """The istio-proxy image of a pod: a container, or a native sidecar (an init container with
+    `restartPolicy: Always`, Istio's ENABLE_NATIVE_SIDECARS); None when the pod is not injected."""
     spec = pod.spec
     if spec is None:
         return None
-    # Native sidecars (Istio on Kubernetes >= 1.29) run istio-proxy as an init container.
-    for container in [*(spec.containers or []), *(spec.init_containers or [])]:
-        if container.name == ISTIO_PROXY and container.image:
-            return image_tag(container.image)
+    for container in spec.containers or []:
+        if container.name == ISTIO_PROXY:
+            return str(container.image or "")
+    for container in spec.init_containers or []:
+        if container.name == ISTIO_PROXY and getattr(container, "restart_policy", None) == "Always":
+            return str(container.image or "")
     return None
 
 
+def _proxy_revision(pod: Any) -> str | None:
+    """The revision that injected the pod: its `istio.io/rev` label, else the sidecar status annotation."""
+    labels = pod.metadata.labels or {}
+    if labels.get(ISTIO_REV_LABEL):
+        return str(labels[ISTIO_REV_LABEL])
+    raw = (pod.metadata.annotations or {}).get(SIDECAR_STATUS)
+    try:
+        revision = json.loads(raw).get("revision") if raw else None
+    except (ValueError, AttributeError):
+        return None  # a hand-edited annotation: the revision is unknown, the pod still injected
+    return str(revision) if revision else None
+
+
 def _owner(pod: Any) -> str | None:
+    """`Kind/name` of the workload that owns the pod (a ReplicaSet's Deployment), None for a bare pod."""
     refs = pod.metadata.owner_references or []
     ref = next((r for r in refs if r.controller), refs[0] if refs else None)
     if ref is None:
@@ -230,6 +321,7 @@ def _owner(pod: Any) -> str | None:
 
 def _pod_info(pod: Any) -> PodInfo:
     status = pod.status
+    proxy = _proxy_image(pod)
     statuses = [*(status.container_statuses or []), *(status.init_container_statuses or [])] if status else []
     return PodInfo(
         namespace=pod.metadata.namespace,
@@ -243,59 +335,111 @@ def _pod_info(pod: Any) -> PodInfo:
         ),
         labels=dict(pod.metadata.labels or {}),
         owner=_owner(pod),
-        proxy_version=_proxy_version(pod),
+        proxy_version=image_tag(proxy) if proxy else None,
+        proxy_image=proxy,
+        proxy_revision=_proxy_revision(pod) if proxy is not None else None,
     )
 
 
-def _deployment_info(dep: Any) -> DeploymentInfo:
-    spec = dep.spec
+def _deployment_info(obj: Any, kind: str = "Deployment") -> DeploymentInfo:
+    """A Deployment, StatefulSet or DaemonSet (apps/v1); a DaemonSet's replicas are its scheduled pods."""
+    spec, status = obj.spec, obj.status
     containers = spec.template.spec.containers if spec and spec.template and spec.template.spec else []
     versions = {c.name: tag for c in containers or [] if c.image and (tag := image_tag(c.image))}
     selector = spec.selector.match_labels if spec and spec.selector else None
+    if kind == "DaemonSet":
+        replicas = (status.desired_number_scheduled or 0) if status else 0
+        ready = (status.number_ready or 0) if status else 0
+        updated = status.updated_number_scheduled if status else None
+    else:
+        replicas = spec.replicas if spec and spec.replicas is not None else 1
+        ready = (status.ready_replicas or 0) if status else 0
+        updated = status.updated_replicas if status else None
     return DeploymentInfo(
-        namespace=dep.metadata.namespace,
-        name=dep.metadata.name,
-        replicas=(spec.replicas if spec and spec.replicas is not None else 1),
-        ready_replicas=(dep.status.ready_replicas or 0) if dep.status else 0,
+        namespace=obj.metadata.namespace,
+        name=obj.metadata.name,
+        kind=kind,
+        replicas=replicas,
+        ready_replicas=ready,
+        updated_replicas=updated,
         image_versions=versions,
         selector=dict(selector or {}),
+        labels=dict(obj.metadata.labels or {}),
+    )
+
+
+def _label_selector(selector: Any) -> LabelSelector | None:
+    """meta/v1 LabelSelector -> ours; None stays None (a PDB with a null selector covers no pod)."""
+    if selector is None:
+        return None
+    return LabelSelector(
+        match_labels=dict(selector.match_labels or {}),
+        match_expressions=[LabelRequirement(key=e.key, operator=e.operator, values=list(e.values or []))
+                           for e in selector.match_expressions or []],
     )
 
 
 def _pdb_info(pdb: Any) -> PdbInfo:
-    spec = pdb.spec
-    selector = spec.selector.match_labels if spec and spec.selector else None
+    spec, status = pdb.spec, pdb.status
     return PdbInfo(
         namespace=pdb.metadata.namespace,
         name=pdb.metadata.name,
-        selector=dict(selector or {}),
+        selector=_label_selector(spec.selector if spec else None),
         min_available=None if spec is None or spec.min_available is None else str(spec.min_available),
         max_unavailable=None if spec is None or spec.max_unavailable is None else str(spec.max_unavailable),
-        disruptions_allowed=(pdb.status.disruptions_allowed or 0) if pdb.status else 0,
+        disruptions_allowed=(status.disruptions_allowed or 0) if status else 0,
+        current_healthy=status.current_healthy if status else None,
+        expected_pods=status.expected_pods if status else None,
     )
 
 
-def _helm_release_status(obj: dict[str, Any], namespace: str, name: str) -> HelmReleaseStatus:
+def _chart_version(revision: object) -> str | None:
+    """A chart version from a Flux revision; with chartRef to an OCIRepository it is `<version>+<digest>`."""
+    return str(revision).split("+", 1)[0] if revision else None
+
+
+def _helm_release_status(obj: dict[str, Any], namespace: str, name: str, api_version: str = "") -> HelmReleaseStatus:
+    """The fields GUARD reads, from any served version.
+
+    The version running: v2 and v2beta2 keep `status.history` (newest first; a remediation adds a
+    `deployed` snapshot of the previous chart); v2beta1 has `status.lastAppliedRevision`.
+    `lastAttemptedRevision` is written *before* the Helm action, so it only counts once Ready.
+    """
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
-    ready_cond: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    history = status.get("history") or []
-    applied = status.get("lastAttemptedRevision") or (history[0].get("chartVersion") if history else None)
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if isinstance(c, dict)}
+    ready_cond: dict[str, Any] = conditions.get("Ready") or {}
+    history = [h for h in status.get("history") or [] if isinstance(h, dict)]
+    deployed = next((h for h in history if h.get("status") == "deployed"), None)
+    applied = _chart_version(deployed.get("chartVersion") if deployed else status.get("lastAppliedRevision"))
+    if applied is None and ready_cond.get("status") == "True":
+        applied = _chart_version(status.get("lastAttemptedRevision"))
     generation = meta.get("generation")
     observed = status.get("observedGeneration")
     # A Ready condition written for an older generation says nothing about the current spec.
     stale = generation is not None and (observed is None or observed < generation)
+    suspended = spec.get("suspend") is True
+    stalled = (conditions.get("Stalled") or {}).get("status") == "True"
     message = str(ready_cond.get("message") or "")
-    if stale:
+    if stalled:
+        message = f"Stalled: {(conditions.get('Stalled') or {}).get('message') or message}"
+    elif stale:
         message = f"Flux has not yet reconciled generation {generation} (observed {observed}). {message}".strip()
+    if suspended:
+        # A suspended release returns early: its status stays as it was, whatever the spec says now.
+        message = f"suspended (spec.suspend: true): Flux does not reconcile it. {message}".strip()
     return HelmReleaseStatus(
         name=meta.get("name") or name,
         namespace=meta.get("namespace") or namespace,
-        ready=ready_cond.get("status") == "True" and not stale,
+        ready=ready_cond.get("status") == "True" and not stale and not suspended,
         chart_version=((spec.get("chart") or {}).get("spec") or {}).get("version"),
         last_applied_version=applied,
         message=message,
+        suspended=suspended,
+        stalled=stalled,
+        reason=str(ready_cond.get("reason") or ""),
+        api_version=api_version,
     )
 
 
@@ -315,8 +459,10 @@ class KubernetesEvidence:
         return self._api.list_pods(namespace)
 
     def list_events(self, namespace: str) -> list[EventInfo]:
-        found = self._call(f"events in {namespace}", self._core.list_namespaced_event, namespace, limit=500)
-        return [_event_info(e, namespace) for e in found.items or []]
+        # Events page like any list (limit + continue, in no time order); bounded, as evidence need not be all.
+        found = self._api._paged(f"events in {namespace}", self._core.list_namespaced_event, namespace,
+                                 max_pages=MAX_EVENT_PAGES)
+        return [_event_info(e, namespace) for e in found]
 
     def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
         # Raw bytes: the client would otherwise try to parse a log that happens to look like JSON.
@@ -352,7 +498,7 @@ def _event_info(event: Any, namespace: str) -> EventInfo:
         namespace=(event.metadata.namespace if event.metadata else None) or namespace,
         involved_object=f"{obj.kind}/{obj.name}" if obj else "?",
         reason=event.reason or "",
-        message=(event.message or "")[:1_000],
+        message=plain_text(event.message or "", 1_000),  # redacted before the cut (guard.outbound)
         type=event.type or "Normal",
         count=event.count or 1,
         last_seen=seen,

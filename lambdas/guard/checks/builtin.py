@@ -14,7 +14,7 @@ from guard.checks.snapshot import ClusterSnapshot, selector_matches
 from guard.core.istio import control_plane_version
 from guard.core.models import CheckStatus, Cluster, HealthCheckResult
 from guard.core.version import Version
-from guard.ports import Alert
+from guard.ports import Alert, DeploymentInfo, PdbInfo, PodInfo
 
 SYSTEM_NAMESPACES = ("kube-system", "istio-system")
 
@@ -45,7 +45,7 @@ def nodes_ready(cluster: Cluster, snap: ClusterSnapshot) -> HealthCheckResult:
 
 
 def system_pods_ready(cluster: Cluster, snap: ClusterSnapshot) -> HealthCheckResult:
-    pods = [p for p in snap.pods if p.namespace in SYSTEM_NAMESPACES and p.phase != "Succeeded"]
+    pods = [p for p in snap.pods if p.namespace in SYSTEM_NAMESPACES and not p.finished]
     bad = [f"{p.namespace}/{p.name}" for p in pods if not p.ready]
     return _result(cluster, "system_pods_ready", not bad,
                    f"{len(pods) - len(bad)}/{len(pods)} kube-system and istio-system pods Ready"
@@ -111,7 +111,7 @@ def version_skew(cluster: Cluster, snap: ClusterSnapshot, target: str, max_minor
     target_v = Version.parse(target)
     ahead, behind = [], []
     for pod in snap.pods:
-        if not pod.proxy_version:
+        if not pod.proxy_version or pod.finished:
             continue
         try:
             proxy = Version.parse(pod.proxy_version)
@@ -148,11 +148,86 @@ def istiod_ready(cluster: Cluster, snap: ClusterSnapshot, expected_version: str 
 
 
 def proxies_on_version(cluster: Cluster, snap: ClusterSnapshot, version: str, name: str) -> HealthCheckResult:
-    proxies = [p for p in snap.pods if p.proxy_version]
-    off = sorted(f"{p.namespace}/{p.name}@{p.proxy_version}" for p in proxies if p.proxy_version != version)
-    return _result(cluster, name, not off,
-                   f"{len(proxies) - len(off)}/{len(proxies)} proxies on {version}"
-                   + (f"; off: {', '.join(off[:5])}" if off else ""), proxies=len(proxies), off_version=off)
+    """Every live proxy of a restartable workload runs `version`.
+
+    Completed pods (Succeeded/Failed) serve nothing; Jobs' and bare pods' proxies cannot be
+    restarted and take the new version when they run again: both are reported, never held
+    against the cluster. A digest-only proxy image names no version: it is counted as unknown
+    (a warning), never as "not injected" nor as off the version.
+    """
+    live = [p for p in snap.pods if p.injected and not p.finished]
+    unrestartable = {id(p) for p in snap.unrestartable_proxies()}
+    counted = [p for p in live if id(p) not in unrestartable]
+    off = sorted(f"{p.namespace}/{p.name}@{p.proxy_version}" for p in counted
+                 if p.proxy_version and p.proxy_version != version)
+    unknown = sorted(f"{p.namespace}/{p.name}" for p in counted if not p.proxy_version)
+    left = sorted(f"{p.namespace}/{p.name}@{p.proxy_version or '?'}" for p in live if id(p) in unrestartable
+                  and p.proxy_version != version)
+    readable = len(counted) - len(unknown)
+    message = f"{readable - len(off)}/{readable} proxies on {version}"
+    if off:
+        message += f"; off: {', '.join(off[:5])}"
+    if unknown:
+        message += (f"; version unreadable for {len(unknown)} (digest-only image, revision "
+                    f"{_revisions(counted)}): {', '.join(unknown[:5])}")
+    if left:
+        message += f"; Job or bare pods keep their proxy until they run again: {', '.join(left[:5])}"
+    status = CheckStatus.FAIL if off else CheckStatus.WARN if unknown else CheckStatus.PASS
+    return HealthCheckResult(cluster_id=cluster.cluster_id, check_name=name, status=status, message=message,
+                             details={"proxies": len(counted), "off_version": off, "unknown_version": unknown,
+                                      "not_restartable": left})
+
+
+def _revisions(pods: list[PodInfo]) -> str:
+    return ", ".join(sorted({p.proxy_revision or "?" for p in pods if not p.proxy_version})) or "?"
+
+
+def helm_release_ready(cluster: Cluster, snap: ClusterSnapshot) -> HealthCheckResult:
+    """The cluster's Flux HelmRelease exists, is not suspended nor stalled, and is Ready: otherwise
+    a merged MR would never be applied, and GUARD would learn it only after the merge."""
+    name = f"{cluster.helm_release_namespace}/{cluster.helm_release_name}"
+    release = snap.helm_release
+    if release is None:
+        return _result(cluster, "helm_release", False,
+                       f"HelmRelease {name} cannot be read: {snap.helm_release_problem or 'not read'}")
+    if release.suspended:
+        return _result(cluster, "helm_release", False,
+                       f"HelmRelease {name} is suspended (spec.suspend: true): Flux would not apply the change; "
+                       "resume it (flux resume helmrelease) first", api_version=release.api_version)
+    if release.stalled:
+        return _result(cluster, "helm_release", False, f"HelmRelease {name} is stalled: {release.message}",
+                       api_version=release.api_version)
+    return _result(cluster, "helm_release", release.ready,
+                   f"HelmRelease {name} ({release.api_version or '?'}) Ready at {release.last_applied_version or '?'}"
+                   if release.ready else
+                   f"HelmRelease {name} not Ready ({release.reason or 'no reason'}): {release.message}",
+                   api_version=release.api_version, version=release.last_applied_version)
+
+
+def _covering(snap: ClusterSnapshot, w: DeploymentInfo) -> list[PdbInfo]:
+    pods = snap.pods_of(w)
+    labels = pods[0].labels if pods else w.selector
+    return [b for b in snap.pdbs if b.namespace == w.namespace and selector_matches(b.selector, labels)]
+
+
+def pdb_disruptions(cluster: Cluster, snap: ClusterSnapshot) -> HealthCheckResult:
+    """No injected workload is covered by a PDB that allows no disruption even when every pod is
+    healthy (e.g. minAvailable: 1 on one replica): its sidecar restart would wait until the
+    restart timeout and fail the upgrade after the change, so say it before."""
+    blocked = []
+    for w in snap.injected_workloads():
+        for pdb in _covering(snap, w):
+            if pdb.never_allows_disruption(w.replicas):
+                rule = (f"minAvailable {pdb.min_available}" if pdb.min_available is not None
+                        else f"maxUnavailable {pdb.max_unavailable}")
+                blocked.append(f"{w.kind} {w.namespace}/{w.name} ({w.replicas} replica(s)) by "
+                               f"PodDisruptionBudget {pdb.name} ({rule})")
+    return _result(cluster, "pdb_disruptions", not blocked,
+                   "every injected workload's PDB allows a disruption when healthy" if not blocked
+                   else "PDBs that allow no disruption even with every pod healthy, so the sidecar restart "
+                        "could never proceed: " + "; ".join(blocked)
+                        + " (add a replica or relax the PDB before upgrading)",
+                   blocked=blocked)
 
 
 def injection_labels_consistent(cluster: Cluster, snap: ClusterSnapshot) -> HealthCheckResult:
@@ -168,13 +243,9 @@ def pdbs_present(cluster: Cluster, snap: ClusterSnapshot, policy: ZeroDowntimePo
     if not policy.pdb_required:
         return HealthCheckResult(cluster_id=cluster.cluster_id, check_name="pod_disruption_budgets",
                                  status=CheckStatus.SKIPPED, message="PDBs not required by config")
-    workloads = snap.injected_deployments()
-    uncovered = []
-    for d in workloads:
-        pods = [p for p in snap.pods if p.namespace == d.namespace and p.owner == f"Deployment/{d.name}"]
-        labels = pods[0].labels if pods else d.selector
-        if not any(b.namespace == d.namespace and selector_matches(b.selector, labels) for b in snap.pdbs):
-            uncovered.append(f"{d.namespace}/{d.name}")
+    # Not for DaemonSets: a drain skips their pods (kubectl drain --ignore-daemonsets), so a PDB guards nothing.
+    workloads = [w for w in snap.injected_workloads() if w.kind != "DaemonSet"]
+    uncovered = [f"{w.namespace}/{w.name}" for w in workloads if not _covering(snap, w)]
     return _result(cluster, "pod_disruption_budgets", not uncovered,
                    f"{len(workloads) - len(uncovered)}/{len(workloads)} injected workloads have a PDB"
                    + (f"; missing: {', '.join(uncovered)}" if uncovered else ""), missing=uncovered)
@@ -182,7 +253,7 @@ def pdbs_present(cluster: Cluster, snap: ClusterSnapshot, policy: ZeroDowntimePo
 
 def ready_replicas(cluster: Cluster, snap: ClusterSnapshot, policy: ZeroDowntimePolicy) -> HealthCheckResult:
     low = []
-    for d in snap.injected_deployments():
+    for d in snap.injected_workloads():
         if d.replicas == 0:
             continue
         percent = 100.0 * d.ready_replicas / d.replicas

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from guard.datadog_query import UnsplittableQuery
+from guard.datadog_query import split as split_query
 from guard.rules import overlay, parse_key, parse_rules
 from guard.vocabulary.events import NotificationEvent
 
@@ -94,6 +96,9 @@ class GitLabConfig(_Strict):
     timeout_seconds: float = Field(default=10, gt=0, le=60)
     # Every this many minutes the reconciler asks GitLab about each MR an execution waits on (lost webhooks).
     reconcile_minutes: int = Field(default=5, ge=1, le=24 * 60)
+    # Accounts whose comments are never commands, besides the token's own (read from GET /user): e.g.
+    # an older bot account, or another automation that quotes GUARD's notes.
+    bot_usernames: list[str] = Field(default_factory=list, max_length=50)
     # The GitOps projects registry clusters may name (path or numeric id); None: not restricted
     # (`registry import` warns). A cluster naming another project is refused at import and at Plan.
     projects: list[str] | None = None
@@ -143,6 +148,13 @@ class DatadogConfig(_Strict):
                         f"query '{name}' uses unknown placeholder {{{placeholder}}}; "
                         f"known: {', '.join(sorted(_PLACEHOLDERS))}"
                     )
+            # Datadog's v2 API refuses arithmetic in a query; GUARD sends it as queries plus a formula
+            # (guard.datadog_query). Refuse here what cannot be split, rather than at the first validation.
+            try:
+                rendered = re.sub(r"\{([a-z_]+)\}", lambda m: "x" if m.group(1) in _PLACEHOLDERS else m.group(0), query)
+                split_query(rendered)
+            except UnsplittableQuery as e:
+                raise ValueError(f"query '{name}' is not a Datadog metric query or a formula over them: {e}") from e
         return queries
 
 
@@ -322,6 +334,8 @@ class RollbackConfig(_Strict):
     # After the rollback merge, how long clusters may take to report the previous version
     # (default: validation.flux_sync_timeout_minutes).
     verify_timeout_minutes: float | None = Field(default=None, gt=0, le=24 * 60)
+    # How long the raw failure evidence (events, logs, pod statuses; redacted) is kept in the state table.
+    evidence_retention_days: int = Field(default=30, ge=1, le=400)
 
 
 class TenantConfig(_Strict):
@@ -380,6 +394,11 @@ class TenantConfig(_Strict):
         _check_thresholds("validation.thresholds", self.validation.thresholds, self.datadog.queries)
         for i, batch in enumerate(self.batches):
             _check_thresholds(f"batches[{i}].thresholds", batch.thresholds, self.datadog.queries)
+        if self.aws.secrets_manager.gitlab_reader_token_secret and not self.gitlab.bot_usernames:
+            # The decision service ignores comments of its own token's account (the Reporter) and of
+            # gitlab.bot_usernames: the push account comments too, so it must be listed.
+            raise ValueError("gitlab.bot_usernames: list the push account's username when "
+                             "aws.secrets_manager.gitlab_reader_token_secret sets a separate Reporter account")
         for schedule in self.schedules:
             if (schedule.batch is None) == (schedule.rollout is None):
                 raise ValueError(f"schedules.{schedule.name}: set exactly one of batch or rollout")

@@ -9,6 +9,7 @@ import requests
 
 from guard.errors import ExternalServiceError, TransientError
 from guard.notify.base import Notification
+from guard.outbound import slack_text
 from guard.retry import RetryPolicy, policy, retry_after_seconds
 
 
@@ -25,12 +26,16 @@ class SlackNotifier:
 
     @staticmethod
     def payload(event: Notification) -> dict[str, Any]:
-        """Slack message: `text` for notifications and clients without blocks, blocks for the rest."""
-        body = "\n".join(event.lines())
+        """Slack message: `text` for notifications and clients without blocks, blocks for the rest.
+
+        Every part is Slack-escaped (`guard.outbound.slack_text`): a monitor name or a cause carrying
+        `<!channel>` or `<https://evil|text>` arrives as those characters, not as a broadcast or a link."""
+        body = slack_text("\n".join(event.lines()))
+        headline = slack_text(event.headline())
         return {
-            "text": f"{event.headline()}\n{body}",
+            "text": f"{headline}\n{body}",
             "blocks": [
-                {"type": "section", "text": {"type": "mrkdwn", "text": f"*{event.headline()}*"}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": f"*{headline}*"}},
                 {"type": "section", "text": {"type": "mrkdwn", "text": body}},
             ],
         }

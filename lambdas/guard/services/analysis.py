@@ -16,6 +16,7 @@ from guard.config.models import TenantConfig
 from guard.core.evidence import FailureEvidence
 from guard.core.run import VerdictOutcome
 from guard.errors import AnalysisUnavailable, GuardError
+from guard.outbound import untrusted_block, untrusted_inline
 from guard.ports import Clock, FailureAnalyst
 from guard.redact import redact
 from guard.services.evidence import EvidenceService
@@ -99,15 +100,23 @@ class AnalysisService:
 
 
 def analysis_markdown(record: AnalysisRecord | None) -> str:
-    """The seed's shape: AI Failure Analysis / Summary / Root Cause Analysis / Recommended Actions."""
+    """The seed's shape: AI Failure Analysis / Summary / Root Cause Analysis / Recommended Actions.
+
+    Everything the LLM wrote is quoted and made inert (`guard.outbound`): the evidence it read may
+    carry text chosen by anyone who can write a log line, and no line of it may become a GitLab quick
+    action, a `/guard` command, a mention, an image or HTML in a note GUARD posts.
+    """
     lines = ["## AI Failure Analysis", ""]
     if record is None or not record.available:
-        lines.append(f"_{unavailable_text(record.reason if record else 'no analysis was recorded')}_")
+        lines.append(f"_{untrusted_inline(unavailable_text(record.reason if record else 'no analysis was recorded'))}_")
         return "\n".join(lines) + "\n"
-    lines += ["### Summary", "", record.summary or "", "", "### Root Cause Analysis", "", record.root_cause or ""]
+    lines += ["### Summary", "", untrusted_block(record.summary or ""), "", "### Root Cause Analysis", "",
+              untrusted_block(record.root_cause or "")]
     if record.evidence:
-        lines += ["", "### Evidence", "", *(f"- {e}" for e in record.evidence)]
+        lines += ["", "### Evidence", "", *(f"> - {untrusted_inline(e)}" for e in record.evidence)]
     lines += ["", "### Recommended Actions", ""]
-    lines += [f"{i}. {a}" for i, a in enumerate(record.recommended_actions, 1)] or ["_none given_"]
-    lines += ["", f"<sub>{record.provider} `{record.model}`; generated from the evidence below, may be wrong.</sub>"]
+    actions = [f"> {i}. {untrusted_inline(a)}" for i, a in enumerate(record.recommended_actions, 1)]
+    lines += actions if actions else ["_none given_"]
+    who = f"{untrusted_inline(record.provider or '')} {untrusted_inline(record.model or '')}"
+    lines += ["", f"_{who}; generated from the evidence below, may be wrong._"]
     return "\n".join(lines) + "\n"

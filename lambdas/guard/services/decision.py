@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel
 
 from guard.errors import ExternalServiceError, GuardError, InvalidInput, TaskNoLongerWaiting
+from guard.outbound import untrusted_inline
 from guard.ports import Clock, GitOpsRepo, ProjectMembers, TaskCallbacks
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
@@ -79,6 +81,13 @@ def parse_note(body: str) -> NoteCommand | WebhookResult:
     attrs = child(payload, "object_attributes", "object_attributes", required=True)
     if text(attrs, "noteable_type", "object_attributes.noteable_type") != "MergeRequest":
         return WebhookResult(status=200, message="ignored: not a merge request comment")
+    # GitLab 16.11+ sends a Note Hook when a comment is edited (`action: update`; older ones have no
+    # action). Only a new comment is a command: an edit of an old one (even of the decision itself) is
+    # not a second answer, and acting on it would let an edit rewrite a decision already taken.
+    if text(attrs, "action", "object_attributes.action") == "update":
+        return WebhookResult(status=200, message="ignored: an edited comment is not a new command")
+    if attrs.get("system") is True:
+        return WebhookResult(status=200, message="ignored: a system note")
     command = parse_command(text(attrs, "note", "object_attributes.note") or "")
     if command is None:
         return WebhookResult(status=200, message="ignored: no /guard command")
@@ -96,9 +105,17 @@ def parse_note(body: str) -> NoteCommand | WebhookResult:
 
 
 class DecisionService:
+    """Asks for and reads `/guard` decisions.
+
+    A note written by GUARD itself is never a command: GitLab sends a Note Hook for GUARD's own notes
+    too, and those can quote `/guard proceed` (the question lists it; an LLM's analysis could carry it).
+    GUARD's accounts are the token's own (`members.current_user()`, asked of GitLab once) and
+    `bot_usernames` (config `gitlab.bot_usernames`).
+    """
+
     def __init__(self, state: StateStore, failures: FailureStore, sfn: TaskCallbacks | None,
                  members: ProjectMembers | None, repo: GitOpsRepo | None, clock: Clock,
-                 timeout_hours: float = 24) -> None:
+                 timeout_hours: float = 24, bot_usernames: Iterable[str] = ()) -> None:
         self._state = state
         self._failures = failures
         self._sfn = sfn
@@ -106,6 +123,7 @@ class DecisionService:
         self._repo = repo
         self._clock = clock
         self._timeout_hours = timeout_hours
+        self._bot_usernames = frozenset(u.lower() for u in bot_usernames)
 
     # ------------------------------------------------------------------ AwaitDecision
     def request(self, run_id: str, task_token: str, reason: str | None = None) -> DecisionRequested:
@@ -115,7 +133,7 @@ class DecisionService:
             raise ExternalServiceError(f"run '{run_id}' has no merge request to ask for a decision on")
         if self._repo is None:
             raise ExternalServiceError("GitLab is unavailable; cannot ask for a decision")
-        why = redact(reason or run.cause or "validation did not pass")
+        why = untrusted_inline(reason or run.cause or "validation did not pass")  # carries cluster text
         # Token first: a command posted right after the comment must find it.
         self._state.put_task_token(TaskTokenRecord(merge_request_url=run.merge_request_url, task_token=task_token,
                                                    run_id=run_id, kind=ChangeKind.DECISION),
@@ -149,6 +167,9 @@ class DecisionService:
             # Not final: nothing was done; should a decision be awaited later, a resend of this comment applies.
             return WebhookResult(status=200, message="ignored: no GUARD decision waits on this merge request",
                                  final=False)
+        if self.written_by_guard(note.user_id, note.username):
+            # Final, and no reply: answering its own note would make GUARD talk to itself.
+            return WebhookResult(status=200, message=f"ignored: {note.username} is GUARD's own account")
         run = self._state.get_run(waiting.run_id)
         iid = note.merge_request_iid or run.merge_request_iid or 0
         username, command = note.username, note.command
@@ -188,6 +209,8 @@ class DecisionService:
             command = parse_command(note.body)
             if note.system or command not in ("proceed", "rollback"):
                 continue
+            if self.written_by_guard(note.author_id, note.author_username):
+                continue  # GUARD's own notes (its question lists the commands) decide nothing
             if not self.is_maintainer(project, note.author_id):
                 continue  # the webhook answered (and ignored) them already
             return NoteCommand(merge_request_url=merge_request_url, merge_request_iid=iid, command=command,
@@ -221,6 +244,14 @@ class DecisionService:
                     f"👍 GUARD: @{answer.username} decided **{decision}** (read from this merge request when the "
                     "wait ended: the comment's webhook did not reach GUARD).")
         return DecisionTaken(decision=decision, by=answer.username)
+
+    def written_by_guard(self, user_id: int | None, username: str) -> bool:
+        """Whether the note's author is one of GUARD's accounts (configured, or the token's own)."""
+        if username.lower() in self._bot_usernames:
+            return True
+        if self._members is None or user_id is None:
+            return False
+        return self._members.current_user().id == user_id
 
     def is_maintainer(self, project: str, user_id: int | None) -> bool:
         """Whether the user may decide (Maintainer or Owner, asked of GitLab)."""

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from guard.core.run import RunRecord, RunStatus
 from guard.errors import ExecutionStopped, ExecutionTimedOut, GuardError, OutcomeNotRecorded, UpgradeFailed
+from guard.outbound import untrusted_block
 from guard.ports import GitOpsRepo
 from guard.services.observation import AT_END
 from guard.services.outcome import OutcomeRecorder
@@ -131,7 +132,8 @@ class EndingService:
         comment = None
         if iid is not None:
             comment = (iid, f"⏹️ GUARD: batch `{run.batch}` → {run.target_version} ended at **{run.stage}** "
-                            f"without finishing: `{error}`\n\n{cause}\n\nGUARD no longer watches this merge request."
+                            f"without finishing: `{error}`\n\n{untrusted_block(cause)}\n\n"
+                            "GUARD no longer watches this merge request."
                             + self._close_upgrade_mr(run))
         self._leave_rollback_mr_to_a_person(run, error)
         recorded = self._outcomes.record(run, Outcome.FAILED, failed_stage=_FAILED_AT.get(run.stage,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from guard.core.evidence import ClusterEvidence, FailureEvidence
+from guard.outbound import untrusted_block, untrusted_inline
 from guard.redact import redact
 
 
@@ -10,8 +11,9 @@ def _num(value: float | None) -> str:
     return "—" if value is None else f"{value:.6g}"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "/").replace("\n", " ")
+def _cell(text: str, limit: int | None = None) -> str:
+    # Names, messages and explanations carry cluster text (event messages, pod names): inert, redacted first.
+    return untrusted_inline(text, limit)
 
 
 def cluster_markdown(c: ClusterEvidence, *, details: bool = True) -> list[str]:
@@ -33,15 +35,15 @@ def cluster_markdown(c: ClusterEvidence, *, details: bool = True) -> list[str]:
         bad = [p for p in c.pods if not p.ready or p.crash_looping or p.restarts]
         if bad:
             lines += ["", "Pods not healthy: " + ", ".join(
-                f"`{p.namespace}/{p.name}` ({'CrashLoopBackOff' if p.crash_looping else p.phase}, "
+                f"{_cell(f'{p.namespace}/{p.name}')} ({'CrashLoopBackOff' if p.crash_looping else _cell(p.phase)}, "
                 f"{p.restarts} restarts)" for p in bad[:10])]
         warnings = [e for e in c.events if e.type == "Warning"][:5]
         if warnings:
             lines += ["", "Recent warning events:", ""]
-            lines += [f"- `{e.namespace}/{e.involved_object}` {e.reason} ×{e.count}: {_cell(e.message)[:200]}"
-                      for e in warnings]
+            lines += [f"- {_cell(f'{e.namespace}/{e.involved_object}')} {_cell(e.reason)} ×{e.count}: "
+                      f"{_cell(e.message, 200)}" for e in warnings]
     if c.notes:
-        lines += ["", *(f"> {n}" for n in c.notes)]
+        lines += ["", *(untrusted_block(n) for n in c.notes)]
     return lines
 
 

@@ -28,6 +28,7 @@ from guard.errors import (
     ValidationError,
     ValidationFailed,
 )
+from guard.outbound import untrusted_block
 from guard.ports import Clock, GitOpsRepo
 from guard.services.observation import AT_END, RegistryObserver
 from guard.services.outcome import OutcomeRecorder
@@ -123,7 +124,7 @@ class FinishService:
         self._outcomes.record(
             run, Outcome.FAILED, failed_stage=where, error=summary.error, cause=summary.cause,
             comment=(run.merge_request_iid, f"❌ GUARD: batch `{run.batch}` → {run.target_version} failed at "
-                                            f"**{stage}**: `{summary.error}`\n\n{summary.cause}"))
+                                            f"**{stage}**: `{summary.error}`\n\n{untrusted_block(summary.cause)}"))
         return summary
 
     def _after_merge_timeout(self, run: RunRecord) -> str:

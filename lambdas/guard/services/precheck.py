@@ -139,6 +139,7 @@ class PrecheckService:
             HealthCheckResult(cluster_id=cluster.cluster_id, check_name="api_reachable", status=CheckStatus.PASS,
                               message="Kubernetes API reachable"),
             builtin.nodes_ready(cluster, snap),
+            builtin.helm_release_ready(cluster, snap),
             builtin.system_pods_ready(cluster, snap),
             builtin.no_crash_loops(cluster, snap),
             builtin.istiod_ready(cluster, snap, expected_version=current),
@@ -148,5 +149,6 @@ class PrecheckService:
             builtin.gateways_ready(cluster, snap),
             builtin.injection_labels_consistent(cluster, snap),
             builtin.pdbs_present(cluster, snap, policy),
+            builtin.pdb_disruptions(cluster, snap),
             builtin.ready_replicas(cluster, snap, policy),
         ]

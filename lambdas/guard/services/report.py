@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from guard.core.models import CheckStatus
 from guard.core.run import PrecheckReport, RunRecord
+from guard.outbound import untrusted_inline
 from guard.redact import redact
 
 
@@ -24,12 +25,6 @@ class RollbackSection(BaseModel):
     manual_approval: bool = False
     failure_markdown: str = ""
     analysis_markdown: str = ""
-
-
-def code_span(text: str) -> str:
-    """`text` as one inline code span: backticks and line breaks cannot end it or start markup."""
-    flat = " ".join(text.replace("`", "'").split())
-    return f"`{flat}`" if flat else "_(none given)_"
 
 
 def _mark(passed: bool, status: CheckStatus | None = None) -> str:
@@ -57,9 +52,7 @@ def change_description(run: RunRecord, versions: dict[str, str], *,
         lines = [f"## Istio rollback: batch `{run.batch}` {run.target_version} → previous version", "",
                  f"Opened by GUARD run `{run.run_id}`" + (" (manual rollback)" if rollback.manual else "")
                  + ". Merging this MR lets Flux roll back; GUARD then verifies that each cluster runs the "
-                 "previous version.", "",
-                 # A manual reason is whoever started the execution's text: shown, never rendered.
-                 f"**Reason:** {code_span(rollback.reason) if rollback.manual else rollback.reason}", ""]
+                 "previous version.", "", f"**Reason:** {untrusted_inline(rollback.reason)}", ""]
         if rollback.upgrade_merge_request_url and not rollback.manual:
             lines += [f"Upgrade merge request: {rollback.upgrade_merge_request_url}", ""]
         if rollback.decided:
@@ -91,8 +84,8 @@ def _health_sections(clusters: list[str], reports: dict[str, PrecheckReport]) ->
             continue
         lines += ["", "| check | status | details |", "|---|---|---|"]
         for result in report.results:
-            lines.append(f"| {result.check_name} | {_mark(result.passed, result.status)} {result.status.value} | "
-                         f"{result.message.replace('|', '/')} |")
+            lines.append(f"| {untrusted_inline(result.check_name)} | {_mark(result.passed, result.status)} "
+                         f"{result.status.value} | {untrusted_inline(result.message)} |")
         if report.ignored_alerts:
             lines += ["", "**Datadog alerts were ignored for this run (`ignore_alerts: true`).**"]
         if report.baseline:

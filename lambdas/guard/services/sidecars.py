@@ -1,5 +1,6 @@
-"""Rollout sequencing: restart injected workloads in waves so their proxies pick up the
-new control plane's version, never taking a workload below its PDB or ready-replica floor.
+"""Rollout sequencing: restart injected workloads (Deployments, StatefulSets, DaemonSets) in waves
+so their proxies pick up the new control plane's version, never taking a workload below its PDB
+or ready-replica floor.
 
 Each call is one poll: it finishes nothing synchronously. A wave is started, the state
 machine waits, and the next poll sees whether the wave has finished before starting the
@@ -13,7 +14,7 @@ from datetime import datetime
 
 from guard.checks.snapshot import ClusterSnapshot, selector_matches
 from guard.core.models import Cluster
-from guard.errors import SidecarRestartTimeout
+from guard.errors import SidecarRestartFailed, SidecarRestartTimeout
 from guard.ports import DeploymentInfo
 from guard.services.poll import ClusterPoll, PollResult
 from guard.vocabulary.stages import Stage
@@ -26,24 +27,48 @@ class SidecarPoll(PollResult):
 
 
 def _key(d: DeploymentInfo) -> str:
-    return f"{d.namespace}/{d.name}"
+    # Deployments keep the key they always had, so a run record written before still reads the same.
+    return f"{d.namespace}/{d.name}" if d.kind == "Deployment" else f"{d.namespace}/{d.kind}/{d.name}"
 
 
 def _off_target(snap: ClusterSnapshot, d: DeploymentInfo, target: str) -> bool:
-    """Any pod of the Deployment still runs another proxy version (old pods linger mid-rollout)."""
-    return any(p.namespace == d.namespace and p.owner == f"Deployment/{d.name}" and p.proxy_version
-               and p.proxy_version != target for p in snap.pods)
+    """Any live pod of the workload still runs another proxy version (old pods linger mid-rollout)."""
+    return any(p.proxy_version and p.proxy_version != target for p in snap.pods_of(d) if not p.finished)
+
+
+def _unreadable(snap: ClusterSnapshot, d: DeploymentInfo) -> bool:
+    """Some live proxy of the workload names no version (a digest-only image): only a restart after
+    the control plane's upgrade makes sure it runs what the new injector serves."""
+    return any(p.injected and not p.proxy_version for p in snap.pods_of(d) if not p.finished)
+
+
+def _rolling(snap: ClusterSnapshot, d: DeploymentInfo) -> bool:
+    """The workload's rollout has not finished: pods not ready, not yet updated, or old ones left."""
+    live = [p for p in snap.pods_of(d) if not p.finished]
+    updated = d.updated_replicas if d.updated_replicas is not None else d.replicas
+    return d.ready_replicas < d.replicas or updated < d.replicas or len(live) > d.replicas
 
 
 def _why_not_now(snap: ClusterSnapshot, d: DeploymentInfo, min_ready_percent: float) -> str | None:
-    """Why restarting `d` now could breach its PDB or the ready-replica floor, or None."""
+    """Why restarting `d` now could breach its PDB or the ready-replica floor, or None.
+
+    Raises SidecarRestartFailed when a PDB would never allow the restart (it allows no disruption
+    even with every pod healthy): waiting for the timeout would change nothing.
+    """
     floor = math.ceil(d.replicas * min_ready_percent / 100)
     if d.ready_replicas < floor:
         return f"{_key(d)} has {d.ready_replicas}/{d.replicas} ready, below the floor of {floor}"
-    labels = next((p.labels for p in snap.pods if p.namespace == d.namespace and p.owner == f"Deployment/{d.name}"),
-                  d.selector)
+    pods = snap.pods_of(d)
+    labels = pods[0].labels if pods else d.selector
     for pdb in snap.pdbs:
-        if pdb.namespace == d.namespace and selector_matches(pdb.selector, labels) and pdb.disruptions_allowed < 1:
+        if pdb.namespace != d.namespace or not selector_matches(pdb.selector, labels):
+            continue
+        if pdb.never_allows_disruption(d.replicas):
+            raise SidecarRestartFailed(
+                f"{d.kind} {_key(d)}: PodDisruptionBudget {pdb.name} allows no disruption even with all "
+                f"{d.replicas} pod(s) healthy (minAvailable {pdb.min_available}, maxUnavailable "
+                f"{pdb.max_unavailable}): its sidecar cannot be restarted; add a replica or relax the PDB")
+        if pdb.disruptions_allowed < 1:
             return f"{_key(d)}: PodDisruptionBudget {pdb.name} allows no disruption right now"
     return None
 
@@ -78,12 +103,15 @@ class SidecarRolloutService(ClusterPoll):
         """
         api = self._connector.connect(cluster)
         snap = ClusterSnapshot.read(api)
-        workloads = sorted(snap.injected_deployments(), key=_key)
+        # Deployments, StatefulSets and DaemonSets; Jobs and bare pods cannot be restarted (see
+        # builtin.proxies_on_version: they never hold up the verdict).
+        workloads = sorted(snap.injected_workloads(), key=_key)
         in_flight = [d for d in workloads if _key(d) in done_before
-                     and (_off_target(snap, d, target) or d.ready_replicas < d.replicas)]
+                     and (_off_target(snap, d, target) or _rolling(snap, d))]
         if in_flight:
             return [f"{cluster_id}: wave in progress ({', '.join(_key(d) for d in in_flight)})"]
-        pending = [d for d in workloads if _off_target(snap, d, target) and _key(d) not in done_before]
+        pending = [d for d in workloads if _key(d) not in done_before
+                   and (_off_target(snap, d, target) or _unreadable(snap, d))]
         stale = [d for d in workloads if _off_target(snap, d, target) and _key(d) in done_before]
         if stale:
             # Restarted, rolled out, and still on the old proxy: the injector did not serve it.
@@ -101,7 +129,7 @@ class SidecarRolloutService(ClusterPoll):
             else:
                 wave.append(d)
         for d in wave:
-            api.restart_deployment(d.namespace, d.name, now)
+            api.restart_workload(d.kind, d.namespace, d.name, now)
             done_before[_key(d)] = now
             restarted.append(f"{cluster_id}:{_key(d)}")
         notes = []

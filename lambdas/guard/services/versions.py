@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from guard.core.istio import ISTIO_NAMESPACE, control_plane_version, find_istiod
 from guard.core.models import Cluster
-from guard.errors import GuardError
+from guard.errors import FluxSyncFailed, GuardError
 from guard.ports import ClusterConnector, DeploymentInfo, HelmReleaseStatus
 
 
@@ -46,15 +46,26 @@ class VersionReader:
         self._expected = expected or {}
 
     def waiting(self, cluster_id: str, cluster: Cluster) -> list[str]:
-        """Why `cluster` does not run its expected version yet (empty when it does)."""
+        """Why `cluster` does not run its expected version yet (empty when it does).
+
+        Raises FluxSyncFailed when waiting cannot help: the HelmRelease is suspended (Flux leaves
+        it, and its status, as they are) or stalled (Flux stopped retrying until the spec changes).
+        """
         version = self._expected[cluster_id]
         api = self._connector.connect(cluster)
         release = api.get_helm_release(cluster.helm_release_namespace, cluster.helm_release_name)
+        if release.suspended and not _release_at(release, version):
+            raise FluxSyncFailed(f"{cluster_id}: HelmRelease {release.namespace}/{release.name} is suspended "
+                                 f"(spec.suspend: true): Flux will not apply {version} until it is resumed "
+                                 "(flux resume helmrelease)")
+        if release.stalled and not _release_at(release, version):
+            raise FluxSyncFailed(f"{cluster_id}: HelmRelease {release.namespace}/{release.name} is stalled, "
+                                 f"Flux stopped retrying {version}: {release.message}")
         if not _release_at(release, version):
             return [f"{cluster_id}: HelmRelease {release.namespace}/{release.name} at "
                     f"{release.last_applied_version or '?'} ready={release.ready}, expected {version}"
                     + (f" ({release.message})" if release.message else "")]
-        istiod = find_istiod(api.list_deployments(ISTIO_NAMESPACE))
+        istiod = find_istiod(api.list_deployments(ISTIO_NAMESPACE), release=release.name)
         if not _istiod_at(istiod, version):
             return [f"{cluster_id}: {_istiod_words(istiod)}, expected {version}"]
         return []
@@ -65,7 +76,7 @@ class VersionReader:
         cluster_id = cluster.cluster_id
         try:
             api = self._connector.connect(cluster)
-            istiod = find_istiod(api.list_deployments(ISTIO_NAMESPACE))
+            istiod = find_istiod(api.list_deployments(ISTIO_NAMESPACE), release=cluster.helm_release_name)
         except GuardError as e:
             return ObservedVersion(cluster_id=cluster_id, problem=f"cluster unreachable: {e}", reachable=False)
         try:

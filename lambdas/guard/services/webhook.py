@@ -30,15 +30,21 @@ from guard.vocabulary.outcomes import ChangeKind
 
 MAX_BODY_BYTES = 1024 * 1024  # GitLab's MR and note events are a few KB; a larger body is not one of them
 MAX_DELIVERY_KEY = 255  # a UUID is 36 characters; GitLab's Idempotency-Key is one too
+# Internal notes come as "Confidential Note Hook", and only to hooks with confidential comments events on.
+# GUARD acts on them like any comment: the author is still checked for Maintainer, and the reconciler,
+# which reads every note through the API, would find the command anyway; ignoring them here would only
+# delay the same decision.
+NOTE_EVENTS = frozenset({"Note Hook", "Confidential Note Hook"})
 _DELIVERY_HEADERS = (("idempotency-key", "Idempotency-Key"), ("x-gitlab-event-uuid", "X-Gitlab-Event-UUID"))
 
 
 def delivery_key(headers: Mapping[str, str]) -> str | None:
     """The key a delivery is deduplicated on, from lower-cased header names.
 
-    `Idempotency-Key` (GitLab 17.4+) stays the same across GitLab's retries and a manual
-    "Resend"; older GitLab sends only `X-Gitlab-Event-UUID`, new for each delivery, so a resend
-    gets past the record there. That is harmless: after the first apply the token is deleted,
+    `Idempotency-Key` (GitLab 17.4+) stays the same when a person presses "Resend Request" (GitLab
+    itself never redelivers: a failed delivery is only logged). Older GitLab sends only
+    `X-Gitlab-Event-UUID`, which is new for every delivery, a resend included, so a resend gets past
+    the record there. That is harmless: after the first apply the token is deleted,
     and Step Functions would refuse a second answer to it anyway (TaskNoLongerWaiting). With neither header the
     delivery is still applied, for the same reason: GitLab always sends the UUID, so such a
     request comes from someone holding the webhook secret (an operator replaying an event),
@@ -109,11 +115,18 @@ class WebhookService:
         `key` is `delivery_key(headers)`; None applies the delivery without dedupe.
         """
         decisions = self._decisions
-        if event_name == "Note Hook" and decisions is not None:
+        if event_name in NOTE_EVENTS and decisions is not None:
             note = parse_note(body)
             if isinstance(note, WebhookResult):
                 return note
             command: NoteCommand = note
+            # Only a command some execution waits for needs GitLab (and so the token secret): any other
+            # comment is answered from the state table, so a GitLab or Secrets Manager outage cannot turn
+            # ordinary comments into failed deliveries (GitLab disables a hook that keeps failing).
+            waiting = self._state.get_task_token(command.merge_request_url)
+            if waiting is None or waiting.kind != ChangeKind.DECISION:
+                return WebhookResult(status=200, message="ignored: no GUARD decision waits on this merge request",
+                                     final=False)
             return self._once(key, lambda: decisions().decide(command))
         if event_name != "Merge Request Hook":
             return WebhookResult(status=200, message=f"ignored: event {quoted(event_name)} is not handled")

@@ -1,8 +1,9 @@
 """Webhook deliveries applied at most once: one design for merge/close events and `/guard` comments.
 
 Rules
-- The key is the delivery's `Idempotency-Key` (GitLab keeps it across retries and the manual
-  "Resend"), else its `X-Gitlab-Event-UUID`; `guard.services.webhook.delivery_key` picks it.
+- The key is the delivery's `Idempotency-Key` (GitLab keeps it across a manual "Resend Request";
+  GitLab never redelivers by itself), else its `X-Gitlab-Event-UUID` (new on every delivery, a
+  resend included); `guard.services.webhook.delivery_key` picks it.
 - Before applying, an in-progress record is written (conditional put). After applying, it
   becomes completed and keeps the answer. When applying raises, the record is deleted, so a
   resend (or the reconciler) applies the delivery: a failure never marks it done.

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from guard.core.evidence import FailureEvidence
+from guard.outbound import plain_text
 from guard.stores.dynamo import call, ttl
 from guard.vocabulary.outcomes import RollbackStatus
 
@@ -72,11 +73,12 @@ class RollbackRecord(BaseModel):
 class FailureStore:
     """Typed access to the failure-path items. `table` is the state table's boto3 Table resource."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, evidence_retention_days: float = 30) -> None:
         self._table = table
+        self._evidence_hours = evidence_retention_days * 24
 
-    def _put(self, run_id: str, sk: str, doc: BaseModel, now: datetime) -> None:
-        item = {"pk": f"RUN#{run_id}", "sk": sk, "doc": doc.model_dump_json(), "expires_at": ttl(now, _TTL_HOURS)}
+    def _put(self, run_id: str, sk: str, doc: BaseModel, now: datetime, hours: float = _TTL_HOURS) -> None:
+        item = {"pk": f"RUN#{run_id}", "sk": sk, "doc": doc.model_dump_json(), "expires_at": ttl(now, hours)}
         call("PutItem", lambda: self._table.put_item(Item=item))
 
     def _get(self, run_id: str, sk: str) -> str | None:
@@ -86,6 +88,13 @@ class FailureStore:
         return str(item["doc"]) if item else None
 
     def put_evidence(self, evidence: FailureEvidence, now: datetime) -> None:
+        """Store the evidence redacted (cluster text can carry secrets: logs, event messages), cut to fit,
+        and only for `rollback.evidence_retention_days`."""
+        evidence = evidence.model_copy(deep=True)
+        for c in evidence.clusters:
+            c.istiod_log = plain_text(c.istiod_log)
+            for e in c.events:
+                e.message = plain_text(e.message)
         while len(evidence.model_dump_json()) > MAX_EVIDENCE_BYTES:
             # Halve the largest logs until it fits; the analysis already had its capped share.
             biggest = max(evidence.clusters, key=lambda c: len(c.istiod_log) + len(c.events))
@@ -93,7 +102,7 @@ class FailureStore:
                 break
             biggest.istiod_log = biggest.istiod_log[len(biggest.istiod_log) // 2:]
             biggest.events = biggest.events[: len(biggest.events) // 2]
-        self._put(evidence.run_id, "EVIDENCE", evidence, now)
+        self._put(evidence.run_id, "EVIDENCE", evidence, now, hours=self._evidence_hours)
 
     def get_evidence(self, run_id: str) -> FailureEvidence | None:
         doc = self._get(run_id, "EVIDENCE")

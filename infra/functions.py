@@ -38,6 +38,8 @@ class FunctionSpec:
     describe_executions: bool = False
     # sns:Publish on the stack's topic, plus GUARD_NOTIFY_TOPIC_ARN (notifications.sns_topic).
     notify_topic: bool = False
+    # lambda:InvokeFunction on these functions (by id), plus GUARD_<ID>_FUNCTION naming each.
+    invokes: tuple[str, ...] = ()
 
     @property
     def asl_placeholder(self) -> str:
@@ -51,7 +53,10 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
                  registry="read_write", describe_executions=True, cluster_access=True),
     FunctionSpec("Precheck", "handlers.precheck.handler", ("core", "kubernetes", "datadog"),
                  timeout_seconds=300, memory_mb=512, registry="read", secrets=("datadog",),
-                 cluster_access=True),
+                 cluster_access=True, invokes=("CustomChecks",)),
+    # The tenant's custom check code, away from Precheck's table access: clusters and the Datadog secret only.
+    FunctionSpec("CustomChecks", "handlers.custom_checks.handler", ("core", "kubernetes", "datadog"),
+                 timeout_seconds=120, memory_mb=512, state="none", secrets=("datadog",), cluster_access=True),
     # Also sends the `waiting_for_merge` notification once the MR exists.
     FunctionSpec("OpenMergeRequest", "handlers.open_merge_request.handler", ("core", "gitlab"),
                  timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab", "slack"),

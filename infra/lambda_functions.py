@@ -81,6 +81,18 @@ class GuardFunctions(Construct):
             if spec.cluster_access:
                 self._grant_cluster_access(spec, role)
             self.functions[spec.id] = fn
+        for spec in specs:
+            for target_id in spec.invokes:
+                self._allow_invoke(spec.id, target_id)
+
+    def _allow_invoke(self, caller_id: str, target_id: str) -> None:
+        """`caller_id` may invoke `target_id` (its ARN exactly: no version or alias wildcard) and learns its name."""
+        caller, target = self.functions[caller_id], self.functions[target_id]
+        assert caller.role is not None  # every function here is built with its own role
+        iam.Policy(self, f"{caller_id}Invokes{target_id}", statements=[
+            iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[target.function_arn])],
+        ).attach_to_role(caller.role)
+        caller.add_environment(f"GUARD_{_snake(target_id).upper()}_FUNCTION", target.function_name)
 
     def allow_notifications(self, topic: sns.ITopic) -> None:
         """Functions marked `notify_topic` may publish to `topic` and learn its ARN."""
@@ -146,6 +158,11 @@ class GuardFunctions(Construct):
                        "policy), and Plan refuses a cluster whose role is elsewhere.",
             ) for account in self._cluster_accounts),
         )
+
+
+def _snake(name: str) -> str:
+    """CustomChecks -> custom_checks."""
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
 def _nag_account(account: str) -> str:

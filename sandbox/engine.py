@@ -48,6 +48,8 @@ FUNCTIONS: dict[str, str] = {
     "VerifyRollback": "handlers.verify_rollback",
     "Notify": "handlers.notify",
     "Rollout": "handlers.rollout",
+    # Not a task: Precheck invokes it with each cluster (the tenant's custom checks, in their own function).
+    "CustomChecks": "handlers.custom_checks",
     # Not a task: EventBridge delivers Step Functions' "Execution Status Change" events to it.
     "ExecutionEnded": "handlers.execution_ended",
 }
@@ -473,6 +475,10 @@ class LocalEngine:
                                "stackTrace": traceback.format_exception(e)[-3:]}).encode()
 
     # ------------------------------------------------------------------ deployment (what CDK makes)
+    def function_name(self, logical: str) -> str:
+        """The Lambda function name of FUNCTIONS entry `logical` (what its ARN and invocations name)."""
+        return self.names.setdefault(logical, f"guard-{logical}")
+
     def deploy(self, registry_table: str, state_table: str, asl_file: str = "upgrade_batch.asl.json") -> str:
         """Tables, functions and the state machine; returns the state machine ARN."""
         from guard.stores.schema import create_tables
@@ -484,7 +490,7 @@ class LocalEngine:
         awslambda = self.client("lambda")
         substitutions: dict[str, str] = {}
         for logical in FUNCTIONS:
-            name = self.names.setdefault(logical, f"guard-{logical}")
+            name = self.function_name(logical)
             arn = awslambda.create_function(
                 FunctionName=name, Runtime="python3.12", Role=role_arn, Handler=f"{FUNCTIONS[logical]}.handler",
                 Code={"ZipFile": _empty_zip()}, Timeout=300,

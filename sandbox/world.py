@@ -220,6 +220,8 @@ class LocalWorld:
             "GUARD_REGISTRY_TABLE": self.config.aws.dynamodb.table_name,
             "GUARD_STATE_TABLE": self.config.aws.dynamodb.state_table_name,
             "GUARD_DATADOG_HOST": self.datadog.url,
+            # As the stack sets it on Precheck: the tenant's custom checks run in their own function.
+            "GUARD_CUSTOM_CHECKS_FUNCTION": self.engine.function_name("CustomChecks"),
         }
 
     def _seed(self) -> None:

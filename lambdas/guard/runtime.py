@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         ProjectMembers,
         TaskCallbacks,
     )
+    from guard.services.custom_checks import CustomChecks
     from guard.services.decision import DecisionService
     from guard.services.observation import RegistryObserver
     from guard.stores.deliveries import Deliveries
@@ -216,6 +217,17 @@ def cluster_connector() -> ClusterConnector:
 
     return EksConnector(_boto3_session(), retry=policy(clock.sleep),
                         allowed_endpoints=config().aws.allowed_api_endpoints)
+
+
+def custom_checks() -> CustomChecks | None:
+    """The CustomChecks function when the stack names one (GUARD_CUSTOM_CHECKS_FUNCTION) and the tenant
+    has custom checks; None: Precheck runs them itself."""
+    from guard.services.custom_checks import LambdaChecks
+
+    name = os.environ.get("GUARD_CUSTOM_CHECKS_FUNCTION")
+    if not name or not config().custom_checks:
+        return None
+    return LambdaChecks(aws_client("lambda"), name)
 
 
 def registry_observer(log_warning: Callable[..., Any]) -> RegistryObserver:

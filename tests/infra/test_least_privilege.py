@@ -10,7 +10,7 @@ from aws_cdk.assertions import Template
 from infra.functions import FUNCTIONS
 
 from .store_access import reach, write_methods
-from .test_stack import _actions, _role_statements, _table_id
+from .test_stack import _actions, _function_id, _role_statements, _table_id
 
 pytestmark = pytest.mark.infra
 
@@ -64,3 +64,14 @@ def test_a_function_that_only_reads_the_state_table_is_granted_reads_only(alpha:
     statements = [s for s in _role_statements(alpha, "Notify") if state in str(s["Resource"])]
     actions = {a for s in statements for a in _actions(s)}
     assert "dynamodb:GetItem" in actions and not actions & WRITE_ACTIONS
+
+
+def test_custom_check_code_runs_in_a_function_without_table_access(alpha: Template) -> None:
+    # GIVEN the CustomChecks function, where the tenant's check code runs
+    registry, state = (_table_id(alpha, name) for name in TABLES.values())
+    statements = _role_statements(alpha, "CustomChecks")
+    # WHEN its grants are read THEN it may touch neither table, and Precheck learns its name
+    assert not [s for s in statements if registry in str(s["Resource"]) or state in str(s["Resource"])]
+    precheck = alpha.find_resources("AWS::Lambda::Function", {"Properties": {"Handler": "handlers.precheck.handler"}})
+    env = next(iter(precheck.values()))["Properties"]["Environment"]["Variables"]
+    assert env["GUARD_CUSTOM_CHECKS_FUNCTION"] == {"Ref": _function_id(alpha, "CustomChecks")}

@@ -203,6 +203,8 @@ EXPECTED_ACCESS = {
     # The planners and the recorders of outcomes set the registry to what the clusters run.
     "Plan": ("read_write", set(), True, False),
     "Precheck": ("read", {"datadog"}, True, False),
+    # The tenant's custom check code: the clusters and the Datadog secret, no table.
+    "CustomChecks": ("none", {"datadog"}, True, False),
     # Reads each cluster's HelmRelease path from the registry.
     "OpenMergeRequest": ("read", {"gitlab"}, False, False),
     "FluxStatus": ("read", set(), True, False),
@@ -239,8 +241,9 @@ def test_each_function_gets_only_its_own_grants(alpha: Template, construct_id: s
     readers = json.dumps([s["Resource"] for s in statements if "dynamodb:GetItem" in _actions(s)])
     writers = json.dumps([s["Resource"] for s in statements if "dynamodb:PutItem" in _actions(s)])
     secret_grants = _grants(alpha, construct_id, "secretsmanager:")
-    # THEN every function but the authorizer reads the state table (writes: test_least_privilege.py)
-    assert (state in readers) == (construct_id != "WebhookAuthorizer")
+    # THEN every function but the authorizer and the custom checks reads the state table (writes: see
+    # test_least_privilege.py)
+    assert (state in readers) == (construct_id not in ("WebhookAuthorizer", "CustomChecks"))
     # AND the registry only as far as its job needs
     assert (registry in readers) == (registry_access != "none")
     assert (registry in writers) == (registry_access == "read_write")
@@ -257,8 +260,13 @@ def test_each_function_gets_only_its_own_grants(alpha: Template, construct_id: s
     assert (described != "[]") == (construct_id in ("Plan", "PlanRollback"))
     if described != "[]":
         assert "execution:guard-alpha-upgrade-batch:*" in described
-    # AND no function may invoke functions or use a wildcard action
-    assert _grants(alpha, construct_id, "lambda:") == "[]"
+    # AND no function may invoke functions, but Precheck its custom checks function (that one ARN, no alias
+    # or version wildcard); and no function uses a wildcard action
+    invokes = _grants(alpha, construct_id, "lambda:")
+    if construct_id == "Precheck":
+        assert invokes == json.dumps([{"Fn::GetAtt": [_function_id(alpha, "CustomChecks"), "Arn"]}])
+    else:
+        assert invokes == "[]"
     assert not [a for s in statements for a in _actions(s) if a.endswith("*") and a != "dynamodb:*"]
 
 

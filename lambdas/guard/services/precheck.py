@@ -11,7 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from guard.checks import builtin
-from guard.checks.custom import load_custom_checks, run_custom_checks
 from guard.checks.snapshot import read_snapshot
 from guard.config.models import TenantConfig
 from guard.core.models import CheckStatus, Cluster, HealthCheckResult
@@ -20,6 +19,7 @@ from guard.errors import PrecheckFailed, RateLimited, TransientError
 from guard.judge import JudgeSettings, baseline_coverage, window_coverage
 from guard.ports import Clock, ClusterConnector, MetricsProvider
 from guard.rules import TRAFFIC_QUERY
+from guard.services.custom_checks import CustomChecks, InProcessChecks
 from guard.services.metrics import read_window, render_queries
 from guard.services.validate import judge_settings
 from guard.stores.registry import ClusterRegistry
@@ -86,8 +86,11 @@ class PrecheckService:
 
     def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore,
                  connector: ClusterConnector, metrics: MetricsProvider, clock: Clock,
-                 checks_dir: Path | None = None) -> None:
+                 checks_dir: Path | None = None, custom_checks: CustomChecks | None = None) -> None:
         self._config = config
+        # Production runs the tenant's checks in their own function (services.custom_checks); without
+        # one they run here, from `checks_dir` (the local rehearsal, tests).
+        self._custom_checks = custom_checks
         self._registry = registry
         self._state = state
         self._connector = connector
@@ -100,9 +103,11 @@ class PrecheckService:
         cluster = self._registry.get(cluster_id)
         results = self._cluster_checks(run, cluster)
         results.append(self._alerts(cluster, ignore=run.options.ignore_alerts))
-        if self._config.custom_checks and self._checks_dir is not None:
-            loaded = load_custom_checks(self._config.custom_checks, self._checks_dir)
-            results += run_custom_checks(loaded, cluster)
+        if self._config.custom_checks:
+            runner = self._custom_checks or (InProcessChecks(self._config.custom_checks, self._checks_dir)
+                                             if self._checks_dir is not None else None)
+            if runner is not None:
+                results += runner.run(cluster)
 
         # Baseline: a window ending now, before anything changes (never the post-upgrade period).
         end = self._clock.now()

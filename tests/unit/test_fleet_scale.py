@@ -198,3 +198,11 @@ def test_a_body_over_the_limit_ends_at_a_line_with_a_note_and_no_open_fence():
     assert lines[-3] == "```" and "more lines" in lines[-1] and "left out" in lines[-1]
     # AND a body under the limit is untouched by the cut
     assert gitlab_body("short note") == "short note"
+
+
+def test_the_first_clusters_and_a_count_when_many_clusters_are_missing_from_the_registry():
+    # GIVEN a batch of 800 clusters none of which is registered
+    # WHEN the plan names them in its error
+    text = f"batch 'fleet' lists clusters missing from the registry: {names_digest(_names(800))}"
+    # THEN ten are named and the other 790 counted
+    assert text.count("eks-fleet-") == FIRST and text.endswith("… and 790 more (800 clusters)")

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from guard.core.run import RunRecord
-from guard.digest import names_digest, versions_digest
+from guard.digest import bounded, names_digest, versions_digest
 from guard.errors import (
     FluxSyncFailed,
     GuardError,
@@ -101,7 +101,8 @@ class FinishService:
                                    "merge_request_url": run.merge_request_url}
         disagreed = [n for n in run.registry_notes if n.startswith(AT_END)]
         if disagreed:  # the execution's output says it too: a success where a cluster runs something else
-            summary["registry_notes"] = disagreed
+            summary["registry_notes"] = bounded(disagreed)  # the output is state data: the run record has them all
+            summary["registry_notes_count"] = len(disagreed)
         return {"summary": summary}
 
     def fail(self, run_id: str, stage: str, error: dict[str, Any] | None) -> FailureSummary:

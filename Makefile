@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := lambdas:.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup demo rehearse test faults unit lint asl synth bench bench-judge clean
+.PHONY: setup demo rehearse test faults unit lint asl synth bench bench-judge bench-fleet clean
 
 setup: $(VENV)/.installed
 
@@ -39,7 +39,7 @@ unit: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy lambdas sandbox infra app.py cli statemachines tests/faults
+	$(VENV)/bin/mypy lambdas sandbox infra app.py cli statemachines tests/faults benchmarks/fleet.py
 
 # statemachines/*.asl.json and docs/workflow.md's state list, from statemachines/build.py (stdlib only)
 asl:
@@ -54,6 +54,12 @@ bench: setup
 # How often the validation judge is right on a seeded labelled corpus (docs/validation.md)
 bench-judge: setup
 	$(PY) benchmarks/judge.py
+
+# A batch of many failing clusters on the real ASL: history, payload and cause sizes (docs/scale.md).
+# make bench-fleet FLEET="100 200 500"
+FLEET ?= 100 200 500
+bench-fleet: setup
+	$(PY) benchmarks/fleet.py --clusters $(FLEET)
 
 clean:
 	rm -rf cdk.out .build rehearsal-summary.json

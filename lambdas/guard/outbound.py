@@ -77,16 +77,44 @@ def untrusted_code(text: str, limit: int | None = None) -> str:
     return f"{fence}text\n{cut}\n{fence}"
 
 
-def gitlab_body(text: str) -> str:
+# GitLab refuses a description or a note over 1,000,000 characters; GUARD stays well under it.
+BODY_LIMIT = 200_000
+
+
+def gitlab_body(text: str, limit: int = BODY_LIMIT) -> str:
     """The last pass over a note or an MR description before GitLab: redacted, and whatever slipped
     through composition defused: no line starts with `/` (quick actions run with the bot's rights),
     no raw HTML tag, no image (it would call an outside host with the reader's browser), no
-    broadcast mention (`@all`)."""
+    broadcast mention (`@all`). Longer than `limit`, it ends at a line with a note of what was left out."""
     text = redact(text)
     text = _LEADING_SLASH.sub(lambda m: m.group(1) + "\\/", text)
     text = _HTML_TAG.sub("&lt;", text)
     text = _IMAGE.sub("\\![", text)
-    return _BROADCAST.sub(lambda m: "@" + _JOIN + m.group(1), text)
+    return fit_body(_BROADCAST.sub(lambda m: "@" + _JOIN + m.group(1), text), limit)
+
+
+def fit_body(text: str, limit: int = BODY_LIMIT) -> str:
+    """`text` within `limit` characters: whole lines kept from the top (the summary comes first), an open
+    code fence closed, and a note saying how much was left out and where the rest is."""
+    if len(text) <= limit:
+        return text
+    kept: list[str] = []
+    size, fence = 0, None
+    lines = text.split("\n")
+    for line in lines:
+        if size + len(line) + 1 > limit - 500:  # room for the closing fence and the note
+            break
+        kept.append(line)
+        size += len(line) + 1
+        run = _FENCE_RUN.match(line.strip())
+        if run and len(run.group(0)) >= 3 and (fence is None or line.strip() == fence):
+            fence = run.group(0) if fence is None else None
+    left = len(lines) - len(kept)
+    if fence is not None:
+        kept.append(fence)  # the note must not land inside a code block
+    kept += ["", f"_… {left} more lines ({len(text) - size:,} characters) left out to stay within GitLab's "
+             "size limit: `guard status <execution>` shows every cluster's result._"]
+    return "\n".join(kept)
 
 
 # ------------------------------------------------------------------ Slack, SNS

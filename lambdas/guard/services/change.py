@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from pydantic import BaseModel
 
+from guard.digest import names_digest, versions_digest
 from guard.errors import ConfigError, GuardError, TaskTokenNotStored, UnknownCluster
 from guard.gitops.helm_release import set_chart_version
 from guard.ports import Clock, FileChange, GitOpsRepo, MergeRequest
@@ -80,7 +81,7 @@ class ChangeService:
         clusters = self._registry.get_many(list(change.versions))
         missing = [c for c in change.versions if c not in clusters]
         if missing:
-            raise UnknownCluster(f"clusters missing from the registry: {', '.join(missing)}")
+            raise UnknownCluster(f"clusters missing from the registry: {names_digest(missing)}")
         self._repo.ensure_branch(change.project, change.source_branch, change.target_branch)
         wanted: dict[str, str] = {}
         for cluster_id, version in change.versions.items():
@@ -112,7 +113,7 @@ class ChangeService:
         why = f"GUARD could not store the task token that waits on this merge request ({error})"
         if change.kind == ChangeKind.ROLLBACK:
             # GUARD never closes a rollback MR: it undoes a change that hurt, and a person decides about it.
-            back = ", ".join(f"{c} → {v}" for c, v in change.versions.items())
+            back = versions_digest(change.versions)
             self._say(change.project, mr.iid,
                       f"⚠️ {why}, so GUARD is not watching it: merging it will not resume GUARD, and nothing will "
                       f"verify the rollback. It stays open: a person must merge it and check that the clusters run "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from guard.core.evidence import ClusterEvidence, FailureEvidence
+from guard.digest import counts
 from guard.outbound import untrusted_block, untrusted_inline
 from guard.redact import redact
 
@@ -47,11 +48,35 @@ def cluster_markdown(c: ClusterEvidence, *, details: bool = True) -> list[str]:
     return lines
 
 
+SUMMARY_ROWS = 100
+"""Clusters in the summary table of a failure report; the rest are counted."""
+
+DETAILED = 20
+"""Clusters whose violations, series, pods and events a failure report shows in full."""
+
+
 def failure_markdown(evidence: FailureEvidence | None, *, details: bool = True) -> str:
-    """Violations table per cluster (and, with `details`, series summary, pods and events); redacted."""
+    """Violations table per cluster (and, with `details`, series summary, pods and events); redacted.
+
+    Many failing clusters: a summary table first (outcome and violations per cluster, the first
+    `SUMMARY_ROWS`), then the full report of the first `DETAILED`, then how many were left out and where
+    they are. GitLab escapes HTML in GUARD's bodies, so there is no collapsible section: a cut and a count."""
     if evidence is None or not evidence.clusters:
         return "_no failure evidence was recorded_\n"
+    clusters = evidence.clusters
     lines: list[str] = []
-    for c in evidence.clusters:
+    if len(clusters) > DETAILED:
+        lines += [f"**{len(clusters)} clusters** did not pass: "
+                  + counts(str(c.outcome) for c in clusters) + ".", "",
+                  "| cluster | outcome | violations |", "|---|---|---|"]
+        lines += [f"| `{c.cluster_id}` | {c.outcome} | "
+                  f"{_cell(', '.join(dict.fromkeys(v.name for v in c.violations)) or '—', 300)} |"
+                  for c in clusters[:SUMMARY_ROWS]]
+        if len(clusters) > SUMMARY_ROWS:
+            lines.append(f"| … | {len(clusters) - SUMMARY_ROWS} more clusters | see `guard status <execution>` |")
+        lines += ["", f"The first {DETAILED} in full:", ""]
+    for c in clusters[:DETAILED]:
         lines += [*cluster_markdown(c, details=details), ""]
+    if len(clusters) > DETAILED:
+        lines.append(f"_{len(clusters) - DETAILED} more clusters: see `guard status <execution>`._")
     return redact("\n".join(lines))

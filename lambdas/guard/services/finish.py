@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from guard.core.run import RunRecord
+from guard.digest import bounded, names_digest, versions_digest
 from guard.errors import (
     FluxSyncFailed,
     GuardError,
@@ -28,7 +29,7 @@ from guard.errors import (
     ValidationError,
     ValidationFailed,
 )
-from guard.outbound import untrusted_block
+from guard.outbound import cause, untrusted_block
 from guard.ports import Clock, GitOpsRepo
 from guard.services.observation import AT_END, RegistryObserver
 from guard.services.outcome import OutcomeRecorder
@@ -94,13 +95,14 @@ class FinishService:
         run = self._outcomes.record(
             run, Outcome.SUCCEEDED, versions={c: run.target_version for c in run.clusters},
             comment=(run.merge_request_iid, f"✅ GUARD: batch `{run.batch}` validated on {run.target_version}. "
-                                            f"Clusters: {', '.join(run.clusters)}. Run `{run_id}`."))
+                                            f"Clusters: {names_digest(run.clusters)}. Run `{run_id}`."))
         summary: dict[str, Any] = {"run_id": run_id, "batch": run.batch, "target_version": run.target_version,
                                    "status": Outcome.SUCCEEDED, "clusters": run.clusters,
                                    "merge_request_url": run.merge_request_url}
         disagreed = [n for n in run.registry_notes if n.startswith(AT_END)]
         if disagreed:  # the execution's output says it too: a success where a cluster runs something else
-            summary["registry_notes"] = disagreed
+            summary["registry_notes"] = bounded(disagreed)  # the output is state data: the run record has them all
+            summary["registry_notes_count"] = len(disagreed)
         return {"summary": summary}
 
     def fail(self, run_id: str, stage: str, error: dict[str, Any] | None) -> FailureSummary:
@@ -110,17 +112,19 @@ class FinishService:
         if where == FailedStage.ROLLBACK_NOT_CREATED:
             summary.error = RollbackNotCreated.__name__
             summary.cause = (f"validation failed and rollback.auto_create_mr is false, so no rollback MR was opened: "
-                             f"{', '.join(run.clusters)} still run {run.target_version}; roll back by hand to "
-                             + ", ".join(f"{c}={v}" for c, v in run.from_versions.items())
+                             f"{names_digest(run.clusters)} still run {run.target_version}; roll back by hand to "
+                             + versions_digest(run.from_versions, sep="=")
                              + (f". Validation: {summary.cause}" if summary.cause else ""))
         if summary.error == RollbackMergeRequestClosed.__name__ and "closed" not in summary.cause:
             summary.cause = (f"the rollback merge request was closed without being merged: "
-                             f"{', '.join(run.clusters)} still run {run.target_version}, which failed validation")
+                             f"{names_digest(run.clusters)} still run {run.target_version}, which failed validation")
         if where == FailedStage.MERGE_TIMEOUT:
             summary.cause = self._after_merge_timeout(run)
         if summary.error == MergeRequestClosed.__name__ and run.merge_request_url and "closed" not in summary.cause:
             summary.cause = (f"merge request {run.merge_request_url} was closed without being merged; "
                              "nothing was deployed")
+        # Each cause above is a digest already; this cut is the last resort for one that is not (a raw error).
+        summary.cause = cause(summary.cause)
         self._outcomes.record(
             run, Outcome.FAILED, failed_stage=where, error=summary.error, cause=summary.cause,
             comment=(run.merge_request_iid, f"❌ GUARD: batch `{run.batch}` → {run.target_version} failed at "
@@ -136,7 +140,7 @@ class FinishService:
             self._state.delete_task_token(run.merge_request_url)
         if self._repo is None or run.merge_request_iid is None:
             return (f"{url} was not merged before the wait timed out, as far as GUARD saw, and GitLab could not be "
-                    f"asked: if it was merged, {', '.join(run.clusters)} may run {run.target_version} unvalidated")
+                    f"asked: if it was merged, {names_digest(run.clusters)} may run {run.target_version} unvalidated")
         try:
             mr = self._repo.get_merge_request(run.gitlab_project, run.merge_request_iid)
             if mr.state == "opened":
@@ -144,13 +148,13 @@ class FinishService:
         except GuardError as e:
             self._warn("could not check the timed-out merge request", e)
             return (f"{url} was not merged before the wait timed out, as far as GUARD saw, and GitLab could not be "
-                    f"asked ({e}): if it was merged, {', '.join(run.clusters)} may run {run.target_version} "
+                    f"asked ({e}): if it was merged, {names_digest(run.clusters)} may run {run.target_version} "
                     "unvalidated")
         if mr.state == "merged":
             who = f" by {mr.merged_by}" if mr.merged_by else ""
-            back = ", ".join(f"{c}={v}" for c, v in run.from_versions.items())
+            back = versions_digest(run.from_versions, sep="=")
             return (f"{url} was merged{who}, but GUARD did not see the merge before its wait timed out (the webhook "
-                    f"was lost or late): nothing was validated and {', '.join(run.clusters)} may now run "
+                    f"was lost or late): nothing was validated and {names_digest(run.clusters)} may now run "
                     f"{run.target_version}. Check them and validate by hand, or roll back to {back}")
         done = "GUARD closed it" if mr.state == "closed" else f"it is {mr.state}"
         return f"{url} was not merged before the wait timed out ({done}); nothing was deployed"

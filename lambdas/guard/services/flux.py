@@ -23,7 +23,7 @@ class FluxSyncService(ClusterPoll):
         result = self.check(run.clusters, deadline, minutes, reader.waiting)
         if result.expired:
             raise FluxSyncTimeout(f"Flux did not reconcile {run.target_version} within {minutes:g} min: "
-                                  + "; ".join(result.waiting_on))
+                                  + result.describe())
         if result.done:
             run.flux_synced_at, run.stage = self._clock.now(), Stage.SOAKING
             self._state.put_run(run)

@@ -27,6 +27,7 @@ from guard.core.models import Cluster, UpgradeRecord
 from guard.core.quote import json_type, quoted
 from guard.core.run import ExecutionInput, ManualRollbackInput, Plan, RunRecord
 from guard.core.version import Version, upgrade_problem
+from guard.digest import FIRST, names_digest
 from guard.errors import (
     ConfigError,
     GuardError,
@@ -142,7 +143,7 @@ class BatchPlanner:
         missing = [c for c in batch.clusters if c not in clusters]
         if missing:
             raise UnknownCluster(
-                f"batch '{batch.name}' lists clusters missing from the registry: {', '.join(missing)} "
+                f"batch '{batch.name}' lists clusters missing from the registry: {names_digest(missing)} "
                 "(import them with `python -m cli registry import`)"
             )
         # A role GUARD may not assume would fail halfway through the run: refuse it now.
@@ -194,7 +195,10 @@ class BatchPlanner:
             if problem:
                 problems.append(f"{cluster_id}: {problem}")
         if problems:
-            raise VersionNotAllowed(f"target_version {target} refused: " + "; ".join(problems))
+            raise VersionNotAllowed(f"target_version {target} refused: " + (
+                "; ".join(problems) if len(problems) <= FIRST
+                else f"{len(problems)} clusters, the first {FIRST}: " + "; ".join(problems[:FIRST])
+                + f"; … and {len(problems) - FIRST} more"))
 
         # Change windows (docs/config.md#change_windows): refused before anything changes.
         refuse_inside_window(config, batch.name, {c.environment for c in clusters.values()},

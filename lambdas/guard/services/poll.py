@@ -9,6 +9,7 @@ module owns the rest: the deadline carried in the state, the transient-error pol
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 from guard.clock import poll_deadline
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster
+from guard.digest import bounded
 from guard.errors import GuardError
 from guard.ports import Clock, ClusterConnector
 from guard.retry import is_transient
@@ -27,12 +29,28 @@ ReadOne = Callable[[str, Cluster], list[str]]
 
 
 class PollResult(BaseModel):
-    """One check of a poll. `expired`: not done and the deadline has passed."""
+    """One check of a poll. `expired`: not done and the deadline has passed.
+
+    It is a state's data, so it never grows with the fleet: `waiting_on` holds the first reasons
+    only (`guard.digest.FIRST`), `waiting_count` how many there are, `waiting_clusters` how many
+    clusters they concern and `waiting_kinds` how many clusters wait for each kind of reason.
+    """
 
     done: bool
     deadline: str
     waiting_on: list[str] = []
+    waiting_count: int = 0
+    waiting_clusters: int = 0
+    waiting_kinds: dict[str, int] = {}
     expired: bool = False
+
+    def describe(self) -> str:
+        """What is still awaited, as a digest a cause can quote whatever the fleet's size."""
+        if self.waiting_count <= len(self.waiting_on):
+            return "; ".join(self.waiting_on)
+        kinds = ", ".join(f"{k} {n}" for k, n in self.waiting_kinds.items())
+        return (f"{self.waiting_clusters} clusters still waiting ({kinds}); the first: " + "; ".join(self.waiting_on)
+                + f"; … and {self.waiting_count - len(self.waiting_on)} more")
 
 
 class Poll:
@@ -47,18 +65,26 @@ class Poll:
         now = self._clock.now()
         due = poll_deadline(deadline, now, minutes)
         waiting: list[str] = []
+        kinds: list[str] = []
         for cluster_id, cluster in clusters.items():
             if cluster is None:
                 waiting.append(f"{cluster_id}: not in the registry")
+                kinds.append("not in the registry")
                 continue
             try:
-                waiting += read(cluster_id, cluster)
+                reasons = read(cluster_id, cluster)
             except GuardError as e:
                 if not is_transient(e):
                     raise
                 waiting.append(f"{cluster_id}: API unreachable ({e})")
-        return PollResult(done=not waiting, deadline=due.isoformat(), waiting_on=waiting,
-                          expired=bool(waiting) and now >= due)
+                kinds.append("API unreachable")
+                continue
+            waiting += reasons
+            if reasons:
+                kinds.append("not there yet")
+        return PollResult(done=not waiting, deadline=due.isoformat(), waiting_on=bounded(waiting),
+                          waiting_count=len(waiting), waiting_clusters=len(kinds),
+                          waiting_kinds=dict(Counter(kinds).most_common()), expired=bool(waiting) and now >= due)
 
 
 class ClusterPoll:

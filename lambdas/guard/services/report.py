@@ -14,6 +14,12 @@ from guard.core.run import PrecheckReport, RunRecord
 from guard.outbound import untrusted_inline
 from guard.redact import redact
 
+TABLE_ROWS = 300
+"""Clusters listed in the version table of an MR description; the rest are counted."""
+
+HEALTH_SECTIONS = 30
+"""Clusters whose precheck report an upgrade MR description shows (the rest are stored with the run)."""
+
 
 class RollbackSection(BaseModel):
     """What a rollback MR says beyond the shared frame."""
@@ -64,7 +70,9 @@ def change_description(run: RunRecord, versions: dict[str, str], *,
     if run.overrides:
         lines += ["**This run's input overrides the tenant config:**", "", *(f"- {o}" for o in run.overrides), ""]
     lines += ["| cluster | from | " + ("to |" if rollback is None else "back to |"), "|---|---|---|"]
-    lines += [f"| `{c}` | {old} | {new} |" for c, old, new in rows]
+    lines += [f"| `{c}` | {old} | {new} |" for c, old, new in rows[:TABLE_ROWS]]
+    if len(rows) > TABLE_ROWS:
+        lines.append(f"| … {len(rows) - TABLE_ROWS} more clusters | | see `guard status <execution>` |")
     if rollback is None:
         lines += _health_sections(list(versions), reports or {})
     else:
@@ -76,7 +84,9 @@ def change_description(run: RunRecord, versions: dict[str, str], *,
 def _health_sections(clusters: list[str], reports: dict[str, PrecheckReport]) -> list[str]:
     """Each cluster's checks ✓/✗, its baseline numbers and Datadog links."""
     lines: list[str] = []
-    for cluster_id in clusters:
+    # Failing reports first: they are what a reviewer must read if the description is cut.
+    ordered = sorted(clusters, key=lambda c: bool(reports.get(c) and reports[c].passed))
+    for cluster_id in ordered[:HEALTH_SECTIONS]:
         report = reports.get(cluster_id)
         lines += ["", f"### `{cluster_id}`"]
         if report is None:
@@ -94,4 +104,7 @@ def _health_sections(clusters: list[str], reports: dict[str, PrecheckReport]) ->
             for name, summary in report.baseline.items():
                 link = f"[Datadog]({summary.url})" if summary.url else ""
                 lines.append(f"| {name} | {_mean(summary.points)} | {len(summary.points)} | {link} |")
+    if len(clusters) > HEALTH_SECTIONS:
+        lines += ["", f"_{len(clusters) - HEALTH_SECTIONS} more clusters' health reports: see "
+                      "`guard status <execution>`._"]
     return lines

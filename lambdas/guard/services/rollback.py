@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster
 from guard.core.run import RunRecord, VerdictOutcome
+from guard.digest import issues_digest, names_digest, versions_digest
 from guard.errors import (
     ExternalServiceError,
     GuardError,
@@ -27,8 +28,8 @@ from guard.errors import (
     RollbackMergeRequestTimeout,
     RolledBack,
 )
+from guard.outbound import CAUSE_LIMIT, cause
 from guard.ports import Clock, ClusterConnector, GitOpsRepo
-from guard.redact import redact
 from guard.services.analysis import analysis_markdown
 from guard.services.change import Change, ChangeService, rollback_branch
 from guard.services.evidence import EvidenceService, failing_clusters
@@ -38,6 +39,7 @@ from guard.services.outcome import OutcomeRecorder
 from guard.services.poll import ClusterPoll, PollResult, ReadOne
 from guard.services.report import RollbackSection, change_description
 from guard.services.sidecars import SidecarRolloutService
+from guard.services.validate import verdict_issue
 from guard.services.versions import VersionReader
 from guard.stores.failure import FailureStore, RollbackRecord
 from guard.stores.registry import ClusterRegistry
@@ -77,13 +79,14 @@ class RollbackPoll(PollResult):
 
 
 def _verdict_summary(state: StateStore, run: RunRecord) -> str | None:
-    """What validation said about the clusters that did not pass, in its own words."""
-    lines = []
+    """What validation said about the clusters that did not pass, in its own words: a digest (counts, the
+    first clusters), as the verdicts themselves stay stored."""
+    issues = []
     for cluster_id in run.clusters:
         verdict = state.get_verdict(run.run_id, cluster_id)
         if verdict is not None and verdict.outcome != VerdictOutcome.PASS:
-            lines.append(verdict.summary())
-    return " | ".join(lines) or None
+            issues.append(verdict_issue(verdict))
+    return issues_digest(issues, what="did not pass validation") or None
 
 
 class RollbackService:
@@ -117,9 +120,10 @@ class RollbackService:
         else:
             clusters = failing_clusters(self._state, run)
         versions = {c: run.from_versions[c] for c in clusters}
-        why = redact(reason or (planned.reason if planned else None) or run.cause
+        # Half the cause limit: the outcome's cause quotes this reason after its own digest of the clusters.
+        why = cause(reason or (planned.reason if planned else None) or run.cause
                      or _verdict_summary(self._state, run)
-                     or f"validation of {run.target_version} did not pass")
+                     or f"validation of {run.target_version} did not pass", CAUSE_LIMIT // 2)
         record = RollbackRecord(run_id=run_id, batch=run.batch, reason=why, clusters=clusters, versions=versions,
                                 rolled_back_from=run.target_version, status=RollbackStatus.WAITING_FOR_MERGE,
                                 manual=manual, at=self._clock.now())
@@ -170,11 +174,11 @@ class RollbackService:
         if mr.state == "merged":
             return RollbackMerged(merge_commit_sha=mr.merge_commit_sha, merge_request_url=url,
                                   merged_by=mr.merged_by or "someone (GUARD saw the merge after its wait timed out)")
-        still = f"{', '.join(record.clusters)} still run {run.target_version}, which failed validation"
+        still = f"{names_digest(record.clusters)} still run {run.target_version}, which failed validation"
         if mr.state == "closed":
             raise RollbackMergeRequestClosed(f"rollback merge request {url} was closed without merging; {still}")
         hours = self._config.rollback.merge_timeout_hours
-        back = ", ".join(f"{c} → {v}" for c, v in record.versions.items())
+        back = versions_digest(record.versions)
         self._outcomes.comment(run.gitlab_project, record.merge_request_iid,
                                f"⌛ GUARD stopped watching this rollback merge request: nobody merged it within "
                                f"{hours:g} h. GUARD never closes a rollback, so it stays open and **a person must "
@@ -237,7 +241,7 @@ class RollbackService:
                 self._state.put_run(run)
             return RollbackPoll(**result.model_dump())
         run = self._state.get_run(run_id)
-        back = ", ".join(f"{c} → {v}" for c, v in record.versions.items())
+        back = versions_digest(record.versions)
         if result.done:
             record.status = RollbackStatus.ROLLED_BACK
             record.detail = (f"batch {run.batch}: {run.target_version} was rolled back ({back}) and verified; "
@@ -245,7 +249,7 @@ class RollbackService:
         else:
             record.status = RollbackStatus.ROLLBACK_FAILED
             record.detail = (f"batch {run.batch}: rollback of {run.target_version} not verified within "
-                             f"{minutes:g} min: " + "; ".join(result.waiting_on))
+                             f"{minutes:g} min: " + result.describe())
         self._failures.put_rollback(record)  # first: a retry after a crash records this outcome, not a new one
         return self._finish(record, result.deadline)
 

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from guard.checks.snapshot import ClusterSnapshot, selector_matches
 from guard.core.models import Cluster
+from guard.digest import bounded
 from guard.errors import SidecarRestartFailed, SidecarRestartTimeout
 from guard.ports import DeploymentInfo
 from guard.services.poll import ClusterPoll, PollResult
@@ -21,9 +22,11 @@ from guard.vocabulary.stages import Stage
 
 
 class SidecarPoll(PollResult):
-    """What one poll returns to the state machine (`$.sidecars`)."""
+    """What one poll returns to the state machine (`$.sidecars`): the first workloads this poll restarted
+    and how many (the run record keeps them all)."""
 
     restarted: list[str] = []
+    restarted_count: int = 0
 
 
 def _key(d: DeploymentInfo) -> str:
@@ -90,8 +93,8 @@ class SidecarRolloutService(ClusterPoll):
         self._state.put_run(run)  # what was restarted, so a retried poll restarts nothing twice
         if result.expired:
             raise SidecarRestartTimeout(f"proxies not on {run.target_version} after {minutes:g} min: "
-                                        + "; ".join(result.waiting_on))
-        return SidecarPoll(restarted=restarted, **result.model_dump())
+                                        + result.describe())
+        return SidecarPoll(restarted=bounded(restarted), restarted_count=len(restarted), **result.model_dump())
 
     def advance(self, cluster_id: str, cluster: Cluster, target: str, done_before: dict[str, datetime],
                 now: datetime, restarted: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ from guard.checks.snapshot import read_snapshot
 from guard.config.models import TenantConfig, ValidationConfig
 from guard.core.models import HealthCheckResult
 from guard.core.run import ClusterVerdict, MetricFinding, PrecheckReport, VerdictOutcome
+from guard.digest import Issue, issues_digest
 from guard.errors import RateLimited, TransientError, ValidationFailed, ValidationInconclusive
 from guard.judge import JudgeSettings, judge_batch, judge_cluster, outcome_of
 from guard.ports import Clock, ClusterConnector, MetricsProvider
@@ -104,8 +105,17 @@ def conclude(state: StateStore, run_id: str, settings: JudgeSettings | None = No
         state.put_verdict(run, verdict)
     failed = [v for v in verdicts if v.outcome == VerdictOutcome.FAIL]
     if failed:
-        raise ValidationFailed(" | ".join(v.summary() for v in failed))
+        raise ValidationFailed(issues_digest([verdict_issue(v) for v in failed], what="failed validation"))
     unsure = [v for v in verdicts if v.outcome == VerdictOutcome.INCONCLUSIVE]
     if unsure:
-        raise ValidationInconclusive(" | ".join(v.summary() for v in unsure))
+        raise ValidationInconclusive(issues_digest([verdict_issue(v) for v in unsure],
+                                                   what="were inconclusive"))
     return verdicts
+
+
+def verdict_issue(verdict: ClusterVerdict) -> Issue:
+    """A verdict that did not pass, for a digest: counted by the queries and post-checks that did not pass."""
+    kinds = [f.query_name for f in verdict.findings if f.outcome != VerdictOutcome.PASS]
+    kinds += [c.check_name for c in verdict.post_checks if not c.passed]
+    # One count per kind per cluster: "latency_p95 500" reads as 500 clusters.
+    return Issue(verdict.cluster_id, verdict.summary(), tuple(dict.fromkeys(kinds)) or (verdict.outcome.value,))

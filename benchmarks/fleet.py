@@ -1,0 +1,134 @@
+"""How one batch's execution grows with its cluster count, on the real ASL (the rehearsal).
+
+    PYTHONPATH=lambdas:. python benchmarks/fleet.py [--clusters 100 200 500] [--case flux_stuck regression]
+
+Two failing batches, generated here rather than in YAML files:
+- `flux_stuck`: Flux never reconciles on any cluster, so the Flux poll runs to its deadline and
+  the run fails with FluxSyncTimeout.
+- `regression`: every cluster's p95 latency rises 40% after the upgrade, so validation fails on
+  all of them and GUARD rolls the whole batch back by MR.
+
+Per run it prints history events, state transitions, the largest state payload, the longest
+error cause, Lambda invocations and wall time, and checks the Step Functions limits (256 KB of
+state data, 32,768 characters of cause). Figures: docs/scale.md. Exit 1 when a limit breaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "lambdas"), str(ROOT)]
+# The handlers' warnings (the reconciler names every cluster it could not observe) would bury the table.
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+
+from guard.config.loader import load_config  # noqa: E402
+
+from sandbox.rehearsal import run_scenario  # noqa: E402
+from sandbox.scenario import ClusterSpec, Faults, HumanAction, MetricBehaviour, Scenario  # noqa: E402
+
+PAYLOAD_LIMIT = 256 * 1024
+CAUSE_LIMIT = 32_768
+BATCH = "fleet"
+
+
+def _metrics(latency_after: float) -> dict[str, MetricBehaviour]:
+    return {
+        "latency_p95": MetricBehaviour(before=212, after=latency_after, jitter=0.05),
+        "error_rate": MetricBehaviour(before=0.0004, jitter=0.05),
+        "request_count": MetricBehaviour(before=5000, jitter=0.05),
+        "custom_api_success_rate": MetricBehaviour(before=0.9995, jitter=0.0002),
+        "custom_cache_hit_rate": MetricBehaviour(before=0.91, jitter=0.02),
+        "custom_queue_depth": MetricBehaviour(before=120, jitter=0.05),
+    }
+
+
+def _example_batches() -> list[dict[str, Any]]:
+    """The example config's batches: kept, because its batch_order names them (a list override replaces)."""
+    config = load_config(ROOT / "config" / "example.yaml")
+    return [b.model_dump(by_alias=True) for b in config.batches]
+
+
+def fleet_scenario(case: str, clusters: int) -> Scenario:
+    """A batch of `clusters` generated clusters that all fail the same way (`case`)."""
+    names = [f"eks-fleet-{i:04d}" for i in range(clusters)]
+    stuck = case == "flux_stuck"
+    fleet = [ClusterSpec(cluster=name, istio_version="1.19.3", metrics=_metrics(212 if stuck else 300),
+                         faults=Faults(flux_stuck=stuck)) for name in names]
+    scenario = Scenario(
+        name=f"fleet-{case}-{clusters}", config="../config/example.yaml", batch=BATCH, target_version="1.20.0",
+        input={"soak_period_minutes": 20},
+        # One batch holding the whole fleet, with no prerequisite; no LLM (it is not what is measured).
+        config_overrides={"batches": [*_example_batches(), {"name": BATCH, "description": "generated fleet",
+                                                            "clusters": names}],
+                          "llm": {"enabled": False}},
+        speedup=1_000, human=HumanAction(action="merge", after_seconds=60),
+        rollback_human=HumanAction(action="merge", after_seconds=60), fleet=fleet,
+        timeout_seconds=3_600)
+    scenario.source = ROOT / "scenarios" / "generated.yaml"  # the config path is relative to scenarios/
+    return scenario
+
+
+def _longest_cause(summary: dict[str, Any]) -> int:
+    """The longest error cause of the execution: its failure, the rollback's reason and detail."""
+    batch = summary["batches"][0]
+    rollback = summary.get("rollback") or {}
+    causes = [batch.get("cause"), rollback.get("reason"), rollback.get("detail")]
+    return max((len(c) for c in causes if isinstance(c, str)), default=0)
+
+
+def measure(case: str, clusters: int) -> dict[str, Any]:
+    """Rehearse one generated batch; the figures a person compares across sizes."""
+    started = time.monotonic()
+    summary = run_scenario(fleet_scenario(case, clusters), out=io.StringIO())
+    batch = summary["batches"][0]
+    return {
+        "case": case, "clusters": clusters, "status": summary["status"], "error": batch.get("error"),
+        "outcome": batch.get("outcome"), "history_events": summary["history_events"],
+        "state_transitions": summary["state_transitions"],
+        "max_state_payload_bytes": summary["max_state_payload_bytes"],
+        "longest_cause_chars": _longest_cause(summary), "lambda_invocations": summary["lambda_invocations"],
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def within_limits(row: dict[str, Any]) -> bool:
+    """Ended failed (rolled back or not), under the payload and cause limits."""
+    return (row["status"] == "FAILED" and row["max_state_payload_bytes"] < PAYLOAD_LIMIT
+            and row["longest_cause_chars"] <= CAUSE_LIMIT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clusters", type=int, nargs="+", default=[100, 200, 500])
+    parser.add_argument("--case", nargs="+", choices=["flux_stuck", "regression"],
+                        default=["flux_stuck", "regression"])
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+    header = (f"{'case':<11} {'clusters':>8} {'status':<7} {'error':<16} {'events':>7} {'transitions':>11} "
+              f"{'max payload':>11} {'longest cause':>13} {'lambdas':>7} {'wall s':>7}")
+    print(header, flush=True)
+    rows, ok = [], True
+    for case in args.case:
+        for clusters in args.clusters:
+            row = measure(case, clusters)
+            rows.append(row)
+            ok = ok and within_limits(row)
+            print(f"{row['case']:<11} {row['clusters']:>8} {row['status']:<7} {row['error']!s:<16} "
+                  f"{row['history_events']:>7} {row['state_transitions']:>11} {row['max_state_payload_bytes']:>11} "
+                  f"{row['longest_cause_chars']:>13} {row['lambda_invocations']:>7} {row['wall_seconds']:>7}"
+                  + ("" if within_limits(row) else "  LIMIT BROKEN"), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
+from guard.outbound import plain_text
 from guard.ports import Notifier
-from guard.redact import redact
 from guard.vocabulary.events import NotificationEvent
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class Notification(BaseModel):
 
     def redacted(self) -> Notification:
         """The same notification with every text field passed through the secret redaction."""
-        return self.model_copy(update={k: redact(v) for k, v in self.model_dump().items()
+        return self.model_copy(update={k: plain_text(v) for k, v in self.model_dump().items()
                                        if isinstance(v, str) and k != "event"})
 
 
@@ -81,6 +81,6 @@ class NotifyService:
                 notifier.send(safe)
                 sent.append(notifier.name)
             except Exception as e:  # a notification is courtesy: it must never fail the upgrade's workflow
-                logger.warning("notification to %s failed: %s", notifier.name, redact(f"{type(e).__name__}: {e}"))
+                logger.warning("notification to %s failed: %s", notifier.name, plain_text(f"{type(e).__name__}: {e}"))
                 failed.append(notifier.name)
         return NotifyResult(event=event.event, sent=sent, failed=failed)

@@ -228,11 +228,16 @@ CELLS: list[Cell] = [
     Cell(SFN, S.WAIT_MERGE, "persistent", "send-task-success", sfn("SendTaskSuccess", FOREVER), expect="FAILED",
          error="MergeRequestTimeout"),
     Cell(SFN, S.DECISION, "transient", "send-task-success", sfn("SendTaskSuccess"), base="inconclusive"),
-    Cell(SFN, S.WAIT_MERGE, "stop", "console", None, expect="ABORTED", during=stop_at(RunStage.WAITING_FOR_MERGE)),
-    Cell(SFN, S.VALIDATE, "stop", "console", None, expect="ABORTED", during=stop_at(RunStage.SOAKING)),
+    # The reviewer takes 20 minutes (1.2 s of real time), so the Stop lands while the MR waits; they merge later.
+    Cell(SFN, S.WAIT_MERGE, "stop", "console", None, expect="ABORTED", during=stop_at(RunStage.WAITING_FOR_MERGE),
+         changes={"human": {"action": "merge", "after_seconds": 1200}}),
+    # A soak long enough (2 h, 7 s of real time) that the person sees it and presses Stop while it runs.
+    Cell(SFN, S.VALIDATE, "stop", "console", None, expect="ABORTED", during=stop_at(RunStage.SOAKING),
+         changes={"input": {"soak_period_minutes": 120}}),
     Cell(SFN, S.SIDECARS, "stop", "console-during-task", stop_now, expect="ABORTED"),
     Cell(SFN, S.ROLLBACK_MR, "stop", "console", None, base="regression", expect="ABORTED",
-         during=stop_at(RunStage.WAITING_FOR_ROLLBACK_MERGE)),
+         during=stop_at(RunStage.WAITING_FOR_ROLLBACK_MERGE),
+         changes={"rollback_human": {"action": "merge", "after_seconds": 1200}}),
 
     # ---------------------------------------------------------------- a crash after each side effect
     # A crash is one death of the function (Lambda.Unknown): the state machine runs the task again (HICCUPS)

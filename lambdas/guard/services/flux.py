@@ -25,7 +25,10 @@ class FluxSyncService(ClusterPoll):
             raise FluxSyncTimeout(f"Flux did not reconcile {run.target_version} within {minutes:g} min: "
                                   + result.describe())
         if result.done:
-            run.flux_synced_at, run.stage = self._clock.now(), Stage.SOAKING
+            # What comes next: the sidecar restart waves when sequencing is on, else the soak.
+            run.flux_synced_at = self._clock.now()
+            run.stage = (Stage.RESTARTING_SIDECARS if self._config.execution.enable_rollout_sequencing
+                         else Stage.SOAKING)
             self._state.put_run(run)
         elif run.stage != Stage.WAITING_FOR_FLUX:
             run.stage = Stage.WAITING_FOR_FLUX

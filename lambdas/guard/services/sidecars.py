@@ -89,7 +89,8 @@ class SidecarRolloutService(ClusterPoll):
                                 run.sidecar_restarts.setdefault(cluster_id, {}), now, restarted)
 
         result = self.check(run.clusters, deadline, minutes, read)
-        run.stage = Stage.RESTARTING_SIDECARS
+        # Done: the soak comes next, so the record says so while it runs (a stop then reads "soaking").
+        run.stage = Stage.SOAKING if result.done else Stage.RESTARTING_SIDECARS
         self._state.put_run(run)  # what was restarted, so a retried poll restarts nothing twice
         if result.expired:
             raise SidecarRestartTimeout(f"proxies not on {run.target_version} after {minutes:g} min: "

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
+import pytest
 from botocore.exceptions import ClientError
 from guard.adapters.eks_connector import EksConnector
 from guard.adapters.gitlab_repo import GitLabMembers, GitLabRepo
@@ -31,6 +34,7 @@ from guard.stores.failure import FailureStore
 from guard.stores.registry import ClusterRegistry
 from guard.stores.schema import create_tables
 from guard.stores.state import StateStore
+from moto import mock_aws
 
 from sandbox.sims.gitlab_sim import GitLabSimulator
 from sandbox.sims.kubernetes_sim import KubernetesSimulator
@@ -175,3 +179,16 @@ def build(gitlab: GitLabSimulator, kubernetes: KubernetesSimulator, clock: FakeC
                                                                                       strict=True)])}))
     world.state.put_verdict(run, ClusterVerdict(cluster_id="eks-prod-2", outcome=VerdictOutcome.PASS))
     return world
+
+
+@contextmanager
+def opened(monkeypatch: pytest.MonkeyPatch, **config: Any) -> Iterator[World]:
+    """The world of `build` on moto and fresh GitLab and Kubernetes simulators, with test AWS credentials
+    and no emulator endpoint; `config` as for `build`."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    clock = FakeClock()
+    with mock_aws(), GitLabSimulator(token=TOKEN, clock=clock) as gitlab, KubernetesSimulator(clock) as k8s:
+        yield build(gitlab, k8s, clock, **config)

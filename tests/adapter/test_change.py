@@ -11,25 +11,16 @@ from guard.services.change import Change, ChangeService, upgrade_branch
 from guard.services.merge_request import MergeRequestService
 from guard.stores.state import StateStore
 from guard.vocabulary.outcomes import ChangeKind
-from moto import mock_aws
 
-from sandbox.sims.gitlab_sim import GitLabSimulator
-from sandbox.sims.kubernetes_sim import KubernetesSimulator
-from tests.adapter.failure_world import CLUSTERS, PROJECT, RUN_ID, TOKEN, World, build, refusing_writes
-from tests.support.clock import FakeClock
+from tests.adapter.failure_world import CLUSTERS, PROJECT, RUN_ID, World, opened, refusing_writes
 
 NEXT = "1.22.0"
 
 
 @pytest.fixture
 def world(monkeypatch) -> Iterator[World]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    clock = FakeClock()
-    with mock_aws(), GitLabSimulator(token=TOKEN, clock=clock) as gitlab, KubernetesSimulator(clock) as k8s:
-        yield build(gitlab, k8s, clock)
+    with opened(monkeypatch) as w:
+        yield w
 
 
 def upgrade(w: World) -> Change:

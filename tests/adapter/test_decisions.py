@@ -12,25 +12,16 @@ from guard.errors import TransientError
 from guard.services.decision import DecisionService
 from guard.services.webhook import WebhookService
 from guard.stores.deliveries import Deliveries
-from moto import mock_aws
 
-from sandbox.sims.gitlab_sim import GitLabSimulator
-from sandbox.sims.kubernetes_sim import KubernetesSimulator
-from tests.adapter.failure_world import PROJECT, RUN_ID, TOKEN, World, build, closed_port_url
-from tests.support.clock import FakeClock
+from tests.adapter.failure_world import PROJECT, RUN_ID, World, closed_port_url, opened
 
 MAINTAINER, DEVELOPER = 40, 30
 
 
 @pytest.fixture
 def world(monkeypatch) -> Iterator[World]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    clock = FakeClock()
-    with mock_aws(), GitLabSimulator(token=TOKEN, clock=clock) as gitlab, KubernetesSimulator(clock) as k8s:
-        w = build(gitlab, k8s, clock)
+    with opened(monkeypatch) as w:
+        gitlab = w.gitlab
         gitlab.add_hook(PROJECT, closed_port_url(), "hook-token")  # deliveries are recorded with their payload
         gitlab.add_member(PROJECT, "maria", MAINTAINER)
         gitlab.add_member(PROJECT, "dev", DEVELOPER)

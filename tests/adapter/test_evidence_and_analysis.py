@@ -25,13 +25,9 @@ from guard.redact import redact
 from guard.services.analysis import AnalysisService
 from guard.services.evidence import EvidenceService
 from kubernetes import client as k8s
-from moto import mock_aws
 
-from sandbox.sims.gitlab_sim import GitLabSimulator
-from sandbox.sims.kubernetes_sim import KubernetesSimulator
 from sandbox.sims.llm_sim import LlmSimulator
-from tests.adapter.failure_world import RUN_ID, TOKEN, World, build
-from tests.support.clock import FakeClock
+from tests.adapter.failure_world import RUN_ID, World, opened
 
 LOG = "\n".join(f"2025-03-01T09:00:{i:02d}Z info ads XDS: Pushing:{i} Services:42" for i in range(30))
 # Built at run time so no secret scanner mistakes this fake for a committed token.
@@ -144,13 +140,8 @@ def test_a_503_on_events_is_transient(stub):
 
 @pytest.fixture
 def world(monkeypatch) -> Iterator[World]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    clock = FakeClock()
-    with mock_aws(), GitLabSimulator(token=TOKEN, clock=clock) as gitlab, KubernetesSimulator(clock) as kube:
-        yield build(gitlab, kube, clock, llm={"enabled": True, "model": "sim-model"})
+    with opened(monkeypatch, llm={"enabled": True, "model": "sim-model"}) as w:
+        yield w
 
 
 def test_evidence_of_the_failing_cluster_has_numbers_pods_events_and_istiod_log(world, stub):

@@ -58,7 +58,7 @@ class JudgeSettings(BaseModel):
     min_data_points: int = Field(default=5, ge=1)
     min_coverage: float = Field(default=0.7, gt=0, le=1)
     significance_min_points: int = Field(default=8, ge=3)
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    confidence: float = Field(default=0.85, gt=0.5, lt=1)  # see guard.config.models.ValidationConfig
     batch_error_rate: float = Field(default=0.01, gt=0, lt=0.5)
     batch_correction: Literal["holm", "bh"] = "holm"
 

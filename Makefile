@@ -54,6 +54,7 @@ bench: setup
 # How often the validation judge is right on a seeded labelled corpus (docs/validation.md)
 bench-judge: setup
 	$(PY) benchmarks/judge.py
+	$(PY) benchmarks/judge_bound.py
 
 # A batch of many failing clusters on the real ASL: history, payload and cause sizes (docs/scale.md).
 # make bench-fleet FLEET="100 200 500"

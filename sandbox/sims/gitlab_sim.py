@@ -532,7 +532,7 @@ class GitLabSimulator:
             case "POST", ["repository", "commits"]:
                 commit = s.commit(p, args.get("branch", ""), args.get("commit_message", ""),
                                   list(args.get("actions") or []), now, args.get("start_branch"),
-                                  force=_true(args.get("force")))
+                                  force=_true(args.get("force")), start_sha=args.get("start_sha"))
                 return 201, s.commit_json(p, commit)
             case "GET", ["merge_requests"]:
                 return 200, [s.mr_json(p, mr) for mr in self._filter_mrs(p, args)]

@@ -139,10 +139,17 @@ class GitLabStore:
             raise ApiError(400, "Invalid reference name") from None
 
     def commit(self, project: Project, branch: str, message: str, actions: list[dict[str, Any]],
-               now: str, start_branch: str | None = None, *, force: bool = False) -> Commit:
-        """POST repository/commits. `start_branch` with `force`: the new commit's parent is `start_branch`'s
+               now: str, start_branch: str | None = None, *, force: bool = False,
+               start_sha: str | None = None) -> Commit:
+        """POST repository/commits. `start_branch` (or `start_sha`) with `force`: the new commit's parent is that
         head and `branch` is overwritten (a force push), as GitLab's Commits API does."""
-        if start_branch and start_branch not in project.branches:
+        if start_branch and start_sha:
+            raise ApiError(400, "start_branch, start_sha are mutually exclusive")
+        if start_sha:
+            if start_sha not in project.commits:
+                raise ApiError(400, "Invalid start_sha")
+            start_branch = start_sha
+        elif start_branch and start_branch not in project.branches:
             raise ApiError(400, "You can only create or edit files when you are on a branch")
         if branch in project.branches and start_branch and start_branch != branch and not force:
             raise ApiError(400, f"A branch called '{branch}' already exists. Switch to that branch in order to "

@@ -558,11 +558,10 @@ class GitLabSimulator:
                 return 200, s.mr_json(p, mr)
             case "PUT", ["merge_requests", iid, "rebase"]:
                 mr = s.mr(p, _int(iid))
-                if mr.state != "opened":
-                    raise ApiError(403, "403 Forbidden")
+                if mr.state != "opened" or mr.source_branch not in p.branches:
+                    raise ApiError(403, "Source branch does not exist")
                 if mr.rebase_pending:
-                    raise ApiError(409, "Failed to enqueue the rebase operation, possibly due to a long-lived "
-                                        "transaction. Try again later.")
+                    raise ApiError(409, "Failed to enqueue the rebase operation")
                 mr.rebase_pending, mr.merge_error = True, None
                 return 202, {"rebase_in_progress": True}
             case "PUT", ["merge_requests", iid, "merge"]:

@@ -16,8 +16,8 @@ from typing import Any
 
 from sandbox.sims.gitlab_merge import MergeConflict, merge_trees
 
-# GitLab's rebase failure, as the API reports it in `merge_error`.
-REBASE_FAILED = "Rebase failed: Rebase locally, resolve all conflicts, then push the branch."
+# GitLab's rebase failure, as the API documents it in `merge_error` ('Rebase a merge request').
+REBASE_FAILED = "Rebase failed. Please rebase locally"
 PIPELINE_RUNNING = frozenset({"created", "waiting_for_resource", "preparing", "pending", "running"})
 
 class ApiError(Exception):

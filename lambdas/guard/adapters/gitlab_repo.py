@@ -180,7 +180,7 @@ class GitLabRepo(_GitLabClient):
                 if e.response_code not in (403, 404):
                     raise
                 approvals = {}  # no approvals API on this instance/tier: no approval rule blocks the merge
-            return _to_gates(mr.attributes, settings, approvals)
+            return merge_gates_from(mr.attributes, settings, approvals)
         return self._call(project, f"read the merge gates of !{iid}", go)
 
     def rebase_merge_request(self, project: str, iid: int) -> MergeGates:
@@ -350,7 +350,8 @@ def _to_model(project: str, mr: ProjectMergeRequest) -> MergeRequest:
     )
 
 
-def _to_gates(mr: dict[str, Any], project: dict[str, Any], approvals: dict[str, Any]) -> MergeGates:
+def merge_gates_from(mr: dict[str, Any], project: dict[str, Any], approvals: dict[str, Any]) -> MergeGates:
+    """The gates from GitLab's answers: the single MR, its project, its approvals (empty: no approvals API)."""
     pipeline = mr.get("head_pipeline") if isinstance(mr.get("head_pipeline"), dict) else None
     raw = approvals.get("approved_by")
     approved: list[Any] = raw if isinstance(raw, list) else []

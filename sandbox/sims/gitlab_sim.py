@@ -198,8 +198,9 @@ class GitLabSimulator:
         merges (hooks, listeners) and returns the target's new head; None (nothing done) otherwise."""
         with self._lock:
             p = self._store.project(project)
+            self._tick(p)
             mr = self._store.mr(p, iid)
-            if self._store.detailed_merge_status(p, mr) != "mergeable":
+            if mr.state != "opened" or self._store.detailed_merge_status(p, mr) != "mergeable":
                 return None
             self._merged(p, iid, True, False)
             head = p.branches[mr.target_branch]
@@ -208,10 +209,12 @@ class GitLabSimulator:
 
     def configure(self, project: str | int, *, merge_method: str | None = None, approvals_required: int | None = None,
                   only_allow_merge_if_pipeline_succeeds: bool | None = None, ci: bool | None = None,
-                  pipeline_start: str | None = None, reset_approvals_on_push: bool | None = None) -> None:
+                  pipeline_start: str | None = None, reset_approvals_on_push: bool | None = None,
+                  pipeline_seconds: float | None = None) -> None:
         """Project merge settings: merge method (merge | rebase_merge | ff), one approval rule requiring
         `approvals_required` approvals, "Pipelines must succeed", CI (a pipeline per new head, starting as
-        `pipeline_start`), and whether a push removes approvals."""
+        `pipeline_start`; with `pipeline_seconds`, a running one succeeds that long after it started, by the
+        simulator's clock), and whether a push removes approvals."""
         if merge_method not in (None, "merge", "rebase_merge", "ff"):
             raise ValueError(f"unknown merge method {merge_method!r}")
         with self._lock:
@@ -219,7 +222,8 @@ class GitLabSimulator:
             for name, value in (("merge_method", merge_method), ("approvals_required", approvals_required),
                                 ("only_allow_merge_if_pipeline_succeeds", only_allow_merge_if_pipeline_succeeds),
                                 ("ci", ci), ("pipeline_start", pipeline_start),
-                                ("reset_approvals_on_push", reset_approvals_on_push)):
+                                ("reset_approvals_on_push", reset_approvals_on_push),
+                                ("pipeline_seconds", pipeline_seconds)):
                 if value is not None:
                     setattr(p, name, value)
 
@@ -232,6 +236,11 @@ class GitLabSimulator:
             self._store.approve(p, mr, dict(self._users[username]))
             self._auto_merge(p)
         self._flush()
+
+    def approvals_left(self, project: str | int, iid: int) -> int:
+        with self._lock:
+            p = self._store.project(project)
+            return self._store.approvals_left(p, self._store.mr(p, iid))
 
     def set_draft(self, project: str | int, iid: int, draft: bool = True) -> None:
         with self._lock:
@@ -254,7 +263,21 @@ class GitLabSimulator:
         """MR `iid` as the API shows it (gates included)."""
         with self._lock:
             p = self._store.project(project)
-            return self._store.mr_json(p, self._store.mr(p, iid))
+            self._tick(p)
+            shown = self._store.mr_json(p, self._store.mr(p, iid))
+        self._flush()
+        return shown
+
+    def _tick(self, p: Project) -> None:
+        """Pipelines whose time has come succeed (`pipeline_seconds`); auto-merge follows. Under the lock."""
+        if p.pipeline_seconds is None:
+            return
+        now = self.clock.now()
+        for pipeline in p.pipelines.values():
+            started = datetime.fromisoformat(pipeline["created_at"].replace("Z", "+00:00"))
+            if pipeline["status"] in PIPELINE_RUNNING and now >= started + timedelta(seconds=p.pipeline_seconds):
+                pipeline["status"], pipeline["updated_at"] = "success", self._now()
+        self._auto_merge(p)
 
     def _merged(self, p: Project, iid: int, deliver_hooks: bool, fast_forward: bool) -> None:
         """Merge under the lock; the hook and the listeners go out after it (`_flush`)."""
@@ -507,6 +530,7 @@ class GitLabSimulator:
             raise ApiError(404, "404 Not Found")
         with self._lock:
             p = self._store.project(segments[3])
+            self._tick(p)
             answer = self._route(method, p, segments[4:], query | body)
         self._flush()  # outside the lock: the receiver may call back into this API
         return answer

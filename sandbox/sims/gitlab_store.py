@@ -78,6 +78,7 @@ class Project:
     reset_approvals_on_push: bool = True  # a pushed commit removes approvals; a rebase through the API does not
     ci: bool = False  # every new branch head gets a pipeline
     pipeline_start: str = "running"  # the status a new pipeline has
+    pipeline_seconds: float | None = None  # a running pipeline succeeds this long after it started (None: never)
     pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)  # head sha -> its latest pipeline
 
 

@@ -272,3 +272,20 @@ def test_replacing_a_branch_twice_makes_one_commit(sim, repo):
 
     # THEN it finds its commit: no second one
     assert first is not None and again == first == sim.branch_head(PROJECT, source)
+
+
+def test_guard_edits_only_its_own_status_note(sim, repo):
+    # GIVEN a person quoted GUARD's status-note marker in their own comment on a blocked MR
+    sim.configure(PROJECT, approvals_required=1)
+    iid = open_mr(repo, "eks-a")
+    sim.comment_as(PROJECT, iid, "maria", f"{NOTE_MARKER} is wrong, I think", deliver_hooks=False)
+
+    # WHEN GUARD tends the MR twice
+    gates = MergeGateService(repo)
+    gates.tend(PROJECT, iid, bump(repo, "eks-a", "1.21.0"), "Upgrade eks-a")
+    gates.tend(PROJECT, iid, bump(repo, "eks-a", "1.21.0"), "Upgrade eks-a")
+
+    # THEN the person's comment is untouched and GUARD keeps exactly one note of its own
+    notes = sim.notes(PROJECT, iid)
+    assert notes[0] == f"{NOTE_MARKER} is wrong, I think"
+    assert len(notes) == 2 and "**1 more approval** needed" in notes[1]

@@ -96,6 +96,9 @@ class GitLabConfig(_Strict):
     timeout_seconds: float = Field(default=10, gt=0, le=60)
     # Every this many minutes the reconciler asks GitLab about each MR an execution waits on (lost webhooks).
     reconcile_minutes: int = Field(default=5, ge=1, le=24 * 60)
+    # Ask GitLab to merge GUARD's MRs once their pipeline succeeds (auto-merge); a person still approves
+    # where the project requires it. Off: a person clicks Merge.
+    auto_merge: bool = False
     # Accounts whose comments are never commands, besides the token's own (read from GET /user): e.g.
     # an older bot account, or another automation that quotes GUARD's notes.
     bot_usernames: list[str] = Field(default_factory=list, max_length=50)

@@ -15,10 +15,11 @@ import contextlib
 import hashlib
 import re
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from pydantic import BaseModel
 
+from guard.core.models import Cluster
 from guard.digest import names_digest, versions_digest
 from guard.errors import ConfigError, GuardError, TaskTokenNotStored, UnknownCluster
 from guard.gitops.helm_release import set_chart_version
@@ -62,14 +63,23 @@ def rollback_branch(prefix: str, batch: str, run_id: str) -> str:
     return f"{prefix}/rollback-{batch}-{short_run_id(run_id)}"
 
 
+class GateTender(Protocol):
+    """Shows what still blocks an MR's merge and keeps it mergeable (`services.gates.MergeGateService`)."""
+
+    def tend(self, project: str, iid: int, edits: Callable[[str], list[FileChange]], message: str) -> Any:
+        ...
+
+
 class ChangeService:
     """Opens the merge request of a `Change` and registers the task token that waits on it.
 
     `needs_person(reason)` raises the alarm for a rollback MR GUARD cannot watch (the handler counts
-    the RollbackNeedsPerson metric)."""
+    the RollbackNeedsPerson metric). `gates`, when given, shows on the opened MR what still blocks its merge."""
 
     def __init__(self, registry: ClusterRegistry, state: StateStore, repo: GitOpsRepo, clock: Clock,
-                 needs_person: Callable[[str], Any] | None = None, retry: RetryPolicy | None = None) -> None:
+                 needs_person: Callable[[str], Any] | None = None, retry: RetryPolicy | None = None,
+                 gates: GateTender | None = None) -> None:
+        self._gates = gates
         self._registry = registry
         self._state = state
         self._repo = repo
@@ -83,15 +93,7 @@ class ChangeService:
         if missing:
             raise UnknownCluster(f"clusters missing from the registry: {names_digest(missing)}")
         self._repo.ensure_branch(change.project, change.source_branch, change.target_branch)
-        wanted: dict[str, str] = {}
-        for cluster_id, version in change.versions.items():
-            path = clusters[cluster_id].flux_config_path
-            if wanted.setdefault(path, version) != version:
-                raise ConfigError(f"{path} is shared by clusters that must go to different versions "
-                                  f"({wanted[path]} and {version} for {cluster_id})")
-        changes = [FileChange(path=path, content=set_chart_version(
-            self._repo.read_file(change.project, path, change.source_branch), version))
-            for path, version in wanted.items()]
+        changes = self.edits(change.project, change.versions, change.source_branch, clusters)
         self._repo.commit_files(change.project, change.source_branch, changes, change.commit_message)
         mr = self._repo.ensure_merge_request(change.project, change.source_branch, change.target_branch,
                                              title=change.title, description=change.description)
@@ -106,7 +108,28 @@ class ChangeService:
             # boto3 has retried throttling and 5xx already: this is persistent. Without the token no merge
             # can resume the execution, so the MR must not be left looking watched.
             self._unwatched(change, mr, e)
+        if self._gates is not None:
+            # Courtesy, never a reason to fail the opening: every reconciler pass shows the gates again.
+            with contextlib.suppress(GuardError):
+                self._gates.tend(change.project, mr.iid, lambda ref: self.edits(change.project, change.versions, ref),
+                                 change.commit_message)
         return mr
+
+    def edits(self, project: str, versions: dict[str, str], ref: str,
+              clusters: dict[str, Cluster] | None = None) -> list[FileChange]:
+        """The files that bring these clusters to `versions`, as GUARD edits them on the files at `ref` (the
+        source branch when opening; the target's head when a stale MR is regenerated or a rollback is made)."""
+        clusters = clusters if clusters is not None else self._registry.get_many(list(versions))
+        wanted: dict[str, str] = {}
+        for cluster_id, version in versions.items():
+            if cluster_id not in clusters:
+                raise UnknownCluster(f"clusters missing from the registry: {cluster_id}")
+            path = clusters[cluster_id].flux_config_path
+            if wanted.setdefault(path, version) != version:
+                raise ConfigError(f"{path} is shared by clusters that must go to different versions "
+                                  f"({wanted[path]} and {version} for {cluster_id})")
+        return [FileChange(path=path, content=set_chart_version(self._repo.read_file(project, path, ref), version))
+                for path, version in wanted.items()]
 
     def _unwatched(self, change: Change, mr: MergeRequest, error: GuardError) -> NoReturn:
         """Make an MR GUARD cannot watch safe, say so on it, and fail the task with TaskTokenNotStored."""

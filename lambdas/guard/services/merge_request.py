@@ -7,6 +7,7 @@ from guard.core.run import PrecheckReport
 from guard.errors import GuardError
 from guard.ports import Clock, GitOpsRepo, MergeRequest
 from guard.services.change import Change, ChangeService, upgrade_branch
+from guard.services.gates import MergeGateService
 from guard.services.report import change_description
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
@@ -21,7 +22,8 @@ class MergeRequestService:
                  clock: Clock) -> None:
         self._config = config
         self._state = state
-        self._changes = ChangeService(registry, state, repo, clock)
+        self._changes = ChangeService(registry, state, repo, clock,
+                                      gates=MergeGateService(repo, auto_merge=config.gitlab.auto_merge))
 
     def open(self, run_id: str, task_token: str) -> MergeRequest:
         run = self._state.get_run(run_id)

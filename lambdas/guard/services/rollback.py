@@ -34,6 +34,7 @@ from guard.services.analysis import analysis_markdown
 from guard.services.change import Change, ChangeService, rollback_branch
 from guard.services.evidence import EvidenceService, failing_clusters
 from guard.services.failure_report import failure_markdown
+from guard.services.gates import MergeGateService
 from guard.services.observation import RegistryObserver
 from guard.services.outcome import OutcomeRecorder
 from guard.services.poll import ClusterPoll, PollResult, ReadOne
@@ -127,7 +128,10 @@ class RollbackService:
         record = RollbackRecord(run_id=run_id, batch=run.batch, reason=why, clusters=clusters, versions=versions,
                                 rolled_back_from=run.target_version, status=RollbackStatus.WAITING_FOR_MERGE,
                                 manual=manual, at=self._clock.now())
-        mr = ChangeService(self._registry, self._state, self._repo, self._clock, self._needs_person).open(Change(
+        # From the target's head as it is now: commits made since the upgrade are kept, only versions change.
+        gates = MergeGateService(self._repo, auto_merge=self._config.gitlab.auto_merge)
+        mr = ChangeService(self._registry, self._state, self._repo, self._clock, self._needs_person,
+                           gates=gates).open(Change(
             run_id=run_id, kind=ChangeKind.ROLLBACK, project=run.gitlab_project,
             source_branch=rollback_branch(self._config.gitlab.branch_prefix, run.batch, run_id),
             target_branch=self._config.gitlab.target_branch, versions=versions, title=self._title(run, versions),

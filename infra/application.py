@@ -9,6 +9,7 @@ from typing import Any
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
+from guard.checks.custom import verify_custom_checks
 from guard.config.loader import load_config
 from guard.errors import ConfigError
 
@@ -39,6 +40,8 @@ def build_app(context: Mapping[str, Any] | None = None, *, account: str | None =
         if config.tenant in seen:
             raise ConfigError(f"{file}: tenant '{config.tenant}' is already defined by {seen[config.tenant]}")
         seen[config.tenant] = file
+        # A misspelt check module or class fails the synth, not every run after the deploy.
+        verify_custom_checks(config.custom_checks, file.parent / config.custom_checks_path, str(file))
     for file, config in configs:
         GuardStack(app, stack_name(config), config=config, config_file=file, build_dir=build_dir,
                    env=cdk.Environment(account=account, region=config.aws.region),

@@ -9,6 +9,23 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+def _in_project_venv() -> None:
+    """cdk.json runs `python3 app.py` with whatever python3 is first on PATH. Without the CDK libraries
+    there (no venv activated), run again with the project's venv (`make setup`), so `cdk synth` and
+    `cdk deploy` work from a fresh clone without activating anything."""
+    try:
+        import aws_cdk  # noqa: F401
+    except ImportError:
+        if VENV_PYTHON.exists() and Path(sys.executable).resolve() != VENV_PYTHON.resolve():
+            os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), str(Path(__file__).resolve()), *sys.argv[1:]])
+        sys.exit("GUARD synth: the CDK libraries are not installed for this python, and there is no "
+                 f"{VENV_PYTHON}: run `make setup` first")
+
+
+_in_project_venv()
 sys.path.insert(0, str(ROOT / "lambdas"))
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 

@@ -6,11 +6,14 @@ tenant's functions may touch only their own registry items (IAM dynamodb:Leading
 from __future__ import annotations
 
 import json
+import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aws_cdk.assertions import Template
 from guard.errors import ConfigError
 from guard.stores.schema import REGISTRY, REGISTRY_TENANT_INDEX
@@ -179,3 +182,28 @@ def test_a_misspelt_custom_check_fails_the_synth_naming_the_file_and_key(tmp_pat
         build_app(_context(tmp_path, [config]))
     message = str(caught.value)
     assert str(config) in message and "custom_checks[0]" in message and "CustomDatabseCheck" in message
+
+
+# --- docs/deploy.md says what the template holds ----------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_deploy_doc_counts_the_functions_the_template_holds(alpha: Template) -> None:
+    # GIVEN docs/deploy.md's table of what a stack holds
+    found = re.search(r"\| (\d+) Lambda functions", (DOCS / "deploy.md").read_text())
+    assert found, "docs/deploy.md names no function count"
+    # THEN it is the number of functions in a synthesized tenant stack
+    assert int(found.group(1)) == len(alpha.find_resources("AWS::Lambda::Function"))
+
+
+def _cluster_role(doc: str) -> Any:
+    block = re.search(r"```yaml\n(\s*apiVersion: rbac.authorization.k8s.io/v1\n\s*kind: ClusterRole\n.*?)```",
+                      (DOCS / doc).read_text(), re.S)
+    assert block, f"docs/{doc} has no ClusterRole"
+    return list(yaml.safe_load_all(textwrap.dedent(block.group(1))))
+
+
+def test_deploy_doc_grants_the_cluster_permissions_the_vendor_doc_lists() -> None:
+    # The RBAC in docs/deploy.md#cluster-access is the one docs/vendors.md#permissions derives from the adapters.
+    assert _cluster_role("deploy.md") == _cluster_role("vendors.md")

@@ -19,10 +19,12 @@ def _in_project_venv() -> None:
     try:
         import aws_cdk  # noqa: F401
     except ImportError:
-        if VENV_PYTHON.exists() and Path(sys.executable).resolve() != VENV_PYTHON.resolve():
+        venv = ROOT / ".venv"
+        # A venv's python is a symlink to the base interpreter: tell them apart by sys.prefix, not by path.
+        if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != venv.resolve():
             os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), str(Path(__file__).resolve()), *sys.argv[1:]])
-        sys.exit("GUARD synth: the CDK libraries are not installed for this python, and there is no "
-                 f"{VENV_PYTHON}: run `make setup` first")
+        missing = "has no CDK libraries" if VENV_PYTHON.exists() else "does not exist"
+        sys.exit(f"GUARD synth: {sys.executable} has no CDK libraries and {venv} {missing}: run `make setup` first")
 
 
 _in_project_venv()

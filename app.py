@@ -27,9 +27,10 @@ def _in_project_venv() -> None:
         sys.exit(f"GUARD synth: {sys.executable} has no CDK libraries and {venv} {missing}: run `make setup` first")
 
 
+# Before aws_cdk is first imported (in _in_project_venv): jsii warns about Node 20 at import.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 _in_project_venv()
 sys.path.insert(0, str(ROOT / "lambdas"))
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 from guard.errors import ConfigError  # noqa: E402
 

@@ -207,3 +207,16 @@ def _cluster_role(doc: str) -> Any:
 def test_deploy_doc_grants_the_cluster_permissions_the_vendor_doc_lists() -> None:
     # The RBAC in docs/deploy.md#cluster-access is the one docs/vendors.md#permissions derives from the adapters.
     assert _cluster_role("deploy.md") == _cluster_role("vendors.md")
+
+
+# CloudFormation's pattern for a WAFv2 Description (AWS::WAFv2::WebACL / IPSet): no parentheses, no quotes.
+WAF_DESCRIPTION = re.compile(r"^[a-zA-Z0-9=:#@/\-,.][a-zA-Z0-9+=:#@/\-,.\s]+[a-zA-Z0-9+=:#@/\-,.]{1,256}$")
+
+
+def test_waf_descriptions_are_ones_cloudformation_accepts(alpha: Template, beta: Template) -> None:
+    # GIVEN the WAF resources of both fixture tenants (beta limits sources to GitLab's ranges)
+    found = [r["Properties"]["Description"] for t in (alpha, beta)
+             for kind in ("AWS::WAFv2::WebACL", "AWS::WAFv2::IPSet")
+             for r in t.find_resources(kind).values() if "Description" in r["Properties"]]
+    # THEN each matches the pattern, or the deploy would fail (the synth only warns: F3031)
+    assert found and all(WAF_DESCRIPTION.match(d) for d in found), found

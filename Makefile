@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := lambdas:.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup demo rehearse test faults unit lint asl synth bench bench-judge bench-fleet clean
+.PHONY: setup demo rehearse test faults unit lint asl synth cdk-synth deploy bench bench-judge bench-fleet clean
 
 setup: $(VENV)/.installed
 
@@ -47,6 +47,17 @@ asl:
 
 synth: setup
 	$(PY) app.py
+
+# The CDK CLI (npx aws-cdk@2; cdk.json runs app.py, which uses .venv by itself). No venv to activate.
+# make deploy                      every stack of the tenants in cdk.json (shared registries first)
+# make deploy STACKS=Guard-team-a  one tenant (and the shared registry it names)
+CDK    ?= npx --yes aws-cdk@2
+STACKS ?= --all
+cdk-synth: setup
+	$(CDK) synth --quiet
+
+deploy: setup
+	$(CDK) deploy $(STACKS) --require-approval broadening
 
 bench: setup
 	$(PY) benchmarks/cold_imports.py

@@ -235,7 +235,8 @@ class LocalWorld:
         if self.llm:
             sm.create_secret(Name=self.config.llm.api_key_secret, SecretString=self.llm.api_key)
 
-        registry = ClusterRegistry(self.engine.resource("dynamodb").Table(self.config.aws.dynamodb.table_name))
+        registry = ClusterRegistry(self.engine.resource("dynamodb").Table(self.config.aws.dynamodb.table_name),
+                                   self.config.tenant)
         files: dict[str, str] = {}
         batch_of = {c: b.name for b in self.config.batches for c in b.clusters}
         for spec in self.scenario.fleet:

@@ -113,7 +113,7 @@ def _caller_account(_endpoint: str | None) -> str:
 
 
 def registry() -> ClusterRegistry:
-    return ClusterRegistry(_table(env("GUARD_REGISTRY_TABLE")))
+    return ClusterRegistry(_table(env("GUARD_REGISTRY_TABLE")), env("GUARD_TENANT"))
 
 
 def state() -> StateStore:

@@ -106,8 +106,9 @@ def test_explicit_table_names_are_used_verbatim(beta: Template) -> None:
     beta.has_resource_properties("AWS::DynamoDB::Table", {"TableName": "beta-guard-state"})
 
 
-def test_two_tenants_never_share_a_physical_name(synthesized: Synthesized) -> None:
-    # GIVEN two tenants synthesized into one app (one account)
+def test_two_tenants_share_no_physical_name_unless_they_name_one_registry_table(synthesized: Synthesized) -> None:
+    # GIVEN two tenants synthesized into one app (one account), naming different registry tables
+    # (tenants that name the same registry table share it and nothing else: tests/infra/test_tenants.py)
     # WHEN their named resources are listed
     names: dict[str, set[str]] = {}
     for stack, template in synthesized.templates.items():

@@ -25,7 +25,7 @@ PROJECT = "platform/istio-fleet"
 
 def _collect(world: LocalWorld, summary: dict[str, Any], seen: dict[str, Any]) -> None:
     ddb = world.engine.resource("dynamodb")
-    registry = ClusterRegistry(ddb.Table(world.config.aws.dynamodb.table_name))
+    registry = ClusterRegistry(ddb.Table(world.config.aws.dynamodb.table_name), world.config.tenant)
     state = StateStore(ddb.Table(world.config.aws.dynamodb.state_table_name))
     mrs = world.gitlab.merge_requests(PROJECT)
     seen["mrs"] = mrs
@@ -230,5 +230,6 @@ def test_an_inconclusive_batch_whose_data_arrives_during_the_extra_soak_succeeds
 
 
 def world_cluster(world: LocalWorld) -> Cluster:
-    return ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name)).get(
+    return ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name),
+                               world.config.tenant).get(
         "eks-test")

@@ -17,6 +17,9 @@ from guard.rules import overlay, parse_key, parse_rules
 from guard.vocabulary.events import NotificationEvent
 
 _NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+NAME_PATTERN = _NAME
+# The tenant of a config that names none and of `config.yaml` (guard.config.loader).
+DEFAULT_TENANT = "default"
 _PLACEHOLDERS = {"environment", "cluster_name", "cluster_id", "region"}
 
 
@@ -347,7 +350,7 @@ class RollbackConfig(_Strict):
 class TenantConfig(_Strict):
     """Everything one tenant configures; see docs/config.md."""
 
-    tenant: str = Field(default="default", pattern=_NAME)
+    tenant: str = Field(default=DEFAULT_TENANT, pattern=_NAME)
     aws: AwsConfig = AwsConfig()
     gitlab: GitLabConfig = GitLabConfig()
     datadog: DatadogConfig = DatadogConfig()

@@ -27,7 +27,7 @@ class RollbackSection(BaseModel):
     reason: str
     manual: bool = False
     upgrade_merge_request_url: str | None = None
-    decided: str | None = None  # "@alice (`/guard rollback`) at ..."
+    decided: str | None = None  # "rolled back by @alice (`/guard rollback`) at ...", or nobody answered
     manual_approval: bool = False
     failure_markdown: str = ""
     analysis_markdown: str = ""
@@ -62,7 +62,7 @@ def change_description(run: RunRecord, versions: dict[str, str], *,
         if rollback.upgrade_merge_request_url and not rollback.manual:
             lines += [f"Upgrade merge request: {rollback.upgrade_merge_request_url}", ""]
         if rollback.decided:
-            lines += [f"Decided by {rollback.decided}.", ""]
+            lines += [f"**Decision:** {rollback.decided}.", ""]
         if rollback.manual_approval:
             lines += ["**Manual approval required** (`rollback.require_manual_approval`): a Maintainer reviews "
                       "and merges this MR; GUARD never merges it.", ""]

@@ -39,6 +39,7 @@ from guard.services.outcome import OutcomeRecorder
 from guard.services.poll import ClusterPoll, PollResult, ReadOne
 from guard.services.report import RollbackSection, change_description
 from guard.services.sidecars import SidecarRolloutService
+from guard.services.telling import decided, doubts
 from guard.services.validate import verdict_issue
 from guard.services.versions import VersionReader
 from guard.stores.failure import FailureStore, RollbackRecord
@@ -120,10 +121,13 @@ class RollbackService:
         else:
             clusters = failing_clusters(self._state, run)
         versions = {c: run.from_versions[c] for c in clusters}
+        # Who (or nobody) decided comes first: "no Maintainer answered within 30 min" is why it rolls back.
+        said = None if manual else decided(self._failures.get_decision(run_id), doubts(self._state, run))
         # Half the cause limit: the outcome's cause quotes this reason after its own digest of the clusters.
-        why = cause(reason or (planned.reason if planned else None) or run.cause
-                     or _verdict_summary(self._state, run)
-                     or f"validation of {run.target_version} did not pass", CAUSE_LIMIT // 2)
+        why = cause("; ".join(p for p in (said, reason or (planned.reason if planned else None) or run.cause
+                                          or _verdict_summary(self._state, run)
+                                          or f"validation of {run.target_version} did not pass") if p),
+                    CAUSE_LIMIT // 2)
         record = RollbackRecord(run_id=run_id, batch=run.batch, reason=why, clusters=clusters, versions=versions,
                                 rolled_back_from=run.target_version, status=RollbackStatus.WAITING_FOR_MERGE,
                                 manual=manual, at=self._clock.now())
@@ -145,9 +149,9 @@ class RollbackService:
             self._state.delete_task_token(mr.web_url, task_token=task_token)
             raise
         if run.merge_request_iid and not manual:
+            what = said or f"the upgrade of `{run.batch}` to {run.target_version} did not pass validation"
             self._outcomes.comment(run.gitlab_project, run.merge_request_iid,
-                          f"↩️ GUARD: the upgrade of `{run.batch}` to {run.target_version} did not pass validation; "
-                          f"rollback merge request: {mr.web_url}")
+                                   f"↩️ GUARD: {what}; rollback merge request: {mr.web_url}")
         return RollbackOpened(status=RollbackStatus.WAITING_FOR_MERGE, clusters=clusters, versions=versions,
                               merge_request_url=mr.web_url)
 
@@ -209,7 +213,7 @@ class RollbackService:
             failure = failure_markdown(evidence)
         return change_description(run, record.versions, rollback=RollbackSection(
             reason=record.reason, manual=record.manual, upgrade_merge_request_url=run.merge_request_url,
-            decided=(f"@{decision.by} (`/guard {decision.decision}`) at {decision.at.isoformat()}"
+            decided=(f"{decided(decision, doubts(self._state, run))} ({decision.at.isoformat()})"
                      if decision else None),
             manual_approval=self._config.rollback.require_manual_approval, failure_markdown=failure,
             analysis_markdown=analysis_markdown(self._failures.get_analysis(run.run_id))))
@@ -244,12 +248,12 @@ class RollbackService:
         back = versions_digest(record.versions)
         if result.done:
             record.status = RollbackStatus.ROLLED_BACK
-            record.detail = (f"batch {run.batch}: {run.target_version} was rolled back ({back}) and verified; "
-                             f"reason: {record.reason}")
+            record.detail = (f"batch {run.batch}: {run.target_version} was rolled back ({back}) and verified "
+                             f"by merge request {record.merge_request_url}; reason: {record.reason}")
         else:
             record.status = RollbackStatus.ROLLBACK_FAILED
-            record.detail = (f"batch {run.batch}: rollback of {run.target_version} not verified within "
-                             f"{minutes:g} min: " + result.describe())
+            record.detail = (f"batch {run.batch}: rollback of {run.target_version} (merge request "
+                             f"{record.merge_request_url}) not verified within {minutes:g} min: " + result.describe())
         self._failures.put_rollback(record)  # first: a retry after a crash records this outcome, not a new one
         return self._finish(record, result.deadline)
 

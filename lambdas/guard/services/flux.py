@@ -33,4 +33,5 @@ class FluxSyncService(ClusterPoll):
         elif run.stage != Stage.WAITING_FOR_FLUX:
             run.stage = Stage.WAITING_FOR_FLUX
             self._state.put_run(run)
-        return FluxPoll(synced=result.done, **result.model_dump())
+        return FluxPoll(synced=result.done, **result.model_dump(exclude={"stage", "merge_request_url"}),
+                        stage=run.stage, merge_request_url=run.merge_request_url)

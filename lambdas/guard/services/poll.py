@@ -43,6 +43,9 @@ class PollResult(BaseModel):
     waiting_clusters: int = 0
     waiting_kinds: dict[str, int] = {}
     expired: bool = False
+    # Where the run is and the MR a person acts on, so each poll's output in the console says both.
+    stage: str | None = None
+    merge_request_url: str | None = None
 
     def describe(self) -> str:
         """What is still awaited, as a digest a cause can quote whatever the fleet's size."""

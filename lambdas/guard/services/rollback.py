@@ -68,6 +68,7 @@ class RollbackMerged(BaseModel):
     merge_commit_sha: str | None
     merge_request_url: str
     merged_by: str
+    stage: str = Stage.VERIFYING_ROLLBACK
 
 
 class RollbackPoll(PollResult):
@@ -243,7 +244,9 @@ class RollbackService:
             if run.stage != Stage.VERIFYING_ROLLBACK:
                 run.stage = Stage.VERIFYING_ROLLBACK
                 self._state.put_run(run)
-            return RollbackPoll(**result.model_dump())
+            # The MR a person acts on now is the rollback's.
+            return RollbackPoll(**result.model_dump(exclude={"stage", "merge_request_url"}), stage=run.stage,
+                                merge_request_url=record.merge_request_url)
         run = self._state.get_run(run_id)
         back = versions_digest(record.versions)
         if result.done:
@@ -290,4 +293,4 @@ class RollbackService:
             merge_request_url=record.merge_request_url,
             comment=(record.merge_request_iid, f"{'✅' if rolled else '❌'} GUARD: {record.detail}"))
         return RollbackPoll(done=True, deadline=deadline, status=record.status, error=error, cause=record.detail,
-                            merge_request_url=record.merge_request_url)
+                            merge_request_url=record.merge_request_url, stage=Stage.DONE)

@@ -95,7 +95,9 @@ class SidecarRolloutService(ClusterPoll):
         if result.expired:
             raise SidecarRestartTimeout(f"proxies not on {run.target_version} after {minutes:g} min: "
                                         + result.describe())
-        return SidecarPoll(restarted=bounded(restarted), restarted_count=len(restarted), **result.model_dump())
+        return SidecarPoll(restarted=bounded(restarted), restarted_count=len(restarted), stage=run.stage,
+                           merge_request_url=run.merge_request_url,
+                           **result.model_dump(exclude={"stage", "merge_request_url"}))
 
     def advance(self, cluster_id: str, cluster: Cluster, target: str, done_before: dict[str, datetime],
                 now: datetime, restarted: list[str]) -> list[str]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from guard.core.models import Cluster
+from guard.outbound import gitlab_body
+from guard.services.report import cluster_owners, owners_line
 from guard.services.telling import Doubts, decided, duration, proceeded
 from guard.stores.failure import DecisionRecord
 
@@ -43,3 +46,22 @@ def test_a_decision_nobody_took_says_nobody_answered_within_the_timeout() -> Non
 def test_many_doubted_queries_are_counted_not_listed() -> None:
     doubts = Doubts(inconclusive=[f"q{i}" for i in range(8)])
     assert doubts.text() == "inconclusive q0, q1, q2, q3, q4 (+3 more)"
+
+
+def _cluster(cluster_id: str, handle: str | None, team: str | None) -> Cluster:
+    return Cluster(cluster_id=cluster_id, batch_id="b", environment="dev", region="us-east-1",
+                   gitlab_project="platform/fleet", flux_config_path="clusters/x/istio/helmrelease.yaml",
+                   current_istio_version="1.19.3", owner_handle=handle, owner_team=team)
+
+
+def test_the_registry_owners_are_mentioned_and_survive_the_last_pass_before_gitlab() -> None:
+    # GIVEN clusters owned by a person and a team, and one whose handle GitLab would read as a broadcast
+    owners = cluster_owners([_cluster("a", "@alice", "platform/istio"), _cluster("b", "alice", None),
+                             _cluster("c", "@all", None)])
+    # THEN each owner is mentioned once with its clusters; the broadcast never
+    assert owners == {"@alice": ["a", "b"], "@platform/istio": ["a"]}
+    line = owners_line(owners)
+    assert line == "**Owners:** @alice (a, b), @platform/istio (a)"
+    # AND the mentions leave GUARD as mentions (gitlab_body breaks only broadcasts)
+    assert gitlab_body(line or "") == line
+    assert owners_line({}) is None

@@ -67,6 +67,9 @@ def test_regression_is_analysed_rolled_back_by_mr_and_verified(run: Run) -> None
     assert upgrade["state"] == "merged"
     assert rollback["state"] == "merged" and "rollback" in rollback["source_branch"]
     assert "AI Failure Analysis" in rollback["description"] and "latency_p95" in rollback["description"]
+    # AND both MRs mention the registry's owners as mentions GitLab notifies (not escaped as untrusted text)
+    assert "**Owners:** @platform (eks-dev-1, eks-dev-2), @dev2-oncall (eks-dev-2)" in upgrade["description"]
+    assert "**Owners:** @dev2-oncall (eks-dev-2), @platform (eks-dev-2)" in rollback["description"]
     assert read_chart_version(seen["main_files"]["eks-dev-2"]) == "1.19.3"
     assert read_chart_version(seen["main_files"]["eks-dev-1"]) == "1.20.0"
     # AND the clusters run what the repo says, the registry recorded it, the lock is free
@@ -133,6 +136,9 @@ def test_inconclusive_then_maintainer_proceeds_succeeds(run: Run) -> None:
     upgrade_notes = seen["notes"][seen["mrs"][0]["iid"]]
     assert any("proceeded by @maria despite inconclusive latency_p95" in n for n in upgrade_notes), upgrade_notes
     assert not any("validated on" in n for n in upgrade_notes), upgrade_notes
+    # AND the question mentioned the cluster's owners, so GitLab told them
+    question = next(n for n in upgrade_notes if "GUARD needs a decision" in n)
+    assert "**Owners:** @test-oncall (eks-test), @platform (eks-test)" in question
     final = summary["notifications"][-1]
     assert "Proceeded by @maria despite inconclusive latency_p95" in final, final
     assert "without a passing validation" in final and "validated:" not in final.lower()

@@ -25,10 +25,12 @@ from guard.ports import Clock, GitOpsRepo, ProjectMembers, TaskCallbacks
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
 from guard.services.failure_report import failure_markdown
+from guard.services.report import cluster_owners, owners_line
 from guard.services.telling import doubts, duration, no_answer
 from guard.services.webhook_payload import URL_MAX_BYTES, child, integer, json_object, text
 from guard.stores.deliveries import WebhookResult
 from guard.stores.failure import DecisionRecord, FailureStore
+from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore, TaskTokenRecord
 from guard.vocabulary.outcomes import ChangeKind
 from guard.vocabulary.stages import Stage
@@ -116,7 +118,8 @@ class DecisionService:
 
     def __init__(self, state: StateStore, failures: FailureStore, sfn: TaskCallbacks | None,
                  members: ProjectMembers | None, repo: GitOpsRepo | None, clock: Clock,
-                 timeout_hours: float = 24, bot_usernames: Iterable[str] = ()) -> None:
+                 timeout_hours: float = 24, bot_usernames: Iterable[str] = (),
+                 registry: ClusterRegistry | None = None) -> None:
         self._state = state
         self._failures = failures
         self._sfn = sfn
@@ -125,6 +128,7 @@ class DecisionService:
         self._clock = clock
         self._timeout_hours = timeout_hours
         self._bot_usernames = frozenset(u.lower() for u in bot_usernames)
+        self._registry = registry  # whose clusters these are: their owners are mentioned on the question
 
     # ------------------------------------------------------------------ AwaitDecision
     def request(self, run_id: str, task_token: str, reason: str | None = None) -> DecisionRequested:
@@ -142,8 +146,11 @@ class DecisionService:
         self._state.put_task_token(TaskTokenRecord(merge_request_url=run.merge_request_url, task_token=task_token,
                                                    run_id=run_id, kind=ChangeKind.DECISION),
                                    self._clock.now(), hours=self._timeout_hours + 24)
+        owners = owners_line(cluster_owners(list(self._registry.get_many(run.clusters).values()))) \
+            if self._registry is not None else None
         body = "\n".join([
             f"⏸️ {DECISION_HEADING}: batch `{run.batch}` → {run.target_version} ({why}).", "",
+            *([owners, ""] if owners else []),
             "A Maintainer replies with one of:", "",
             "- `/guard proceed` — accept the new version and finish the upgrade",
             "- `/guard rollback` — open a rollback merge request", "",

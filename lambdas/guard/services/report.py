@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from guard.core.models import CheckStatus
+from guard.core.models import CheckStatus, Cluster
 from guard.core.run import PrecheckReport, RunRecord
+from guard.digest import names_digest
 from guard.outbound import untrusted_inline
 from guard.redact import redact
 
@@ -33,6 +34,35 @@ class RollbackSection(BaseModel):
     analysis_markdown: str = ""
 
 
+OWNERS_SHOWN = 10
+"""Owners an MR mentions; the rest are counted (a mention per owner, not per cluster)."""
+
+_BROADCASTS = {"all", "here", "channel", "everyone"}
+
+
+def cluster_owners(clusters: list[Cluster]) -> dict[str, list[str]]:
+    """`@handle` -> the clusters it owns, from the registry's `owner_handle` and `owner_team`.
+
+    The registry validates both (`OWNER_PATTERN`), so they are GUARD's own content and are mentioned as
+    they are; a name GitLab would read as a broadcast (`@all`) is never mentioned."""
+    owners: dict[str, list[str]] = {}
+    for cluster in clusters:
+        for name in (cluster.owner_handle, cluster.owner_team):
+            handle = (name or "").lstrip("@")
+            if handle and handle.lower() not in _BROADCASTS:
+                owners.setdefault(f"@{handle}", []).append(cluster.cluster_id)
+    return owners
+
+
+def owners_line(owners: dict[str, list[str]]) -> str | None:
+    """"**Owners:** @platform-oncall (eks-dev-1, eks-dev-2), @platform-team (…)": who GitLab notifies."""
+    if not owners:
+        return None
+    shown = [f"{handle} ({names_digest(clusters)})" for handle, clusters in list(owners.items())[:OWNERS_SHOWN]]
+    more = f", and {len(owners) - OWNERS_SHOWN} more owners" if len(owners) > OWNERS_SHOWN else ""
+    return "**Owners:** " + ", ".join(shown) + more
+
+
 def _mark(passed: bool, status: CheckStatus | None = None) -> str:
     if status == CheckStatus.INCONCLUSIVE:
         return "?"
@@ -47,8 +77,9 @@ def _mean(points: list[tuple[float, float]]) -> str:
 
 def change_description(run: RunRecord, versions: dict[str, str], *,
                        reports: dict[str, PrecheckReport] | None = None,
-                       rollback: RollbackSection | None = None) -> str:
-    """The MR description for bringing `run`'s clusters to `versions` (an upgrade unless `rollback`)."""
+                       rollback: RollbackSection | None = None, owners: dict[str, list[str]] | None = None) -> str:
+    """The MR description for bringing `run`'s clusters to `versions` (an upgrade unless `rollback`);
+    `owners` (`cluster_owners`) are mentioned, so GitLab tells them."""
     if rollback is None:
         lines = [f"## Istio upgrade: batch `{run.batch}` → `{run.target_version}`", "",
                  f"Opened by GUARD run `{run.run_id}`. Merging this MR lets Flux roll out the new version; "
@@ -67,6 +98,9 @@ def change_description(run: RunRecord, versions: dict[str, str], *,
             lines += ["**Manual approval required** (`rollback.require_manual_approval`): a Maintainer reviews "
                       "and merges this MR; GUARD never merges it.", ""]
         rows = [(c, run.target_version, v) for c, v in versions.items()]
+    mentioned = owners_line(owners or {})
+    if mentioned:
+        lines += [mentioned, ""]
     if run.overrides:
         lines += ["**This run's input overrides the tenant config:**", "", *(f"- {o}" for o in run.overrides), ""]
     lines += ["| cluster | from | " + ("to |" if rollback is None else "back to |"), "|---|---|---|"]

@@ -37,7 +37,7 @@ from guard.services.failure_report import failure_markdown
 from guard.services.observation import RegistryObserver
 from guard.services.outcome import OutcomeRecorder
 from guard.services.poll import ClusterPoll, PollResult, ReadOne
-from guard.services.report import RollbackSection, change_description
+from guard.services.report import RollbackSection, change_description, cluster_owners
 from guard.services.sidecars import SidecarRolloutService
 from guard.services.telling import decided, doubts
 from guard.services.validate import verdict_issue
@@ -212,7 +212,8 @@ class RollbackService:
             evidence = self._failures.get_evidence(run.run_id) or EvidenceService(
                 self._config, self._registry, self._state, None, self._clock).collect(run.run_id, record.clusters)
             failure = failure_markdown(evidence)
-        return change_description(run, record.versions, rollback=RollbackSection(
+        owners = cluster_owners(list(self._registry.get_many(record.clusters).values()))
+        return change_description(run, record.versions, owners=owners, rollback=RollbackSection(
             reason=record.reason, manual=record.manual, upgrade_merge_request_url=run.merge_request_url,
             decided=(f"{decided(decision, doubts(self._state, run))} ({decision.at.isoformat()})"
                      if decision else None),

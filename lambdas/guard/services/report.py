@@ -32,6 +32,7 @@ class RollbackSection(BaseModel):
     manual_approval: bool = False
     failure_markdown: str = ""
     analysis_markdown: str = ""
+    graphs_markdown: str = ""  # Datadog snapshots of the failing queries (guard.services.markers)
 
 
 OWNERS_SHOWN = 10
@@ -110,6 +111,8 @@ def change_description(run: RunRecord, versions: dict[str, str], *,
     if rollback is None:
         lines += _health_sections(list(versions), reports or {})
     else:
+        if rollback.graphs_markdown:
+            lines += ["", rollback.graphs_markdown]
         lines += ["", "## Failure data", "", rollback.failure_markdown or
                   "_manual rollback: no validation data for this run_", rollback.analysis_markdown]
     return redact("\n".join(lines)) + "\n"

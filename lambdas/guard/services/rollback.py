@@ -34,6 +34,7 @@ from guard.services.analysis import analysis_markdown
 from guard.services.change import Change, ChangeService, rollback_branch
 from guard.services.evidence import EvidenceService, failing_clusters
 from guard.services.failure_report import failure_markdown
+from guard.services.markers import UpgradeMarkers, graphs_markdown
 from guard.services.observation import RegistryObserver
 from guard.services.outcome import OutcomeRecorder
 from guard.services.poll import ClusterPoll, PollResult, ReadOne
@@ -98,7 +99,7 @@ class RollbackService:
     def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore, failures: FailureStore,
                  repo: GitOpsRepo | None, clock: Clock, connector: ClusterConnector | None = None,
                  log_warning: Callable[..., Any] | None = None, observer: RegistryObserver | None = None,
-                 needs_person: Callable[[str], Any] | None = None) -> None:
+                 needs_person: Callable[[str], Any] | None = None, markers: UpgradeMarkers | None = None) -> None:
         self._config = config
         self._registry = registry
         self._state = state
@@ -107,6 +108,7 @@ class RollbackService:
         self._clock = clock
         self._connector = connector
         self._needs_person = needs_person or (lambda reason: None)
+        self._markers = markers  # before/after graphs of the failing queries (best effort); None: no graphs
         self._outcomes = OutcomeRecorder(registry, state, repo, clock, log_warning, observer=observer)
 
     # ------------------------------------------------------------------ OpenRollback
@@ -212,13 +214,27 @@ class RollbackService:
             evidence = self._failures.get_evidence(run.run_id) or EvidenceService(
                 self._config, self._registry, self._state, None, self._clock).collect(run.run_id, record.clusters)
             failure = failure_markdown(evidence)
+        graphs = "" if record.manual else self._graphs(run, record.clusters)
         owners = cluster_owners(list(self._registry.get_many(record.clusters).values()))
         return change_description(run, record.versions, owners=owners, rollback=RollbackSection(
             reason=record.reason, manual=record.manual, upgrade_merge_request_url=run.merge_request_url,
             decided=(f"{decided(decision, doubts(self._state, run))} ({decision.at.isoformat()})"
                      if decision else None),
             manual_approval=self._config.rollback.require_manual_approval, failure_markdown=failure,
+            graphs_markdown=graphs,
             analysis_markdown=analysis_markdown(self._failures.get_analysis(run.run_id))))
+
+    def _graphs(self, run: RunRecord, clusters: list[str]) -> str:
+        """Before/after snapshots of each failing query of `clusters` (their stored verdicts and baselines)."""
+        if self._markers is None:
+            return ""
+        verdicts = [v for v in (self._state.get_verdict(run.run_id, c) for c in clusters) if v is not None]
+        baselines = {}
+        for cluster_id in clusters:
+            report = self._state.get_precheck(run.run_id, cluster_id)
+            baselines[cluster_id] = report.baseline if report else {}
+        graphs, left_out = self._markers.failing_graphs(run, verdicts, baselines)
+        return graphs_markdown(graphs, left_out)
 
     # ------------------------------------------------------------------ VerifyRollback
     def verify(self, run_id: str, deadline: str | None, merge: dict[str, object] | None = None) -> RollbackPoll:

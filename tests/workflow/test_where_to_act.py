@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,11 @@ from typing import Any
 import pytest
 from guard.executions import execution_history
 
+from sandbox.engine import LocalEngine
+from sandbox.rehearsal import run_scenario
+from sandbox.sims.datadog_sim import EVENTS_PATH, SNAPSHOT_PATH
 from sandbox.world import LocalWorld
-from tests.workflow.conftest import Rehearse
+from tests.workflow.conftest import Rehearse, scenario
 
 pytestmark = pytest.mark.workflow
 ASL = Path(__file__).resolve().parents[2] / "statemachines" / "upgrade_batch.asl.json"
@@ -49,6 +53,8 @@ def _history(seen: dict[str, Any]) -> Any:
         sfn = world.engine.client("stepfunctions")
         seen["events"] = execution_history(sfn, summary["execution_arn"])
         seen["described"] = sfn.describe_execution(executionArn=summary["execution_arn"])
+        seen["datadog_events"] = list(world.datadog.events)
+        seen["mrs"] = world.gitlab.merge_requests(world.scenario.gitlab_project)
     return inspect
 
 
@@ -80,3 +86,45 @@ def test_a_rolled_back_upgrade_names_its_mrs_in_every_state_output_and_in_the_fa
     assert verify[-1]["stage"] == "done"
     # AND the failure the console shows names the rollback MR
     assert rollback_url in summary["batches"][0]["cause"]
+
+
+def test_datadog_shows_where_the_upgrade_happened_and_the_rollback_mr_shows_the_failing_graphs(
+        rehearse: Rehearse) -> None:
+    # GIVEN a regression of latency_p95 on eks-dev-2 WHEN the rehearsal rolls it back
+    seen: dict[str, Any] = {}
+    summary, progress = rehearse("latency-regression", inspect=_history(seen))
+    assert summary["rollback"]["status"] == "rolled_back", progress
+    # THEN Datadog got an event at the merge, at the soak's start and at the verdict, in that order, each
+    # tagged with the batch, the version, the run and the clusters
+    titles = [e["title"] for e in seen["datadog_events"]]
+    assert titles == ["Istio 1.20.0 merged on batch dev-1", "Istio 1.20.0 soak started on batch dev-1",
+                      "Istio 1.20.0 validation fail on batch dev-1"], titles
+    run_id = summary["execution_arn"].rsplit(":", 1)[-1]
+    for event in seen["datadog_events"]:
+        assert {"guard_batch:dev-1", "istio_version:1.20.0", f"guard_run:{run_id}", "cluster:eks-dev-1",
+                "cluster:eks-dev-2"} <= set(event["tags"])
+    assert seen["datadog_events"][-1]["alert_type"] == "error"
+    # AND the rollback MR shows latency_p95 before and after as Datadog snapshots, with the explorer link
+    rollback = seen["mrs"][1]["description"]
+    assert "## Graphs of the failing queries" in rollback and "### `eks-dev-2`: latency_p95" in rollback
+    assert rollback.count("](https://p.datadoghq.com/snapshot/") == 2 and "\\![" not in rollback
+    assert "![latency_p95 before the upgrade](" in rollback and "![latency_p95 after the upgrade](" in rollback
+    assert "Metrics Explorer](https://app.datadoghq.com/metric/explorer?" in rollback
+
+
+def test_a_datadog_that_refuses_snapshots_and_events_never_holds_the_rollback_back(engine: LocalEngine) -> None:
+    # GIVEN Datadog answers 500 to every snapshot and event (its metrics still answer)
+    def break_markers(world: LocalWorld) -> None:
+        world.datadog.fail_next(SNAPSHOT_PATH, 500, times=1000)
+        world.datadog.fail_next(EVENTS_PATH, 500, times=1000)
+
+    seen: dict[str, Any] = {}
+    summary = run_scenario(scenario("latency-regression"), out=io.StringIO(), on_world=break_markers,
+                           inspect=_history(seen), engine=engine)
+    # THEN the rollback went through as usual, and its MR says why the graphs are missing
+    assert summary["rollback"]["status"] == "rolled_back"
+    assert seen["datadog_events"] == []
+    rollback = seen["mrs"][1]["description"]
+    assert "_Graphs incomplete: the before snapshot could not be made; the after snapshot could not be made._" \
+        in rollback
+    assert "Metrics Explorer](https://app.datadoghq.com/metric/explorer?" in rollback

@@ -126,13 +126,13 @@ class FinishService:
         summary = explain(stage, error)
         if where == FailedStage.ROLLBACK_NOT_CREATED:
             summary.error = RollbackNotCreated.__name__
-            summary.cause = (f"validation failed and rollback.auto_create_mr is false, so no rollback MR was opened: "
-                             f"{names_digest(run.clusters)} still run {run.target_version}; roll back by hand to "
-                             + versions_digest(run.from_versions, sep="=")
+            summary.cause = (f"validation did not pass and rollback.auto_create_mr is false, so no rollback MR was "
+                             f"opened: {names_digest(run.clusters)} still run {run.target_version}; roll back by hand "
+                             "to " + versions_digest(run.from_versions, sep="=")
                              + (f". Validation: {summary.cause}" if summary.cause else ""))
         if summary.error == RollbackMergeRequestClosed.__name__ and "closed" not in summary.cause:
             summary.cause = (f"the rollback merge request was closed without being merged: "
-                             f"{names_digest(run.clusters)} still run {run.target_version}, which failed validation")
+                             f"{names_digest(run.clusters)} still run {run.target_version}")
         if where == FailedStage.MERGE_TIMEOUT:
             summary.cause = self._after_merge_timeout(run)
         if summary.error == MergeRequestClosed.__name__ and run.merge_request_url and "closed" not in summary.cause:

@@ -181,7 +181,9 @@ class RollbackService:
         if mr.state == "merged":
             return RollbackMerged(merge_commit_sha=mr.merge_commit_sha, merge_request_url=url,
                                   merged_by=mr.merged_by or "someone (GUARD saw the merge after its wait timed out)")
-        still = f"{names_digest(record.clusters)} still run {run.target_version}, which failed validation"
+        # "failed validation" would be untrue of an inconclusive one, and of a manual rollback of a passed upgrade.
+        still = f"{names_digest(record.clusters)} still run {run.target_version}" + (
+            "" if record.manual else ", which did not pass validation")
         if mr.state == "closed":
             raise RollbackMergeRequestClosed(f"rollback merge request {url} was closed without merging; {still}")
         hours = self._config.rollback.merge_timeout_hours

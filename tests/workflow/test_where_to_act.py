@@ -128,3 +128,20 @@ def test_a_datadog_that_refuses_snapshots_and_events_never_holds_the_rollback_ba
     assert "_Graphs incomplete: the before snapshot could not be made; the after snapshot could not be made._" \
         in rollback
     assert "Metrics Explorer](https://app.datadoghq.com/metric/explorer?" in rollback
+
+
+
+def test_a_failure_after_the_mr_opened_names_the_mr_and_the_failed_stage(rehearse: Rehearse) -> None:
+    # GIVEN the reviewer closes the MR instead of merging it
+    seen: dict[str, Any] = {}
+    summary, progress = rehearse("mr-closed", inspect=_history(seen))
+    assert summary["status"] == "FAILED", progress
+    # THEN RecordFailure's output, and every state after it, names the MR and the failed stage
+    exits = [e["stateExitedEventDetails"] for e in seen["events"] if e["type"].endswith("StateExited")]
+    recorded = next(i for i, d in enumerate(exits) if d["name"] == "RecordFailure")
+    url = summary["batches"][0]["merge_request_url"]
+    for details in exits[recorded:]:
+        failure = json.loads(details["output"])["failure"]
+        assert (failure["merge_request_url"], failure["stage"]) == (url, "merge"), details["name"]
+    # AND the execution's cause, all the console shows of a failed run, names the MR to act on
+    assert url in summary["batches"][0]["cause"]

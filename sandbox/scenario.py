@@ -103,6 +103,8 @@ class ClusterSpec(_Strict):
     flux: FluxSpec = FluxSpec()
     metrics: dict[str, MetricBehaviour] = Field(default_factory=dict)
     faults: Faults = Faults()
+    owner_team: str | None = "platform"  # the registry's owner fields (GUARD mentions them on its MRs)
+    owner_handle: str | None = None
 
     @model_validator(mode="after")
     def _version(self) -> ClusterSpec:

@@ -248,7 +248,7 @@ class LocalWorld:
                 flux_config_path=path, aws_role_arn=spec.role_arn, api_endpoint=self.kubernetes.endpoint(spec.cluster),
                 current_istio_version=spec.istio_version,
                 datadog_tags={"env": spec.environment, "cluster_name": spec.cluster},
-                owner_team="platform",
+                owner_team=spec.owner_team, owner_handle=spec.owner_handle,
             )
             registry.put(cluster)
             self._seed_cluster(spec, cluster)

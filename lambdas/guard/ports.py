@@ -7,7 +7,7 @@ adapter talking to a local simulator.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -215,6 +215,32 @@ class MetricsProvider(Protocol):
 
     def dashboard_url(self, query: str, start: datetime, end: datetime) -> str:
         """Link a person can open to see `query` over the window."""
+        ...
+
+
+class MarkerEvent(BaseModel):
+    """A Datadog event marking a step of an upgrade on dashboards (v1 `POST /api/v1/events`)."""
+
+    title: str = Field(min_length=1, max_length=100)
+    text: str = Field(min_length=1, max_length=4000)
+    tags: list[str] = Field(default_factory=list)
+    alert_type: Literal["info", "success", "warning", "error"] = "info"
+    aggregation_key: str | None = Field(default=None, max_length=100)  # the run: its events group together
+
+
+class DashboardMarkers(Protocol):
+    """What GUARD writes to Datadog for people: events on dashboards, graph snapshots for the MR."""
+
+    def post_event(self, event: MarkerEvent) -> str | None:
+        """Post `event`; the event's URL when Datadog gives one."""
+        ...
+
+    def graph_snapshot(self, metric_query: str, start: datetime, end: datetime, title: str) -> str:
+        """The URL of a PNG of `metric_query` over [start, end] (v1 graph snapshot)."""
+        ...
+
+    def dashboard_url(self, query: str, start: datetime, end: datetime) -> str:
+        """Link a person can open to see `query` over the window (no request is made)."""
         ...
 
 

@@ -208,10 +208,11 @@ EXPECTED_ACCESS = {
     "CustomChecks": ("none", {"datadog"}, True, False),
     # Reads each cluster's HelmRelease path from the registry.
     "OpenMergeRequest": ("read", {"gitlab"}, False, False),
-    "FluxStatus": ("read", set(), True, False),
-    "RestartSidecars": ("read", set(), True, False),
+    # FluxStatus, RestartSidecars and Conclude post Datadog events (merge, soak start, verdict).
+    "FluxStatus": ("read", {"datadog"}, True, False),
+    "RestartSidecars": ("read", {"datadog"}, True, False),
     "Validate": ("read", {"datadog"}, True, False),
-    "Conclude": ("none", set(), False, False),
+    "Conclude": ("none", {"datadog"}, False, False),
     "Finish": ("read_write", {"gitlab"}, True, False),
     # The Reporter token (never the push token): the Maintainer check of `/guard` comments.
     "GitLabWebhook": ("none", {"webhook", "gitlab_reader"}, False, True),
@@ -223,7 +224,8 @@ EXPECTED_ACCESS = {
     "PlanRollback": ("read_write", set(), True, False),
     "AnalyzeFailure": ("read", {"llm"}, True, False),
     "AwaitDecision": ("read", {"gitlab_reader"}, False, False),
-    "OpenRollback": ("read", {"gitlab"}, False, False),
+    # Datadog: graph snapshots of the failing queries on the rollback MR.
+    "OpenRollback": ("read", {"gitlab", "datadog"}, False, False),
     "VerifyRollback": ("read_write", {"gitlab"}, True, False),
     "Notify": ("none", set(), False, False),
     # Records a run its execution could not (a stop), comments on the MR, notifies.

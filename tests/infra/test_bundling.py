@@ -17,6 +17,7 @@ from infra.bundling import (
     stage_source,
 )
 from infra.functions import FUNCTIONS
+from infra.slimming import missing_bytecode, unzipped_size
 from infra.locks import inputs_digest, lock_path, recorded_digest
 
 pytestmark = pytest.mark.infra
@@ -58,7 +59,13 @@ def test_local_bundler_installs_core_for_linux_without_docker(tmp_path: Path) ->
     assert (out / "tenant" / "config.json").is_file()
     assert not (out / "kubernetes").exists() and not (out / "gitlab").exists()
     assert not (out / "requirements").exists()
-    assert not list(out.rglob("*.pyc")), "no host-compiled bytecode (3.11 .pyc is useless on 3.12)"
+    # AND every module, ours and the dependencies', has 3.12 bytecode Lambda uses as is (unchecked-hash)
+    assert not missing_bytecode(out), "modules Lambda would compile at every cold start"
+    assert not list(out.rglob("*.cpython-311.pyc")), "no bytecode of the build host's Python"
+    # AND the bytecode names the files where Lambda has them, not the build directory
+    compiled = (out / "guard" / "__pycache__" / "errors.cpython-312.pyc").read_bytes()
+    assert b"/var/task/guard/errors.py" in compiled and str(tmp_path).encode() not in compiled
+    assert unzipped_size(out) < 100 * 2**20
     # AND a second function with the same groups reuses the install (no second pip run)
     again = tmp_path / "asset2"
     again.mkdir()

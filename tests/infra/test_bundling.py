@@ -17,8 +17,8 @@ from infra.bundling import (
     stage_source,
 )
 from infra.functions import FUNCTIONS
-from infra.slimming import missing_bytecode, unzipped_size
 from infra.locks import inputs_digest, lock_path, recorded_digest
+from infra.slimming import missing_bytecode, unzipped_size
 
 pytestmark = pytest.mark.infra
 

@@ -26,10 +26,13 @@ traceback...), so they are not charged to the handler; `--no-runtime-preamble` c
 boto3 comes with the Lambda runtime, not the asset: a stand-in of the pinned version (requirements.txt)
 is installed and compiled under the build dir and put after the asset on sys.path.
 
-Bytecode use is checked, not assumed: a sample with an audit hook counts the `.py` files opened and the
-`compile` events under the asset and the runtime stand-in (both must be 0), and the asset's file list
-is compared before and after all samples (no new `.pyc`). Exit 1 when a bundle exceeds 100 MiB, lacks
-bytecode, or an import reads or compiles source; `--check-goal` also fails on a median over 150 ms.
+Bytecode use is checked, not assumed: a sample with an audit hook counts the `.py` files the import
+machinery opens and compiles under the asset and the runtime stand-in (both must be 0: every module came
+from its `.pyc`), and the asset's file list is compared before and after all samples (no new `.pyc`).
+A package that reads its own source on purpose (anyio's lazy importer calls inspect.getsource on its
+`__init__`) is listed apart: that is why the bundles keep their sources next to the bytecode.
+Exit 1 when a bundle exceeds 100 MiB, lacks bytecode, or an import reads or compiles source;
+`--check-goal` also fails on a median over 150 ms.
 Figures: docs/scale.md, "Cold start and bundle size".
 """
 
@@ -110,10 +113,11 @@ sys.path[:0] = {paths!r}
 """ + IMPORT_ALL + """
 assert not import_all({modules!r})
 before = set(sys.modules)
+sdks = sorted(p for p in {first_use!r} if p in sys.modules)
 for package, code in {first_use!r}.items():
     if package in sys.modules:
         exec(code, {{}})
-print(json.dumps(sorted(set(sys.modules) - before)))
+print(json.dumps({{"modules": sorted(set(sys.modules) - before), "sdks": sdks}}))
 """
 
 PROBE = """
@@ -124,13 +128,22 @@ sys.path[:0] = {paths!r}
 """ + IMPORT_ALL + """
 audit = {audit!r}
 roots = tuple(sys.path[:{n_paths}])
-reads, compiles = [], []
+reads, compiles, by_package = [], [], []
+def by_import_system():
+    # The innermost frames are the import machinery's own (a .pyc it could not use), or else a package's
+    # code reading its source on purpose (anyio's lazy importer runs inspect.getsource on itself).
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith('<frozen importlib'):
+        if frame.f_code.co_name in ('get_data', 'get_code', 'source_to_code'):
+            return True
+        frame = frame.f_back
+    return False
 if audit:
     def hook(event, args):
         if event == 'open' and isinstance(args[0], str) and args[0].endswith('.py') and args[0].startswith(roots):
-            reads.append(args[0])
+            (reads if by_import_system() else by_package).append(args[0])
         elif event == 'compile' and isinstance(args[1], str) and args[1].startswith(roots):
-            compiles.append(args[1])
+            (compiles if by_import_system() else by_package).append(args[1])
     sys.addaudithook(hook)
 start, cpu_start = time.perf_counter(), time.process_time()
 importlib.import_module({handler!r})
@@ -140,7 +153,8 @@ done, cpu_done = time.perf_counter(), time.process_time()
 print(json.dumps({{"module_ms": (cpu_module - cpu_start) * 1000, "total_ms": (cpu_done - cpu_start) * 1000,
                    "wall_ms": (done - start) * 1000,
                    "py_reads": reads[:5], "n_py_reads": len(reads), "compiles": compiles[:5],
-                   "n_compiles": len(compiles), "missing": missing}}))
+                   "n_compiles": len(compiles), "missing": missing,
+                   "read_by_package": sorted(set(f[len(roots[0]) + 1:] for f in by_package))}}))
 """
 
 
@@ -275,7 +289,7 @@ def measure(python: str, spec: FunctionSpec, asset: Path, runtime: Path, runs: i
     lazy = lazy_modules(module, ROOT / "lambdas", llm_provider)
     first_use = {p: c for p, c in FIRST_USE.items() if p not in LLM_MODULES or p == llm_provider}
     discovered = _run(python, DISCOVER.format(paths=paths, modules=[module, *lazy], first_use=first_use), asset)
-    to_import = [*lazy, *discovered]
+    to_import = [*lazy, *discovered["modules"]]
     probe = PROBE.format(preamble="import " + ", ".join(RUNTIME_PREAMBLE) if preamble else "", paths=paths,
                          n_paths=len(paths), handler=module, lazy=to_import, audit=True)
     audited = _run(python, probe, asset)
@@ -286,8 +300,34 @@ def measure(python: str, spec: FunctionSpec, asset: Path, runtime: Path, runs: i
             "total_min_ms": min(s["total_ms"] for s in samples), "total_max_ms": max(s["total_ms"] for s in samples),
             "wall_ms": statistics.median(s["wall_ms"] for s in samples),
             "py_reads": audited["n_py_reads"], "compiles": audited["n_compiles"], "missing": audited["missing"],
+            "read_by_package": audited["read_by_package"],
             "examples": audited["py_reads"] + audited["compiles"],
-            "sdks": sorted(p for p in FIRST_USE if p in {m.split(".")[0] for m in to_import})}
+            "sdks": discovered["sdks"]}
+
+
+def breakdown(python: str, spec: FunctionSpec, asset: Path, runtime: Path,
+              llm_provider: str) -> list[tuple[str, float]]:
+    """Self import time per top-level package (ms, under `-X importtime`) of the handler's first call."""
+    module = spec.handler.rpartition(".")[0]
+    paths = [str(asset), str(runtime)]
+    lazy = lazy_modules(module, ROOT / "lambdas", llm_provider)
+    first_use = {p: c for p, c in FIRST_USE.items() if p not in LLM_MODULES or p == llm_provider}
+    discovered = _run(python, DISCOVER.format(paths=paths, modules=[module, *lazy], first_use=first_use), asset)
+    probe = PROBE.format(preamble="import " + ", ".join(RUNTIME_PREAMBLE), paths=paths, n_paths=len(paths),
+                         handler=module, lazy=[*lazy, *discovered["modules"]], audit=False)
+    # The preamble's modules are imported before the marker and not counted.
+    probe = probe.replace("start, cpu_start =", "print('--start--', file=sys.stderr)\nstart, cpu_start =")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(FUNCTION_ENV, LAMBDA_TASK_ROOT=str(asset))
+    err = subprocess.run([python, "-I", "-X", "importtime", "-c", probe], env=env, cwd=asset, check=True,
+                         capture_output=True, text=True, timeout=120).stderr
+    totals: dict[str, float] = {}
+    for line in err.split("--start--", 1)[1].splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        if len(fields) == 3 and fields[0].strip().isdigit():
+            package = fields[2].strip().split(".")[0]
+            totals[package] = totals.get(package, 0.0) + int(fields[0]) / 1000
+    return sorted(totals.items(), key=lambda kv: -kv[1])
 
 
 def _files(tree: Path) -> set[str]:
@@ -304,6 +344,8 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="function ids to measure (default: all)")
     parser.add_argument("--check-goal", action="store_true", help=f"exit 1 when a median exceeds {COLD_GOAL_MS} ms")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--breakdown", nargs="*", default=[], metavar="FUNCTION",
+                        help="also print where these functions' import time goes, per package (-X importtime)")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -350,6 +392,8 @@ def main() -> int:
               f"{row['total_max_ms']:>7.0f}{row['wall_ms']:>7.0f}{row['lazy_modules']:>6}{row['py_reads']:>9}"
               f"{row['compiles']:>9}  "
               f"{', '.join(row['sdks']) or '-'}{flag}")
+        if row["read_by_package"]:
+            print(f"{'':<20}(a package reads its own source on purpose: {', '.join(row['read_by_package'])})")
         if row["missing"]:
             failures.append(f"{spec.id}: not importable from its bundle: {row['missing'][:5]}")
         if row["py_reads"] or row["compiles"]:
@@ -360,6 +404,12 @@ def main() -> int:
         written = _files(asset) - before[groups]
         if written:
             failures.append(f"{'+'.join(groups)}: the imports wrote {sorted(written)[:3]}")
+    for function_id in args.breakdown:
+        spec = next(s for s in FUNCTIONS if s.id == function_id)
+        parts = breakdown(python, spec, assets[spec.groups], runtime, args.llm_provider)
+        print(f"\n{function_id}: self import time per package under -X importtime (ms; total "
+              f"{sum(ms for _, ms in parts):.0f})")
+        print("  " + ", ".join(f"{name} {ms:.0f}" for name, ms in parts[:14]))
     print(f"\n* over the {COLD_GOAL_MS} ms goal. No new file in any asset after the samples: "
           f"{'yes' if not any('wrote' in f for f in failures) else 'NO'}")
     if args.json:

@@ -39,7 +39,6 @@ Figures: docs/scale.md, "Cold start and bundle size".
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import platform
@@ -48,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +57,7 @@ from guard.config.loader import load_config  # noqa: E402
 
 from infra.bundling import LocalPipBundler, bytecode_python, stage_source  # noqa: E402
 from infra.functions import FUNCTIONS, FunctionSpec  # noqa: E402
+from infra.handler_imports import LLM_MODULES, lazy_modules  # noqa: E402
 from infra.locks import PYTHON_VERSION  # noqa: E402
 from infra.naming import deployed_config  # noqa: E402
 from infra.slimming import KUBERNETES_APIS, missing_bytecode, unzipped_size  # noqa: E402
@@ -90,7 +89,6 @@ FIRST_USE = {
     "openai": "import openai\nopenai.OpenAI(api_key='x', base_url='http://127.0.0.1')",
     "anthropic": "import anthropic\nanthropic.Anthropic(api_key='x', base_url='http://127.0.0.1')",
 }
-LLM_MODULES = {"openai": "guard.llm.openai_analyst", "anthropic": "guard.llm.anthropic_analyst"}
 
 # Imports every name; `from a.b import C` names a.b.C, an attribute, anything else missing is a module the
 # bundle lacks.
@@ -156,81 +154,6 @@ print(json.dumps({{"module_ms": (cpu_module - cpu_start) * 1000, "total_ms": (cp
                    "n_compiles": len(compiles), "missing": missing,
                    "read_by_package": sorted(set(f[len(roots[0]) + 1:] for f in by_package))}}))
 """
-
-
-# ------------------------------------------------------------------ lazy imports, found statically
-
-
-def _imports(nodes: Iterable[ast.AST], package: str) -> set[str]:
-    found: set[str] = set()
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
-            found.add(base)
-            found.update(f"{base}.{a.name}" for a in node.names)
-    return found
-
-
-def _is_type_checking(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-
-
-def _walk(node: ast.AST) -> Iterable[ast.AST]:
-    """ast.walk without the bodies of `if TYPE_CHECKING:` (never run)."""
-    for child in ast.iter_child_nodes(node):
-        if _is_type_checking(child):
-            continue
-        yield child
-        yield from _walk(child)
-
-
-def _module_file(module: str, base: Path) -> Path | None:
-    path = base.joinpath(*module.split("."))
-    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def lazy_modules(handler_module: str, code: Path, llm_provider: str) -> list[str]:
-    """What the handler's first call imports beyond its module import (see the module docstring)."""
-    runtime_tree = ast.parse((code / "guard" / "runtime.py").read_text())
-    builders = {f.name: f for f in runtime_tree.body if isinstance(f, ast.FunctionDef)}
-    handler_file = _module_file(handler_module, code)
-    assert handler_file is not None, handler_module
-    tree = ast.parse(handler_file.read_text())
-    called = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
-              and n.value.id == "runtime" and n.attr in builders}
-    seen: set[str] = set()
-    while called - seen:
-        name = (called - seen).pop()
-        seen.add(name)
-        called |= {n.id for n in ast.walk(builders[name]) if isinstance(n, ast.Name) and n.id in builders}
-    lazy = set().union(*(_imports(_walk(builders[b]), "guard") for b in seen)) if seen else set()
-    # Function-level imports of every guard module reached, to a fixed point.
-    other_llm = {m for p, m in LLM_MODULES.items() if p != llm_provider}
-    done: set[str] = set()
-    todo = {handler_module} | lazy
-    while todo:
-        module = todo.pop()
-        done.add(module)
-        file = _module_file(module, code) if module.split(".")[0] in ("guard", "handlers") else None
-        if file is None or module == "guard.runtime":
-            continue
-        package = module if file.name == "__init__.py" else module.rpartition(".")[0]
-        module_tree = ast.parse(file.read_text())
-        top = _imports((n for n in module_tree.body if not _is_type_checking(n)), package)
-        inner = _imports((n for f in module_tree.body if isinstance(f, (ast.FunctionDef, ast.ClassDef))
-                          for n in _walk(f)), package) - other_llm
-        lazy |= inner
-        todo |= {m for m in top | inner if _module_file(m, code) is not None} - done
-    return sorted(m for m in lazy - other_llm if m.split(".")[0] not in ("guard", "handlers")
-                  or _module_file(m, code) is not None)
 
 
 # ------------------------------------------------------------------ building

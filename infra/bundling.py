@@ -10,9 +10,10 @@ infra/locks.py) with `pip --require-hashes --no-deps --platform manylinux2014_<a
 --only-binary=:all:`, which needs no Docker and no Linux host, then slims it and compiles it to
 bytecode with the runtime's Python 3.12 (infra/slimming.py: Lambda cannot write `.pyc` into
 /var/task, so a bundle without them compiles at every cold start). Installs are cached per
-(lock, platform, slimming recipe) under the build dir, so eight functions of two tenants cost
-four pip runs, once. When no pip is importable the bundler declines and CDK runs the same command in the SAM
-build image (Docker), pinned by digest (`BUILD_IMAGE`); the context
+(lock, platform, slimming recipe) under the build dir, so the functions of every tenant cost one
+pip run and one compilation per dependency set, once. When no pip is importable (or no Python 3.12)
+the bundler declines and CDK runs the same commands in the SAM build image (Docker), pinned by
+digest (`BUILD_IMAGE`); the context
 `aws:cdk:bundling-stacks = []` skips bundling altogether (tests, `cdk diff` of one stack).
 """
 

@@ -14,7 +14,7 @@ TableAccess = Literal["none", "read", "read_write"]
 # gitlab: the push account (commits); gitlab_reader: a Reporter account (reads MRs and members, comments).
 SecretKind = Literal["gitlab", "gitlab_reader", "datadog", "webhook", "llm", "slack"]
 
-REQUIREMENT_GROUPS = ("core", "gitlab", "kubernetes", "datadog", "llm")
+REQUIREMENT_GROUPS = ("core", "gitlab", "kubernetes", "datadog", "llm", "slack")
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("VerifyRollback", "handlers.verify_rollback.handler", ("core", "kubernetes", "gitlab"),
                  timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",),
                  cluster_access=True),
-    FunctionSpec("Notify", "handlers.notify.handler", ("core",), state="read", secrets=("slack",),
+    # requests for Slack's webhook (guard/notify/slack.py): core alone left it out of the bundle.
+    FunctionSpec("Notify", "handlers.notify.handler", ("core", "slack"), state="read", secrets=("slack",),
                  notify_topic=True),
     # Not a task: EventBridge delivers every end of an execution (infra/execution_ends.py); it records a
     # run the workflow could not (a stop from the console), releases the lock, deletes the tokens, notifies.

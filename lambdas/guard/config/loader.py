@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from guard.config.models import DEFAULT_TENANT, NAME_PATTERN, TenantConfig
@@ -71,6 +70,9 @@ def load_config(path: str | Path) -> TenantConfig:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from e
+    # Imported here: the functions read their config as JSON (runtime.config) and never pay for PyYAML.
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -15,32 +15,40 @@ pytestmark = pytest.mark.workflow
 # (test_failure_handling.py): the same end-to-end paths are not run twice.
 
 
-def test_run_without_wait_starts_the_batch_with_the_options_as_input(world_for: Any) -> None:
-    # GIVEN a deployed batch machine (the local world's)
+def test_run_returns_once_the_mr_is_open_with_its_url_and_the_options_as_input(world_for: Any) -> None:
+    # GIVEN a deployed batch machine (the local world's) and a reviewer who never merges
     world = world_for("default", human={"action": "ignore"})
-    # WHEN CI runs `guard run` with every option and without --wait
-    code, out = guard("run", "--state-machine-arn", world.state_machine_arn, "--batch", "dev-1",
-                      "--target-version", "1.20.0", "--soak-period", "30", "--ignore-alerts",
+    # WHEN CI runs `guard run` with the seed's options and without --wait
+    code, out = guard("run", "--state-machine-arn", world.state_machine_arn, "--config",
+                      str(world.scenario.config_path()), "--batch", "dev-1", "--target-version", "1.20.0",
+                      "--soak-period", "30",
+                      "--ensure-pdb", "--min-replicas", "1", "--max-unavailable", "1", "--enable-llm-analysis",
                       "--requested-by", "ci-pipeline-42")
-    # THEN it exits 0 at once, and the execution it started got the options as its input
+    # THEN it exits 0 once the MR is open, printing its URL and what to do next
     assert code == 0, out
-    arn = out.split("started ", 1)[1].strip()
-    started = json.loads(world.engine.client("stepfunctions").describe_execution(executionArn=arn)["input"])
-    assert started == {"batch": "dev-1", "target_version": "1.20.0", "soak_period_minutes": 30.0,
-                       "ignore_alerts": True, "requested_by": "ci-pipeline-42"}
+    mr = world.gitlab.merge_requests(world.scenario.gitlab_project)
+    assert len(mr) == 1 and mr[0]["web_url"] in out and "guard monitor --batch dev-1" in out
+    # AND the execution it started got the options as its input, and still waits for the merge
+    arn = out.split("started ", 1)[1].split()[0]
+    described = world.engine.client("stepfunctions").describe_execution(executionArn=arn)
+    assert described["status"] == "RUNNING"
+    assert json.loads(described["input"]) == {
+        "batch": "dev-1", "target_version": "1.20.0", "soak_period_minutes": 30.0,
+        "ensure_pdb": True, "min_replicas": 1, "max_unavailable": 1, "enable_llm_analysis": True,
+        "requested_by": "ci-pipeline-42"}
 
 
-def test_wait_that_ends_while_a_person_must_merge_exits_4(world_for: Any) -> None:
+def test_wait_that_times_out_says_how_to_resume_and_leaves_the_run_going(world_for: Any) -> None:
     # GIVEN a reviewer who never merges
     world = world_for("default", human={"action": "ignore"})
-    # WHEN `guard run --wait` gives up after a few seconds
+    # WHEN `guard run --wait` is given a short --timeout
     code, out = guard("run", "--state-machine-arn", world.state_machine_arn, "--batch", "dev-1",
                       "--target-version", "1.20.0", "--wait", "--timeout", "4")
-    # THEN it exits 4 and says how to keep following
-    assert code == 4, out
-    assert "still RUNNING" in out and "guard status" in out
+    # THEN it exits 124 (not a verdict), says how to resume, and the run goes on
+    assert code == 124, out
+    assert "the run goes on" in out and "guard monitor --batch dev-1" in out
     arn = out.split("started ", 1)[1].split()[0]
-    world.engine.client("stepfunctions").stop_execution(executionArn=arn)
+    assert world.engine.client("stepfunctions").describe_execution(executionArn=arn)["status"] == "RUNNING"
 
 
 @pytest.mark.parametrize("argv", [

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cli.guard import EXIT_CODES, exit_code, main, report
+from cli.follow import EXIT_CODES, exit_code
+from cli.guard import main
+from cli.legacy import report
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 
@@ -26,7 +28,8 @@ CONFIG = Path(__file__).resolve().parents[2] / "config"
     ("FAILED", "InvalidInput", 2),
     ("FAILED", "UnknownBatch", 2),
     ("FAILED", "VersionNotAllowed", 2),
-    ("RUNNING", None, 4),
+    ("FAILED", "NothingToRollBack", 2),
+    ("RUNNING", None, 0),  # `guard status` read a running run: the read succeeded
 ])
 def test_exit_code_table(status: str, error: str | None, code: int) -> None:
     assert exit_code(status, error) == code
@@ -64,7 +67,9 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert main(argv, out=io.StringIO()) == 2
 
 
-def test_no_state_machine_named_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_state_machine_named_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.guard/config.yaml, no local stack
     assert main(["run", "--batch", "dev-1", "--target-version", "1.20.0", "--region", "us-east-1"],
                 out=io.StringIO()) == 2
     assert "--state-machine-arn" in capsys.readouterr().err

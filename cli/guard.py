@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except (ConfigError, InvalidInput) as e:
         print(f"error: {e}", file=sys.stderr)
         return BAD_INPUT
+    except BrokenPipeError:  # `guard list | head`: the reader has what it wanted
+        return SUCCEEDED
     except GuardError as e:
         print(f"error: {e}", file=sys.stderr)
         return FAILED

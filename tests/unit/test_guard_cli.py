@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +79,31 @@ def test_no_state_machine_named_exits_2(capsys: pytest.CaptureFixture[str], tmp_
 def test_bad_soak_override_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rollout", "--target-version", "1.20.0", "--soak-override", "prod-canary:240",
                  "--state-machine-arn", "arn:aws:states:us-east-1:1:stateMachine:x"], out=io.StringIO()) == 2
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["monitor"], ["rollback"], ["abort"], ["retry"], ["status"],
+                                     ["list"], ["rollout"], ["local"], ["local", "up"], ["local", "down"],
+                                     ["validate-config"], ["registry"], ["calibrate"]])
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN any command WHEN asked for --help THEN it prints its usage and exits 0
+    assert main([*command, "--help"], out=io.StringIO()) == 0
+    assert "usage: guard" in capsys.readouterr().out
+
+
+def test_version_and_the_exit_code_table_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"], out=io.StringIO()) == 0
+    assert capsys.readouterr().out.startswith("guard ")
+    main(["--help"], out=io.StringIO())
+    text = capsys.readouterr().out
+    assert all(f"  {code} " in text for code in EXIT_CODES)
+    assert "still running" not in text
+
+
+@pytest.mark.parametrize("fmt, parse", [("json", json.loads), ("yaml", __import__("yaml").safe_load)])
+def test_read_commands_print_json_and_yaml(fmt: str, parse: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN no local stack WHEN `guard local status -o json|yaml` THEN the output parses, an empty list
+    monkeypatch.setenv("HOME", str(tmp_path))
+    out = io.StringIO()
+    assert main(["local", "status", "-o", fmt], out=out) == 0
+    assert parse(out.getvalue()) == []

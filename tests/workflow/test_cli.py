@@ -107,3 +107,63 @@ def test_local_calibrate_reads_the_rehearsal_datadog_and_prints_each_rule(capsys
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("latency", "request_count"))}
     assert rows["latency_increase_percent"][2:4] == ["0.00%", f"(0/{2 * 69})"]
     assert float(rows["request_count_max_decrease_percent"][-1]) < 50
+
+
+def _where(world: Any) -> list[str]:
+    return ["--state-machine-arn", world.state_machine_arn, "--config", str(world.scenario.config_path())]
+
+
+def test_abort_stops_the_run_releases_the_lock_and_closes_its_mr(world_for: Any) -> None:
+    # GIVEN a run waiting for a merge nobody does
+    world = world_for("default", human={"action": "ignore"})
+    code, out = guard("run", *_where(world), "--batch", "dev-1", "--target-version", "1.20.0")
+    assert code == 0, out
+    # WHEN the operator aborts the batch
+    code, out = guard("abort", *_where(world), "--batch", "dev-1", "--reason", "wrong version")
+    # THEN it exits 0 once the lock is released, and the MR is closed (nothing deployed unwatched)
+    assert code == 0, out
+    assert "lock released" in out
+    assert [mr["state"] for mr in world.gitlab.merge_requests(world.scenario.gitlab_project)] == ["closed"]
+    # AND a second abort finds nothing running: exit 2
+    assert guard("abort", *_where(world), "--batch", "dev-1")[0] == 2
+
+
+def test_retry_starts_a_run_that_failed_before_the_merge_again(world_for: Any) -> None:
+    # GIVEN a run whose MR the reviewer closed (failed at the merge: nothing was deployed)
+    world = world_for("mr-closed")
+    code, out = guard("run", *_where(world), "--batch", "test", "--target-version", "1.20.0", "--wait")
+    assert code == 1 and "MergeRequestClosed" in out, out
+    # WHEN the operator retries the batch
+    code, out = guard("retry", *_where(world), "--batch", "test", "--wait")
+    # THEN a new run starts with the same input and opens a new MR (which this reviewer closes again: exit 1)
+    assert code == 1, out
+    assert "failed at merge" in out and "/merge_requests/2" in out
+    assert len(world.gitlab.merge_requests(world.scenario.gitlab_project)) == 2
+
+
+def test_retry_refuses_a_run_that_failed_after_the_merge(world_for: Any) -> None:
+    # GIVEN a run rolled back after its validation failed (the change was merged and undone)
+    world = world_for("latency-regression")
+    code, out = guard("run", *_where(world), "--batch", "dev-1", "--target-version", "1.20.0",
+                      "--soak-period", "20", "--wait")
+    assert code == 3, out
+    # WHEN the operator retries THEN it refuses with the reason and the safe stages, exit 2, nothing started
+    code, out = guard("retry", *_where(world), "--batch", "dev-1")
+    assert code == 2
+    assert len(world.gitlab.merge_requests(world.scenario.gitlab_project)) == 2  # the upgrade and the rollback
+
+
+def test_status_and_list_show_the_run_by_batch(world_for: Any) -> None:
+    # GIVEN a run waiting for its merge
+    world = world_for("default", human={"action": "ignore"})
+    guard("run", *_where(world), "--batch", "dev-1", "--target-version", "1.20.0")
+    # WHEN `guard status --batch` and `guard list` are read as JSON
+    code, out = guard("status", *_where(world), "--batch", "dev-1", "-o", "json")
+    status = json.loads(out)
+    code_list, listed = guard("list", *_where(world), "-o", "json")
+    batches = {b["batch"]: b for b in json.loads(listed)["batches"]}
+    # THEN status shows the stage, the MR and each cluster; list shows the lock holder and the versions
+    assert code == 0 and status["stage"] == "waiting_for_merge" and status["merge_request_url"]
+    assert {c["cluster"]: c["precheck"] for c in status["clusters"]} == {"eks-dev-1": "pass", "eks-dev-2": "pass"}
+    assert code_list == 0 and batches["dev-1"]["lock_holder"] == status["run_id"]
+    assert {c["version"] for c in batches["dev-1"]["clusters"]} == {"1.19.3"}

@@ -251,3 +251,27 @@ def test_multi_tenancy_script_runs_each_team_on_its_own_stack(seed_home: Shell) 
     assert "[team-b-prod] merge request: http://127.0.0.1:" in out
     a = listed(seed_home, "--config", "~/.guard/team-a-config.yaml")
     assert set(a) == {"team-a-prod"} and a["team-a-prod"]["lock_holder"]
+
+
+def test_a_monitor_killed_with_its_ci_job_says_how_to_resume_and_monitor_picks_the_run_up(seed_home: Shell) -> None:
+    # GIVEN a canary run soaking for 4 hours, followed by `guard monitor`
+    seed_home("true", {"config.yaml": "canary-config.yaml"}, up=UP)
+    ok(seed_home("guard run --batch prod-canary --target-version 1.20.0 --soak-period 240"))
+    env = seed_home.env  # type: ignore[attr-defined]
+    follower = subprocess.Popen(["guard", "monitor", "--batch", "prod-canary"], env=env, stdout=subprocess.PIPE,
+                                text=True)
+    assert follower.stdout is not None
+    seen = []
+    for line in follower.stdout:  # bounded: the run ends within HANG_SECONDS, which ends the output
+        seen.append(line)
+        if "soaking:" in line:
+            break
+    # WHEN the CI job is cancelled (SIGTERM to the monitor)
+    follower.terminate()
+    rest, _ = follower.communicate(timeout=60)
+    # THEN it exits 130 saying how to resume, and the run goes on
+    assert follower.returncode == 130, "".join(seen) + rest
+    assert "Resume with `guard monitor --batch prod-canary`" in rest
+    # AND the resumed monitor follows the same run to its end
+    again = ok(seed_home("guard monitor --batch prod-canary"))
+    assert "[prod-canary] succeeded" in again

@@ -83,7 +83,6 @@ class Follower:
     """Prints the changes between successive views of one run."""
 
     out: TextIO
-    speedup: float = 1.0
     _last: RunView | None = None
     _soak_mark: int = -1
 
@@ -145,7 +144,7 @@ def follow(deployment: Deployment, arn: str, out: TextIO, *,
 
     Returns (the last view, the exit code when the follow ended the command, else None for `until`).
     """
-    follower = Follower(out, deployment.speedup)
+    follower = Follower(out)
     started = time.monotonic()
     pause = poll
     view: RunView | None = None

@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := lambdas:.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup demo rehearse test faults unit lint asl synth cdk-synth deploy bench bench-cold bench-judge bench-fleet clean
+.PHONY: setup demo rehearse test faults unit lint asl synth cdk-synth deploy bench bench-cold bench-judge bench-fleet clean local local-down
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 demo: setup
 	$(PY) -m sandbox --json rehearsal-summary.json
+
+# The persistent local stack of ~/.guard/config.yaml (docs/cli.md): `guard` finds it until `make local-down`.
+local: setup
+	$(PY) -m cli.guard local up
+
+local-down: setup
+	$(PY) -m cli.guard local down
 
 # make rehearse SCENARIO=scenarios/latency-regression.yaml
 rehearse: setup

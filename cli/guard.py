@@ -1,47 +1,31 @@
-"""`guard`: start, follow and judge GUARD executions from a terminal or a CI job.
+"""`guard`: start, follow and act on GUARD runs from a terminal or a CI job, as the seed writes it.
 
-    guard run --batch prod-canary --target-version 1.20.0 --tenant example --wait
-    guard rollout --target-version 1.20.0 --tenant example --wait
-    guard rollback --batch prod-canary --reason "p95 latency" --tenant example
-    guard status <execution-arn> [--wait]
-    guard validate-config config/example.yaml
-    guard registry import|export FILE --config config/example.yaml
-    guard registry reconcile --batch prod-canary --config config/example.yaml
-    guard calibrate --batch prod-canary --days 7 --config config/example.yaml
-    guard run --local --scenario scenarios/default.yaml --batch dev-1 --target-version 1.20.0
+    guard run --batch prod-canary --target-version 1.20.0      # prints the MR URL once it is open
+    guard monitor --batch prod-canary --soak-period 240         # follows the run to its end
+    guard rollback --batch prod-canary [--reason TEXT]
+    guard abort --batch B | guard retry --batch B
+    guard status [--batch B | EXECUTION_ARN] [-o json] | guard list [-o yaml]
+    guard rollout --target-version 1.20.0 --wait
+    guard local up | guard local down                           # the persistent local stack
+    guard validate-config FILE... | guard registry ... | guard calibrate ...
 
-Executions start through boto3 (credentials, region and AWS_ENDPOINT_URL from the environment).
-The state machine is `--state-machine-arn`, else the `StateMachineArn` / `RolloutStateMachineArn`
-output of the CloudFormation stack `Guard-<tenant>`. `--local` runs the same command against the
-local rehearsal (moto + simulators) built from a scenario file. Exit codes: EXIT_CODES below.
+The config is `--config FILE`, else ~/.guard/config.yaml; the deployment is the local stack while
+it runs, else the tenant's CloudFormation stack (cli/where.py). boto3 uses the operator's own
+credentials. Exit codes: one table, `EXIT_CODES` (cli/follow.py) and docs/cli.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from guard.errors import ROLLED_BACK_ERRORS, ConfigError, GuardError, InvalidInput
-from guard.executions import execution_history
+from guard.errors import ConfigError, GuardError, InvalidInput
 
-SUCCEEDED, FAILED, BAD_INPUT, ROLLED_BACK, WAITING = 0, 1, 2, 3, 4
-EXIT_CODES = {
-    SUCCEEDED: "succeeded (or, without --wait, started)",
-    FAILED: "failed (a check, the MR, Flux, validation, a prerequisite, a change window, ...)",
-    BAD_INPUT: "bad input or config (refused before anything changed)",
-    ROLLED_BACK: "rolled back (the upgrade hurt and was undone)",
-    WAITING: "still running when --wait ended: usually waiting for a person to merge the MR",
-}
-# Errors that mean "the request itself was wrong": nothing started, fix the command or config.
-_BAD_INPUT_ERRORS = {"InvalidInput", "UnknownBatch", "UnknownCluster", "VersionNotAllowed", "ConfigError",
-                     "States.Runtime"}
+from cli.follow import BAD_INPUT, EXIT_CODES, FAILED, SUCCEEDED
+from cli.output import FORMATS
+
 # Step Functions API errors that mean the command named something wrong.
 _BAD_REQUEST_CODES = {"ValidationException", "InvalidArn", "StateMachineDoesNotExist", "InvalidExecutionInput",
                       "InvalidName", "ExecutionDoesNotExist", "ExecutionAlreadyExists"}
@@ -49,222 +33,17 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = ROOT / "scenarios" / "default.yaml"
 
 
-def exit_code(status: str, error: str | None) -> int:
-    """The process exit code for an execution's status and error name."""
-    if status == "SUCCEEDED":
-        return SUCCEEDED
-    if status == "RUNNING":
-        return WAITING
-    if error in ROLLED_BACK_ERRORS:
-        return ROLLED_BACK
-    if error in _BAD_INPUT_ERRORS:
-        return BAD_INPUT
-    return FAILED
-
-
-# ------------------------------------------------------------------ where executions run
-class Target:
-    """A Step Functions endpoint and the tenant's two state machines."""
-
-    def __init__(self, sfn: Any, batch_arn: str | None, rollout_arn: str | None) -> None:
-        self.sfn = sfn
-        self.batch_arn = batch_arn
-        self.rollout_arn = rollout_arn
-
-    def machine(self, kind: str) -> str:
-        arn = self.batch_arn if kind == "batch" else self.rollout_arn
-        if not arn:
-            raise InvalidInput(f"no {kind} state machine: pass --state-machine-arn, or --tenant/--config so the "
-                               "ARN can be read from the Guard-<tenant> stack outputs")
-        return arn
-
-
-@contextmanager
-def target(args: argparse.Namespace, kind: str, out: TextIO) -> Iterator[Target]:
-    """The remote target (boto3), or a local rehearsal world that lives as long as the command."""
-    if args.local:
-        from sandbox.scenario import load_scenario
-        from sandbox.world import LocalWorld
-
-        scenario = load_scenario(args.scenario)
-        print(f"local rehearsal: {scenario.name} ({len(scenario.fleet)} cluster(s), clock ×{scenario.speedup:g})",
-              file=out)
-        with LocalWorld(scenario) as world:
-            yield Target(world.engine.client("stepfunctions"), world.state_machine_arn,
-                         world.rollout_state_machine_arn)
-        return
-    import boto3
-
-    region = args.region or (_config(args).aws.region if args.config else None)
-    sfn = boto3.client("stepfunctions", region_name=region)
-    if args.state_machine_arn:
-        yield Target(sfn, args.state_machine_arn if kind == "batch" else None,
-                     args.state_machine_arn if kind == "rollout" else None)
-        return
-    tenant = args.tenant or (_config(args).tenant if args.config else None)
-    if not tenant:
-        raise InvalidInput("say which state machine: --state-machine-arn ARN, --tenant NAME or --config FILE")
-    outputs = stack_outputs(boto3.client("cloudformation", region_name=region), f"Guard-{tenant}")
-    yield Target(sfn, outputs.get("StateMachineArn"), outputs.get("RolloutStateMachineArn"))
-
-
-def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
-    from botocore.exceptions import ClientError
+def version() -> str:
+    """The installed package's version (the source tree's when run from it)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
 
     try:
-        stacks = cloudformation.describe_stacks(StackName=stack)["Stacks"]
-    except ClientError as e:
-        raise InvalidInput(f"cannot read stack {stack}: {e.response.get('Error', {}).get('Message', e)}") from e
-    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+        return installed("guard-serverless")
+    except PackageNotFoundError:
+        import tomllib
 
-
-def _config(args: argparse.Namespace) -> Any:
-    from guard.config.loader import load_config
-
-    return load_config(args.config)
-
-
-# ------------------------------------------------------------------ following an execution
-def describe_event(event: dict[str, Any]) -> str | None:
-    """One progress line for a history event, or None for the noise."""
-    kind = event["type"]
-    if kind.endswith("StateEntered"):
-        name = event["stateEnteredEventDetails"]["name"]
-        if name in ("CheckFluxSync", "FluxSynced", "WaitForFlux", "RolloutSucceeded?", "ReadRefusal",
-                    "BatchSucceeded", "BatchFailed", "RunBatch", "RecordBatch", "Claim", "RunWaitOrSkip",
-                    "WaitForTurn", "BatchSkipped"):
-            return None
-        detail = _json(event["stateEnteredEventDetails"].get("input"))
-        cluster = detail.get("cluster_id") if isinstance(detail, dict) else None
-        return f"→ {name}" + (f" [{cluster}]" if cluster else "")
-    if kind == "TaskSucceeded":
-        output = _json(event["taskSucceededEventDetails"].get("output"))
-        payload = output.get("Payload") if isinstance(output, dict) else None
-        if isinstance(payload, dict) and payload.get("action") == "run":
-            return f"▶ starting {(payload.get('input') or {}).get('batch', '?')}"
-        if isinstance(output, dict) and "ExecutionArn" in output:
-            return f"  ✓ batch {(_json(output.get('Input')) or {}).get('batch', '?')} succeeded"
-    if kind == "TaskFailed":
-        details = event["taskFailedEventDetails"]
-        described = _json(details.get("cause"))
-        if isinstance(described, dict) and "Input" in described:
-            batch = (_json(described.get("Input")) or {}).get("batch", "?")
-            return f"  ✗ batch {batch}: {described.get('Error')}"
-        return f"  ✗ {details.get('error')}"
-    return None
-
-
-def follow(sfn: Any, arn: str, *, timeout: float, out: TextIO, poll: float = 2.0,
-           sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Print progress until the execution ends or `timeout` seconds pass; returns DescribeExecution."""
-    live = out.isatty()
-    seen = 0
-    started = time.monotonic()
-    while True:
-        events = execution_history(sfn, arn)
-        for event in events[seen:]:
-            line = describe_event(event)
-            if line:
-                print(("\r\033[K" if live else "") + line, file=out, flush=True)
-        seen = len(events)
-        described: dict[str, Any] = sfn.describe_execution(executionArn=arn)
-        elapsed = time.monotonic() - started
-        if described["status"] != "RUNNING" or elapsed >= timeout:
-            if live:
-                print("\r\033[K", end="", file=out)
-            return described
-        if live:  # one line rewritten in place on a terminal; CI logs get only the lines above
-            print(f"\r\033[K  … {described['status'].lower()} for {int(elapsed)}s", end="", file=out, flush=True)
-        sleep(min(poll, max(0.05, timeout - elapsed)))
-
-
-def _json(text: Any) -> Any:
-    try:
-        return json.loads(text) if isinstance(text, str) else text
-    except ValueError:
-        return None
-
-
-def report(described: dict[str, Any], out: TextIO) -> int:
-    """Print the outcome (a rollout's per-batch table too) and return the exit code."""
-    status, error, cause = described["status"], described.get("error"), described.get("cause")
-    code = exit_code(status, error)
-    summary = _json(described.get("output")) if status == "SUCCEEDED" else _json(cause)
-    if isinstance(summary, dict) and isinstance(summary.get("batches"), list):
-        for b in summary["batches"]:
-            print(f"  {b['batch']:<16} {b['status']:<12} {b.get('reason') or ''}", file=out)
-    if status == "RUNNING":
-        print(f"still RUNNING: {described['executionArn']} (probably waiting for a merge request); "
-              f"follow it with `guard status {described['executionArn']} --wait`", file=out)
-    elif status == "SUCCEEDED":
-        print(f"SUCCEEDED: {described['executionArn']}", file=out)
-    else:
-        text = cause if not isinstance(summary, dict) else f"{summary.get('counts')}"
-        print(f"{status} {error}: {text}", file=out)
-    return code
-
-
-# ------------------------------------------------------------------ commands
-def _start(args: argparse.Namespace, kind: str, execution_input: dict[str, Any], out: TextIO) -> int:
-    with target(args, kind, out) as where:
-        name = args.name or f"{kind}-{uuid.uuid4().hex[:12]}"
-        arn = where.sfn.start_execution(stateMachineArn=where.machine(kind), name=name,
-                                        input=json.dumps(execution_input))["executionArn"]
-        print(f"started {arn}", file=out, flush=True)
-        if not (args.wait or args.local):
-            return SUCCEEDED
-        return report(follow(where.sfn, arn, timeout=args.timeout, out=out, poll=0.2 if args.local else 2.0), out)
-
-
-def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    execution_input: dict[str, Any] = {"batch": args.batch, "target_version": args.target_version}
-    if args.soak_period is not None:
-        execution_input["soak_period_minutes"] = args.soak_period
-    if args.ignore_alerts:
-        execution_input["ignore_alerts"] = True
-    if args.requested_by:
-        execution_input["requested_by"] = args.requested_by
-    return _start(args, "batch", execution_input, out)
-
-
-def cmd_rollout(args: argparse.Namespace, out: TextIO) -> int:
-    execution_input: dict[str, Any] = {"target_version": args.target_version,
-                                       "batches": "all" if args.batches == "all" else
-                                       [b.strip() for b in args.batches.split(",") if b.strip()]}
-    if args.soak_period is not None:
-        execution_input["soak_period_minutes"] = args.soak_period
-    overrides = {}
-    for item in args.soak_override or []:
-        batch, _, minutes = item.partition("=")
-        try:
-            overrides[batch] = float(minutes)
-        except ValueError as e:
-            raise InvalidInput(f"--soak-override {item!r}: use BATCH=MINUTES") from e
-    if overrides:
-        execution_input["soak_overrides"] = overrides
-    for key in ("on_failure", "max_concurrent_batches", "requested_by"):
-        if getattr(args, key):
-            execution_input[key] = getattr(args, key)
-    return _start(args, "rollout", execution_input, out)
-
-
-def cmd_rollback(args: argparse.Namespace, out: TextIO) -> int:
-    # The batch machine's manual rollback entry (docs/failure-handling.md); a deployment whose
-    # Plan does not know `action` refuses it with InvalidInput (exit 2).
-    execution_input: dict[str, Any] = {"action": "rollback", "batch": args.batch,
-                                       "reason": args.reason or "requested from the guard CLI"}
-    if args.requested_by:
-        execution_input["requested_by"] = args.requested_by
-    return _start(args, "batch", execution_input, out)
-
-
-def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
-    import boto3
-
-    sfn = boto3.client("stepfunctions", region_name=args.region)
-    if args.wait:
-        return report(follow(sfn, args.execution_arn, timeout=args.timeout, out=out), out)
-    return report(sfn.describe_execution(executionArn=args.execution_arn), out)
+        return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
 
 
 def cmd_validate_config(args: argparse.Namespace, out: TextIO) -> int:
@@ -285,70 +64,133 @@ def cmd_validate_config(args: argparse.Namespace, out: TextIO) -> int:
     return SUCCEEDED
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from cli import calibrate, registry
+def _where(p: argparse.ArgumentParser, local: bool = False) -> None:
+    where = p.add_argument_group("where (default: ~/.guard/config.yaml; the local stack while it runs)")
+    where.add_argument("--config", help="tenant config file (default: ~/.guard/config.yaml)")
+    where.add_argument("--tenant", help="tenant name (default: the config's): the stack Guard-<tenant>")
+    where.add_argument("--state-machine-arn", help="the batch state machine (skips the stack lookup)")
+    where.add_argument("--region", help="AWS region (default: the config's aws.region, else the environment's)")
+    if local:
+        where.add_argument("--local", action="store_true",
+                           help="run in a throw-away local rehearsal (moto + simulators) for this command only")
+        where.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO,
+                           help="with --local: the scenario that builds the rehearsal (default: %(default)s)")
 
+
+def _output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", choices=FORMATS, default="table", help="table (default), json or yaml")
+
+
+def _timeout(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help=f"stop following after SECONDS (exit 124, the run goes on); default: {what}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cli import calibrate, local, registry
+    from cli import commands as c
     parser = argparse.ArgumentParser(
-        prog="guard", description="GUARD: Istio upgrades on AWS Step Functions, for people and CI jobs.",
-        epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()))
+        prog="guard", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="GUARD: Istio upgrades across EKS fleets on AWS Step Functions, for people and CI jobs.",
+        epilog="exit codes:\n" + "\n".join(f"  {k:<4} {v}" for k, v in EXIT_CODES.items())
+        + "\n\ndocs/cli.md has every command; `guard COMMAND --help` its flags.")
+    parser.add_argument("--version", action="version", version=f"guard {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def starter(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, func: object, local_flag: bool = False) -> argparse.ArgumentParser:
         p = commands.add_parser(name, help=help_text, description=help_text)
-        where = p.add_argument_group("where")
-        where.add_argument("--tenant", help="tenant name: the state machine comes from stack Guard-<tenant>")
-        where.add_argument("--config", help="tenant config file (its tenant and aws.region)")
-        where.add_argument("--state-machine-arn", help="the state machine to start (skips the stack lookup)")
-        where.add_argument("--region", help="AWS region (default: the config's, else the environment's)")
-        where.add_argument("--local", action="store_true", help="run against the local rehearsal instead of AWS")
-        where.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO,
-                           help="with --local: the scenario that builds the local world (default: %(default)s)")
-        p.add_argument("--wait", action="store_true", help="follow the execution until it ends (always with --local)")
-        p.add_argument("--timeout", type=float, default=3600,
-                       help="seconds --wait follows before giving up with exit code 4 (default %(default)s)")
-        p.add_argument("--name", help="execution name (default: generated); the same name is idempotent")
-        p.add_argument("--requested-by", help="recorded with the run (default: none)")
+        _where(p, local_flag)
+        p.set_defaults(func=func)
         return p
 
-    run = starter("run", "upgrade one batch")
+    run = command("run", "upgrade one batch: prechecks, then the MR; prints the MR URL once it is open and exits 0",
+                  c.cmd_run, local_flag=True)
     run.add_argument("--batch", required=True)
     run.add_argument("--target-version", required=True)
-    run.add_argument("--soak-period", type=float, metavar="MINUTES")
-    run.add_argument("--ignore-alerts", action="store_true")
-    run.set_defaults(func=cmd_run)
+    run.add_argument("--soak-period", type=float, metavar="MINUTES",
+                     help="soak after Flux synced (default: the config's; shorter only if the config allows it)")
+    run.add_argument("--ensure-pdb", action="store_true",
+                     help="every workload with a sidecar must have a PodDisruptionBudget covering it")
+    run.add_argument("--min-replicas", type=int, metavar="N",
+                     help="every sidecar workload must run at least N replicas")
+    run.add_argument("--max-unavailable", type=int, metavar="N",
+                     help="the PDBs and the Istio deployments' rolling updates may take at most N pods down")
+    run.add_argument("--enable-llm-analysis", action="store_true",
+                     help="analyse a failure with the configured LLM (needs llm.enabled in the config)")
+    run.add_argument("--ignore-alerts", action="store_true", help="firing Datadog monitors do not stop the prechecks")
+    run.add_argument("--dry-run", action="store_true", help="plan and precheck only: no MR, nothing changes")
+    run.add_argument("--wait", action="store_true", help="then follow the run to its end, as `guard monitor` does")
+    run.add_argument("--name", help="execution name (default: generated); the same name is idempotent")
+    run.add_argument("--requested-by", help="recorded with the run")
+    _timeout(run, "none (follow until the MR is open, or with --wait until the run ends)")
 
-    rollout = starter("rollout", "upgrade many batches in batch_order as one execution")
+    monitor = command("monitor", "follow the batch's current (else latest) run live until it ends", c.cmd_monitor)
+    monitor.add_argument("--batch", required=True)
+    monitor.add_argument("--soak-period", type=float, metavar="MINUTES",
+                         help="soak this long (lengthen freely; shorten only before the soak ends, and not below "
+                              "the config's unless it allows it)")
+    monitor.add_argument("--enable-llm-analysis", action="store_true",
+                         help="say whether a failure of this run will be analysed by the LLM")
+    _timeout(monitor, "none (however long the run takes)")
+
+    rollback = command("rollback", "roll a batch back to the version it ran before its last upgrade (by MR)",
+                       c.cmd_rollback, local_flag=True)
+    rollback.add_argument("--batch", required=True)
+    rollback.add_argument("--reason", help="why (shown on the rollback MR)")
+    rollback.add_argument("--wait", action="store_true", help="follow the rollback to its end")
+    rollback.add_argument("--name", help="execution name (default: generated)")
+    rollback.add_argument("--requested-by", help="recorded with the run")
+    _timeout(rollback, "none")
+
+    abort = command("abort", "stop the batch's running run: the lock is released and its open upgrade MR closed",
+                    c.cmd_abort)
+    abort.add_argument("--batch", required=True)
+    abort.add_argument("--reason", help="recorded as the stop's cause")
+    abort.add_argument("--timeout", type=float, default=120, metavar="SECONDS",
+                       help="how long to wait for the lock to be released (default %(default)s)")
+
+    retry = command("retry", "start the batch's failed run again, when it failed before anything was merged",
+                    c.cmd_retry)
+    retry.add_argument("--batch", required=True)
+    retry.add_argument("--wait", action="store_true", help="follow the new run to its end")
+    retry.add_argument("--name", help="execution name (default: generated)")
+    _timeout(retry, "none")
+
+    status = command("status", "one run now: its stage, clusters, MR and soak (--wait: follow it)", c.cmd_status)
+    status.add_argument("execution_arn", nargs="?", help="an execution ARN (else --batch)")
+    status.add_argument("--batch", help="the batch's current (else latest) run")
+    status.add_argument("--wait", action="store_true", help="follow it until it ends")
+    _timeout(status, "none")
+    _output(status)
+
+    listing = command("list", "batches, clusters, running versions, last run and outcome, lock holder", c.cmd_list)
+    _output(listing)
+
+    rollout = command("rollout", "upgrade many batches in batch_order as one execution", c.cmd_rollout,
+                      local_flag=True)
     rollout.add_argument("--target-version", required=True)
     rollout.add_argument("--batches", default="all", help="comma-separated batch names, or all (default)")
     rollout.add_argument("--soak-period", type=float, metavar="MINUTES", help="soak of every batch")
     rollout.add_argument("--soak-override", action="append", metavar="BATCH=MINUTES", help="soak of one batch")
     rollout.add_argument("--on-failure", choices=["halt", "continue_independent"])
     rollout.add_argument("--max-concurrent-batches", type=int)
-    rollout.set_defaults(func=cmd_rollout)
-
-    rollback = starter("rollback", "roll a batch back to the version it ran before its last upgrade")
-    rollback.add_argument("--batch", required=True)
-    rollback.add_argument("--reason")
-    rollback.set_defaults(func=cmd_rollback)
-
-    status = commands.add_parser("status", help="show (or --wait for) an execution's outcome")
-    status.add_argument("execution_arn")
-    status.add_argument("--region")
-    status.add_argument("--wait", action="store_true")
-    status.add_argument("--timeout", type=float, default=3600)
-    status.set_defaults(func=cmd_status)
+    rollout.add_argument("--wait", action="store_true", help="follow the rollout until it ends")
+    rollout.add_argument("--name", help="execution name (default: generated)")
+    rollout.add_argument("--requested-by", help="recorded with the run")
+    _timeout(rollout, "none")
 
     validate = commands.add_parser("validate-config", help="validate tenant config files (what the synth checks)")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(func=cmd_validate_config)
 
+    local.add_commands(commands)
     registry.add_commands(commands)
     calibrate.add_command(commands)
     return parser
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
-    """Run one command; returns the exit code (table: EXIT_CODES, docs/ci-cd.md)."""
+    """Run one command; returns the exit code (table: EXIT_CODES, docs/cli.md)."""
     out = out or sys.stdout
     try:
         args = build_parser().parse_args(argv)
@@ -363,6 +205,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except (ConfigError, InvalidInput) as e:
         print(f"error: {e}", file=sys.stderr)
         return BAD_INPUT
+    except BrokenPipeError:  # `guard list | head`: the reader has what it wanted
+        return SUCCEEDED
     except GuardError as e:
         print(f"error: {e}", file=sys.stderr)
         return FAILED

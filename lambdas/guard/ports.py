@@ -288,6 +288,10 @@ class DeploymentInfo(BaseModel):
     kind: str = "Deployment"
     labels: dict[str, str] = Field(default_factory=dict)  # metadata.labels (istio.io/rev, app, ...)
     updated_replicas: int | None = None  # pods on the current template (None: not reported)
+    # spec.strategy (Deployment) / spec.updateStrategy (DaemonSet): the type, and a rolling update's
+    # maxUnavailable as written ("25%" or "1"); None when not reported (the API then applies 25%).
+    strategy: str | None = None
+    max_unavailable: str | None = None
 
 
 class LabelRequirement(BaseModel):

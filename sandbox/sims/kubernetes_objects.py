@@ -93,6 +93,9 @@ class Deployment:
     proxy_digest: bool = False  # an admission policy rewrites the proxy image to its digest
     labels: dict[str, str] = field(default_factory=dict)  # metadata labels besides app
     match_labels: dict[str, str] = field(default_factory=dict)  # default {"app": name}
+    # A Deployment's spec.strategy: RollingUpdate with this maxUnavailable (the API's default 25%), or Recreate.
+    strategy: str = "RollingUpdate"
+    max_unavailable: int | str = "25%"
 
     @property
     def selector(self) -> dict[str, str]:
@@ -428,9 +431,9 @@ def deployment_json(c: SimCluster, d: Deployment, now: datetime) -> Json:
         "spec": {
             "replicas": d.replicas,
             "selector": {"matchLabels": dict(d.selector)},
-            "strategy": {
+            "strategy": {"type": "Recreate"} if d.strategy == "Recreate" else {
                 "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": d.max_unavailable},
             },
             "template": template,
         },

@@ -344,6 +344,16 @@ class KubernetesSimulator(LoopbackServer):
             self._advanced(cluster_id).injector_webhook = False
             self._bump(self._clusters[cluster_id])
 
+    def set_rollout_strategy(self, cluster_id: str, namespace: str, name: str, max_unavailable: int | str = "25%",
+                             strategy: str = "RollingUpdate") -> None:
+        """Set a Deployment's spec.strategy (RollingUpdate with `max_unavailable`, or Recreate), as `kubectl
+        patch` would; istiod is `istio-system/<istiod name>`."""
+        with self._lock:
+            c = self._advanced(cluster_id)
+            d = c.deployments[(namespace, name)]
+            d.strategy, d.max_unavailable = strategy, max_unavailable
+            d.generation += 1
+
     def add_gateway(self, cluster_id: str, name: str = "istio-ingressgateway", replicas: int = 2) -> None:
         """An Istio gateway Deployment in istio-system (its proxy follows the control plane on restart)."""
         with self._lock:

@@ -126,3 +126,44 @@ def test_gateway_not_ready_fails_gateways_ready(sim: KubernetesSimulator, clock:
     # THEN gateways_ready fails naming it
     result = builtin.gateways_ready(CLUSTER, snapshot(sim))
     assert result.status == CheckStatus.FAIL and "istio-ingressgateway" in result.message
+
+
+def test_max_unavailable_passes_the_default_rollouts_and_pdbs_of_one_pod(sim: KubernetesSimulator) -> None:
+    # GIVEN istiod (2 replicas, maxUnavailable 25% = 0 pods), a gateway, PDBs with maxUnavailable 1
+    sim.add_gateway("c1")
+    # WHEN checked with the seed's --max-unavailable 1
+    result = builtin.max_unavailable(CLUSTER, snapshot(sim), POLICY.model_copy(update={"max_unavailable": 1}))
+    # THEN it passes, counting the PDBs it read
+    assert result.status == CheckStatus.PASS, result.message
+    assert "PDB(s)" in result.message
+
+
+def test_max_unavailable_fails_an_istiod_rollout_that_takes_more_pods_down(sim: KubernetesSimulator) -> None:
+    # GIVEN istiod patched to roll out with maxUnavailable 2 (its PDB still allows 1), and a gateway that Recreates
+    istiod = next(d.name for d in snapshot(sim).deployments if d.name.startswith("istiod"))
+    sim.set_rollout_strategy("c1", "istio-system", istiod, max_unavailable=2)
+    sim.add_gateway("c1")
+    sim.set_rollout_strategy("c1", "istio-system", "istio-ingressgateway", strategy="Recreate")
+    # WHEN checked with --max-unavailable 1
+    result = builtin.max_unavailable(CLUSTER, snapshot(sim), POLICY.model_copy(update={"max_unavailable": 1}))
+    # THEN it fails naming both, with the numbers
+    assert result.status == CheckStatus.FAIL
+    assert f"istio-system/{istiod} rolls out with maxUnavailable 2 (= 2 of 2 pods)" in result.message
+    assert "istio-system/istio-ingressgateway uses the Recreate strategy" in result.message
+
+
+def test_max_unavailable_fails_a_pdb_that_allows_more_pods_down(clock: FakeClock) -> None:
+    # GIVEN a workload of 4 replicas whose PDB says minAvailable 50% (2 of 4 may go)
+    with KubernetesSimulator(clock, pod_ready_seconds=5) as sim:
+        sim.add_cluster("c1", VERSION, workloads=[Workload("shop", "cart", 4, pdb_min_available="50%")])
+        # WHEN checked with --max-unavailable 1, and with 2
+        strict = builtin.max_unavailable(CLUSTER, snapshot(sim), POLICY.model_copy(update={"max_unavailable": 1}))
+        loose = builtin.max_unavailable(CLUSTER, snapshot(sim), POLICY.model_copy(update={"max_unavailable": 2}))
+    # THEN the PDB fails the first and passes the second
+    assert strict.status == CheckStatus.FAIL and "(minAvailable 50%) allows 2 of 4 pods of Deployment cart" in \
+        strict.message, strict.message
+    assert loose.status == CheckStatus.PASS, loose.message
+
+
+def test_max_unavailable_is_skipped_when_not_asked(sim: KubernetesSimulator) -> None:
+    assert builtin.max_unavailable(CLUSTER, snapshot(sim), POLICY).status == CheckStatus.SKIPPED

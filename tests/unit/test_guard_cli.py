@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cli.guard import EXIT_CODES, exit_code, main, report
+from cli.follow import EXIT_CODES, exit_code
+from cli.guard import main
+from cli.legacy import report
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 
@@ -26,7 +29,8 @@ CONFIG = Path(__file__).resolve().parents[2] / "config"
     ("FAILED", "InvalidInput", 2),
     ("FAILED", "UnknownBatch", 2),
     ("FAILED", "VersionNotAllowed", 2),
-    ("RUNNING", None, 4),
+    ("FAILED", "NothingToRollBack", 2),
+    ("RUNNING", None, 0),  # `guard status` read a running run: the read succeeded
 ])
 def test_exit_code_table(status: str, error: str | None, code: int) -> None:
     assert exit_code(status, error) == code
@@ -64,7 +68,9 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert main(argv, out=io.StringIO()) == 2
 
 
-def test_no_state_machine_named_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_state_machine_named_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.guard/config.yaml, no local stack
     assert main(["run", "--batch", "dev-1", "--target-version", "1.20.0", "--region", "us-east-1"],
                 out=io.StringIO()) == 2
     assert "--state-machine-arn" in capsys.readouterr().err
@@ -73,3 +79,31 @@ def test_no_state_machine_named_exits_2(capsys: pytest.CaptureFixture[str]) -> N
 def test_bad_soak_override_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rollout", "--target-version", "1.20.0", "--soak-override", "prod-canary:240",
                  "--state-machine-arn", "arn:aws:states:us-east-1:1:stateMachine:x"], out=io.StringIO()) == 2
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["monitor"], ["rollback"], ["abort"], ["retry"], ["status"],
+                                     ["list"], ["rollout"], ["local"], ["local", "up"], ["local", "down"],
+                                     ["validate-config"], ["registry"], ["calibrate"]])
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN any command WHEN asked for --help THEN it prints its usage and exits 0
+    assert main([*command, "--help"], out=io.StringIO()) == 0
+    assert "usage: guard" in capsys.readouterr().out
+
+
+def test_version_and_the_exit_code_table_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"], out=io.StringIO()) == 0
+    assert capsys.readouterr().out.startswith("guard ")
+    main(["--help"], out=io.StringIO())
+    text = capsys.readouterr().out
+    assert all(f"  {code} " in text for code in EXIT_CODES)
+    assert "still running" not in text
+
+
+@pytest.mark.parametrize("fmt, parse", [("json", json.loads), ("yaml", __import__("yaml").safe_load)])
+def test_read_commands_print_json_and_yaml(fmt: str, parse: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN no local stack WHEN `guard local status -o json|yaml` THEN the output parses, an empty list
+    monkeypatch.setenv("HOME", str(tmp_path))
+    out = io.StringIO()
+    assert main(["local", "status", "-o", fmt], out=out) == 0
+    assert parse(out.getvalue()) == []

@@ -75,7 +75,7 @@ def test_happy_path_upgrades_the_batch_and_records_it(rehearse: Rehearse) -> Non
     # AND the CLI follows it in plain lines and exits 0
     code, out = seen["guard"]
     assert code == 0, out
-    assert "→ Plan" in out and "→ Validate" in out and "SUCCEEDED" in out
+    assert "[dev-1] succeeded" in out
     assert "\r" not in out
 
 

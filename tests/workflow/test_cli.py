@@ -15,32 +15,40 @@ pytestmark = pytest.mark.workflow
 # (test_failure_handling.py): the same end-to-end paths are not run twice.
 
 
-def test_run_without_wait_starts_the_batch_with_the_options_as_input(world_for: Any) -> None:
-    # GIVEN a deployed batch machine (the local world's)
+def test_run_returns_once_the_mr_is_open_with_its_url_and_the_options_as_input(world_for: Any) -> None:
+    # GIVEN a deployed batch machine (the local world's) and a reviewer who never merges
     world = world_for("default", human={"action": "ignore"})
-    # WHEN CI runs `guard run` with every option and without --wait
-    code, out = guard("run", "--state-machine-arn", world.state_machine_arn, "--batch", "dev-1",
-                      "--target-version", "1.20.0", "--soak-period", "30", "--ignore-alerts",
+    # WHEN CI runs `guard run` with the seed's options and without --wait
+    code, out = guard("run", "--state-machine-arn", world.state_machine_arn, "--config",
+                      str(world.scenario.config_path()), "--batch", "dev-1", "--target-version", "1.20.0",
+                      "--soak-period", "30",
+                      "--ensure-pdb", "--min-replicas", "1", "--max-unavailable", "1", "--enable-llm-analysis",
                       "--requested-by", "ci-pipeline-42")
-    # THEN it exits 0 at once, and the execution it started got the options as its input
+    # THEN it exits 0 once the MR is open, printing its URL and what to do next
     assert code == 0, out
-    arn = out.split("started ", 1)[1].strip()
-    started = json.loads(world.engine.client("stepfunctions").describe_execution(executionArn=arn)["input"])
-    assert started == {"batch": "dev-1", "target_version": "1.20.0", "soak_period_minutes": 30.0,
-                       "ignore_alerts": True, "requested_by": "ci-pipeline-42"}
+    mr = world.gitlab.merge_requests(world.scenario.gitlab_project)
+    assert len(mr) == 1 and mr[0]["web_url"] in out and "guard monitor --batch dev-1" in out
+    # AND the execution it started got the options as its input, and still waits for the merge
+    arn = out.split("started ", 1)[1].split()[0]
+    described = world.engine.client("stepfunctions").describe_execution(executionArn=arn)
+    assert described["status"] == "RUNNING"
+    assert json.loads(described["input"]) == {
+        "batch": "dev-1", "target_version": "1.20.0", "soak_period_minutes": 30.0,
+        "ensure_pdb": True, "min_replicas": 1, "max_unavailable": 1, "enable_llm_analysis": True,
+        "requested_by": "ci-pipeline-42"}
 
 
-def test_wait_that_ends_while_a_person_must_merge_exits_4(world_for: Any) -> None:
+def test_wait_that_times_out_says_how_to_resume_and_leaves_the_run_going(world_for: Any) -> None:
     # GIVEN a reviewer who never merges
     world = world_for("default", human={"action": "ignore"})
-    # WHEN `guard run --wait` gives up after a few seconds
+    # WHEN `guard run --wait` is given a short --timeout
     code, out = guard("run", "--state-machine-arn", world.state_machine_arn, "--batch", "dev-1",
                       "--target-version", "1.20.0", "--wait", "--timeout", "4")
-    # THEN it exits 4 and says how to keep following
-    assert code == 4, out
-    assert "still RUNNING" in out and "guard status" in out
+    # THEN it exits 124 (not a verdict), says how to resume, and the run goes on
+    assert code == 124, out
+    assert "the run goes on" in out and "guard monitor --batch dev-1" in out
     arn = out.split("started ", 1)[1].split()[0]
-    world.engine.client("stepfunctions").stop_execution(executionArn=arn)
+    assert world.engine.client("stepfunctions").describe_execution(executionArn=arn)["status"] == "RUNNING"
 
 
 @pytest.mark.parametrize("argv", [
@@ -99,3 +107,63 @@ def test_local_calibrate_reads_the_rehearsal_datadog_and_prints_each_rule(capsys
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("latency", "request_count"))}
     assert rows["latency_increase_percent"][2:4] == ["0.00%", f"(0/{2 * 69})"]
     assert float(rows["request_count_max_decrease_percent"][-1]) < 50
+
+
+def _where(world: Any) -> list[str]:
+    return ["--state-machine-arn", world.state_machine_arn, "--config", str(world.scenario.config_path())]
+
+
+def test_abort_stops_the_run_releases_the_lock_and_closes_its_mr(world_for: Any) -> None:
+    # GIVEN a run waiting for a merge nobody does
+    world = world_for("default", human={"action": "ignore"})
+    code, out = guard("run", *_where(world), "--batch", "dev-1", "--target-version", "1.20.0")
+    assert code == 0, out
+    # WHEN the operator aborts the batch
+    code, out = guard("abort", *_where(world), "--batch", "dev-1", "--reason", "wrong version")
+    # THEN it exits 0 once the lock is released, and the MR is closed (nothing deployed unwatched)
+    assert code == 0, out
+    assert "lock released" in out
+    assert [mr["state"] for mr in world.gitlab.merge_requests(world.scenario.gitlab_project)] == ["closed"]
+    # AND a second abort finds nothing running: exit 2
+    assert guard("abort", *_where(world), "--batch", "dev-1")[0] == 2
+
+
+def test_retry_starts_a_run_that_failed_before_the_merge_again(world_for: Any) -> None:
+    # GIVEN a run whose MR the reviewer closed (failed at the merge: nothing was deployed)
+    world = world_for("mr-closed")
+    code, out = guard("run", *_where(world), "--batch", "test", "--target-version", "1.20.0", "--wait")
+    assert code == 1 and "MergeRequestClosed" in out, out
+    # WHEN the operator retries the batch
+    code, out = guard("retry", *_where(world), "--batch", "test", "--wait")
+    # THEN a new run starts with the same input and opens a new MR (which this reviewer closes again: exit 1)
+    assert code == 1, out
+    assert "failed at merge" in out and "/merge_requests/2" in out
+    assert len(world.gitlab.merge_requests(world.scenario.gitlab_project)) == 2
+
+
+def test_retry_refuses_a_run_that_failed_after_the_merge(world_for: Any) -> None:
+    # GIVEN a run rolled back after its validation failed (the change was merged and undone)
+    world = world_for("latency-regression")
+    code, out = guard("run", *_where(world), "--batch", "dev-1", "--target-version", "1.20.0",
+                      "--soak-period", "20", "--wait")
+    assert code == 3, out
+    # WHEN the operator retries THEN it refuses with the reason and the safe stages, exit 2, nothing started
+    code, out = guard("retry", *_where(world), "--batch", "dev-1")
+    assert code == 2
+    assert len(world.gitlab.merge_requests(world.scenario.gitlab_project)) == 2  # the upgrade and the rollback
+
+
+def test_status_and_list_show_the_run_by_batch(world_for: Any) -> None:
+    # GIVEN a run waiting for its merge
+    world = world_for("default", human={"action": "ignore"})
+    guard("run", *_where(world), "--batch", "dev-1", "--target-version", "1.20.0")
+    # WHEN `guard status --batch` and `guard list` are read as JSON
+    code, out = guard("status", *_where(world), "--batch", "dev-1", "-o", "json")
+    status = json.loads(out)
+    code_list, listed = guard("list", *_where(world), "-o", "json")
+    batches = {b["batch"]: b for b in json.loads(listed)["batches"]}
+    # THEN status shows the stage, the MR and each cluster; list shows the lock holder and the versions
+    assert code == 0 and status["stage"] == "waiting_for_merge" and status["merge_request_url"]
+    assert {c["cluster"]: c["precheck"] for c in status["clusters"]} == {"eks-dev-1": "pass", "eks-dev-2": "pass"}
+    assert code_list == 0 and batches["dev-1"]["lock_holder"] == status["run_id"]
+    assert {c["version"] for c in batches["dev-1"]["clusters"]} == {"1.19.3"}

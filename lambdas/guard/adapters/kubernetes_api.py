@@ -365,7 +365,18 @@ def _deployment_info(obj: Any, kind: str = "Deployment") -> DeploymentInfo:
         image_versions=versions,
         selector=dict(selector or {}),
         labels=dict(obj.metadata.labels or {}),
+        **_strategy(spec, kind),
     )
+
+
+def _strategy(spec: Any, kind: str) -> dict[str, Any]:
+    """The rollout strategy's type and maxUnavailable (Deployment `strategy`, DaemonSet `updateStrategy`)."""
+    strategy = getattr(spec, "update_strategy" if kind == "DaemonSet" else "strategy", None) if spec else None
+    if kind == "StatefulSet" or strategy is None:
+        return {}
+    rolling = getattr(strategy, "rolling_update", None)
+    value = getattr(rolling, "max_unavailable", None) if rolling is not None else None
+    return {"strategy": strategy.type, "max_unavailable": None if value is None else str(value)}
 
 
 def _label_selector(selector: Any) -> LabelSelector | None:

@@ -268,6 +268,63 @@ def ready_replicas(cluster: Cluster, snap: ClusterSnapshot, policy: ZeroDowntime
                    below_floor=low, min_ready_replicas_percent=policy.min_ready_replicas_percent)
 
 
+def _scaled(value: str, total: int, round_up: bool) -> int | None:
+    """An IntOrString (`2`, `25%`) as pods of `total`; None when unreadable. Kubernetes rounds a rolling
+    update's maxUnavailable down and a PDB's percentages up."""
+    text = value.strip()
+    if text.endswith("%") and text[:-1].isdigit():
+        exact = int(text[:-1]) * total / 100
+        return math.ceil(exact) if round_up else math.floor(exact)
+    return int(text) if text.isdigit() else None
+
+
+def _pdb_allows(pdb: PdbInfo, replicas: int) -> int | None:
+    """How many of `replicas` pods `pdb` lets be unavailable at once (None: unreadable)."""
+    if pdb.max_unavailable is not None:
+        return _scaled(pdb.max_unavailable, replicas, round_up=True)
+    if pdb.min_available is not None:
+        needed = _scaled(pdb.min_available, replicas, round_up=True)
+        return None if needed is None else max(0, replicas - needed)
+    return None
+
+
+def max_unavailable(cluster: Cluster, snap: ClusterSnapshot, policy: ZeroDowntimePolicy) -> HealthCheckResult:
+    """`--max-unavailable N`: the rolling updates of the Istio deployments (istiod, gateways) and every PDB
+    over them or over a workload with a sidecar may take at most N pods down at once."""
+    limit = policy.max_unavailable
+    if limit is None:
+        return HealthCheckResult(cluster_id=cluster.cluster_id, check_name="max_unavailable",
+                                 status=CheckStatus.SKIPPED, message="no max_unavailable asked for this run")
+    istio = [d for d in [snap.istiod(), *snap.gateways()] if d is not None]
+    over: list[str] = []
+    for d in istio:
+        if d.strategy == "Recreate":
+            over.append(f"Deployment {d.namespace}/{d.name} uses the Recreate strategy: all {d.replicas} pods "
+                        "go down at once")
+            continue
+        written = d.max_unavailable or "25%"  # the API's default when the spec leaves it out
+        pods = _scaled(written, d.replicas, round_up=False)
+        if pods is None or pods > limit:
+            over.append(f"Deployment {d.namespace}/{d.name} rolls out with maxUnavailable {written} "
+                        f"(= {pods if pods is not None else '?'} of {d.replicas} pods)")
+    seen: set[tuple[str, str]] = set()
+    for w in [*istio, *snap.injected_workloads()]:
+        for pdb in _covering(snap, w):
+            if (pdb.namespace, pdb.name) in seen:
+                continue
+            seen.add((pdb.namespace, pdb.name))
+            allowed = _pdb_allows(pdb, w.replicas)
+            if allowed is not None and allowed > limit:
+                rule = (f"maxUnavailable {pdb.max_unavailable}" if pdb.max_unavailable is not None
+                        else f"minAvailable {pdb.min_available}")
+                over.append(f"PodDisruptionBudget {pdb.namespace}/{pdb.name} ({rule}) allows {allowed} of "
+                            f"{w.replicas} pods of {w.kind} {w.name} down")
+    return _result(cluster, "max_unavailable", not over,
+                   f"the Istio rollouts and {len(seen)} PDB(s) take at most {limit} pod(s) down at once" if not over
+                   else f"more than max_unavailable {limit} pod(s) could go down at once: " + "; ".join(over),
+                   max_unavailable=limit, over=over)
+
+
 def datadog_alerts(cluster: Cluster, alerts: list[Alert], ignore: bool) -> HealthCheckResult:
     names = [f"{a.name} (#{a.monitor_id})" for a in alerts]
     if not alerts:

@@ -156,4 +156,5 @@ class PrecheckService:
             builtin.pdbs_present(cluster, snap, policy),
             builtin.pdb_disruptions(cluster, snap),
             builtin.ready_replicas(cluster, snap, policy),
+            builtin.max_unavailable(cluster, snap, policy),
         ]

@@ -285,7 +285,7 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     dep = resolve(args)
     if not dep.registry_table:
         raise InvalidInput(f"{dep.where}: the registry table is unknown (pass --config or --tenant)")
-    clusters = dep.aws.run("dynamodb.Scan", ClusterRegistry(dep.aws.table(dep.registry_table)).all)
+    clusters = dep.aws.run("dynamodb.Query", ClusterRegistry(dep.aws.table(dep.registry_table), dep.tenant).all)
     by_batch: dict[str, list[Any]] = {}
     for cluster in clusters:
         by_batch.setdefault(cluster.batch_id, []).append(cluster)

@@ -241,8 +241,8 @@ def test_multi_tenancy_script_runs_each_team_on_its_own_stack(seed_home: Shell) 
     # GIVEN the seed's team-a config verbatim and team-b's written the same way (neither has `tenant:`)
     from guard.config.loader import load_config
 
-    if load_config(SEED / "team-a-config.yaml").tenant == load_config(SEED / "team-b-config.yaml").tenant:
-        pytest.skip("needs the tenant-from-file-name rule in guard.config.loader (wt-tenants, issue #12 item 2)")
+    assert (load_config(SEED / "team-a-config.yaml").tenant, load_config(SEED / "team-b-config.yaml").tenant) == (
+        "team-a", "team-b")
     configs = {"team-a-config.yaml": "team-a-config.yaml", "team-b-config.yaml": "team-b-config.yaml"}
     # WHEN `guard local up` starts each team's stack and the seed's script runs
     out = ok(seed_home(script("multi-tenancy.sh"), configs, up=UP))

@@ -73,6 +73,11 @@ class GitOpsRepo(Protocol):
         """Text of `path` at `ref`."""
         ...
 
+    def list_files(self, project: str, path: str, ref: str) -> list[str]:
+        """Every file below directory `path` at `ref`, recursively ("" for the whole repository);
+        empty when the directory does not exist."""
+        ...
+
     def ensure_branch(self, project: str, branch: str, ref: str) -> None:
         """Create `branch` from `ref` unless it exists already."""
         ...

@@ -438,6 +438,9 @@ class GitLabSimulator:
                 if not args.get("ref"):
                     raise ApiError(400, "ref is missing")
                 return 200, s.file_json(p, path, args["ref"])
+            case "GET", ["repository", "tree"]:
+                return 200, s.tree_json(p, str(args.get("path") or ""), str(args.get("ref") or p.default_branch),
+                                        str(args.get("recursive")).lower() == "true")
             case "GET", ["repository", "branches"]:
                 return 200, [s.branch_json(p, name) for name in sorted(p.branches)]
             case "GET", ["repository", "branches", name]:

@@ -20,10 +20,11 @@ from typing import Any, NoReturn
 from pydantic import BaseModel
 
 from guard.digest import names_digest, versions_digest
-from guard.errors import ConfigError, GuardError, TaskTokenNotStored, UnknownCluster
-from guard.gitops.helm_release import set_chart_version
+from guard.errors import GuardError, TaskTokenNotStored, UnknownCluster
+from guard.gitops.istio_install import apply_edits
 from guard.ports import Clock, FileChange, GitOpsRepo, MergeRequest
 from guard.retry import RetryPolicy, policy
+from guard.services.install import planned_changes, read_installs, repo_files
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore, TaskTokenRecord, UnwatchedRollback
 from guard.vocabulary.outcomes import ChangeKind
@@ -83,15 +84,12 @@ class ChangeService:
         if missing:
             raise UnknownCluster(f"clusters missing from the registry: {names_digest(missing)}")
         self._repo.ensure_branch(change.project, change.source_branch, change.target_branch)
-        wanted: dict[str, str] = {}
-        for cluster_id, version in change.versions.items():
-            path = clusters[cluster_id].flux_config_path
-            if wanted.setdefault(path, version) != version:
-                raise ConfigError(f"{path} is shared by clusters that must go to different versions "
-                                  f"({wanted[path]} and {version} for {cluster_id})")
-        changes = [FileChange(path=path, content=set_chart_version(
-            self._repo.read_file(change.project, path, change.source_branch), version))
-            for path, version in wanted.items()]
+        # Every Istio chart of every cluster (guard.gitops.istio_install), where its version really lives;
+        # refused when a written line also serves clusters outside the change.
+        files = repo_files(self._repo, change.project, change.source_branch)
+        installs = read_installs(files, clusters)
+        edits = planned_changes(files, installs, change.versions, self._registry.all(), change.project)
+        changes = [FileChange(path=path, content=text) for path, text in apply_edits(files, edits).items()]
         self._repo.commit_files(change.project, change.source_branch, changes, change.commit_message)
         mr = self._repo.ensure_merge_request(change.project, change.source_branch, change.target_branch,
                                              title=change.title, description=change.description)

@@ -128,6 +128,19 @@ class ProjectMembers(Protocol):
         ...
 
 
+# ---------------------------------------------------------------- chart repositories
+
+
+class ChartRepository(Protocol):
+    """Which versions of a chart are published. Adapter: `guard.adapters.chart_registry`."""
+
+    def published_versions(self, kind: str, url: str, chart: str, insecure: bool = False) -> set[str]:
+        """Versions of `chart` in a Helm repository (`kind` "helm": its index.yaml at `url`) or an OCI
+        repository (`kind` "oci": `url` is oci://host/path/<chart>, its tags list). Empty when the chart
+        is not there; TransientError when a retry may answer, ExternalServiceError otherwise."""
+        ...
+
+
 # ---------------------------------------------------------------- Datadog (metrics)
 
 
@@ -313,6 +326,10 @@ class KubernetesCluster(Protocol):
     """Read (and restart) operations on one cluster's API."""
 
     def list_nodes(self) -> list[NodeInfo]:
+        ...
+
+    def server_version(self) -> str:
+        """The API server's `gitVersion` (`GET /version`), e.g. `v1.29.3-eks-1234567`."""
         ...
 
     def list_pods(self, namespace: str | None = None) -> list[PodInfo]:

@@ -23,6 +23,7 @@ from guard.stores.state import StateStore
 
 if TYPE_CHECKING:
     from guard.ports import (
+        ChartRepository,
         ClusterConnector,
         EvidenceConnector,
         FailureAnalyst,
@@ -209,6 +210,13 @@ def metrics_provider() -> MetricsProvider:
                                     host=os.environ.get("GUARD_DATADOG_HOST") or None,
                                     timeout_seconds=cfg.datadog.timeout_seconds, clock=clock,
                                     interval_seconds=cfg.validation.metric_interval_seconds)
+
+
+def chart_repository() -> ChartRepository:
+    """Published chart versions (Helm repository index.yaml, OCI tags list) over HTTPS."""
+    from guard.adapters.chart_registry import HttpChartRepository
+
+    return HttpChartRepository(timeout_seconds=config().gitlab.timeout_seconds, clock=clock)
 
 
 def cluster_connector() -> ClusterConnector:

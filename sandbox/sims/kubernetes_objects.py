@@ -150,6 +150,7 @@ class SimCluster:
     helm_versions: tuple[str, ...] = HELM_VERSIONS_DEFAULT
     istio_revision: str | None = None  # None: the `default` revision, istiod named `istiod`
     image_variant: str = ""  # "", "debug" or "distroless"
+    kubernetes_version: str = "1.29.3"  # what GET /version and the nodes' kubelets report
 
     @property
     def istiod_name(self) -> str:

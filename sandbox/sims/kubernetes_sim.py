@@ -276,6 +276,11 @@ class KubernetesSimulator(LoopbackServer):
 
     # ------------------------------------------------------------ faults
 
+    def set_kubernetes_version(self, cluster_id: str, version: str) -> None:
+        """The Kubernetes version the API server reports (`GET /version`), e.g. `1.31.2`."""
+        with self._lock:
+            self._advanced(cluster_id).kubernetes_version = version
+
     def set_unreachable(self, cluster_id: str, unreachable: bool = True) -> None:
         """Every request to the cluster answers 503 while set."""
         with self._lock:
@@ -666,10 +671,16 @@ class KubernetesSimulator(LoopbackServer):
     def _get(self, c: SimCluster, rest: list[str], params: dict[str, str], now: datetime) -> Json | str:
         route = "/".join(rest)
         if route == "version":
+            major, minor = c.kubernetes_version.split(".")[:2]
             return {
-                "major": "1",
-                "minor": "29",
-                "gitVersion": "v1.29.3-eks-1234567",
+                "major": major,
+                "minor": minor,
+                "gitVersion": f"v{c.kubernetes_version}-eks-1234567",
+                "gitCommit": short_hash(c.kubernetes_version, 40),
+                "gitTreeState": "clean",
+                "buildDate": "2026-10-01T00:00:00Z",
+                "goVersion": "go1.22.5",
+                "compiler": "gc",
                 "platform": "linux/amd64",
             }
         if route == "api/v1/nodes":

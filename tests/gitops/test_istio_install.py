@@ -3,7 +3,6 @@ versions-only diff."""
 
 from __future__ import annotations
 
-
 import pytest
 from guard.checks.install import crds_upgraded, kubernetes_compatible, upgrade_order
 from guard.core.models import CheckStatus

@@ -77,6 +77,10 @@ class KubernetesApi:
             for n in self._paged("nodes", self._core.list_node)
         ]
 
+    def server_version(self) -> str:
+        info = self._call("GET /version", k8s.VersionApi(self.api_client).get_code)
+        return str(info.git_version)
+
     def list_pods(self, namespace: str | None = None) -> list[PodInfo]:
         if namespace is None:
             pods = self._paged("pods", self._core.list_pod_for_all_namespaces)

@@ -63,7 +63,7 @@ class Files:
             self._texts[path] = self._read(path)
         return self._texts[path]
 
-    def list(self, directory: str) -> list[str]:
+    def listing(self, directory: str) -> list[str]:
         if directory not in self._lists:
             self._lists[directory] = sorted(self._list(directory))
         return self._lists[directory]
@@ -77,7 +77,7 @@ class Files:
 
     def find(self, kind: str, api: str, name: str, namespace: str, near: Iterable[str]) -> Doc | None:
         """The `kind` document named `namespace/name`: among the files `near` first, then the whole repository."""
-        for paths in (list(near), [p for p in self.list("") if _is_yaml(p)]):
+        for paths in (list(near), [p for p in self.listing("") if _is_yaml(p)]):
             for path in paths:
                 for doc in self.docs(path):
                     if doc.kind == kind and doc.api.startswith(api) and doc.name == name \
@@ -225,7 +225,7 @@ class _Walker:
         if kustomization is not None:
             self.visit_file(kustomization, context)
             return
-        for path in self.files.list(directory):
+        for path in self.files.listing(directory):
             if _is_yaml(path):
                 self.visit_file(path, context)
 

@@ -174,6 +174,8 @@ class Scenario(_Strict):
     decision_comments: list[DecisionComment] = Field(default_factory=list)
     llm: LlmBehaviour = LlmBehaviour()
     fleet: list[ClusterSpec] = Field(min_length=1)
+    unpublished_versions: list[str] = Field(
+        default_factory=list, description="chart versions the Helm repository does not publish (a typo'd target)")
     succeeded_before: list[str] = Field(
         default_factory=list, description="batches recorded as already upgraded to target_version")
     timeout_seconds: float = Field(

@@ -35,6 +35,7 @@ from guard.vocabulary.outcomes import Outcome
 from sandbox.apigw import ApiGatewayShim
 from sandbox.engine import HANG_SECONDS, LocalEngine
 from sandbox.scenario import ClusterSpec, DecisionComment, HumanAction, MetricBehaviour, Scenario
+from sandbox.sims.chart_repo_sim import ChartRepositorySimulator
 from sandbox.sims.datadog_sim import DatadogSimulator
 from sandbox.sims.gitlab_sim import GitLabSimulator
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
@@ -64,6 +65,18 @@ spec:
   values:
     pilot:
       autoscaleMin: 2
+"""
+HELM_REPOSITORY_PATH = "infrastructure/sources/istio.yaml"
+HELM_REPOSITORY = """\
+# Istio's charts, mirrored; every istio HelmRelease's sourceRef.
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata:
+  name: istio
+  namespace: flux-system
+spec:
+  interval: 1h
+  url: {url}
 """
 
 
@@ -116,6 +129,9 @@ class LocalWorld:
         self.gitlab = GitLabSimulator(token=self.gitlab_token, clock=self.clock)
         self.datadog = DatadogSimulator(api_key="dd-local-api", app_key="dd-local-app", clock=self.clock)
         self.kubernetes = KubernetesSimulator(clock=self.clock, pod_ready_seconds=20)
+        # The Helm repository the HelmReleases pull from (and an OCI registry): the precheck asks it
+        # whether the target chart version is published.
+        self.charts = ChartRepositorySimulator()
         self.webhook: ApiGatewayShim | None = None
         self.llm = LlmSimulator(mode=scenario.llm.mode) if scenario.llm.mode != "off" else None
         self.slack = SlackRecorder()
@@ -151,7 +167,7 @@ class LocalWorld:
         self.engine.begin(self.scenario.speedup)
         if not self._owns_engine:
             self._running.callback(self.engine.end)  # only once begun: a failed begin leaves the engine alone
-        for simulator in (self.gitlab, self.datadog, self.kubernetes, self.slack, self.llm):
+        for simulator in (self.gitlab, self.datadog, self.kubernetes, self.charts, self.slack, self.llm):
             if simulator is not None:
                 simulator.start()
                 self._running.callback(simulator.stop)
@@ -251,6 +267,9 @@ class LocalWorld:
             )
             registry.put(cluster)
             self._seed_cluster(spec, cluster)
+        files[HELM_REPOSITORY_PATH] = HELM_REPOSITORY.format(url=self.charts.helm_url)
+        published = {spec.istio_version for spec in self.scenario.fleet} | {self.scenario.target_version}
+        self.charts.publish("istiod", *sorted(published - set(self.scenario.unpublished_versions)))
         self.gitlab.add_project(self.scenario.gitlab_project, files, default_branch=self.config.gitlab.target_branch)
         assert self.webhook is not None
         self.gitlab.add_hook(self.scenario.gitlab_project, f"{self.webhook.url}/webhooks/gitlab", self.webhook_token)

@@ -6,10 +6,19 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from guard.core.istio import ISTIO_NAMESPACE, control_plane_version, find_istiod
+from guard.core.istio import (
+    GATEWAY_NAMESPACES,
+    ISTIO_NAMESPACE,
+    control_plane_version,
+    daemonset_version,
+    find_istiod,
+    is_cni_node,
+    is_gateway,
+    is_ztunnel,
+)
 from guard.core.models import Cluster
 from guard.errors import FluxSyncFailed, GuardError
-from guard.ports import ClusterConnector, DeploymentInfo, HelmReleaseStatus
+from guard.ports import ClusterConnector, DeploymentInfo, HelmReleaseStatus, KubernetesCluster
 
 
 def _release_at(release: HelmReleaseStatus, version: str | None) -> bool:
@@ -24,6 +33,35 @@ def _istiod_at(istiod: DeploymentInfo | None, version: str | None) -> bool:
 def _istiod_words(istiod: DeploymentInfo | None) -> str:
     ready = f"{istiod.ready_replicas}/{istiod.replicas}" if istiod else "0/0"
     return f"istiod runs {control_plane_version(istiod) or 'nothing'} ({ready} ready)"
+
+
+def components_behind(api: KubernetesCluster, version: str) -> list[str]:
+    """The install's components past istiod that do not run `version` yet, in upgrade order: the ztunnel
+    and CNI DaemonSets (image tag, every pod updated and ready), then each gateway Deployment's proxies
+    (every pod's istio-proxy at `version` and ready). Components the cluster does not run are not asked for."""
+    behind: list[str] = []
+    daemonsets = api.list_daemonsets()
+    for label, pick in (("ztunnel", is_ztunnel), ("CNI", is_cni_node)):
+        for ds in (d for d in daemonsets if pick(d)):
+            running = daemonset_version(ds)
+            updated = ds.updated_replicas if ds.updated_replicas is not None else ds.replicas
+            if running != version or ds.ready_replicas < ds.replicas or updated < ds.replicas:
+                behind.append(f"{label} DaemonSet {ds.namespace}/{ds.name} runs {running or '?'} "
+                              f"({ds.ready_replicas}/{ds.replicas} ready), expected {version}")
+    for namespace in GATEWAY_NAMESPACES:
+        gateways = [d for d in api.list_deployments(namespace) if is_gateway(d)]
+        if not gateways:
+            continue
+        pods = api.list_pods(namespace)
+        for gw in gateways:
+            mine = [p for p in pods if not p.finished and gw.selector
+                    and all(p.labels.get(k) == v for k, v in gw.selector.items())]
+            old = sorted({p.proxy_version or "?" for p in mine if p.proxy_version != version})
+            unready = [p for p in mine if not p.ready]
+            if old or unready or not mine:
+                behind.append(f"gateway {gw.namespace}/{gw.name} proxies at {', '.join(old) or version} "
+                              f"({len(mine) - len(unready)}/{len(mine)} ready), expected {version}")
+    return behind
 
 
 class ObservedVersion(BaseModel):
@@ -68,7 +106,9 @@ class VersionReader:
         istiod = find_istiod(api.list_deployments(ISTIO_NAMESPACE), release=release.name)
         if not _istiod_at(istiod, version):
             return [f"{cluster_id}: {_istiod_words(istiod)}, expected {version}"]
-        return []
+        # In upgrade order after istiod: ztunnel and the CNI node agent, then every gateway's proxies.
+        # A cluster whose gateway still runs the old proxy is not upgraded.
+        return [f"{cluster_id}: {line}" for line in components_behind(api, version)]
 
     def observe(self, cluster: Cluster) -> ObservedVersion:
         """The version `cluster` runs, by the same rule as `waiting`; a cluster that cannot be

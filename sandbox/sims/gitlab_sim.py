@@ -163,6 +163,12 @@ class GitLabSimulator:
             p = self._store.project(project)
             return self._store.head(p, ref or p.default_branch).files.get(path)
 
+    def files(self, project: str | int, ref: str | None = None) -> dict[str, str]:
+        """Every file at `ref` (default branch when None): path -> content."""
+        with self._lock:
+            p = self._store.project(project)
+            return dict(self._store.head(p, ref or p.default_branch).files)
+
     def branch_head(self, project: str | int, branch: str) -> str | None:
         with self._lock:
             return self._store.project(project).branches.get(branch)

@@ -4,7 +4,7 @@ reconciled (Ready) at the version, and istiod running it with every replica read
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from guard.core.istio import (
     GATEWAY_NAMESPACES,
@@ -64,6 +64,29 @@ def components_behind(api: KubernetesCluster, version: str) -> list[str]:
     return behind
 
 
+def running_components(api: KubernetesCluster, istiod: DeploymentInfo | None) -> dict[str, str]:
+    """What each component of the install runs, as the registry records it (components the cluster does
+    not run are absent; a gateway's pods on several versions show them all, comma-separated)."""
+    found: dict[str, str] = {}
+    if (control := control_plane_version(istiod)) is not None:
+        found["istiod"] = control
+    for ds in api.list_daemonsets():
+        label = "ztunnel" if is_ztunnel(ds) else "cni" if is_cni_node(ds) else None
+        if label and (running := daemonset_version(ds)):
+            found[label] = running
+    for namespace in GATEWAY_NAMESPACES:
+        gateways = [d for d in api.list_deployments(namespace) if is_gateway(d)]
+        if not gateways:
+            continue
+        pods = api.list_pods(namespace)
+        for gw in gateways:
+            versions = sorted({p.proxy_version for p in pods if p.proxy_version and not p.finished and gw.selector
+                               and all(p.labels.get(k) == v for k, v in gw.selector.items())})
+            if versions:
+                found[f"gateway {gw.namespace}/{gw.name}"] = ", ".join(versions)
+    return found
+
+
 class ObservedVersion(BaseModel):
     """What one cluster was seen to run. `version` is set only when the cluster settles on one
     (the HelmRelease Ready at it, istiod running it with every replica ready; or, when the
@@ -74,6 +97,8 @@ class ObservedVersion(BaseModel):
     version: str | None = None
     problem: str | None = None
     reachable: bool = True
+    # What each component runs: "istiod", "ztunnel", "cni", "gateway <namespace>/<name>" -> version.
+    components: dict[str, str] = Field(default_factory=dict)
 
 
 class VersionReader:
@@ -132,7 +157,17 @@ class VersionReader:
                                                                   f"{_istiod_words(istiod)}")
         version = release.last_applied_version
         if _release_at(release, version) and _istiod_at(istiod, version):
-            return ObservedVersion(cluster_id=cluster_id, version=version)
+            assert version is not None
+            try:
+                components = running_components(api, istiod)
+                behind = components_behind(api, version)
+            except GuardError as e:
+                return ObservedVersion(cluster_id=cluster_id, problem=f"the install's components unreadable: {e}",
+                                       reachable=False)
+            if behind:  # a gateway (or ztunnel, CNI) left on another version: the cluster is not on `version`
+                return ObservedVersion(cluster_id=cluster_id, components=components,
+                                       problem=f"istiod runs {version} but " + "; ".join(behind))
+            return ObservedVersion(cluster_id=cluster_id, version=version, components=components)
         said = (f"HelmRelease {release.namespace}/{release.name} at {version or '?'} ready={release.ready}"
                 + (f" ({release.message})" if release.message else ""))
         return ObservedVersion(cluster_id=cluster_id, problem=f"{said}, {_istiod_words(istiod)}")

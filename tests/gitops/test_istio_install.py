@@ -141,3 +141,17 @@ def test_kubernetes_compatibility_from_the_table(target: str, kube: str, status:
 def test_diff_helper_catches_a_non_version_change() -> None:
     with pytest.raises(AssertionError):
         assert_versions_only({"f": "a: 1.0.0\nb: x\n"}, {"f": "a: 1.1.0\nb: y\n"}, "1.0.0", "1.1.0")
+
+
+def test_a_flux_sync_kustomization_of_the_cluster_directory_reads_each_release_once() -> None:
+    # GIVEN the cluster directory holds Flux's own sync Kustomization (path: the directory itself) and
+    # a Kustomization applying shared HelmReleases with a postBuild variable
+    tree = layouts.postbuild_fleet(["a"], {"a": "1.22.3"}, URL)
+    tree["clusters/a/flux-system.yaml"] = (
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: flux-system\n"
+        "  namespace: flux-system\nspec:\n  interval: 10m\n  path: ./clusters/a\n  prune: true\n"
+        "  sourceRef:\n    kind: GitRepository\n    name: flux-system\n")
+    # WHEN read THEN each chart is found once, its version in the cluster's postBuild variable
+    install = read_install(files_of(tree), "a", "clusters/a/istio.yaml")
+    assert [c.component for c in install.components] == ["base", "istiod"]
+    assert {loc.path for loc in install.locations()} == {"clusters/a/istio.yaml"}

@@ -192,7 +192,11 @@ def read_install(files: Files, cluster_id: str, flux_config_path: str) -> Instal
         raise ConfigError(f"{cluster_id}: {flux_config_path} does not exist in the repository")
     walker.visit_dir(start, None)
     components = []
-    for doc, context in walker.releases:
+    for doc, contexts in walker.releases.values():
+        # One document reached several ways (a Flux Kustomization whose path holds its own directory, say):
+        # the Kustomization with a postBuild is the one whose variables apply.
+        context = next((c for c in contexts if c is not None and c.get("spec", "postBuild") is not None),
+                       contexts[0])
         component = _component(files, doc, context, walker.visited)
         if component is not None:
             components.append(component)
@@ -216,7 +220,7 @@ class _Walker:
         self.files = files
         self.visited: set[str] = set()
         self._seen: set[tuple[str, str]] = set()
-        self.releases: list[tuple[Doc, Doc | None]] = []
+        self.releases: dict[tuple[str, int], tuple[Doc, list[Doc | None]]] = {}
 
     def visit_dir(self, directory: str, context: Doc | None) -> None:
         directory = directory.strip("/")
@@ -252,7 +256,7 @@ class _Walker:
                     else:
                         self.visit_dir(target, context)
             elif doc.kind == "HelmRelease" and doc.api.startswith(_HELM):
-                self.releases.append((doc, context))
+                self.releases.setdefault((doc.path, doc.index), (doc, []))[1].append(context)
 
 
 def _component(files: Files, doc: Doc, context: Doc | None, near: set[str]) -> Component | None:

@@ -155,3 +155,19 @@ def test_a_flux_sync_kustomization_of_the_cluster_directory_reads_each_release_o
     install = read_install(files_of(tree), "a", "clusters/a/istio.yaml")
     assert [c.component for c in install.components] == ["base", "istiod"]
     assert {loc.path for loc in install.locations()} == {"clusters/a/istio.yaml"}
+
+
+def test_a_substitution_default_nobody_overrides_is_bumped_in_place() -> None:
+    # GIVEN version: "${istio_version:=1.22.3}" applied by a Kustomization whose postBuild sets other variables
+    tree = layouts.postbuild_fleet(["a"], {"a": "1.22.3"}, URL)
+    tree["infrastructure/istio/istiod.yaml"] = layouts.release("istiod", "istiod", "${istio_version:=1.22.3}",
+                                                               depends=("istio-base",))
+    tree["clusters/a/istio.yaml"] = tree["clusters/a/istio.yaml"].replace('      istio_version: "1.22.3"\n', "")
+    tree["infrastructure/istio/base.yaml"] = layouts.release("istio-base", "base", "${istio_version:=1.22.3}",
+                                                             extra=layouts.CRDS)
+    files = files_of(tree)
+    install = read_install(files, "a", "clusters/a/istio.yaml")
+    # WHEN bumped THEN only the default's digits change, in both shared files
+    after = apply_edits(files, plan_edits({"a": install}, {"a": "1.23.0"}))
+    assert assert_versions_only(tree, after, "1.22.3", "1.23.0") == 2
+    assert 'version: "${istio_version:=1.23.0}"' in after["infrastructure/istio/istiod.yaml"]

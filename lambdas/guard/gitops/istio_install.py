@@ -40,7 +40,8 @@ CHARTS = {
     "ztunnel": "ztunnel", "istio-ztunnel": "ztunnel",
     "gateway": "gateway", "istio-gateway": "gateway", "istio-ingress": "gateway", "istio-egress": "gateway",
 }
-_VAR = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[=-][^}]*)?\}$")
+_VAR = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[=-]([^}]*))?\}$")
+_VERSION_TEXT = re.compile(r"^v?[0-9]+\.[0-9]+\.[0-9]+$")
 _KUSTOMIZE_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 _FLUX_KUSTOMIZATION = "kustomize.toolkit.fluxcd.io/"
 _HELM = "helm.toolkit.fluxcd.io/"
@@ -128,6 +129,7 @@ class Location:
     style: str | None
     field: str  # what it is, for people: "HelmRelease istio-system/istiod spec.chart.spec.version"
     current: str
+    bare: bool = False  # the span is inside a scalar (a `${var:=default}`): write the version without quotes
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -368,11 +370,23 @@ def _resolve(files: Files, doc: Doc, node: ScalarNode, what: str, context: Doc |
         entry = _get(config_map.get("data"), var) if config_map else None
         if isinstance(entry, ScalarNode) and config_map is not None:
             found = _location(config_map, entry, f"ConfigMap {namespace}/{name} data.{var} ({what})")
+    if found is None and match.group(2):
+        # `${var:=1.2.3}` with var set nowhere: Flux writes the default, which is where the version lives.
+        return _default_location(doc, node, match.group(2), what)
     if found is None:
         raise ConfigError(f"{doc.where()}: {what} is {value}, and {var} is in neither postBuild.substitute of "
                           f"Kustomization {context.name} ({context.path}) nor a ConfigMap of its substituteFrom "
                           "in the repository (a Secret's value GUARD does not edit)")
     return found
+
+
+def _default_location(doc: Doc, node: ScalarNode, default: str, what: str) -> Location:
+    whole = _location(doc, node, what)
+    offset = doc.text.find(default, whole.start, whole.end)
+    if offset < 0 or node.style not in (None, '"', "'") or not _VERSION_TEXT.match(default):
+        raise ConfigError(f"{doc.path}: {what} is {node.value}: GUARD cannot edit its default in place")
+    return Location(doc.path, offset, offset + len(default), "'", f"{what} (the default of {node.value})", default,
+                    bare=True)
 
 
 def _location(doc: Doc, node: ScalarNode, what: str) -> Location:
@@ -420,7 +434,8 @@ def apply_edits(files: Files, edits: dict[Location, str]) -> dict[str, str]:
             raise ConfigError(f"{path} vanished while GUARD edited it")
         updated = text
         for location, version in sorted(items, key=lambda item: item[0].start, reverse=True):
-            updated = updated[:location.start] + _render(version, location.style) + updated[location.end:]
+            text_of = version if location.bare else _render(version, location.style)
+            updated = updated[:location.start] + text_of + updated[location.end:]
         if updated != text:
             _check_versions_only(path, text, updated)
             changed[path] = updated

@@ -320,6 +320,7 @@ class HelmReleaseStatus(BaseModel):
     stalled: bool = False  # Stalled=True: Flux gave up retrying until the spec changes
     reason: str = ""  # the Ready condition's reason (UpgradeFailed, Progressing, ...)
     api_version: str = ""  # the helm.toolkit.fluxcd.io version it was read through
+    chart: str | None = None  # spec.chart.spec.chart (or, with chartRef, the deployed chart's name)
 
 
 class KubernetesCluster(Protocol):
@@ -351,6 +352,10 @@ class KubernetesCluster(Protocol):
         ...
 
     def list_statefulsets(self, namespace: str | None = None) -> list[DeploymentInfo]:
+        ...
+
+    def list_helm_releases(self) -> list[HelmReleaseStatus]:
+        """Every HelmRelease of the cluster, all namespaces."""
         ...
 
     def list_daemonsets(self, namespace: str | None = None) -> list[DeploymentInfo]:

@@ -854,6 +854,12 @@ class KubernetesSimulator(LoopbackServer):
         if kind == "poddisruptionbudgets" and name is None:
             items = [pdb_json(c, b, now) for b in c.pdbs.values() if ns is None or b.namespace == ns]
             return self._list(c, "PodDisruptionBudgetList", "policy/v1", items, params)
+        if kind == "helmreleases" and name is None and rest[1] == HELM_GROUP:
+            if rest[2] not in c.helm_versions:
+                raise _ApiError(404, "NotFound", "the server could not find the requested resource")
+            items = [helm_release_json(hr, now, api_version=rest[2], storage=c.helm_versions[-1])
+                     for hr in c.all_releases() if ns is None or hr.namespace == ns]
+            return self._list(c, "HelmReleaseList", f"{HELM_GROUP}/{rest[2]}", items, params)
         if kind == "helmreleases" and name is not None and rest[1] == HELM_GROUP:
             # A version the helm-controller's CRD does not serve is no resource at all: 404.
             if rest[2] not in c.helm_versions:

@@ -89,8 +89,15 @@ def test_base_without_create_replace_leaves_the_crds_and_a_stale_gateway_is_repo
         sim.apply_release_version("c3", "istio-system", "istio-base", NEW, reconcile_after_seconds=5)
         sim.apply_release_version("c3", "istio-system", "istiod", NEW, reconcile_after_seconds=5)
         clock.advance(300)
-        # THEN the CRDs stayed, and GUARD names every component still on OLD, in upgrade order
+        # THEN the CRDs stayed, and GUARD names every release still on OLD, in upgrade order
         assert sim.crd_version("c3") == OLD
-        waiting = VersionReader(SimConnector(sim), {"c3": NEW}).waiting(
-            "c3", CLUSTER.model_copy(update={"cluster_id": "c3"}))
-        assert [w.split(": ", 1)[1].split(" ")[0] for w in waiting] == ["ztunnel", "CNI", "gateway"]
+        reader = VersionReader(SimConnector(sim), {"c3": NEW})
+        cluster = CLUSTER.model_copy(update={"cluster_id": "c3"})
+        waiting = reader.waiting("c3", cluster)
+        assert [w.split("(", 1)[1].split(")")[0] for w in waiting] == ["cni", "ztunnel", "gateway"]
+        # AND once those releases are bumped too and Flux applied them, nothing is left to wait for
+        for name in ("istio-cni", "ztunnel", "gateway-east"):
+            sim.apply_release_version("c3", "istio-system", name, NEW, reconcile_after_seconds=5)
+        assert reader.waiting("c3", cluster)
+        clock.advance(300)
+        assert reader.waiting("c3", cluster) == []

@@ -170,6 +170,23 @@ class KubernetesApi:
             raise ExternalServiceError(f"Kubernetes API: HelmRelease {namespace}/{name}: unexpected response")
         return _helm_release_status(obj, namespace, name, version)
 
+    def list_helm_releases(self) -> list[HelmReleaseStatus]:
+        version = self.helm_api_version()
+        found: list[HelmReleaseStatus] = []
+        token: str | None = None
+        while True:
+            page = self._call(f"HelmReleases ({HELM_GROUP}/{version})", self._custom.list_cluster_custom_object,
+                              HELM_GROUP, version, HELM_PLURAL, limit=self.page_size, _continue=token)
+            if not isinstance(page, dict):
+                raise ExternalServiceError("Kubernetes API: HelmRelease list: unexpected response")
+            for obj in page.get("items") or []:
+                meta = obj.get("metadata") or {}
+                found.append(_helm_release_status(obj, str(meta.get("namespace") or ""), str(meta.get("name") or ""),
+                                                  version))
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return found
+
     def restart_deployment(self, namespace: str, name: str, at: datetime) -> None:
         """Rolling restart of a Deployment (see `restart_workload`)."""
         self.restart_workload("Deployment", namespace, name, at)
@@ -438,6 +455,7 @@ def _helm_release_status(obj: dict[str, Any], namespace: str, name: str, api_ver
         namespace=meta.get("namespace") or namespace,
         ready=ready_cond.get("status") == "True" and not stale and not suspended,
         chart_version=((spec.get("chart") or {}).get("spec") or {}).get("version"),
+        chart=((spec.get("chart") or {}).get("spec") or {}).get("chart") or (deployed or {}).get("chartName"),
         last_applied_version=applied,
         message=message,
         suspended=suspended,

@@ -18,6 +18,7 @@ from guard.core.istio import (
 )
 from guard.core.models import Cluster
 from guard.errors import FluxSyncFailed, GuardError
+from guard.gitops.istio_install import CHARTS, COMPONENT_RANK
 from guard.ports import ClusterConnector, DeploymentInfo, HelmReleaseStatus, KubernetesCluster
 
 
@@ -28,6 +29,12 @@ def _release_at(release: HelmReleaseStatus, version: str | None) -> bool:
 def _istiod_at(istiod: DeploymentInfo | None, version: str | None) -> bool:
     return (bool(version) and istiod is not None and control_plane_version(istiod) == version
             and istiod.ready_replicas >= istiod.replicas)
+
+
+def _release_words(release: HelmReleaseStatus, version: str) -> str:
+    return (f"HelmRelease {release.namespace}/{release.name} ({release.chart}) at "
+            f"{release.last_applied_version or '?'} ready={release.ready}, expected {version}"
+            + (f" ({release.message})" if release.message else ""))
 
 
 def _istiod_words(istiod: DeploymentInfo | None) -> str:
@@ -124,6 +131,15 @@ class VersionReader:
         if release.stalled and not _release_at(release, version):
             raise FluxSyncFailed(f"{cluster_id}: HelmRelease {release.namespace}/{release.name} is stalled, "
                                  f"Flux stopped retrying {version}: {release.message}")
+        # Every Istio chart's HelmRelease, in upgrade order: base (the CRDs) first, then istiod's, the rest after.
+        others = [r for r in api.list_helm_releases() if r.chart in CHARTS
+                  and (r.namespace, r.name) != (release.namespace, release.name)]
+        others.sort(key=lambda r: (COMPONENT_RANK[CHARTS[r.chart or ""]], r.namespace, r.name))
+        early = [r for r in others if CHARTS[r.chart or ""] == "base"]
+        late = [r for r in others if r not in early]
+        behind = [_release_words(r, version) for r in early if not _release_at(r, version)]
+        if behind:
+            return [f"{cluster_id}: {line}" for line in behind]
         if not _release_at(release, version):
             return [f"{cluster_id}: HelmRelease {release.namespace}/{release.name} at "
                     f"{release.last_applied_version or '?'} ready={release.ready}, expected {version}"
@@ -131,9 +147,11 @@ class VersionReader:
         istiod = find_istiod(api.list_deployments(ISTIO_NAMESPACE), release=release.name)
         if not _istiod_at(istiod, version):
             return [f"{cluster_id}: {_istiod_words(istiod)}, expected {version}"]
-        # In upgrade order after istiod: ztunnel and the CNI node agent, then every gateway's proxies.
-        # A cluster whose gateway still runs the old proxy is not upgraded.
-        return [f"{cluster_id}: {line}" for line in components_behind(api, version)]
+        # In upgrade order after istiod: the ztunnel, CNI and gateway releases, then what they run: ztunnel and
+        # the CNI node agent, every gateway's proxies. A cluster whose gateway still runs the old proxy is not
+        # upgraded.
+        behind = [_release_words(r, version) for r in late if not _release_at(r, version)]
+        return [f"{cluster_id}: {line}" for line in behind or components_behind(api, version)]
 
     def observe(self, cluster: Cluster) -> ObservedVersion:
         """The version `cluster` runs, by the same rule as `waiting`; a cluster that cannot be

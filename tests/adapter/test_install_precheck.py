@@ -53,13 +53,14 @@ class Rig:
                                       gitlab_project=PROJECT, flux_config_path=path, current_istio_version=OLD,
                                       api_endpoint=self.kubernetes.endpoint(cid)))
 
-    def precheck(self, cluster_id: str, batch: list[str]) -> dict[str, HealthCheckResult]:
+    def precheck(self, cluster_id: str, batch: list[str], prefixes: list[str] | None = None
+                 ) -> dict[str, HealthCheckResult]:
         run = RunRecord(run_id="r1", execution_arn="arn", batch="dev-1", target_version=NEW, clusters=batch,
                         from_versions=dict.fromkeys(batch, OLD), gitlab_project=PROJECT,
                         options=ExecutionInput.model_validate({"batch": "dev-1", "target_version": NEW}),
                         started_at=datetime.now(UTC))
         checks = InstallPrecheck(self.registry, self.repo, HttpChartRepository(retry=RetryPolicy(sleep=lambda _: None)),
-                                 "main")
+                                 "main", prefixes)
         results = checks.run(run, self.registry.get(cluster_id), SimConnector(self.kubernetes))
         return {r.check_name: r for r in results}
 
@@ -158,3 +159,16 @@ def test_kubernetes_outside_the_supported_range_is_refused(rig: Rig) -> None:
     assert result.status == CheckStatus.FAIL and "does not support Kubernetes 1.33" in result.message
     rig.kubernetes.set_kubernetes_version("c1", "1.25.4")
     assert rig.precheck("c1", ["c1"])["kubernetes_compatible"].status == CheckStatus.WARN
+
+
+def test_an_environment_variable_outside_the_allowed_paths_is_refused_then_scoped(rig: Rig) -> None:
+    # GIVEN two clusters reading istio_version from one ConfigMap under environments/
+    files = layouts.postbuild_fleet(["a", "b"], {"a": OLD, "b": OLD}, rig.charts.helm_url, environment_map=True)
+    rig.seed(files, {c: f"clusters/{c}/istio.yaml" for c in "ab"})
+    # WHEN the batch holds both but GUARD may commit under clusters/ only THEN it says which prefix to add
+    result = rig.precheck("a", ["a", "b"], ["clusters/"])["change_scope"]
+    assert result.status == CheckStatus.FAIL and "environments/dev/istio-version.yaml" in result.message
+    assert "gitlab.allowed_path_prefixes" in result.message
+    # AND with environments/ allowed, a batch of a alone is refused naming b (one variable for the environment)
+    assert rig.precheck("a", ["a"], ["clusters/", "environments/"])["change_scope"].details["outside"] == ["b"]
+    assert rig.precheck("a", ["a", "b"], ["clusters/", "environments/"])["change_scope"].status == CheckStatus.PASS

@@ -23,8 +23,9 @@ class InstallPrecheck:
     """Reads the install at the target branch, as the MR will be cut from it."""
 
     def __init__(self, registry: ClusterRegistry, repo: GitOpsRepo, charts: ChartRepository,
-                 target_branch: str) -> None:
+                 target_branch: str, allowed_prefixes: list[str] | None = None) -> None:
         self._target_branch = target_branch
+        self._prefixes = list(allowed_prefixes or [])
         self._registry = registry
         self._repo = repo
         self._charts = charts
@@ -74,6 +75,12 @@ class InstallPrecheck:
                            f"{', '.join(clusters)} ({where}); put them in the batch, or give the batch's clusters "
                            "their own version", outside=clusters)
         files_touched = sorted({loc.path for loc in edits})
+        outside = [f for f in files_touched if self._prefixes and not f.startswith(tuple(self._prefixes))]
+        if outside:
+            # The version lives in a file GUARD may not commit to (gitlab.allowed_path_prefixes).
+            return _result(cid, "change_scope", CheckStatus.FAIL,
+                           f"the version lives in {', '.join(outside)}, outside gitlab.allowed_path_prefixes "
+                           f"({', '.join(self._prefixes)}): add its directory there to let GUARD bump it")
         return _result(cid, "change_scope", CheckStatus.PASS,
                        f"the change touches only the batch's clusters ({', '.join(files_touched)})")
 

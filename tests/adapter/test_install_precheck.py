@@ -111,6 +111,13 @@ def test_whole_install_passes_and_the_mr_bumps_five_version_lines_only(rig: Rig)
                 assert y.replace(NEW, OLD) == x
                 changed += 1
     assert changed == 5
+    # AND the MR lists each version line it changes, and the charts in Flux's order
+    description = rig.gitlab.merge_requests(PROJECT)[0]["description"]
+    assert "### Versions this MR changes" in description
+    row = (f"| `clusters/c1/istio/base.yaml` | HelmRelease istio-system/istio-base spec.chart.spec.version "
+           f"| {OLD} | {NEW} |")
+    assert row in description
+    assert "`c1`: base → istiod → cni → ztunnel → gateway" in description
 
 
 def test_a_version_missing_from_the_helm_repository_is_refused_naming_the_chart(rig: Rig) -> None:

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from guard.digest import names_digest, versions_digest
 from guard.errors import GuardError, TaskTokenNotStored, UnknownCluster
-from guard.gitops.istio_install import apply_edits
+from guard.gitops.istio_install import Install, Location, apply_edits
 from guard.ports import Clock, FileChange, GitOpsRepo, MergeRequest
 from guard.retry import RetryPolicy, policy
 from guard.services.install import planned_changes, read_installs, repo_files
@@ -43,6 +43,19 @@ class Change(BaseModel):
     commit_message: str
     description: str
     wait_hours: float  # the token outlives the state's TimeoutSeconds by a day
+
+
+def edits_section(installs: dict[str, Install], edits: dict[Location, str]) -> str:
+    """The MR's list of every version line it changes, and the Istio charts each cluster runs."""
+    if not edits:
+        return ""
+    lines = ["", "", "### Versions this MR changes", "", "| file | what | from | to |", "|---|---|---|---|"]
+    lines += [f"| `{loc.path}` | {loc.field} | {loc.current} | {version} |"
+              for loc, version in sorted(edits.items(), key=lambda item: (item[0].path, item[0].start))][:60]
+    lines += ["", "Charts per cluster, in the order Flux upgrades them (`dependsOn`): "
+              + "; ".join(f"`{cid}`: " + " → ".join(c.component for c in install.components)
+                          for cid, install in list(installs.items())[:20])]
+    return "\n".join(lines)
 
 
 def upgrade_branch(prefix: str, batch: str, version: str) -> str:
@@ -92,7 +105,8 @@ class ChangeService:
         changes = [FileChange(path=path, content=text) for path, text in apply_edits(files, edits).items()]
         self._repo.commit_files(change.project, change.source_branch, changes, change.commit_message)
         mr = self._repo.ensure_merge_request(change.project, change.source_branch, change.target_branch,
-                                             title=change.title, description=change.description)
+                                             title=change.title,
+                                             description=change.description + edits_section(installs, edits))
         record = TaskTokenRecord(merge_request_url=mr.web_url, task_token=task_token, run_id=change.run_id,
                                  kind=change.kind)
         try:

@@ -328,14 +328,18 @@ class LocalWorld:
                                                  environment_map=layout == "postbuild-env")
         return files
 
-    def _install(self, spec: ClusterSpec, files: dict[str, str]) -> Install:
-        tree = Files(files.get, lambda d: [p for p in files if p.startswith(d.strip("/") + "/" if d else "")])
+    @staticmethod
+    def _tree(files: dict[str, str]) -> Files:
+        """One revision of the repository; share it between clusters: it parses each file once."""
+        return Files(files.get, lambda d: [p for p in files if p.startswith(d.strip("/") + "/" if d else "")])
+
+    def _install(self, spec: ClusterSpec, tree: Files) -> Install:
         return read_install(tree, spec.cluster, _entry_path(spec))
 
     def _seed_components(self, spec: ClusterSpec, files: dict[str, str]) -> None:
         """The cluster runs what its Flux path installs (chained by the same dependsOn), plus `unmanaged`."""
         self.kubernetes.set_kubernetes_version(spec.cluster, spec.kubernetes_version)
-        for c in self._install(spec, files).components:
+        for c in self._install(spec, self._tree(files)).components:
             self.kubernetes.add_component(
                 spec.cluster, c.component, c.name, namespace=c.namespace, version=spec.istio_version,
                 depends_on=[name for _, name in c.depends_on], crds=c.crds_policy, crd_templates=bool(c.crd_templates))
@@ -411,11 +415,12 @@ class LocalWorld:
 
         delay = self.scenario.flux_reconcile_seconds
         files = self.gitlab.files(project)
+        tree = self._tree(files)
         for spec in self.scenario.fleet:
             if _entry_path(spec) not in files:
                 continue
             version = ""
-            for c in self._install(spec, files).components:
+            for c in self._install(spec, tree).components:
                 if c.component == "istiod":
                     version = c.location.current
                 else:  # the other charts: Flux applies them too, in their dependsOn order

@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := lambdas:.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup demo rehearse test faults unit lint asl synth bench bench-judge bench-fleet clean
+.PHONY: setup demo rehearse test faults unit lint asl synth cdk-synth deploy bench bench-cold bench-judge bench-fleet clean
 
 setup: $(VENV)/.installed
 
@@ -39,7 +39,8 @@ unit: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy lambdas sandbox infra app.py cli statemachines tests/faults benchmarks/fleet.py
+	$(VENV)/bin/mypy lambdas sandbox infra app.py cli statemachines tests/faults benchmarks/fleet.py \
+		benchmarks/cold_imports.py
 
 # statemachines/*.asl.json and docs/workflow.md's state list, from statemachines/build.py (stdlib only)
 asl:
@@ -48,12 +49,29 @@ asl:
 synth: setup
 	$(PY) app.py
 
-bench: setup
-	$(PY) benchmarks/cold_imports.py
+# The CDK CLI (npx aws-cdk@2; cdk.json runs app.py, which uses .venv by itself). No venv to activate.
+# make deploy                      every stack of the tenants in cdk.json (shared registries first)
+# make deploy STACKS=Guard-team-a  one tenant (and the shared registry it names)
+CDK    ?= npx --yes aws-cdk@2
+STACKS ?= --all
+cdk-synth: setup
+	$(CDK) synth --quiet
+
+deploy: setup
+	$(CDK) deploy $(STACKS) --require-approval broadening
+
+bench: bench-cold
+
+# Every function's bundle as `make synth` builds it (this machine's architecture): unzipped size, bytecode,
+# and the cold import per handler in fresh Python 3.12 interpreters (docs/scale.md). make bench-cold RUNS=9
+RUNS ?= 7
+bench-cold: setup
+	$(PY) benchmarks/cold_imports.py --runs $(RUNS)
 
 # How often the validation judge is right on a seeded labelled corpus (docs/validation.md)
 bench-judge: setup
 	$(PY) benchmarks/judge.py
+	$(PY) benchmarks/judge_bound.py
 
 # A batch of many failing clusters on the real ASL: history, payload and cause sizes (docs/scale.md).
 # make bench-fleet FLEET="100 200 500"

@@ -9,8 +9,28 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT / "lambdas"))
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+def _in_project_venv() -> None:
+    """cdk.json runs `python3 app.py` with whatever python3 is first on PATH. Without the CDK libraries
+    there (no venv activated), run again with the project's venv (`make setup`), so `cdk synth` and
+    `cdk deploy` work from a fresh clone without activating anything."""
+    try:
+        import aws_cdk  # noqa: F401
+    except ImportError:
+        venv = ROOT / ".venv"
+        # A venv's python is a symlink to the base interpreter: tell them apart by sys.prefix, not by path.
+        if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != venv.resolve():
+            os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), str(Path(__file__).resolve()), *sys.argv[1:]])
+        missing = "has no CDK libraries" if VENV_PYTHON.exists() else "does not exist"
+        sys.exit(f"GUARD synth: {sys.executable} has no CDK libraries and {venv} {missing}: run `make setup` first")
+
+
+# Before aws_cdk is first imported (in _in_project_venv): jsii warns about Node 20 at import.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+_in_project_venv()
+sys.path.insert(0, str(ROOT / "lambdas"))
 
 from guard.errors import ConfigError  # noqa: E402
 

@@ -190,8 +190,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--confidence", type=float, default=None,
+                        help="per-comparison confidence (default: the judge's default setting)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    global SETTINGS
+    if args.confidence is not None:
+        SETTINGS = JudgeSettings(confidence=args.confidence)
 
     cases = per_comparison(rng)
     healthy = sum(c.kind == "healthy" for c in cases)
@@ -213,7 +218,8 @@ def main() -> None:
                           for _ in range(args.batches))
     detected = sum(any(v.outcome == VerdictOutcome.FAIL for v in batch(rng, True))
                    for _ in range(args.batches))
-    print(f"per batch (50 clusters x 4 queries, 60-point windows, {SETTINGS.batch_correction} at "
+    print(f"per batch (50 clusters x 4 queries, 60-point windows, confidence {SETTINGS.confidence:g}, "
+          f"{SETTINGS.batch_correction} at "
           f"{SETTINGS.batch_error_rate:g}):")
     print(f"    false rollback       {rate(false_rollbacks, args.batches)}")
     print(f"    detection            {rate(detected, args.batches)}")

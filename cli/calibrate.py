@@ -114,7 +114,8 @@ def _sources(args: argparse.Namespace) -> Iterator[Sources]:
             raise InvalidInput(str(e)) from e
         with LocalWorld(scenario) as world:
             table = world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name)
-            yield Sources(world.config, ClusterRegistry(table), world.engine.client("secretsmanager"),
+            yield Sources(world.config, ClusterRegistry(table, world.config.tenant),
+                          world.engine.client("secretsmanager"),
                           world.datadog.url, world.clock)
         return
     import boto3  # the edge: credentials, region and AWS_ENDPOINT_URL come from the environment
@@ -125,7 +126,7 @@ def _sources(args: argparse.Namespace) -> Iterator[Sources]:
 
     config = load_config(args.config)
     region = args.region or config.aws.region
-    yield Sources(config, _open_registry(table_names(config).table_name, region),
+    yield Sources(config, _open_registry(table_names(config).table_name, region, config.tenant),
                   boto3.client("secretsmanager", region_name=region),
                   os.environ.get("GUARD_DATADOG_HOST") or None, SystemClock())
 

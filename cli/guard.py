@@ -268,12 +268,14 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_validate_config(args: argparse.Namespace, out: TextIO) -> int:
+    from guard.checks.custom import verify_custom_checks
     from guard.config.loader import load_config
     from guard.config.schedules import schedule_expression
     from guard.rollout.dag import RolloutGraph
 
     for file in args.files:
         config = load_config(file)
+        verify_custom_checks(config.custom_checks, Path(file).parent / config.custom_checks_path, str(file))
         graph = RolloutGraph.build([b.name for b in config.batches], config.batch_order)
         for schedule in config.schedules:
             schedule_expression(schedule.cron, f"{file}: schedules.{schedule.name}.cron")

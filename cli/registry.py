@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from guard.config.accounts import CONFIG_KEY, account_problems
 from guard.config.loader import format_validation_error, load_config
-from guard.config.models import TenantConfig
+from guard.config.models import DEFAULT_TENANT, TenantConfig
 from guard.config.registry_policy import ENDPOINTS_KEY, PROJECTS_KEY, connection_problems, registry_problems
 from guard.core.models import Cluster
 from guard.core.version import Version
@@ -247,6 +247,15 @@ Exit codes: 0 every cluster observed (the registry now says what they run), 1 a 
 not be observed or an AWS failure, 2 bad arguments, config or batch.
 """
 
+MIGRATE_HELP = """\
+Registry items are keyed <tenant>#<cluster id>, so that tenants can share a table and each
+tenant's functions reach only their own items (IAM dynamodb:LeadingKeys). Items written before
+(keyed by the bare cluster id) are moved to the tenant of --config (or --tenant): copied under
+the new key, then deleted if unchanged. Items that already carry a tenant are left alone. Run it
+once right after the deploy that brings tenant keys; running it again moves nothing.
+Exit codes: 0 every legacy item moved (or none left), 1 an item was left as is or AWS failed, 2 bad arguments.
+"""
+
 FILE_FORMAT = "YAML for .yaml/.yml, JSON for .json; the format is taken from the extension"
 
 
@@ -278,6 +287,12 @@ def add_commands(commands: Any) -> None:
     rec.add_argument("--dry-run", action="store_true", help="observe and report what would change; write nothing")
     rec.set_defaults(run=run_reconcile)
 
+    mig = actions.add_parser("migrate", help="give registry items written before tenant keys the tenant's keys",
+                             description=MIGRATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_target(mig, file_format=False)
+    mig.add_argument("--dry-run", action="store_true", help="report what would move; write nothing")
+    mig.set_defaults(run=run_migrate)
+
 
 def _add_target(parser: argparse.ArgumentParser, file_format: bool = True) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
@@ -286,12 +301,15 @@ def _add_target(parser: argparse.ArgumentParser, file_format: bool = True) -> No
                         help="tenant config: its deployed registry table (aws.dynamodb.table_name, else "
                              "guard-<tenant>-cluster-registry), aws.region and aws.cluster_accounts")
     parser.add_argument("--region", help="AWS region (default: the config's aws.region, else the AWS environment)")
+    parser.add_argument("--tenant", default=DEFAULT_TENANT,
+                        help="with --table: whose clusters (keys <tenant>#<cluster id>; default "
+                             f"'{DEFAULT_TENANT}'); with --config: the config's tenant")
     if file_format:
         parser.add_argument("--format", choices=["yaml", "json"],
                             help="file format when FILE is `-` (default yaml) or has another extension")
 
 
-def _open_registry(table_name: str, region: str | None) -> ClusterRegistry:
+def _open_registry(table_name: str, region: str | None, tenant: str) -> ClusterRegistry:
     import boto3  # the edge: credentials, region and AWS_ENDPOINT_URL come from the environment
     from botocore.exceptions import NoRegionError
 
@@ -299,7 +317,15 @@ def _open_registry(table_name: str, region: str | None) -> ClusterRegistry:
         table = boto3.resource("dynamodb", region_name=region).Table(table_name)
     except NoRegionError as e:
         raise InvalidInput("no AWS region: pass --region or --config, or set AWS_REGION") from e
-    return ClusterRegistry(table)
+    return ClusterRegistry(table, tenant)
+
+
+def _tenant_of(args: argparse.Namespace, config: TenantConfig | None) -> str:
+    """The tenant whose registry items a command reads and writes: the config's, else --tenant."""
+    if config is not None:
+        return config.tenant
+    tenant: str = args.tenant
+    return tenant
 
 
 def _caller_account(region: str | None) -> str:
@@ -345,7 +371,8 @@ def run_import(args: argparse.Namespace) -> int:
     for warning in config_warnings(config, clusters) if config else []:
         print(f"warning: {warning}", file=sys.stderr)
     try:
-        result = import_clusters(_open_registry(table_name, region), clusters, dry_run=args.dry_run)
+        result = import_clusters(_open_registry(table_name, region, _tenant_of(args, config)), clusters,
+                                 dry_run=args.dry_run)
     except InvalidInput as e:
         return _fail(e, 2)
     except GuardError as e:
@@ -363,9 +390,9 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     try:
-        table_name, region, _ = _target(args)
+        table_name, region, config = _target(args)
         fmt = file_format(args.file, args.format)
-        clusters = export_clusters(_open_registry(table_name, region))
+        clusters = export_clusters(_open_registry(table_name, region, _tenant_of(args, config)))
     except (InvalidInput, ConfigError) as e:
         return _fail(e, 2)
     except GuardError as e:
@@ -392,7 +419,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         return _fail(InvalidInput("--batch: must not be empty"), 2)
     try:
         table_name, region, config = _target(args)
-        registry = _open_registry(table_name, region)
+        registry = _open_registry(table_name, region, _tenant_of(args, config))
         clusters = batch_clusters(registry, args.batch, config)
     except (InvalidInput, ConfigError) as e:
         return _fail(e, 2)
@@ -420,6 +447,24 @@ def _print_reconciliation(batch: str, table_name: str, found: Reconciliation) ->
         print(f"  {note}")
     if found.dry_run:
         print("dry run: nothing written")
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from guard.stores.registry_migration import migrate_to_tenant_keys
+
+    try:
+        table_name, region, config = _target(args)
+        registry = _open_registry(table_name, region, _tenant_of(args, config))
+    except (InvalidInput, ConfigError) as e:
+        return _fail(e, 2)
+    try:
+        report = migrate_to_tenant_keys(registry.table, registry.tenant, dry_run=args.dry_run)
+    except GuardError as e:
+        return _fail(e, 1)
+    print(f"{table_name}: {report.summary(args.dry_run)}")
+    if args.dry_run:
+        print("dry run: nothing written")
+    return 1 if report.skipped else 0
 
 
 def _fail(error: Exception, code: int) -> int:

@@ -7,10 +7,13 @@ The source of every function of a tenant is the same staged tree:
 Bundling copies `guard/`, `handlers/`, `tenant/` into the asset and installs only the
 dependency groups the function needs, from their hash lock (`requirements/locks/`, made by
 infra/locks.py) with `pip --require-hashes --no-deps --platform manylinux2014_<arch>
---only-binary=:all:`, which needs no Docker and no Linux host. Installs are cached per
-(lock, platform) under the build dir, so eight functions of two tenants cost four pip runs,
-once. When no pip is importable the bundler declines and CDK runs the same command in the SAM
-build image (Docker), pinned by digest (`BUILD_IMAGE`); the context
+--only-binary=:all:`, which needs no Docker and no Linux host, then slims it and compiles it to
+bytecode with the runtime's Python 3.12 (infra/slimming.py: Lambda cannot write `.pyc` into
+/var/task, so a bundle without them compiles at every cold start). Installs are cached per
+(lock, platform, slimming recipe) under the build dir, so the functions of every tenant cost one
+pip run and one compilation per dependency set, once. When no pip is importable (or no Python 3.12)
+the bundler declines and CDK runs the same commands in the SAM build image (Docker), pinned by
+digest (`BUILD_IMAGE`); the context
 `aws:cdk:bundling-stacks = []` skips bundling altogether (tests, `cdk diff` of one stack).
 """
 
@@ -19,11 +22,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ import aws_cdk as cdk
 import jsii
 from aws_cdk import aws_lambda as lambda_
 
+from infra import slimming
 from infra.locks import PYTHON_VERSION, inputs_digest, lock_name, lock_path, recorded_digest
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
@@ -48,6 +54,13 @@ _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".pytest
 BUILD_IMAGE = ("public.ecr.aws/sam/build-python3.12@sha256:"
                "6b977f28341c892f743070ef945b600f1b257b668003720dc3bc9b1839fcd666")
 BUILD_IMAGE_PLATFORM = "linux/amd64"
+# The interpreter that compiles the bytecode: its version must be the runtime's (a 3.11 .pyc is ignored
+# by 3.12). Found as $GUARD_BYTECODE_PYTHON, this Python if it is 3.12, python3.12 on PATH, or pyenv's.
+BYTECODE_PYTHON_ENV = "GUARD_BYTECODE_PYTHON"
+# Part of the dependency cache key: change it when slimming.py changes what an install becomes.
+SLIMMING_RECIPE = "prune-aio-k8s-apis-dd-closure+pyc-unchecked-hash/2"
+# Staged next to the requirements so the Docker fallback runs the same slimming (stdlib only).
+STAGED_SLIMMING = "requirements/slimming.py"
 
 
 class BundlingError(RuntimeError):
@@ -62,6 +75,7 @@ def stage_source(*, lambdas_dir: Path, tenant_config: dict[str, Any], checks_dir
     dest.mkdir(parents=True)
     for name in ("guard", "handlers", "requirements"):
         shutil.copytree(lambdas_dir / name, dest / name, ignore=_IGNORE)
+    shutil.copyfile(Path(slimming.__file__), dest / STAGED_SLIMMING)
     tenant = dest / "tenant"
     tenant.mkdir()
     (tenant / "config.json").write_text(json.dumps(tenant_config, indent=2, sort_keys=True) + "\n")
@@ -85,9 +99,39 @@ def pip_install_command(requirement_files: Sequence[Path | str], target: Path | 
             "--python-version", PYTHON_VERSION, "--implementation", "cp"]
 
 
+def bytecode_python() -> str:
+    """A Python of the runtime's version to compile the bytecode with; BundlingError naming how to give one."""
+    found = _bytecode_python(os.environ.get(BYTECODE_PYTHON_ENV, ""))
+    if found is None:
+        raise BundlingError(f"no Python {PYTHON_VERSION} to compile the functions' bytecode: install it or set "
+                            f"{BYTECODE_PYTHON_ENV} to its path")
+    return found
+
+
+@cache
+def _bytecode_python(explicit: str) -> str | None:
+    if explicit:
+        candidates = [explicit]
+    else:
+        pyenv = sorted(Path.home().glob(f".pyenv/versions/{PYTHON_VERSION}.*/bin/python{PYTHON_VERSION}"))
+        candidates = [sys.executable, shutil.which(f"python{PYTHON_VERSION}") or "", *map(str, reversed(pyenv))]
+    for candidate in filter(None, candidates):
+        try:
+            version = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                     capture_output=True, text=True, check=False, timeout=30).stdout.strip()
+        except OSError:
+            continue
+        if version == PYTHON_VERSION:
+            return candidate
+    if explicit:
+        raise BundlingError(f"{BYTECODE_PYTHON_ENV}={explicit} is not a Python {PYTHON_VERSION}")
+    return None
+
+
 def install_groups(*, requirements_dir: Path, groups: Sequence[str], platform_tag: str,
-                   cache_dir: Path) -> Path:
-    """Install the groups' hash lock (one file for the set, so shared dependencies agree); cached by lock."""
+                   cache_dir: Path, code_dirs: Sequence[Path] = ()) -> Path:
+    """Install the groups' hash lock (one file for the set, so shared dependencies agree), slimmed for the
+    code in `code_dirs` and compiled to bytecode; cached by lock, platform and what the code imports."""
     lock = lock_path(requirements_dir, groups)
     if not lock.is_file():
         raise BundlingError(f"no lock {lock} for {'+'.join(groups)}: run `python -m infra.locks`")
@@ -97,6 +141,11 @@ def install_groups(*, requirements_dir: Path, groups: Sequence[str], platform_ta
     digest = hashlib.sha256(platform_tag.encode() + PYTHON_VERSION.encode())
     for file in files:
         digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    # The slimming keeps what the code imports from the pruned packages: a new import is a new install.
+    pruned_imports = sorted(m for m in slimming.imported_modules(code_dirs)
+                            if m.split(".")[0] in slimming.CLOSURE_PRUNED)
+    digest.update(SLIMMING_RECIPE.encode() + b"\0" + "\n".join(pruned_imports).encode())
+    python = bytecode_python()
     target = cache_dir / f"{'+'.join(groups)}-{platform_tag}-{digest.hexdigest()[:12]}"
     if target.is_dir():
         return target
@@ -110,6 +159,11 @@ def install_groups(*, requirements_dir: Path, groups: Sequence[str], platform_ta
                 f"pip could not install {'+'.join(groups)} for {platform_tag} "
                 f"(python {PYTHON_VERSION}):\n{result.stderr.strip()[-2000:]}"
             )
+        slimming.prune(out, code_dirs)
+        try:
+            slimming.compile_bytecode(python, out)
+        except slimming.SlimmingError as e:
+            raise BundlingError(str(e)) from e
         # Another synth may have won the race; either copy is complete.
         if not target.exists():
             out.rename(target)
@@ -129,17 +183,23 @@ class LocalPipBundler:
 
     def try_bundle(self, output_dir: str, *_options: Any, **_kw_options: Any) -> bool:
         # jsii passes the BundlingOptions struct positionally; the bundler needs none of it.
-        if importlib.util.find_spec("pip") is None:
+        if importlib.util.find_spec("pip") is None or _bytecode_python(os.environ.get(BYTECODE_PYTHON_ENV, "")) is None:
             if shutil.which("docker") is None:
-                raise BundlingError("cannot bundle Lambda dependencies: no pip in this Python and no docker")
-            return False  # CDK runs the same install in the SAM build image
+                raise BundlingError("cannot bundle Lambda dependencies: no docker, and no pip in this Python or no "
+                                    f"Python {PYTHON_VERSION} for the bytecode (set {BYTECODE_PYTHON_ENV})")
+            return False  # CDK runs the same install, slimming and compilation in the SAM build image
+        code_dirs = [self._source_dir / name for name in CODE_DIRS if (self._source_dir / name).is_dir()]
         deps = install_groups(requirements_dir=self._source_dir / "requirements", groups=self._groups,
-                              platform_tag=self._platform_tag, cache_dir=self._cache_dir)
+                              platform_tag=self._platform_tag, cache_dir=self._cache_dir, code_dirs=code_dirs)
         out = Path(output_dir)
         shutil.copytree(deps, out, dirs_exist_ok=True)
-        for name in CODE_DIRS:
-            if (self._source_dir / name).is_dir():
-                shutil.copytree(self._source_dir / name, out / name, dirs_exist_ok=True, ignore=_IGNORE)
+        python = bytecode_python()
+        for source in code_dirs:
+            shutil.copytree(source, out / source.name, dirs_exist_ok=True, ignore=_IGNORE)
+            try:
+                slimming.compile_bytecode(python, out / source.name, ddir=f"{slimming.TASK_ROOT}/{source.name}")
+            except slimming.SlimmingError as e:
+                raise BundlingError(str(e)) from e
         return True
 
 
@@ -156,7 +216,8 @@ def function_code(*, source_dir: Path, groups: Sequence[str], cache_dir: Path,
         bundling=cdk.BundlingOptions(
             image=cdk.DockerImage.from_registry(BUILD_IMAGE),
             platform=BUILD_IMAGE_PLATFORM,
-            command=["bash", "-c", f"{docker_install} && cp -r {' '.join(CODE_DIRS)} /asset-output/"],
+            command=["bash", "-c", f"{docker_install} && cp -r {' '.join(CODE_DIRS)} /asset-output/"
+                                   f" && python {STAGED_SLIMMING} /asset-output {' '.join(CODE_DIRS)}"],
             local=LocalPipBundler(source_dir=source_dir, groups=groups, architecture=arch,
                                   cache_dir=cache_dir),
         ),

@@ -14,7 +14,7 @@ TableAccess = Literal["none", "read", "read_write"]
 # gitlab: the push account (commits); gitlab_reader: a Reporter account (reads MRs and members, comments).
 SecretKind = Literal["gitlab", "gitlab_reader", "datadog", "webhook", "llm", "slack"]
 
-REQUIREMENT_GROUPS = ("core", "gitlab", "kubernetes", "datadog", "llm")
+REQUIREMENT_GROUPS = ("core", "gitlab", "kubernetes", "datadog", "llm", "slack")
 
 
 @dataclass(frozen=True)
@@ -62,14 +62,15 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("OpenMergeRequest", "handlers.open_merge_request.handler", ("core", "gitlab"),
                  timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab", "slack"),
                  notify_topic=True),
-    FunctionSpec("FluxStatus", "handlers.flux_status.handler", ("core", "kubernetes"),
-                 timeout_seconds=120, memory_mb=512, registry="read", cluster_access=True),
-    FunctionSpec("RestartSidecars", "handlers.restart_sidecars.handler", ("core", "kubernetes"),
-                 timeout_seconds=120, memory_mb=512, registry="read", cluster_access=True),
+    # FluxStatus, RestartSidecars and Conclude post Datadog events (merge, soak start, verdict): the Datadog secret.
+    FunctionSpec("FluxStatus", "handlers.flux_status.handler", ("core", "kubernetes", "datadog"),
+                 timeout_seconds=120, memory_mb=512, registry="read", secrets=("datadog",), cluster_access=True),
+    FunctionSpec("RestartSidecars", "handlers.restart_sidecars.handler", ("core", "kubernetes", "datadog"),
+                 timeout_seconds=120, memory_mb=512, registry="read", secrets=("datadog",), cluster_access=True),
     FunctionSpec("Validate", "handlers.validate.handler", ("core", "kubernetes", "datadog"),
                  timeout_seconds=300, memory_mb=512, registry="read", secrets=("datadog",),
                  cluster_access=True),
-    FunctionSpec("Conclude", "handlers.conclude.handler", ("core",)),
+    FunctionSpec("Conclude", "handlers.conclude.handler", ("core", "datadog"), secrets=("datadog",)),
     FunctionSpec("Finish", "handlers.finish.handler", ("core", "gitlab", "kubernetes"),
                  timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",),
                  cluster_access=True),
@@ -92,12 +93,14 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
                  timeout_seconds=300, memory_mb=512, registry="read", secrets=("llm",), cluster_access=True),
     FunctionSpec("AwaitDecision", "handlers.await_decision.handler", ("core", "gitlab"),
                  timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab_reader",)),
-    FunctionSpec("OpenRollback", "handlers.open_rollback.handler", ("core", "gitlab"),
-                 timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab",)),
+    # The Datadog secret: the rollback MR shows graph snapshots of the failing queries.
+    FunctionSpec("OpenRollback", "handlers.open_rollback.handler", ("core", "gitlab", "datadog"),
+                 timeout_seconds=120, memory_mb=512, registry="read", secrets=("gitlab", "datadog")),
     FunctionSpec("VerifyRollback", "handlers.verify_rollback.handler", ("core", "kubernetes", "gitlab"),
                  timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",),
                  cluster_access=True),
-    FunctionSpec("Notify", "handlers.notify.handler", ("core",), state="read", secrets=("slack",),
+    # requests for Slack's webhook (guard/notify/slack.py): core alone left it out of the bundle.
+    FunctionSpec("Notify", "handlers.notify.handler", ("core", "slack"), state="read", secrets=("slack",),
                  notify_topic=True),
     # Not a task: EventBridge delivers every end of an execution (infra/execution_ends.py); it records a
     # run the workflow could not (a stop from the console), releases the lock, deletes the tokens, notifies.

@@ -73,7 +73,7 @@ class GuardFunctions(Construct):
                 environment=environment,
                 description=f"GUARD {tenant}: {spec.handler}",
             )
-            _grant_table(registry, fn, spec.registry)
+            _grant_registry(registry, role, spec.registry, tenant)
             _grant_table(state, fn, spec.state)
             for kind in spec.secrets:
                 if kind in secrets:  # an optional secret (e.g. Slack) the config does not name
@@ -168,6 +168,28 @@ def _snake(name: str) -> str:
 def _nag_account(account: str) -> str:
     """How cdk-nag writes `account` in a finding id: the stack's own account token as <AWS::AccountId>."""
     return "<AWS::AccountId>" if cdk.Token.is_unresolved(account) else account
+
+
+REGISTRY_READS = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem")
+REGISTRY_WRITES = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+
+
+def registry_leading_keys(tenant: str) -> dict[str, Any]:
+    """The IAM condition that confines a request to `tenant`'s registry items: every partition key it
+    touches starts with `<tenant>#` (guard.stores.registry.registry_key), and it names at least one
+    (a request without leading keys, such as a Scan, would pass a ForAllValues test vacuously)."""
+    return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{tenant}#*"]},
+            "Null": {"dynamodb:LeadingKeys": "false"}}
+
+
+def _grant_registry(table: dynamodb.ITable, role: iam.IRole, access: TableAccess, tenant: str) -> None:
+    """Item reads (and writes) on the registry table, only of `tenant`'s keys: tenants may share the table.
+    No Scan or Query: the functions read clusters by id (listing by the tenant index is the CLI's)."""
+    if access == "none":
+        return
+    actions = [*REGISTRY_READS, *(REGISTRY_WRITES if access == "read_write" else ())]
+    role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=[table.table_arn],
+                                                     conditions=registry_leading_keys(tenant)))
 
 
 def _grant_table(table: dynamodb.ITable, fn: lambda_.IFunction, access: TableAccess) -> None:

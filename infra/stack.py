@@ -19,7 +19,7 @@ from infra.lambda_functions import GuardFunctions
 from infra.naming import cluster_accounts, deployed_config, resource_prefix
 from infra.rollout import RolloutStateMachine
 from infra.schedules import GuardSchedules, ReconcileSchedule
-from infra.tables import GuardTables
+from infra.tables import GuardTables, SharedRegistryStack
 from infra.webhook_api import GitLabWebhookApi
 from infra.workflow import UpgradeStateMachine
 
@@ -32,7 +32,7 @@ class GuardStack(cdk.Stack):
     """Everything one tenant config describes; physical names carry the tenant."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: TenantConfig, config_file: Path,
-                 build_dir: Path, **kwargs: Any) -> None:
+                 build_dir: Path, shared_registry: SharedRegistryStack | None = None, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         # A concrete account is packaged; an environment-agnostic stack's account is a token until deploy.
         deployed = deployed_config(config, None if cdk.Token.is_unresolved(self.account) else self.account)
@@ -40,7 +40,10 @@ class GuardStack(cdk.Stack):
         names = deployed.aws.dynamodb
 
         tables = GuardTables(self, "Tables", registry_table_name=names.table_name,
-                             state_table_name=names.state_table_name)
+                             state_table_name=names.state_table_name,
+                             shared_registry_name=shared_registry.table_name if shared_registry else None)
+        if shared_registry:
+            self.add_dependency(shared_registry, "the registry table this tenant shares")
 
         source = stage_source(
             lambdas_dir=LAMBDAS_DIR,

@@ -142,7 +142,7 @@ def _web_acl(scope: Construct, name: str, per_5_minutes: int, cidrs: list[str] |
             if not listed:
                 continue
             ip_set = wafv2.CfnIPSet(scope, f"GitLabSources{version}", scope="REGIONAL", ip_address_version=version,
-                                    addresses=listed, description="GitLab's webhook egress ranges")
+                                    addresses=listed, description="GitLab webhook egress ranges")
             rules.append(wafv2.CfnWebACL.RuleProperty(
                 name=f"GitLabSources{version}", priority=len(rules),
                 action=wafv2.CfnWebACL.RuleActionProperty(allow={}),
@@ -152,4 +152,4 @@ def _web_acl(scope: Construct, name: str, per_5_minutes: int, cidrs: list[str] |
             ))
     return wafv2.CfnWebACL(scope, "WebAcl", scope="REGIONAL", default_action=default, rules=rules,
                            visibility_config=visibility(name), name=name,
-                           description="GUARD webhook: per-source rate limit (and GitLab's ranges only, if set)")
+                           description="GUARD webhook: per-source rate limit, and GitLab ranges only when set")

@@ -129,7 +129,8 @@ def _unwatched_merge_requests(world: LocalWorld, running: set[str]) -> list[str]
 
 
 def _registry_differs_from_clusters(world: LocalWorld) -> list[str]:
-    registry = ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name))
+    registry = ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name),
+                               world.config.tenant)
     problems = []
     for spec in world.scenario.fleet:
         recorded = registry.get(spec.cluster).current_istio_version

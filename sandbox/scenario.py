@@ -115,6 +115,8 @@ class ClusterSpec(_Strict):
     flux: FluxSpec = FluxSpec()
     metrics: dict[str, MetricBehaviour] = Field(default_factory=dict)
     faults: Faults = Faults()
+    owner_team: str | None = "platform"  # the registry's owner fields (GUARD mentions them on its MRs)
+    owner_handle: str | None = None
 
     @model_validator(mode="after")
     def _version(self) -> ClusterSpec:
@@ -131,6 +133,32 @@ class HumanAction(_Strict):
                                                           "no redelivery of a failed one); the reconciler must notice")
     fast_forward: bool = Field(default=False, description="the project merges by fast-forward: no merge commit, "
                                                           "merge_commit_sha is null")
+    approve: bool = Field(default=False, description="the reviewer approves it (again after a push removed the "
+                                                     "approval) where the project's approval rule asks")
+    when_mergeable: bool = Field(default=False, description="the reviewer clicks Merge once GitLab enables it "
+                                                            "(detailed_merge_status mergeable), not before")
+
+
+class GitLabSpec(_Strict):
+    """The GitOps project's merge settings, by GitLab's names."""
+
+    merge_method: Literal["merge", "rebase_merge", "ff"] = "merge"
+    approvals_required: int = Field(default=0, ge=0, le=10, description="one approval rule: this many approvals")
+    only_allow_merge_if_pipeline_succeeds: bool = False
+    pipeline_seconds: float | None = Field(default=None, gt=0, description="CI: every pushed head gets a pipeline "
+                                                                           "that succeeds after this many scenario "
+                                                                           "seconds; null: no CI")
+
+
+class MainCommit(_Strict):
+    """A teammate commits on the target branch right after the Nth merge: in each of `paths`, `old` becomes
+    `new` (a change GUARD's open MRs must keep)."""
+
+    after_merges: int = Field(ge=1)
+    paths: list[str] = Field(min_length=1)
+    old: str = Field(min_length=1)
+    new: str
+    message: str = "A teammate's change"
 
 
 class DecisionComment(_Strict):
@@ -180,6 +208,8 @@ class Scenario(_Strict):
     gitlab_project: str = "platform/istio-fleet"
     flux_reconcile_seconds: float = Field(default=90, ge=0)
     human: HumanAction = HumanAction()
+    gitlab: GitLabSpec = GitLabSpec()
+    main_commits: list[MainCommit] = Field(default_factory=list)
     rollback_human: HumanAction = Field(
         default_factory=lambda: HumanAction(action="merge", after_seconds=300),
         description="what the person does with GUARD's rollback MR")

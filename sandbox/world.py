@@ -267,7 +267,8 @@ class LocalWorld:
         if self.llm:
             sm.create_secret(Name=self.config.llm.api_key_secret, SecretString=self.llm.api_key)
 
-        registry = ClusterRegistry(self.engine.resource("dynamodb").Table(self.config.aws.dynamodb.table_name))
+        registry = ClusterRegistry(self.engine.resource("dynamodb").Table(self.config.aws.dynamodb.table_name),
+                                   self.config.tenant)
         files = self._repository_files()
         batch_of = {c: b.name for b in self.config.batches for c in b.clusters}
         for spec in self.scenario.fleet:
@@ -278,7 +279,7 @@ class LocalWorld:
                 flux_config_path=path, aws_role_arn=spec.role_arn, api_endpoint=self.kubernetes.endpoint(spec.cluster),
                 current_istio_version=spec.istio_version,
                 datadog_tags={"env": spec.environment, "cluster_name": spec.cluster},
-                owner_team="platform",
+                owner_team=spec.owner_team, owner_handle=spec.owner_handle,
             )
             registry.put(cluster)
             self._seed_cluster(spec, cluster)
@@ -289,9 +290,16 @@ class LocalWorld:
             self.charts.publish(chart, *published)
         self.charts.push("charts/istiod", *published)
         self.gitlab.add_project(self.scenario.gitlab_project, files, default_branch=self.config.gitlab.target_branch)
+        settings = self.scenario.gitlab
+        self.gitlab.configure(self.scenario.gitlab_project, merge_method=settings.merge_method,
+                              approvals_required=settings.approvals_required,
+                              only_allow_merge_if_pipeline_succeeds=settings.only_allow_merge_if_pipeline_succeeds,
+                              ci=settings.pipeline_seconds is not None, pipeline_seconds=settings.pipeline_seconds)
         assert self.webhook is not None
         self.gitlab.add_hook(self.scenario.gitlab_project, f"{self.webhook.url}/webhooks/gitlab", self.webhook_token)
         self.gitlab.add_merge_listener(self._flux_follows)
+        if self.scenario.main_commits:
+            self.gitlab.add_merge_listener(self._teammate_commits)
         # The people who may answer a decision request, with their project access.
         for comment in self.scenario.decision_comments:
             levels = {"maintainer": 40, "developer": 30, "owner": 50}
@@ -439,6 +447,21 @@ class LocalWorld:
                     self.upgraded_at[spec.cluster] = at
                     self.version_changes.setdefault(spec.cluster, []).append((at, version))
 
+    def _teammate_commits(self, project: str, iid: int, head: str) -> None:
+        """After the Nth merge, a teammate commits the scenario's `main_commits` on the target branch."""
+        merged = sum(1 for mr in self.gitlab.merge_requests(project) if mr["state"] == "merged")
+        for commit in self.scenario.main_commits:
+            if commit.after_merges != merged:
+                continue
+            files = {}
+            for path in commit.paths:
+                text = self.gitlab.file_at(project, path) or ""
+                if commit.old not in text:
+                    raise ValueError(f"main_commits: {commit.old!r} is not in {path}")
+                files[path] = text.replace(commit.old, commit.new)
+            self.gitlab.push(project, self.config.gitlab.target_branch, files, commit.message)
+            self._log(f"a teammate committed on {self.config.gitlab.target_branch}: {commit.message}")
+
     def _human(self) -> None:
         """Watch for GUARD's MRs (upgrade and rollback) and its decision requests, and answer them
         `after_seconds` of scenario time later as the scenario says."""
@@ -475,6 +498,8 @@ class LocalWorld:
                                              f", settled {len(settled)}"))
             for line in settled:
                 self._log(f"the reconciler found {line}", at)
+            for line in list(report.get("tended") or []) if isinstance(report, dict) else []:
+                self._log(f"the reconciler kept an MR mergeable: {line}", at)
 
     def _log(self, text: str, at: datetime | None = None) -> None:
         self.human_log.append((at or datetime.now(UTC), text))
@@ -502,8 +527,31 @@ class LocalWorld:
         if state != "opened":  # GUARD closed it meanwhile (it stopped watching it): there is nothing to merge
             self._log(f"MR !{iid} is {state}; the reviewer cannot {action} it", at)
             return
+        if action == "merge" and (plan.approve or plan.when_mergeable):
+            self._merge_through_gates(iid, plan)
+            return
         if action == "merge":
             self.gitlab.merge(self.scenario.gitlab_project, iid, deliver_hooks=deliver, fast_forward=plan.fast_forward)
         else:
             self.gitlab.close(self.scenario.gitlab_project, iid, deliver_hooks=deliver)
         self._log(f"MR !{iid} {action}d" + ("" if deliver else "; GitLab's webhook is lost"), at)
+
+    def _merge_through_gates(self, iid: int, plan: HumanAction) -> None:
+        """The reviewer approves (again whenever a push removed the approval) and clicks Merge once GitLab
+        enables it; looks again whenever a Lambda invocation ends (GUARD may have rebased the MR)."""
+        project = self.scenario.gitlab_project
+        while not self._stop.is_set():
+            since = self.engine.activity.generation()
+            state = self.gitlab.merge_request(project, iid)["state"]
+            if state != "opened":
+                self._log(f"MR !{iid} is {state}; the reviewer leaves it")
+                return
+            if plan.approve and self.gitlab.approvals_left(project, iid) > 0:
+                self.gitlab.approve(project, iid, "reviewer")
+                self._log(f"reviewer approved MR !{iid}")
+            at = datetime.now(UTC)
+            if (plan.when_mergeable and self.gitlab.merge_when_mergeable(project, iid) is not None) or (
+                    not plan.when_mergeable and self.gitlab.merge(project, iid)):
+                self._log(f"MR !{iid} merged", at)
+                return
+            self.engine.activity.wait(since, timeout=0.25)

@@ -57,6 +57,9 @@ RETRY_START_CHILD = _retry(["StepFunctions.ThrottlingException", "StepFunctions.
 
 INVOKE = "arn:aws:states:::lambda:invoke"
 RUN = {"run_id.$": "$.plan.run_id"}  # the reference every batch task gets; details live in DynamoDB
+# What a task's kept result carries besides its own fields: where the run is and the MR a person acts on,
+# so each state's output in the console says both.
+WHERE = ("stage", "merge_request_url")
 EXECUTION = {"input.$": "$", "execution_arn.$": "$$.Execution.Id", "execution_name.$": "$$.Execution.Name"}
 
 
@@ -112,8 +115,8 @@ def poll(start: str, check: str, done: str, wait: str, *, function: str, into: s
     return {
         start: {"Type": "Pass", "Result": {"deadline": None, flag: False}, "ResultPath": key, "Next": check},
         check: task(function, RUN | {"deadline.$": f"{key}.deadline"} | (payload or {}), comment=comment,
-                    selector=from_payload("deadline", flag, *fields), result=key, catches=(catch(on_error),),
-                    next=done),
+                    selector=from_payload("deadline", flag, *WHERE, *fields), result=key,
+                    catches=(catch(on_error),), next=done),
         done: choice(when(then, var(f"{key}.{flag}", BooleanEquals=True)), default=wait),
         wait: wait_for("$.plan.flux_poll_seconds", next=check),
     }
@@ -309,7 +312,7 @@ def upgrade_batch() -> State:
             # -------- validation hurt: analysis → decision → rollback MR → verify → RolledBack
             "UpgradeHurt": task(
                 "AnalyzeFailure", RUN | {"enable_llm_analysis.$": "$.plan.llm_analysis"},
-                selector=from_payload("needs_decision", "available", "verdict"), result="$.analysis",
+                selector=from_payload("needs_decision", "available", "verdict", *WHERE), result="$.analysis",
                 catches=(catch("RollbackMergeRequestWanted", path="$.analysis_error"),), next="NeedsDecision",
                 comment="Validation failed or was inconclusive: gather evidence and (optionally) ask the LLM why. "
                         "Never blocks the rollback."),
@@ -352,7 +355,7 @@ def upgrade_batch() -> State:
                         "merge.")),
             "RollbackWaitTimedOut": task(
                 "OpenRollback", RUN | {"action": "timed_out"},
-                selector=from_payload("merge_commit_sha", "merge_request_url", "merged_by"),
+                selector=from_payload("merge_commit_sha", "merge_request_url", "merged_by", "stage"),
                 result="$.rollback_merge", catches=(catch("RollbackStageFailed"),), next="StartRollbackVerify",
                 comment="The wait timed out: asks GitLab once more. Merged after all: verify the rollback. Still "
                         "open: GUARD never closes it; it comments that a person must act, raises the "
@@ -385,7 +388,7 @@ def upgrade_batch() -> State:
             "RollbackNotCreated": failed_at(FailedStage.ROLLBACK_NOT_CREATED),
             "RecordFailure": task(
                 "Finish", RUN | {"outcome": "failed", "stage.$": "$.failed_stage", "error.$": "$.error"},
-                selector=from_payload("error", "cause"), result="$.failure", retry=RETRY_RECORD,
+                selector=from_payload("error", "cause", *WHERE), result="$.failure", retry=RETRY_RECORD,
                 next="NotifyFailed",
                 comment="Records the outcome, releases the lock, comments on the MR, and turns the error into a "
                         "cause a person can act on."),

@@ -30,20 +30,23 @@ from guard.core.models import CheckStatus, HealthCheckResult
 from guard.core.run import ClusterVerdict, Coverage, MetricFinding, MetricSummary, VerdictOutcome
 from guard.rules import TRAFFIC_QUERY, Rule, RuleKind, parse_key
 from guard.stats import (
-    bh_adjust,
-    holm_adjust,
+    filtered_adjust,
     mann_whitney_p_greater,
     mann_whitney_p_less,
     trimmed_mean,
 )
 
-__all__ = ["JudgeSettings", "baseline_coverage", "complete_points", "judge_batch", "judge_cluster",
+__all__ = ["BATCH_KEEP_AT", "JudgeSettings", "baseline_coverage", "complete_points", "judge_batch", "judge_cluster",
            "mann_whitney_p_greater", "outcome_of", "window_coverage"]
 
 PASS, FAIL, INCONCLUSIVE = VerdictOutcome.PASS, VerdictOutcome.FAIL, VerdictOutcome.INCONCLUSIVE
 _ROLLUP = re.compile(r"\.rollup\(\s*[a-z]+\s*,\s*(\d+)\s*\)")
 _TRIM = 0.2
 _STATISTIC = "20% trimmed mean"
+# judge_batch corrects only the tests whose p-value is at most this (their change lies past the
+# limit), each as p / BATCH_KEEP_AT. Fixed in advance, as the correction's validity requires; 0.5
+# is the usual choice for one-sided tests of an interval null (Ellis, Pecanka & Goeman 2020).
+BATCH_KEEP_AT = 0.5
 
 
 class JudgeSettings(BaseModel):
@@ -55,7 +58,7 @@ class JudgeSettings(BaseModel):
     min_data_points: int = Field(default=5, ge=1)
     min_coverage: float = Field(default=0.7, gt=0, le=1)
     significance_min_points: int = Field(default=8, ge=3)
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    confidence: float = Field(default=0.85, gt=0.5, lt=1)  # see guard.config.models.ValidationConfig
     batch_error_rate: float = Field(default=0.01, gt=0, lt=0.5)
     batch_correction: Literal["holm", "bh"] = "holm"
 
@@ -332,19 +335,21 @@ def judge_batch(verdicts: list[ClusterVerdict], *, error_rate: float = 0.01,
 
     Holm keeps the chance that a healthy batch has any false failure at or below `error_rate`
     (family-wise); Benjamini-Hochberg keeps the expected share of false failures among the
-    failures at or below it. A relative rule still fails only when its raw test did and its
-    adjusted p-value is within `error_rate`. Absolute `_min`/`_max` limits, inconclusive findings
-    and post-checks are not statistical tests and stay as they are. Pure and idempotent: it reads
-    only the raw p-values, so correcting corrected verdicts changes nothing.
+    failures at or below it. Each test asks "is the change past the limit?", a null that is an
+    interval: a healthy change well inside the limit gives a p-value near 1, not a uniform one. So
+    the correction counts only the tests that could fail, those with p <= `BATCH_KEEP_AT` (their
+    change lies past the limit), each as p / `BATCH_KEEP_AT` (guard.stats.filtered_adjust): a
+    clear outlier is not diluted by the 99 healthy clusters around it, and the error stays within
+    `error_rate`. A relative rule still fails only when its raw test did and its adjusted p-value
+    is within `error_rate`. Absolute `_min`/`_max` limits, inconclusive findings and post-checks
+    are not statistical tests and stay as they are. Pure and idempotent: it reads only the raw
+    p-values, so correcting corrected verdicts changes nothing.
     """
     tested = [(vi, fi) for vi, v in enumerate(verdicts) for fi, f in enumerate(v.findings)
               if f.p_value is not None and f.outcome != INCONCLUSIVE]
     raw = [verdicts[vi].findings[fi].p_value or 0.0 for vi, fi in tested]
-    adjusted = holm_adjust(raw) if correction == "holm" else bh_adjust(raw)
-    label = (f"Holm over {len(raw)} tests, family-wise error {error_rate:g}" if correction == "holm"
-             else f"Benjamini-Hochberg over {len(raw)} tests, false discovery rate {error_rate:g}")
-    if not raw:
-        label = "no correction: no rank tests in this batch (absolute limits are never corrected)"
+    adjusted = filtered_adjust(raw, correction, BATCH_KEEP_AT)
+    label = _correction_label(raw, error_rate, correction)
     by_verdict: dict[int, dict[int, MetricFinding]] = {}
     for (vi, fi), adj in zip(tested, adjusted, strict=True):
         f = verdicts[vi].findings[fi]
@@ -365,3 +370,16 @@ def judge_batch(verdicts: list[ClusterVerdict], *, error_rate: float = 0.01,
         final.append(v.model_copy(update={"findings": findings, "outcome": outcome_of(findings, v.post_checks),
                                           "uncorrected_outcome": first, "correction": label}))
     return final
+
+
+def _correction_label(raw: list[float], error_rate: float, correction: Literal["holm", "bh"]) -> str:
+    """Which correction applied, in words a person can check: how many tests could fail, of how many."""
+    if not raw:
+        return "no correction: no rank tests in this batch (absolute limits are never corrected)"
+    kept = sum(p <= BATCH_KEEP_AT for p in raw)
+    rate = f"family-wise error {error_rate:g}" if correction == "holm" else f"false discovery rate {error_rate:g}"
+    name = "Holm" if correction == "holm" else "Benjamini-Hochberg"
+    scale = f"p ≤ {BATCH_KEEP_AT:g} counted as p/{BATCH_KEEP_AT:g}"
+    if not kept:
+        return f"{name}: none of {len(raw)} tests could fail (all p > {BATCH_KEEP_AT:g}), {rate}"
+    return f"{name} over the {kept} of {len(raw)} tests that could fail ({scale}), {rate}"

@@ -34,7 +34,10 @@ _MARKDOWN_PUNCTUATION = re.compile(r"([\\`\[\]|])")  # links and images need `[`
 _REFERENCE = re.compile(r"([@#!~%$&])(?=[\w\"'\-])")
 _LEADING_SLASH = re.compile(r"^(\s*(?:>\s*)*)/", re.M)
 _HTML_TAG = re.compile(r"<(?=[A-Za-z/!?])")
-_IMAGE = re.compile(r"!\[")
+# An image calls its host from the reader's browser: only Datadog's graph snapshots (GUARD's own rollback
+# graphs, `guard.services.markers`) are let through; any other `![` is defused.
+_IMAGE = re.compile(r"!\[(?![^\]\n]*\]\(https://p\.(?:[a-z0-9-]+\.)?(?:datadoghq\.com|datadoghq\.eu|ddog-gov\.com)"
+                    r"/snapshot/[^\s()<>]*\))")
 _BROADCAST = re.compile(r"(?i)@(all|here|channel|everyone)\b")
 _FENCE_RUN = re.compile(r"`+")
 
@@ -84,7 +87,8 @@ BODY_LIMIT = 200_000
 def gitlab_body(text: str, limit: int = BODY_LIMIT) -> str:
     """The last pass over a note or an MR description before GitLab: redacted, and whatever slipped
     through composition defused: no line starts with `/` (quick actions run with the bot's rights),
-    no raw HTML tag, no image (it would call an outside host with the reader's browser), no
+    no raw HTML tag, no image (it would call an outside host with the reader's browser) but Datadog's
+    graph snapshots, no
     broadcast mention (`@all`). Longer than `limit`, it ends at a line with a note of what was left out."""
     text = redact(text)
     text = _LEADING_SLASH.sub(lambda m: m.group(1) + "\\/", text)

@@ -7,7 +7,7 @@ adapter talking to a local simulator.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -54,6 +54,7 @@ class MergeRequest(BaseModel):
     state: str  # opened | merged | closed | locked
     merge_commit_sha: str | None = None
     merged_by: str | None = None  # username of who merged it (`merge_user`, older GitLab `merged_by`)
+    description: str = ""
 
 
 class Note(BaseModel):
@@ -64,6 +65,37 @@ class Note(BaseModel):
     author_id: int | None = None
     author_username: str = ""
     system: bool = False
+
+
+# `detailed_merge_status` values that say the source branch must be brought onto the target's head.
+STALE_MERGE_STATUSES = frozenset({"need_rebase", "conflict"})
+
+
+class MergeGates(BaseModel):
+    """What stands between an open MR and its merge, as GitLab reports it (the MR, its approvals, the
+    project's merge settings). Read from GitLab each time, never assumed."""
+
+    state: str  # opened | merged | closed | locked
+    detailed_merge_status: str | None = None  # mergeable, not_approved, ci_must_pass, need_rebase, conflict, ...
+    draft: bool = False
+    has_conflicts: bool = False
+    approvals_required: int = 0
+    approvals_left: int = 0
+    approved_by: list[str] = Field(default_factory=list)  # usernames
+    pipeline_status: str | None = None  # the head pipeline's status; None: no pipeline for the head commit
+    pipeline_url: str | None = None
+    pipeline_must_succeed: bool = False  # project setting only_allow_merge_if_pipeline_succeeds
+    merge_method: str = "merge"  # merge | rebase_merge | ff
+    rebase_in_progress: bool = False
+    merge_error: str | None = None  # e.g. why the last rebase failed
+    auto_merge: bool = False  # set to merge when the pipeline succeeds
+    head_sha: str | None = None
+    discussions_resolved: bool = True
+
+    @property
+    def stale(self) -> bool:
+        """The target moved on: the branch needs a rebase, or conflicts with it."""
+        return self.has_conflicts or self.detailed_merge_status in STALE_MERGE_STATUSES
 
 
 class GitOpsRepo(Protocol):
@@ -106,6 +138,34 @@ class GitOpsRepo(Protocol):
 
     def close_merge_request(self, project: str, iid: int) -> MergeRequest:
         """Close an open MR without merging; returns its state afterwards (a merged MR stays merged)."""
+        ...
+
+    def merge_gates(self, project: str, iid: int) -> MergeGates:
+        """What still blocks merging the MR: approvals, pipeline, draft, conflicts, staleness."""
+        ...
+
+    def rebase_merge_request(self, project: str, iid: int) -> MergeGates:
+        """Ask GitLab to rebase the source branch onto the target and wait (bounded) for the outcome; the
+        gates afterwards (`merge_error` set when the rebase conflicted, `rebase_in_progress` if not done yet)."""
+        ...
+
+    def replace_branch(self, project: str, branch: str, start_branch: str, changes: list[FileChange],
+                       message: str) -> str | None:
+        """Overwrite `branch` with one new commit on `start_branch`'s head carrying `changes` (a force push);
+        returns the commit id, or None when `start_branch` has every change already (the branch is left)."""
+        ...
+
+    def upsert_note(self, project: str, iid: int, marker: str, body: str, *, create: bool = True) -> int | None:
+        """Edit in place GUARD's own note containing `marker`, or add it (unless `create` is false); returns the
+        note id, None when there was none and none was added."""
+        ...
+
+    def update_description(self, project: str, iid: int, description: str) -> None:
+        """Replace the MR's description."""
+        ...
+
+    def set_auto_merge(self, project: str, iid: int, sha: str) -> bool:
+        """Ask GitLab to merge the MR (head `sha`) once its pipeline succeeds; False when GitLab refuses now."""
         ...
 
 
@@ -173,6 +233,32 @@ class MetricsProvider(Protocol):
 
     def dashboard_url(self, query: str, start: datetime, end: datetime) -> str:
         """Link a person can open to see `query` over the window."""
+        ...
+
+
+class MarkerEvent(BaseModel):
+    """A Datadog event marking a step of an upgrade on dashboards (v1 `POST /api/v1/events`)."""
+
+    title: str = Field(min_length=1, max_length=100)
+    text: str = Field(min_length=1, max_length=4000)
+    tags: list[str] = Field(default_factory=list)
+    alert_type: Literal["info", "success", "warning", "error"] = "info"
+    aggregation_key: str | None = Field(default=None, max_length=100)  # the run: its events group together
+
+
+class DashboardMarkers(Protocol):
+    """What GUARD writes to Datadog for people: events on dashboards, graph snapshots for the MR."""
+
+    def post_event(self, event: MarkerEvent) -> str | None:
+        """Post `event`; the event's URL when Datadog gives one."""
+        ...
+
+    def graph_snapshot(self, metric_query: str, start: datetime, end: datetime, title: str) -> str:
+        """The URL of a PNG of `metric_query` over [start, end] (v1 graph snapshot)."""
+        ...
+
+    def dashboard_url(self, query: str, start: datetime, end: datetime) -> str:
+        """Link a person can open to see `query` over the window (no request is made)."""
         ...
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     )
     from guard.services.custom_checks import CustomChecks
     from guard.services.decision import DecisionService
+    from guard.services.markers import UpgradeMarkers
     from guard.services.observation import RegistryObserver
     from guard.stores.deliveries import Deliveries
     from guard.stores.failure import FailureStore
@@ -114,7 +115,7 @@ def _caller_account(_endpoint: str | None) -> str:
 
 
 def registry() -> ClusterRegistry:
-    return ClusterRegistry(_table(env("GUARD_REGISTRY_TABLE")))
+    return ClusterRegistry(_table(env("GUARD_REGISTRY_TABLE")), env("GUARD_TENANT"))
 
 
 def state() -> StateStore:
@@ -210,6 +211,28 @@ def metrics_provider() -> MetricsProvider:
                                     host=os.environ.get("GUARD_DATADOG_HOST") or None,
                                     timeout_seconds=cfg.datadog.timeout_seconds, clock=clock,
                                     interval_seconds=cfg.validation.metric_interval_seconds)
+
+
+def upgrade_markers(log_warning: Callable[..., Any] | None = None) -> UpgradeMarkers:
+    """Datadog events and graph snapshots (`guard.services.markers`), best effort: without readable Datadog
+    credentials, markers that post nothing (logged), never an error that fails the task."""
+    from guard.adapters.datadog_metrics import DatadogMetrics
+    from guard.retry import policy
+    from guard.services.markers import UpgradeMarkers
+
+    cfg = config()
+    try:
+        name = cfg.aws.secrets_manager.datadog_credentials_secret
+        api_key, app_key = datadog_keys(secret(name), name)
+    except GuardError as e:
+        (log_warning or (lambda *a, **k: None))("no Datadog markers", extra={"error": str(e)})
+        return UpgradeMarkers(None, cfg.tenant, log_warning)
+    # A marker is never worth a long wait: a longer rate limit gives up (the run goes on).
+    client = DatadogMetrics.from_keys(api_key, app_key, site=cfg.datadog.site,
+                                      host=os.environ.get("GUARD_DATADOG_HOST") or None,
+                                      timeout_seconds=cfg.datadog.timeout_seconds, clock=clock,
+                                      retry=policy(clock.sleep, attempts=3, max_inline_wait_seconds=5))
+    return UpgradeMarkers(client, cfg.tenant, log_warning)
 
 
 def chart_repository() -> ChartRepository:

@@ -105,3 +105,29 @@ def bh_adjust(p_values: Sequence[float]) -> list[float]:
         running = min(running, p_values[i] * m / rank)
         adjusted[i] = min(1.0, running)
     return adjusted
+
+
+def filtered_adjust(p_values: Sequence[float], method: str = "holm", keep_at: float = 0.5) -> list[float]:
+    """Holm or Benjamini-Hochberg over only the p-values at or below `keep_at`, each divided by it.
+
+    For tests of an interval null ("the change is within the limit"), a null p-value is uniform
+    only at the edge of the interval and stochastically larger inside it, so most healthy tests
+    sit far above any level and merely inflate the count a correction divides by. Discarding the
+    p-values above a threshold fixed in advance and rescaling the rest by it (a conditional
+    p-value: P(p <= t | p <= keep_at) <= t / keep_at for such nulls) keeps the family-wise error
+    (Holm) or false discovery rate (BH) at the stated level: Ellis, Pecanka & Goeman (2020),
+    "Gaining power in multiple testing of interval hypotheses via conditionalization";
+    Zhao, Small & Su (2019), "Multiple testing when many p-values are uniformly conservative".
+    Discarded tests get an adjusted p-value of 1.
+    """
+    if not 0 < keep_at <= 1:
+        raise ValueError(f"keep_at must be in (0, 1], got {keep_at}")
+    if method not in ("holm", "bh"):
+        raise ValueError(f"method must be 'holm' or 'bh', got {method!r}")
+    kept = [i for i, p in enumerate(p_values) if p <= keep_at]
+    scaled = [p_values[i] / keep_at for i in kept]
+    adjusted = holm_adjust(scaled) if method == "holm" else bh_adjust(scaled)
+    result = [1.0] * len(p_values)
+    for i, a in zip(kept, adjusted, strict=True):
+        result[i] = a
+    return result

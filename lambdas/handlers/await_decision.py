@@ -37,7 +37,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.info("decision wait timed out", extra=taken.model_dump())
         return taken.model_dump()
     service = DecisionService(runtime.state(), runtime.failure_store(), None, None, runtime.gitlab_reader_repo(),
-                              runtime.clock, timeout_hours=hours)
+                              runtime.clock, timeout_hours=hours, registry=runtime.registry())
     reason = event.get("reason")
     asked = service.request(str(event["run_id"]), str(event["task_token"]), str(reason) if reason else None)
     logger.info("decision requested", extra={"merge_request": asked.merge_request_url})

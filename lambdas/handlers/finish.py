@@ -22,7 +22,7 @@ metrics = Metrics()
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     repo = runtime.gitops_repo_for_comments(logger.warning)
     service = FinishService(runtime.registry(), runtime.state(), repo, runtime.clock, log_warning=logger.warning,
-                            observer=runtime.registry_observer(logger.warning))
+                            observer=runtime.registry_observer(logger.warning), failures=runtime.failure_store())
     run_id = str(event["run_id"])
     if event.get("outcome") == Outcome.SUCCEEDED:
         metrics.add_metric(name="BatchUpgradeSucceeded", unit=MetricUnit.Count, value=1)

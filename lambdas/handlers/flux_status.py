@@ -16,7 +16,7 @@ logger = Logger(logger_formatter=redacting_formatter())
 @redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = FluxSyncService(runtime.config(), runtime.registry(), runtime.state(), runtime.cluster_connector(),
-                              runtime.clock)
+                              runtime.clock, markers=runtime.upgrade_markers(logger.warning))
     poll = service.poll(str(event["run_id"]), event.get("deadline"))
     if not poll.synced:
         logger.info("waiting for Flux", extra={"waiting_on": poll.waiting_on})

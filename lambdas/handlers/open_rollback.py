@@ -36,7 +36,7 @@ logger = Logger(logger_formatter=redacting_formatter())
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = RollbackService(runtime.config(), runtime.registry(), runtime.state(), runtime.failure_store(),
                               runtime.gitops_repo(), runtime.clock, log_warning=logger.warning,
-                              needs_person=needs_person)
+                              needs_person=needs_person, markers=runtime.upgrade_markers(logger.warning))
     if event.get("action") == "timed_out":
         merged = service.after_timeout(str(event["run_id"]))
         logger.info("rollback merged after its wait timed out", extra={"merge_request": merged.merge_request_url})

@@ -14,6 +14,7 @@ from guard.adapters.step_functions import StepFunctionsCallbacks
 from guard.outbound import redacted_errors, redacting_formatter
 from guard.retry import with_lambda_budget
 from guard.services.decision import DecisionService
+from guard.services.gates import MergeGateService
 from guard.services.reconcile import ReconcileService
 
 logger = Logger(logger_formatter=redacting_formatter())
@@ -28,9 +29,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     def decisions() -> DecisionService:  # built on first use: only a /guard comment needs GitLab
         return runtime.decision_service(sfn)
 
-    report = ReconcileService(runtime.state(), sfn, runtime.gitops_repo(), decisions, log_warning=logger.warning,
+    repo = runtime.gitops_repo()
+    gates = MergeGateService(repo, auto_merge=runtime.config().gitlab.auto_merge, registry=runtime.registry(),
+                             state=runtime.state(), failures=runtime.failure_store(), clock=runtime.clock)
+    report = ReconcileService(runtime.state(), sfn, repo, decisions, log_warning=logger.warning,
                               registry=runtime.registry(),
-                              observer=runtime.registry_observer(logger.warning)).run()
+                              observer=runtime.registry_observer(logger.warning), gates=gates).run()
     logger.info("reconciled", extra={"checked": report.checked, "settled": report.settled,
-                                     "cleaned": report.cleaned})
+                                     "cleaned": report.cleaned, "tended": report.tended})
     return report.model_dump()

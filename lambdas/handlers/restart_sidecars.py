@@ -16,7 +16,8 @@ logger = Logger(logger_formatter=redacting_formatter())
 @redacted_errors
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = SidecarRolloutService(runtime.config(), runtime.registry(), runtime.state(),
-                                    runtime.cluster_connector(), runtime.clock)
+                                    runtime.cluster_connector(), runtime.clock,
+                                    markers=runtime.upgrade_markers(logger.warning))
     poll = service.poll(str(event["run_id"]), event.get("deadline"))
     logger.info("sidecar restart poll", extra=poll.model_dump())
     return poll.model_dump()

@@ -6,9 +6,18 @@ Serves, on 127.0.0.1 and an ephemeral port:
 - ``GET /api/v1/monitor``: list monitors, filtered by ``monitor_tags`` (all must match) and
   ``name``, paginated with ``page`` / ``page_size``; ``group_states`` adds ``state.groups``.
 - ``GET /api/v1/monitor/groups/search``: monitor groups, filtered by ``group_status:<state>``.
+- ``POST /api/v1/events``: post an event (202 ``{"status": "ok", "event": {...}}``), validated as
+  Datadog does: ``title`` (at most 100 characters) and ``text`` (at most 4,000) required,
+  ``alert_type`` / ``priority`` from their enums, ``aggregation_key`` at most 100 characters, tags
+  at most 200 characters each, ``date_happened`` an integer no older than 18 hours. Kept in ``events``.
+- ``GET /api/v1/graph/snapshot``: ``start`` and ``end`` (integer POSIX seconds, start before end)
+  and a ``metric_query`` (or ``graph_def``) are required; a query with no ``<aggregation>:<metric>{...}``
+  term or unbalanced brackets is a 400. Answers ``{"metric_query", "graph_def", "snapshot_url"}``
+  with a URL on Datadog's snapshot host (never fetched here). Kept in ``snapshots``.
 
 Every request must carry ``DD-API-KEY`` and ``DD-APPLICATION-KEY`` equal to the keys the
-simulator was built with, otherwise it answers 403 as Datadog does.
+simulator was built with, otherwise it answers 403 as Datadog does (posting an event needs the
+API key only).
 
 Strict like Datadog (sandbox.sims.datadog_formula)
     A ``metrics`` query must be one metric query (``<aggregation>:<metric>{<filters>}``,
@@ -71,6 +80,12 @@ SeriesFn = Callable[[datetime], float | None]
 TIMESERIES_PATH = "/api/v2/query/timeseries"
 MONITOR_PATH = "/api/v1/monitor"
 MONITOR_GROUPS_SEARCH_PATH = "/api/v1/monitor/groups/search"
+EVENTS_PATH = "/api/v1/events"
+SNAPSHOT_PATH = "/api/v1/graph/snapshot"
+EVENT_ALERT_TYPES = frozenset({"error", "warning", "info", "success", "user_update", "recommendation", "snapshot"})
+EVENT_TITLE_MAX, EVENT_TEXT_MAX, EVENT_KEY_MAX, TAG_MAX = 100, 4000, 100, 200
+EVENT_MAX_AGE_SECONDS = 18 * 3600
+_METRIC_TERM = re.compile(r"[a-z]+:[A-Za-z0-9_.]+\{[^{}]*\}")
 MONITOR_STATES = frozenset({"Alert", "Ignored", "No Data", "OK", "Skipped", "Unknown", "Warn"})
 # Worst first: a multi-alert monitor's overall state is its worst group's.
 _SEVERITY = ["Alert", "Warn", "No Data", "Unknown", "OK", "Ignored", "Skipped"]
@@ -177,6 +192,8 @@ class DatadogSimulator(LoopbackServer):
         self._faults: list[_Fault] = []
         self._delays: list[_Fault] = []
         self._next_monitor_id = 1001
+        self.events: list[dict[str, Any]] = []  # as Datadog stored them (id, date_happened, tags, ...)
+        self.snapshots: list[dict[str, Any]] = []  # {"metric_query", "start", "end", "title", "snapshot_url"}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -312,7 +329,9 @@ class DatadogSimulator(LoopbackServer):
             return fault.status, fault.headers, {"errors": [f"simulated HTTP {fault.status}"]}
 
         lowered = {k.lower(): v for k, v in headers.items()}
-        if lowered.get("dd-api-key") != self.api_key or lowered.get("dd-application-key") != self.app_key:
+        needs_app_key = not (path == EVENTS_PATH and method == "POST")  # events take the API key alone
+        if lowered.get("dd-api-key") != self.api_key or (
+                needs_app_key and lowered.get("dd-application-key") != self.app_key):
             return 403, {}, {"errors": ["Forbidden"]}
 
         limited, limit_headers = self._count_request(path)
@@ -324,6 +343,10 @@ class DatadogSimulator(LoopbackServer):
             status, extra, payload = self._list_monitors(query)
         elif path == MONITOR_GROUPS_SEARCH_PATH and method == "GET":
             status, extra, payload = self._search_groups(query)
+        elif path == EVENTS_PATH and method == "POST":
+            status, extra, payload = self._post_event(body)
+        elif path == SNAPSHOT_PATH and method == "GET":
+            status, extra, payload = self._snapshot(query)
         else:
             return 404, {}, {"errors": ["Not found"]}
         return status, extra | limit_headers, payload
@@ -507,6 +530,87 @@ class DatadogSimulator(LoopbackServer):
 
     def _epoch(self) -> int:
         return int(self.clock.now().timestamp())
+
+    def _post_event(self, body: Any) -> tuple[int, dict[str, str], Any]:
+        """`POST /api/v1/events`: refuses what Datadog refuses, with its `{"errors": [...]}`."""
+        problem = _event_problem(body, self._epoch())
+        if problem:
+            return 400, {}, {"errors": [problem]}
+        with self._lock:
+            event_id = 5_000_000 + len(self.events) + 1
+            event = {"id": event_id, "id_str": str(event_id), "title": body["title"], "text": body["text"],
+                     "date_happened": int(body.get("date_happened") or self._epoch()),
+                     "alert_type": body.get("alert_type", "info"), "priority": body.get("priority"),
+                     "aggregation_key": body.get("aggregation_key"), "tags": list(body.get("tags") or []),
+                     "source_type_name": body.get("source_type_name"), "handle": None, "related_event_id": None,
+                     "url": f"https://app.datadoghq.com/event/event?id={event_id}"}
+            self.events.append(event)
+        shown = {k: v for k, v in event.items() if k not in ("alert_type", "aggregation_key", "source_type_name")}
+        return 202, {}, {"status": "ok", "event": shown}
+
+    def _snapshot(self, query: dict[str, list[str]]) -> tuple[int, dict[str, str], Any]:
+        """`GET /api/v1/graph/snapshot`: a PNG's URL for `metric_query` over [start, end] (seconds)."""
+        try:
+            start, end = int(query["start"][0]), int(query["end"][0])
+        except (KeyError, IndexError, ValueError):
+            return 400, {}, {"errors": ["start and end are required POSIX timestamps in seconds"]}
+        metric_query = query.get("metric_query", [""])[0]
+        graph_def = query.get("graph_def", [""])[0]
+        if start >= end:
+            return 400, {}, {"errors": ["start must be before end"]}
+        if not metric_query and not graph_def:
+            return 400, {}, {"errors": ["metric_query or graph_def is required"]}
+        if metric_query and (not _METRIC_TERM.search(metric_query) or not _balanced(metric_query)):
+            return 400, {}, {"errors": [f"Error parsing query: {metric_query}"]}
+        with self._lock:
+            number = len(self.snapshots) + 1
+            url = (f"https://p.datadoghq.com/snapshot/view/dd-snapshots-prod/org_1/"
+                   f"{datetime.fromtimestamp(end, UTC):%Y-%m-%d}/sim-{number:06d}.png")
+            self.snapshots.append({"metric_query": metric_query, "start": start, "end": end,
+                                   "title": query.get("title", [""])[0], "snapshot_url": url})
+        return 200, {}, {"metric_query": metric_query or None, "graph_def": graph_def or None, "snapshot_url": url}
+
+
+def _event_problem(body: Any, now: int) -> str | None:
+    """What Datadog's events API would refuse in `body`, or None."""
+    if not isinstance(body, dict):
+        return "request body must be a JSON object"
+    for name, limit in (("title", EVENT_TITLE_MAX), ("text", EVENT_TEXT_MAX)):
+        value = body.get(name)
+        if not isinstance(value, str) or not value:
+            return f"'{name}' is required"
+        if len(value) > limit:
+            return f"'{name}' is limited to {limit} characters"
+    if body.get("alert_type") is not None and body["alert_type"] not in EVENT_ALERT_TYPES:
+        return f"invalid alert_type {body['alert_type']!r}"
+    if body.get("priority") is not None and body["priority"] not in ("normal", "low"):
+        return f"invalid priority {body['priority']!r}"
+    key = body.get("aggregation_key")
+    if key is not None and (not isinstance(key, str) or len(key) > EVENT_KEY_MAX):
+        return f"'aggregation_key' is limited to {EVENT_KEY_MAX} characters"
+    tags = body.get("tags", [])
+    if not isinstance(tags, list) or any(not isinstance(t, str) or not t or len(t) > TAG_MAX for t in tags):
+        return f"'tags' must be a list of non-empty strings of at most {TAG_MAX} characters"
+    happened = body.get("date_happened")
+    if happened is not None:
+        if not isinstance(happened, int) or isinstance(happened, bool):
+            return "'date_happened' must be an integer POSIX timestamp"
+        if happened < now - EVENT_MAX_AGE_SECONDS:
+            return "'date_happened' is limited to events no older than 18 hours"
+    return None
+
+
+def _balanced(text: str) -> bool:
+    depth = {"(": 0, "{": 0}
+    closing = {")": "(", "}": "{"}
+    for char in text:
+        if char in depth:
+            depth[char] += 1
+        elif char in closing:
+            depth[closing[char]] -= 1
+            if depth[closing[char]] < 0:
+                return False
+    return all(v == 0 for v in depth.values())
 
 
 def _roll_up(method: str, values: list[float]) -> float:

@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from guard.clock import SystemClock
 from guard.ports import Clock
 
-from sandbox.sims.gitlab_store import TOKEN_USER, ApiError, GitLabStore, MergeRequestRecord, Project
+from sandbox.sims.gitlab_store import PIPELINE_RUNNING, TOKEN_USER, ApiError, GitLabStore, MergeRequestRecord, Project
 from sandbox.sims.loopback import LoopbackHandler
 
 MergeListener = Callable[[str, int, str], None]  # (project path, MR iid, target branch head after the merge)
@@ -118,6 +118,7 @@ class GitLabSimulator:
         self._faults: list[_Fault] = []
         self._hooks: list[Hook] = []
         self._pending_hooks: list[tuple[str, dict[str, Any]]] = []  # hooks an API call fired, delivered once it returns
+        self._pending_merges: list[tuple[str, int, str]] = []  # merges whose listeners run once the call returns
         self._listeners: list[MergeListener] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -187,20 +188,126 @@ class GitLabSimulator:
         lost, which it never redelivers) and merge listeners; returns the target branch's new head.
 
         `fast_forward`: the project's "Fast-forward merge" method (the target must not have moved): no merge
-        commit, so the MR and its hook carry `merge_commit_sha: null`.
+        commit, so the MR and its hook carry `merge_commit_sha: null`. A project configured with
+        `merge_method="ff"` merges so anyway. The merge gates (approvals, pipeline, draft) are not checked
+        here: `merge_when_mergeable` or the REST API (`PUT .../merge`) check them as the Merge button does.
         """
         with self._lock:
             p = self._store.project(project)
-            mr = self._store.merge(p, iid, self._now(), fast_forward=fast_forward)
-            payload = self._store.hook_payload(p, mr, "merge")
-            hooks = self._hooks_for(p.id, "Merge Request Hook") if deliver_hooks else []
-            listeners = list(self._listeners)
-            head = p.branches[mr.target_branch]
-        # Outside the lock: the receiver may call back into this API while handling the hook.
-        self._deliver(hooks, payload)
-        for listener in listeners:
-            listener(p.path, iid, head)
+            self._merged(p, iid, deliver_hooks, fast_forward)
+            head = p.branches[p.mrs[iid].target_branch]
+        self._flush()
         return head
+
+    def merge_when_mergeable(self, project: str | int, iid: int) -> str | None:
+        """A reviewer clicks Merge, which GitLab enables only when `detailed_merge_status` is `mergeable`:
+        merges (hooks, listeners) and returns the target's new head; None (nothing done) otherwise."""
+        with self._lock:
+            p = self._store.project(project)
+            self._tick(p)
+            mr = self._store.mr(p, iid)
+            if mr.state != "opened" or self._store.detailed_merge_status(p, mr) != "mergeable":
+                return None
+            self._merged(p, iid, True, False)
+            head = p.branches[mr.target_branch]
+        self._flush()
+        return head
+
+    def configure(self, project: str | int, *, merge_method: str | None = None, approvals_required: int | None = None,
+                  only_allow_merge_if_pipeline_succeeds: bool | None = None, ci: bool | None = None,
+                  pipeline_start: str | None = None, reset_approvals_on_push: bool | None = None,
+                  pipeline_seconds: float | None = None) -> None:
+        """Project merge settings: merge method (merge | rebase_merge | ff), one approval rule requiring
+        `approvals_required` approvals, "Pipelines must succeed", CI (a pipeline per new head, starting as
+        `pipeline_start`; with `pipeline_seconds`, a running one succeeds that long after it started, by the
+        simulator's clock), and whether a push removes approvals."""
+        if merge_method not in (None, "merge", "rebase_merge", "ff"):
+            raise ValueError(f"unknown merge method {merge_method!r}")
+        with self._lock:
+            p = self._store.project(project)
+            for name, value in (("merge_method", merge_method), ("approvals_required", approvals_required),
+                                ("only_allow_merge_if_pipeline_succeeds", only_allow_merge_if_pipeline_succeeds),
+                                ("ci", ci), ("pipeline_start", pipeline_start),
+                                ("reset_approvals_on_push", reset_approvals_on_push),
+                                ("pipeline_seconds", pipeline_seconds)):
+                if value is not None:
+                    setattr(p, name, value)
+
+    def approve(self, project: str | int, iid: int, username: str) -> None:
+        """`username` approves MR `iid` (an MR set to auto-merge merges once nothing blocks it)."""
+        self.add_user(username)
+        with self._lock:
+            p = self._store.project(project)
+            mr = self._store.mr(p, iid)
+            self._store.approve(p, mr, dict(self._users[username]))
+            self._auto_merge(p)
+        self._flush()
+
+    def approvals_left(self, project: str | int, iid: int) -> int:
+        with self._lock:
+            p = self._store.project(project)
+            return self._store.approvals_left(p, self._store.mr(p, iid))
+
+    def set_draft(self, project: str | int, iid: int, draft: bool = True) -> None:
+        with self._lock:
+            p = self._store.project(project)
+            self._store.mr(p, iid).draft = draft
+
+    def finish_pipelines(self, project: str | int, status: str = "success") -> list[str]:
+        """Every running pipeline of the project ends with `status`; MRs set to auto-merge whose gates are then
+        all clear merge. Returns the shas whose pipeline ended."""
+        with self._lock:
+            p = self._store.project(project)
+            ended = [sha for sha, pl in p.pipelines.items() if pl["status"] in PIPELINE_RUNNING]
+            for sha in ended:
+                p.pipelines[sha]["status"], p.pipelines[sha]["updated_at"] = status, self._now()
+            self._auto_merge(p)
+        self._flush()
+        return ended
+
+    def merge_request(self, project: str | int, iid: int) -> dict[str, Any]:
+        """MR `iid` as the API shows it (gates included)."""
+        with self._lock:
+            p = self._store.project(project)
+            self._tick(p)
+            shown = self._store.mr_json(p, self._store.mr(p, iid))
+        self._flush()
+        return shown
+
+    def _tick(self, p: Project) -> None:
+        """Pipelines whose time has come succeed (`pipeline_seconds`); auto-merge follows. Under the lock."""
+        if p.pipeline_seconds is None:
+            return
+        now = self.clock.now()
+        for pipeline in p.pipelines.values():
+            started = datetime.fromisoformat(pipeline["created_at"].replace("Z", "+00:00"))
+            if pipeline["status"] in PIPELINE_RUNNING and now >= started + timedelta(seconds=p.pipeline_seconds):
+                pipeline["status"], pipeline["updated_at"] = "success", self._now()
+        self._auto_merge(p)
+
+    def _merged(self, p: Project, iid: int, deliver_hooks: bool, fast_forward: bool) -> None:
+        """Merge under the lock; the hook and the listeners go out after it (`_flush`)."""
+        mr = self._store.merge(p, iid, self._now(), fast_forward=fast_forward)
+        if deliver_hooks:
+            self._pending_hooks.append(("Merge Request Hook", self._store.hook_payload(p, mr, "merge")))
+        self._pending_merges.append((p.path, iid, p.branches[mr.target_branch]))
+
+    def _auto_merge(self, p: Project) -> None:
+        for mr in sorted(p.mrs.values(), key=lambda m: m.iid):
+            if mr.state == "opened" and mr.auto_merge and self._store.detailed_merge_status(p, mr) == "mergeable":
+                self._merged(p, mr.iid, True, False)
+
+    def _flush(self) -> None:
+        """Deliver the hooks and call the merge listeners queued under the lock (the receiver may call back)."""
+        with self._lock:
+            hooks, self._pending_hooks = self._pending_hooks, []
+            merges, self._pending_merges = self._pending_merges, []
+            listeners = list(self._listeners)
+        for event, payload in hooks:  # both hook kinds carry project.id
+            self._deliver(self._hooks_for(int(payload["project"]["id"]), event), payload, event=event)
+        for path, iid, head in merges:
+            for listener in listeners:
+                listener(path, iid, head)
 
     def close(self, project: str | int, iid: int, deliver_hooks: bool = True) -> None:
         """Close MR `iid` without merging; fires hooks (unless `deliver_hooks` is False)."""
@@ -429,10 +536,9 @@ class GitLabSimulator:
             raise ApiError(404, "404 Not Found")
         with self._lock:
             p = self._store.project(segments[3])
+            self._tick(p)
             answer = self._route(method, p, segments[4:], query | body)
-            hooks, self._pending_hooks = self._pending_hooks, []
-        for event, payload in hooks:  # outside the lock: the receiver may call back into this API
-            self._deliver(self._hooks_for(p.id, event), payload, event=event)
+        self._flush()  # outside the lock: the receiver may call back into this API
         return answer
 
     def _route(self, method: str, p: Project, rest: list[str], args: dict[str, Any]) -> tuple[int, Any]:
@@ -458,20 +564,59 @@ class GitLabSimulator:
                 return 201, s.branch_json(p, args["branch"])
             case "POST", ["repository", "commits"]:
                 commit = s.commit(p, args.get("branch", ""), args.get("commit_message", ""),
-                                  list(args.get("actions") or []), now, args.get("start_branch"))
+                                  list(args.get("actions") or []), now, args.get("start_branch"),
+                                  force=_true(args.get("force")), start_sha=args.get("start_sha"))
                 return 201, s.commit_json(p, commit)
             case "GET", ["merge_requests"]:
                 return 200, [s.mr_json(p, mr) for mr in self._filter_mrs(p, args)]
             case "POST", ["merge_requests"]:
                 return 201, s.mr_json(p, s.create_mr(p, args, now))
             case "GET", ["merge_requests", iid]:
-                return 200, s.mr_json(p, s.mr(p, _int(iid)))
+                mr = s.mr(p, _int(iid))
+                shown = s.mr_json(p, mr, include_rebase_in_progress=_true(args.get("include_rebase_in_progress")))
+                if mr.rebase_pending:  # asynchronous, like Sidekiq: seen in progress once, then done
+                    s.rebase(p, mr, now)
+                return 200, shown
             case "PUT", ["merge_requests", iid]:
                 mr = s.mr(p, _int(iid))
                 if args.get("state_event") == "close" and mr.state == "opened":
                     s.close(p, mr.iid, now)
                     self._pending_hooks.append(("Merge Request Hook", s.hook_payload(p, mr, "close")))
+                for name in ("title", "description"):
+                    if isinstance(args.get(name), str):
+                        setattr(mr, name, args[name])
+                        mr.updated_at = now
+                if isinstance(args.get("title"), str):
+                    mr.draft = args["title"].lower().startswith(("draft:", "[draft]", "(draft)"))
                 return 200, s.mr_json(p, mr)
+            case "PUT", ["merge_requests", iid, "rebase"]:
+                mr = s.mr(p, _int(iid))
+                if mr.state != "opened" or mr.source_branch not in p.branches:
+                    raise ApiError(403, "Source branch does not exist")
+                if mr.rebase_pending:
+                    raise ApiError(409, "Failed to enqueue the rebase operation")
+                mr.rebase_pending, mr.merge_error = True, None
+                return 202, {"rebase_in_progress": True}
+            case "PUT", ["merge_requests", iid, "merge"]:
+                return self._merge_route(p, s.mr(p, _int(iid)), args)
+            case "GET", ["merge_requests", iid, "approvals"]:
+                return 200, s.approvals_json(p, s.mr(p, _int(iid)))
+            case "POST", ["merge_requests", iid, "approve"]:
+                mr = s.mr(p, _int(iid))
+                s.approve(p, mr, dict(TOKEN_USER))
+                return 201, s.approvals_json(p, mr)
+            case "GET", ["merge_requests", iid, "notes", note_id]:
+                return 200, self._note(s.mr(p, _int(iid)), _int(note_id))
+            case "PUT", ["merge_requests", iid, "notes", note_id]:
+                mr = s.mr(p, _int(iid))
+                note = self._note(mr, _int(note_id))
+                if note["author"]["id"] != TOKEN_USER["id"]:
+                    raise ApiError(403, "403 Forbidden")
+                if not args.get("body"):
+                    raise ApiError(400, "body is missing")
+                note["body"], note["updated_at"] = args["body"], now
+                self._pending_hooks.append(self._note_event(p, mr, note, "update"))
+                return 200, note
             case "GET", ["merge_requests", iid, "notes"]:
                 return 200, list(s.mr(p, _int(iid)).notes)
             case "POST", ["merge_requests", iid, "notes"]:
@@ -483,6 +628,40 @@ class GitLabSimulator:
             case "GET", ["members", "all", user_id]:
                 return 200, self._member_json(p, _int(user_id))
         raise ApiError(404, "404 Not Found")
+
+    def _merge_route(self, p: Project, mr: MergeRequestRecord, args: dict[str, Any]) -> tuple[int, Any]:
+        """PUT merge_requests/:iid/merge, refusing what GitLab refuses: 405 when the MR cannot be accepted (not
+        open, draft, approvals missing, pipeline failed or missing when it must succeed), 422 "Branch cannot be
+        merged" when git cannot (conflicts; the target moved on under a fast-forward method), 409 when `sha` is
+        not the source head. A running required pipeline with `auto_merge` / `merge_when_pipeline_succeeds`
+        sets auto-merge instead (GitLab merges once it succeeds)."""
+        s = self._store
+        if mr.state != "opened":
+            raise ApiError(405, "405 Method Not Allowed")
+        status = s.detailed_merge_status(p, mr)
+        auto = _true(args.get("auto_merge")) or _true(args.get("merge_when_pipeline_succeeds"))
+        if status in ("draft_status", "not_approved", "discussions_not_resolved", "ci_must_pass") \
+                and not (auto and status == "not_approved"):
+            raise ApiError(405, "405 Method Not Allowed")
+        if status in ("conflict", "need_rebase"):
+            raise ApiError(422, "Branch cannot be merged")
+        head = p.branches.get(mr.source_branch)
+        if args.get("sha") and args["sha"] != head:
+            raise ApiError(409, "SHA does not match HEAD of source branch: " + str(head))
+        if status != "mergeable":  # the pipeline runs (or approvals wait): merge when it all clears
+            if not auto:
+                raise ApiError(405, "405 Method Not Allowed")
+            mr.auto_merge = True
+            return 200, s.mr_json(p, mr)
+        self._merged(p, mr.iid, True, False)
+        return 200, s.mr_json(p, mr)
+
+    @staticmethod
+    def _note(mr: MergeRequestRecord, note_id: int) -> dict[str, Any]:
+        for note in mr.notes:
+            if note["id"] == note_id:
+                return note
+        raise ApiError(404, "404 Not found")
 
     def _member_json(self, p: Project, user_id: int) -> dict[str, Any]:
         # members/all: the project's own members and those inherited from every ancestor group, the
@@ -506,6 +685,11 @@ class GitLabSimulator:
             and args.get("target_branch") in (None, mr.target_branch)
         ]
         return sorted(found, key=lambda m: m.iid, reverse=True)  # GitLab's default: newest first
+
+
+def _true(value: Any) -> bool:
+    """A boolean parameter, as GitLab reads JSON `true` or a form/query `true`."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
 def _int(text: str) -> int:

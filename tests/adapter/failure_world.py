@@ -137,7 +137,7 @@ def build(gitlab: GitLabSimulator, kubernetes: KubernetesSimulator, clock: FakeC
     # The project's retry policy, without sleeping the tests' time away (a retry still happens).
     no_wait = RetryPolicy(sleep=lambda _: None)
     repo = GitLabRepo.from_token(gitlab.url, TOKEN, timeout_seconds=5, retry=no_wait)
-    world = World(cfg, clock, gitlab, kubernetes, ClusterRegistry(registry_table), StateStore(state_table),
+    world = World(cfg, clock, gitlab, kubernetes, ClusterRegistry(registry_table, cfg.tenant), StateStore(state_table),
                   FailureStore(state_table), repo,
                   GitLabMembers.from_token(gitlab.url, TOKEN, timeout_seconds=5, retry=no_wait),
                   EksConnector(boto3.session.Session(region_name=REGION), request_timeout=5, retry=no_wait,

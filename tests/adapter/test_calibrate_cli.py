@@ -49,7 +49,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
             SecretString=json.dumps({"api_key": "k-api", "app_key": "k-app"}))
         table, _ = create_tables(boto3.resource("dynamodb", region_name="us-east-1"),
                                  registry_name=config.aws.dynamodb.table_name)
-        registry = ClusterRegistry(table)
+        registry = ClusterRegistry(table, "example")
         for cluster_id in ("eks-dev-1", "eks-dev-2"):
             cluster = Cluster(cluster_id=cluster_id, batch_id="dev-1", environment="dev", region="us-east-1",
                               gitlab_project="platform/istio-fleet", flux_config_path=f"clusters/{cluster_id}.yaml",

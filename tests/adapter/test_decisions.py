@@ -212,10 +212,12 @@ def test_a_timeout_says_no_maintainer_answered_only_when_the_notes_confirm_it(wo
     # WHEN the wait times out
     taken = decisions(world).after_timeout(RUN_ID)
 
-    # THEN GUARD rolls back, saying on the MR that no Maintainer answered; nothing is recorded as a decision
+    # THEN GUARD rolls back, saying on the MR that no Maintainer answered within the timeout (24 h);
+    # the decision is recorded as nobody's, so later texts never name a person
     assert (taken.decision, taken.by, taken.timed_out) == ("rollback", None, True)
-    assert "no Maintainer answered" in world.gitlab.notes(PROJECT, world.upgrade_iid)[-1]
-    assert world.failures.get_decision(RUN_ID) is None
+    assert "no Maintainer answered within 24 h" in world.gitlab.notes(PROJECT, world.upgrade_iid)[-1]
+    recorded = world.failures.get_decision(RUN_ID)
+    assert recorded is not None and (recorded.by, recorded.timed_out, recorded.timeout_hours) == (None, True, 24)
 
 
 def test_a_timeout_while_gitlab_cannot_be_read_claims_nothing(world):

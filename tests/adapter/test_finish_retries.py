@@ -30,7 +30,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FinishService, GitL
     with mock_aws(), GitLabSimulator(token="sim-token") as gitlab:
         ddb = boto3.resource("dynamodb")
         create_tables(ddb, "registry", "state")
-        registry, state = ClusterRegistry(ddb.Table("registry")), StateStore(ddb.Table("state"))
+        registry, state = ClusterRegistry(ddb.Table("registry"), "example"), StateStore(ddb.Table("state"))
         gitlab.add_project(PROJECT, {"f.yaml": "x: 1\n"})
         repo = GitLabRepo.from_token(gitlab.url, "sim-token")
         repo.ensure_branch(PROJECT, "b", "main")

@@ -81,7 +81,7 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
             ChartRepositorySimulator() as charts:
         registry, state = create_tables(boto3.resource("dynamodb", region_name="us-east-1"), "registry", "state")
         repo = GitLabRepo.from_token(gitlab.url, TOKEN, timeout_seconds=5, retry=RetryPolicy(sleep=lambda _: None))
-        yield Rig(gitlab, charts, k8s, ClusterRegistry(registry), StateStore(state), repo, clock)
+        yield Rig(gitlab, charts, k8s, ClusterRegistry(registry, "unit"), StateStore(state), repo, clock)
 
 
 def test_whole_install_passes_and_the_mr_bumps_five_version_lines_only(rig: Rig) -> None:

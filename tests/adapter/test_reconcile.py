@@ -68,7 +68,8 @@ def test_a_merged_upgrade_mr_whose_webhook_was_lost_resumes_the_execution(world)
 
     # THEN the execution resumes with the webhook's output, and the token is gone
     assert world.sfn.successes == [{"taskToken": "token-1", "output": {
-        "merge_commit_sha": merged.merge_commit_sha, "merge_request_url": url, "merged_by": "guard-sim"}}]
+        "merge_commit_sha": merged.merge_commit_sha, "merge_request_url": url, "merged_by": "guard-sim",
+        "stage": "waiting_for_flux"}}]
     assert world.state.get_task_token(url) is None
     assert report.checked == 1 and "merge delivered" in report.settled[0]
 

@@ -22,6 +22,8 @@ from tests.support.clock import FakeClock
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "example.yaml"  # table guard-cluster-registry in us-east-1; dev-1 = eks-dev-1, eks-dev-2
 TABLE = "guard-cluster-registry"
+# Without --config, --tenant says whose registry items (the example tenant's here).
+BY_TABLE = ["--table", TABLE, "--region", "us-east-1", "--tenant", "example"]
 OLD, NEW = "1.19.3", "1.20.0"
 
 
@@ -57,7 +59,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws(), KubernetesSimulator(FakeClock()) as k8s:
         table, _ = create_tables(boto3.resource("dynamodb", region_name="us-east-1"), registry_name=TABLE)
-        yield World(ClusterRegistry(table), k8s)
+        yield World(ClusterRegistry(table, "example"), k8s)
 
 
 def test_reconcile_sets_the_batch_to_what_its_clusters_run(world: World, capsys: pytest.CaptureFixture[str],
@@ -112,8 +114,8 @@ def test_an_unreachable_cluster_exits_1_and_keeps_its_version(world: World, caps
     (["--batch", "nope", "--config", str(CONFIG)], "--batch: unknown batch 'nope' (tenant 'example' has: test, dev-1"),
     (["--batch", "dev-2", "--config", str(CONFIG)], "batch 'dev-2' lists clusters missing from the registry: "
                                                     "eks-dev-3, eks-dev-4"),
-    (["--batch", "nope", "--table", TABLE, "--region", "us-east-1"], "no registry cluster has batch_id 'nope'"),
-    (["--batch", " ", "--table", TABLE, "--region", "us-east-1"], "--batch: must not be empty"),
+    (["--batch", "nope", *BY_TABLE], "no registry cluster has batch_id 'nope'"),
+    (["--batch", " ", *BY_TABLE], "--batch: must not be empty"),
 ])
 def test_bad_batch_exits_2_naming_the_problem(world: World, capsys: pytest.CaptureFixture[str], argv: list[str],
                                               problem: str) -> None:
@@ -137,7 +139,7 @@ def test_without_a_config_no_endpoint_override_is_trusted(world: World, capsys: 
     world.add("eks-dev-1", OLD, NEW)
     world.add("eks-dev-2", OLD, NEW)
     # WHEN reconcile runs against the table alone (no tenant config, so no aws.allowed_api_endpoints)
-    code = main(["registry", "reconcile", "--batch", "dev-1", "--table", TABLE, "--region", "us-east-1"])
+    code = main(["registry", "reconcile", "--batch", "dev-1", *BY_TABLE])
     # THEN no token is sent to them: both are reported not observed, naming the field, and keep their version
     out = capsys.readouterr().out
     assert code == 1 and "2 not observed" in out

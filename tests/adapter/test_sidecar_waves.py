@@ -48,7 +48,7 @@ def stores(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ClusterRegistry, S
     with mock_aws():
         ddb = boto3.resource("dynamodb")
         create_tables(ddb, "registry", "state")
-        yield ClusterRegistry(ddb.Table("registry")), StateStore(ddb.Table("state"))
+        yield ClusterRegistry(ddb.Table("registry"), "example"), StateStore(ddb.Table("state"))
 
 
 def service(stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: FakeClock,

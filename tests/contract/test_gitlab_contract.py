@@ -13,6 +13,7 @@ from guard.services.webhook import delivery_key
 from guard.stores.deliveries import WebhookResult
 
 from sandbox.sims.gitlab_sim import GitLabSimulator
+from sandbox.sims.gitlab_store import ApiError
 from tests.contract.shapes import body_of, check, fixture
 
 MR_HOOK = [
@@ -115,3 +116,70 @@ def test_the_simulator_s_note_hooks_have_the_published_shape(gitlab: GitLabSimul
     for delivery in notes:
         assert check(NOTE_HOOK, published, delivery.payload) == []
         assert [h for h in HEADERS if h not in delivery.headers] == []
+
+
+# ---------------------------------------------------------------- the gates before a merge (REST API)
+
+MR_GATES = [
+    "iid", "state", "draft", "detailed_merge_status", "has_conflicts", "blocking_discussions_resolved",
+    "merge_when_pipeline_succeeds", "sha", "source_branch", "target_branch", "description", "web_url",
+    "head_pipeline.status", "head_pipeline.web_url", "head_pipeline.sha", "diff_refs.base_sha",
+    "diff_refs.head_sha", "merge_error", "rebase_in_progress",
+]
+APPROVALS = ["approvals_required", "approvals_left", "approved_by.[].user.username", "approved_by.[].user.id"]
+GATES_NULLABLE = frozenset({"merge_error", "head_pipeline.web_url"})
+
+
+def test_guard_reads_the_gates_from_the_published_examples() -> None:
+    # GIVEN GitLab's published single-MR and approvals examples  WHEN GUARD reads them
+    from guard.adapters.gitlab_repo import merge_gates_from
+
+    mr = body_of(fixture("gitlab_merge_request.json"))
+    approvals = body_of(fixture("gitlab_merge_request_approvals.json"))
+    assert check(MR_GATES, mr, mr, GATES_NULLABLE) == [] and check(APPROVALS, approvals, approvals) == []
+    gates = merge_gates_from(mr, {"merge_method": "ff", "only_allow_merge_if_pipeline_succeeds": True}, approvals)
+
+    # THEN it sees what blocks: one approval of two missing, and a required pipeline that failed
+    assert (gates.approvals_required, gates.approvals_left, gates.approved_by) == (2, 1, ["root"])
+    assert (gates.pipeline_status, gates.pipeline_must_succeed, gates.merge_method) == ("failed", True, "ff")
+    assert gates.pipeline_url == "https://gitlab.com/marcel.amirault/test-project/-/pipelines/538317940"
+    assert not gates.stale and not gates.draft and gates.head_sha == "e82eb4a098e32c796079ca3915e07487fc4db24c"
+
+
+def test_the_simulator_s_merge_request_and_approvals_have_the_published_shape(gitlab: GitLabSimulator) -> None:
+    # GIVEN a project with an approval rule and CI, and an MR whose pipeline ran
+    gitlab.configure(PROJECT, approvals_required=2, ci=True, only_allow_merge_if_pipeline_succeeds=True)
+    gitlab.push(PROJECT, "guard/upgrade", {"README.md": "fleet v3\n"})
+    iid = _open_mr(gitlab)
+    gitlab.approve(PROJECT, iid, "maria")
+
+    # WHEN a client reads the MR (with its rebase state) and its approvals
+    _, mr = gitlab.handle("GET", f"{API}/merge_requests/{iid}?include_rebase_in_progress=true", {})
+    _, approvals = gitlab.handle("GET", f"{API}/merge_requests/{iid}/approvals", {})
+
+    # THEN both have the published shape, and say what blocks
+    assert check(MR_GATES, body_of(fixture("gitlab_merge_request.json")), mr, GATES_NULLABLE) == []
+    assert check(APPROVALS, body_of(fixture("gitlab_merge_request_approvals.json")), approvals) == []
+    assert (mr["detailed_merge_status"], approvals["approvals_left"]) == ("not_approved", 1)
+    # AND without include_rebase_in_progress the field is absent, as on GitLab
+    _, plain = gitlab.handle("GET", f"{API}/merge_requests/{iid}", {})
+    assert "rebase_in_progress" not in plain
+
+
+def test_the_simulator_s_rebase_is_asynchronous_as_documented(gitlab: GitLabSimulator) -> None:
+    # GIVEN an MR behind its target on a fast-forward-only project
+    gitlab.configure(PROJECT, merge_method="ff")
+    iid = _open_mr(gitlab)
+    gitlab.push(PROJECT, "main", {"CHANGELOG.md": "v1\n"})
+
+    # WHEN a client asks for a rebase, asks again at once, then polls
+    status, body = gitlab.handle("PUT", f"{API}/merge_requests/{iid}/rebase", {})
+    with pytest.raises(ApiError) as again:
+        gitlab.handle("PUT", f"{API}/merge_requests/{iid}/rebase", {})
+    polls = [gitlab.handle("GET", f"{API}/merge_requests/{iid}?include_rebase_in_progress=true", {})[1]
+             for _ in range(2)]
+
+    # THEN 202 {"rebase_in_progress": true}, 409 while it is queued, then in progress, then done and mergeable
+    assert (status, body, again.value.status) == (202, {"rebase_in_progress": True}, 409)
+    assert [(p["rebase_in_progress"], p["merge_error"]) for p in polls] == [(True, None), (False, None)]
+    assert polls[1]["detailed_merge_status"] == "mergeable"

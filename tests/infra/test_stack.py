@@ -106,8 +106,9 @@ def test_explicit_table_names_are_used_verbatim(beta: Template) -> None:
     beta.has_resource_properties("AWS::DynamoDB::Table", {"TableName": "beta-guard-state"})
 
 
-def test_two_tenants_never_share_a_physical_name(synthesized: Synthesized) -> None:
-    # GIVEN two tenants synthesized into one app (one account)
+def test_two_tenants_share_no_physical_name_unless_they_name_one_registry_table(synthesized: Synthesized) -> None:
+    # GIVEN two tenants synthesized into one app (one account), naming different registry tables
+    # (tenants that name the same registry table share it and nothing else: tests/infra/test_tenants.py)
     # WHEN their named resources are listed
     names: dict[str, set[str]] = {}
     for stack, template in synthesized.templates.items():
@@ -208,10 +209,11 @@ EXPECTED_ACCESS = {
     "CustomChecks": ("none", {"datadog"}, True, False),
     # Reads each cluster's HelmRelease path from the registry.
     "OpenMergeRequest": ("read", {"gitlab"}, False, False),
-    "FluxStatus": ("read", set(), True, False),
-    "RestartSidecars": ("read", set(), True, False),
+    # FluxStatus, RestartSidecars and Conclude post Datadog events (merge, soak start, verdict).
+    "FluxStatus": ("read", {"datadog"}, True, False),
+    "RestartSidecars": ("read", {"datadog"}, True, False),
     "Validate": ("read", {"datadog"}, True, False),
-    "Conclude": ("none", set(), False, False),
+    "Conclude": ("none", {"datadog"}, False, False),
     "Finish": ("read_write", {"gitlab"}, True, False),
     # The Reporter token (never the push token): the Maintainer check of `/guard` comments.
     "GitLabWebhook": ("none", {"webhook", "gitlab_reader"}, False, True),
@@ -223,7 +225,8 @@ EXPECTED_ACCESS = {
     "PlanRollback": ("read_write", set(), True, False),
     "AnalyzeFailure": ("read", {"llm"}, True, False),
     "AwaitDecision": ("read", {"gitlab_reader"}, False, False),
-    "OpenRollback": ("read", {"gitlab"}, False, False),
+    # Datadog: graph snapshots of the failing queries on the rollback MR.
+    "OpenRollback": ("read", {"gitlab", "datadog"}, False, False),
     "VerifyRollback": ("read_write", {"gitlab"}, True, False),
     "Notify": ("none", set(), False, False),
     # Records a run its execution could not (a stop), comments on the MR, notifies.

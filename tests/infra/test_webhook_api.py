@@ -71,6 +71,11 @@ def test_configured_gitlab_ranges_are_the_only_sources(tmp_path: Path) -> None:
     policy_doc = json.dumps(next(iter(template.find_resources("AWS::ApiGateway::RestApi").values()))
                             ["Properties"]["Policy"])
     assert '"Effect": "Deny"' in policy_doc and "NotIpAddress" in policy_doc and "34.74.90.64/28" in policy_doc
+    # AND every WAF description is one CloudFormation accepts (no quotes or parentheses: F3031 fails the deploy)
+    from .test_tenants import WAF_DESCRIPTION
+    descriptions = [r["Properties"]["Description"] for kind in ("AWS::WAFv2::WebACL", "AWS::WAFv2::IPSet")
+                    for r in template.find_resources(kind).values()]
+    assert len(descriptions) == 3 and all(WAF_DESCRIPTION.match(d) for d in descriptions), descriptions
 
 
 @pytest.mark.parametrize(("received", "allowed"), [

@@ -59,7 +59,7 @@ def tables(monkeypatch):
 
 def seed(tables: Any, dev_2_role: str | None, history: bool = False) -> tuple[ClusterRegistry, StateStore, Any]:
     registry_table, state_table = tables
-    registry = ClusterRegistry(registry_table)
+    registry = ClusterRegistry(registry_table, "example")
     done = [UpgradeRecord(run_id="run-0", from_version="1.19.3", to_version="1.20.0", outcome="succeeded",
                           at=datetime(2024, 5, 1, tzinfo=UTC))] if history else None
     registry.put(cluster("eks-dev-1", role("111122223333", "eks-dev-1"), done))

@@ -132,7 +132,7 @@ def test_wrong_class_is_a_failed_result_naming_it(tmp_path):
 
     # THEN both fail, each naming module.class
     assert [r.status for r in results] == [CheckStatus.FAIL, CheckStatus.FAIL]
-    assert "team_checks.DatabaseCheck is not a guard.checks.base.HealthCheck" in results[0].message
+    assert f"{tmp_path / 'team_checks.py'} defines no class 'DatabaseCheck'" in results[0].message
     assert "team_checks.NotACheck is not a guard.checks.base.HealthCheck" in results[1].message
 
 

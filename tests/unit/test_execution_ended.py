@@ -84,7 +84,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     with mock_aws():
         ddb = boto3.resource("dynamodb")
         create_tables(ddb, "registry", "state")
-        registry, state = ClusterRegistry(ddb.Table("registry")), StateStore(ddb.Table("state"))
+        registry, state = ClusterRegistry(ddb.Table("registry"), "example"), StateStore(ddb.Table("state"))
         failures = FailureStore(ddb.Table("state"))
         registry.put(Cluster(cluster_id="c1", batch_id="b1", environment="dev", region="us-east-1",
                              gitlab_project=PROJECT, flux_config_path="f.yaml", current_istio_version="1.19.3"))

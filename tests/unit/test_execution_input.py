@@ -169,7 +169,7 @@ def tables(monkeypatch):
 @pytest.fixture
 def world(tables):
     registry_table, state_table = tables
-    registry = ClusterRegistry(registry_table)
+    registry = ClusterRegistry(registry_table, "example")
     state = StateStore(state_table)
     for cluster_id, batch in [("eks-test", "test"), ("eks-dev-1", "dev-1"), ("eks-dev-2", "dev-1"),
                               ("eks-staging-us-east-1", "staging-us"), ("eks-staging-us-west-2", "staging-us"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -366,14 +367,24 @@ def _verdict(cluster: str, current_level: float) -> ClusterVerdict:
                          {**LATENCY_10, "custom_queue_depth_max": 1000}, SETTINGS)
 
 
+def _noisy_verdict(cluster: str, current_level: float) -> ClusterVerdict:
+    """60 minutes of latency around 200 ms, then around `current_level`: log-normal noise (CV 10%)
+    from a fixed seed, so the p-value moves smoothly with the level."""
+    rng = random.Random(1)
+    base: list[float | None] = [200 * rng.lognormvariate(0, 0.1) for _ in range(60)]
+    cur: list[float | None] = [current_level * rng.lognormvariate(0, 0.1) for _ in range(60)]
+    return judge_cluster(cluster, {"latency_p95": summary("latency_p95", base, BASELINE_START)},
+                         {"latency_p95": summary("latency_p95", cur, CURRENT_START)}, LATENCY_10, SETTINGS)
+
+
 def _latency(verdict: ClusterVerdict) -> MetricFinding:
     return next(f for f in verdict.findings if f.query_name == "latency_p95")
 
 
 def test_batch_correction_demotes_a_marginal_failure_and_keeps_a_clear_one():
     # GIVEN 40 clusters: 38 unchanged, one barely significant past +10%, one clearly regressed
-    marginal = next(v for level in [220 + i / 4 for i in range(40)]
-                    if (v := _verdict("marginal", level)).outcome == FAIL and (_latency(v).p_value or 1) > 0.001)
+    marginal = next(v for level in range(225, 260)
+                    if (v := _noisy_verdict("marginal", level)).outcome == FAIL and (_latency(v).p_value or 1) > 0.01)
     verdicts = [_verdict(f"ok-{i}", 200) for i in range(38)] + [marginal, _verdict("bad", 300)]
 
     # WHEN the batch is judged together (Holm, family-wise error 1%)
@@ -382,12 +393,28 @@ def test_batch_correction_demotes_a_marginal_failure_and_keeps_a_clear_one():
     # THEN the clear one still fails, the marginal one no longer does, and each says which correction applied
     assert final["bad"].outcome == FAIL
     assert final["marginal"].outcome == PASS and final["marginal"].uncorrected_outcome == FAIL
-    assert final["ok-0"].correction == "Holm over 40 tests, family-wise error 0.01"
+    # (only the two whose change lies past the limit could fail: the correction counts those)
+    assert final["ok-0"].correction == ("Holm over the 2 of 40 tests that could fail (p ≤ 0.5 counted as p/0.5), "
+                                        "family-wise error 0.01")
     latency = _latency(final["marginal"])
     assert latency.adjusted_p_value is not None and latency.p_value is not None
     assert latency.adjusted_p_value >= latency.p_value
     assert "after correction" in latency.explanation
-    assert "Holm over 40 tests" in final["bad"].summary()
+    assert "Holm over the 2 of 40 tests" in final["bad"].summary()
+
+
+def test_a_clear_outlier_is_not_diluted_by_the_healthy_clusters_of_its_batch():
+    # GIVEN 49 unchanged clusters and one whose rise past +10% is clear on its own (p well below 1%)
+    # but would not survive a correction that divides by all 50 tests
+    outlier = next(v for level in range(225, 260)
+                   if 2e-4 < (_latency(v := _noisy_verdict("outlier", level)).p_value or 1) < 2e-3)
+    verdicts = [_verdict(f"ok-{i}", 200) for i in range(49)] + [outlier]
+    # WHEN the batch is judged together
+    final = {v.cluster_id: v for v in judge_batch(verdicts, error_rate=0.01, correction="holm")}
+    # THEN it still fails: the healthy clusters, far inside the limit, could not fail and are not counted
+    assert final["outlier"].outcome == FAIL
+    assert final["outlier"].correction is not None and "the 1 of 50 tests" in final["outlier"].correction
+    assert all(v.outcome == PASS for k, v in final.items() if k != "outlier")
 
 
 def test_batch_correction_never_touches_absolute_limits_and_is_idempotent():
@@ -400,4 +427,5 @@ def test_batch_correction_never_touches_absolute_limits_and_is_idempotent():
     # THEN it still fails, and correcting corrected verdicts changes nothing
     assert {v.cluster_id for v in once if v.outcome == FAIL} == {"over"}
     assert judge_batch(once, error_rate=0.01, correction="bh") == once
-    assert once[0].correction == "Benjamini-Hochberg over 20 tests, false discovery rate 0.01"
+    assert once[0].correction == ("Benjamini-Hochberg: none of 20 tests could fail (all p > 0.5), "
+                                  "false discovery rate 0.01")

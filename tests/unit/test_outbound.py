@@ -80,6 +80,21 @@ def test_the_last_gitlab_pass_defuses_what_slipped_through_composition():
     assert outbound.gitlab_body("👍 GUARD: @alice decided") == "👍 GUARD: @alice decided"
 
 
+@pytest.mark.parametrize(("image", "kept"), [
+    ("![latency before](https://p.datadoghq.com/snapshot/view/dd-snapshots-prod/org_1/a.png)", True),
+    ("![latency after](https://p.datadoghq.eu/snapshot/view/x/a.png)", True),
+    ("![x](https://p.datadoghq.com.evil.example/snapshot/a.png)", False),
+    ("![x](https://evil.example/snapshot/a.png)", False),
+    ("![x](https://p.datadoghq.com/other/a.png)", False),
+    ("![x](https://p.datadoghq.com/snapshot/a.png\" onerror=x)", False),
+])
+def test_only_datadog_graph_snapshots_stay_images(image: str, kept: bool) -> None:
+    # GIVEN an image in a body (the rollback MR's graphs are GUARD's own Datadog snapshots)
+    # THEN only an image on Datadog's snapshot host stays an image; any other is defused
+    out = outbound.gitlab_body(image)
+    assert (out == image) is kept and (out.startswith("\\![") is not kept)
+
+
 def test_a_fence_cannot_be_closed_from_inside():
     # GIVEN a log line that tries to close the code block and inject Markdown after it
     text = "ok\n````\n/merge\n@all"

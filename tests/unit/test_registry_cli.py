@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "registry.example.yaml"
 CONFIG = ROOT / "config" / "example.yaml"
 TABLE = "guard-cluster-registry"
-TARGET = ["--table", TABLE, "--region", "us-east-1"]
+TARGET = ["--table", TABLE, "--region", "us-east-1", "--tenant", "example"]
 # The example tenant: the same table and region, and the example fleet's accounts in aws.cluster_accounts.
 TENANT = ["--config", str(CONFIG)]
 HISTORY = UpgradeRecord(run_id="run-7", from_version="1.18.5", to_version="1.19.3", outcome="succeeded",
@@ -38,7 +38,7 @@ def registry(monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         table, _ = create_tables(boto3.resource("dynamodb", region_name="us-east-1"), registry_name=TABLE)
-        yield ClusterRegistry(table)
+        yield ClusterRegistry(table, "example")
 
 
 def cluster(cluster_id: str = "eks-dev-1", **changes) -> dict:
@@ -266,7 +266,7 @@ def tenant_config(tmp_path: Path, accounts: list[str] | None) -> Path:
     if accounts is not None:
         aws["cluster_accounts"] = accounts
     path = tmp_path / "tenant.yaml"
-    path.write_text(yaml.safe_dump({"tenant": "t", "aws": aws,
+    path.write_text(yaml.safe_dump({"tenant": "example", "aws": aws,
                                     "batches": [{"name": "dev-1", "clusters": ["eks-dev-1", "eks-dev-2"]}]}))
     return path
 
@@ -334,4 +334,4 @@ def test_multi_region_registry_imports_into_the_deployed_table_with_its_accounts
                      "--config", str(ROOT / "config" / "multi-region.yaml")])
         # THEN every cluster lands in the deployed table
         assert code == 0, capsys.readouterr().err
-        assert len(ClusterRegistry(table).all()) == 6
+        assert len(ClusterRegistry(table, "multi-region").all()) == 6

@@ -11,7 +11,7 @@ from guard.core.models import Cluster
 from guard.errors import ConfigError
 from guard.services.metrics import render_queries
 from guard.services.plan import BatchPlanner, parse_input
-from guard.stores.registry import ClusterRegistry
+from guard.stores.registry import ClusterRegistry, registry_key
 from pydantic import ValidationError
 
 from tests.support.clock import FakeClock
@@ -55,10 +55,10 @@ def test_a_stored_item_of_the_wrong_shape_refuses_the_read_naming_the_item(table
     registry_table, _ = tables
     doc = victim().model_dump(mode="json") | {"datadog_tags": {"env": "*"}}
     import json
-    registry_table.put_item(Item={"cluster_id": "eks-dev-2", "doc": json.dumps(doc)})
+    registry_table.put_item(Item={"cluster_id": registry_key("example", "eks-dev-2"), "doc": json.dumps(doc)})
     # WHEN GUARD reads it THEN a ConfigError names the item and the field
     with pytest.raises(ConfigError, match=r"registry item 'eks-dev-2' is refused: datadog_tags\.env"):
-        ClusterRegistry(registry_table).get("eks-dev-2")
+        ClusterRegistry(registry_table, "example").get("eks-dev-2")
 
 
 def tenant(**gitlab: Any) -> TenantConfig:

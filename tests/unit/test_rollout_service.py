@@ -30,7 +30,7 @@ FLEET = {"test": ["eks-test"], "dev-1": ["eks-dev-1", "eks-dev-2"], "dev-2": ["e
 
 def make(tables: Any, *, overrides: dict[str, Any] | None = None, now: datetime = WEDNESDAY) -> Any:  # noqa: F811
     registry_table, state_table = tables
-    registry = ClusterRegistry(registry_table)
+    registry = ClusterRegistry(registry_table, "example")
     for batch, clusters in FLEET.items():
         for cluster_id in clusters:
             c = cluster(cluster_id, batch)
@@ -249,7 +249,7 @@ def test_batch_plan_refuses_inside_a_window_and_changes_nothing(tables: Any) -> 
     _, state, config, _ = make(tables, overrides=FREEZE, now=SATURDAY)
     for batch in ("staging-us", "staging-eu"):
         succeeded(state, batch)
-    registry = ClusterRegistry(tables[0])
+    registry = ClusterRegistry(tables[0], "example")
     planner = BatchPlanner(config, registry, state, FakeClock(SATURDAY))
     # WHEN a single-batch execution plans THEN it refuses naming the window; no lock, no run record
     with pytest.raises(ChangeWindowClosed) as error:

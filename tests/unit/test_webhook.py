@@ -320,7 +320,7 @@ def test_merge_sends_task_success_with_the_merge_commit(service):
     # THEN the waiting execution resumes with the merge commit, and the token is forgotten
     assert result.status == 200
     assert sfn.successes == [{"taskToken": "token-42", "output": {
-        "merge_commit_sha": "abc123", "merge_request_url": MR, "merged_by": "alice"}}]
+        "merge_commit_sha": "abc123", "merge_request_url": MR, "merged_by": "alice", "stage": "waiting_for_flux"}}]
     assert sfn.failures == []
     assert state.get_task_token(MR) is None
 

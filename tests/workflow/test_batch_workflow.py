@@ -21,7 +21,7 @@ pytestmark = pytest.mark.workflow
 
 def _stores(world: LocalWorld) -> tuple[ClusterRegistry, StateStore]:
     ddb = world.engine.resource("dynamodb")
-    return (ClusterRegistry(ddb.Table(world.config.aws.dynamodb.table_name)),
+    return (ClusterRegistry(ddb.Table(world.config.aws.dynamodb.table_name), world.config.tenant),
             StateStore(ddb.Table(world.config.aws.dynamodb.state_table_name)))
 
 

@@ -75,7 +75,8 @@ def test_an_execution_of_the_previous_definition_with_version_1_records_finishes
         e["type"] for e in execution_history(sfn, arn)][-5:]
     run = state.get_run(run_id)
     assert (run.schema_version, run.outcome, run.stage) == (2, "succeeded", "done")
-    registry = ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name))
+    registry = ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name),
+                               world.config.tenant)
     assert {registry.get(c).current_istio_version for c in run.clusters} == {"1.20.0"}
     assert state.lock_holder("dev-1") is None
 
@@ -105,6 +106,7 @@ def test_a_rollback_waiting_on_its_mr_with_version_1_records_is_verified_on_toda
     assert failed["error"] == "RolledBack" and "eks-dev-2" in failed["cause"]
     run = state.get_run(run_id)
     assert (run.schema_version, run.outcome, run.failed_stage) == (2, "rolled_back", "validation")
-    registry = ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name))
+    registry = ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name),
+                               world.config.tenant)
     assert registry.get("eks-dev-2").current_istio_version == "1.19.3"
     assert state.lock_holder("dev-1") is None

@@ -25,7 +25,7 @@ PROJECT = "platform/istio-fleet"
 
 def _collect(world: LocalWorld, summary: dict[str, Any], seen: dict[str, Any]) -> None:
     ddb = world.engine.resource("dynamodb")
-    registry = ClusterRegistry(ddb.Table(world.config.aws.dynamodb.table_name))
+    registry = ClusterRegistry(ddb.Table(world.config.aws.dynamodb.table_name), world.config.tenant)
     state = StateStore(ddb.Table(world.config.aws.dynamodb.state_table_name))
     mrs = world.gitlab.merge_requests(PROJECT)
     seen["mrs"] = mrs
@@ -67,6 +67,9 @@ def test_regression_is_analysed_rolled_back_by_mr_and_verified(run: Run) -> None
     assert upgrade["state"] == "merged"
     assert rollback["state"] == "merged" and "rollback" in rollback["source_branch"]
     assert "AI Failure Analysis" in rollback["description"] and "latency_p95" in rollback["description"]
+    # AND both MRs mention the registry's owners as mentions GitLab notifies (not escaped as untrusted text)
+    assert "**Owners:** @platform (eks-dev-1, eks-dev-2), @dev2-oncall (eks-dev-2)" in upgrade["description"]
+    assert "**Owners:** @dev2-oncall (eks-dev-2), @platform (eks-dev-2)" in rollback["description"]
     assert read_chart_version(seen["main_files"]["eks-dev-2"]) == "1.19.3"
     assert read_chart_version(seen["main_files"]["eks-dev-1"]) == "1.20.0"
     # AND the clusters run what the repo says, the registry recorded it, the lock is free
@@ -129,6 +132,17 @@ def test_inconclusive_then_maintainer_proceeds_succeeds(run: Run) -> None:
     assert len(seen["mrs"]) == 1
     assert seen["registry"]["eks-test"].current_istio_version == "1.20.0"
     assert any("decision needed" in t.lower() for t in summary["notifications"])
+    # AND nobody is told it was validated: the MR and Slack say who let it through, despite what
+    upgrade_notes = seen["notes"][seen["mrs"][0]["iid"]]
+    assert any("proceeded by @maria despite inconclusive latency_p95" in n for n in upgrade_notes), upgrade_notes
+    assert not any("validated on" in n for n in upgrade_notes), upgrade_notes
+    # AND the question mentioned the cluster's owners, so GitLab told them
+    question = next(n for n in upgrade_notes if "GUARD needs a decision" in n)
+    assert "**Owners:** @test-oncall (eks-test), @platform (eks-test)" in question
+    final = summary["notifications"][-1]
+    assert "Proceeded by @maria despite inconclusive latency_p95" in final, final
+    assert "without a passing validation" in final and "validated:" not in final.lower()
+    assert not any("upgrade validated" in t.lower() for t in summary["notifications"])
 
 
 def test_developer_comment_is_ignored_and_the_decision_times_out_into_a_rollback(run: Run) -> None:
@@ -137,8 +151,16 @@ def test_developer_comment_is_ignored_and_the_decision_times_out_into_a_rollback
     # THEN the developer got a reply and was ignored; the timeout rolled back
     upgrade_notes = seen["notes"][seen["mrs"][0]["iid"]]
     assert any("dave" in note and "ignored" in note for note in upgrade_notes)
-    assert summary["decision"] is None
+    assert summary["decision"]["timed_out"] is True and summary["decision"]["by"] is None
     assert summary["rollback"]["status"] == "rolled_back"
+    # AND the MRs and Slack say nobody answered, in the words of the decision timeout (0.5 h)
+    said = "no Maintainer answered within 30 min: rolled back"
+    assert any(said in note for note in upgrade_notes), upgrade_notes
+    rollback_mr = seen["mrs"][1]
+    assert f"**Decision:** {said}" in rollback_mr["description"]
+    assert not any("did not pass validation" in note for note in upgrade_notes)
+    rolled_back = next(t for t in summary["notifications"] if "rolled back: batch" in t.lower())
+    assert "No Maintainer answered within 30 min: rolled back" in rolled_back, rolled_back
     assert seen["running"]["eks-test"] == "1.19.3"
     # AND the execution failed as RolledBack and released the batch lock
     assert summary["status"] == "FAILED" and seen["guard_status"][0] == 3
@@ -230,5 +252,6 @@ def test_an_inconclusive_batch_whose_data_arrives_during_the_extra_soak_succeeds
 
 
 def world_cluster(world: LocalWorld) -> Cluster:
-    return ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name)).get(
+    return ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name),
+                               world.config.tenant).get(
         "eks-test")

@@ -17,7 +17,8 @@ OLD, NEW = "1.19.3", "1.20.0"
 
 
 def _registry(world: LocalWorld) -> ClusterRegistry:
-    return ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name))
+    return ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name),
+                           world.config.tenant)
 
 
 def _diff(world: LocalWorld) -> dict[str, list[tuple[str, str]]]:

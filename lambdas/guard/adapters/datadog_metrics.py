@@ -1,4 +1,5 @@
-"""Datadog `MetricsProvider`: v2 timeseries formula queries and v1 monitors.
+"""Datadog `MetricsProvider`: v2 timeseries formula queries and v1 monitors; and `DashboardMarkers`:
+v1 events and v1 graph snapshots.
 
 Imports `datadog_api_client`; only the Lambda functions that query Datadog should import
 this module (cold start).
@@ -16,7 +17,11 @@ from urllib.parse import urlencode
 import urllib3
 from datadog_api_client import ApiClient, Configuration
 from datadog_api_client.exceptions import ApiException, OpenApiException
+from datadog_api_client.v1.api.events_api import EventsApi
 from datadog_api_client.v1.api.monitors_api import MonitorsApi
+from datadog_api_client.v1.api.snapshots_api import SnapshotsApi
+from datadog_api_client.v1.model.event_alert_type import EventAlertType
+from datadog_api_client.v1.model.event_create_request import EventCreateRequest
 from datadog_api_client.v2.api.metrics_api import MetricsApi
 from datadog_api_client.v2.model.metrics_data_source import MetricsDataSource
 from datadog_api_client.v2.model.metrics_timeseries_query import MetricsTimeseriesQuery
@@ -33,7 +38,7 @@ from guard.clock import SystemClock
 from guard.datadog_query import UnsplittableQuery
 from guard.datadog_query import split as split_query
 from guard.errors import ConfigError, ExternalServiceError, TransientError
-from guard.ports import Alert, Clock, Point
+from guard.ports import Alert, Clock, MarkerEvent, Point
 from guard.retry import RetryPolicy, policy, retry_after_seconds
 
 logger = logging.getLogger(__name__)
@@ -77,6 +82,8 @@ class DatadogMetrics:
             api_client.configuration.request_timeout = DEFAULT_TIMEOUT_SECONDS
         self._metrics = MetricsApi(api_client)
         self._monitors = MonitorsApi(api_client)
+        self._events = EventsApi(api_client)
+        self._snapshots = SnapshotsApi(api_client)
         self._site = site
         self._clock: Clock = clock or SystemClock()
         self._retry = retry or policy(self._clock.sleep)
@@ -254,6 +261,30 @@ class DatadogMetrics:
         """Metrics Explorer link on the configured site showing `query` over [start, end]."""
         params = {"query": query, "from_ts": _ms(start), "to_ts": _ms(end), "live": "false"}
         return f"{self._app_url}/metric/explorer?{urlencode(params)}"
+
+    # ------------------------------------------------------------------ DashboardMarkers
+
+    def post_event(self, event: MarkerEvent) -> str | None:
+        """Post `event` (v1 `POST /api/v1/events`); its URL in the event stream when Datadog gives one."""
+        body = EventCreateRequest(title=event.title, text=event.text, tags=list(event.tags),
+                                  alert_type=EventAlertType(event.alert_type))
+        if event.aggregation_key:
+            body.aggregation_key = event.aggregation_key
+        response = self._call("post event", lambda: self._events.create_event(body))
+        posted = getattr(response, "event", None)
+        url = getattr(posted, "url", None) if posted is not None else None
+        return str(url) if url else None
+
+    def graph_snapshot(self, metric_query: str, start: datetime, end: datetime, title: str) -> str:
+        """The URL of a PNG of `metric_query` over [start, end] (v1 `GET /api/v1/graph/snapshot`).
+
+        Datadog renders it shortly after answering; the URL is what the MR shows."""
+        response = self._call("graph snapshot", lambda: self._snapshots.get_graph_snapshot(
+            start=int(start.timestamp()), end=int(end.timestamp()), metric_query=metric_query, title=title))
+        url = getattr(response, "snapshot_url", None)
+        if not url:
+            raise ExternalServiceError("Datadog graph snapshot returned no snapshot_url")
+        return str(url)
 
     # ------------------------------------------------------------------ internals
 

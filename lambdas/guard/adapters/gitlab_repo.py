@@ -24,7 +24,7 @@ from gitlab.v4.objects import Project, ProjectMergeRequest
 from guard.clock import SystemClock
 from guard.errors import ExternalServiceError, TransientError
 from guard.outbound import gitlab_body
-from guard.ports import Clock, FileChange, GitLabUser, MergeRequest, Note
+from guard.ports import Clock, FileChange, GitLabUser, MergeGates, MergeRequest, Note
 from guard.retry import RetryPolicy, policy, retry_after_seconds
 
 T = TypeVar("T")
@@ -34,6 +34,10 @@ T = TypeVar("T")
 # burning the function's timeout.
 _NO_CLIENT_RETRY: dict[str, Any] = {"obey_rate_limit": False, "retry_transient_errors": False}
 _TRANSIENT_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+# A rebase runs in GitLab's background jobs: GUARD looks this many times, this far apart, then leaves the
+# rest to its next pass (the MR then still shows rebase_in_progress).
+_REBASE_POLLS = 20
+_REBASE_POLL_SECONDS = 0.5
 
 
 class _GitLabClient:
@@ -176,7 +180,117 @@ class GitLabRepo(_GitLabClient):
             return _to_model(project, mr)
         return self._call(project, f"close merge request !{iid}", go)
 
+    # ------------------------------------------------------------------ the gates before a merge
+
+    def merge_gates(self, project: str, iid: int) -> MergeGates:
+        def go() -> Any:
+            p = self._project(project)
+            mr = p.mergerequests.get(iid, include_rebase_in_progress=True, **_NO_CLIENT_RETRY)
+            settings = self._gl.projects.get(project, **_NO_CLIENT_RETRY).attributes
+            try:
+                approvals = mr.approvals.get(**_NO_CLIENT_RETRY).attributes
+            except gitlab.GitlabGetError as e:
+                if e.response_code not in (403, 404):
+                    raise
+                approvals = {}  # no approvals API on this instance/tier: no approval rule blocks the merge
+            return merge_gates_from(mr.attributes, settings, approvals)
+        return self._call(project, f"read the merge gates of !{iid}", go)
+
+    def rebase_merge_request(self, project: str, iid: int) -> MergeGates:
+        def go() -> Any:
+            mr = self._project(project).mergerequests.get(iid, lazy=True)
+            try:
+                mr.rebase(**_NO_CLIENT_RETRY)
+            except gitlab.GitlabMRRebaseError as e:
+                if e.response_code != 409:  # 409: a rebase is already running; wait for that one
+                    raise
+        self._call(project, f"rebase !{iid}", go)
+        gates = self.merge_gates(project, iid)
+        for _ in range(_REBASE_POLLS):  # asynchronous: rebase_in_progress until GitLab's job is done
+            if not gates.rebase_in_progress:
+                break
+            self._clock.sleep(_REBASE_POLL_SECONDS)
+            gates = self.merge_gates(project, iid)
+        return gates
+
+    def replace_branch(self, project: str, branch: str, start_branch: str, changes: list[FileChange],
+                       message: str) -> str | None:
+        def go() -> Any:
+            p = self._project(project)
+            start = p.branches.get(start_branch, **_NO_CLIENT_RETRY).commit["id"]
+            actions = []
+            for change in changes:
+                current = self._read(p, change.path, start, missing_ok=True)
+                if current != change.content:
+                    action = "create" if current is None else "update"
+                    actions.append({"action": action, "file_path": change.path, "content": change.content})
+            if not actions:
+                return None
+            # A re-run after a success finds the branch one commit on top of that head, with these contents.
+            if self._exists(lambda: p.branches.get(branch, **_NO_CLIENT_RETRY)):
+                head = p.branches.get(branch, **_NO_CLIENT_RETRY).commit
+                if list(head.get("parent_ids") or []) == [start] and all(
+                        self._read(p, c.path, head["id"], missing_ok=True) == c.content for c in changes):
+                    return str(head["id"])
+            commit = p.commits.create({"branch": branch, "start_sha": start, "force": True,
+                                       "commit_message": message, "actions": actions}, **_NO_CLIENT_RETRY)
+            return str(commit.id)
+        return self._call(project, f"replace {branch} from {start_branch}", go)
+
+    def upsert_note(self, project: str, iid: int, marker: str, body: str, *, create: bool = True) -> int | None:
+        body = gitlab_body(body)  # the last pass before GitLab: redacted, nothing that acts (guard.outbound)
+        if marker not in body:
+            raise ValueError(f"the status note must contain its marker {marker!r}")
+
+        def go() -> Any:
+            mr = self._project(project).mergerequests.get(iid, lazy=True)
+            me = self._me()
+            notes = mr.notes.list(get_all=True, sort="asc", order_by="created_at", **_NO_CLIENT_RETRY)
+            mine = [n for n in notes if marker in str(n.attributes.get("body") or "")
+                    and _to_note(n.attributes).author_id == me and not n.attributes.get("system")]
+            if not mine:
+                return int(mr.notes.create({"body": body}, **_NO_CLIENT_RETRY).id) if create else None
+            note = mine[0]  # the first one GUARD wrote stays the one: it is edited, never repeated
+            if note.attributes.get("body") != body:
+                note.body = body
+                note.save(**_NO_CLIENT_RETRY)
+            return int(note.id)
+        return self._call(project, f"update the status note of !{iid}", go)
+
+    def update_description(self, project: str, iid: int, description: str) -> None:
+        description = gitlab_body(description)
+
+        def go() -> Any:
+            mr = self._project(project).mergerequests.get(iid, lazy=True)
+            mr.description = description
+            mr.save(**_NO_CLIENT_RETRY)
+        return self._call(project, f"update the description of !{iid}", go)
+
+    def set_auto_merge(self, project: str, iid: int, sha: str) -> bool:
+        def go() -> Any:
+            p = self._project(project)
+            try:
+                # auto_merge (GitLab 17.11+) and its older name: an instance ignores the one it does not know.
+                self._gl.http_put(f"/projects/{p.encoded_id}/merge_requests/{iid}/merge", post_data={
+                    "auto_merge": True, "merge_when_pipeline_succeeds": True, "sha": sha}, **_NO_CLIENT_RETRY)
+            except gitlab.GitlabHttpError as e:
+                if e.response_code in (405, 406, 409, 422):  # not now: not mergeable, or the head moved
+                    return False
+                raise
+            return True
+        return self._call(project, f"set auto-merge on !{iid}", go)
+
     # ------------------------------------------------------------------ helpers
+
+    def _me(self) -> int:
+        """The token's account id (`GET /user`), once per client: GUARD edits only its own notes."""
+        known = getattr(self, "_my_id", None)
+        if known is None:
+            response = self._gl.http_get("/user", **_NO_CLIENT_RETRY)
+            if not isinstance(response, dict) or not isinstance(response.get("id"), int):
+                raise ExternalServiceError("GitLab GET /user did not return a user")
+            known = self._my_id = int(response["id"])
+        return int(known)
 
     def _project(self, project: str) -> Project:
         # lazy: no GET /projects/:id round trip; a missing project surfaces as 404 on the real call.
@@ -245,7 +359,28 @@ def _to_model(project: str, mr: ProjectMergeRequest) -> MergeRequest:
         state=mr.state,
         merge_commit_sha=mr.merge_commit_sha,
         merged_by=_username(getattr(mr, "merge_user", None)) or _username(getattr(mr, "merged_by", None)),
+        description=str(getattr(mr, "description", None) or ""),
     )
+
+
+def merge_gates_from(mr: dict[str, Any], project: dict[str, Any], approvals: dict[str, Any]) -> MergeGates:
+    """The gates from GitLab's answers: the single MR, its project, its approvals (empty: no approvals API)."""
+    pipeline = mr.get("head_pipeline") if isinstance(mr.get("head_pipeline"), dict) else None
+    raw = approvals.get("approved_by")
+    approved: list[Any] = raw if isinstance(raw, list) else []
+    return MergeGates(
+        state=str(mr.get("state") or ""), detailed_merge_status=mr.get("detailed_merge_status"),
+        draft=bool(mr.get("draft") or mr.get("work_in_progress")), has_conflicts=bool(mr.get("has_conflicts")),
+        approvals_required=int(approvals.get("approvals_required") or 0),
+        approvals_left=int(approvals.get("approvals_left") or 0),
+        approved_by=[u for u in (_username(a.get("user")) for a in approved if isinstance(a, dict)) if u],
+        pipeline_status=str(pipeline["status"]) if pipeline and pipeline.get("status") else None,
+        pipeline_url=str(pipeline["web_url"]) if pipeline and pipeline.get("web_url") else None,
+        pipeline_must_succeed=bool(project.get("only_allow_merge_if_pipeline_succeeds")),
+        merge_method=str(project.get("merge_method") or "merge"),
+        rebase_in_progress=bool(mr.get("rebase_in_progress")), merge_error=mr.get("merge_error") or None,
+        auto_merge=bool(mr.get("merge_when_pipeline_succeeds") or mr.get("auto_merge_enabled")),
+        head_sha=mr.get("sha"), discussions_resolved=mr.get("blocking_discussions_resolved") is not False)
 
 
 def _username(user: object) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _datetime
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 
@@ -30,8 +31,39 @@ def load_custom_checks(specs: list[CustomCheckConfig], folder: Path) -> list[tup
     return loaded
 
 
+def verify_custom_checks(specs: list[CustomCheckConfig], folder: Path, source: str) -> None:
+    """Import every custom check as the functions will and refuse, before anything is deployed, a module
+    that is missing or does not import, a class it does not define, or a class that is not a concrete
+    HealthCheck. ConfigError names `source` (the config file) and each bad `custom_checks[i]` key."""
+    problems: list[str] = []
+    for i, spec in enumerate(specs):
+        where = f"custom_checks[{i}] (module: {spec.module}, class: {spec.class_})"
+        try:
+            cls = _check_class(spec, folder)
+        except ConfigError as e:
+            problems.append(f"{where}: {str(e).removeprefix('custom_checks: ')}")
+            continue
+        except Exception as e:  # the tenant's module failed while importing
+            problems.append(f"{where}: importing {folder / _module_file(spec)} raised {type(e).__name__}: {e}")
+            continue
+        if inspect.isabstract(cls):
+            missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+            problems.append(f"{where}: {spec.class_} does not implement {missing}, so it cannot be created")
+    if problems:
+        raise ConfigError(f"{source}: invalid custom checks\n  " + "\n  ".join(problems))
+
+
+def _module_file(spec: CustomCheckConfig) -> str:
+    return spec.module.replace(".", "/") + ".py"
+
+
 def _instantiate(spec: CustomCheckConfig, folder: Path) -> HealthCheck:
-    path = folder / (spec.module.replace(".", "/") + ".py")
+    instance: HealthCheck = _check_class(spec, folder)()
+    return instance
+
+
+def _check_class(spec: CustomCheckConfig, folder: Path) -> type[HealthCheck]:
+    path = folder / _module_file(spec)
     if not path.is_file():
         raise ConfigError(f"custom_checks: module '{spec.module}' not found at {path}")
     module_name = f"guard_custom_checks.{spec.module}"
@@ -48,10 +80,11 @@ def _instantiate(spec: CustomCheckConfig, folder: Path) -> HealthCheck:
         module_spec.loader.exec_module(module)
         sys.modules[module_name] = module
     cls = getattr(module, spec.class_, None)
-    if cls is None or not isinstance(cls, type) or not issubclass(cls, HealthCheck):
+    if cls is None:
+        raise ConfigError(f"custom_checks: {path} defines no class '{spec.class_}'")
+    if not isinstance(cls, type) or not issubclass(cls, HealthCheck):
         raise ConfigError(f"custom_checks: {spec.module}.{spec.class_} is not a guard.checks.base.HealthCheck")
-    instance: HealthCheck = cls()
-    return instance
+    return cls
 
 
 def run_custom_checks(loaded: list[tuple[str, HealthCheck | str]], cluster: Cluster,

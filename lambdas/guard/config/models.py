@@ -17,6 +17,9 @@ from guard.rules import overlay, parse_key, parse_rules
 from guard.vocabulary.events import NotificationEvent
 
 _NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+NAME_PATTERN = _NAME
+# The tenant of a config that names none and of `config.yaml` (guard.config.loader).
+DEFAULT_TENANT = "default"
 _PLACEHOLDERS = {"environment", "cluster_name", "cluster_id", "region"}
 
 
@@ -96,6 +99,9 @@ class GitLabConfig(_Strict):
     timeout_seconds: float = Field(default=10, gt=0, le=60)
     # Every this many minutes the reconciler asks GitLab about each MR an execution waits on (lost webhooks).
     reconcile_minutes: int = Field(default=5, ge=1, le=24 * 60)
+    # Ask GitLab to merge GUARD's MRs once their pipeline succeeds (auto-merge); a person still approves
+    # where the project requires it. Off: a person clicks Merge.
+    auto_merge: bool = False
     # Accounts whose comments are never commands, besides the token's own (read from GET /user): e.g.
     # an older bot account, or another automation that quotes GUARD's notes.
     bot_usernames: list[str] = Field(default_factory=list, max_length=50)
@@ -174,10 +180,13 @@ class ValidationConfig(_Strict):
     # From this many points in both windows a relative rule is decided by a rank test (Mann-Whitney U
     # against the limit); below it the robust change alone decides.
     significance_min_points: int = Field(default=8, ge=3)
-    # Per comparison: a relative rule fails only when p <= 1 - confidence.
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    # Per comparison: a relative rule fails only when p <= 1 - confidence, p testing "the change is
+    # still within the limit". 0.85: healthy changes (well inside the limit) then fail about 0.2% of
+    # the time on the judge benchmark while most regressions are caught (docs/validation.md).
+    confidence: float = Field(default=0.85, gt=0.5, lt=1)
     # Per batch: the rank tests of all clusters are corrected together so that a healthy batch is
-    # rolled back with at most this probability (holm: family-wise error; bh: false discovery rate).
+    # rolled back with at most this probability (holm: family-wise error; bh: false discovery rate),
+    # counting only the tests whose change lies past the limit (guard.judge.judge_batch).
     batch_error_rate: float = Field(default=0.01, gt=0, lt=0.5)
     batch_correction: Literal["holm", "bh"] = "holm"
     # Thresholds: the standard ones plus `<query>_min` / `<query>_max` for any named query.
@@ -341,7 +350,7 @@ class RollbackConfig(_Strict):
 class TenantConfig(_Strict):
     """Everything one tenant configures; see docs/config.md."""
 
-    tenant: str = Field(default="default", pattern=_NAME)
+    tenant: str = Field(default=DEFAULT_TENANT, pattern=_NAME)
     aws: AwsConfig = AwsConfig()
     gitlab: GitLabConfig = GitLabConfig()
     datadog: DatadogConfig = DatadogConfig()

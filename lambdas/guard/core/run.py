@@ -241,7 +241,7 @@ class MetricFinding(BaseModel):
     # The robust change is beyond the limit: with a significant test, the rule fails.
     beyond_limit: bool | None = None
     adjusted_p_value: float | None = None
-    correction: str | None = None  # e.g. "Holm over 184 tests, family-wise error 0.01"
+    correction: str | None = None  # e.g. "Holm over the 3 of 184 tests that could fail (…), family-wise error 0.01"
 
 
 class ClusterVerdict(BaseModel):

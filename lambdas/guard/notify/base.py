@@ -34,12 +34,20 @@ class Notification(BaseModel):
     merge_request_url: str | None = None
     first_violation: str | None = None
     detail: str | None = None
+    # Who decided, when a person was asked: "proceeded by @maria despite inconclusive request_count",
+    # "no Maintainer answered within 30 min: rolled back" (guard.services.telling).
+    decided: str | None = None
 
     def headline(self) -> str:
+        if self.event == NotificationEvent.SUCCEEDED and self.decided:
+            # A person let it through: saying "validated" would be untrue.
+            return f"☑️ Istio upgrade accepted without a passing validation: batch {self.batch} → {self.version}"
         return f"{_HEADLINES[self.event]}: batch {self.batch} → {self.version}"
 
     def lines(self) -> list[str]:
         found = [f"Tenant {self.tenant}, run {self.run_id}"]
+        if self.decided:
+            found.append(self.decided[:1].upper() + self.decided[1:])
         if self.merge_request_url:
             found.append(f"Merge request: {self.merge_request_url}")
         if self.first_violation:

@@ -39,6 +39,8 @@ class AnalysisOutcome(BaseModel):
     verdict: str  # fail | inconclusive
     needs_decision: bool
     first_violation: str | None = None
+    stage: str | None = None  # where the run is, and the MR to act on: what the console shows a person
+    merge_request_url: str | None = None
 
 
 class AnalysisService:
@@ -65,7 +67,8 @@ class AnalysisService:
         text = (record.summary or "") if record.available else unavailable_text(record.reason)
         return AnalysisOutcome(available=record.available, text=text[:500],
                                failing_clusters=[c.cluster_id for c in collected.clusters], verdict=verdict,
-                               needs_decision=needs_decision, first_violation=collected.first_violation())
+                               needs_decision=needs_decision, first_violation=collected.first_violation(),
+                               stage=run.stage, merge_request_url=run.merge_request_url)
 
     def _analysis(self, evidence: FailureEvidence, verdict: str, wanted: bool | None) -> AnalysisRecord:
         llm = self._config.llm

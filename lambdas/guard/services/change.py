@@ -15,10 +15,11 @@ import contextlib
 import hashlib
 import re
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from pydantic import BaseModel
 
+from guard.core.models import Cluster
 from guard.digest import names_digest, versions_digest
 from guard.errors import GuardError, TaskTokenNotStored, UnknownCluster
 from guard.gitops.istio_install import Install, Location, apply_edits
@@ -76,14 +77,23 @@ def rollback_branch(prefix: str, batch: str, run_id: str) -> str:
     return f"{prefix}/rollback-{batch}-{short_run_id(run_id)}"
 
 
+class GateTender(Protocol):
+    """Shows what still blocks an MR's merge and keeps it mergeable (`services.gates.MergeGateService`)."""
+
+    def tend(self, project: str, iid: int, edits: Callable[[str], list[FileChange]], message: str) -> Any:
+        ...
+
+
 class ChangeService:
     """Opens the merge request of a `Change` and registers the task token that waits on it.
 
     `needs_person(reason)` raises the alarm for a rollback MR GUARD cannot watch (the handler counts
-    the RollbackNeedsPerson metric)."""
+    the RollbackNeedsPerson metric). `gates`, when given, shows on the opened MR what still blocks its merge."""
 
     def __init__(self, registry: ClusterRegistry, state: StateStore, repo: GitOpsRepo, clock: Clock,
-                 needs_person: Callable[[str], Any] | None = None, retry: RetryPolicy | None = None) -> None:
+                 needs_person: Callable[[str], Any] | None = None, retry: RetryPolicy | None = None,
+                 gates: GateTender | None = None) -> None:
+        self._gates = gates
         self._registry = registry
         self._state = state
         self._repo = repo
@@ -97,12 +107,7 @@ class ChangeService:
         if missing:
             raise UnknownCluster(f"clusters missing from the registry: {names_digest(missing)}")
         self._repo.ensure_branch(change.project, change.source_branch, change.target_branch)
-        # Every Istio chart of every cluster (guard.gitops.istio_install), where its version really lives;
-        # refused when a written line also serves clusters outside the change.
-        files = repo_files(self._repo, change.project, change.source_branch)
-        installs = read_installs(files, clusters)
-        edits = planned_changes(files, installs, change.versions, self._registry.all(), change.project)
-        changes = [FileChange(path=path, content=text) for path, text in apply_edits(files, edits).items()]
+        installs, edits, changes = self._plan(change.project, change.versions, change.source_branch, clusters)
         self._repo.commit_files(change.project, change.source_branch, changes, change.commit_message)
         mr = self._repo.ensure_merge_request(change.project, change.source_branch, change.target_branch,
                                              title=change.title,
@@ -118,7 +123,32 @@ class ChangeService:
             # boto3 has retried throttling and 5xx already: this is persistent. Without the token no merge
             # can resume the execution, so the MR must not be left looking watched.
             self._unwatched(change, mr, e)
+        if self._gates is not None:
+            # Courtesy, never a reason to fail the opening: every reconciler pass shows the gates again.
+            with contextlib.suppress(GuardError):
+                self._gates.tend(change.project, mr.iid, lambda ref: self.edits(change.project, change.versions, ref),
+                                 change.commit_message)
         return mr
+
+    def edits(self, project: str, versions: dict[str, str], ref: str,
+              clusters: dict[str, Cluster] | None = None) -> list[FileChange]:
+        """The files that bring these clusters to `versions`, as GUARD edits them on the files at `ref` (the
+        source branch when opening; the target's head when a stale MR is regenerated or a rollback is made)."""
+        return self._plan(project, versions, ref, clusters)[2]
+
+    def _plan(self, project: str, versions: dict[str, str], ref: str, clusters: dict[str, Cluster] | None
+              ) -> tuple[dict[str, Install], dict[Location, str], list[FileChange]]:
+        """Every Istio chart of every cluster (guard.gitops.istio_install) at `ref`, where its version really
+        lives; refused when a written line also serves clusters outside the change."""
+        clusters = clusters if clusters is not None else self._registry.get_many(list(versions))
+        missing = [c for c in versions if c not in clusters]
+        if missing:
+            raise UnknownCluster(f"clusters missing from the registry: {names_digest(missing)}")
+        files = repo_files(self._repo, project, ref)
+        installs = read_installs(files, {c: clusters[c] for c in versions})
+        edits = planned_changes(files, installs, versions, self._registry.all(), project)
+        changes = [FileChange(path=path, content=text) for path, text in apply_edits(files, edits).items()]
+        return installs, edits, changes
 
     def _unwatched(self, change: Change, mr: MergeRequest, error: GuardError) -> NoReturn:
         """Make an MR GUARD cannot watch safe, say so on it, and fail the task with TaskTokenNotStored."""

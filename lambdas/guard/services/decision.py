@@ -25,9 +25,12 @@ from guard.ports import Clock, GitOpsRepo, ProjectMembers, TaskCallbacks
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
 from guard.services.failure_report import failure_markdown
+from guard.services.report import cluster_owners, owners_line
+from guard.services.telling import doubts, duration, no_answer
 from guard.services.webhook_payload import URL_MAX_BYTES, child, integer, json_object, text
 from guard.stores.deliveries import WebhookResult
 from guard.stores.failure import DecisionRecord, FailureStore
+from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore, TaskTokenRecord
 from guard.vocabulary.outcomes import ChangeKind
 from guard.vocabulary.stages import Stage
@@ -115,7 +118,8 @@ class DecisionService:
 
     def __init__(self, state: StateStore, failures: FailureStore, sfn: TaskCallbacks | None,
                  members: ProjectMembers | None, repo: GitOpsRepo | None, clock: Clock,
-                 timeout_hours: float = 24, bot_usernames: Iterable[str] = ()) -> None:
+                 timeout_hours: float = 24, bot_usernames: Iterable[str] = (),
+                 registry: ClusterRegistry | None = None) -> None:
         self._state = state
         self._failures = failures
         self._sfn = sfn
@@ -124,6 +128,7 @@ class DecisionService:
         self._clock = clock
         self._timeout_hours = timeout_hours
         self._bot_usernames = frozenset(u.lower() for u in bot_usernames)
+        self._registry = registry  # whose clusters these are: their owners are mentioned on the question
 
     # ------------------------------------------------------------------ AwaitDecision
     def request(self, run_id: str, task_token: str, reason: str | None = None) -> DecisionRequested:
@@ -133,17 +138,23 @@ class DecisionService:
             raise ExternalServiceError(f"run '{run_id}' has no merge request to ask for a decision on")
         if self._repo is None:
             raise ExternalServiceError("GitLab is unavailable; cannot ask for a decision")
-        why = untrusted_inline(reason or run.cause or "validation did not pass")  # carries cluster text
+        # Carries cluster text, so it is made inert. Without a reason, what validation said, in its own word.
+        found = doubts(self._state, run)
+        why = untrusted_inline(reason or run.cause or (f"validation did not pass: {found.text()}" if found
+                                                      else "validation did not pass"))
         # Token first: a command posted right after the comment must find it.
         self._state.put_task_token(TaskTokenRecord(merge_request_url=run.merge_request_url, task_token=task_token,
                                                    run_id=run_id, kind=ChangeKind.DECISION),
                                    self._clock.now(), hours=self._timeout_hours + 24)
+        owners = owners_line(cluster_owners(list(self._registry.get_many(run.clusters).values()))) \
+            if self._registry is not None else None
         body = "\n".join([
             f"⏸️ {DECISION_HEADING}: batch `{run.batch}` → {run.target_version} ({why}).", "",
+            *([owners, ""] if owners else []),
             "A Maintainer replies with one of:", "",
             "- `/guard proceed` — accept the new version and finish the upgrade",
             "- `/guard rollback` — open a rollback merge request", "",
-            f"Without an answer within {self._timeout_hours:g} h GUARD rolls back.", "",
+            f"Without an answer within {duration(self._timeout_hours)} GUARD rolls back.", "",
             "## Evidence", "", failure_markdown(self._failures.get_evidence(run_id)),
             analysis_markdown(self._failures.get_analysis(run_id)),
         ])
@@ -233,9 +244,13 @@ class DecisionService:
         self._state.delete_task_token(run.merge_request_url, run_id=run_id)
         answer = self.find_answer(run.gitlab_project, run.merge_request_iid, run.merge_request_url)
         if answer is None:
+            # Recorded, so the rollback MR, its comments, Slack and the outcome say nobody decided (not a person).
+            self._failures.put_decision(DecisionRecord(
+                run_id=run_id, decision="rollback", by=None, at=self._clock.now(),
+                merge_request_url=run.merge_request_url, timed_out=True, timeout_hours=self._timeout_hours))
             self._reply(run.gitlab_project, run.merge_request_iid,
-                        f"⌛ GUARD: no Maintainer answered `/guard proceed` or `/guard rollback` within "
-                        f"{self._timeout_hours:g} h, so GUARD rolls back.")
+                        f"⌛ GUARD: {no_answer(self._timeout_hours)} (`/guard proceed` or `/guard rollback`), "
+                        "so GUARD rolls back: a rollback merge request follows.")
             return DecisionTaken(decision="rollback", by=None, timed_out=True)
         decision: Literal["proceed", "rollback"] = "proceed" if answer.command == "proceed" else "rollback"
         self._failures.put_decision(DecisionRecord(run_id=run_id, decision=decision, by=answer.username,

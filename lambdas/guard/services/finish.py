@@ -29,10 +29,12 @@ from guard.errors import (
     ValidationError,
     ValidationFailed,
 )
-from guard.outbound import cause, untrusted_block
+from guard.outbound import CAUSE_LIMIT, cause, untrusted_block
 from guard.ports import Clock, GitOpsRepo
 from guard.services.observation import AT_END, RegistryObserver
 from guard.services.outcome import OutcomeRecorder
+from guard.services.telling import doubts, proceeded
+from guard.stores.failure import FailureStore
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 from guard.vocabulary.outcomes import Outcome
@@ -53,8 +55,12 @@ _GENERIC = ("", "States.ALL", "States.TaskFailed", "States.Timeout")
 
 
 class FailureSummary(BaseModel):
+    """RecordFailure's result (`$.failure`): what the Fail state reports, and where to act."""
+
     error: str
     cause: str
+    merge_request_url: str | None = None  # the upgrade MR (the rollback MR is named in the cause)
+    stage: str | None = None  # where the run failed
 
 
 def explain(stage: str, error: dict[str, Any] | None) -> FailureSummary:
@@ -82,8 +88,10 @@ class FinishService:
     """`observer` reads what the clusters run once the outcome is recorded (`OutcomeRecorder`)."""
 
     def __init__(self, registry: ClusterRegistry, state: StateStore, repo: GitOpsRepo | None, clock: Clock,
-                 log_warning: Callable[..., Any] | None = None, observer: RegistryObserver | None = None) -> None:
+                 log_warning: Callable[..., Any] | None = None, observer: RegistryObserver | None = None,
+                 failures: FailureStore | None = None) -> None:
         self._state = state
+        self._failures = failures
         self._repo = repo
         self._log_warning = log_warning
         self._outcomes = OutcomeRecorder(registry, state, repo, clock, log_warning, observer=observer)
@@ -92,13 +100,20 @@ class FinishService:
         run = self._state.get_run(run_id)
         if merge and merge.get("merge_commit_sha"):
             run.merge_commit_sha = str(merge["merge_commit_sha"])
+        # A Maintainer's `/guard proceed` over an inconclusive or failing validation is not a validation.
+        decision = self._failures.get_decision(run_id) if self._failures else None
+        override = (proceeded(decision.by, doubts(self._state, run))
+                    if decision and decision.decision == "proceed" and decision.by else None)
+        said = (f"☑️ GUARD: batch `{run.batch}` → {run.target_version} accepted without a passing validation: "
+                f"{override}." if override else f"✅ GUARD: batch `{run.batch}` validated on {run.target_version}.")
         run = self._outcomes.record(
             run, Outcome.SUCCEEDED, versions={c: run.target_version for c in run.clusters},
-            comment=(run.merge_request_iid, f"✅ GUARD: batch `{run.batch}` validated on {run.target_version}. "
-                                            f"Clusters: {names_digest(run.clusters)}. Run `{run_id}`."))
+            comment=(run.merge_request_iid, f"{said} Clusters: {names_digest(run.clusters)}. Run `{run_id}`."))
         summary: dict[str, Any] = {"run_id": run_id, "batch": run.batch, "target_version": run.target_version,
-                                   "status": Outcome.SUCCEEDED, "clusters": run.clusters,
-                                   "merge_request_url": run.merge_request_url}
+                                   "status": Outcome.SUCCEEDED, "stage": run.stage, "validated": override is None,
+                                   "clusters": run.clusters, "merge_request_url": run.merge_request_url}
+        if override:
+            summary["decision"] = override
         disagreed = [n for n in run.registry_notes if n.startswith(AT_END)]
         if disagreed:  # the execution's output says it too: a success where a cluster runs something else
             summary["registry_notes"] = bounded(disagreed)  # the output is state data: the run record has them all
@@ -111,20 +126,24 @@ class FinishService:
         summary = explain(stage, error)
         if where == FailedStage.ROLLBACK_NOT_CREATED:
             summary.error = RollbackNotCreated.__name__
-            summary.cause = (f"validation failed and rollback.auto_create_mr is false, so no rollback MR was opened: "
-                             f"{names_digest(run.clusters)} still run {run.target_version}; roll back by hand to "
-                             + versions_digest(run.from_versions, sep="=")
+            summary.cause = (f"validation did not pass and rollback.auto_create_mr is false, so no rollback MR was "
+                             f"opened: {names_digest(run.clusters)} still run {run.target_version}; roll back by hand "
+                             "to " + versions_digest(run.from_versions, sep="=")
                              + (f". Validation: {summary.cause}" if summary.cause else ""))
         if summary.error == RollbackMergeRequestClosed.__name__ and "closed" not in summary.cause:
             summary.cause = (f"the rollback merge request was closed without being merged: "
-                             f"{names_digest(run.clusters)} still run {run.target_version}, which failed validation")
+                             f"{names_digest(run.clusters)} still run {run.target_version}")
         if where == FailedStage.MERGE_TIMEOUT:
             summary.cause = self._after_merge_timeout(run)
         if summary.error == MergeRequestClosed.__name__ and run.merge_request_url and "closed" not in summary.cause:
             summary.cause = (f"merge request {run.merge_request_url} was closed without being merged; "
                              "nothing was deployed")
         # Each cause above is a digest already; this cut is the last resort for one that is not (a raw error).
-        summary.cause = cause(summary.cause)
+        # The execution's cause is all the console shows of a failed run: it names the MR to act on.
+        url = run.merge_request_url
+        where_to_act = f" (merge request {url})" if url and url not in summary.cause else ""
+        summary.cause = cause(summary.cause, CAUSE_LIMIT - len(where_to_act)) + where_to_act
+        summary.merge_request_url, summary.stage = url, where.value
         self._outcomes.record(
             run, Outcome.FAILED, failed_stage=where, error=summary.error, cause=summary.cause,
             comment=(run.merge_request_iid, f"❌ GUARD: batch `{run.batch}` → {run.target_version} failed at "

@@ -7,7 +7,8 @@ from guard.core.run import PrecheckReport
 from guard.errors import GuardError
 from guard.ports import Clock, GitOpsRepo, MergeRequest
 from guard.services.change import Change, ChangeService, upgrade_branch
-from guard.services.report import change_description
+from guard.services.gates import MergeGateService
+from guard.services.report import change_description, cluster_owners
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 from guard.vocabulary.outcomes import ChangeKind
@@ -20,8 +21,10 @@ class MergeRequestService:
     def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore, repo: GitOpsRepo,
                  clock: Clock) -> None:
         self._config = config
+        self._registry = registry
         self._state = state
-        self._changes = ChangeService(registry, state, repo, clock)
+        self._changes = ChangeService(registry, state, repo, clock,
+                                      gates=MergeGateService(repo, auto_merge=config.gitlab.auto_merge))
 
     def open(self, run_id: str, task_token: str) -> MergeRequest:
         run = self._state.get_run(run_id)
@@ -37,7 +40,8 @@ class MergeRequestService:
             source_branch=upgrade_branch(self._config.gitlab.branch_prefix, run.batch, run.target_version),
             target_branch=self._config.gitlab.target_branch, versions=versions, title=title,
             commit_message=f"{title}\n\nGUARD run {run_id}",
-            description=change_description(run, versions, reports=reports),
+            description=change_description(run, versions, reports=reports, owners=cluster_owners(
+                list(self._registry.get_many(run.clusters).values()))),
             wait_hours=self._config.gitlab.merge_timeout_hours + 24), task_token)
         run.merge_request_url, run.merge_request_iid, run.stage = mr.web_url, mr.iid, Stage.WAITING_FOR_MERGE
         try:

@@ -7,6 +7,7 @@ from guard.core.run import VerdictOutcome
 from guard.errors import GuardError
 from guard.notify.base import Notification, NotifyResult, NotifyService
 from guard.services.observation import AT_END
+from guard.services.telling import decided, doubts
 from guard.stores.failure import FailureStore
 from guard.stores.state import StateStore
 from guard.vocabulary.events import NotificationEvent
@@ -38,9 +39,14 @@ def build_notification(config: TenantConfig, state: StateStore, failures: Failur
     if event in ended and disagreed:  # a cluster not running what GUARD expected is news, whatever the outcome
         # First, and cut short itself: the whole detail is cut at 1,000 characters below.
         detail = "\n".join(p for p in (("Registry: " + "; ".join(disagreed))[:500], detail) if p)
+    said = None
+    if failures and event in (NotificationEvent.SUCCEEDED, NotificationEvent.ROLLED_BACK, NotificationEvent.FAILED):
+        decision = failures.get_decision(run_id)
+        if decision is not None and not (rollback and rollback.manual):
+            said = decided(decision, doubts(state, run))
     return Notification(event=event, tenant=config.tenant, batch=run.batch, version=run.target_version,
                         run_id=run_id, merge_request_url=url, first_violation=first,
-                        detail=detail[:1_000] if detail else None)
+                        detail=detail[:1_000] if detail else None, decided=said)
 
 
 def notify_run(service: NotifyService, config: TenantConfig, state: StateStore, failures: FailureStore | None,

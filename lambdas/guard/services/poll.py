@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -23,6 +24,9 @@ from guard.ports import Clock, ClusterConnector
 from guard.retry import is_transient
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
+
+if TYPE_CHECKING:
+    from guard.services.markers import UpgradeMarkers
 
 ReadOne = Callable[[str, Cluster], list[str]]
 """Reads one cluster: what it still waits on (empty when done)."""
@@ -43,6 +47,9 @@ class PollResult(BaseModel):
     waiting_clusters: int = 0
     waiting_kinds: dict[str, int] = {}
     expired: bool = False
+    # Where the run is and the MR a person acts on, so each poll's output in the console says both.
+    stage: str | None = None
+    merge_request_url: str | None = None
 
     def describe(self) -> str:
         """What is still awaited, as a digest a cause can quote whatever the fleet's size."""
@@ -92,12 +99,13 @@ class ClusterPoll:
     verification): they hold what every such poll needs and supply only `read`."""
 
     def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore,
-                 connector: ClusterConnector, clock: Clock) -> None:
+                 connector: ClusterConnector, clock: Clock, markers: UpgradeMarkers | None = None) -> None:
         self._config = config
         self._registry = registry
         self._state = state
         self._connector = connector
         self._clock = clock
+        self._markers = markers  # Datadog events where the upgrade happened (best effort); None: none posted
 
     def check(self, cluster_ids: list[str], deadline: str | None, minutes: float, read: ReadOne) -> PollResult:
         """One `Poll` over `cluster_ids` as the registry has them."""

@@ -28,9 +28,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from guard.core.run import RunRecord
 from guard.errors import ExternalServiceError, GuardError, OrphanTaskToken, TransientError
 from guard.ports import GitOpsRepo, MergeRequest, TaskCallbacks
 from guard.services.decision import DecisionService
+from guard.services.gates import MergeGateService
 from guard.services.observation import RegistryObserver
 from guard.services.webhook import resume_on_merge_request
 from guard.stores.registry import ClusterRegistry
@@ -48,6 +50,7 @@ class ReconcileReport(BaseModel):
     settled: list[str] = Field(default_factory=list)
     cleaned: list[str] = Field(default_factory=list)
     failed: list[str] = Field(default_factory=list)
+    tended: list[str] = Field(default_factory=list)  # what GUARD did to keep an open MR mergeable
 
 
 def merge_request_iid(url: str) -> int | None:
@@ -62,7 +65,9 @@ class ReconcileService:
 
     def __init__(self, state: StateStore, sfn: TaskCallbacks, repo: GitOpsRepo,
                  decisions: Callable[[], DecisionService], log_warning: Callable[..., Any] | None = None,
-                 registry: ClusterRegistry | None = None, observer: RegistryObserver | None = None) -> None:
+                 registry: ClusterRegistry | None = None, observer: RegistryObserver | None = None,
+                 gates: MergeGateService | None = None) -> None:
+        self._gates = gates  # None: open MRs are only checked, not tended (services.gates)
         self._state = state
         self._sfn = sfn
         self._repo = repo
@@ -120,7 +125,21 @@ class ReconcileService:
                                            mr.merged_by or _UNKNOWN_USER).message
         if mr.state == "closed":
             return resume_on_merge_request(self._state, self._sfn, waiting, "close", None, _UNKNOWN_USER).message
+        if mr.state == "opened" and self._gates is not None:
+            self._tend(waiting, run, iid, report)
         return None  # still open (or locked): the wait goes on
+
+    def _tend(self, waiting: TaskTokenRecord, run: RunRecord, iid: int, report: ReconcileReport) -> None:
+        """Show what still blocks the MR and keep it mergeable (rebase or regenerate a stale one). A failure
+        here is logged, not the pass's: the wait itself is unharmed and the next pass tends it again."""
+        assert self._gates is not None
+        try:
+            result = self._gates.tend_run(run, waiting.kind, iid)
+        except GuardError as e:
+            self._warn("reconciler could not tend the merge gates", extra={
+                "merge_request_url": waiting.merge_request_url, "error": str(e)})
+            return
+        report.tended.extend(f"{waiting.merge_request_url}: {action}" for action in result.actions)
 
     def _follow(self, left: UnwatchedRollback) -> str | None:
         """A rollback MR left to a person: once merged and applied, the registry learns what runs."""

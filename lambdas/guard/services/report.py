@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from guard.core.models import CheckStatus
+from guard.core.models import CheckStatus, Cluster
 from guard.core.run import PrecheckReport, RunRecord
+from guard.digest import names_digest
 from guard.outbound import untrusted_inline
 from guard.redact import redact
 
@@ -27,10 +28,40 @@ class RollbackSection(BaseModel):
     reason: str
     manual: bool = False
     upgrade_merge_request_url: str | None = None
-    decided: str | None = None  # "@alice (`/guard rollback`) at ..."
+    decided: str | None = None  # "rolled back by @alice (`/guard rollback`) at ...", or nobody answered
     manual_approval: bool = False
     failure_markdown: str = ""
     analysis_markdown: str = ""
+    graphs_markdown: str = ""  # Datadog snapshots of the failing queries (guard.services.markers)
+
+
+OWNERS_SHOWN = 10
+"""Owners an MR mentions; the rest are counted (a mention per owner, not per cluster)."""
+
+_BROADCASTS = {"all", "here", "channel", "everyone"}
+
+
+def cluster_owners(clusters: list[Cluster]) -> dict[str, list[str]]:
+    """`@handle` -> the clusters it owns, from the registry's `owner_handle` and `owner_team`.
+
+    The registry validates both (`OWNER_PATTERN`), so they are GUARD's own content and are mentioned as
+    they are; a name GitLab would read as a broadcast (`@all`) is never mentioned."""
+    owners: dict[str, list[str]] = {}
+    for cluster in clusters:
+        for name in (cluster.owner_handle, cluster.owner_team):
+            handle = (name or "").lstrip("@")
+            if handle and handle.lower() not in _BROADCASTS:
+                owners.setdefault(f"@{handle}", []).append(cluster.cluster_id)
+    return owners
+
+
+def owners_line(owners: dict[str, list[str]]) -> str | None:
+    """"**Owners:** @platform-oncall (eks-dev-1, eks-dev-2), @platform-team (…)": who GitLab notifies."""
+    if not owners:
+        return None
+    shown = [f"{handle} ({names_digest(clusters)})" for handle, clusters in list(owners.items())[:OWNERS_SHOWN]]
+    more = f", and {len(owners) - OWNERS_SHOWN} more owners" if len(owners) > OWNERS_SHOWN else ""
+    return "**Owners:** " + ", ".join(shown) + more
 
 
 def _mark(passed: bool, status: CheckStatus | None = None) -> str:
@@ -47,8 +78,9 @@ def _mean(points: list[tuple[float, float]]) -> str:
 
 def change_description(run: RunRecord, versions: dict[str, str], *,
                        reports: dict[str, PrecheckReport] | None = None,
-                       rollback: RollbackSection | None = None) -> str:
-    """The MR description for bringing `run`'s clusters to `versions` (an upgrade unless `rollback`)."""
+                       rollback: RollbackSection | None = None, owners: dict[str, list[str]] | None = None) -> str:
+    """The MR description for bringing `run`'s clusters to `versions` (an upgrade unless `rollback`);
+    `owners` (`cluster_owners`) are mentioned, so GitLab tells them."""
     if rollback is None:
         lines = [f"## Istio upgrade: batch `{run.batch}` → `{run.target_version}`", "",
                  f"Opened by GUARD run `{run.run_id}`. Merging this MR lets Flux roll out the new version; "
@@ -62,11 +94,14 @@ def change_description(run: RunRecord, versions: dict[str, str], *,
         if rollback.upgrade_merge_request_url and not rollback.manual:
             lines += [f"Upgrade merge request: {rollback.upgrade_merge_request_url}", ""]
         if rollback.decided:
-            lines += [f"Decided by {rollback.decided}.", ""]
+            lines += [f"**Decision:** {rollback.decided}.", ""]
         if rollback.manual_approval:
             lines += ["**Manual approval required** (`rollback.require_manual_approval`): a Maintainer reviews "
                       "and merges this MR; GUARD never merges it.", ""]
         rows = [(c, run.target_version, v) for c, v in versions.items()]
+    mentioned = owners_line(owners or {})
+    if mentioned:
+        lines += [mentioned, ""]
     if run.overrides:
         lines += ["**This run's input overrides the tenant config:**", "", *(f"- {o}" for o in run.overrides), ""]
     lines += ["| cluster | from | " + ("to |" if rollback is None else "back to |"), "|---|---|---|"]
@@ -76,6 +111,8 @@ def change_description(run: RunRecord, versions: dict[str, str], *,
     if rollback is None:
         lines += _health_sections(list(versions), reports or {})
     else:
+        if rollback.graphs_markdown:
+            lines += ["", rollback.graphs_markdown]
         lines += ["", "## Failure data", "", rollback.failure_markdown or
                   "_manual rollback: no validation data for this run_", rollback.analysis_markdown]
     return redact("\n".join(lines)) + "\n"

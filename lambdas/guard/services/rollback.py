@@ -34,11 +34,14 @@ from guard.services.analysis import analysis_markdown
 from guard.services.change import Change, ChangeService, rollback_branch
 from guard.services.evidence import EvidenceService, failing_clusters
 from guard.services.failure_report import failure_markdown
+from guard.services.gates import MergeGateService
+from guard.services.markers import UpgradeMarkers, graphs_markdown
 from guard.services.observation import RegistryObserver
 from guard.services.outcome import OutcomeRecorder
 from guard.services.poll import ClusterPoll, PollResult, ReadOne
-from guard.services.report import RollbackSection, change_description
+from guard.services.report import RollbackSection, change_description, cluster_owners
 from guard.services.sidecars import SidecarRolloutService
+from guard.services.telling import decided, doubts
 from guard.services.validate import verdict_issue
 from guard.services.versions import VersionReader
 from guard.stores.failure import FailureStore, RollbackRecord
@@ -67,6 +70,7 @@ class RollbackMerged(BaseModel):
     merge_commit_sha: str | None
     merge_request_url: str
     merged_by: str
+    stage: str = Stage.VERIFYING_ROLLBACK
 
 
 class RollbackPoll(PollResult):
@@ -96,7 +100,7 @@ class RollbackService:
     def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore, failures: FailureStore,
                  repo: GitOpsRepo | None, clock: Clock, connector: ClusterConnector | None = None,
                  log_warning: Callable[..., Any] | None = None, observer: RegistryObserver | None = None,
-                 needs_person: Callable[[str], Any] | None = None) -> None:
+                 needs_person: Callable[[str], Any] | None = None, markers: UpgradeMarkers | None = None) -> None:
         self._config = config
         self._registry = registry
         self._state = state
@@ -105,6 +109,7 @@ class RollbackService:
         self._clock = clock
         self._connector = connector
         self._needs_person = needs_person or (lambda reason: None)
+        self._markers = markers  # before/after graphs of the failing queries (best effort); None: no graphs
         self._outcomes = OutcomeRecorder(registry, state, repo, clock, log_warning, observer=observer)
 
     # ------------------------------------------------------------------ OpenRollback
@@ -120,14 +125,20 @@ class RollbackService:
         else:
             clusters = failing_clusters(self._state, run)
         versions = {c: run.from_versions[c] for c in clusters}
+        # Who (or nobody) decided comes first: "no Maintainer answered within 30 min" is why it rolls back.
+        said = None if manual else decided(self._failures.get_decision(run_id), doubts(self._state, run))
         # Half the cause limit: the outcome's cause quotes this reason after its own digest of the clusters.
-        why = cause(reason or (planned.reason if planned else None) or run.cause
-                     or _verdict_summary(self._state, run)
-                     or f"validation of {run.target_version} did not pass", CAUSE_LIMIT // 2)
+        why = cause("; ".join(p for p in (said, reason or (planned.reason if planned else None) or run.cause
+                                          or _verdict_summary(self._state, run)
+                                          or f"validation of {run.target_version} did not pass") if p),
+                    CAUSE_LIMIT // 2)
         record = RollbackRecord(run_id=run_id, batch=run.batch, reason=why, clusters=clusters, versions=versions,
                                 rolled_back_from=run.target_version, status=RollbackStatus.WAITING_FOR_MERGE,
                                 manual=manual, at=self._clock.now())
-        mr = ChangeService(self._registry, self._state, self._repo, self._clock, self._needs_person).open(Change(
+        # From the target's head as it is now: commits made since the upgrade are kept, only versions change.
+        gates = MergeGateService(self._repo, auto_merge=self._config.gitlab.auto_merge)
+        mr = ChangeService(self._registry, self._state, self._repo, self._clock, self._needs_person,
+                           gates=gates).open(Change(
             run_id=run_id, kind=ChangeKind.ROLLBACK, project=run.gitlab_project,
             source_branch=rollback_branch(self._config.gitlab.branch_prefix, run.batch, run_id),
             target_branch=self._config.gitlab.target_branch, versions=versions, title=self._title(run, versions),
@@ -145,9 +156,9 @@ class RollbackService:
             self._state.delete_task_token(mr.web_url, task_token=task_token)
             raise
         if run.merge_request_iid and not manual:
+            what = said or f"the upgrade of `{run.batch}` to {run.target_version} did not pass validation"
             self._outcomes.comment(run.gitlab_project, run.merge_request_iid,
-                          f"↩️ GUARD: the upgrade of `{run.batch}` to {run.target_version} did not pass validation; "
-                          f"rollback merge request: {mr.web_url}")
+                                   f"↩️ GUARD: {what}; rollback merge request: {mr.web_url}")
         return RollbackOpened(status=RollbackStatus.WAITING_FOR_MERGE, clusters=clusters, versions=versions,
                               merge_request_url=mr.web_url)
 
@@ -174,7 +185,9 @@ class RollbackService:
         if mr.state == "merged":
             return RollbackMerged(merge_commit_sha=mr.merge_commit_sha, merge_request_url=url,
                                   merged_by=mr.merged_by or "someone (GUARD saw the merge after its wait timed out)")
-        still = f"{names_digest(record.clusters)} still run {run.target_version}, which failed validation"
+        # "failed validation" would be untrue of an inconclusive one, and of a manual rollback of a passed upgrade.
+        still = f"{names_digest(record.clusters)} still run {run.target_version}" + (
+            "" if record.manual else ", which did not pass validation")
         if mr.state == "closed":
             raise RollbackMergeRequestClosed(f"rollback merge request {url} was closed without merging; {still}")
         hours = self._config.rollback.merge_timeout_hours
@@ -207,12 +220,27 @@ class RollbackService:
             evidence = self._failures.get_evidence(run.run_id) or EvidenceService(
                 self._config, self._registry, self._state, None, self._clock).collect(run.run_id, record.clusters)
             failure = failure_markdown(evidence)
-        return change_description(run, record.versions, rollback=RollbackSection(
+        graphs = "" if record.manual else self._graphs(run, record.clusters)
+        owners = cluster_owners(list(self._registry.get_many(record.clusters).values()))
+        return change_description(run, record.versions, owners=owners, rollback=RollbackSection(
             reason=record.reason, manual=record.manual, upgrade_merge_request_url=run.merge_request_url,
-            decided=(f"@{decision.by} (`/guard {decision.decision}`) at {decision.at.isoformat()}"
+            decided=(f"{decided(decision, doubts(self._state, run))} ({decision.at.isoformat()})"
                      if decision else None),
             manual_approval=self._config.rollback.require_manual_approval, failure_markdown=failure,
+            graphs_markdown=graphs,
             analysis_markdown=analysis_markdown(self._failures.get_analysis(run.run_id))))
+
+    def _graphs(self, run: RunRecord, clusters: list[str]) -> str:
+        """Before/after snapshots of each failing query of `clusters` (their stored verdicts and baselines)."""
+        if self._markers is None:
+            return ""
+        verdicts = [v for v in (self._state.get_verdict(run.run_id, c) for c in clusters) if v is not None]
+        baselines = {}
+        for cluster_id in clusters:
+            report = self._state.get_precheck(run.run_id, cluster_id)
+            baselines[cluster_id] = report.baseline if report else {}
+        graphs, left_out = self._markers.failing_graphs(run, verdicts, baselines)
+        return graphs_markdown(graphs, left_out)
 
     # ------------------------------------------------------------------ VerifyRollback
     def verify(self, run_id: str, deadline: str | None, merge: dict[str, object] | None = None) -> RollbackPoll:
@@ -239,17 +267,19 @@ class RollbackService:
             if run.stage != Stage.VERIFYING_ROLLBACK:
                 run.stage = Stage.VERIFYING_ROLLBACK
                 self._state.put_run(run)
-            return RollbackPoll(**result.model_dump())
+            # The MR a person acts on now is the rollback's.
+            return RollbackPoll(**result.model_dump(exclude={"stage", "merge_request_url"}), stage=run.stage,
+                                merge_request_url=record.merge_request_url)
         run = self._state.get_run(run_id)
         back = versions_digest(record.versions)
         if result.done:
             record.status = RollbackStatus.ROLLED_BACK
-            record.detail = (f"batch {run.batch}: {run.target_version} was rolled back ({back}) and verified; "
-                             f"reason: {record.reason}")
+            record.detail = (f"batch {run.batch}: {run.target_version} was rolled back ({back}) and verified "
+                             f"by merge request {record.merge_request_url}; reason: {record.reason}")
         else:
             record.status = RollbackStatus.ROLLBACK_FAILED
-            record.detail = (f"batch {run.batch}: rollback of {run.target_version} not verified within "
-                             f"{minutes:g} min: " + result.describe())
+            record.detail = (f"batch {run.batch}: rollback of {run.target_version} (merge request "
+                             f"{record.merge_request_url}) not verified within {minutes:g} min: " + result.describe())
         self._failures.put_rollback(record)  # first: a retry after a crash records this outcome, not a new one
         return self._finish(record, result.deadline)
 
@@ -286,4 +316,4 @@ class RollbackService:
             merge_request_url=record.merge_request_url,
             comment=(record.merge_request_iid, f"{'✅' if rolled else '❌'} GUARD: {record.detail}"))
         return RollbackPoll(done=True, deadline=deadline, status=record.status, error=error, cause=record.detail,
-                            merge_request_url=record.merge_request_url)
+                            merge_request_url=record.merge_request_url, stage=Stage.DONE)

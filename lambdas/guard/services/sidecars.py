@@ -90,12 +90,17 @@ class SidecarRolloutService(ClusterPoll):
 
         result = self.check(run.clusters, deadline, minutes, read)
         # Done: the soak comes next, so the record says so while it runs (a stop then reads "soaking").
+        soaks_now = result.done and run.stage != Stage.SOAKING
         run.stage = Stage.SOAKING if result.done else Stage.RESTARTING_SIDECARS
         self._state.put_run(run)  # what was restarted, so a retried poll restarts nothing twice
+        if soaks_now and self._markers is not None:
+            self._markers.soak_started(run)
         if result.expired:
             raise SidecarRestartTimeout(f"proxies not on {run.target_version} after {minutes:g} min: "
                                         + result.describe())
-        return SidecarPoll(restarted=bounded(restarted), restarted_count=len(restarted), **result.model_dump())
+        return SidecarPoll(restarted=bounded(restarted), restarted_count=len(restarted), stage=run.stage,
+                           merge_request_url=run.merge_request_url,
+                           **result.model_dump(exclude={"stage", "merge_request_url"}))
 
     def advance(self, cluster_id: str, cluster: Cluster, target: str, done_before: dict[str, datetime],
                 now: datetime, restarted: list[str]) -> list[str]:

@@ -27,6 +27,7 @@ from guard.services.webhook_payload import URL_MAX_BYTES, child, json_object, te
 from guard.stores.deliveries import Deliveries, WebhookResult
 from guard.stores.state import StateStore, TaskTokenRecord
 from guard.vocabulary.outcomes import ChangeKind
+from guard.vocabulary.stages import Stage
 
 MAX_BODY_BYTES = 1024 * 1024  # GitLab's MR and note events are a few KB; a larger body is not one of them
 MAX_DELIVERY_KEY = 255  # a UUID is 36 characters; GitLab's Idempotency-Key is one too
@@ -167,9 +168,11 @@ def resume_on_merge_request(state: StateStore, sfn: TaskCallbacks, waiting: Task
     url = waiting.merge_request_url
     try:
         if action == "merge":
+            # `stage`: what the run does next, so the console's output of the wait says where it is.
             sfn.send_task_success(taskToken=waiting.task_token, output=json.dumps({
                 "merge_commit_sha": merge_commit_sha, "merge_request_url": url,
-                "merged_by": user}))
+                "merged_by": user, "stage": (Stage.VERIFYING_ROLLBACK if waiting.kind == ChangeKind.ROLLBACK
+                                             else Stage.WAITING_FOR_FLUX).value}))
         elif waiting.kind == ChangeKind.ROLLBACK:
             sfn.send_task_failure(
                 taskToken=waiting.task_token, error=RollbackMergeRequestClosed.__name__,

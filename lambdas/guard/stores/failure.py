@@ -40,11 +40,16 @@ class AnalysisRecord(BaseModel):
 
 
 class DecisionRecord(BaseModel):
+    """A decision on a run: a Maintainer's `/guard` command, or (`timed_out`, `by` None) nobody's within
+    `timeout_hours`. Records written before `timed_out` existed always name who decided."""
+
     run_id: str
     decision: Literal["proceed", "rollback"]
-    by: str
+    by: str | None
     at: datetime
     merge_request_url: str | None = None
+    timed_out: bool = False
+    timeout_hours: float | None = None
 
 
 class RollbackRecord(BaseModel):

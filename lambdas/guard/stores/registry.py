@@ -1,14 +1,35 @@
-"""The cluster registry: one DynamoDB item per cluster, the document stored as JSON."""
+"""The cluster registry: one DynamoDB item per cluster, the document stored as JSON.
+
+Several tenants may share the registry table. Every key a ClusterRegistry builds carries its
+tenant (`<tenant>#<cluster id>`), and the tenant's functions may only touch keys with that prefix
+(IAM dynamodb:LeadingKeys, infra/lambda_functions.py): a tenant cannot read or overwrite another's.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from boto3.dynamodb.conditions import Key
 from pydantic import ValidationError
 
 from guard.core.models import Cluster, UpgradeRecord
 from guard.errors import ConfigError, UnknownCluster
 from guard.stores.dynamo import call
+from guard.stores.schema import REGISTRY, REGISTRY_TENANT_INDEX
+
+KEY_SEPARATOR = "#"
+_TENANT = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+def registry_key(tenant: str, cluster_id: str) -> str:
+    """The partition key of `cluster_id` in `tenant`'s part of the registry: `<tenant>#<cluster id>`."""
+    if not _TENANT.match(tenant):
+        raise ValueError(f"tenant {tenant!r} is not a tenant name")
+    if not cluster_id or KEY_SEPARATOR in cluster_id:
+        # Cluster ids never hold '#' (core.models NAME_PATTERN): a key cannot reach into another tenant.
+        raise UnknownCluster(f"cluster id {cluster_id[:100]!r} is not a cluster id")
+    return f"{tenant}{KEY_SEPARATOR}{cluster_id}"
 
 
 def _parse(doc: str, key: Any) -> Cluster:
@@ -26,14 +47,23 @@ def _parse(doc: str, key: Any) -> Cluster:
 
 
 class ClusterRegistry:
-    """Read and update registry clusters. `table` is a boto3 DynamoDB Table resource."""
+    """Read and update one tenant's registry clusters. `table` is a boto3 DynamoDB Table resource;
+    every key read or written is `tenant`'s (registry_key)."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, tenant: str) -> None:
+        registry_key(tenant, "x")  # refuses a tenant name that could not prefix a key
         self._table = table
+        self.tenant = tenant
+
+    @property
+    def table(self) -> Any:
+        """The boto3 Table (for the one-off migration, guard.stores.registry_migration)."""
+        return self._table
 
     def put(self, cluster: Cluster) -> None:
         item = {
-            "cluster_id": cluster.cluster_id,
+            REGISTRY.partition_key: registry_key(self.tenant, cluster.cluster_id),
+            "tenant": self.tenant,
             "batch_id": cluster.batch_id,
             "environment": cluster.environment,
             "current_istio_version": cluster.current_istio_version,
@@ -52,20 +82,23 @@ class ClusterRegistry:
         """Clusters found among `cluster_ids` (missing ones are simply absent)."""
         result: dict[str, Cluster] = {}
         for cluster_id in dict.fromkeys(cluster_ids):
-            response = call("GetItem", lambda cid=cluster_id: self._table.get_item(  # type: ignore[misc]
-                Key={"cluster_id": cid}, ConsistentRead=True))
+            key = registry_key(self.tenant, cluster_id)
+            response = call("GetItem", lambda k=key: self._table.get_item(  # type: ignore[misc]
+                Key={REGISTRY.partition_key: k}, ConsistentRead=True))
             item = response.get("Item")
             if item:
                 result[cluster_id] = _parse(item["doc"], cluster_id)
         return result
 
     def all(self) -> list[Cluster]:
-        """Every cluster, sorted by id (export)."""
+        """Every cluster of this tenant, sorted by id (export, list): a Query of the tenant index, never
+        a Scan, which would read every tenant's items."""
         clusters: list[Cluster] = []
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"IndexName": REGISTRY_TENANT_INDEX,
+                                  "KeyConditionExpression": Key("tenant").eq(self.tenant)}
         while True:
-            page = call("Scan", lambda: self._table.scan(**kwargs))
-            clusters += [_parse(i["doc"], i.get("cluster_id")) for i in page.get("Items", [])]
+            page = call("Query", lambda: self._table.query(**kwargs))
+            clusters += [_parse(i["doc"], i.get(REGISTRY.partition_key)) for i in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

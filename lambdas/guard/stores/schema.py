@@ -11,12 +11,21 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class IndexSchema:
+    """A global secondary index: its name and string partition key, every attribute projected."""
+
+    name: str
+    partition_key: str
+
+
+@dataclass(frozen=True)
 class TableSchema:
-    """String keys (partition, optional sort) and the optional TTL attribute of one table."""
+    """String keys (partition, optional sort), the optional TTL attribute and the indexes of one table."""
 
     partition_key: str
     sort_key: str | None = None
     ttl_attribute: str | None = None
+    indexes: tuple[IndexSchema, ...] = ()
 
     def key_schema(self) -> list[dict[str, str]]:
         """The `KeySchema` of CreateTable (and of the CloudFormation resource)."""
@@ -26,17 +35,29 @@ class TableSchema:
         return keys
 
     def attribute_definitions(self) -> list[dict[str, str]]:
-        return [{"AttributeName": key["AttributeName"], "AttributeType": "S"} for key in self.key_schema()]
+        names = [key["AttributeName"] for key in self.key_schema()] + [i.partition_key for i in self.indexes]
+        return [{"AttributeName": name, "AttributeType": "S"} for name in dict.fromkeys(names)]
 
     def create_table_args(self, table_name: str) -> dict[str, Any]:
         """Keyword arguments of boto3's `create_table` for an on-demand table named `table_name`."""
-        return {"TableName": table_name, "BillingMode": "PAY_PER_REQUEST", "KeySchema": self.key_schema(),
-                "AttributeDefinitions": self.attribute_definitions()}
+        args: dict[str, Any] = {"TableName": table_name, "BillingMode": "PAY_PER_REQUEST",
+                                "KeySchema": self.key_schema(), "AttributeDefinitions": self.attribute_definitions()}
+        if self.indexes:
+            args["GlobalSecondaryIndexes"] = [
+                {"IndexName": i.name, "KeySchema": [{"AttributeName": i.partition_key, "KeyType": "HASH"}],
+                 "Projection": {"ProjectionType": "ALL"}} for i in self.indexes]
+        return args
 
 
 TTL_ATTRIBUTE = "expires_at"  # epoch seconds (guard.stores.dynamo.ttl)
-# The cluster registry: one item per cluster.
-REGISTRY = TableSchema(partition_key="cluster_id")
+# The cluster registry: one item per cluster, which several tenants may share. The partition key
+# `cluster_id` holds `<tenant>#<cluster id>` (guard.stores.registry.registry_key), so IAM's
+# dynamodb:LeadingKeys condition confines each tenant's functions to its own items; the `tenant`
+# attribute and its index list one tenant's clusters without a Scan. (The attribute keeps its name
+# so that a table deployed before tenant keys is updated in place, and its items migrated.)
+REGISTRY_TENANT_INDEX = "tenant-index"
+REGISTRY = TableSchema(partition_key="cluster_id",
+                       indexes=(IndexSchema(name=REGISTRY_TENANT_INDEX, partition_key="tenant"),))
 # Run state: runs, locks, MR task tokens, deliveries, rollouts; old items expire through the TTL.
 STATE = TableSchema(partition_key="pk", sort_key="sk", ttl_attribute=TTL_ATTRIBUTE)
 

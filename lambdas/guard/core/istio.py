@@ -86,3 +86,16 @@ def daemonset_version(d: DeploymentInfo) -> str | None:
     chart's `app.kubernetes.io/version` label."""
     tags = set(d.image_versions.values())
     return tags.pop() if len(tags) == 1 else d.labels.get(APP_VERSION_LABEL)
+
+
+# ---------------------------------------------------------------- charts
+# Upgrade order (Istio's Helm upgrade guide): CRDs + base, istiod, then ztunnel and cni, then gateways.
+COMPONENT_RANK = {"base": 0, "istiod": 1, "cni": 2, "ztunnel": 2, "gateway": 3}
+# Chart name -> component. The names Istio publishes, and the older `istio-*` spellings teams mirror.
+CHARTS = {
+    "base": "base", "istio-base": "base",
+    "istiod": "istiod", "istio-discovery": "istiod",
+    "cni": "cni", "istio-cni": "cni",
+    "ztunnel": "ztunnel", "istio-ztunnel": "ztunnel",
+    "gateway": "gateway", "istio-gateway": "gateway", "istio-ingress": "gateway", "istio-egress": "gateway",
+}

@@ -27,19 +27,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from guard.core.istio import CHARTS, COMPONENT_RANK
 from guard.errors import ConfigError
 from guard.gitops.helm_release import _NODE_PROPERTIES, _render
 
-# Upgrade order (Istio's Helm upgrade guide): CRDs + base, istiod, then ztunnel and cni, then gateways.
-COMPONENT_RANK = {"base": 0, "istiod": 1, "cni": 2, "ztunnel": 2, "gateway": 3}
-# Chart name -> component. The names Istio publishes, and the older `istio-*` spellings teams mirror.
-CHARTS = {
-    "base": "base", "istio-base": "base",
-    "istiod": "istiod", "istio-discovery": "istiod",
-    "cni": "cni", "istio-cni": "cni",
-    "ztunnel": "ztunnel", "istio-ztunnel": "ztunnel",
-    "gateway": "gateway", "istio-gateway": "gateway", "istio-ingress": "gateway", "istio-egress": "gateway",
-}
 _VAR = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[=-]([^}]*))?\}$")
 _VERSION_TEXT = re.compile(r"^v?[0-9]+\.[0-9]+\.[0-9]+$")
 _KUSTOMIZE_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")

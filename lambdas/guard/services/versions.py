@@ -7,6 +7,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from guard.core.istio import (
+    CHARTS,
+    COMPONENT_RANK,
     GATEWAY_NAMESPACES,
     ISTIO_NAMESPACE,
     control_plane_version,
@@ -18,7 +20,6 @@ from guard.core.istio import (
 )
 from guard.core.models import Cluster
 from guard.errors import FluxSyncFailed, GuardError
-from guard.gitops.istio_install import CHARTS, COMPONENT_RANK
 from guard.ports import ClusterConnector, DeploymentInfo, HelmReleaseStatus, KubernetesCluster
 
 

@@ -51,8 +51,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     # The planners and every recorder of an outcome read what the clusters run and set the registry to it.
     FunctionSpec("Plan", "handlers.plan.handler", ("core", "kubernetes"), timeout_seconds=120, memory_mb=512,
                  registry="read_write", describe_executions=True, cluster_access=True),
-    FunctionSpec("Precheck", "handlers.precheck.handler", ("core", "kubernetes", "datadog"),
-                 timeout_seconds=300, memory_mb=512, registry="read", secrets=("datadog",),
+    # Also reads the GitOps repository (Reporter token) and the chart repositories: the whole-install prechecks.
+    FunctionSpec("Precheck", "handlers.precheck.handler", ("core", "kubernetes", "datadog", "gitlab"),
+                 timeout_seconds=300, memory_mb=512, registry="read", secrets=("datadog", "gitlab_reader"),
                  cluster_access=True, invokes=("CustomChecks",)),
     # The tenant's custom check code, away from Precheck's table access: clusters and the Datadog secret only.
     FunctionSpec("CustomChecks", "handlers.custom_checks.handler", ("core", "kubernetes", "datadog"),

@@ -76,6 +76,10 @@ class FluxSpec(_Strict):
         description="helm.toolkit.fluxcd.io versions served (v0.37: v2beta1+v2beta2; v1.5: v2 only)")
 
 
+Layout = Literal["single", "whole", "ambient", "postbuild", "postbuild-env", "oci", "shared-base"]
+Extra = Literal["base", "gateway", "cni", "ztunnel"]
+
+
 class Faults(_Strict):
     unreachable: bool = False
     node_not_ready: bool = False
@@ -97,6 +101,14 @@ class ClusterSpec(_Strict):
     region: str = "us-east-1"
     role_arn: str | None = None
     flux_config_path: str | None = None  # default clusters/<cluster>/istio/helmrelease.yaml
+    layout: Layout = Field(default="single", description=(
+        "how the GitOps repo holds the install (sandbox/layouts.py): single (one istiod HelmRelease file), whole "
+        "(base, istiod, gateway), ambient (+ cni, ztunnel), postbuild / postbuild-env (shared HelmReleases, the "
+        "version in a per-cluster postBuild.substitute / one environment ConfigMap), oci (chartRef to an "
+        "OCIRepository), shared-base (one base every cluster of that layout pulls)"))
+    unmanaged: list[Extra] = Field(default_factory=list, description=(
+        "Istio charts running on the cluster that its Flux path does not hold (they stay on the old version)"))
+    kubernetes_version: str = Field(default="1.29.3", description="what the API server reports (GET /version)")
     workloads: list[WorkloadSpec] = Field(default_factory=lambda: [WorkloadSpec(namespace="shop", name="cart")])
     jobs: list[JobSpec] = Field(default_factory=list)
     istio: IstioSpec = IstioSpec()
@@ -204,6 +216,8 @@ class Scenario(_Strict):
     decision_comments: list[DecisionComment] = Field(default_factory=list)
     llm: LlmBehaviour = LlmBehaviour()
     fleet: list[ClusterSpec] = Field(min_length=1)
+    unpublished_versions: list[str] = Field(
+        default_factory=list, description="chart versions the Helm repository does not publish (a typo'd target)")
     succeeded_before: list[str] = Field(
         default_factory=list, description="batches recorded as already upgraded to target_version")
     timeout_seconds: float = Field(

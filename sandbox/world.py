@@ -26,15 +26,17 @@ from guard.config.loader import load_config, parse_config
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster
 from guard.datadog_query import split as split_query
-from guard.gitops.helm_release import read_chart_version
+from guard.gitops.istio_install import Files, Install, read_install
 from guard.services.metrics import render_queries
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import BatchResult, StateStore
 from guard.vocabulary.outcomes import Outcome
 
+from sandbox import layouts
 from sandbox.apigw import ApiGatewayShim
 from sandbox.engine import HANG_SECONDS, LocalEngine
 from sandbox.scenario import ClusterSpec, DecisionComment, HumanAction, MetricBehaviour, Scenario
+from sandbox.sims.chart_repo_sim import ChartRepositorySimulator
 from sandbox.sims.datadog_sim import DatadogSimulator
 from sandbox.sims.gitlab_sim import GitLabSimulator
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
@@ -65,6 +67,33 @@ spec:
     pilot:
       autoscaleMin: 2
 """
+HELM_REPOSITORY_PATH = "infrastructure/sources/istio.yaml"
+HELM_REPOSITORY = """\
+# Istio's charts, mirrored; every istio HelmRelease's sourceRef.
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata:
+  name: istio
+  namespace: flux-system
+spec:
+  interval: 1h
+  url: {url}
+"""
+
+
+def _entry_path(spec: ClusterSpec) -> str:
+    """The cluster's `flux_config_path` in its layout."""
+    if spec.flux_config_path:
+        return spec.flux_config_path
+    return {
+        "single": f"clusters/{spec.cluster}/istio/helmrelease.yaml",
+        "whole": f"clusters/{spec.cluster}/istio/istiod.yaml",
+        "ambient": f"clusters/{spec.cluster}/istio/istiod.yaml",
+        "oci": f"clusters/{spec.cluster}/istio/istiod.yaml",
+        "postbuild": f"clusters/{spec.cluster}/istio.yaml",
+        "postbuild-env": f"clusters/{spec.cluster}/istio.yaml",
+        "shared-base": f"clusters/{spec.cluster}/istio/kustomization.yaml",
+    }[spec.layout]
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +145,9 @@ class LocalWorld:
         self.gitlab = GitLabSimulator(token=self.gitlab_token, clock=self.clock)
         self.datadog = DatadogSimulator(api_key="dd-local-api", app_key="dd-local-app", clock=self.clock)
         self.kubernetes = KubernetesSimulator(clock=self.clock, pod_ready_seconds=20)
+        # The Helm repository the HelmReleases pull from (and an OCI registry): the precheck asks it
+        # whether the target chart version is published.
+        self.charts = ChartRepositorySimulator()
         self.webhook: ApiGatewayShim | None = None
         self.llm = LlmSimulator(mode=scenario.llm.mode) if scenario.llm.mode != "off" else None
         self.slack = SlackRecorder()
@@ -151,7 +183,7 @@ class LocalWorld:
         self.engine.begin(self.scenario.speedup)
         if not self._owns_engine:
             self._running.callback(self.engine.end)  # only once begun: a failed begin leaves the engine alone
-        for simulator in (self.gitlab, self.datadog, self.kubernetes, self.slack, self.llm):
+        for simulator in (self.gitlab, self.datadog, self.kubernetes, self.charts, self.slack, self.llm):
             if simulator is not None:
                 simulator.start()
                 self._running.callback(simulator.stop)
@@ -237,11 +269,10 @@ class LocalWorld:
 
         registry = ClusterRegistry(self.engine.resource("dynamodb").Table(self.config.aws.dynamodb.table_name),
                                    self.config.tenant)
-        files: dict[str, str] = {}
+        files = self._repository_files()
         batch_of = {c: b.name for b in self.config.batches for c in b.clusters}
         for spec in self.scenario.fleet:
-            path = spec.flux_config_path or f"clusters/{spec.cluster}/istio/helmrelease.yaml"
-            files[path] = HELMRELEASE.format(cluster=spec.cluster, version=spec.istio_version)
+            path = _entry_path(spec)
             cluster = Cluster(
                 cluster_id=spec.cluster, batch_id=batch_of.get(spec.cluster, "unassigned"),
                 environment=spec.environment, region=spec.region, gitlab_project=self.scenario.gitlab_project,
@@ -252,6 +283,12 @@ class LocalWorld:
             )
             registry.put(cluster)
             self._seed_cluster(spec, cluster)
+            self._seed_components(spec, files)
+        published = sorted({spec.istio_version for spec in self.scenario.fleet} | {self.scenario.target_version}
+                           - set(self.scenario.unpublished_versions))
+        for chart in ("base", "istiod", "cni", "ztunnel", "gateway"):
+            self.charts.publish(chart, *published)
+        self.charts.push("charts/istiod", *published)
         self.gitlab.add_project(self.scenario.gitlab_project, files, default_branch=self.config.gitlab.target_branch)
         settings = self.scenario.gitlab
         self.gitlab.configure(self.scenario.gitlab_project, merge_method=settings.merge_method,
@@ -275,6 +312,47 @@ class LocalWorld:
             state.put_batch_result(BatchResult(batch=batch, target_version=self.scenario.target_version,
                                                status=Outcome.SUCCEEDED, run_id="earlier-rehearsal",
                                                at=self.clock.now()))
+
+    def _repository_files(self) -> dict[str, str]:
+        """The GitOps repository: each cluster's install in its scenario layout (sandbox/layouts.py)."""
+        url = self.charts.helm_url
+        files: dict[str, str] = {HELM_REPOSITORY_PATH: HELM_REPOSITORY.format(url=url)}
+        shared: dict[str, list[ClusterSpec]] = {}
+        for spec in self.scenario.fleet:
+            if spec.layout == "single":
+                files[_entry_path(spec)] = HELMRELEASE.format(cluster=spec.cluster, version=spec.istio_version)
+            elif spec.layout in ("whole", "ambient"):
+                files |= layouts.whole_install(spec.cluster, spec.istio_version, url, ambient=spec.layout == "ambient")
+            elif spec.layout == "oci":
+                files |= layouts.oci_install(spec.cluster, spec.istio_version, self.charts.registry)
+            else:
+                shared.setdefault(spec.layout, []).append(spec)
+        for layout, specs in shared.items():
+            names = [s.cluster for s in specs]
+            if layout == "shared-base":
+                files |= layouts.shared_base(names, specs[0].istio_version, url)
+            else:
+                files |= layouts.postbuild_fleet(names, {s.cluster: s.istio_version for s in specs}, url,
+                                                 environment_map=layout == "postbuild-env")
+        return files
+
+    @staticmethod
+    def _tree(files: dict[str, str]) -> Files:
+        """One revision of the repository; share it between clusters: it parses each file once."""
+        return Files(files.get, lambda d: [p for p in files if p.startswith(d.strip("/") + "/" if d else "")])
+
+    def _install(self, spec: ClusterSpec, tree: Files) -> Install:
+        return read_install(tree, spec.cluster, _entry_path(spec))
+
+    def _seed_components(self, spec: ClusterSpec, files: dict[str, str]) -> None:
+        """The cluster runs what its Flux path installs (chained by the same dependsOn), plus `unmanaged`."""
+        self.kubernetes.set_kubernetes_version(spec.cluster, spec.kubernetes_version)
+        for c in self._install(spec, self._tree(files)).components:
+            self.kubernetes.add_component(
+                spec.cluster, c.component, c.name, namespace=c.namespace, version=spec.istio_version,
+                depends_on=[name for _, name in c.depends_on], crds=c.crds_policy, crd_templates=bool(c.crd_templates))
+        for chart in spec.unmanaged:
+            self.kubernetes.add_component(spec.cluster, chart, namespace="istio-system", version=spec.istio_version)
 
     def _seed_cluster(self, spec: ClusterSpec, cluster: Cluster) -> None:
         self.kubernetes.add_cluster(
@@ -344,13 +422,19 @@ class LocalWorld:
         from datetime import timedelta
 
         delay = self.scenario.flux_reconcile_seconds
+        files = self.gitlab.files(project)
+        tree = self._tree(files)
         for spec in self.scenario.fleet:
-            path = spec.flux_config_path or f"clusters/{spec.cluster}/istio/helmrelease.yaml"
-            text = self.gitlab.file_at(project, path)
-            if text is None:
+            if _entry_path(spec) not in files:
                 continue
-            version = read_chart_version(text)
-            if version != self.kubernetes.helm_release_versions(spec.cluster)[0]:
+            version = ""
+            for c in self._install(spec, tree).components:
+                if c.component == "istiod":
+                    version = c.location.current
+                else:  # the other charts: Flux applies them too, in their dependsOn order
+                    self.kubernetes.apply_release_version(spec.cluster, c.namespace, c.name, c.location.current,
+                                                          reconcile_after_seconds=delay)
+            if version and version != self.kubernetes.helm_release_versions(spec.cluster)[0]:
                 if spec.faults.flux_suspended_after_precheck:
                     self.kubernetes.suspend_helm_release(spec.cluster)
                 self.kubernetes.apply_chart_version(spec.cluster, version, reconcile_after_seconds=delay)

@@ -105,6 +105,11 @@ class GitOpsRepo(Protocol):
         """Text of `path` at `ref`."""
         ...
 
+    def list_files(self, project: str, path: str, ref: str) -> list[str]:
+        """Every file below directory `path` at `ref`, recursively ("" for the whole repository);
+        empty when the directory does not exist."""
+        ...
+
     def ensure_branch(self, project: str, branch: str, ref: str) -> None:
         """Create `branch` from `ref` unless it exists already."""
         ...
@@ -180,6 +185,19 @@ class ProjectMembers(Protocol):
 
     def current_user(self) -> GitLabUser:
         """The account GUARD's token belongs to (`GET /user`): its own notes are never commands."""
+        ...
+
+
+# ---------------------------------------------------------------- chart repositories
+
+
+class ChartRepository(Protocol):
+    """Which versions of a chart are published. Adapter: `guard.adapters.chart_registry`."""
+
+    def published_versions(self, kind: str, url: str, chart: str, insecure: bool = False) -> set[str]:
+        """Versions of `chart` in a Helm repository (`kind` "helm": its index.yaml at `url`) or an OCI
+        repository (`kind` "oci": `url` is oci://host/path/<chart>, its tags list). Empty when the chart
+        is not there; TransientError when a retry may answer, ExternalServiceError otherwise."""
         ...
 
 
@@ -392,12 +410,17 @@ class HelmReleaseStatus(BaseModel):
     stalled: bool = False  # Stalled=True: Flux gave up retrying until the spec changes
     reason: str = ""  # the Ready condition's reason (UpgradeFailed, Progressing, ...)
     api_version: str = ""  # the helm.toolkit.fluxcd.io version it was read through
+    chart: str | None = None  # spec.chart.spec.chart (or, with chartRef, the deployed chart's name)
 
 
 class KubernetesCluster(Protocol):
     """Read (and restart) operations on one cluster's API."""
 
     def list_nodes(self) -> list[NodeInfo]:
+        ...
+
+    def server_version(self) -> str:
+        """The API server's `gitVersion` (`GET /version`), e.g. `v1.29.3-eks-1234567`."""
         ...
 
     def list_pods(self, namespace: str | None = None) -> list[PodInfo]:
@@ -419,6 +442,10 @@ class KubernetesCluster(Protocol):
         ...
 
     def list_statefulsets(self, namespace: str | None = None) -> list[DeploymentInfo]:
+        ...
+
+    def list_helm_releases(self) -> list[HelmReleaseStatus]:
+        """Every HelmRelease of the cluster, all namespaces."""
         ...
 
     def list_daemonsets(self, namespace: str | None = None) -> list[DeploymentInfo]:

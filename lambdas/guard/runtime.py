@@ -23,6 +23,7 @@ from guard.stores.state import StateStore
 
 if TYPE_CHECKING:
     from guard.ports import (
+        ChartRepository,
         ClusterConnector,
         EvidenceConnector,
         FailureAnalyst,
@@ -232,6 +233,13 @@ def upgrade_markers(log_warning: Callable[..., Any] | None = None) -> UpgradeMar
                                       timeout_seconds=cfg.datadog.timeout_seconds, clock=clock,
                                       retry=policy(clock.sleep, attempts=3, max_inline_wait_seconds=5))
     return UpgradeMarkers(client, cfg.tenant, log_warning)
+
+
+def chart_repository() -> ChartRepository:
+    """Published chart versions (Helm repository index.yaml, OCI tags list) over HTTPS."""
+    from guard.adapters.chart_registry import HttpChartRepository
+
+    return HttpChartRepository(timeout_seconds=config().gitlab.timeout_seconds, clock=clock)
 
 
 def cluster_connector() -> ClusterConnector:

@@ -17,6 +17,7 @@ logger = Logger(logger_formatter=redacting_formatter())
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = PrecheckService(runtime.config(), runtime.registry(), runtime.state(), runtime.cluster_connector(),
                               runtime.metrics_provider(), runtime.clock, checks_dir=runtime.checks_dir(),
-                              custom_checks=runtime.custom_checks())
+                              custom_checks=runtime.custom_checks(), repo=runtime.gitlab_reader_repo(),
+                              charts=runtime.chart_repository())
     report = service.run(str(event["run_id"]), str(event["cluster_id"]))
     return {"cluster_id": report.cluster_id, "passed": report.passed}

@@ -164,6 +164,12 @@ class GitLabSimulator:
             p = self._store.project(project)
             return self._store.head(p, ref or p.default_branch).files.get(path)
 
+    def files(self, project: str | int, ref: str | None = None) -> dict[str, str]:
+        """Every file at `ref` (default branch when None): path -> content."""
+        with self._lock:
+            p = self._store.project(project)
+            return dict(self._store.head(p, ref or p.default_branch).files)
+
     def branch_head(self, project: str | int, branch: str) -> str | None:
         with self._lock:
             return self._store.project(project).branches.get(branch)
@@ -544,6 +550,9 @@ class GitLabSimulator:
                 if not args.get("ref"):
                     raise ApiError(400, "ref is missing")
                 return 200, s.file_json(p, path, args["ref"])
+            case "GET", ["repository", "tree"]:
+                return 200, s.tree_json(p, str(args.get("path") or ""), str(args.get("ref") or p.default_branch),
+                                        str(args.get("recursive")).lower() == "true")
             case "GET", ["repository", "branches"]:
                 return 200, [s.branch_json(p, name) for name in sorted(p.branches)]
             case "GET", ["repository", "branches", name]:

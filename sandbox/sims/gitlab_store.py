@@ -413,6 +413,25 @@ class GitLabStore:
             "last_commit_id": commit.id,
         }
 
+    def tree_json(self, p: Project, path: str, ref: str, recursive: bool) -> list[dict[str, Any]]:
+        """GET /repository/tree: the entries below `path` (trees and blobs), as GitLab lists them;
+        404 "Tree Not Found" for a directory that does not exist."""
+        commit = self.head(p, ref)
+        prefix = path.strip("/") + "/" if path.strip("/") else ""
+        entries: dict[str, str] = {}
+        for file_path in commit.files:
+            if not file_path.startswith(prefix):
+                continue
+            parts = file_path[len(prefix):].split("/")
+            for depth in range(1, len(parts) + 1 if recursive else 2):
+                entry = prefix + "/".join(parts[:depth])
+                entries[entry] = "blob" if depth == len(parts) else "tree"
+        if prefix and not entries:
+            raise ApiError(404, "404 Tree Not Found")
+        return [{"id": hashlib.sha1(f"{commit.id}:{e}".encode()).hexdigest(), "name": e.rsplit("/", 1)[-1],
+                 "type": kind, "path": e, "mode": "100644" if kind == "blob" else "040000"}
+                for e, kind in sorted(entries.items())]
+
     def mr_json(self, p: Project, mr: MergeRequestRecord, *, include_rebase_in_progress: bool = False
                 ) -> dict[str, Any]:
         head = mr.merged_head or p.branches.get(mr.source_branch)

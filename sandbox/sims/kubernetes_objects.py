@@ -132,6 +132,11 @@ class HelmRelease:
     remediated: bool = False
     stalled: bool = False
     attempted_version: str = ""
+    chart: str = "istiod"  # base | istiod | cni | ztunnel | gateway
+    depends_on: list[tuple[str, str]] = field(default_factory=list)  # (namespace, name): Flux dependsOn
+    crds: str | None = None  # spec.upgrade.crds (CreateReplace: Flux replaces the chart's crds/)
+    crd_templates: bool = False  # the chart renders its CRDs from templates (base >= 1.24)
+    ready_at: datetime | None = None  # when it last became Ready at its spec
 
 
 @dataclass
@@ -153,6 +158,20 @@ class SimCluster:
     helm_versions: tuple[str, ...] = HELM_VERSIONS_DEFAULT
     istio_revision: str | None = None  # None: the `default` revision, istiod named `istiod`
     image_variant: str = ""  # "", "debug" or "distroless"
+    kubernetes_version: str = "1.29.3"  # what GET /version and the nodes' kubelets report
+    # The install's other HelmReleases (base, cni, ztunnel, gateway), by (namespace, name); istiod's is
+    # `helm_release`. `crd_version`: the Istio CRDs' version (the base chart's, when Helm upgraded them).
+    releases: dict[tuple[str, str], HelmRelease] = field(default_factory=dict)
+    crd_version: str | None = None
+    # (when, namespace/name, version): each release Flux upgraded, in order
+    upgrade_log: list[tuple[datetime, str, str]] = field(default_factory=list)
+
+    def release(self, namespace: str, name: str) -> HelmRelease | None:
+        hr = self.helm_release
+        return hr if (hr.namespace, hr.name) == (namespace, name) else self.releases.get((namespace, name))
+
+    def all_releases(self) -> list[HelmRelease]:
+        return [self.helm_release, *self.releases.values()]
 
     @property
     def istiod_name(self) -> str:
@@ -505,7 +524,7 @@ def helm_release_json(hr: HelmRelease, at: datetime, api_version: str = "v2",
             {"type": "Released", "status": "False", "reason": "UpgradeFailed", "message": hr.last_failure or ""},
             {"type": "Remediated", "status": "True", "reason": "RollbackSucceeded",
              "message": f"Helm rollback to previous release {hr.namespace}/{hr.name}.v{len(hr.history)} "
-                        f"with chart istiod@{hr.applied_version} succeeded"},
+                        f"with chart {hr.chart}@{hr.applied_version} succeeded"},
         ]
     elif pending and hr.last_failure is not None:
         # An upgrade failed and was rolled back; the controller retries at its interval.
@@ -514,7 +533,7 @@ def helm_release_json(hr: HelmRelease, at: datetime, api_version: str = "v2",
             {"type": "Released", "status": "False", "reason": "UpgradeFailed", "message": hr.last_failure},
             {"type": "Remediated", "status": "True", "reason": "RollbackSucceeded",
              "message": f"Helm rollback to previous release {hr.namespace}/{hr.name}.v{len(hr.history)} "
-                        f"with chart istiod@{hr.applied_version} succeeded"},
+                        f"with chart {hr.chart}@{hr.applied_version} succeeded"},
         ]
     elif pending:
         conditions = [
@@ -524,11 +543,11 @@ def helm_release_json(hr: HelmRelease, at: datetime, api_version: str = "v2",
              "message": "Running 'upgrade' action with timeout of 5m0s"},
             {"type": "Released", "status": "True", "reason": "UpgradeSucceeded",
              "message": f"Helm upgrade succeeded for release {hr.namespace}/{hr.name}.v{len(hr.history)} "
-                        f"with chart istiod@{hr.applied_version}"},
+                        f"with chart {hr.chart}@{hr.applied_version}"},
         ]
     else:
         message = (f"Helm upgrade succeeded for release {hr.namespace}/{hr.name}.v{len(hr.history)} "
-                   f"with chart istiod@{hr.applied_version}")
+                   f"with chart {hr.chart}@{hr.applied_version}")
         conditions = [{"type": "Ready", "status": "True", "reason": "UpgradeSucceeded", "message": message},
                       {"type": "Released", "status": "True", "reason": "UpgradeSucceeded", "message": message}]
     for cond in conditions:
@@ -553,15 +572,17 @@ def helm_release_json(hr: HelmRelease, at: datetime, api_version: str = "v2",
         "releaseName": hr.name,
         "chart": {
             "spec": {
-                "chart": "istiod",
+                "chart": hr.chart,
                 "version": hr.spec_version,
                 "sourceRef": {"kind": "HelmRepository", "name": "istio", "namespace": "flux-system"},
                 "interval": "1h",
             }
         },
-        "upgrade": {"remediation": {"retries": 1}},
-        "values": {"pilot": {"autoscaleMin": 2}},
+        "upgrade": {"remediation": {"retries": 1}} | ({"crds": hr.crds} if hr.crds else {}),
+        "values": {"pilot": {"autoscaleMin": 2}} if hr.chart == "istiod" else {},
     }
+    if hr.depends_on:
+        spec["dependsOn"] = [{"name": name, "namespace": ns} for ns, name in hr.depends_on]
     if hr.suspended:
         spec["suspend"] = True
     return {
@@ -617,7 +638,7 @@ def history_entry(hr: HelmRelease, version: str, release: int, at: datetime) -> 
         "namespace": hr.namespace,
         "version": release,
         "status": "deployed",
-        "chartName": "istiod",
+        "chartName": hr.chart,
         "chartVersion": version,
         "appVersion": version,
         "configDigest": digest,

@@ -103,6 +103,12 @@ class _Fault(NamedTuple):
 
 
 HELM_GROUP = "helm.toolkit.fluxcd.io"
+_RELEASE_NAMES = {"base": "istio-base", "cni": "istio-cni", "gateway": "istio-ingressgateway"}
+# chart -> (DaemonSet, image repository, container, selector labels) of the ambient node agents
+_NODE_AGENTS = {
+    "cni": ("istio-cni-node", "docker.io/istio/install-cni", "install-cni", {"k8s-app": "istio-cni-node"}),
+    "ztunnel": ("ztunnel", "docker.io/istio/ztunnel", "istio-proxy", {"app": "ztunnel"}),
+}
 _WORKLOAD_KINDS = {"deployments": "Deployment", "statefulsets": "StatefulSet", "daemonsets": "DaemonSet"}
 _REASONS = {429: "TooManyRequests", 500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailable",
             504: "Timeout", 401: "Unauthorized", 403: "Forbidden"}
@@ -276,6 +282,11 @@ class KubernetesSimulator(LoopbackServer):
 
     # ------------------------------------------------------------ faults
 
+    def set_kubernetes_version(self, cluster_id: str, version: str) -> None:
+        """The Kubernetes version the API server reports (`GET /version`), e.g. `1.31.2`."""
+        with self._lock:
+            self._advanced(cluster_id).kubernetes_version = version
+
     def set_unreachable(self, cluster_id: str, unreachable: bool = True) -> None:
         """Every request to the cluster answers 503 while set."""
         with self._lock:
@@ -441,10 +452,14 @@ class KubernetesSimulator(LoopbackServer):
             else:
                 hr.reconcile_at = at + hr.reconcile_delay
             self._bump(c)
+        self._reconcile_components(c, now)
+        deps_at = self._dependencies_ready(c, hr)
         if (hr.reconcile_at is not None and hr.stuck_message is None and not hr.suspended
-                and now >= hr.reconcile_at):
-            at = hr.reconcile_at
+                and deps_at is not None and now >= max(hr.reconcile_at, deps_at)):
+            at = max(hr.reconcile_at, deps_at)
             hr.reconcile_at = None
+            hr.ready_at = at
+            c.upgrade_log.append((at, f"{hr.namespace}/{hr.name}", hr.spec_version))
             hr.last_failure = None
             hr.attempted_version = hr.spec_version
             hr.applied_version = hr.spec_version
@@ -462,6 +477,7 @@ class KubernetesSimulator(LoopbackServer):
                 istiod.labels["app.kubernetes.io/version"] = hr.applied_version
                 self._rollout(c, istiod, at)
             self._bump(c)
+        self._reconcile_components(c, now)
         for dep in c.deployments.values():
             pods = pods_of(c, dep)
             new = [p for p in pods if p.template_hash == dep.current_hash]
@@ -481,6 +497,132 @@ class KubernetesSimulator(LoopbackServer):
                 pods = pods_of(c, dep)
                 new = [p for p in pods if p.template_hash == dep.current_hash]
                 old = [p for p in pods if p.template_hash != dep.current_hash]
+
+    # ------------------------------------------------------------ the install's other releases
+
+    def add_component(self, cluster_id: str, chart: str, name: str | None = None, *, namespace: str = "istio-system",
+                      version: str | None = None, depends_on: Iterable[str] = (), crds: str | None = None,
+                      crd_templates: bool = False) -> None:
+        """Another Istio chart installed by Flux: `base` (the CRDs), `cni` (DaemonSet istio-cni-node),
+        `ztunnel` (DaemonSet ztunnel), `gateway` (an injected Deployment); `istiod` only sets the
+        dependsOn of istiod's release. `depends_on`: names of releases in `namespace` it waits for."""
+        with self._lock:
+            c = self._advanced(cluster_id)
+            deps = [(namespace, d) for d in depends_on]
+            if chart == "istiod":
+                c.helm_release.depends_on = deps
+                return
+            version = version or c.helm_release.applied_version
+            name = name or _RELEASE_NAMES.get(chart, chart)
+            born = c.created_at
+            hr = HelmRelease(namespace, name, version, version, created_at=born, chart=chart, depends_on=deps,
+                             crds=crds, crd_templates=crd_templates, ready_at=born)
+            hr.history.append(history_entry(hr, version, 1, born))
+            c.releases[(namespace, name)] = hr
+            if chart == "base":
+                c.crd_version = version
+            elif chart in _NODE_AGENTS:
+                ds_name, image, container, labels = _NODE_AGENTS[chart]
+                containers = [(container, image_ref(image, version, c.image_variant))]
+                self._place(c, Deployment(namespace, ds_name, 0, containers, False, created_at=born, kind="DaemonSet",
+                                          match_labels=labels, labels={"app.kubernetes.io/version": version}), born)
+            elif chart == "gateway":
+                self.add_gateway(cluster_id, name)
+                c.deployments[(namespace, name)].template_annotations["helm.sh/chart"] = f"gateway-{version}"
+            self._bump(c)
+
+    def apply_release_version(self, cluster_id: str, namespace: str, name: str, version: str,
+                              reconcile_after_seconds: float) -> None:
+        """Flux applies a new chart version to release `namespace/name` (istiod's: `apply_chart_version`)."""
+        with self._lock:
+            c = self._advanced(cluster_id)
+            if (namespace, name) == (c.helm_release.namespace, c.helm_release.name):
+                self.apply_chart_version(cluster_id, version, reconcile_after_seconds)
+                return
+            hr = c.releases.get((namespace, name))
+            if hr is None:
+                raise KeyError(f"cluster {cluster_id} has no HelmRelease {namespace}/{name}")
+            if hr.spec_version == version:
+                return
+            hr.spec_version = version
+            hr.generation += 1
+            hr.reconcile_at = self.clock.now() + timedelta(seconds=reconcile_after_seconds)
+            hr.reconcile_delay = timedelta(seconds=reconcile_after_seconds)
+            self._bump(c)
+
+    def release_versions(self, cluster_id: str) -> dict[str, tuple[str, str]]:
+        """namespace/name -> (spec version, applied version) of every Istio release."""
+        with self._lock:
+            c = self._advanced(cluster_id)
+            return {f"{hr.namespace}/{hr.name}": (hr.spec_version, hr.applied_version) for hr in c.all_releases()}
+
+    def upgrades(self, cluster_id: str) -> list[tuple[datetime, str, str]]:
+        """(when, namespace/name, version) of each release upgrade Flux made, in order."""
+        with self._lock:
+            return list(self._advanced(cluster_id).upgrade_log)
+
+    def crd_version(self, cluster_id: str) -> str | None:
+        with self._lock:
+            return self._advanced(cluster_id).crd_version
+
+    @staticmethod
+    def _dependencies_ready(c: SimCluster, hr: HelmRelease) -> datetime | None:
+        """When every release `hr` dependsOn was last Ready at its spec, or None while one is not (Flux
+        requeues it: "dependency 'ns/name' is not ready"); the epoch for none."""
+        at = c.created_at
+        for ns, name in hr.depends_on:
+            dep = c.release(ns, name)
+            if (dep is None or dep.reconcile_at is not None or dep.applied_version != dep.spec_version
+                    or dep.stuck_message is not None or dep.stalled or dep.ready_at is None):
+                return None
+            at = max(at, dep.ready_at)
+        return at
+
+    def _reconcile_components(self, c: SimCluster, now: datetime) -> None:
+        """Upgrade each due release (not istiod's) once its dependencies are Ready, dependencies first."""
+        progressed = True
+        while progressed:
+            progressed = False
+            for hr in c.releases.values():
+                deps_at = self._dependencies_ready(c, hr)
+                if hr.reconcile_at is None or hr.suspended or deps_at is None:
+                    continue
+                at = max(hr.reconcile_at, deps_at)
+                if now < at:
+                    continue
+                hr.reconcile_at, hr.ready_at = None, at
+                hr.attempted_version = hr.applied_version = hr.spec_version
+                hr.observed_generation = hr.generation
+                hr.history.insert(0, history_entry(hr, hr.spec_version, len(hr.history) + 1, at))
+                for entry in hr.history[1:]:
+                    if entry["status"] == "deployed":
+                        entry["status"] = "superseded"
+                c.upgrade_log.append((at, f"{hr.namespace}/{hr.name}", hr.spec_version))
+                _event(c, hr.namespace, "HelmRelease", hr.name, "UpgradeSucceeded", "Normal",
+                       f"Helm upgrade succeeded for release {hr.namespace}/{hr.name} with chart "
+                       f"{hr.chart}@{hr.spec_version}", at)
+                self._apply_component(c, hr, at)
+                progressed = True
+                self._bump(c)
+
+    def _apply_component(self, c: SimCluster, hr: HelmRelease, at: datetime) -> None:
+        version = hr.applied_version
+        if hr.chart == "base":
+            # Helm upgrades templated CRDs like any resource; those in crds/ only with Flux's CreateReplace.
+            if hr.crd_templates or hr.crds == "CreateReplace":
+                c.crd_version = version
+        elif hr.chart in _NODE_AGENTS:
+            ds_name, image, container, _ = _NODE_AGENTS[hr.chart]
+            ds = c.deployments.get((hr.namespace, ds_name))
+            if ds is not None:
+                ds.containers = [(container, image_ref(image, version, c.image_variant))]
+                ds.labels["app.kubernetes.io/version"] = version
+                self._rollout(c, ds, at)
+        elif hr.chart == "gateway":
+            gw = c.deployments.get((hr.namespace, hr.name))
+            if gw is not None:  # the chart's new template rolls the pods; injection gives them istiod's proxy
+                gw.template_annotations["helm.sh/chart"] = f"gateway-{version}"
+                self._rollout(c, gw, at)
 
     def _add_deployment(
         self,
@@ -676,10 +818,16 @@ class KubernetesSimulator(LoopbackServer):
     def _get(self, c: SimCluster, rest: list[str], params: dict[str, str], now: datetime) -> Json | str:
         route = "/".join(rest)
         if route == "version":
+            major, minor = c.kubernetes_version.split(".")[:2]
             return {
-                "major": "1",
-                "minor": "29",
-                "gitVersion": "v1.29.3-eks-1234567",
+                "major": major,
+                "minor": minor,
+                "gitVersion": f"v{c.kubernetes_version}-eks-1234567",
+                "gitCommit": short_hash(c.kubernetes_version, 40),
+                "gitTreeState": "clean",
+                "buildDate": "2026-10-01T00:00:00Z",
+                "goVersion": "go1.22.5",
+                "compiler": "gc",
                 "platform": "linux/amd64",
             }
         if route == "api/v1/nodes":
@@ -716,13 +864,20 @@ class KubernetesSimulator(LoopbackServer):
         if kind == "poddisruptionbudgets" and name is None:
             items = [pdb_json(c, b, now) for b in c.pdbs.values() if ns is None or b.namespace == ns]
             return self._list(c, "PodDisruptionBudgetList", "policy/v1", items, params)
+        if kind == "helmreleases" and name is None and rest[1] == HELM_GROUP:
+            if rest[2] not in c.helm_versions:
+                raise _ApiError(404, "NotFound", "the server could not find the requested resource")
+            items = [helm_release_json(hr, now, api_version=rest[2], storage=c.helm_versions[-1])
+                     for hr in c.all_releases() if ns is None or hr.namespace == ns]
+            return self._list(c, "HelmReleaseList", f"{HELM_GROUP}/{rest[2]}", items, params)
         if kind == "helmreleases" and name is not None and rest[1] == HELM_GROUP:
             # A version the helm-controller's CRD does not serve is no resource at all: 404.
             if rest[2] not in c.helm_versions:
                 raise _ApiError(404, "NotFound", "the server could not find the requested resource")
-            hr = c.helm_release
-            if (ns, name) != (hr.namespace, hr.name):
+            found = c.release(ns or "", name)
+            if found is None:
                 raise _ApiError(404, "NotFound", f'helmreleases.helm.toolkit.fluxcd.io "{name}" not found')
+            hr = found
             return helm_release_json(hr, now, api_version=rest[2], storage=c.helm_versions[-1])
         raise _ApiError(404, "NotFound", f"the server could not find the requested resource ({route})")
 

@@ -203,7 +203,8 @@ SECRETS = {"gitlab": "alpha/gitlab-token", "gitlab_reader": "alpha/gitlab-report
 EXPECTED_ACCESS = {
     # The planners and the recorders of outcomes set the registry to what the clusters run.
     "Plan": ("read_write", set(), True, False),
-    "Precheck": ("read", {"datadog"}, True, False),
+    # Also reads the GitOps repository (Reporter token) for the whole-install prechecks.
+    "Precheck": ("read", {"datadog", "gitlab_reader"}, True, False),
     # The tenant's custom check code: the clusters and the Datadog secret, no table.
     "CustomChecks": ("none", {"datadog"}, True, False),
     # Reads each cluster's HelmRelease path from the registry.

@@ -81,6 +81,19 @@ class GitLabRepo(_GitLabClient):
             return self._read(self._project(project), path, ref, missing_ok=False) or ""
         return self._call(project, f"read {path}@{ref}", go)
 
+    def list_files(self, project: str, path: str, ref: str) -> list[str]:
+        def go() -> Any:
+            # GET /projects/:id/repository/tree?recursive=true, every page: blobs are files, trees directories.
+            try:
+                items = self._project(project).repository_tree(
+                    path=path, ref=ref, recursive=True, get_all=True, **_NO_CLIENT_RETRY)
+            except gitlab.GitlabGetError as e:
+                if e.response_code == 404:  # no such directory (or an empty repository)
+                    return []
+                raise
+            return sorted(str(item["path"]) for item in items if item.get("type") == "blob")
+        return self._call(project, f"list {path or '/'}@{ref}", go)
+
     def ensure_branch(self, project: str, branch: str, ref: str) -> None:
         def go() -> Any:
             p = self._project(project)

@@ -77,6 +77,10 @@ class KubernetesApi:
             for n in self._paged("nodes", self._core.list_node)
         ]
 
+    def server_version(self) -> str:
+        info = self._call("GET /version", k8s.VersionApi(self.api_client).get_code)
+        return str(info.git_version)
+
     def list_pods(self, namespace: str | None = None) -> list[PodInfo]:
         if namespace is None:
             pods = self._paged("pods", self._core.list_pod_for_all_namespaces)
@@ -165,6 +169,23 @@ class KubernetesApi:
         if not isinstance(obj, dict):
             raise ExternalServiceError(f"Kubernetes API: HelmRelease {namespace}/{name}: unexpected response")
         return _helm_release_status(obj, namespace, name, version)
+
+    def list_helm_releases(self) -> list[HelmReleaseStatus]:
+        version = self.helm_api_version()
+        found: list[HelmReleaseStatus] = []
+        token: str | None = None
+        while True:
+            page = self._call(f"HelmReleases ({HELM_GROUP}/{version})", self._custom.list_cluster_custom_object,
+                              HELM_GROUP, version, HELM_PLURAL, limit=self.page_size, _continue=token)
+            if not isinstance(page, dict):
+                raise ExternalServiceError("Kubernetes API: HelmRelease list: unexpected response")
+            for obj in page.get("items") or []:
+                meta = obj.get("metadata") or {}
+                found.append(_helm_release_status(obj, str(meta.get("namespace") or ""), str(meta.get("name") or ""),
+                                                  version))
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return found
 
     def restart_deployment(self, namespace: str, name: str, at: datetime) -> None:
         """Rolling restart of a Deployment (see `restart_workload`)."""
@@ -445,6 +466,7 @@ def _helm_release_status(obj: dict[str, Any], namespace: str, name: str, api_ver
         namespace=meta.get("namespace") or namespace,
         ready=ready_cond.get("status") == "True" and not stale and not suspended,
         chart_version=((spec.get("chart") or {}).get("spec") or {}).get("version"),
+        chart=((spec.get("chart") or {}).get("spec") or {}).get("chart") or (deployed or {}).get("chartName"),
         last_applied_version=applied,
         message=message,
         suspended=suspended,

@@ -58,3 +58,44 @@ def control_plane_version(istiod: DeploymentInfo | None) -> str | None:
     if istiod is None:
         return None
     return istiod.image_versions.get(ISTIOD_CONTAINER) or istiod.labels.get(APP_VERSION_LABEL)
+
+
+# ---------------------------------------------------------------- the rest of the install
+# ztunnel's DaemonSet (ambient) is `ztunnel`, labelled `app: ztunnel`; the CNI node agent's is
+# `istio-cni-node`, labelled `k8s-app: istio-cni-node`. Their images are tagged with the chart version.
+ZTUNNEL = "ztunnel"
+CNI_NODE = "istio-cni-node"
+GATEWAY_NAMESPACES = ("istio-system", "istio-ingress", "istio-gateways")
+
+
+def is_ztunnel(d: DeploymentInfo) -> bool:
+    return d.kind == "DaemonSet" and (d.name == ZTUNNEL or d.labels.get("app") == ZTUNNEL)
+
+
+def is_cni_node(d: DeploymentInfo) -> bool:
+    return d.kind == "DaemonSet" and (d.name == CNI_NODE or d.labels.get("k8s-app") == CNI_NODE)
+
+
+def is_gateway(d: DeploymentInfo) -> bool:
+    """A gateway Deployment by the gateway chart's naming, in the usual namespaces (as the prechecks see them)."""
+    return d.kind == "Deployment" and d.namespace in GATEWAY_NAMESPACES and "gateway" in d.name
+
+
+def daemonset_version(d: DeploymentInfo) -> str | None:
+    """The version a ztunnel / CNI DaemonSet runs: its one Istio image's tag (all containers agree), else the
+    chart's `app.kubernetes.io/version` label."""
+    tags = set(d.image_versions.values())
+    return tags.pop() if len(tags) == 1 else d.labels.get(APP_VERSION_LABEL)
+
+
+# ---------------------------------------------------------------- charts
+# Upgrade order (Istio's Helm upgrade guide): CRDs + base, istiod, then ztunnel and cni, then gateways.
+COMPONENT_RANK = {"base": 0, "istiod": 1, "cni": 2, "ztunnel": 2, "gateway": 3}
+# Chart name -> component. The names Istio publishes, and the older `istio-*` spellings teams mirror.
+CHARTS = {
+    "base": "base", "istio-base": "base",
+    "istiod": "istiod", "istio-discovery": "istiod",
+    "cni": "cni", "istio-cni": "cni",
+    "ztunnel": "ztunnel", "istio-ztunnel": "ztunnel",
+    "gateway": "gateway", "istio-gateway": "gateway", "istio-ingress": "gateway", "istio-egress": "gateway",
+}

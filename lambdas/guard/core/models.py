@@ -95,6 +95,10 @@ class Cluster(BaseModel):
     status: str = Field(default="healthy", pattern=r"^[a-z_]{1,32}$")
     helm_release_name: str = Field(default="istiod", pattern=DNS_LABEL_PATTERN)
     helm_release_namespace: str = Field(default="istio-system", pattern=DNS_LABEL_PATTERN)
+    # What each Istio component was last observed to run ("istiod", "ztunnel", "cni", "gateway ns/name");
+    # empty for items written before GUARD tracked components.
+    component_versions: dict[Annotated[str, Field(max_length=300)], Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=dict)
     upgrade_history: list[UpgradeRecord] = Field(default_factory=list)
 
     @property

@@ -21,10 +21,11 @@ from pydantic import BaseModel
 
 from guard.core.models import Cluster
 from guard.digest import names_digest, versions_digest
-from guard.errors import ConfigError, GuardError, TaskTokenNotStored, UnknownCluster
-from guard.gitops.helm_release import set_chart_version
+from guard.errors import GuardError, TaskTokenNotStored, UnknownCluster
+from guard.gitops.istio_install import Install, Location, apply_edits
 from guard.ports import Clock, FileChange, GitOpsRepo, MergeRequest
 from guard.retry import RetryPolicy, policy
+from guard.services.install import planned_changes, read_installs, repo_files
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore, TaskTokenRecord, UnwatchedRollback
 from guard.vocabulary.outcomes import ChangeKind
@@ -43,6 +44,19 @@ class Change(BaseModel):
     commit_message: str
     description: str
     wait_hours: float  # the token outlives the state's TimeoutSeconds by a day
+
+
+def edits_section(installs: dict[str, Install], edits: dict[Location, str]) -> str:
+    """The MR's list of every version line it changes, and the Istio charts each cluster runs."""
+    if not edits:
+        return ""
+    lines = ["", "", "### Versions this MR changes", "", "| file | what | from | to |", "|---|---|---|---|"]
+    lines += [f"| `{loc.path}` | {loc.field} | {loc.current} | {version} |"
+              for loc, version in sorted(edits.items(), key=lambda item: (item[0].path, item[0].start))][:60]
+    lines += ["", "Charts per cluster, in the order Flux upgrades them (`dependsOn`): "
+              + "; ".join(f"`{cid}`: " + " → ".join(c.component for c in install.components)
+                          for cid, install in list(installs.items())[:20])]
+    return "\n".join(lines)
 
 
 def upgrade_branch(prefix: str, batch: str, version: str) -> str:
@@ -93,10 +107,11 @@ class ChangeService:
         if missing:
             raise UnknownCluster(f"clusters missing from the registry: {names_digest(missing)}")
         self._repo.ensure_branch(change.project, change.source_branch, change.target_branch)
-        changes = self.edits(change.project, change.versions, change.source_branch, clusters)
+        installs, edits, changes = self._plan(change.project, change.versions, change.source_branch, clusters)
         self._repo.commit_files(change.project, change.source_branch, changes, change.commit_message)
         mr = self._repo.ensure_merge_request(change.project, change.source_branch, change.target_branch,
-                                             title=change.title, description=change.description)
+                                             title=change.title,
+                                             description=change.description + edits_section(installs, edits))
         record = TaskTokenRecord(merge_request_url=mr.web_url, task_token=task_token, run_id=change.run_id,
                                  kind=change.kind)
         try:
@@ -119,17 +134,21 @@ class ChangeService:
               clusters: dict[str, Cluster] | None = None) -> list[FileChange]:
         """The files that bring these clusters to `versions`, as GUARD edits them on the files at `ref` (the
         source branch when opening; the target's head when a stale MR is regenerated or a rollback is made)."""
+        return self._plan(project, versions, ref, clusters)[2]
+
+    def _plan(self, project: str, versions: dict[str, str], ref: str, clusters: dict[str, Cluster] | None
+              ) -> tuple[dict[str, Install], dict[Location, str], list[FileChange]]:
+        """Every Istio chart of every cluster (guard.gitops.istio_install) at `ref`, where its version really
+        lives; refused when a written line also serves clusters outside the change."""
         clusters = clusters if clusters is not None else self._registry.get_many(list(versions))
-        wanted: dict[str, str] = {}
-        for cluster_id, version in versions.items():
-            if cluster_id not in clusters:
-                raise UnknownCluster(f"clusters missing from the registry: {cluster_id}")
-            path = clusters[cluster_id].flux_config_path
-            if wanted.setdefault(path, version) != version:
-                raise ConfigError(f"{path} is shared by clusters that must go to different versions "
-                                  f"({wanted[path]} and {version} for {cluster_id})")
-        return [FileChange(path=path, content=set_chart_version(self._repo.read_file(project, path, ref), version))
-                for path, version in wanted.items()]
+        missing = [c for c in versions if c not in clusters]
+        if missing:
+            raise UnknownCluster(f"clusters missing from the registry: {names_digest(missing)}")
+        files = repo_files(self._repo, project, ref)
+        installs = read_installs(files, {c: clusters[c] for c in versions})
+        edits = planned_changes(files, installs, versions, self._registry.all(), project)
+        changes = [FileChange(path=path, content=text) for path, text in apply_edits(files, edits).items()]
+        return installs, edits, changes
 
     def _unwatched(self, change: Change, mr: MergeRequest, error: GuardError) -> NoReturn:
         """Make an MR GUARD cannot watch safe, say so on it, and fail the task with TaskTokenNotStored."""

@@ -139,6 +139,8 @@ class RegistryObserver:
         result = Reconciliation(versions={c.cluster_id: c.current_istio_version for c in clusters},
                                 expected=dict(expected or {}), dry_run=dry_run)
         for seen, cluster in zip(self.observe(clusters), clusters, strict=True):
+            if seen.components and not dry_run:
+                self._registry.record_components(seen.cluster_id, seen.components)
             if seen.version is None:
                 result.unobserved.append(seen)
                 continue

@@ -17,9 +17,10 @@ from guard.core.models import CheckStatus, Cluster, HealthCheckResult
 from guard.core.run import MetricSummary, PrecheckReport, RunRecord
 from guard.errors import PrecheckFailed, RateLimited, TransientError
 from guard.judge import JudgeSettings, baseline_coverage, window_coverage
-from guard.ports import Clock, ClusterConnector, MetricsProvider
+from guard.ports import ChartRepository, Clock, ClusterConnector, GitOpsRepo, MetricsProvider
 from guard.rules import TRAFFIC_QUERY
 from guard.services.custom_checks import CustomChecks, InProcessChecks
+from guard.services.install_precheck import InstallPrecheck
 from guard.services.metrics import read_window, render_queries
 from guard.services.validate import judge_settings
 from guard.stores.registry import ClusterRegistry
@@ -86,8 +87,14 @@ class PrecheckService:
 
     def __init__(self, config: TenantConfig, registry: ClusterRegistry, state: StateStore,
                  connector: ClusterConnector, metrics: MetricsProvider, clock: Clock,
-                 checks_dir: Path | None = None, custom_checks: CustomChecks | None = None) -> None:
+                 checks_dir: Path | None = None, custom_checks: CustomChecks | None = None,
+                 repo: GitOpsRepo | None = None, charts: ChartRepository | None = None) -> None:
         self._config = config
+        # The GitOps repository and the chart repositories: the whole Istio install's prechecks
+        # (guard.services.install_precheck) run when both are given.
+        self._install = (InstallPrecheck(registry, repo, charts, config.gitlab.target_branch,
+                                         config.gitlab.allowed_path_prefixes)
+                         if repo is not None and charts is not None else None)
         # Production runs the tenant's checks in their own function (services.custom_checks); without
         # one they run here, from `checks_dir` (the local rehearsal, tests).
         self._custom_checks = custom_checks
@@ -102,6 +109,8 @@ class PrecheckService:
         run = self._state.get_run(run_id)
         cluster = self._registry.get(cluster_id)
         results = self._cluster_checks(run, cluster)
+        if self._install is not None:
+            results += self._install.run(run, cluster, self._connector)
         results.append(self._alerts(cluster, ignore=run.options.ignore_alerts))
         if self._config.custom_checks:
             runner = self._custom_checks or (InProcessChecks(self._config.custom_checks, self._checks_dir)

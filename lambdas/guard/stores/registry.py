@@ -114,6 +114,13 @@ class ClusterRegistry:
             cluster.current_istio_version = new_version
         self.put(cluster)
 
+    def record_components(self, cluster_id: str, components: dict[str, str]) -> None:
+        """Set what each Istio component of the cluster was observed to run (written only when it changed)."""
+        cluster = self.get(cluster_id)
+        if components and cluster.component_versions != components:
+            cluster.component_versions = dict(components)
+            self.put(cluster)
+
     def record_observed(self, cluster_id: str, version: str, record: UpgradeRecord) -> str | None:
         """Set the cluster's version to `version`, as observed on the cluster, with `record` in its
         history saying so. Returns the version the registry held before, or None when it held

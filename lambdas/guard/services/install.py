@@ -1,0 +1,71 @@
+"""Clusters' Istio installs read from the GitOps repository, and what a change to them touches.
+
+Shared by the precheck (refuse before any MR) and the change pipeline (write the MR): both read
+the installs the same way (guard.gitops.istio_install) at one revision of the repository.
+"""
+
+from __future__ import annotations
+
+from guard.core.models import Cluster
+from guard.errors import ConfigError, GuardError
+from guard.gitops.istio_install import Files, Install, Location, plan_edits, read_install
+from guard.ports import GitOpsRepo
+
+
+def repo_files(repo: GitOpsRepo, project: str, ref: str) -> Files:
+    """One revision of `project`, read through `repo` (each file once)."""
+    def read(path: str) -> str | None:
+        return repo.read_file(project, path, ref) if path in listing() else None
+
+    cache: list[list[str]] = []
+
+    def listing() -> set[str]:
+        if not cache:
+            cache.append(repo.list_files(project, "", ref))
+        return set(cache[0])
+
+    def list_dir(directory: str) -> list[str]:
+        prefix = directory.strip("/") + "/" if directory.strip("/") else ""
+        return [p for p in listing() if p.startswith(prefix)]
+
+    return Files(read, list_dir)
+
+
+def read_installs(files: Files, clusters: dict[str, Cluster]) -> dict[str, Install]:
+    return {cid: read_install(files, cid, c.flux_config_path) for cid, c in clusters.items()}
+
+
+def outside_users(files: Files, edits: dict[Location, str], inside: set[str], fleet: list[Cluster],
+                  project: str) -> dict[str, list[str]]:
+    """Locations the change writes that clusters outside `inside` read too: what -> those clusters."""
+    keys = {loc.key: loc for loc in edits}
+    users: dict[str, list[str]] = {}
+    for cluster in fleet:
+        if cluster.cluster_id in inside or cluster.gitlab_project != project:
+            continue
+        try:
+            install = read_install(files, cluster.cluster_id, cluster.flux_config_path)
+        except GuardError:
+            continue  # a cluster GUARD cannot read is not one it can tell about; its own run will say why
+        for location in install.locations():
+            if location.key in keys:
+                users.setdefault(f"{location.path} ({keys[location.key].field})", []).append(cluster.cluster_id)
+    return users
+
+
+def refuse_outside(users: dict[str, list[str]]) -> None:
+    """ConfigError listing every cluster outside the batch a change would touch."""
+    if users:
+        clusters = sorted({c for found in users.values() for c in found})
+        where = "; ".join(f"{what} also serves {', '.join(sorted(found))}" for what, found in sorted(users.items()))
+        raise ConfigError(f"the change would also touch {len(clusters)} cluster(s) outside the batch: "
+                          f"{', '.join(clusters)} ({where}); put them in the batch, or give the batch's clusters "
+                          "their own version")
+
+
+def planned_changes(files: Files, installs: dict[str, Install], versions: dict[str, str],
+                    fleet: list[Cluster], project: str) -> dict[Location, str]:
+    """The edits bringing each cluster of `versions` to its version; refused when they reach other clusters."""
+    edits = plan_edits(installs, versions)
+    refuse_outside(outside_users(files, edits, set(versions), fleet, project))
+    return edits

@@ -1,0 +1,111 @@
+"""The prechecks on a cluster's whole Istio install, before any MR: every chart found, Flux will
+upgrade them in order, the CRDs move too, the change touches no cluster outside the batch, the
+target version of every chart is published, and the target Istio supports the cluster's Kubernetes."""
+
+from __future__ import annotations
+
+from guard.checks.install import crds_upgraded, kubernetes_compatible, upgrade_order
+from guard.core.models import CheckStatus, Cluster, HealthCheckResult
+from guard.core.run import RunRecord
+from guard.errors import GuardError, RateLimited, TransientError
+from guard.gitops.istio_install import Files, Install, plan_edits, read_install
+from guard.ports import ChartRepository, ClusterConnector, GitOpsRepo
+from guard.services.install import outside_users, repo_files
+from guard.stores.registry import ClusterRegistry
+
+
+def _result(cluster_id: str, name: str, status: CheckStatus, message: str, **details: object) -> HealthCheckResult:
+    return HealthCheckResult(cluster_id=cluster_id, check_name=name, status=status, message=message,
+                             details=dict(details))
+
+
+class InstallPrecheck:
+    """Reads the install at the target branch, as the MR will be cut from it."""
+
+    def __init__(self, registry: ClusterRegistry, repo: GitOpsRepo, charts: ChartRepository,
+                 target_branch: str, allowed_prefixes: list[str] | None = None) -> None:
+        self._target_branch = target_branch
+        self._prefixes = list(allowed_prefixes or [])
+        self._registry = registry
+        self._repo = repo
+        self._charts = charts
+
+    def run(self, run: RunRecord, cluster: Cluster, connector: ClusterConnector) -> list[HealthCheckResult]:
+        cid, target = cluster.cluster_id, run.target_version
+        results = [self._kubernetes(cluster, target, connector)]
+        try:
+            files = repo_files(self._repo, cluster.gitlab_project, self._target_branch)
+            install = read_install(files, cid, cluster.flux_config_path)
+        except RateLimited:
+            raise
+        except TransientError as e:
+            return [*results, HealthCheckResult.inconclusive(cid, "istio_install", f"GitLab: {e}")]
+        except GuardError as e:
+            return [*results, _result(cid, "istio_install", CheckStatus.FAIL, str(e))]
+        found = ", ".join(f"{c.component} {c.ref} ({c.location.field} in {c.location.path}, now "
+                          f"{c.location.current})" for c in install.components)
+        results += [
+            _result(cid, "istio_install", CheckStatus.PASS, f"{len(install.components)} Istio chart(s): {found}",
+                    components={c.ref: c.component for c in install.components}),
+            upgrade_order(install),
+            crds_upgraded(install, target),
+            self._scope(run, cluster, install, files),
+            self._published(cid, install, target),
+        ]
+        return results
+
+    def _kubernetes(self, cluster: Cluster, target: str, connector: ClusterConnector) -> HealthCheckResult:
+        try:
+            server = connector.connect(cluster).server_version()
+        except RateLimited:
+            raise
+        except GuardError as e:
+            return HealthCheckResult.inconclusive(cluster.cluster_id, "kubernetes_compatible", e)
+        return kubernetes_compatible(cluster.cluster_id, target, server)
+
+    def _scope(self, run: RunRecord, cluster: Cluster, install: Install, files: Files) -> HealthCheckResult:
+        cid = cluster.cluster_id
+        edits = plan_edits({cid: install}, {cid: run.target_version})
+        users = outside_users(files, edits, set(run.clusters), self._registry.all(), cluster.gitlab_project)
+        if users:
+            clusters = sorted({c for found in users.values() for c in found})
+            where = "; ".join(f"{what} also serves {', '.join(sorted(found))}" for what, found in sorted(users.items()))
+            return _result(cid, "change_scope", CheckStatus.FAIL,
+                           f"the change would also touch {len(clusters)} cluster(s) outside the batch: "
+                           f"{', '.join(clusters)} ({where}); put them in the batch, or give the batch's clusters "
+                           "their own version", outside=clusters)
+        files_touched = sorted({loc.path for loc in edits})
+        outside = [f for f in files_touched if self._prefixes and not f.startswith(tuple(self._prefixes))]
+        if outside:
+            # The version lives in a file GUARD may not commit to (gitlab.allowed_path_prefixes).
+            return _result(cid, "change_scope", CheckStatus.FAIL,
+                           f"the version lives in {', '.join(outside)}, outside gitlab.allowed_path_prefixes "
+                           f"({', '.join(self._prefixes)}): add its directory there to let GUARD bump it")
+        return _result(cid, "change_scope", CheckStatus.PASS,
+                       f"the change touches only the batch's clusters ({', '.join(files_touched)})")
+
+    def _published(self, cid: str, install: Install, target: str) -> HealthCheckResult:
+        missing: list[str] = []
+        unknown: list[str] = []
+        seen: list[str] = []
+        for c in install.components:
+            if c.source is None:
+                unknown.append(f"{c.ref}: " + "; ".join(c.problems or ["no chart source"]))
+                continue
+            try:
+                versions = self._charts.published_versions(c.source.kind, c.source.url, c.chart, c.source.insecure)
+            except RateLimited:
+                raise
+            except TransientError as e:
+                return HealthCheckResult.inconclusive(cid, "chart_version_published", e)
+            except GuardError as e:
+                unknown.append(f"{c.ref}: {e}")
+                continue
+            where = f"{c.chart} in {c.source.url}"
+            (seen if target in versions else missing).append(where)
+        if missing or unknown:
+            text = "; ".join([f"{target} is not published for {m}" for m in missing] + unknown)
+            return _result(cid, "chart_version_published", CheckStatus.FAIL,
+                           f"the target chart version cannot be pulled: {text}", missing=missing)
+        return _result(cid, "chart_version_published", CheckStatus.PASS,
+                       f"{target} is published for every chart ({'; '.join(seen)})")

@@ -1,0 +1,126 @@
+"""Repository layouts teams keep an Istio install in, as {path: text}: used by the layout tests and
+the rehearsal's scenarios (`layout:` in a scenario's fleet entry)."""
+
+from __future__ import annotations
+
+HELM_REPO = """\
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata:
+  name: istio
+  namespace: flux-system
+spec:
+  interval: 1h
+  url: {url}
+"""
+
+
+def release(name: str, chart: str, version: str, *, namespace: str = "istio-system", depends: tuple[str, ...] = (),
+            extra: str = "", comment: str = "") -> str:
+    """One HelmRelease document of an Istio chart from the `istio` HelmRepository."""
+    deps = "".join(f"    - name: {d}\n" for d in depends)
+    return (f"# {comment or chart}\n"
+            "apiVersion: helm.toolkit.fluxcd.io/v2\n"
+            "kind: HelmRelease\n"
+            "metadata:\n"
+            f"  name: {name}\n"
+            f"  namespace: {namespace}\n"
+            "spec:\n"
+            "  interval: 10m\n"
+            + (f"  dependsOn:\n{deps}" if deps else "")
+            + "  chart:\n"
+            "    spec:\n"
+            f"      chart: {chart}\n"
+            f"      version: \"{version}\"   # bumped by GUARD\n"
+            "      sourceRef:\n"
+            "        kind: HelmRepository\n"
+            "        name: istio\n"
+            "        namespace: flux-system\n"
+            + extra)
+
+
+CRDS = "  upgrade:\n    crds: CreateReplace\n"
+
+
+def whole_install(cluster: str, version: str, url: str, ambient: bool = False) -> dict[str, str]:
+    """base, istiod, (ambient) cni + ztunnel, and a gateway: one file per chart plus a multi-document one."""
+    gateway_deps = ("istiod", "istio-cni", "ztunnel") if ambient else ("istiod",)
+    files = {
+        f"clusters/{cluster}/istio/base.yaml": release("istio-base", "base", version, extra=CRDS),
+        f"clusters/{cluster}/istio/istiod.yaml": release("istiod", "istiod", version, depends=("istio-base",)),
+        f"clusters/{cluster}/istio/gateway.yaml": release("istio-ingressgateway", "gateway", version,
+                                                           namespace="istio-system", depends=gateway_deps),
+        f"clusters/{cluster}/sources/istio.yaml": HELM_REPO.format(url=url),
+    }
+    if ambient:
+        files[f"clusters/{cluster}/istio/ambient.yaml"] = (
+            release("istio-cni", "cni", version, depends=("istiod",)) + "---\n"
+            + release("ztunnel", "ztunnel", version, depends=("istiod",)))
+    return files
+
+
+def postbuild_fleet(clusters: list[str], versions: dict[str, str], url: str, *,
+                    environment_map: bool = False) -> dict[str, str]:
+    """Shared HelmReleases in infrastructure/istio with `${istio_version}`; each cluster's Flux Kustomization
+    sets it in postBuild.substitute, or (`environment_map`) reads it from one ConfigMap for the environment."""
+    files = {
+        "infrastructure/istio/base.yaml": release("istio-base", "base", "${istio_version}", extra=CRDS),
+        "infrastructure/istio/istiod.yaml": release("istiod", "istiod", "${istio_version}", depends=("istio-base",)),
+        "infrastructure/istio/kustomization.yaml": ("apiVersion: kustomize.config.k8s.io/v1beta1\n"
+                                                    "kind: Kustomization\nresources:\n  - base.yaml\n"
+                                                    "  - istiod.yaml\n  - ../sources\n"),
+        "infrastructure/sources/istio.yaml": HELM_REPO.format(url=url),
+    }
+    if environment_map:
+        files["environments/dev/istio-version.yaml"] = (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio-version\n  namespace: flux-system\n"
+            "data:\n  # one version for the whole dev environment\n"
+            f"  istio_version: \"{next(iter(versions.values()))}\"\n")
+    for cluster in clusters:
+        post = ("    substituteFrom:\n      - kind: ConfigMap\n        name: istio-version\n" if environment_map
+                else f"    substitute:\n      cluster_name: {cluster}\n      istio_version: \"{versions[cluster]}\"\n")
+        files[f"clusters/{cluster}/istio.yaml"] = (
+            f"# Istio for {cluster}\n"
+            "apiVersion: kustomize.toolkit.fluxcd.io/v1\n"
+            "kind: Kustomization\n"
+            "metadata:\n  name: istio\n  namespace: flux-system\n"
+            "spec:\n  interval: 10m\n  path: ./infrastructure/istio\n  prune: true\n"
+            "  sourceRef:\n    kind: GitRepository\n    name: flux-system\n"
+            "  postBuild:\n" + post)
+    return files
+
+
+def oci_install(cluster: str, version: str, registry: str, *, semver: bool = False) -> dict[str, str]:
+    """istiod through spec.chartRef to an OCIRepository whose ref pins the chart version."""
+    ref = f"semver: \"{version}\"" if semver else f"tag: \"{version}\""
+    return {f"clusters/{cluster}/istio/istiod.yaml": (
+        "apiVersion: source.toolkit.fluxcd.io/v1beta2\n"
+        "kind: OCIRepository\n"
+        "metadata:\n  name: istiod\n  namespace: istio-system\n"
+        "spec:\n  interval: 10m\n"
+        f"  url: oci://{registry}/charts/istiod\n"
+        "  insecure: true\n"
+        "  layerSelector:\n    mediaType: application/vnd.cncf.helm.chart.content.v1.tar+gzip\n"
+        "    operation: copy\n"
+        f"  ref:\n    {ref}  # the chart version\n"
+        "---\n"
+        "apiVersion: helm.toolkit.fluxcd.io/v2\n"
+        "kind: HelmRelease\n"
+        "metadata:\n  name: istiod\n  namespace: istio-system\n"
+        "spec:\n  interval: 10m\n"
+        "  chartRef:\n    kind: OCIRepository\n    name: istiod\n")}
+
+
+def shared_base(clusters: list[str], version: str, url: str) -> dict[str, str]:
+    """Every cluster's kustomization.yaml pulls one base whose HelmReleases carry the version literally."""
+    files = {
+        "base/istio/istiod.yaml": release("istiod", "istiod", version),
+        "base/istio/kustomization.yaml": ("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+                                          "resources:\n  - istiod.yaml\n"),
+        "base/sources/istio.yaml": HELM_REPO.format(url=url),
+    }
+    for cluster in clusters:
+        files[f"clusters/{cluster}/istio/kustomization.yaml"] = (
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            "resources:\n  - ../../../base/istio\n  - ../../../base/sources\n")
+    return files

@@ -37,7 +37,7 @@ UNUSED_PATHS = ("bin", "kubernetes/aio")
 # The kubernetes.client API classes the adapters use (guard/adapters/kubernetes_api.py, eks_connector.py);
 # tests/infra/test_slimming.py fails when an adapter uses another one.
 KUBERNETES_APIS = ("AdmissionregistrationV1Api", "ApisApi", "AppsV1Api", "CoreV1Api", "CustomObjectsApi",
-                   "PolicyV1Api")
+                   "PolicyV1Api", "VersionApi")
 # PEP 552: bit 0 = hash-based, bit 1 = check_source; unchecked-hash is 0b01.
 UNCHECKED_HASH_FLAGS = 1
 CLOSURE_PRUNED = {"datadog_api_client": ("datadog_api_client.v1", "datadog_api_client.v2")}

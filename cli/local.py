@@ -79,7 +79,9 @@ def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
         from sandbox.scenario import load_scenario
 
         scenario = load_scenario(args.scenario)
-        jobs = [(load(scenario.config_path()).tenant, ["--scenario", str(args.scenario.resolve())])]
+        # The scenario's overrides may name the tenant (the stack of ~/.guard/config.yaml is "default").
+        tenant = str(scenario.config_overrides.get("tenant") or load(scenario.config_path()).tenant)
+        jobs = [(tenant, ["--scenario", str(args.scenario.resolve())])]
     else:
         jobs = []
         for path in _configs(args):

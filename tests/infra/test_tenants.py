@@ -23,24 +23,8 @@ from infra.lambda_functions import REGISTRY_WRITES
 
 pytestmark = pytest.mark.infra
 
-# The seed's "Multi-Tenancy" config, verbatim (docs: ~/.guard/team-a-config.yaml).
-SEED_TEAM_A = """\
-# ~/.guard/team-a-config.yaml
-aws:
-  region: us-east-1
-  dynamodb:
-    table_name: guard-cluster-registry
-  secrets_manager:
-    gitlab_token_secret: guard/team-a/gitlab-token
-    datadog_credentials_secret: guard/team-a/datadog-credentials
-
-batches:
-  - name: team-a-prod
-    description: Team A production clusters
-    clusters:
-      - eks-team-a-prod-1
-      - eks-team-a-prod-2
-"""
+# The seed's "Multi-Tenancy" config, verbatim (one copy: tests/fixtures/seed/team-a-config.yaml).
+SEED_TEAM_A = (Path(__file__).resolve().parents[1] / "fixtures" / "seed" / "team-a-config.yaml").read_text()
 TEAM_B = SEED_TEAM_A.replace("team-a", "team-b").replace("Team A", "Team B")
 SHARED = "Guard-registry-guard-cluster-registry"
 NAMED = ("TableName", "StateMachineName", "TopicName", "LogGroupName", "Name", "FunctionName", "RoleName",

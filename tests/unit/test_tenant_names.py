@@ -8,22 +8,8 @@ import pytest
 from guard.config import load_config, tenant_from_file_name
 from guard.errors import ConfigError
 
-SEED_TEAM_A = """\
-aws:
-  region: us-east-1
-  dynamodb:
-    table_name: guard-cluster-registry
-  secrets_manager:
-    gitlab_token_secret: guard/team-a/gitlab-token
-    datadog_credentials_secret: guard/team-a/datadog-credentials
-
-batches:
-  - name: team-a-prod
-    description: Team A production clusters
-    clusters:
-      - eks-team-a-prod-1
-      - eks-team-a-prod-2
-"""
+# The seed's "Multi-Tenancy" config, verbatim (one copy: tests/fixtures/seed/team-a-config.yaml).
+SEED_TEAM_A = (Path(__file__).resolve().parents[1] / "fixtures" / "seed" / "team-a-config.yaml").read_text()
 
 
 @pytest.mark.parametrize("name, tenant", [

@@ -91,7 +91,7 @@ def _get(node: Node | None, *path: str) -> Node | None:
             return None
         matches = [v for k, v in node.value if isinstance(k, ScalarNode) and k.value == key]
         if len(matches) > 1:
-            raise ConfigError(f"duplicate key {key!r} in HelmRelease (line {matches[1].start_mark.line + 1})")
+            raise ConfigError(f"duplicate key {key!r} (line {matches[1].start_mark.line + 1})")
         node = matches[0] if matches else None
     return node
 

@@ -29,7 +29,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from guard.core.istio import CHARTS, COMPONENT_RANK
 from guard.errors import ConfigError
-from guard.gitops.helm_release import _NODE_PROPERTIES, _render
+from guard.gitops.helm_release import _NODE_PROPERTIES, _get, _render, _scalar
 
 _VAR = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[=-]([^}]*))?\}$")
 _VERSION_TEXT = re.compile(r"^v?[0-9]+\.[0-9]+\.[0-9]+$")
@@ -450,21 +450,6 @@ def _compose(text: str, path: str) -> list[Doc]:
     except YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from e
     return [Doc(path, i, n, text) for i, n in enumerate(nodes) if isinstance(n, MappingNode)]
-
-
-def _get(node: Node | None, *path: str) -> Node | None:
-    for key in path:
-        if not isinstance(node, MappingNode):
-            return None
-        matches = [v for k, v in node.value if isinstance(k, ScalarNode) and k.value == key]
-        if len(matches) > 1:
-            raise ConfigError(f"duplicate key {key!r} (line {matches[1].start_mark.line + 1})")
-        node = matches[0] if matches else None
-    return node
-
-
-def _scalar(node: Node | None) -> str | None:
-    return str(node.value) if isinstance(node, ScalarNode) else None
 
 
 def _strings(node: Node | None) -> list[str]:

@@ -97,7 +97,7 @@ def test_whole_install_passes_and_the_mr_bumps_five_version_lines_only(rig: Rig)
     # WHEN the prechecks run
     results = rig.precheck("c1", ["c1"])
     # THEN every install check passes
-    for name in ("istio_install", "istio_upgrade_order", "istio_crds_upgraded", "change_scope",
+    for name in ("istio_install", "istio_upgrade_order", "istio_ambient_skew", "istio_crds_upgraded", "change_scope",
                  "chart_version_published", "kubernetes_compatible"):
         assert results[name].status == CheckStatus.PASS, results[name].message
     # AND the MR's commit changes the five version lines and nothing else

@@ -4,7 +4,7 @@ versions-only diff."""
 from __future__ import annotations
 
 import pytest
-from guard.checks.install import crds_upgraded, kubernetes_compatible, upgrade_order
+from guard.checks.install import ambient_skew, crds_upgraded, kubernetes_compatible, upgrade_order
 from guard.core.models import CheckStatus
 from guard.errors import ConfigError
 from guard.gitops.istio_install import Files, apply_edits, plan_edits, read_install
@@ -171,3 +171,54 @@ def test_a_substitution_default_nobody_overrides_is_bumped_in_place() -> None:
     after = apply_edits(files, plan_edits({"a": install}, {"a": "1.23.0"}))
     assert assert_versions_only(tree, after, "1.22.3", "1.23.0") == 2
     assert 'version: "${istio_version:=1.23.0}"' in after["infrastructure/istio/istiod.yaml"]
+
+
+def test_ambient_data_plane_one_minor_behind_istiod_passes() -> None:
+    # GIVEN an ambient install on 1.23.2 (ztunnel and cni wait for istiod)
+    install = read_install(files_of(layouts.whole_install("c1", "1.23.2", URL, ambient=True)), "c1",
+                           "clusters/c1/istio/istiod.yaml")
+    # WHEN the skew check runs for the next minor, and for a patch
+    # THEN it passes: ztunnel and cni trail istiod by one minor at most while istiod goes first
+    assert ambient_skew(install, "1.24.0").status == CheckStatus.PASS
+    assert ambient_skew(install, "1.23.5").status == CheckStatus.PASS
+
+
+def test_ambient_data_plane_that_would_trail_two_minors_is_refused_naming_it() -> None:
+    # GIVEN an ambient install on 1.22.3
+    install = read_install(files_of(layouts.whole_install("c1", "1.22.3", URL, ambient=True)), "c1",
+                           "clusters/c1/istio/istiod.yaml")
+    # WHEN the target is two minors ahead
+    result = ambient_skew(install, "1.24.0")
+    # THEN it fails, naming ztunnel and cni, the skew and the rule
+    assert result.status == CheckStatus.FAIL
+    assert "ztunnel istio-system/ztunnel" in result.message and "cni istio-system/istio-cni" in result.message
+    assert "by 2 minor versions" in result.message and "at most 1" in result.message
+
+
+def test_ambient_data_plane_ahead_of_istiod_is_refused() -> None:
+    # GIVEN ztunnel already on 1.24.1 while the target is 1.24.0
+    tree = layouts.whole_install("c1", "1.24.0", URL, ambient=True)
+    path = "clusters/c1/istio/ambient.yaml"
+    second = tree[path].rfind('"1.24.0"')
+    tree[path] = tree[path][:second] + '"1.24.1"' + tree[path][second + len('"1.24.0"'):]
+    install = read_install(files_of(tree), "c1", "clusters/c1/istio/istiod.yaml")
+    # WHEN the skew check runs
+    result = ambient_skew(install, "1.24.0")
+    # THEN ztunnel running ahead of the control plane is refused
+    assert result.status == CheckStatus.FAIL and "ztunnel" in result.message and "ahead" in result.message
+
+
+def test_ambient_data_plane_without_istiod_in_the_plan_is_refused() -> None:
+    # GIVEN a Flux path with ztunnel and cni but no istiod (the control plane lives elsewhere)
+    tree = layouts.whole_install("c1", "1.23.2", URL, ambient=True)
+    only = {p: t for p, t in tree.items() if p.endswith(("ambient.yaml", "istio.yaml"))}
+    install = read_install(files_of(only), "c1", "clusters/c1/istio/ambient.yaml")
+    # WHEN the skew check runs
+    result = ambient_skew(install, "1.24.0")
+    # THEN GUARD refuses to move the data plane ahead of a control plane it does not upgrade
+    assert result.status == CheckStatus.FAIL and "no istiod HelmRelease" in result.message
+
+
+def test_a_sidecar_install_has_no_ambient_skew_to_check() -> None:
+    install = read_install(files_of(layouts.whole_install("c1", "1.22.3", URL)), "c1", "clusters/c1/istio/istiod.yaml")
+    assert ambient_skew(install, "1.24.0").status == CheckStatus.PASS

@@ -55,6 +55,54 @@ def upgrade_order(install: Install) -> HealthCheckResult:
                    f"Flux dependsOn upgrades {len(install.components)} chart(s) in order: {order}", order=order)
 
 
+# Istio's ambient data plane (ztunnel, the CNI node agent) may trail the control plane by at most one
+# minor version, never run ahead of it, and is upgraded after istiod (Istio's Helm upgrade guide).
+AMBIENT_MAX_TRAIL = 1
+
+
+def ambient_skew(install: Install, target: str) -> HealthCheckResult:
+    """ztunnel and cni stay within one minor behind istiod through the whole upgrade.
+
+    Flux upgrades istiod first (istio_upgrade_order) while ztunnel and cni still run the version Git
+    has for them now, so that version may be at most one minor behind the target; the plan may not
+    take them ahead of the control plane (no istiod to upgrade with them, or an istiod Git leaves
+    behind); and a data plane already ahead of the target would be downgraded under a newer istiod.
+    """
+    agents = [c for c in install.components if c.component in ("ztunnel", "cni")]
+    if not agents:
+        return _result(install.cluster_id, "istio_ambient_skew", CheckStatus.PASS,
+                       "no ztunnel or cni HelmRelease (not an ambient install)")
+    try:
+        goal = Version.parse(target)
+    except ValueError as e:
+        return _result(install.cluster_id, "istio_ambient_skew", CheckStatus.FAIL, str(e))
+    problems: list[str] = []
+    if not any(c.component == "istiod" for c in install.components):
+        problems.append(f"{', '.join(c.ref for c in agents)} would move to {target} with no istiod HelmRelease in "
+                        "the cluster's Flux path to upgrade first: the data plane may not run ahead of the control "
+                        "plane; put istiod's HelmRelease in the same Flux path")
+    for c in agents:
+        where = f"{c.component} {c.ref} ({c.location.field} in {c.location.path})"
+        try:
+            now = Version.parse(c.location.current.removeprefix("v"))
+        except ValueError:
+            problems.append(f"{where} is {c.location.current!r}, not a version GUARD can compare with {target}")
+            continue
+        if now.major != goal.major or goal.minor - now.minor > AMBIENT_MAX_TRAIL:
+            problems.append(f"{where} is at {now}: while Flux upgrades istiod to {target} first, it would trail the "
+                            f"control plane by {goal.minor - now.minor} minor versions (at most "
+                            f"{AMBIENT_MAX_TRAIL} is supported); upgrade the cluster one minor at a time")
+        elif now > goal:
+            problems.append(f"{where} is at {now}, ahead of the target {target}: the data plane may not run ahead "
+                            "of istiod")
+    if problems:
+        return _result(install.cluster_id, "istio_ambient_skew", CheckStatus.FAIL,
+                       "the ambient data plane would leave Istio's supported skew: " + "; ".join(problems))
+    return _result(install.cluster_id, "istio_ambient_skew", CheckStatus.PASS,
+                   f"{', '.join(c.ref for c in agents)} trail istiod by at most {AMBIENT_MAX_TRAIL} minor version "
+                   "while Flux upgrades them after it")
+
+
 def crds_upgraded(install: Install, target: str) -> HealthCheckResult:
     """The Istio CRDs move to the target: the base chart templates them, or Flux replaces `crds/`."""
     bases = [c for c in install.components if c.component == "base"]

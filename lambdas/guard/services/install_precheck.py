@@ -4,7 +4,7 @@ target version of every chart is published, and the target Istio supports the cl
 
 from __future__ import annotations
 
-from guard.checks.install import crds_upgraded, kubernetes_compatible, upgrade_order
+from guard.checks.install import ambient_skew, crds_upgraded, kubernetes_compatible, upgrade_order
 from guard.core.models import CheckStatus, Cluster, HealthCheckResult
 from guard.core.run import RunRecord
 from guard.errors import GuardError, RateLimited, TransientError
@@ -48,6 +48,7 @@ class InstallPrecheck:
             _result(cid, "istio_install", CheckStatus.PASS, f"{len(install.components)} Istio chart(s): {found}",
                     components={c.ref: c.component for c in install.components}),
             upgrade_order(install),
+            ambient_skew(install, target),
             crds_upgraded(install, target),
             self._scope(run, cluster, install, files),
             self._published(cid, install, target),

@@ -90,6 +90,45 @@ def postbuild_fleet(clusters: list[str], versions: dict[str, str], url: str, *,
     return files
 
 
+VERSION_MAP = "clusters/istio-versions.yaml"
+
+
+def map_key(cluster: str) -> str:
+    """A cluster's variable in the version map (Flux variable names: letters, digits and `_`)."""
+    return "istio_version_" + "".join(ch if ch.isalnum() else "_" for ch in cluster)
+
+
+def version_map_fleet(clusters: list[str], versions: dict[str, str], url: str, *,
+                      share: dict[str, str] | None = None) -> dict[str, str]:
+    """One per-cluster version map for the fleet: a ConfigMap in clusters/ with one `istio_version_<cluster>` line
+    per cluster, neighbouring lines. Each cluster's Flux Kustomization applies its own HelmReleases
+    (`${istio_version_<cluster>}`) with `substituteFrom` that ConfigMap. `share` maps a cluster to another whose
+    line it reads (one line serving several clusters)."""
+    share = share or {}
+    own = [c for c in clusters if c not in share]
+    files = {
+        VERSION_MAP: ("# Every cluster's Istio chart version, one line per cluster (applied to every cluster by its\n"
+                      "# flux-system Kustomization; each cluster's istio Kustomization substitutes its own line).\n"
+                      "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio-versions\n"
+                      "  namespace: flux-system\ndata:\n"
+                      + "".join(f"  {map_key(c)}: \"{versions[c]}\"\n" for c in own)),
+        "fleet/sources/istio.yaml": HELM_REPO.format(url=url),
+    }
+    for cluster in clusters:
+        var = "${" + map_key(share.get(cluster, cluster)) + "}"
+        files[f"clusters/{cluster}/istio.yaml"] = (
+            f"# Istio for {cluster}\n"
+            "apiVersion: kustomize.toolkit.fluxcd.io/v1\n"
+            "kind: Kustomization\n"
+            "metadata:\n  name: istio\n  namespace: flux-system\n"
+            f"spec:\n  interval: 10m\n  path: ./istio/{cluster}\n  prune: true\n"
+            "  sourceRef:\n    kind: GitRepository\n    name: flux-system\n"
+            "  postBuild:\n    substituteFrom:\n      - kind: ConfigMap\n        name: istio-versions\n")
+        files[f"istio/{cluster}/base.yaml"] = release("istio-base", "base", var, extra=CRDS)
+        files[f"istio/{cluster}/istiod.yaml"] = release("istiod", "istiod", var, depends=("istio-base",))
+    return files
+
+
 def oci_install(cluster: str, version: str, registry: str, *, semver: bool = False) -> dict[str, str]:
     """istiod through spec.chartRef to an OCIRepository whose ref pins the chart version."""
     ref = f"semver: \"{version}\"" if semver else f"tag: \"{version}\""

@@ -92,6 +92,7 @@ def _entry_path(spec: ClusterSpec) -> str:
         "oci": f"clusters/{spec.cluster}/istio/istiod.yaml",
         "postbuild": f"clusters/{spec.cluster}/istio.yaml",
         "postbuild-env": f"clusters/{spec.cluster}/istio.yaml",
+        "version-map": f"clusters/{spec.cluster}/istio.yaml",
         "shared-base": f"clusters/{spec.cluster}/istio/kustomization.yaml",
     }[spec.layout]
 
@@ -331,6 +332,8 @@ class LocalWorld:
             names = [s.cluster for s in specs]
             if layout == "shared-base":
                 files |= layouts.shared_base(names, specs[0].istio_version, url)
+            elif layout == "version-map":
+                files |= layouts.version_map_fleet(names, {s.cluster: s.istio_version for s in specs}, url)
             else:
                 files |= layouts.postbuild_fleet(names, {s.cluster: s.istio_version for s in specs}, url,
                                                  environment_map=layout == "postbuild-env")

@@ -164,6 +164,11 @@ class GitLabSimulator:
             p = self._store.project(project)
             return self._store.head(p, ref or p.default_branch).files.get(path)
 
+    def parents(self, project: str | int, ref: str) -> list[str]:
+        """The parent commit ids of the commit `ref` (a branch or a commit id) names."""
+        with self._lock:
+            return list(self._store.head(self._store.project(project), ref).parents)
+
     def files(self, project: str | int, ref: str | None = None) -> dict[str, str]:
         """Every file at `ref` (default branch when None): path -> content."""
         with self._lock:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 from guard.checks.install import ambient_skew, crds_upgraded, kubernetes_compatible, upgrade_order
-from guard.core.models import CheckStatus
+from guard.core.models import CheckStatus, Cluster
 from guard.errors import ConfigError
 from guard.gitops.istio_install import Files, apply_edits, plan_edits, read_install
+from guard.services.install import planned_changes
 
 from sandbox import layouts
 
@@ -222,3 +223,42 @@ def test_ambient_data_plane_without_istiod_in_the_plan_is_refused() -> None:
 def test_a_sidecar_install_has_no_ambient_skew_to_check() -> None:
     install = read_install(files_of(layouts.whole_install("c1", "1.22.3", URL)), "c1", "clusters/c1/istio/istiod.yaml")
     assert ambient_skew(install, "1.24.0").status == CheckStatus.PASS
+
+
+def test_a_per_cluster_version_map_gives_each_cluster_its_own_line() -> None:
+    # GIVEN one ConfigMap with an istio_version_<cluster> line per cluster, on neighbouring lines
+    clusters = ["eks-a", "eks-b", "eks-c"]
+    tree = layouts.version_map_fleet(clusters, dict.fromkeys(clusters, "1.22.3"), URL)
+    files = files_of(tree)
+    installs = {c: read_install(files, c, f"clusters/{c}/istio.yaml") for c in clusters}
+    # THEN each cluster's base and istiod resolve to its own line of the map, and no two clusters share one
+    for c, install in installs.items():
+        assert [(loc.path, loc.field.split(" (")[0]) for loc in install.locations()] == [
+            (layouts.VERSION_MAP, f"ConfigMap flux-system/istio-versions data.{layouts.map_key(c)}")]
+    assert len({loc.key for i in installs.values() for loc in i.locations()}) == 3
+    # WHEN a batch of eks-a and eks-b goes to 1.23.0
+    after = apply_edits(files, plan_edits({c: installs[c] for c in ("eks-a", "eks-b")},
+                                          {"eks-a": "1.23.0", "eks-b": "1.23.0"}))
+    # THEN exactly their two lines change, version token only; eks-c's neighbouring line is untouched
+    assert list(after) == [layouts.VERSION_MAP]
+    assert changed_lines(tree[layouts.VERSION_MAP], after[layouts.VERSION_MAP]) == [
+        ('  istio_version_eks_a: "1.22.3"', '  istio_version_eks_a: "1.23.0"'),
+        ('  istio_version_eks_b: "1.22.3"', '  istio_version_eks_b: "1.23.0"')]
+
+
+def test_a_version_map_line_read_by_a_cluster_outside_the_batch_is_refused_naming_it() -> None:
+    # GIVEN a version map where eks-c reads eks-a's line
+    clusters = ["eks-a", "eks-b", "eks-c"]
+    tree = layouts.version_map_fleet(clusters, dict.fromkeys(clusters, "1.22.3"), URL, share={"eks-c": "eks-a"})
+    files = files_of(tree)
+    fleet = [Cluster(cluster_id=c, batch_id="dev-1", environment="dev", region="us-east-1", gitlab_project="team/p",
+                     flux_config_path=f"clusters/{c}/istio.yaml", current_istio_version="1.22.3") for c in clusters]
+    installs = {"eks-a": read_install(files, "eks-a", "clusters/eks-a/istio.yaml")}
+    # WHEN a batch of eks-a alone plans its change
+    # THEN it is refused, listing eks-c and the line it shares
+    with pytest.raises(ConfigError, match=r"outside the batch: eks-c \(clusters/istio-versions.yaml .*_eks_a"):
+        planned_changes(files, installs, {"eks-a": "1.23.0"}, fleet, "team/p")
+    # AND a batch holding both is not
+    installs["eks-c"] = read_install(files, "eks-c", "clusters/eks-c/istio.yaml")
+    edits = planned_changes(files, installs, {"eks-a": "1.23.0", "eks-c": "1.23.0"}, fleet, "team/p")
+    assert len(edits) == 1

@@ -9,6 +9,7 @@ import pytest
 from guard.gitops.helm_release import read_chart_version
 from guard.services.gates import GATES_HEADING, NOTE_MARKER
 
+from sandbox import layouts
 from sandbox.rollout_rehearsal import rollout_expectation_problems
 from sandbox.world import LocalWorld
 from tests.workflow.conftest import Rehearse, scenario
@@ -56,3 +57,48 @@ def test_two_parallel_batches_that_conflict_both_merge_without_anyone_resolving(
     assert sorted(len(notes) for notes in status_notes.values()) == [1, 1], status_notes
     assert any("Last action by GUARD: regenerated from the head of `main`" in n
                for notes in status_notes.values() for n in notes)
+
+
+def test_two_parallel_batches_on_neighbouring_lines_of_one_version_map_both_merge(rehearse: Rehearse) -> None:
+    # GIVEN test and dev-1 upgrading at once on a fast-forward-only project, every cluster's version on its own
+    # line of one ConfigMap, eks-test's line next to eks-dev-1's
+    seen: dict[str, Any] = {}
+
+    def inspect(world: LocalWorld, summary: dict[str, Any]) -> None:
+        project = world.scenario.gitlab_project
+        seen["mrs"] = mrs = world.gitlab.merge_requests(project)
+        # Each MR's change: the one commit GUARD's branch holds (it replaces the branch with one commit) against
+        # its parent, the main it was cut from or rebased onto.
+        seen["diffs"] = {mr["iid"]: {path: (world.gitlab.file_at(project, path,
+                                                                 world.gitlab.parents(project, mr["sha"])[0]),
+                                            world.gitlab.file_at(project, path, mr["sha"]))
+                                     for path in world.gitlab.files(project, mr["sha"])} for mr in mrs}
+        seen["map"] = world.gitlab.file_at(project, layouts.VERSION_MAP)
+        seen["log"] = [text for _, text in world.human_log]
+        seen["running"] = {c.cluster: world.kubernetes.helm_release_versions(c.cluster)[1]
+                           for c in world.scenario.fleet}
+
+    # WHEN the rollout is rehearsed
+    summary, progress = rehearse("parallel-batches-version-map", inspect=inspect)
+
+    # THEN both batches succeeded and ran at the same time
+    assert summary["status"] == "SUCCEEDED", progress
+    assert rollout_expectation_problems(scenario("parallel-batches-version-map"), summary) == [], progress
+    assert ["test", "dev-1"] in summary["overlapping"] or ["dev-1", "test"] in summary["overlapping"], progress
+    # AND both MRs merged; the second conflicted (neighbouring lines) and GUARD regenerated it, nobody resolved it
+    assert [mr["state"] for mr in seen["mrs"]] == ["merged", "merged"], progress
+    assert len([line for line in seen["log"] if "regenerated from the head of `main`" in line]) == 1, progress
+    # AND each MR changed only its own clusters' lines of the map, and nothing else
+    own = {"batch test": ["eks-test"], "batch dev-1": ["eks-dev-1", "eks-dev-2"]}
+    for mr in seen["mrs"]:
+        changed = {path: pair for path, pair in seen["diffs"][mr["iid"]].items() if pair[0] != pair[1]}
+        assert list(changed) == [layouts.VERSION_MAP], (mr["title"], list(changed))
+        before, after = changed[layouts.VERSION_MAP]
+        lines = [(x, y) for x, y in zip((before or "").splitlines(), (after or "").splitlines(), strict=True)
+                 if x != y]
+        clusters = next(v for k, v in own.items() if mr["title"].endswith(k))
+        assert lines == [(f'  {layouts.map_key(c)}: "1.19.3"', f'  {layouts.map_key(c)}: "1.20.0"')
+                         for c in clusters], (mr["title"], lines)
+    # AND main's map has every cluster at the target, and every cluster runs it
+    assert (seen["map"] or "").count('"1.20.0"') == 3 and "1.19.3" not in (seen["map"] or "")
+    assert seen["running"] == {"eks-test": "1.20.0", "eks-dev-1": "1.20.0", "eks-dev-2": "1.20.0"}

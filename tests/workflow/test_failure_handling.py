@@ -255,3 +255,41 @@ def world_cluster(world: LocalWorld) -> Cluster:
     return ClusterRegistry(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.table_name),
                                world.config.tenant).get(
         "eks-test")
+
+
+@pytest.mark.parametrize("layout", ["single", "whole"])
+def test_a_rollback_mr_keeps_a_teammates_commit_made_after_the_upgrade(rehearse: Rehearse, layout: str) -> None:
+    # GIVEN eks-dev-2 regresses after the upgrade, and right after the upgrade merges a teammate commits on main:
+    # a comment on the line next to istiod's version (a revert of the upgrade commit would conflict there) and a
+    # slower reconcile interval
+    loaded = scenario("latency-regression").model_dump(exclude_unset=True)
+    fleet = [{**spec, "layout": layout} for spec in loaded["fleet"]]
+    istiod = {"single": "clusters/eks-dev-2/istio/helmrelease.yaml", "whole": "clusters/eks-dev-2/istio/istiod.yaml"}
+    old_interval = {"single": "  interval: 5m\n", "whole": "  interval: 10m\n"}[layout]
+    commits = [{"after_merges": 1, "paths": [istiod[layout]], "old": "      chart: istiod\n",
+                "new": "      chart: istiod  # from the platform team's mirror\n", "message": "Annotate the chart"},
+               {"after_merges": 1, "paths": [istiod[layout]], "old": old_interval, "new": "  interval: 7m\n",
+                "message": "Reconcile istiod every 7 minutes"}]
+    seen: dict[str, Any] = {}
+
+    def inspect(world: LocalWorld, summary: dict[str, Any]) -> None:
+        _collect(world, summary, seen)
+        seen["files"] = world.gitlab.files(PROJECT)
+        seen["log"] = [text for _, text in world.human_log]
+
+    # WHEN the batch is rehearsed: the reviewer merges the upgrade, then GUARD's rollback MR
+    summary, progress = rehearse("latency-regression", inspect=inspect, fleet=fleet, main_commits=commits)
+
+    # THEN the batch rolled back, through a merged rollback MR
+    assert summary["batches"][0]["error"] == "RolledBack", progress
+    assert any("a teammate committed on main" in line for line in seen["log"]), progress
+    upgrade, rollback = seen["mrs"]
+    assert upgrade["state"] == "merged"
+    assert rollback["state"] == "merged" and "rollback" in rollback["source_branch"]
+    # AND main has eks-dev-2's charts back on 1.19.3 with the teammate's two changes kept, eks-dev-1 untouched
+    text = seen["files"][istiod[layout]]
+    assert "chart: istiod  # from the platform team's mirror" in text and "  interval: 7m\n" in text
+    dev2 = {p: t for p, t in seen["files"].items() if p.startswith("clusters/eks-dev-2/") and "HelmRelease" in t}
+    assert dev2 and all('version: "1.19.3"' in t and "1.20.0" not in t for t in dev2.values()), dev2
+    assert all("1.19.3" not in t for p, t in seen["files"].items() if p.startswith("clusters/eks-dev-1/"))
+    assert seen["running"] == {"eks-dev-1": "1.20.0", "eks-dev-2": "1.19.3"}

@@ -108,11 +108,8 @@ def run_input(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    """Start the batch's run and follow it until its MR is open (--wait: until it ends)."""
-    if args.dry_run:
-        # The state machine has no plan-and-precheck-only path yet: refuse rather than open an MR.
-        raise InvalidInput("--dry-run is not supported by this version of the state machine yet (no MR would be "
-                           "opened, but the prechecks-only path is not built); nothing was started")
+    """Start the batch's run and follow it until its MR is open (--wait: until it ends; --dry-run: until its
+    prechecks are judged: exit 0 when every cluster passed, non-zero with the reasons when they refused)."""
     with deployment(args, out) as dep:
         arn = _start(dep, "batch", run_input(args), args.name, out)
         wait = args.wait or getattr(args, "local", False)

@@ -124,11 +124,17 @@ def _stage(view: RunView) -> str:
 def conclude(view: RunView, out: TextIO) -> int:
     """Print how the run ended and return its exit code."""
     code = exit_code(view.status, view.error)
-    if view.status == "SUCCEEDED":
+    if view.status == "SUCCEEDED" and view.outcome == "prechecked":
+        passed = sum(c.precheck == "pass" for c in view.clusters)
+        print(f"[{view.batch}] dry run: {passed}/{len(view.clusters)} cluster(s) passed every precheck for "
+              f"{view.target_version}; no MR was opened and nothing was changed", file=out)
+    elif view.status == "SUCCEEDED":
         done = "rolled back as asked" if view.kind == "rollback" else "succeeded"
         print(f"[{view.batch}] {done}: {view.execution_arn}", file=out)
     else:
         print(f"[{view.batch}] {view.status} {view.error or ''}: {view.cause or '(no cause given)'}", file=out)
+        if view.execution_input.get("dry_run"):
+            print(f"[{view.batch}] dry run: nothing was changed and no MR was opened", file=out)
         if code == ROLLED_BACK:
             print(f"[{view.batch}] the upgrade was rolled back"
                   + (f": {view.rollback_merge_request_url}" if view.rollback_merge_request_url else ""), file=out)

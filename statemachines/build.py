@@ -252,9 +252,21 @@ def upgrade_batch() -> State:
             "NotifyStarted": notify(NotificationEvent.STARTED, next="Prechecks"),
             "Prechecks": per_cluster(
                 "PrecheckCluster", "Precheck", "passed", on_error=catch("PrecheckStageFailed"),
-                next="OpenMergeRequest",
+                next="DryRun",
                 comment="Per cluster: Kubernetes, Istio, zero-downtime, Datadog alerts, custom checks, and the "
                         "metric baseline before the change. Fails fast."),
+            "DryRun": choice(
+                when("RecordPrechecked", var("$.plan.dry_run", IsPresent=True),
+                     var("$.plan.dry_run", BooleanEquals=True)),
+                default="OpenMergeRequest",
+                comment="`dry_run: true` (guard run --dry-run): every cluster passed its prechecks; stop before "
+                        "the MR. Nothing was changed."),
+            "RecordPrechecked": task(
+                "Finish", RUN | {"outcome": "prechecked"}, selector=from_payload("summary"), result="$.result",
+                retry=RETRY_RECORD, next="Prechecked",
+                comment="Records the dry run's outcome on the run and releases the lock; no MR, no batch result, "
+                        "no registry change."),
+            "Prechecked": {"Type": "Succeed", "OutputPath": "$.result"},
             **waits_out_rate_limits("OpenMergeRequest", callback(
                 "OpenMergeRequest", timeout_path="$.plan.merge_timeout_seconds", result="$.merge",
                 catches=(catch("MergeWaitTimedOut", TIMEOUT), catch("MergeStageFailed")), next="StartFluxWait",

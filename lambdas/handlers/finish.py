@@ -1,5 +1,5 @@
-"""Tasks `RecordSuccess` / `RecordFailure`: record the outcome, set the registry to what the clusters
-run, release the lock, tell the MR."""
+"""Tasks `RecordSuccess` / `RecordFailure` / `RecordPrechecked` (a dry run): record the outcome, set the
+registry to what the clusters run, release the lock, tell the MR."""
 
 from typing import Any
 
@@ -24,6 +24,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = FinishService(runtime.registry(), runtime.state(), repo, runtime.clock, log_warning=logger.warning,
                             observer=runtime.registry_observer(logger.warning), failures=runtime.failure_store())
     run_id = str(event["run_id"])
+    if event.get("outcome") == Outcome.PRECHECKED:  # a dry run: its prechecks passed, nothing changed
+        metrics.add_metric(name="BatchDryRunPrechecked", unit=MetricUnit.Count, value=1)
+        return service.prechecked(run_id)
     if event.get("outcome") == Outcome.SUCCEEDED:
         metrics.add_metric(name="BatchUpgradeSucceeded", unit=MetricUnit.Count, value=1)
         return service.succeed(run_id, event.get("merge"))

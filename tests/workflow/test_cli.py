@@ -167,3 +167,55 @@ def test_status_and_list_show_the_run_by_batch(world_for: Any) -> None:
     assert {c["cluster"]: c["precheck"] for c in status["clusters"]} == {"eks-dev-1": "pass", "eks-dev-2": "pass"}
     assert code_list == 0 and batches["dev-1"]["lock_holder"] == status["run_id"]
     assert {c["version"] for c in batches["dev-1"]["clusters"]} == {"1.19.3"}
+
+
+def test_dry_run_prechecks_every_cluster_opens_no_mr_changes_nothing_and_releases_the_lock(world_for: Any) -> None:
+    from guard.stores.registry import ClusterRegistry
+    from guard.stores.state import StateStore
+
+    # GIVEN two healthy dev-1 clusters on 1.19.3
+    world = world_for("default")
+    ddb = world.engine.resource("dynamodb")
+    state = StateStore(ddb.Table(world.config.aws.dynamodb.state_table_name))
+    registry = ClusterRegistry(ddb.Table(world.config.aws.dynamodb.table_name), world.config.tenant)
+    # WHEN the operator dry-runs the upgrade to 1.20.0
+    code, out = guard("run", *_where(world), "--batch", "dev-1", "--target-version", "1.20.0", "--dry-run")
+    # THEN it exits 0, printing each cluster's precheck and that nothing changed
+    assert code == 0, out
+    assert "eks-dev-1: 1.19.3 → 1.20.0  precheck pass" in out and "eks-dev-2: 1.19.3 → 1.20.0  precheck pass" in out
+    assert "dry run: 2/2 cluster(s) passed every precheck for 1.20.0; no MR was opened" in out
+    # AND the execution succeeded as a dry run: no MR, the lock released, no batch result, the registry unchanged
+    arn = out.split("started ", 1)[1].split()[0]
+    described = world.engine.client("stepfunctions").describe_execution(executionArn=arn)
+    assert described["status"] == "SUCCEEDED" and json.loads(described["input"])["dry_run"] is True
+    assert json.loads(described["output"])["summary"]["prechecks"] == {"eks-dev-1": "passed", "eks-dev-2": "passed"}
+    assert world.gitlab.merge_requests(world.scenario.gitlab_project) == []
+    assert state.lock_holder("dev-1") is None
+    assert state.get_batch_result("dev-1", "1.20.0") is None
+    run = state.get_run(arn.rsplit(":", 1)[-1])
+    assert (run.status, run.outcome, run.options.dry_run) == ("succeeded", "prechecked", True)
+    assert {c: registry.get(c).current_istio_version for c in ("eks-dev-1", "eks-dev-2")} == {
+        "eks-dev-1": "1.19.3", "eks-dev-2": "1.19.3"}
+    # AND Slack was told it is a dry run, never that an upgrade started
+    texts = json.dumps(world.slack.messages, ensure_ascii=False)
+    assert "dry run" in texts and "upgrade started" not in texts
+    # AND `guard list` shows the outcome; a real run may start at once (the lock is free)
+    code, listed = guard("list", *_where(world), "-o", "json")
+    assert {b["batch"]: b for b in json.loads(listed)["batches"]}["dev-1"]["last_outcome"] == "prechecked"
+
+
+def test_dry_run_refused_by_its_prechecks_exits_1_with_the_reasons_and_opens_no_mr(world_for: Any) -> None:
+    # GIVEN a cluster whose istiod crash-loops
+    world = world_for("precheck-crashloop")
+    # WHEN the operator dry-runs its upgrade
+    code, out = guard("run", *_where(world), "--batch", "test", "--target-version", "1.20.0", "--dry-run")
+    # THEN it exits 1, naming the failed precheck, and says nothing was changed
+    assert code == 1, out
+    assert "PrecheckFailed" in out and "precheck fail" in out
+    assert "dry run: nothing was changed and no MR was opened" in out
+    assert world.gitlab.merge_requests(world.scenario.gitlab_project) == []
+    # AND the refused dry run left no batch result behind for prerequisites to read
+    from guard.stores.state import StateStore
+
+    state = StateStore(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.state_table_name))
+    assert state.get_batch_result("test", "1.20.0") is None and state.lock_holder("test") is None

@@ -45,6 +45,8 @@ class ExecutionInput(BaseModel):
     max_unavailable: int | None = Field(default=None, ge=0)
     enable_llm_analysis: bool | None = None
     requested_by: str | None = Field(default=None, max_length=REQUESTED_BY_MAX)
+    # Plan and precheck every cluster, record the outcome, and stop: no MR, nothing changes.
+    dry_run: bool = False
 
     @field_validator("target_version")
     @classmethod
@@ -89,6 +91,7 @@ class Plan(BaseModel):
     llm_analysis: bool = False
     rollback_mr: bool = True  # rollback.auto_create_mr: the state machine alone decides on it
     rollback_to: dict[str, str] | None = None  # cluster -> version: set only by a manual rollback
+    dry_run: bool | None = None  # True: stop after the prechecks (left out otherwise: the ASL tests IsPresent)
 
     def payload(self) -> dict[str, Any]:
         """What the Plan tasks return: no null keys, because the ASL tests `IsPresent`."""

@@ -37,8 +37,14 @@ class Notification(BaseModel):
     # Who decided, when a person was asked: "proceeded by @maria despite inconclusive request_count",
     # "no Maintainer answered within 30 min: rolled back" (guard.services.telling).
     decided: str | None = None
+    dry_run: bool = False  # `guard run --dry-run`: plan and prechecks only, nothing changes
 
     def headline(self) -> str:
+        if self.dry_run:
+            # Nothing is upgraded: "upgrade started" or "upgrade failed" would alarm for no change.
+            what = {NotificationEvent.STARTED: "🔎 Istio upgrade dry run started (prechecks only, no MR)",
+                    NotificationEvent.FAILED: "🔎 Istio upgrade dry run: the prechecks refused (nothing changed)"}
+            return f"{what.get(self.event, _HEADLINES[self.event])}: batch {self.batch} → {self.version}"
         if self.event == NotificationEvent.SUCCEEDED and self.decided:
             # A person let it through: saying "validated" would be untrue.
             return f"☑️ Istio upgrade accepted without a passing validation: batch {self.batch} → {self.version}"

@@ -120,6 +120,18 @@ class FinishService:
             summary["registry_notes_count"] = len(disagreed)
         return {"summary": summary}
 
+    def prechecked(self, run_id: str) -> dict[str, Any]:
+        """A dry run whose prechecks all passed: record it on the run and release the lock. Nothing else
+        is written (no MR, no registry change, no batch result); the summary lists each cluster's prechecks."""
+        run = self._outcomes.record(self._state.get_run(run_id), Outcome.PRECHECKED)
+        prechecks: dict[str, str] = {}
+        for cluster in run.clusters:
+            report = self._state.get_precheck(run_id, cluster)
+            prechecks[cluster] = ("missing" if report is None else "passed" if report.passed else "failed")
+        return {"summary": {"run_id": run_id, "batch": run.batch, "target_version": run.target_version,
+                            "status": Outcome.PRECHECKED, "stage": run.stage, "dry_run": True,
+                            "clusters": run.clusters, "prechecks": prechecks, "merge_request_url": None}}
+
     def fail(self, run_id: str, stage: str, error: dict[str, Any] | None) -> FailureSummary:
         run = self._state.get_run(run_id)
         where = FailedStage.parse(stage)

@@ -46,7 +46,7 @@ def build_notification(config: TenantConfig, state: StateStore, failures: Failur
             said = decided(decision, doubts(state, run))
     return Notification(event=event, tenant=config.tenant, batch=run.batch, version=run.target_version,
                         run_id=run_id, merge_request_url=url, first_violation=first,
-                        detail=detail[:1_000] if detail else None, decided=said)
+                        detail=detail[:1_000] if detail else None, decided=said, dry_run=run.options.dry_run)
 
 
 def notify_run(service: NotifyService, config: TenantConfig, state: StateStore, failures: FailureStore | None,

@@ -57,10 +57,14 @@ class OutcomeRecorder:
                     run_id=run.run_id, from_version=came_from, to_version=version, outcome=outcome, at=now,
                     merge_request_url=merge_request_url or run.merge_request_url),
                     None if outcome == Outcome.ROLLBACK_FAILED else version)
-        notes = self._observe(run, None if outcome == Outcome.ROLLBACK_FAILED else versions)
-        self._state.put_batch_result(BatchResult(batch=run.batch, target_version=run.target_version,
-                                                 status=outcome, run_id=run.run_id, at=now))
-        run.status = RunStatus.SUCCEEDED if outcome == Outcome.SUCCEEDED else RunStatus.FAILED
+        dry_run = run.options.dry_run
+        # A dry run changed nothing, so it says nothing about the batch: no result for prerequisites to
+        # read (a refused dry run must not hide the batch's real result), no registry correction.
+        notes = [] if dry_run else self._observe(run, None if outcome == Outcome.ROLLBACK_FAILED else versions)
+        if not dry_run:
+            self._state.put_batch_result(BatchResult(batch=run.batch, target_version=run.target_version,
+                                                     status=outcome, run_id=run.run_id, at=now))
+        run.status = RunStatus.SUCCEEDED if outcome in (Outcome.SUCCEEDED, Outcome.PRECHECKED) else RunStatus.FAILED
         run.stage, run.outcome, run.failed_stage = Stage.DONE, outcome, failed_stage
         run.finished_at = run.finished_at if already else now
         run.error, run.cause = error, cause

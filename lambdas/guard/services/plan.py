@@ -178,6 +178,7 @@ class BatchPlanner:
             llm_analysis=llm_analysis,
             rollback_mr=config.rollback.auto_create_mr,
             rollback_to=rollback_to,
+            dry_run=True if rollback_to is None and run.options.dry_run else None,
         )
 
     def plan(self, request: ExecutionInput, run_id: str, execution_arn: str) -> Plan:

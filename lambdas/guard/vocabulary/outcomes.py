@@ -12,6 +12,9 @@ class Outcome(StrEnum):
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
+    # A dry run (`guard run --dry-run`) whose prechecks all passed: nothing was changed. Recorded on
+    # the run only, never as a batch result or in the registry history.
+    PRECHECKED = "prechecked"
 
 
 class RollbackStatus(StrEnum):

@@ -19,18 +19,40 @@ def _result(cluster_id: str, name: str, status: CheckStatus, message: str, **det
 
 
 def _after(install: Install, c: Component) -> set[str]:
-    """Refs of every release `c` waits for, directly or through others (Flux dependsOn)."""
+    """Refs of every release `c` waits for, directly or through others: a HelmRelease's `dependsOn`, and the
+    Flux Kustomization that applies it, which `dependsOn` Kustomizations (transitively) and so starts only once
+    they are Ready: Ready after every release they apply (`wait: true`) or those of their `healthChecks`."""
     by_ref = {(x.namespace, x.name): x for x in install.components}
     seen: set[tuple[str, str]] = set()
-    todo = list(c.depends_on)
+    todo = _edges(install, c)
     while todo:
         ref = todo.pop()
         if ref in seen:
             continue
         seen.add(ref)
         if ref in by_ref:
-            todo += by_ref[ref].depends_on
+            todo += _edges(install, by_ref[ref])
     return {f"{ns}/{name}" for ns, name in seen}
+
+
+def _edges(install: Install, c: Component) -> list[tuple[str, str]]:
+    edges = list(c.depends_on)
+    if c.kustomization is None:
+        return edges
+    ready_gated: set[str] = set()
+    seen: set[str] = set()
+    todo = list(install.flux[c.kustomization].depends_on) if c.kustomization in install.flux else []
+    while todo:
+        ref = todo.pop()
+        if ref in seen or ref not in install.flux:
+            continue
+        seen.add(ref)
+        kustomization = install.flux[ref]
+        todo += kustomization.depends_on
+        for x in install.components:
+            if x.kustomization == ref and (kustomization.wait or f"HelmRelease {x.ref}" in kustomization.health_checks):
+                ready_gated.add(x.ref)
+    return edges + [(ref.split("/", 1)[0], ref.split("/", 1)[1]) for ref in sorted(ready_gated)]
 
 
 def upgrade_order(install: Install) -> HealthCheckResult:
@@ -45,8 +67,12 @@ def upgrade_order(install: Install) -> HealthCheckResult:
         nearest = max(x.rank for x in lower)
         for x in lower:
             if x.rank == nearest and x.ref not in waits_for:
+                also = (f" (or make Flux Kustomization {c.kustomization} dependsOn {x.kustomization}, which must "
+                        "have `wait: true`)" if c.kustomization and x.kustomization
+                        and c.kustomization != x.kustomization else "")
                 missing.append(f"HelmRelease {c.ref} ({c.component}, {c.release_path}) must wait for {x.ref} "
-                               f"({x.component}): add `dependsOn: [{{name: {x.name}, namespace: {x.namespace}}}]`")
+                               f"({x.component}): add `dependsOn: [{{name: {x.name}, namespace: {x.namespace}}}]`"
+                               + also)
     order = " → ".join(f"{c.component}:{c.ref}" for c in install.components)
     if missing:
         return _result(install.cluster_id, "istio_upgrade_order", CheckStatus.FAIL,

@@ -129,6 +129,65 @@ def version_map_fleet(clusters: list[str], versions: dict[str, str], url: str, *
     return files
 
 
+OVERLAY_BASE = "base/istio-overlay"
+
+
+def overlay(cluster: str, version: str) -> dict[str, str]:
+    """A Kustomize overlay per cluster over one base (base, istiod, a gateway, all at 1.0.0, never applied as
+    is): the overlay's `patches` set each chart's version, a strategic-merge file for base and istiod and an
+    inline JSON6902 patch for the gateway."""
+    smp = ("apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: {name}\n"
+           "  namespace: istio-system\nspec:\n  chart:\n    spec:\n      version: \"{version}\"\n")
+    return {
+        f"{OVERLAY_BASE}/base.yaml": release("istio-base", "base", "1.0.0", extra=CRDS),
+        f"{OVERLAY_BASE}/istiod.yaml": release("istiod", "istiod", "1.0.0", depends=("istio-base",)),
+        f"{OVERLAY_BASE}/gateway.yaml": release("istio-ingressgateway", "gateway", "1.0.0", depends=("istiod",)),
+        f"{OVERLAY_BASE}/kustomization.yaml": ("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+                                               "resources:\n  - base.yaml\n  - istiod.yaml\n  - gateway.yaml\n"),
+        f"clusters/{cluster}/istio/kustomization.yaml": (
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            f"resources:\n  - ../../../{OVERLAY_BASE}\n"
+            "patches:\n  - path: versions.yaml\n"
+            "  - target:\n      kind: HelmRelease\n      name: istio-ingressgateway\n    patch: |-\n"
+            "      - op: replace\n        path: /spec/chart/spec/version\n"
+            f"        value: \"{version}\"  # the gateway follows istiod\n"),
+        f"clusters/{cluster}/istio/versions.yaml": (smp.format(name="istio-base", version=version) + "---\n"
+                                                    + smp.format(name="istiod", version=version)),
+    }
+
+
+def flux_chain(cluster: str, version: str) -> dict[str, str]:
+    """Each chart applied by its own Flux Kustomization (`wait: true`), ordered by the Kustomizations' dependsOn;
+    the HelmReleases have no dependsOn of their own. istiod comes through spec.chartRef to a HelmChart whose
+    spec.version pins the chart."""
+    def kustomization(name: str, path: str, depends: str = "") -> str:
+        return ("apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n"
+                f"  name: {name}\n  namespace: flux-system\nspec:\n  interval: 10m\n  path: {path}\n"
+                "  prune: true\n  wait: true\n  timeout: 10m\n"
+                + (f"  dependsOn:\n    - name: {depends}\n" if depends else "")
+                + "  sourceRef:\n    kind: GitRepository\n    name: flux-system\n")
+    root = f"clusters/{cluster}/istio"
+    return {
+        f"{root}/flux.yaml": "---\n".join([
+            kustomization("istio-base", f"./{root}/base"),
+            kustomization("istiod", f"./{root}/istiod", depends="istio-base"),
+            kustomization("istio-gateways", f"./{root}/gateways", depends="istiod")]),
+        f"{root}/base/release.yaml": release("istio-base", "base", version, extra=CRDS),
+        f"{root}/istiod/release.yaml": (
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\n"
+            "metadata:\n  name: istiod\n  namespace: istio-system\n"
+            "spec:\n  interval: 10m\n  chart: istiod\n"
+            f"  version: \"{version}\"  # the chart version\n"
+            "  sourceRef:\n    kind: HelmRepository\n    name: istio\n    namespace: flux-system\n"
+            "---\n"
+            "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\n"
+            "metadata:\n  name: istiod\n  namespace: istio-system\n"
+            "spec:\n  interval: 10m\n  chartRef:\n    kind: HelmChart\n    name: istiod\n"
+            "    namespace: istio-system\n"),
+        f"{root}/gateways/release.yaml": release("istio-ingressgateway", "gateway", version),
+    }
+
+
 def oci_install(cluster: str, version: str, registry: str, *, semver: bool = False) -> dict[str, str]:
     """istiod through spec.chartRef to an OCIRepository whose ref pins the chart version."""
     ref = f"semver: \"{version}\"" if semver else f"tag: \"{version}\""

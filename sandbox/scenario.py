@@ -76,7 +76,8 @@ class FluxSpec(_Strict):
         description="helm.toolkit.fluxcd.io versions served (v0.37: v2beta1+v2beta2; v1.5: v2 only)")
 
 
-Layout = Literal["single", "whole", "ambient", "postbuild", "postbuild-env", "version-map", "oci", "shared-base"]
+Layout = Literal["single", "whole", "ambient", "postbuild", "postbuild-env", "version-map", "oci", "shared-base",
+                 "overlay", "flux-chain"]
 Extra = Literal["base", "gateway", "cni", "ztunnel"]
 
 
@@ -106,7 +107,8 @@ class ClusterSpec(_Strict):
         "(base, istiod, gateway), ambient (+ cni, ztunnel), postbuild / postbuild-env (shared HelmReleases, the "
         "version in a per-cluster postBuild.substitute / one environment ConfigMap), version-map (one ConfigMap, "
         "one line per cluster on neighbouring lines), oci (chartRef to an OCIRepository), shared-base (one base "
-        "every cluster of that layout pulls)"))
+        "every cluster of that layout pulls), overlay (a Kustomize overlay's patches set the versions), flux-chain "
+        "(a Flux Kustomization per chart, ordered by their dependsOn; istiod through a HelmChart chartRef)"))
     unmanaged: list[Extra] = Field(default_factory=list, description=(
         "Istio charts running on the cluster that its Flux path does not hold (they stay on the old version)"))
     kubernetes_version: str = Field(default="1.29.3", description="what the API server reports (GET /version)")

@@ -93,6 +93,8 @@ def _entry_path(spec: ClusterSpec) -> str:
         "postbuild": f"clusters/{spec.cluster}/istio.yaml",
         "postbuild-env": f"clusters/{spec.cluster}/istio.yaml",
         "version-map": f"clusters/{spec.cluster}/istio.yaml",
+        "overlay": f"clusters/{spec.cluster}/istio/kustomization.yaml",
+        "flux-chain": f"clusters/{spec.cluster}/istio/flux.yaml",
         "shared-base": f"clusters/{spec.cluster}/istio/kustomization.yaml",
     }[spec.layout]
 
@@ -326,6 +328,10 @@ class LocalWorld:
                 files |= layouts.whole_install(spec.cluster, spec.istio_version, url, ambient=spec.layout == "ambient")
             elif spec.layout == "oci":
                 files |= layouts.oci_install(spec.cluster, spec.istio_version, self.charts.registry)
+            elif spec.layout == "overlay":
+                files |= layouts.overlay(spec.cluster, spec.istio_version)
+            elif spec.layout == "flux-chain":
+                files |= layouts.flux_chain(spec.cluster, spec.istio_version)
             else:
                 shared.setdefault(spec.layout, []).append(spec)
         for layout, specs in shared.items():
@@ -350,10 +356,13 @@ class LocalWorld:
     def _seed_components(self, spec: ClusterSpec, files: dict[str, str]) -> None:
         """The cluster runs what its Flux path installs (chained by the same dependsOn), plus `unmanaged`."""
         self.kubernetes.set_kubernetes_version(spec.cluster, spec.kubernetes_version)
-        for c in self._install(spec, self._tree(files)).components:
+        install = self._install(spec, self._tree(files))
+        for c in install.components:
+            # Flux orders a release after its HelmRelease dependsOn and after what its Kustomization waits for.
             self.kubernetes.add_component(
                 spec.cluster, c.component, c.name, namespace=c.namespace, version=spec.istio_version,
-                depends_on=[name for _, name in c.depends_on], crds=c.crds_policy, crd_templates=bool(c.crd_templates))
+                depends_on=[name for _, name in install.dependencies(c)], crds=c.crds_policy,
+                crd_templates=bool(c.crd_templates))
         for chart in spec.unmanaged:
             self.kubernetes.add_component(spec.cluster, chart, namespace="istio-system", version=spec.istio_version)
 

@@ -116,3 +116,29 @@ def test_shared_base_and_missing_chart_version_are_refused_before_any_mr(rehears
         # THEN the precheck refuses (the shared base naming eks-dev-3 and eks-test), and no MR exists
         assert expectation_problems(scenario(name), summary["batches"][0]) == []
         assert mrs == []
+
+
+def test_overlay_patches_a_kustomization_chain_and_a_helm_chart_upgrade_with_a_versions_only_diff(
+        rehearse: Rehearse) -> None:
+    # GIVEN one batch whose clusters keep the version in an overlay's patches, in a chain of Flux Kustomizations,
+    # and in a HelmChart a chartRef names
+    seen: dict[str, Any] = {}
+
+    def inspect(world: LocalWorld, summary: dict[str, Any]) -> None:
+        seen["diff"] = _diff(world)
+        seen["running"] = {c.cluster: world.kubernetes.helm_release_versions(c.cluster)[1]
+                           for c in world.scenario.fleet}
+
+    # WHEN it is rehearsed
+    summary, progress = rehearse("layouts-fleet", inspect=inspect)
+    # THEN it succeeded, and every cluster runs the target
+    assert expectation_problems(scenario("layouts-fleet"), summary["batches"][0]) == [], progress
+    assert seen["running"] == {"eks-dev-1": NEW, "eks-dev-2": NEW}
+    # AND the MR bumped the overlay's patches (not the shared base) and each chart of the chain (istiod's in its
+    # HelmChart): version tokens only
+    assert sorted(seen["diff"]) == ["clusters/eks-dev-1/istio/kustomization.yaml",
+                                    "clusters/eks-dev-1/istio/versions.yaml",
+                                    "clusters/eks-dev-2/istio/base/release.yaml",
+                                    "clusters/eks-dev-2/istio/gateways/release.yaml",
+                                    "clusters/eks-dev-2/istio/istiod/release.yaml"], seen["diff"]
+    assert _versions_only(seen["diff"]) == 6

@@ -19,40 +19,19 @@ def _result(cluster_id: str, name: str, status: CheckStatus, message: str, **det
 
 
 def _after(install: Install, c: Component) -> set[str]:
-    """Refs of every release `c` waits for, directly or through others: a HelmRelease's `dependsOn`, and the
-    Flux Kustomization that applies it, which `dependsOn` Kustomizations (transitively) and so starts only once
-    they are Ready: Ready after every release they apply (`wait: true`) or those of their `healthChecks`."""
+    """Refs of every release `c` waits for, directly or through others (Install.dependencies: HelmRelease
+    dependsOn, and Flux Kustomization dependsOn on one that waits for its releases)."""
     by_ref = {(x.namespace, x.name): x for x in install.components}
     seen: set[tuple[str, str]] = set()
-    todo = _edges(install, c)
+    todo = install.dependencies(c)
     while todo:
         ref = todo.pop()
         if ref in seen:
             continue
         seen.add(ref)
         if ref in by_ref:
-            todo += _edges(install, by_ref[ref])
+            todo += install.dependencies(by_ref[ref])
     return {f"{ns}/{name}" for ns, name in seen}
-
-
-def _edges(install: Install, c: Component) -> list[tuple[str, str]]:
-    edges = list(c.depends_on)
-    if c.kustomization is None:
-        return edges
-    ready_gated: set[str] = set()
-    seen: set[str] = set()
-    todo = list(install.flux[c.kustomization].depends_on) if c.kustomization in install.flux else []
-    while todo:
-        ref = todo.pop()
-        if ref in seen or ref not in install.flux:
-            continue
-        seen.add(ref)
-        kustomization = install.flux[ref]
-        todo += kustomization.depends_on
-        for x in install.components:
-            if x.kustomization == ref and (kustomization.wait or f"HelmRelease {x.ref}" in kustomization.health_checks):
-                ready_gated.add(x.ref)
-    return edges + [(ref.split("/", 1)[0], ref.split("/", 1)[1]) for ref in sorted(ready_gated)]
 
 
 def upgrade_order(install: Install) -> HealthCheckResult:

@@ -188,6 +188,26 @@ class Install:
     def locations(self) -> list[Location]:
         return list({c.location.key: c.location for c in self.components}.values())
 
+    def dependencies(self, c: Component) -> list[tuple[str, str]]:
+        """(namespace, name) of the releases `c` waits for directly: its HelmRelease `dependsOn`, and those its
+        Flux Kustomization waits for: a Kustomization that `dependsOn` others (transitively) is applied only once
+        they are Ready at the new revision, and they are Ready after every release they apply (`wait: true`) or
+        those of their `healthChecks` (without either, once applied: before their releases upgraded)."""
+        edges = list(c.depends_on)
+        gated: set[str] = set()
+        seen: set[str] = set()
+        todo = list(self.flux[c.kustomization].depends_on) if c.kustomization in self.flux else []
+        while todo:
+            ref = todo.pop()
+            if ref in seen or ref not in self.flux:
+                continue
+            seen.add(ref)
+            kustomization = self.flux[ref]
+            todo += kustomization.depends_on
+            gated |= {x.ref for x in self.components if x.kustomization == ref and (
+                kustomization.wait or f"HelmRelease {x.ref}" in kustomization.health_checks)}
+        return edges + [(ref.split("/", 1)[0], ref.split("/", 1)[1]) for ref in sorted(gated) if ref != c.ref]
+
 
 # ------------------------------------------------------------------------------------- reading
 
@@ -202,9 +222,10 @@ def read_install(files: Files, cluster_id: str, flux_config_path: str) -> Instal
     components = []
     for key, (doc, contexts) in walker.releases.items():
         # One document reached several ways (a Flux Kustomization whose path holds its own directory, say):
-        # the Kustomization with a postBuild is the one whose variables apply.
+        # the Kustomization with a postBuild is the one whose variables apply, and one that applies it is the
+        # one whose dependsOn orders it (rather than the plain directory walk).
         context = next((c for c in contexts if c is not None and c.get("spec", "postBuild") is not None),
-                       contexts[0])
+                       next((c for c in contexts if c is not None), contexts[0]))
         component = _component(files, doc, context, walker.visited, walker.patch_for(key, context))
         if component is not None:
             component.kustomization = _flux_ref(context)

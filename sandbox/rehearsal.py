@@ -6,6 +6,7 @@ import json
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -77,6 +78,13 @@ class Progress:
             if isinstance(payload, dict) and "verdict" in payload and "cluster_id" in payload:
                 mark = {"pass": "✓", "fail": "✗"}.get(payload["verdict"], "?")
                 self.line(f"  {mark} {payload['cluster_id']}: verdict {payload['verdict']}")
+            elif isinstance(payload, dict) and "chunk" in payload and "failed" in payload:
+                mark = "✗" if payload["failed"] else "?" if payload["inconclusive"] else "✓"
+                self.line(f"  {mark} chunk {payload['chunk']}: {payload['clusters']} clusters validated: "
+                          f"{payload['passed']} pass, {payload['failed']} fail, {payload['inconclusive']} inconclusive")
+            elif isinstance(payload, dict) and "chunk" in payload and "passed" in payload:
+                self.line(f"  ✓ chunk {payload['chunk']}: prechecks passed on {payload['passed']} of "
+                          f"{payload['clusters']} clusters")
             elif isinstance(payload, dict) and "passed" in payload:
                 self.line(f"  {'✓' if payload['passed'] else '✗'} {payload['cluster_id']}: prechecks "
                           f"{'passed' if payload['passed'] else 'failed'}")
@@ -119,6 +127,8 @@ def _message(cause: Any) -> str:
 
 def _cluster_of(state_input: Any) -> str | None:
     parsed = _json(state_input)
+    if isinstance(parsed, dict) and "chunk" in parsed and "cluster_id" not in parsed:
+        return f"chunk {parsed['chunk']}"
     return parsed.get("cluster_id") if isinstance(parsed, dict) else None
 
 
@@ -254,9 +264,14 @@ def _summary(world: LocalWorld, scenario: Scenario, arn: str, status: str, descr
         "notifications": [m.get("text", "") for m in world.slack.messages],
         "webhook_responses": [status for status, _ in (world.webhook.responses if world.webhook else [])],
         "history_events": len(events),
+        # moto's history by event type: benchmarks/fleet.py counts from it what AWS would record.
+        "history_event_types": dict(Counter(e["type"] for e in events)),
         "state_transitions": sum(1 for e in events if e["type"].endswith("StateEntered")),
         "max_state_payload_bytes": max((payload_bytes(e) for e in events), default=0),
         "lambda_invocations": len(world.engine.invocations),
+        # What GUARD asked each simulated vendor for (the fleet benchmark divides it by the clusters).
+        "vendor_requests": {"kubernetes": world.kubernetes.request_count, "datadog": len(world.datadog.requests),
+                            "gitlab": len(world.gitlab.requests)},
         "real_seconds": round(real_seconds, 2),
         "scenario_seconds": round(((description.get("stopDate") or datetime.now(description["startDate"].tzinfo))
                                    - description["startDate"]).total_seconds() * scenario.speedup),

@@ -122,14 +122,17 @@ def poll(start: str, check: str, done: str, wait: str, *, function: str, into: s
     }
 
 
-def per_cluster(item: str, function: str, field: str, *, comment: str, on_error: State, next: str) -> State:
-    """A Map running `function` once per cluster of the plan; results stay in DynamoDB (ResultPath null)."""
-    return {"Comment": comment, "Type": "Map", "ItemsPath": "$.plan.clusters",
-            "ItemSelector": RUN | {"cluster_id.$": "$$.Map.Item.Value"},
-            "MaxConcurrencyPath": "$.plan.max_concurrency",
+def per_chunk(item: str, function: str, *fields: str, comment: str, on_error: State, next: str) -> State:
+    """A Map over the plan's chunk numbers (`$.plan.chunks`): each iteration is one `function` task that reads
+    its chunk's cluster ids from the run record and does them concurrently (guard.services.fanout). History
+    and payload grow with the chunks, not the clusters; results stay in DynamoDB (ResultPath null), the task
+    returns counts."""
+    return {"Comment": comment, "Type": "Map", "ItemsPath": "$.plan.chunks",
+            "ItemSelector": RUN | {"chunk.$": "$$.Map.Item.Value"},
+            "MaxConcurrencyPath": "$.plan.max_concurrent_chunks",
             "ItemProcessor": inline(item, waits_out_rate_limits(
-                item, task(function, {"run_id.$": "$.run_id", "cluster_id.$": "$.cluster_id"},
-                           selector=from_payload("cluster_id", field)))),
+                item, task(function, {"run_id.$": "$.run_id", "chunk.$": "$.chunk"},
+                           selector=from_payload("chunk", "clusters", *fields)))),
             "ResultPath": None, "Catch": [on_error], "Next": next}
 
 
@@ -250,11 +253,12 @@ def upgrade_batch() -> State:
             **refusal("A refused plan changed nothing; surface the handler's message (not the Lambda error JSON) "
                       "as the cause."),
             "NotifyStarted": notify(NotificationEvent.STARTED, next="Prechecks"),
-            "Prechecks": per_cluster(
-                "PrecheckCluster", "Precheck", "passed", on_error=catch("PrecheckStageFailed"),
+            "Prechecks": per_chunk(
+                "PrecheckChunk", "Precheck", "passed", on_error=catch("PrecheckStageFailed"),
                 next="DryRun",
-                comment="Per cluster: Kubernetes, Istio, zero-downtime, Datadog alerts, custom checks, and the "
-                        "metric baseline before the change. Fails fast."),
+                comment="Per chunk of execution.cluster_chunk_size clusters, each cluster: Kubernetes, Istio, "
+                        "zero-downtime, Datadog alerts, custom checks, and the metric baseline before the change. "
+                        "Fails fast, naming the first failing cluster."),
             "DryRun": choice(
                 when("RecordPrechecked", var("$.plan.dry_run", IsPresent=True),
                      var("$.plan.dry_run", BooleanEquals=True)),
@@ -288,10 +292,11 @@ def upgrade_batch() -> State:
                            "SidecarRestartTimeout past the deadline."),
             "Soak": wait_for("$.plan.soak_seconds", next="Validate",
                              comment="Let the new version take real traffic before judging it."),
-            "Validate": per_cluster(
-                "ValidateCluster", "Validate", "verdict", on_error=catch("ValidateStageFailed"), next="Conclude",
-                comment="Per cluster: Datadog current window vs the pre-upgrade baseline, and Kubernetes/Istio "
-                        "post-checks. Verdicts are stored, not passed."),
+            "Validate": per_chunk(
+                "ValidateChunk", "Validate", "passed", "failed", "inconclusive", on_error=catch("ValidateStageFailed"),
+                next="Conclude",
+                comment="Per chunk of clusters, each cluster: Datadog current window vs the pre-upgrade baseline, and "
+                        "Kubernetes/Istio post-checks. Verdicts are stored, not passed; the task returns counts."),
             "Conclude": task(
                 "Conclude", RUN, result=None, retry=RETRY_QUICK, next="RecordSuccess",
                 catches=(catch("UpgradeHurt", *names(errors.ValidationFailed)),

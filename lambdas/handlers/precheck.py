@@ -1,4 +1,10 @@
-"""Task `PrecheckCluster` (inside a Map): every precheck on one cluster plus its metric baseline."""
+"""Task `PrecheckChunk` (inside the Prechecks Map): every precheck plus the metric baseline of one chunk
+of the run's clusters, concurrently (guard.services.fanout).
+
+Input:  {"run_id", "chunk": <n>}, or {"run_id", "cluster_id"} (one cluster: executions started
+        before chunking was deployed keep their own state machine version).
+Output: {"chunk", "clusters", "passed"} counts, or {"cluster_id", "passed"}; reports are stored.
+"""
 
 from typing import Any
 
@@ -19,5 +25,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                               runtime.metrics_provider(), runtime.clock, checks_dir=runtime.checks_dir(),
                               custom_checks=runtime.custom_checks(), repo=runtime.gitlab_reader_repo(),
                               charts=runtime.chart_repository())
+    if "chunk" in event:
+        return service.run_chunk(str(event["run_id"]), event["chunk"]).model_dump()
     report = service.run(str(event["run_id"]), str(event["cluster_id"]))
     return {"cluster_id": report.cluster_id, "passed": report.passed}

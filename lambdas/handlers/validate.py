@@ -1,4 +1,11 @@
-"""Task `ValidateCluster` (inside a Map): judge one cluster against its baseline."""
+"""Task `ValidateChunk` (inside the Validate Map): judge one chunk of the run's clusters against their
+baselines, concurrently (guard.services.fanout).
+
+Input:  {"run_id", "chunk": <n>}, or {"run_id", "cluster_id"} (one cluster: executions started
+        before chunking was deployed keep their own state machine version).
+Output: {"chunk", "clusters", "passed", "failed", "inconclusive"} counts, or {"cluster_id",
+        "verdict"}; the verdicts are stored.
+"""
 
 from typing import Any
 
@@ -17,6 +24,10 @@ logger = Logger(logger_formatter=redacting_formatter())
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     service = ValidationService(runtime.config(), runtime.registry(), runtime.state(), runtime.cluster_connector(),
                                 runtime.metrics_provider(), runtime.clock)
+    if "chunk" in event:
+        counts = service.validate_chunk(str(event["run_id"]), event["chunk"])
+        logger.info("chunk validated", extra=counts.model_dump())
+        return counts.model_dump()
     verdict = service.validate(str(event["run_id"]), str(event["cluster_id"]))
     logger.info("verdict", extra={"cluster_id": verdict.cluster_id, "summary": verdict.summary()})
     return {"cluster_id": verdict.cluster_id, "verdict": verdict.outcome.value}

@@ -132,6 +132,7 @@ class KubernetesSimulator(LoopbackServer):
         self.pod_ready = timedelta(seconds=pod_ready_seconds)
         self.strict_tokens = strict_tokens
         self.requests: deque[SimRequest] = deque(maxlen=_LOG_LENGTH)
+        self.request_count = 0  # every request answered, past the log's length too (the fleet benchmark)
         self._clusters: dict[str, SimCluster] = {}
         self._faults: list[_Fault] = []  # one entry per request still to fail, in order
         self._lock = threading.RLock()
@@ -961,6 +962,8 @@ class _Handler(LoopbackHandler):
         self.sim.requests.append(
             SimRequest(cluster, method, url.path, url.query, self.headers.get("Content-Type"), status)
         )
+        with self.sim._lock:
+            self.sim.request_count += 1
         # Pod logs are plain text; everything else is JSON.
         text = isinstance(payload, str)
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()

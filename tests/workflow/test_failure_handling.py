@@ -125,7 +125,7 @@ def test_inconclusive_then_maintainer_proceeds_succeeds(run: Run) -> None:
     # GIVEN latency data that stops after the upgrade (inconclusive) and a Maintainer who answers `/guard proceed`
     summary, seen, progress = run("inconclusive-proceed")
     # THEN the batch was validated twice, the second time after the extra soak, before a person was asked
-    assert progress.count("→ ExtraSoak") == 1 and progress.count("→ ValidateCluster") == 2, progress
+    assert progress.count("→ ExtraSoak") == 1 and progress.count("→ ValidateChunk") == 2, progress
     assert progress.index("→ ExtraSoak") < progress.index("→ UpgradeHurt")
     # AND the upgrade is accepted: recorded as succeeded, no rollback MR
     assert summary["decision"]["decision"] == "proceed" and summary["decision"]["by"] == "maria"

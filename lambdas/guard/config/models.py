@@ -201,6 +201,11 @@ OverrideName = Literal["ensure_pdb", "ignore_alerts", "soak_period_minutes", "on
 
 class ExecutionConfig(_Strict):
     max_concurrent_clusters: int = Field(default=5, ge=1, le=40)
+    # The per-cluster stages (Prechecks, Validate) run as one Map iteration per chunk of this many
+    # clusters, each a Lambda doing its chunk's clusters `max_concurrent_clusters` at a time: the
+    # execution's history grows with the chunks, not the clusters (docs/scale.md).
+    cluster_chunk_size: int = Field(default=25, ge=1, le=200)
+    max_concurrent_chunks: int = Field(default=4, ge=1, le=40)
     max_concurrent_batches: int = Field(default=3, ge=1, le=40)
     enable_rollout_sequencing: bool = True
     pod_disruption_budget_required: bool = False

@@ -14,11 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from guard.core.models import HealthCheckResult
 from guard.core.version import Version
+from guard.errors import InvalidInput
 from guard.vocabulary.outcomes import Outcome
 from guard.vocabulary.stages import FailedStage, Stage
 
 PLAN_SCHEMA_VERSION = 2
 RUN_SCHEMA_VERSION = 2
+# Clusters per chunk when a record says nothing (`execution.cluster_chunk_size`'s default).
+DEFAULT_CHUNK_SIZE = 25
 
 
 # Bounds on what an execution input may carry: a batch name is a config name (63 characters in the
@@ -87,6 +90,10 @@ class Plan(BaseModel):
     # payload): ask a person at once, as plans made before it existed do.
     revalidate_seconds: int | None = None
     max_concurrency: int = 1
+    # The per-cluster Maps iterate over chunk numbers (0..n-1): each iteration reads its chunk's cluster
+    # ids from the run record (`RunRecord.chunk`), so the payload carries numbers, not clusters.
+    chunks: list[int] = Field(default_factory=list)
+    max_concurrent_chunks: int = 1
     restart_sidecars: bool = False
     llm_analysis: bool = False
     rollback_mr: bool = True  # rollback.auto_create_mr: the state machine alone decides on it
@@ -141,6 +148,22 @@ class RunRecord(BaseModel):
     # The input fields that differ from the tenant config (guard.config.overrides), one line each,
     # as the merge request shows them.
     overrides: list[str] = Field(default_factory=list)
+    # Clusters per chunk of the per-cluster Maps, fixed when the run is planned so that a config
+    # change during the run cannot move a cluster into another chunk (or out of every chunk).
+    cluster_chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1)
+
+    def chunk_count(self) -> int:
+        """How many chunks the run's clusters make (the last may be shorter)."""
+        return -(-len(self.clusters) // self.cluster_chunk_size)
+
+    def chunk(self, index: int) -> list[str]:
+        """The cluster ids of chunk `index`, in the run's cluster order; refused when out of range."""
+        count = self.chunk_count()
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+            raise InvalidInput(f"chunk {index!r}: run {self.run_id} has chunks 0..{count - 1} "
+                             f"({len(self.clusters)} clusters, {self.cluster_chunk_size} a chunk)")
+        size = self.cluster_chunk_size
+        return self.clusters[index * size:(index + 1) * size]
 
     @model_validator(mode="before")
     @classmethod

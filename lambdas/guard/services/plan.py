@@ -172,6 +172,8 @@ class BatchPlanner:
             merge_timeout_seconds=int(config.gitlab.merge_timeout_hours * 3600),
             flux_poll_seconds=config.validation.flux_poll_seconds,
             max_concurrency=config.execution.max_concurrent_clusters,
+            chunks=list(range(run.chunk_count())),
+            max_concurrent_chunks=config.execution.max_concurrent_chunks,
             restart_sidecars=config.execution.enable_rollout_sequencing,
             rollback_timeout_seconds=int(config.rollback.merge_timeout_hours * 3600),
             decision_timeout_seconds=int(config.rollback.decision_timeout_hours * 3600),
@@ -236,6 +238,7 @@ class BatchPlanner:
                 started_at=now,
                 registry_notes=notes,
                 overrides=overrides,
+                cluster_chunk_size=config.execution.cluster_chunk_size,
             )
             try:
                 self._state.put_run(run)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from guard.checks import builtin
 from guard.checks.snapshot import read_snapshot
 from guard.config.models import TenantConfig
@@ -20,6 +22,7 @@ from guard.judge import JudgeSettings, baseline_coverage, window_coverage
 from guard.ports import ChartRepository, Clock, ClusterConnector, GitOpsRepo, MetricsProvider
 from guard.rules import TRAFFIC_QUERY
 from guard.services.custom_checks import CustomChecks, InProcessChecks
+from guard.services.fanout import ClusterOutcome, chunk_error, crash_text, for_each_cluster
 from guard.services.install_precheck import InstallPrecheck
 from guard.services.metrics import read_window, render_queries
 from guard.services.validate import judge_settings
@@ -29,6 +32,20 @@ from guard.stores.state import StateStore
 
 def _unanswered(result: HealthCheckResult) -> str:
     return " (inconclusive)" if result.status == CheckStatus.INCONCLUSIVE else ""
+
+
+def _refusal(report: PrecheckReport) -> str:
+    """PrecheckFailed's message: the cluster and each failed check's reason."""
+    failures = "; ".join(f"{r.check_name}{_unanswered(r)}: {r.message}" for r in report.failures())
+    return f"{report.cluster_id}: {failures}"
+
+
+class ChunkCounts(BaseModel):
+    """What a chunk's precheck task returns: counts, never the clusters' reports (they are stored)."""
+
+    chunk: int
+    clusters: int
+    passed: int
 
 
 def baseline_judgeable(cluster_id: str, baseline: dict[str, MetricSummary], thresholds: dict[str, float],
@@ -106,7 +123,42 @@ class PrecheckService:
         self._checks_dir = checks_dir
 
     def run(self, run_id: str, cluster_id: str) -> PrecheckReport:
+        """Prechecks one cluster of the run: stores its report, raises PrecheckFailed when it fails."""
+        return self._check(self._state.get_run(run_id), cluster_id)
+
+    def run_chunk(self, run_id: str, chunk: int) -> ChunkCounts:
+        """Prechecks chunk `chunk` of the run's clusters, `execution.max_concurrent_clusters` at a time.
+
+        Every cluster's report is stored. A cluster that fails its prechecks fails the chunk with
+        PrecheckFailed naming it and its reasons, as one cluster's task did (the first failing
+        cluster in the chunk's order; clusters not started yet are left out: the batch stops
+        anyway). A check that crashed is that cluster's failed, inconclusive result, not a lost
+        chunk. Otherwise a rate limit or a vendor that kept failing leaves as the chunk's error
+        (guard.services.fanout.chunk_error), so the state machine runs the chunk again.
+        """
         run = self._state.get_run(run_id)
+        clusters = run.chunk(chunk)
+
+        def refused(outcome: ClusterOutcome[PrecheckReport]) -> bool:
+            return outcome.error is not None and not isinstance(outcome.error, TransientError)
+
+        outcomes = for_each_cluster(clusters, lambda cluster_id: self._check(run, cluster_id),
+                                    max_workers=self._config.execution.max_concurrent_clusters, stop=refused)
+        for outcome in outcomes:
+            if isinstance(outcome.error, PrecheckFailed):
+                raise outcome.error
+            if refused(outcome):
+                report = PrecheckReport(cluster_id=outcome.cluster_id, results=[HealthCheckResult.inconclusive(
+                    outcome.cluster_id, "precheck", f"the precheck crashed: {crash_text(outcome.error)}")],
+                    ignored_alerts=run.options.ignore_alerts)
+                self._state.put_precheck(run, report)
+                raise PrecheckFailed(_refusal(report))
+        error = chunk_error(outcomes)
+        if error is not None:
+            raise error
+        return ChunkCounts(chunk=chunk, clusters=len(clusters), passed=len(outcomes))
+
+    def _check(self, run: RunRecord, cluster_id: str) -> PrecheckReport:
         cluster = self._registry.get(cluster_id)
         results = self._cluster_checks(run, cluster)
         if self._install is not None:
@@ -129,8 +181,7 @@ class PrecheckService:
                                 ignored_alerts=run.options.ignore_alerts)
         self._state.put_precheck(run, report)
         if not report.passed:
-            failures = "; ".join(f"{r.check_name}{_unanswered(r)}: {r.message}" for r in report.failures())
-            raise PrecheckFailed(f"{cluster_id}: {failures}")
+            raise PrecheckFailed(_refusal(report))
         return report
 
     def _alerts(self, cluster: Cluster, *, ignore: bool) -> HealthCheckResult:

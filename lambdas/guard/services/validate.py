@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pydantic import BaseModel
+
 from guard.checks import builtin
 from guard.checks.snapshot import read_snapshot
 from guard.config.models import TenantConfig, ValidationConfig
 from guard.core.models import HealthCheckResult
-from guard.core.run import ClusterVerdict, MetricFinding, PrecheckReport, VerdictOutcome
+from guard.core.run import ClusterVerdict, MetricFinding, PrecheckReport, RunRecord, VerdictOutcome
 from guard.digest import Issue, issues_digest
 from guard.errors import RateLimited, TransientError, ValidationFailed, ValidationInconclusive
 from guard.judge import JudgeSettings, judge_batch, judge_cluster, outcome_of
 from guard.ports import Clock, ClusterConnector, MetricsProvider
+from guard.services.fanout import chunk_error, crash_text, for_each_cluster
 from guard.services.metrics import read_window, render_queries
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
+
+
+class VerdictCounts(BaseModel):
+    """What a chunk's validation task returns: counts per outcome, never the verdicts (they are stored)."""
+
+    chunk: int
+    clusters: int
+    passed: int
+    failed: int
+    inconclusive: int
 
 
 class ValidationService:
@@ -29,9 +42,41 @@ class ValidationService:
         self._clock = clock
 
     def validate(self, run_id: str, cluster_id: str) -> ClusterVerdict:
+        """Judges one cluster of the run against its baseline and stores the verdict."""
+        return self._validate(self._state.get_run(run_id), cluster_id)
+
+    def validate_chunk(self, run_id: str, chunk: int) -> VerdictCounts:
+        """Validates chunk `chunk` of the run's clusters, `execution.max_concurrent_clusters` at a time.
+
+        Every cluster's verdict is stored; the counts per outcome are returned (Conclude reads the
+        verdicts). A cluster whose validation crashed gets an inconclusive verdict saying so: no
+        data is never a pass, and one cluster's crash never loses the others' verdicts. A rate
+        limit or a store that kept failing leaves as the chunk's error (fanout.chunk_error), so
+        the state machine runs the chunk again.
+        """
         run = self._state.get_run(run_id)
+        clusters = run.chunk(chunk)
+        outcomes = for_each_cluster(clusters, lambda cluster_id: self._validate(run, cluster_id),
+                                    max_workers=self._config.execution.max_concurrent_clusters)
+        error = chunk_error(outcomes)
+        if error is not None:
+            raise error
+        counts = {outcome: 0 for outcome in VerdictOutcome}
+        for outcome in outcomes:
+            verdict = outcome.result
+            if verdict is None:
+                verdict = ClusterVerdict(cluster_id=outcome.cluster_id, outcome=VerdictOutcome.INCONCLUSIVE, findings=[
+                    MetricFinding(query_name="validation", query="", rule="validation_ran",
+                                  outcome=VerdictOutcome.INCONCLUSIVE,
+                                  explanation=f"validation crashed: {crash_text(outcome.error)}")])
+                self._state.put_verdict(run, verdict)
+            counts[verdict.outcome] += 1
+        return VerdictCounts(chunk=chunk, clusters=len(clusters), passed=counts[VerdictOutcome.PASS],
+                             failed=counts[VerdictOutcome.FAIL], inconclusive=counts[VerdictOutcome.INCONCLUSIVE])
+
+    def _validate(self, run: RunRecord, cluster_id: str) -> ClusterVerdict:
         cluster = self._registry.get(cluster_id)
-        precheck = self._state.get_precheck(run_id, cluster_id)
+        precheck = self._state.get_precheck(run.run_id, cluster_id)
         baseline = precheck.baseline if precheck else {}
 
         # The current window starts when the new version was live, never before it.

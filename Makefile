@@ -81,8 +81,8 @@ bench-judge: setup
 	$(PY) benchmarks/judge_bound.py
 
 # A batch of many failing clusters on the real ASL: history, payload and cause sizes (docs/scale.md).
-# make bench-fleet FLEET="100 200 500"
-FLEET ?= 100 200 500
+# make bench-fleet FLEET="1 50 500 2000"
+FLEET ?= 1 50 500
 bench-fleet: setup
 	$(PY) benchmarks/fleet.py --clusters $(FLEET)
 

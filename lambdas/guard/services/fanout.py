@@ -60,20 +60,22 @@ def for_each_cluster(cluster_ids: Sequence[str], work: Callable[[str], T], *, ma
             return ClusterOutcome(cluster_id, error=e)
 
     outcomes: dict[str, ClusterOutcome[T]] = {}
-    with ThreadPoolExecutor(max_workers=min(max_workers, max(1, len(cluster_ids))),
-                            thread_name_prefix="cluster") as pool:
-        pending: set[Future[ClusterOutcome[T]]] = {
-            pool.submit(contextvars.copy_context().run, attempt, cluster_id) for cluster_id in cluster_ids}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+    waiting = iter(cluster_ids)
+    workers = min(max_workers, max(1, len(cluster_ids)))
+    stopped = False
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cluster") as pool:
+        # A cluster is handed to the pool only when a worker is free, so once stopped nothing else starts.
+        running: set[Future[ClusterOutcome[T]]] = set()
+        while True:
+            while not stopped and len(running) < workers and (cluster_id := next(waiting, None)) is not None:
+                running.add(pool.submit(contextvars.copy_context().run, attempt, cluster_id))
+            if not running:
+                break
+            done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                if future.cancelled():
-                    continue
                 outcome = future.result()
                 outcomes[outcome.cluster_id] = outcome
-                if stop(outcome):
-                    for waiting in pending:
-                        waiting.cancel()
+                stopped = stopped or stop(outcome)
     return [outcomes[c] for c in cluster_ids if c in outcomes]
 
 

@@ -12,6 +12,7 @@ import functools
 import ipaddress
 import logging
 import re
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -61,10 +62,21 @@ def _add_cluster_id_header(request: Any, **_: Any) -> None:
         request.headers[CLUSTER_ID_HEADER] = request.context[CLUSTER_ID_HEADER]
 
 
+# A chunk's task connects to several clusters at once (guard.services.fanout), and a boto3 Session is
+# not thread-safe while it creates a client (it loads and caches components); the clients it returns
+# are. So clients are created one at a time; the calls on them run concurrently.
+_CLIENT_CREATION = threading.Lock()
+
+
+def _client(session: boto3.session.Session, service: str, region: str) -> Any:
+    with _CLIENT_CREATION:
+        return session.client(service, region_name=region)
+
+
 def eks_token(session: boto3.session.Session, cluster_name: str, region: str) -> str:
     """Bearer token for the EKS cluster `cluster_name`, signed with `session`'s credentials."""
     # botocore resolves the regional STS endpoint of the region's partition.
-    sts = session.client("sts", region_name=region)
+    sts = _client(session, "sts", region)
     # The header travels through the request context so the client stays reusable.
     sts.meta.events.register(
         "provide-client-params.sts.GetCallerIdentity",
@@ -172,7 +184,7 @@ class EksConnector:
         if not cluster.aws_role_arn:
             return self.session
         session_name = re.sub(r"[^\w+=,.@-]", "-", f"guard-{cluster.cluster_id}")[:64]
-        sts = self.session.client("sts", region_name=cluster.region)
+        sts = _client(self.session, "sts", cluster.region)
         try:
             creds = sts.assume_role(RoleArn=cluster.aws_role_arn, RoleSessionName=session_name)["Credentials"]
         except (ClientError, BotoCoreError) as e:
@@ -186,7 +198,7 @@ class EksConnector:
         )
 
     def _describe(self, session: boto3.session.Session, cluster: Cluster, name: str) -> tuple[str, str]:
-        eks = session.client("eks", region_name=cluster.region)
+        eks = _client(session, "eks", cluster.region)
         try:
             described = eks.describe_cluster(name=name)["cluster"]
         except (ClientError, BotoCoreError) as e:

@@ -17,8 +17,10 @@ from guard.errors import InvalidInput
 
 from cli.where import Deployment
 
-# States that soak: (state name, the plan field holding its length in seconds).
-SOAK_STATES = {"Soak": "soak_seconds", "ExtraSoak": "revalidate_seconds"}
+# Wait states of a fixed length: (state name, the plan field holding it in seconds). The main soak is a
+# loop (Soak check -> SoakWait) whose length is read from the run's soak record at every check.
+SOAK_STATES = {"ExtraSoak": "revalidate_seconds"}
+SOAK_LOOP = ("Soak", "SoakOver", "SoakWait")
 HISTORY_PAGE = 100  # newest events read while soaking (the soak's entry is among them)
 LATEST_SCAN = 200  # executions looked at to find a batch's latest run when its record is gone
 
@@ -59,10 +61,11 @@ class RunView:
     clusters: list[ClusterRow] = field(default_factory=list)
     execution_input: dict[str, Any] = field(default_factory=dict)
     record_found: bool = False
+    soak_over: bool = False  # the run's soak record says its soak ended
 
     def as_dict(self) -> dict[str, Any]:
         """The view as plain data (`-o json|yaml`)."""
-        data = {k: v for k, v in self.__dict__.items() if k not in ("clusters", "record_found")}
+        data = {k: v for k, v in self.__dict__.items() if k not in ("clusters", "record_found", "soak_over")}
         data["clusters"] = [c.__dict__ for c in self.clusters]
         return data
 
@@ -120,6 +123,10 @@ def _read_record(deployment: Deployment, view: RunView) -> None:
     view.outcome = record.outcome.value if record.outcome else None
     view.merge_request_url = record.merge_request_url
     view.error, view.cause = view.error or record.error, view.cause or record.cause
+    soak = by_sk.get("SOAK")
+    if soak is not None:  # the length in force (it may have changed since Plan)
+        view.soak_seconds = float(soak["soak_seconds"])
+        view.soak_over = bool(soak.get("ended_at"))
     rollback = by_sk.get("ROLLBACK")
     if rollback is not None:
         view.rollback_merge_request_url = RollbackRecord.model_validate_json(rollback["doc"]).merge_request_url
@@ -144,25 +151,41 @@ def _read_record(deployment: Deployment, view: RunView) -> None:
 
 
 def _read_soak(deployment: Deployment, view: RunView) -> None:
-    """The soak's length and time left, from the newest history events (a soak is a Wait state)."""
+    """The soak's length and time left, from the newest history events.
+
+    The main soak loops (Soak check -> SoakWait): the newest SoakWait's input holds what the last
+    check saw (`$.soak.left_seconds`, `$.soak.soak_seconds`); the time since that Wait began, on the
+    deployment's clock, is taken off, and a length changed since then moves the end. ExtraSoak is a
+    Wait of the plan's `revalidate_seconds`."""
+    if view.soak_over and view.stage not in (None, "soaking"):
+        return
     page = deployment.aws.call("stepfunctions", "get_execution_history", executionArn=view.execution_arn,
                                reverseOrder=True, maxResults=HISTORY_PAGE)
     for event in page.get("events", []):
-        if event["type"] == "WaitStateExited" and event.get("stateExitedEventDetails", {}).get("name") in SOAK_STATES:
-            return  # the newest soak is over
-        if event["type"] != "WaitStateEntered":
+        kind = event["type"]
+        name = (event.get("stateEnteredEventDetails") or event.get("stateExitedEventDetails") or {}).get("name")
+        if kind == "WaitStateExited" and name in SOAK_STATES:
+            return  # the newest extra soak is over
+        if kind.endswith("StateEntered") and name not in SOAK_LOOP and name not in SOAK_STATES:
+            if name in ("Validate", "ValidateChunk", "ValidateCluster"):
+                return  # the soak is over: validation began after it
+            continue
+        if kind != "WaitStateEntered" or name not in (*SOAK_STATES, "SoakWait"):
             continue
         details = event.get("stateEnteredEventDetails", {})
-        if details.get("name") not in SOAK_STATES:
-            continue
         try:
-            plan = json.loads(details.get("input") or "{}").get("plan", {})
-            seconds = float(plan[SOAK_STATES[details["name"]]])
+            state = json.loads(details.get("input") or "{}")
+            if name == "SoakWait":
+                checked = state["soak"]
+                seconds = float(view.soak_seconds or checked["soak_seconds"])
+                left_then = float(checked["left_seconds"]) + seconds - float(checked["soak_seconds"])
+            else:
+                seconds = left_then = float(state["plan"][SOAK_STATES[name]])
         except (ValueError, KeyError, TypeError, AttributeError):
             return
         entered: datetime = event["timestamp"]
         elapsed = (datetime.now(UTC) - entered.astimezone(UTC)).total_seconds() * deployment.speedup
-        view.soak_seconds, view.soak_left_seconds = seconds, max(0.0, seconds - elapsed)
+        view.soak_seconds, view.soak_left_seconds = seconds, max(0.0, left_then - elapsed)
         view.stage = view.stage or "soaking"
         return
 

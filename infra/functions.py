@@ -70,6 +70,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("Validate", "handlers.validate.handler", ("core", "kubernetes", "datadog"),
                  timeout_seconds=300, memory_mb=512, registry="read", secrets=("datadog",),
                  cluster_access=True),
+    # The soak loop's check: reads the run's soak record at every check (its length may change while it runs).
+    FunctionSpec("Soak", "handlers.soak.handler", ("core",), memory_mb=256),
     FunctionSpec("Conclude", "handlers.conclude.handler", ("core", "datadog"), secrets=("datadog",)),
     FunctionSpec("Finish", "handlers.finish.handler", ("core", "gitlab", "kubernetes"),
                  timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",),

@@ -37,6 +37,7 @@ FUNCTIONS: dict[str, str] = {
     "FluxStatus": "handlers.flux_status",
     "RestartSidecars": "handlers.restart_sidecars",
     "Validate": "handlers.validate",
+    "Soak": "handlers.soak",
     "Conclude": "handlers.conclude",
     "Finish": "handlers.finish",
     "GitLabWebhook": "handlers.gitlab_webhook",

@@ -290,8 +290,16 @@ def upgrade_batch() -> State:
                    on_error="SidecarStageFailed",
                    comment="One wave at a time per cluster, never below a PDB or the ready-replica floor; raises "
                            "SidecarRestartTimeout past the deadline."),
-            "Soak": wait_for("$.plan.soak_seconds", next="Validate",
-                             comment="Let the new version take real traffic before judging it."),
+            "Soak": task(
+                "Soak", RUN | {"planned_seconds.$": "$.plan.soak_seconds"},
+                selector=from_payload("done", "wait_seconds", "soak_seconds", "left_seconds", *WHERE),
+                result="$.soak", retry=RETRY_QUICK, catches=(catch("ValidateStageFailed"),), next="SoakOver",
+                comment="Let the new version take real traffic before judging it: each check reads the soak's "
+                        "length from the run's soak record (guard monitor --soak-period moves its end)."),
+            "SoakOver": choice(when("Validate", var("$.soak.done", BooleanEquals=True)), default="SoakWait"),
+            "SoakWait": wait_for("$.soak.wait_seconds", next="Soak",
+                                 comment="Until the soak ends or the next check, whichever comes first (a few "
+                                         "minutes of soak at least: a bounded number of history events)."),
             "Validate": per_chunk(
                 "ValidateChunk", "Validate", "passed", "failed", "inconclusive", on_error=catch("ValidateStageFailed"),
                 next="Conclude",

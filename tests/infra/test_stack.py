@@ -21,9 +21,9 @@ from .conftest import FIXTURES, Synthesized
 
 pytestmark = pytest.mark.infra
 
-ASL_FUNCTIONS = ["Plan", "Precheck", "OpenMergeRequest", "FluxStatus", "RestartSidecars", "Validate", "Conclude",
-                 "Finish", "PlanRollback", "AnalyzeFailure", "AwaitDecision", "OpenRollback", "VerifyRollback",
-                 "Notify"]
+ASL_FUNCTIONS = ["Plan", "Precheck", "OpenMergeRequest", "FluxStatus", "RestartSidecars", "Validate", "Soak",
+                 "Conclude", "Finish", "PlanRollback", "AnalyzeFailure", "AwaitDecision", "OpenRollback",
+                 "VerifyRollback", "Notify"]
 
 
 # --- helpers -----------------------------------------------------------------------------------------

@@ -219,3 +219,53 @@ def test_dry_run_refused_by_its_prechecks_exits_1_with_the_reasons_and_opens_no_
 
     state = StateStore(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.state_table_name))
     assert state.get_batch_result("test", "1.20.0") is None and state.lock_holder("test") is None
+
+
+def _soaking(world: Any, out: str) -> tuple[str, Any]:
+    """(run id, state store) once the run `guard run` started is soaking."""
+    from guard.stores.state import StateStore
+
+    run_id = out.split("started ", 1)[1].split()[0].rsplit(":", 1)[-1]
+    state = StateStore(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.state_table_name))
+    world.wait_until(lambda: (state.soak(run_id) or None) and state.soak(run_id).started_at, what="the soak to start")
+    return run_id, state
+
+
+def test_monitor_soak_period_lengthens_a_running_soak_refuses_one_below_the_config_and_warns_when_too_late(
+        world_for: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN dev-1 (its config soaks 60 minutes) started with a 2-hour soak, now soaking
+    world = world_for("default")
+    code, out = guard("run", *_where(world), "--batch", "dev-1", "--target-version", "1.20.0", "--soak-period", "120")
+    assert code == 0, out
+    run_id, state = _soaking(world, out)
+    # WHEN an operator asks for 10 minutes (below the config's 60) THEN it is refused with the reason: exit 2
+    code, _ = guard("monitor", *_where(world), "--batch", "dev-1", "--soak-period", "10")
+    refused = capsys.readouterr().err
+    assert code == 2 and "loosens the tenant config" in refused and "allowed_overrides" in refused, refused
+    assert state.soak(run_id).soak_seconds == 2 * 3600
+    # WHEN they lengthen it to 3 hours and follow the run
+    code, followed = guard("monitor", *_where(world), "--batch", "dev-1", "--soak-period", "180")
+    # THEN monitor says so, shows the time left of the new length, and the run succeeds after soaking 3 hours
+    assert code == 0, followed
+    assert "soak lengthened to 3h 00m (was 2h 00m)" in followed
+    assert any("of 3h 00m" in line for line in followed.splitlines() if "soaking:" in line), followed
+    record = state.soak(run_id)
+    assert record.soak_seconds == 3 * 3600
+    assert 3 * 3600 <= (record.ended_at - record.started_at).total_seconds() <= 3 * 3600 + 300
+    # AND asking again once it is over is a warning (too late), and monitor still exits with the run's code
+    code, late = guard("monitor", *_where(world), "--batch", "dev-1", "--soak-period", "240")
+    assert code == 0 and "too late" in late, late
+
+
+def test_monitor_soak_period_shortens_a_running_soak_down_to_the_config(world_for: Any) -> None:
+    # GIVEN dev-1 started with a 4-hour soak, now soaking
+    world = world_for("default")
+    code, out = guard("run", *_where(world), "--batch", "dev-1", "--target-version", "1.20.0", "--soak-period", "240")
+    assert code == 0, out
+    run_id, state = _soaking(world, out)
+    # WHEN an operator shortens it to the config's 60 minutes
+    code, followed = guard("monitor", *_where(world), "--batch", "dev-1", "--soak-period", "60")
+    # THEN the soak ends an hour after it began (within one check), and the run succeeds
+    assert code == 0 and "soak shortened to 1h 00m (was 4h 00m)" in followed, followed
+    record = state.soak(run_id)
+    assert 3600 <= (record.ended_at - record.started_at).total_seconds() <= 3600 + 300

@@ -79,6 +79,17 @@ class BatchResult(BaseModel):
     at: datetime
 
 
+class SoakRecord(BaseModel):
+    """A run's soak (`RUN#<id>` / `SOAK`): its length now, read again by the Soak task at every check, so
+    `guard monitor --soak-period` can move the end of a soak that is running (top-level attributes: the
+    CLI and the task each update their own with one conditional UpdateItem, never the whole run record)."""
+
+    soak_seconds: int  # the length wanted now: the plan's, until someone changes it
+    started_at: datetime | None = None  # set once, by the first check (the state machine's clock)
+    ended_at: datetime | None = None  # set by the check that found the soak over; no change after it
+    changes: list[str] = []  # who changed the length, to what, in order
+
+
 class StateStore:
     """Typed access to the state table. `table` is a boto3 DynamoDB Table resource."""
 
@@ -141,6 +152,49 @@ class StateStore:
     def get_verdict(self, run_id: str, cluster_id: str) -> ClusterVerdict | None:
         item = self._get(f"RUN#{run_id}", f"CLUSTER#{cluster_id}#VALIDATION")
         return ClusterVerdict.model_validate_json(item["doc"]) if item else None
+
+    # ------------------------------------------------------------------ soak
+    def soak(self, run_id: str) -> SoakRecord | None:
+        """The run's soak record; None before the soak was planned or changed."""
+        item = self._get(f"RUN#{run_id}", "SOAK")
+        return _soak_record(item) if item else None
+
+    def start_soak(self, run: RunRecord, planned_seconds: int, now: datetime) -> SoakRecord:
+        """The soak record, its start set to `now` on the first call and its length to the plan's unless
+        a length was asked for before it started. Idempotent: later calls change nothing."""
+        response = call("UpdateItem", lambda: self._table.update_item(
+            Key={"pk": f"RUN#{run.run_id}", "sk": "SOAK"},
+            UpdateExpression="SET soak_seconds = if_not_exists(soak_seconds, :planned), started_at = "
+                             "if_not_exists(started_at, :now), expires_at = if_not_exists(expires_at, :ttl)",
+            ExpressionAttributeValues={":planned": planned_seconds, ":now": now.isoformat(),
+                                       ":ttl": ttl(run.started_at, _RUN_TTL_HOURS)},
+            ReturnValues="ALL_NEW"))
+        return _soak_record(response["Attributes"])
+
+    def end_soak(self, run_id: str, now: datetime) -> None:
+        """Mark the soak over (first call wins): a later length change is refused as too late."""
+        call("UpdateItem", lambda: self._table.update_item(
+            Key={"pk": f"RUN#{run_id}", "sk": "SOAK"}, UpdateExpression="SET ended_at = if_not_exists(ended_at, :now)",
+            ExpressionAttributeValues={":now": now.isoformat()}))
+
+    def request_soak(self, run: RunRecord, seconds: int, note: str) -> SoakRecord | None:
+        """Set the soak's length to `seconds` (the next check moves its end); None when the soak is over."""
+        try:
+            response = self._table.update_item(
+                Key={"pk": f"RUN#{run.run_id}", "sk": "SOAK"},
+                UpdateExpression="SET soak_seconds = :seconds, changes = list_append(if_not_exists(changes, :none), "
+                                 ":note), expires_at = if_not_exists(expires_at, :ttl)",
+                ConditionExpression="attribute_not_exists(ended_at)",
+                ExpressionAttributeValues={":seconds": seconds, ":note": [note], ":none": [],
+                                           ":ttl": ttl(run.started_at, _RUN_TTL_HOURS)},
+                ReturnValues="ALL_NEW")
+        except ClientError as e:
+            if is_conditional_failure(e):
+                return None
+            raise mapped("UpdateItem", e) from e
+        except BotoCoreError as e:
+            raise TransientError(f"DynamoDB UpdateItem: {e}") from e
+        return _soak_record(response["Attributes"])
 
     # ------------------------------------------------------------------ batch lock
     def acquire_lock(self, batch: str, run_id: str, now: datetime, hours: float,
@@ -218,6 +272,20 @@ class StateStore:
         except ClientError as e:
             if not is_conditional_failure(e):
                 raise mapped("DeleteItem", e) from e
+
+    def extend_lock(self, batch: str, run_id: str, expires_at: int) -> None:
+        """Hold `run_id`'s lock until at least `expires_at` (a lengthened soak); never shortens it, never
+        touches another run's lock."""
+        try:
+            self._table.update_item(
+                Key={"pk": f"LOCK#{batch}", "sk": "LOCK"}, UpdateExpression="SET expires_at = :until",
+                ConditionExpression="run_id = :me AND expires_at < :until",
+                ExpressionAttributeValues={":me": run_id, ":until": expires_at})
+        except ClientError as e:
+            if not is_conditional_failure(e):
+                raise mapped("UpdateItem", e) from e
+        except BotoCoreError as e:
+            raise TransientError(f"DynamoDB UpdateItem: {e}") from e
 
     def lock_holder(self, batch: str) -> str | None:
         item = self._get(f"LOCK#{batch}", "LOCK")
@@ -316,3 +384,8 @@ class StateStore:
     def get_batch_result(self, batch: str, target_version: str) -> BatchResult | None:
         item = self._get(f"BATCH#{batch}", f"RESULT#{target_version}")
         return BatchResult.model_validate_json(item["doc"]) if item else None
+
+
+def _soak_record(item: dict[str, Any]) -> SoakRecord:
+    return SoakRecord(soak_seconds=int(item["soak_seconds"]), started_at=item.get("started_at"),
+                      ended_at=item.get("ended_at"), changes=list(item.get("changes") or []))

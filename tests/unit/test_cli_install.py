@@ -4,7 +4,9 @@ dependency pyproject.toml declares (or one of theirs), and none of the heavy Lam
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -94,3 +96,58 @@ def test_ci_docs_install_from_the_repository_and_warn_about_the_pypi_package() -
     assert re.search(r"pip install [\"']?git\+https://", text)
     assert "pip install guard\n" not in text and "pip install guard`" in text  # named only in the warning
     assert "unrelated" in text
+
+
+def _pip_install(source: Path, target: Path) -> tuple[bool, str]:
+    """`pip install <source> --target <target>` as a CI job runs it, dependencies included (from the index pip
+    is configured with). (True, log) when the dependencies came too; (False, log) when only the package could be
+    installed (no index reachable: --no-deps, the build backend of this environment). Fails when neither works."""
+    log = ""
+    for deps, argv in ((True, []), (False, ["--no-deps"]), (False, ["--no-deps", "--no-build-isolation"])):
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), *argv,
+                               str(source)], capture_output=True, text=True, timeout=600)
+        log += f"$ pip install {' '.join(argv)}: exit {done.returncode}\n{done.stdout}{done.stderr}\n"
+        if done.returncode == 0:
+            return deps, log
+        shutil.rmtree(target, ignore_errors=True)
+    raise AssertionError(f"pip could not install the repository:\n{log}")
+
+
+def test_pip_install_of_the_repository_gives_a_guard_command_that_runs(tmp_path: Path) -> None:
+    # GIVEN what `pip install <path or git URL>` builds: the repository's packages and pyproject.toml
+    source = tmp_path / "guard"
+    for part in ("cli", "sandbox", "infra", "lambdas"):
+        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(ROOT / "pyproject.toml", source)
+    # WHEN pip installs it into a fresh target, with its dependencies
+    target = tmp_path / "site"
+    with_deps, log = _pip_install(source, target)
+    # THEN the installed distribution declares what the CLI imports
+    metadata = next(target.glob("guard_serverless-*.dist-info")) / "METADATA"
+    declared = {_name(line.split(":", 1)[1].strip()) for line in metadata.read_text().splitlines()
+                if line.startswith("Requires-Dist:") and "extra ==" not in line}
+    assert {"boto3", "pydantic", "pyyaml"} <= declared
+    # AND its `guard` entry point runs from the installed copy alone, outside the repository: with the
+    # dependencies installed, `python -S` leaves this environment's site-packages out, so the target's
+    # declared dependencies are all the CLI has.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "AWS_"))}
+    env["PYTHONPATH"] = str(target)
+    python = [sys.executable, "-S"] if with_deps else [sys.executable]
+
+    def guard(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*python, str(target / "bin" / "guard"), *argv], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    ran = guard("--version")
+    assert ran.returncode == 0 and ran.stdout.strip() == f"guard {PYPROJECT['project']['version']}", log + ran.stderr
+    checked = guard("validate-config", str(ROOT / "config" / "example.yaml"))
+    assert checked.returncode == 0 and ": ok (tenant example" in checked.stdout, checked.stdout + checked.stderr
+    helped = guard("monitor", "--help")
+    assert helped.returncode == 0 and "--soak-period" in helped.stdout, helped.stderr
+    found = subprocess.run([*python, "-c", "import cli.guard, guard.errors, yaml, pydantic; "
+                            "print(cli.guard.__file__, guard.errors.__file__, yaml.__file__, pydantic.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    modules = found.stdout.split()
+    assert modules and all(m.startswith(str(target)) for m in modules[:2]), found.stdout + found.stderr
+    if with_deps:
+        assert all(m.startswith(str(target)) for m in modules), found.stdout

@@ -29,7 +29,8 @@ SEED = ROOT / "tests" / "fixtures" / "seed"
 # A fast clock: a 4-hour soak takes ~15 real seconds; the reviewer merges 5 scenario minutes after an MR opens.
 UP = ["--speedup", "1000", "--merge-after", "300", "--idle-timeout", "300"]
 # What the documented install (docs/ci-cd.md: `pip install <repository>`) provides: a `guard` command.
-# The tests do not pip-install into the shared environment; this stands in for the installed entry point.
+# The tests do not pip-install into the shared environment; this stands in for the installed entry point
+# (tests/unit/test_cli_install.py installs the repository with pip into a fresh target and runs it).
 INSTALL = "command -v guard >/dev/null"
 
 Shell = Callable[..., subprocess.CompletedProcess[str]]

@@ -179,3 +179,25 @@ def test_an_environment_variable_outside_the_allowed_paths_is_refused_then_scope
     # AND with environments/ allowed, a batch of a alone is refused naming b (one variable for the environment)
     assert rig.precheck("a", ["a"], ["clusters/", "environments/"])["change_scope"].details["outside"] == ["b"]
     assert rig.precheck("a", ["a", "b"], ["clusters/", "environments/"])["change_scope"].status == CheckStatus.PASS
+
+
+def test_side_by_side_clusters_and_a_remote_base_are_named_in_the_install_check(rig: Rig) -> None:
+    # GIVEN two clusters' HelmRelease files side by side in one directory, and a kustomization elsewhere that also
+    # pulls a remote base
+    release = layouts.release("istiod", "istiod", OLD)
+    files = {"clusters/dev/a.yaml": release, "clusters/dev/b.yaml": release,
+             "clusters/c/kustomization.yaml": ("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+                                               "resources:\n  - istiod.yaml\n"
+                                               "  - https://github.com/example/istio-extras//base?ref=v1\n"),
+             "clusters/c/istiod.yaml": release,
+             "clusters/sources/istio.yaml": layouts.HELM_REPO.format(url=rig.charts.helm_url)}
+    rig.seed(files, {"a": "clusters/dev/a.yaml", "b": "clusters/dev/b.yaml", "c": "clusters/c/kustomization.yaml"})
+    # WHEN a is prechecked THEN its install is its own file, b's is named as left out, and the scope is a alone
+    results = rig.precheck("a", ["a"])
+    assert results["istio_install"].status == CheckStatus.PASS
+    assert "left out as another cluster's file: clusters/dev/b.yaml" in results["istio_install"].message
+    assert results["change_scope"].status == CheckStatus.PASS, results["change_scope"].message
+    # AND c's remote base is named (a warning: a chart there would not be upgraded)
+    remote = rig.precheck("c", ["c"])["istio_install"]
+    assert remote.status == CheckStatus.WARN
+    assert "https://github.com/example/istio-extras//base?ref=v1" in remote.message

@@ -164,6 +164,18 @@ def test_an_inline_patch_in_a_quoted_string_is_refused_naming_the_file() -> None
         read_install(files_of(tree), "eks-a", "overlays/eks-a/kustomization.yaml")
 
 
+def test_a_replacement_into_the_version_is_refused_naming_it() -> None:
+    tree = base() | {"overlays/eks-a/kustomization.yaml": (
+        KUSTOMIZE + "resources:\n  - ../../base/istio\n  - versions.yaml\nreplacements:\n  - source:\n"
+        "      kind: ConfigMap\n      name: versions\n      fieldPath: data.istio\n    targets:\n"
+        "      - select:\n          kind: HelmRelease\n        fieldPaths:\n          - spec.chart.spec.version\n"),
+        "overlays/eks-a/versions.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: versions\n"
+                                        "data:\n  istio: 1.22.3\n"}
+    with pytest.raises(ConfigError, match=r"spec\.chart\.spec\.version is written by replacements\[0\] of "
+                                          r"overlays/eks-a/kustomization\.yaml"):
+        read_install(files_of(tree), "eks-a", "overlays/eks-a/kustomization.yaml")
+
+
 # ---------------------------------------------------------------- Flux Kustomization ordering
 
 def flux(name: str, path: str, *, depends: str = "", wait: bool = True, health: str = "") -> str:
@@ -235,6 +247,21 @@ def test_several_clusters_files_side_by_side_in_one_directory_are_kept_apart() -
     assert {loc.path for loc in install.locations()} == {"clusters/dev/eks-b.yaml"}
     assert install.skipped == ["clusters/dev/eks-a.yaml", "clusters/dev/eks-c.yaml"]
     assert [p for p, _, _ in changed(tree, after)] == ["clusters/dev/eks-b.yaml"] * 2
+
+
+def test_clusters_files_of_each_chart_side_by_side_are_kept_apart_by_the_cluster_s_name() -> None:
+    # GIVEN one directory with each cluster's base and istiod in files named after the cluster (eks-a2 too)
+    tree = dict(SOURCES)
+    for c in ("eks-a", "eks-a2", "eks-b"):
+        tree[f"clusters/dev/{c}-base.yaml"] = layouts.release("istio-base", "base", OLD, extra=layouts.CRDS)
+        tree[f"clusters/dev/{c}-istiod.yaml"] = layouts.release("istiod", "istiod", OLD, depends=("istio-base",))
+    # WHEN eks-a is read from its istiod file
+    install, after = bump(tree, "eks-a", "clusters/dev/eks-a-istiod.yaml")
+    # THEN its own base file is taken (not eks-a2's nor eks-b's), the others are skipped
+    assert {c.name: c.release_path for c in install.components} == {
+        "istio-base": "clusters/dev/eks-a-base.yaml", "istiod": "clusters/dev/eks-a-istiod.yaml"}
+    assert sorted(after) == ["clusters/dev/eks-a-base.yaml", "clusters/dev/eks-a-istiod.yaml"]
+    assert len(install.skipped) == 4
 
 
 @pytest.mark.parametrize("release_name", ["istiod", "istiod-{cluster}"])

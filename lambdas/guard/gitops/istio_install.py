@@ -184,6 +184,7 @@ class Install:
     files: list[str]
     flux: dict[str, FluxKustomization] = field(default_factory=dict)  # the Flux Kustomizations on the way
     skipped: list[str] = field(default_factory=list)  # other clusters' files kept beside the entry file
+    remote: list[str] = field(default_factory=list)  # remote Kustomize resources, which GUARD cannot read
 
     def locations(self) -> list[Location]:
         return list({c.location.key: c.location for c in self.components}.values())
@@ -218,7 +219,7 @@ def read_install(files: Files, cluster_id: str, flux_config_path: str) -> Instal
     start = posixpath.dirname(flux_config_path)
     if files.read(flux_config_path) is None:
         raise ConfigError(f"{cluster_id}: {flux_config_path} does not exist in the repository")
-    walker.visit_start(start, flux_config_path)
+    walker.visit_start(start, flux_config_path, cluster_id)
     components = []
     for key, (doc, contexts) in walker.releases.items():
         # One document reached several ways (a Flux Kustomization whose path holds its own directory, say):
@@ -241,7 +242,7 @@ def read_install(files: Files, cluster_id: str, flux_config_path: str) -> Instal
         seen[c.ref] = c
     components.sort(key=lambda c: (c.rank, c.namespace, c.name))
     return Install(cluster_id, components, sorted(walker.visited), dict(walker.flux),
-                   skipped=sorted(walker.skipped))
+                   skipped=sorted(walker.skipped), remote=sorted(walker.remote))
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,7 @@ class _Walker:
         self.files = files
         self.visited: set[str] = set()
         self.skipped: set[str] = set()
+        self.remote: set[str] = set()
         self._done: dict[tuple[str, str], set[tuple[str, int]]] = {}
         self.releases: dict[tuple[str, int], tuple[Doc, list[Doc | None]]] = {}
         self.docs: dict[tuple[str, int], Doc] = {}
@@ -294,23 +296,23 @@ class _Walker:
         where = context.where() if context else ""
         return lambda doc_key, fieldpath: self.patches.get((doc_key, where, fieldpath))
 
-    def visit_start(self, directory: str, entry: str) -> None:
+    def visit_start(self, directory: str, entry: str, cluster_id: str) -> None:
         """The cluster's directory. With a kustomization.yaml, what it lists; else every YAML file below it, except
         the files of other clusters kept side by side with the entry file: a file that reaches a HelmRelease or a
-        Flux Kustomization of the same name as one the entry file reaches, but another document of it."""
+        Flux Kustomization of the same name as one already taken, but another document of it. Files whose path
+        names the cluster are taken first (`eks-a-base.yaml` beside `eks-b-base.yaml`)."""
         directory = directory.strip("/")
         if self._kustomization_file(directory) is not None:
             self.visit_dir(directory, None)
             return
         self.visit_file(entry, None)
-        mine = self._names()
-        for path in self.files.listing(directory):
-            if not _is_yaml(path) or path == entry:
-                continue
+        names_me = re.compile(rf"(?<![A-Za-z0-9]){re.escape(cluster_id)}(?![A-Za-z0-9])")
+        siblings = [p for p in self.files.listing(directory) if _is_yaml(p) and p != entry]
+        for path in sorted(siblings, key=lambda p: names_me.search(p.removeprefix(directory)) is None):
             probe = _Walker(self.files)
             probe.visit_file(path, None)
-            theirs = probe._names()
-            if any(name in mine and mine[name] != doc for name, doc in theirs.items()):
+            mine = self._names()
+            if any(name in mine and mine[name] != doc for name, doc in probe._names().items()):
                 self.skipped.add(path)  # another cluster's file, side by side with this one
                 continue
             self.visit_file(path, None)
@@ -384,7 +386,8 @@ class _Walker:
         for field_name in ("resources", "bases"):
             for resource in _strings(doc.get(field_name)):
                 if "://" in resource:
-                    continue  # a remote base: not in this repository
+                    self.remote.add(f"{resource} (in {doc.path})")  # a remote base: not in this repository
+                    continue
                 target = self._target(doc.path, resource, "resource")
                 reached |= (self.visit_file(target, context) if self.files.read(target) is not None
                             else self.visit_dir(target, context))
@@ -405,6 +408,7 @@ class _Walker:
         targets = [self.docs[k] for k in sorted(reached) if k in self.docs and self.docs[k].kind in _VERSION_FIELDS]
         if not targets:
             return
+        self._replacements(kustomization, targets)
         for i, item in enumerate(_items(kustomization.get("patchesStrategicMerge"))):
             where = f"patchesStrategicMerge[{i}] of {kustomization.path}"
             for patch in self._patch_docs(kustomization, item, f"patchesStrategicMerge[{i}]"):
@@ -423,6 +427,26 @@ class _Walker:
                         self._json6902(patch, selector, targets, context, where)
                     else:
                         self._strategic(patch, selector, targets, context, where)
+
+    def _replacements(self, kustomization: Doc, targets: list[Doc]) -> None:
+        """Kustomize `replacements` copying a value into a version field: refused, GUARD cannot place it."""
+        for i, item in enumerate(_items(kustomization.get("replacements"))):
+            where = f"replacements[{i}] of {kustomization.path}"
+            path = _scalar(_get(item, "path"))
+            entries = [item]
+            if path is not None:
+                text = self.files.read(self._target(kustomization.path, path, "replacement"))
+                entries = [n for n in _compose_any(text or "", where) if isinstance(n, MappingNode)]
+            for entry in entries:
+                for target in _items(_get(entry, "targets")):
+                    selector = _get(target, "select")
+                    fields = {tuple(f.split(".")) for f in _strings(_get(target, "fieldPaths"))}
+                    for doc in targets:
+                        hit = [f for f in _VERSION_FIELDS[doc.kind] if f in fields]
+                        if hit and (selector is None or _selects(selector, doc, where)):
+                            raise ConfigError(f"{doc.where()}: {'.'.join(hit[0])} is written by {where}, copied from "
+                                              "another field: GUARD cannot place that version; set it in the "
+                                              "document or in a patch")
 
     def _patch_docs(self, kustomization: Doc, node: Node | None, what: str) -> list[Doc | list[Doc]]:
         """The documents of a patch: a file next to the kustomization, or inline text. A JSON6902 patch (a list of

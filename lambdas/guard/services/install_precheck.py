@@ -44,8 +44,14 @@ class InstallPrecheck:
             return [*results, _result(cid, "istio_install", CheckStatus.FAIL, str(e))]
         found = ", ".join(f"{c.component} {c.ref} ({c.location.field} in {c.location.path}, now "
                           f"{c.location.current})" for c in install.components)
+        found += "".join(f"; left out as another cluster's file: {path}" for path in install.skipped)
+        if install.remote:
+            # A chart in a remote base would stay on its version: say so rather than pass in silence.
+            found += (f"; not read (remote Kustomize resources; any Istio chart there is not upgraded by GUARD): "
+                      f"{', '.join(install.remote)}")
         results += [
-            _result(cid, "istio_install", CheckStatus.PASS, f"{len(install.components)} Istio chart(s): {found}",
+            _result(cid, "istio_install", CheckStatus.WARN if install.remote else CheckStatus.PASS,
+                    f"{len(install.components)} Istio chart(s): {found}",
                     components={c.ref: c.component for c in install.components}),
             upgrade_order(install),
             ambient_skew(install, target),

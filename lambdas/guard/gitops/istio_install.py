@@ -221,13 +221,13 @@ def read_install(files: Files, cluster_id: str, flux_config_path: str) -> Instal
         raise ConfigError(f"{cluster_id}: {flux_config_path} does not exist in the repository")
     walker.visit_start(start, flux_config_path, cluster_id)
     components = []
-    for key, (doc, contexts) in walker.releases.items():
+    for doc, contexts in walker.releases.values():
         # One document reached several ways (a Flux Kustomization whose path holds its own directory, say):
         # the Kustomization with a postBuild is the one whose variables apply, and one that applies it is the
         # one whose dependsOn orders it (rather than the plain directory walk).
         context = next((c for c in contexts if c is not None and c.get("spec", "postBuild") is not None),
                        next((c for c in contexts if c is not None), contexts[0]))
-        component = _component(files, doc, context, walker.visited, walker.patch_for(key, context))
+        component = _component(files, doc, context, walker.visited, walker.patch_for(context))
         if component is not None:
             component.kustomization = _flux_ref(context)
             components.append(component)
@@ -291,8 +291,8 @@ class _Walker:
         # (document, context, field) -> the outermost patch that sets it
         self.patches: dict[tuple[tuple[str, int], str, tuple[str, ...]], _Patch] = {}
 
-    def patch_for(self, key: tuple[str, int], context: Doc | None) -> Callable[[tuple[str, int], tuple[str, ...]],
-                                                                              _Patch | None]:
+    def patch_for(self, context: Doc | None) -> Callable[[tuple[str, int], tuple[str, ...]], _Patch | None]:
+        """The patch (if any) that sets a document's version field in the build `context` applies."""
         where = context.where() if context else ""
         return lambda doc_key, fieldpath: self.patches.get((doc_key, where, fieldpath))
 

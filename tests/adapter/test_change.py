@@ -72,3 +72,30 @@ def test_an_upgrade_mr_task_that_fails_after_storing_its_token_leaves_no_token_b
         planner.open(RUN_ID, "token-up")
     mr = next(m for m in world.gitlab.merge_requests(PROJECT) if m["source_branch"].endswith(NEXT))
     assert world.state.get_task_token(mr["web_url"]) is None
+
+
+def test_a_retry_after_a_person_merged_the_first_attempt_s_mr_watches_it_and_rebuilds_nothing(world):
+    # GIVEN a first attempt opened the upgrade MR, then crashed; a person merged it (GitLab deleted the branch)
+    changes = ChangeService(world.registry, world.state, world.repo, world.clock)
+    first = changes.open(upgrade(world), "token-1")
+    world.gitlab.merge(PROJECT, first.iid)
+    change = upgrade(world).model_copy(update={"known_iid": first.iid})
+    before = len(world.gitlab.merge_requests(PROJECT))
+
+    # WHEN the retried task opens the change again
+    again = changes.open(change, "token-2")
+
+    # THEN it is the merged MR, its branch is not re-created, no MR is opened, and the retry's token waits on it
+    assert (again.iid, again.state) == (first.iid, "merged")
+    assert world.gitlab.branch_head(PROJECT, change.source_branch) is None
+    assert len(world.gitlab.merge_requests(PROJECT)) == before
+    token = world.state.get_task_token(first.web_url)
+    assert token is not None and token.task_token == "token-2"
+
+
+def test_a_retry_whose_first_mr_is_still_open_carries_on_as_before(world):
+    changes = ChangeService(world.registry, world.state, world.repo, world.clock)
+    first = changes.open(upgrade(world), "token-1")
+    again = changes.open(upgrade(world).model_copy(update={"known_iid": first.iid}), "token-2")
+    assert (again.iid, again.state) == (first.iid, "opened")
+    assert world.state.get_task_token(first.web_url).task_token == "token-2"

@@ -44,6 +44,9 @@ class Change(BaseModel):
     commit_message: str
     description: str
     wait_hours: float  # the token outlives the state's TimeoutSeconds by a day
+    # The MR an earlier attempt of this task opened (its record survived the attempt): a retry that finds it
+    # merged or closed watches it as it is, never re-creating its branch.
+    known_iid: int | None = None
 
 
 def edits_section(installs: dict[str, Install], edits: dict[Location, str]) -> str:
@@ -106,12 +109,42 @@ class ChangeService:
         missing = [c for c in change.versions if c not in clusters]
         if missing:
             raise UnknownCluster(f"clusters missing from the registry: {names_digest(missing)}")
-        self._repo.ensure_branch(change.project, change.source_branch, change.target_branch)
-        installs, edits, changes = self._plan(change.project, change.versions, change.source_branch, clusters)
-        self._repo.commit_files(change.project, change.source_branch, changes, change.commit_message)
-        mr = self._repo.ensure_merge_request(change.project, change.source_branch, change.target_branch,
-                                             title=change.title,
-                                             description=change.description + edits_section(installs, edits))
+        finished = self._finished(change)
+        if finished is not None:
+            self._watch(change, finished, task_token)
+            return finished
+        try:
+            self._repo.ensure_branch(change.project, change.source_branch, change.target_branch)
+            installs, edits, changes = self._plan(change.project, change.versions, change.source_branch, clusters)
+            self._repo.commit_files(change.project, change.source_branch, changes, change.commit_message)
+            mr = self._repo.ensure_merge_request(change.project, change.source_branch, change.target_branch,
+                                                 title=change.title,
+                                                 description=change.description + edits_section(installs, edits))
+        except GuardError:
+            # A person merged (GitLab then deletes the source branch) or closed the earlier attempt's MR while
+            # this retry rebuilt it: watch that MR as it is.
+            finished = self._finished(change)
+            if finished is None:
+                raise
+            self._watch(change, finished, task_token)
+            return finished
+        self._watch(change, mr, task_token)
+        if self._gates is not None:
+            # Courtesy, never a reason to fail the opening: every reconciler pass shows the gates again.
+            with contextlib.suppress(GuardError):
+                self._gates.tend(change.project, mr.iid, lambda ref: self.edits(change.project, change.versions, ref),
+                                 change.commit_message)
+        return mr
+
+    def _finished(self, change: Change) -> MergeRequest | None:
+        """The earlier attempt's MR when it is merged or closed already, else None."""
+        if change.known_iid is None:
+            return None
+        mr = self._repo.get_merge_request(change.project, change.known_iid)
+        return mr if mr.state in ("merged", "closed") and mr.source_branch == change.source_branch else None
+
+    def _watch(self, change: Change, mr: MergeRequest, task_token: str) -> None:
+        """Store this attempt's task token against `mr`: its merge (webhook or reconciler) resumes the task."""
         record = TaskTokenRecord(merge_request_url=mr.web_url, task_token=task_token, run_id=change.run_id,
                                  kind=change.kind)
         try:
@@ -123,12 +156,6 @@ class ChangeService:
             # boto3 has retried throttling and 5xx already: this is persistent. Without the token no merge
             # can resume the execution, so the MR must not be left looking watched.
             self._unwatched(change, mr, e)
-        if self._gates is not None:
-            # Courtesy, never a reason to fail the opening: every reconciler pass shows the gates again.
-            with contextlib.suppress(GuardError):
-                self._gates.tend(change.project, mr.iid, lambda ref: self.edits(change.project, change.versions, ref),
-                                 change.commit_message)
-        return mr
 
     def edits(self, project: str, versions: dict[str, str], ref: str,
               clusters: dict[str, Cluster] | None = None) -> list[FileChange]:

@@ -42,7 +42,7 @@ class MergeRequestService:
             commit_message=f"{title}\n\nGUARD run {run_id}",
             description=change_description(run, versions, reports=reports, owners=cluster_owners(
                 list(self._registry.get_many(run.clusters).values()))),
-            wait_hours=self._config.gitlab.merge_timeout_hours + 24), task_token)
+            wait_hours=self._config.gitlab.merge_timeout_hours + 24, known_iid=run.merge_request_iid), task_token)
         run.merge_request_url, run.merge_request_iid, run.stage = mr.web_url, mr.iid, Stage.WAITING_FOR_MERGE
         try:
             self._state.put_run(run)

@@ -144,7 +144,8 @@ class RollbackService:
             target_branch=self._config.gitlab.target_branch, versions=versions, title=self._title(run, versions),
             commit_message=f"Roll back Istio {run.target_version} on batch {run.batch}\n\nGUARD run {run_id}: {why}",
             description=self.description(run, record),
-            wait_hours=self._config.rollback.merge_timeout_hours + 24), task_token)
+            wait_hours=self._config.rollback.merge_timeout_hours + 24,
+            known_iid=planned.merge_request_iid if planned else None), task_token)
         record.merge_request_url, record.merge_request_iid = mr.web_url, mr.iid
         try:
             self._failures.put_rollback(record)

@@ -269,3 +269,22 @@ def test_monitor_soak_period_shortens_a_running_soak_down_to_the_config(world_fo
     assert code == 0 and "soak shortened to 1h 00m (was 4h 00m)" in followed, followed
     record = state.soak(run_id)
     assert 3600 <= (record.ended_at - record.started_at).total_seconds() <= 3600 + 300
+
+
+def test_monitor_soak_period_before_the_soak_starts_sets_its_length_and_says_so(world_for: Any) -> None:
+    from guard.stores.state import StateStore
+
+    # GIVEN dev-1 started with its configured soak (60 minutes), its MR merged only an hour after it opened
+    world = world_for("default", human={"action": "merge", "after_seconds": 3600})
+    code, out = guard("run", *_where(world), "--batch", "dev-1", "--target-version", "1.20.0")
+    assert code == 0, out
+    run_id = out.split("started ", 1)[1].split()[0].rsplit(":", 1)[-1]
+    # WHEN the seed's `guard monitor --soak-period 90` attaches before the soak began
+    code, followed = guard("monitor", *_where(world), "--batch", "dev-1", "--soak-period", "90")
+    # THEN it says the soak is set and has not started, follows it to success, and the soak lasted 90 minutes
+    assert code == 0, followed
+    assert "soak lengthened to 1h 30m (was 1h 00m); it has not started yet" in followed, followed
+    state = StateStore(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.state_table_name))
+    record = state.soak(run_id)
+    assert record.soak_seconds == 90 * 60
+    assert 90 * 60 <= (record.ended_at - record.started_at).total_seconds() <= 90 * 60 + 300

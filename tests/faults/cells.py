@@ -120,6 +120,7 @@ TOKEN = key_equals("sk", "TOKEN")
 LOCK = both(key_starts("pk", "LOCK#"), key_equals("sk", "LOCK"))
 RUN_META = both(key_starts("pk", "RUN#"), key_equals("sk", "META"))
 PRECHECK = key_starts("sk", "CLUSTER#")
+SOAK = key_equals("sk", "SOAK")  # the run's soak record, updated by every check of the soak loop
 DELIVERY = key_equals("pk", "DELIVERY")  # the webhook's idempotency records (stores/deliveries.py)
 MRS, MR, NOTES = r"/merge_requests$", r"/merge_requests/\d+$", r"/merge_requests/\d+/notes$"
 TIMESERIES, MONITORS = r"/api/v2/query/timeseries", r"/api/v1/monitor"
@@ -199,6 +200,9 @@ CELLS: list[Cell] = [
     # settles the merge on its next pass.
     Cell(DDB, S.WAIT_MERGE, "persistent", "webhook-token-read", dynamodb("GetItem", TOKEN, DYNAMO_OUTAGE)),
     Cell(DDB, S.WAIT_MERGE, "transient", "webhook-delivery-record", dynamodb("PutItem", DELIVERY)),
+    Cell(DDB, S.SOAK, "transient", "soak-record-throttled", dynamodb("UpdateItem", SOAK)),
+    Cell(DDB, S.SOAK, "persistent", "soak-record-500", dynamodb("UpdateItem", SOAK, DYNAMO_OUTAGE,
+                                                               "InternalServerError"), expect="FAILED"),
     Cell(DDB, S.VALIDATE, "transient", "verdict-throttled", dynamodb("PutItem", key_starts("sk", "CLUSTER#"))),
     Cell(DDB, S.VALIDATE, "persistent", "verdict-500", dynamodb("PutItem", key_starts("sk", "CLUSTER#"),
                                                                 DYNAMO_OUTAGE, "InternalServerError"),
@@ -247,6 +251,7 @@ CELLS: list[Cell] = [
     Cell(LAMBDA, S.OPEN_MR, "crash", "after-mr-and-token", crash("OpenMergeRequest")),
     Cell(LAMBDA, S.WAIT_MERGE, "crash", "webhook-after-resume", crash("GitLabWebhook", merge_event)),
     Cell(LAMBDA, S.FLUX, "crash", "after-poll", crash("FluxStatus")),
+    Cell(LAMBDA, S.SOAK, "crash", "after-check", crash("Soak")),
     Cell(LAMBDA, S.VALIDATE, "crash", "after-verdict", crash("Validate")),
     Cell(LAMBDA, S.ANALYZE, "crash", "after-analysis", crash("AnalyzeFailure"), base="regression"),
     Cell(LAMBDA, S.ROLLBACK_MR, "crash", "after-mr-and-token", crash("OpenRollback"), base="regression"),

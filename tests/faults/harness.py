@@ -46,6 +46,7 @@ class Stage(StrEnum):
     WAIT_MERGE = "wait_merge"
     FLUX = "flux"
     SIDECARS = "sidecars"
+    SOAK = "soak"
     VALIDATE = "validate"
     ANALYZE = "analyze"
     DECISION = "decision"
@@ -58,7 +59,7 @@ class Stage(StrEnum):
 STAGE_FUNCTION: dict[Stage, str] = {
     Stage.PLAN: "Plan", Stage.PRECHECK: "Precheck", Stage.OPEN_MR: "OpenMergeRequest",
     Stage.WAIT_MERGE: "OpenMergeRequest", Stage.FLUX: "FluxStatus", Stage.SIDECARS: "RestartSidecars",
-    Stage.VALIDATE: "Validate",
+    Stage.SOAK: "Soak", Stage.VALIDATE: "Validate",
     Stage.ANALYZE: "AnalyzeFailure", Stage.DECISION: "AwaitDecision", Stage.ROLLBACK_MR: "OpenRollback",
     Stage.VERIFY_ROLLBACK: "VerifyRollback", Stage.FINISH: "Finish",
 }

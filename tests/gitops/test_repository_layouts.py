@@ -231,6 +231,43 @@ def test_a_health_check_on_the_release_orders_like_wait() -> None:
     assert upgrade_order(install).status == CheckStatus.PASS, upgrade_order(install).message
 
 
+def test_kustomize_namespace_and_flux_target_namespace_place_the_releases() -> None:
+    # GIVEN releases without metadata.namespace, put in istio-system by their kustomization's `namespace:`, and a
+    # gateway whose Flux Kustomization's targetNamespace overrides the namespace it names
+    def bare(name: str, chart: str, depends: tuple[str, ...] = ()) -> str:
+        return layouts.release(name, chart, OLD, depends=depends).replace("  namespace: istio-system\n", "")
+    tree = dict(SOURCES) | {
+        "clusters/eks-a/istio.yaml": (flux("istio", "./istio/control") + "---\n"
+                                      + flux("gateways", "./istio/gateways", depends="istio").replace(
+                                          "  prune: true\n", "  prune: true\n  targetNamespace: istio-ingress\n")),
+        "istio/control/kustomization.yaml": KUSTOMIZE + "namespace: istio-system\nresources:\n  - base.yaml\n"
+                                                        "  - istiod.yaml\n",
+        "istio/control/base.yaml": bare("istio-base", "base").replace("  interval: 10m\n", "  interval: 10m\n"
+                                                                       "  upgrade:\n    crds: CreateReplace\n"),
+        "istio/control/istiod.yaml": bare("istiod", "istiod", depends=("istio-base",)),
+        "istio/gateways/gateway.yaml": layouts.release("ingress", "gateway", OLD, namespace="somewhere-else"),
+    }
+    # WHEN read
+    install = read_install(files_of(tree), "eks-a", "clusters/eks-a/istio.yaml")
+    # THEN the namespaces are the ones Flux applies, and istiod's dependsOn (no namespace) finds istio-base
+    assert [c.ref for c in install.components] == ["istio-system/istio-base", "istio-system/istiod",
+                                                   "istio-ingress/ingress"]
+    assert upgrade_order(install).status == CheckStatus.PASS, upgrade_order(install).message
+
+
+def test_a_flux_kustomization_applying_an_oci_artifact_is_not_read_from_this_repository() -> None:
+    tree = dict(SOURCES) | {
+        "clusters/eks-a/istio.yaml": (flux("istio", "./istio/eks-a") + "---\n" + flux("addons", "./istio").replace(
+            "    kind: GitRepository\n    name: flux-system\n", "    kind: OCIRepository\n    name: addons\n")),
+        "istio/eks-a/istiod.yaml": layouts.release("istiod", "istiod", OLD),
+        "istio/gateway.yaml": layouts.release("istio-ingress", "gateway", OLD),  # same path, this repository
+    }
+    install = read_install(files_of(tree), "eks-a", "clusters/eks-a/istio.yaml")
+    assert [c.name for c in install.components] == ["istiod"]
+    assert install.remote == [
+        "./istio of OCIRepository addons (Flux Kustomization addons in clusters/eks-a/istio.yaml)"]
+
+
 # ---------------------------------------------------------------- files side by side, multi-document
 
 def test_several_clusters_files_side_by_side_in_one_directory_are_kept_apart() -> None:
@@ -346,6 +383,13 @@ def test_a_version_from_a_secret_is_refused_saying_why() -> None:
     # THEN the Secret (the later source wins, as in Flux) is named, and GUARD refuses to edit it
     with pytest.raises(ConfigError, match=r"istio_version comes from Secret flux-system/cluster-secrets "
                                           r"\(clusters/eks-a/secret.yaml\): GUARD does not edit Secrets"):
+        read_install(files_of(tree), "eks-a", "clusters/eks-a/istio.yaml")
+
+
+def test_a_version_nowhere_but_perhaps_in_a_secret_outside_the_repository_is_refused_saying_so() -> None:
+    tree = postbuild("      - kind: Secret\n        name: cluster-secrets\n")
+    with pytest.raises(ConfigError, match=r"perhaps in Secret flux-system/cluster-secrets, which is not in the "
+                                          r"repository: GUARD does not edit Secrets"):
         read_install(files_of(tree), "eks-a", "clusters/eks-a/istio.yaml")
 
 

@@ -227,7 +227,10 @@ def read_install(files: Files, cluster_id: str, flux_config_path: str) -> Instal
         # one whose dependsOn orders it (rather than the plain directory walk).
         context = next((c for c in contexts if c is not None and c.get("spec", "postBuild") is not None),
                        next((c for c in contexts if c is not None), contexts[0]))
-        component = _component(files, doc, context, walker.visited, walker.patch_for(context))
+        # Flux's targetNamespace overrides every object's namespace; then kustomize's `namespace:`; then its own.
+        namespace = (_scalar(context.get("spec", "targetNamespace")) if context else None) \
+            or walker.namespaces.get((doc.key, context.where() if context else "")) or doc.namespace or "default"
+        component = _component(files, doc, context, walker.visited, walker.patch_for(context), namespace)
         if component is not None:
             component.kustomization = _flux_ref(context)
             components.append(component)
@@ -288,6 +291,8 @@ class _Walker:
         self.docs: dict[tuple[str, int], Doc] = {}
         self.flux: dict[str, FluxKustomization] = {}
         self._flux_docs: dict[str, tuple[str, int]] = {}
+        # (document, context) -> the namespace the outermost kustomization's `namespace:` gives it
+        self.namespaces: dict[tuple[tuple[str, int], str], str] = {}
         # (document, context, field) -> the outermost patch that sets it
         self.patches: dict[tuple[tuple[str, int], str, tuple[str, ...]], _Patch] = {}
 
@@ -351,7 +356,12 @@ class _Walker:
             if doc.kind == "Kustomization" and doc.api.startswith(_FLUX_KUSTOMIZATION):
                 self._flux(doc)
                 target = _scalar(doc.get("spec", "path"))
-                if target is not None:
+                source_kind = _scalar(doc.get("spec", "sourceRef", "kind")) or "GitRepository"
+                if source_kind != "GitRepository":
+                    # Its path is inside an OCI artifact or a bucket, not this repository.
+                    self.remote.add(f"{target or '.'} of {source_kind} {_scalar(doc.get('spec', 'sourceRef', 'name'))}"
+                                    f" (Flux Kustomization {doc.name} in {doc.path})")
+                elif target is not None:
                     self.visit_dir(posixpath.normpath(target.removeprefix("./")).removeprefix("."), doc)
             elif doc.kind in ("Kustomization", "Component") or posixpath.basename(path) in _KUSTOMIZE_FILES:
                 reached |= self._kustomize(doc, context, set())
@@ -400,6 +410,10 @@ class _Walker:
             for part in self.files.docs(kustomization):
                 reached = self._kustomize(part, context, reached)
         self._patch(doc, context, reached)
+        namespace = _scalar(doc.get("namespace"))
+        if namespace:  # kustomize sets it on every resource of the build; an outer kustomization's wins
+            for key in reached:
+                self.namespaces[(key, context.where() if context else "")] = namespace
         return reached
 
     # --------------------------------------------------------------------------------- patches
@@ -596,8 +610,8 @@ def _version_node(doc: Doc, fieldpath: tuple[str, ...], patched: Patched) -> tup
     return patch.doc, patch.node, f", set by {patch.where}"
 
 
-def _component(files: Files, doc: Doc, context: Doc | None, near: set[str], patched: Patched) -> Component | None:
-    namespace = doc.namespace or (context and _scalar(context.get("spec", "targetNamespace"))) or "default"
+def _component(files: Files, doc: Doc, context: Doc | None, near: set[str], patched: Patched,
+               namespace: str) -> Component | None:
     chart_ref = doc.get("spec", "chartRef")
     problems: list[str] = []
     source: ChartSource | None = None
@@ -747,11 +761,14 @@ def _resolve(files: Files, doc: Doc, node: ScalarNode, what: str, context: Doc |
         return _location(context, substitute, f"Kustomization {context.name} postBuild.substitute.{var} ({what})")
     found: Location | None = None
     secret_at = ""  # the Secret that sets var last, when one does
+    unseen: list[str] = []  # Secrets substituteFrom names that are not in the repository
     namespace = context.namespace or "flux-system"
     for item in _items(context.get("spec", "postBuild", "substituteFrom")):
         kind, name = _scalar(_get(item, "kind")), _scalar(_get(item, "name")) or ""
         if kind == "Secret":
             secret = files.find("Secret", "v1", name, namespace, near)
+            if secret is None:
+                unseen.append(f"Secret {namespace}/{name}")
             if secret is not None and any(_get(secret.get(part), var) is not None for part in ("data", "stringData")):
                 found, secret_at = None, f"Secret {namespace}/{name} ({secret.path})"
             continue
@@ -773,9 +790,11 @@ def _resolve(files: Files, doc: Doc, node: ScalarNode, what: str, context: Doc |
         # `${var:=1.2.3}` with var set nowhere: Flux writes the default, which is where the version lives.
         return _default_location(doc, node, match.group(2), what)
     if found is None:
+        maybe = (f" (perhaps in {', '.join(unseen)}, which is not in the repository: GUARD does not edit "
+                 "Secrets; move it to a ConfigMap or postBuild.substitute)") if unseen else ""
         raise ConfigError(f"{doc.where()}: {what} is {value}, and {var} is in neither postBuild.substitute of "
                           f"Kustomization {context.name} ({context.path}) nor a ConfigMap of its substituteFrom "
-                          "in the repository")
+                          f"in the repository{maybe}")
     return found
 
 

@@ -370,7 +370,7 @@ def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
             f"({view.error}): a retry is safe only before anything was merged "
             f"({', '.join(RETRY_SAFE_STAGES)}). Look at the clusters, then `guard rollback --batch {args.batch}` "
             f"or a new `guard run`")
-    given = {k: v for k, v in view.execution_input.items() if k != "dry_run"}
+    given = dict(view.execution_input)  # the same input: a retried dry run stays a dry run
     print(f"[{args.batch}] retrying run {view.run_id}, failed at {stage}: {RETRY_SAFE_STAGES[stage]}", file=out)
     new = _start(dep, "batch", given, args.name, out)
     _, code = _following(dep, new, args.batch, out, timeout=args.timeout,

@@ -219,6 +219,12 @@ def test_dry_run_refused_by_its_prechecks_exits_1_with_the_reasons_and_opens_no_
 
     state = StateStore(world.engine.resource("dynamodb").Table(world.config.aws.dynamodb.state_table_name))
     assert state.get_batch_result("test", "1.20.0") is None and state.lock_holder("test") is None
+    # AND `guard retry` starts it again as it was: a dry run again (refused again), never a real upgrade
+    code, again = guard("retry", *_where(world), "--batch", "test")
+    assert code == 1 and "dry run: nothing was changed" in again, again
+    arn = again.split("started ", 1)[1].split()[0]
+    assert json.loads(world.engine.client("stepfunctions").describe_execution(executionArn=arn)["input"])["dry_run"]
+    assert world.gitlab.merge_requests(world.scenario.gitlab_project) == []
 
 
 def _soaking(world: Any, out: str) -> tuple[str, Any]:

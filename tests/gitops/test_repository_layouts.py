@@ -346,6 +346,55 @@ def postbuild(var_sources: str) -> dict[str, str]:
     } | SOURCES
 
 
+def shared_sync(patch: str) -> dict[str, str]:
+    """One Flux Kustomization for every cluster (a placeholder istio_version) that each cluster's kustomization
+    pulls and patches with its own postBuild."""
+    return {
+        "fleet/istio-sync/sync.yaml": flux("istio", "./infrastructure/istio").replace(
+            "  sourceRef:", "  postBuild:\n    substitute:\n      istio_version: \"1.0.0\"\n  sourceRef:"),
+        "fleet/istio-sync/kustomization.yaml": KUSTOMIZE + "resources:\n  - sync.yaml\n",
+        "infrastructure/istio/base.yaml": layouts.release("istio-base", "base", "${istio_version}", extra=layouts.CRDS),
+        "infrastructure/istio/istiod.yaml": layouts.release("istiod", "istiod", "${istio_version}",
+                                                            depends=("istio-base",)),
+        "clusters/eks-a/kustomization.yaml": KUSTOMIZE + "resources:\n  - ../../fleet/istio-sync\npatches:\n"
+                                             + patch,
+    } | SOURCES
+
+
+@pytest.mark.parametrize("patch", [
+    "  - target:\n      kind: Kustomization\n      name: istio\n    patch: |\n"
+    "      apiVersion: kustomize.toolkit.fluxcd.io/v1\n      kind: Kustomization\n      metadata:\n"
+    "        name: istio\n      spec:\n        postBuild:\n          substitute:\n"
+    "            istio_version: \"1.22.3\"\n",
+    "  - target:\n      kind: Kustomization\n      name: istio\n    patch: |\n"
+    "      - op: add\n        path: /spec/postBuild/substitute/istio_version\n        value: \"1.22.3\"\n",
+])
+def test_a_cluster_s_patch_on_a_shared_flux_kustomization_s_postbuild_is_where_its_version_lives(patch: str) -> None:
+    # GIVEN a Flux Kustomization shared by every cluster, which each cluster's kustomization patches with its
+    # own postBuild.substitute.istio_version (strategic merge or JSON6902)
+    tree = shared_sync(patch)
+    # WHEN the cluster is read and bumped
+    install, after = bump(tree, "eks-a", "clusters/eks-a/kustomization.yaml")
+    # THEN both charts' version is the cluster's patched variable, bumped in its kustomization, not the placeholder
+    assert {loc.path for loc in install.locations()} == {"clusters/eks-a/kustomization.yaml"}
+    assert all("set by patches[0] of clusters/eks-a/kustomization.yaml" in loc.field for loc in install.locations())
+    assert [p for p, _, _ in changed(tree, after)] == ["clusters/eks-a/kustomization.yaml"]
+
+
+def test_a_cluster_s_patch_replacing_substitute_from_reads_its_own_config_map() -> None:
+    tree = shared_sync("  - path: vars.yaml\n") | {
+        "clusters/eks-a/vars.yaml": ("apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\n"
+                                     "metadata:\n  name: istio\nspec:\n  postBuild:\n    substituteFrom:\n"
+                                     "      - kind: ConfigMap\n        name: eks-a-vars\n"),
+        "clusters/eks-a/config.yaml": CONFIG_MAP.replace("cluster-vars", "eks-a-vars")}
+    tree["fleet/istio-sync/sync.yaml"] = tree["fleet/istio-sync/sync.yaml"].replace(
+        "    substitute:\n      istio_version: \"1.0.0\"\n", "    substituteFrom:\n      - kind: ConfigMap\n"
+        "        name: placeholder\n")
+    install, after = bump(tree, "eks-a", "clusters/eks-a/kustomization.yaml")
+    assert {loc.path for loc in install.locations()} == {"clusters/eks-a/config.yaml"}
+    assert len(changed(tree, after)) == 1
+
+
 def test_a_variable_from_a_config_map_generator_literal_is_bumped_in_the_literal() -> None:
     tree = postbuild("      - kind: ConfigMap\n        name: cluster-vars\n") | {
         "clusters/eks-a/vars/kustomization.yaml": (

@@ -230,7 +230,8 @@ def read_install(files: Files, cluster_id: str, flux_config_path: str) -> Instal
         # Flux's targetNamespace overrides every object's namespace; then kustomize's `namespace:`; then its own.
         namespace = (_scalar(context.get("spec", "targetNamespace")) if context else None) \
             or walker.namespaces.get((doc.key, context.where() if context else "")) or doc.namespace or "default"
-        component = _component(files, doc, context, walker.visited, walker.patch_for(context), namespace)
+        component = _component(files, doc, context, walker.visited, walker.patch_for(context), namespace,
+                               walker.flux_patch)
         if component is not None:
             component.kustomization = _flux_ref(context)
             components.append(component)
@@ -266,6 +267,7 @@ class _Patch:
     doc: Doc
     node: ScalarNode | None  # None: the patch removes or restructures the field in a way GUARD cannot place
     where: str  # for people: "patches[0] of overlays/eks-a/kustomization.yaml"
+    raw: Node | None = None  # a non-scalar value it sets (a Flux Kustomization's postBuild.substituteFrom list)
 
 
 # The version fields a patch may set, per kind.
@@ -295,6 +297,11 @@ class _Walker:
         self.namespaces: dict[tuple[tuple[str, int], str], str] = {}
         # (document, context, field) -> the outermost patch that sets it
         self.patches: dict[tuple[tuple[str, int], str, tuple[str, ...]], _Patch] = {}
+        self._flux_outer: dict[tuple[str, int], str] = {}  # Flux Kustomization -> the build that applies it
+
+    def flux_patch(self, flux: Doc, fieldpath: tuple[str, ...]) -> _Patch | None:
+        """The patch (if any) that sets a field of a Flux Kustomization in the build that applies it."""
+        return self.patches.get((flux.key, self._flux_outer.get(flux.key, ""), fieldpath))
 
     def patch_for(self, context: Doc | None) -> Callable[[tuple[str, int], tuple[str, ...]], _Patch | None]:
         """The patch (if any) that sets a document's version field in the build `context` applies."""
@@ -355,6 +362,10 @@ class _Walker:
         for doc in self.files.docs(path):
             if doc.kind == "Kustomization" and doc.api.startswith(_FLUX_KUSTOMIZATION):
                 self._flux(doc)
+                # A kustomization around it may patch its postBuild (a cluster's variables on a shared one).
+                reached.add(doc.key)
+                self.docs[doc.key] = doc
+                self._flux_outer.setdefault(doc.key, context.where() if context else "")
                 target = _scalar(doc.get("spec", "path"))
                 source_kind = _scalar(doc.get("spec", "sourceRef", "kind")) or "GitRepository"
                 if source_kind != "GitRepository":
@@ -419,7 +430,8 @@ class _Walker:
     # --------------------------------------------------------------------------------- patches
 
     def _patch(self, kustomization: Doc, context: Doc | None, reached: set[tuple[str, int]]) -> None:
-        targets = [self.docs[k] for k in sorted(reached) if k in self.docs and self.docs[k].kind in _VERSION_FIELDS]
+        targets = [self.docs[k] for k in sorted(reached) if k in self.docs and (
+            self.docs[k].kind in _VERSION_FIELDS or _is_flux_kustomization(self.docs[k]))]
         if not targets:
             return
         self._replacements(kustomization, targets)
@@ -500,6 +512,9 @@ class _Walker:
                     continue
             elif (kind, name) != (doc.kind, doc.name) or (patch.namespace and patch.namespace != doc.namespace):
                 continue
+            if _is_flux_kustomization(doc):
+                self._flux_values(doc, context, (), patch.node, patch, where)
+                continue
             for fieldpath in _VERSION_FIELDS[doc.kind]:
                 node = patch.get(*fieldpath)
                 if node is None:
@@ -520,6 +535,10 @@ class _Walker:
             for op in ops:
                 verb, pointer = _scalar(op.get("op")) or "", _scalar(op.get("path")) or ""
                 steps = tuple(s.replace("~1", "/").replace("~0", "~") for s in pointer.strip("/").split("/"))
+                if _is_flux_kustomization(doc):
+                    if verb in ("add", "replace") and steps[-1:] != ("-",):
+                        self._flux_values(doc, context, steps, op.get("value"), op, where)
+                    continue
                 for fieldpath in _VERSION_FIELDS[doc.kind]:
                     if fieldpath[:len(steps)] != steps and steps[:len(fieldpath)] != fieldpath:
                         continue
@@ -533,6 +552,28 @@ class _Walker:
                     elif verb not in ("test",):
                         # remove/move/copy, or an operation inside the version: not a version GUARD can place
                         self._set(doc, context, fieldpath, _Patch(op, None, f"{where} ({verb} {pointer})"))
+
+    def _flux_values(self, doc: Doc, context: Doc | None, at: tuple[str, ...], value: Node | None, patch: Doc,
+                     where: str) -> None:
+        """What a patch (its `value` placed at path `at`) sets in a Flux Kustomization's postBuild: each
+        substitute variable, and the substituteFrom list (a strategic merge replaces such a list whole)."""
+        def node_at(path: tuple[str, ...]) -> Node | None:
+            if path[:len(at)] == at:
+                return _get(value, *path[len(at):]) if len(path) > len(at) else value
+            return None
+
+        substitute = ("spec", "postBuild", "substitute")
+        if len(at) == len(substitute) + 1 and at[:len(substitute)] == substitute:
+            self._set(doc, context, at, _Patch(patch, value if isinstance(value, ScalarNode) else None, where))
+        mapping = node_at(substitute)
+        if isinstance(mapping, MappingNode):
+            for key, item in mapping.value:
+                if isinstance(key, ScalarNode):
+                    self._set(doc, context, (*substitute, str(key.value)),
+                              _Patch(patch, item if isinstance(item, ScalarNode) else None, where))
+        sources = node_at(("spec", "postBuild", "substituteFrom"))
+        if isinstance(sources, SequenceNode):
+            self._set(doc, context, ("spec", "postBuild", "substituteFrom"), _Patch(patch, None, where, raw=sources))
 
     def _set(self, doc: Doc, context: Doc | None, fieldpath: tuple[str, ...], patch: _Patch) -> None:
         # Kustomize applies an overlay's patches after its bases': the last one set (outermost) wins.
@@ -596,6 +637,7 @@ def _inline_origin(kustomization: Doc, node: ScalarNode) -> Callable[[int], int]
 
 
 Patched = Callable[[tuple[str, int], tuple[str, ...]], "_Patch | None"]
+FluxPatched = Callable[[Doc, tuple[str, ...]], "_Patch | None"]  # a patch on a Flux Kustomization's field
 
 
 def _version_node(doc: Doc, fieldpath: tuple[str, ...], patched: Patched) -> tuple[Doc, ScalarNode | None, str]:
@@ -611,7 +653,7 @@ def _version_node(doc: Doc, fieldpath: tuple[str, ...], patched: Patched) -> tup
 
 
 def _component(files: Files, doc: Doc, context: Doc | None, near: set[str], patched: Patched,
-               namespace: str) -> Component | None:
+               namespace: str, flux: FluxPatched) -> Component | None:
     chart_ref = doc.get("spec", "chartRef")
     problems: list[str] = []
     source: ChartSource | None = None
@@ -620,7 +662,7 @@ def _component(files: Files, doc: Doc, context: Doc | None, near: set[str], patc
         ref_name = _scalar(_get(chart_ref, "name")) or ""
         ref_ns = _scalar(_get(chart_ref, "namespace")) or namespace
         if kind == "HelmChart":
-            return _helm_chart_component(files, doc, context, near, patched, namespace, ref_name, ref_ns)
+            return _helm_chart_component(files, doc, context, near, patched, namespace, ref_name, ref_ns, flux)
         if kind != "OCIRepository":
             return None if not _istio_name(ref_name) and not _istio_name(doc.name) else _refuse(
                 doc, f"spec.chartRef to a {kind or 'kind GUARD does not know'} {ref_name}: GUARD bumps the version of "
@@ -646,7 +688,8 @@ def _component(files: Files, doc: Doc, context: Doc | None, near: set[str], patc
         if holder is None or target is None:
             raise ConfigError(f"{repo.where()}: spec.ref has no tag or semver (a digest pins no version GUARD can "
                               "bump); write spec.ref.tag")
-        location = _resolve(files, holder, target, f"OCIRepository {ref_ns}/{ref_name} {fieldname}", context, near)
+        location = _resolve(files, holder, target, f"OCIRepository {ref_ns}/{ref_name} {fieldname}", context, near,
+                            flux)
         source = ChartSource("oci", str(url), chart, insecure=_scalar(repo.get("spec", "insecure")) == "true")
     else:
         chart = _scalar(doc.get("spec", "chart", "spec", "chart")) or ""
@@ -657,7 +700,7 @@ def _component(files: Files, doc: Doc, context: Doc | None, near: set[str], patc
         if node is None:
             raise ConfigError(f"{doc.where()}: no scalar spec.chart.spec.version (GUARD pins every Istio chart)")
         location = _resolve(files, holder, node, f"HelmRelease {namespace}/{doc.name} spec.chart.spec.version{note}",
-                            context, near)
+                            context, near, flux)
         source = _helm_source(files, doc.get("spec", "chart", "spec", "sourceRef"), namespace, chart, near, problems)
     templates = _scalar(doc.get("spec", "values", "base", "enableCRDTemplates"))
     return Component(
@@ -668,7 +711,7 @@ def _component(files: Files, doc: Doc, context: Doc | None, near: set[str], patc
 
 
 def _helm_chart_component(files: Files, doc: Doc, context: Doc | None, near: set[str], patched: Patched,
-                          namespace: str, ref_name: str, ref_ns: str) -> Component | None:
+                          namespace: str, ref_name: str, ref_ns: str, flux: FluxPatched) -> Component | None:
     """A HelmRelease whose spec.chartRef names a HelmChart: the chart, version and source are the HelmChart's."""
     chart_doc = files.find("HelmChart", _SOURCE, ref_name, ref_ns, near)
     if chart_doc is None:
@@ -683,7 +726,8 @@ def _helm_chart_component(files: Files, doc: Doc, context: Doc | None, near: set
     holder, node, note = _version_node(chart_doc, ("spec", "version"), patched)
     if node is None:
         raise ConfigError(f"{chart_doc.where()}: no scalar spec.version (GUARD pins every Istio chart)")
-    location = _resolve(files, holder, node, f"HelmChart {ref_ns}/{ref_name} spec.version{note}", context, near)
+    location = _resolve(files, holder, node, f"HelmChart {ref_ns}/{ref_name} spec.version{note}", context, near,
+                        flux)
     problems: list[str] = []
     source = _helm_source(files, chart_doc.get("spec", "sourceRef"), ref_ns, chart, near, problems)
     templates = _scalar(doc.get("spec", "values", "base", "enableCRDTemplates"))
@@ -743,7 +787,7 @@ def _depends_on(doc: Doc, namespace: str) -> list[tuple[str, str]]:
 
 
 def _resolve(files: Files, doc: Doc, node: ScalarNode, what: str, context: Doc | None,
-             near: set[str]) -> Location:
+             near: set[str], flux: FluxPatched | None = None) -> Location:
     """The location of the value `node` holds: itself, or the postBuild variable it names.
 
     Flux reads the `substituteFrom` sources in order, a later one overwriting an earlier one's variable, and
@@ -756,6 +800,13 @@ def _resolve(files: Files, doc: Doc, node: ScalarNode, what: str, context: Doc |
     if context is None:
         raise ConfigError(f"{doc.where()}: {what} is {value} but no Flux Kustomization with postBuild applies "
                           f"{doc.path}; GUARD cannot tell where {var} is set")
+    patch = flux(context, ("spec", "postBuild", "substitute", var)) if flux else None
+    if patch is not None:  # a kustomization around the Flux Kustomization patches the variable in
+        if patch.node is None:
+            raise ConfigError(f"{context.where()}: postBuild.substitute.{var} is set by {patch.where} as something "
+                              "other than one scalar; GUARD cannot place the version")
+        return _location(patch.doc, patch.node, f"Kustomization {context.name} postBuild.substitute.{var}, set by "
+                                                f"{patch.where} ({what})")
     substitute = _get(context.get("spec", "postBuild", "substitute"), var)
     if isinstance(substitute, ScalarNode):
         return _location(context, substitute, f"Kustomization {context.name} postBuild.substitute.{var} ({what})")
@@ -763,7 +814,8 @@ def _resolve(files: Files, doc: Doc, node: ScalarNode, what: str, context: Doc |
     secret_at = ""  # the Secret that sets var last, when one does
     unseen: list[str] = []  # Secrets substituteFrom names that are not in the repository
     namespace = context.namespace or "flux-system"
-    for item in _items(context.get("spec", "postBuild", "substituteFrom")):
+    sources = flux(context, ("spec", "postBuild", "substituteFrom")) if flux else None
+    for item in _items(sources.raw if sources is not None else context.get("spec", "postBuild", "substituteFrom")):
         kind, name = _scalar(_get(item, "kind")), _scalar(_get(item, "name")) or ""
         if kind == "Secret":
             secret = files.find("Secret", "v1", name, namespace, near)
@@ -959,6 +1011,10 @@ def _compose_any(text: str, path: str) -> list[Node]:
 
 def _items(node: Node | None) -> list[Node]:
     return list(node.value) if isinstance(node, SequenceNode) else []
+
+
+def _is_flux_kustomization(doc: Doc) -> bool:
+    return doc.kind == "Kustomization" and doc.api.startswith(_FLUX_KUSTOMIZATION)
 
 
 def _flux_ref(context: Doc | None) -> str | None:

@@ -102,3 +102,28 @@ def test_two_parallel_batches_on_neighbouring_lines_of_one_version_map_both_merg
     # AND main's map has every cluster at the target, and every cluster runs it
     assert (seen["map"] or "").count('"1.20.0"') == 3 and "1.19.3" not in (seen["map"] or "")
     assert seen["running"] == {"eks-test": "1.20.0", "eks-dev-1": "1.20.0", "eks-dev-2": "1.20.0"}
+
+
+def test_version_map_lines_with_an_unchanged_line_between_are_rebased_not_regenerated(rehearse: Rehearse) -> None:
+    # GIVEN the same two batches, but eks-dev-3 (in neither) keeps its line between eks-test's and eks-dev-1's
+    loaded = scenario("parallel-batches-version-map").model_dump(exclude_unset=True)
+    test, dev1, dev2 = loaded["fleet"]
+    fleet = [test, {**dev2, "cluster": "eks-dev-3", "role_arn": "arn:aws:iam::111122223333:role/guard-eks-dev-3"},
+             dev1, dev2]
+    seen: dict[str, Any] = {}
+
+    def inspect(world: LocalWorld, summary: dict[str, Any]) -> None:
+        seen["mrs"] = world.gitlab.merge_requests(world.scenario.gitlab_project)
+        seen["log"] = [text for _, text in world.human_log]
+        seen["map"] = world.gitlab.file_at(world.scenario.gitlab_project, layouts.VERSION_MAP) or ""
+
+    # WHEN the rollout is rehearsed
+    summary, progress = rehearse("parallel-batches-version-map", inspect=inspect, fleet=fleet)
+
+    # THEN both merged; the second went stale and GitLab's rebase (git's line merge) was clean: nothing regenerated
+    assert summary["status"] == "SUCCEEDED", progress
+    assert [mr["state"] for mr in seen["mrs"]] == ["merged", "merged"], progress
+    assert not any("regenerated from the head" in line for line in seen["log"]), progress
+    assert any("rebased onto the head of `main`" in line for line in seen["log"]), seen["log"]
+    # AND the map has the batches' three clusters at the target, eks-dev-3 untouched between them
+    assert seen["map"].count('"1.20.0"') == 3 and f'  {layouts.map_key("eks-dev-3")}: "1.19.3"' in seen["map"]

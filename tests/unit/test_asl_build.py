@@ -85,6 +85,26 @@ def test_every_poll_waits_between_checks_and_carries_its_deadline() -> None:
         assert states[wait] == {"Type": "Wait", "SecondsPath": "$.plan.flux_poll_seconds", "Next": check}
 
 
+def test_no_state_iterates_over_clusters_every_per_cluster_stage_over_chunks() -> None:
+    # GIVEN the batch machine's Maps
+    states = build.upgrade_batch()["States"]
+    maps = {name: state for name, state in states.items() if state["Type"] == "Map"}
+    # THEN they are Prechecks and Validate, each over the plan's chunk numbers at the chunk concurrency
+    assert sorted(maps) == ["Prechecks", "Validate"]
+    for name, item in [("Prechecks", "PrecheckChunk"), ("Validate", "ValidateChunk")]:
+        state = maps[name]
+        assert (state["ItemsPath"], state["MaxConcurrencyPath"]) == ("$.plan.chunks", "$.plan.max_concurrent_chunks")
+        assert state["ItemSelector"] == {"run_id.$": "$.plan.run_id", "chunk.$": "$$.Map.Item.Value"}
+        # AND each iteration is one task given the run and the chunk number only, its result dropped
+        task = state["ItemProcessor"]["States"][item]
+        assert task["Parameters"]["Payload"] == {"run_id.$": "$.run_id", "chunk.$": "$.chunk"}
+        assert state["ItemProcessor"]["StartAt"] == item and state["ResultPath"] is None
+        # AND a rate limit of any of its clusters is waited out, then the chunk runs again
+        assert task["Catch"][0]["ErrorEquals"] == ["RateLimited"]
+    # AND nothing reads the plan's cluster list
+    assert "$.plan.clusters" not in json.dumps(build.upgrade_batch())
+
+
 def test_wait_out_error_waits_as_long_as_the_error_says_then_retries() -> None:
     # WHEN a Retry-After wait is built for a task
     state = build.wait_out_error("$.error_detail.retry_after_seconds", retry="OpenMergeRequest")

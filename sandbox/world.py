@@ -273,6 +273,7 @@ class LocalWorld:
         registry = ClusterRegistry(self.engine.resource("dynamodb").Table(self.config.aws.dynamodb.table_name),
                                    self.config.tenant)
         files = self._repository_files()
+        tree = self._tree(files)  # one parse of the repository for every cluster, not one each
         batch_of = {c: b.name for b in self.config.batches for c in b.clusters}
         for spec in self.scenario.fleet:
             path = _entry_path(spec)
@@ -286,7 +287,7 @@ class LocalWorld:
             )
             registry.put(cluster)
             self._seed_cluster(spec, cluster)
-            self._seed_components(spec, files)
+            self._seed_components(spec, tree)
         published = sorted({spec.istio_version for spec in self.scenario.fleet} | {self.scenario.target_version}
                            - set(self.scenario.unpublished_versions))
         for chart in ("base", "istiod", "cni", "ztunnel", "gateway"):
@@ -353,10 +354,10 @@ class LocalWorld:
     def _install(self, spec: ClusterSpec, tree: Files) -> Install:
         return read_install(tree, spec.cluster, _entry_path(spec))
 
-    def _seed_components(self, spec: ClusterSpec, files: dict[str, str]) -> None:
+    def _seed_components(self, spec: ClusterSpec, tree: Files) -> None:
         """The cluster runs what its Flux path installs (chained by the same dependsOn), plus `unmanaged`."""
         self.kubernetes.set_kubernetes_version(spec.cluster, spec.kubernetes_version)
-        install = self._install(spec, self._tree(files))
+        install = self._install(spec, tree)
         for c in install.components:
             # Flux orders a release after its HelmRelease dependsOn and after what its Kustomization waits for.
             self.kubernetes.add_component(

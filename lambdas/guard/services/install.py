@@ -17,12 +17,12 @@ def repo_files(repo: GitOpsRepo, project: str, ref: str) -> Files:
     def read(path: str) -> str | None:
         return repo.read_file(project, path, ref) if path in listing() else None
 
-    cache: list[list[str]] = []
+    cache: list[set[str]] = []
 
     def listing() -> set[str]:
         if not cache:
-            cache.append(repo.list_files(project, "", ref))
-        return set(cache[0])
+            cache.append(set(repo.list_files(project, "", ref)))
+        return cache[0]
 
     def list_dir(directory: str) -> list[str]:
         prefix = directory.strip("/") + "/" if directory.strip("/") else ""

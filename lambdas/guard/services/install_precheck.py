@@ -4,6 +4,8 @@ target version of every chart is published, and the target Istio supports the cl
 
 from __future__ import annotations
 
+import threading
+
 from guard.checks.install import ambient_skew, crds_upgraded, kubernetes_compatible, upgrade_order
 from guard.core.models import CheckStatus, Cluster, HealthCheckResult
 from guard.core.run import RunRecord
@@ -20,7 +22,13 @@ def _result(cluster_id: str, name: str, status: CheckStatus, message: str, **det
 
 
 class InstallPrecheck:
-    """Reads the install at the target branch, as the MR will be cut from it."""
+    """Reads the install at the target branch, as the MR will be cut from it.
+
+    One instance serves one task (a chunk of clusters, checked from several threads): the
+    repository revision and the registry are read once for all of them, not once per cluster. A
+    HelmRepository lookup may scan every file of the repository, and the change's scope reads the
+    whole registry, so per cluster both grew with the fleet: reads growing as its square.
+    """
 
     def __init__(self, registry: ClusterRegistry, repo: GitOpsRepo, charts: ChartRepository,
                  target_branch: str, allowed_prefixes: list[str] | None = None) -> None:
@@ -29,12 +37,28 @@ class InstallPrecheck:
         self._registry = registry
         self._repo = repo
         self._charts = charts
+        self._shared = threading.Lock()
+        self._trees: dict[str, Files] = {}
+        self._fleet: list[Cluster] | None = None
+
+    def _files(self, project: str) -> Files:
+        """The project at the target branch, shared by this task's clusters (read and parsed lazily)."""
+        with self._shared:
+            if project not in self._trees:
+                self._trees[project] = repo_files(self._repo, project, self._target_branch)
+            return self._trees[project]
+
+    def _all_clusters(self) -> list[Cluster]:
+        with self._shared:
+            if self._fleet is None:
+                self._fleet = self._registry.all()
+            return self._fleet
 
     def run(self, run: RunRecord, cluster: Cluster, connector: ClusterConnector) -> list[HealthCheckResult]:
         cid, target = cluster.cluster_id, run.target_version
         results = [self._kubernetes(cluster, target, connector)]
         try:
-            files = repo_files(self._repo, cluster.gitlab_project, self._target_branch)
+            files = self._files(cluster.gitlab_project)
             install = read_install(files, cid, cluster.flux_config_path)
         except RateLimited:
             raise
@@ -73,7 +97,7 @@ class InstallPrecheck:
     def _scope(self, run: RunRecord, cluster: Cluster, install: Install, files: Files) -> HealthCheckResult:
         cid = cluster.cluster_id
         edits = plan_edits({cid: install}, {cid: run.target_version})
-        users = outside_users(files, edits, set(run.clusters), self._registry.all(), cluster.gitlab_project)
+        users = outside_users(files, edits, set(run.clusters), self._all_clusters(), cluster.gitlab_project)
         if users:
             clusters = sorted({c for found in users.values() for c in found})
             where = "; ".join(f"{what} also serves {', '.join(sorted(found))}" for what, found in sorted(users.items()))

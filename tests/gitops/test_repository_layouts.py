@@ -491,6 +491,15 @@ def test_a_version_range_is_refused_naming_the_file(version: str) -> None:
         read_install(files_of(oci), "eks-a", "clusters/eks-a/istio/istiod.yaml")
 
 
+def test_a_flux_config_path_naming_the_cluster_s_directory_reads_it_all() -> None:
+    tree = layouts.whole_install("eks-a", OLD, URL)
+    for entry in ("clusters/eks-a/istio", "clusters/eks-a/istio/"):
+        install = read_install(files_of(tree), "eks-a", entry)
+        assert [c.component for c in install.components] == ["base", "istiod", "gateway"]
+    with pytest.raises(ConfigError, match="clusters/eks-z/istio does not exist in the repository"):
+        read_install(files_of(tree), "eks-z", "clusters/eks-z/istio")
+
+
 def test_one_multi_document_file_with_sources_and_every_chart() -> None:
     tree = {"clusters/eks-a/istio.yaml": "---\n".join([
         layouts.HELM_REPO.format(url=URL), layouts.release("istio-base", "base", OLD, extra=layouts.CRDS),

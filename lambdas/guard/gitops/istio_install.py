@@ -214,12 +214,17 @@ class Install:
 
 
 def read_install(files: Files, cluster_id: str, flux_config_path: str) -> Install:
-    """The cluster's Istio install, from the directory of `flux_config_path`; ConfigError when it has none."""
+    """The cluster's Istio install, from the directory of `flux_config_path` (or from that directory itself, when
+    it names one); ConfigError when it has none."""
     walker = _Walker(files)
     start = posixpath.dirname(flux_config_path)
-    if files.read(flux_config_path) is None:
+    if files.read(flux_config_path) is not None:
+        walker.visit_start(start, flux_config_path, cluster_id)
+    elif flux_config_path.strip("/") and files.listing(flux_config_path.strip("/")):
+        start = flux_config_path.strip("/")
+        walker.visit_dir(start, None)  # the cluster's own directory: everything Flux applies from it
+    else:
         raise ConfigError(f"{cluster_id}: {flux_config_path} does not exist in the repository")
-    walker.visit_start(start, flux_config_path, cluster_id)
     components = []
     for doc, contexts in walker.releases.values():
         # One document reached several ways (a Flux Kustomization whose path holds its own directory, say):

@@ -245,13 +245,17 @@ def test_multi_tenancy_script_runs_each_team_on_its_own_stack(seed_home: Shell) 
     assert (load_config(SEED / "team-a-config.yaml").tenant, load_config(SEED / "team-b-config.yaml").tenant) == (
         "team-a", "team-b")
     configs = {"team-a-config.yaml": "team-a-config.yaml", "team-b-config.yaml": "team-b-config.yaml"}
-    # WHEN `guard local up` starts each team's stack and the seed's script runs
-    out = ok(seed_home(script("multi-tenancy.sh"), configs, up=UP))
+    # WHEN `guard local up` starts each team's stack and the seed's script runs; the reviewer leaves the MRs
+    # open, so each run still holds its batch when `guard list` looks (a merged run may end before it does)
+    out = ok(seed_home(script("multi-tenancy.sh"), configs, up=[*UP[:2], "--reviewer", "ignore", *UP[4:]]))
     # THEN each run printed its own MR, on its own tenant's stack
     assert "[team-a-prod] merge request: http://127.0.0.1:" in out
     assert "[team-b-prod] merge request: http://127.0.0.1:" in out
     a = listed(seed_home, "--config", "~/.guard/team-a-config.yaml")
-    assert set(a) == {"team-a-prod"} and a["team-a-prod"]["lock_holder"]
+    b = listed(seed_home, "--config", "~/.guard/team-b-config.yaml")
+    assert set(a) == {"team-a-prod"} and a["team-a-prod"]["lock_holder"], a
+    assert set(b) == {"team-b-prod"} and b["team-b-prod"]["lock_holder"], b
+    assert a["team-a-prod"]["lock_holder"] != b["team-b-prod"]["lock_holder"]
 
 
 def test_a_monitor_killed_with_its_ci_job_says_how_to_resume_and_monitor_picks_the_run_up(seed_home: Shell) -> None:

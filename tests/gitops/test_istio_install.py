@@ -11,6 +11,7 @@ from guard.gitops.istio_install import Files, apply_edits, plan_edits, read_inst
 from guard.services.install import planned_changes
 
 from sandbox import layouts
+from sandbox.world import HELM_REPOSITORY, HELM_REPOSITORY_PATH, HELMRELEASE
 
 URL = "https://istio-release.storage.googleapis.com/charts"
 
@@ -262,3 +263,22 @@ def test_a_version_map_line_read_by_a_cluster_outside_the_batch_is_refused_namin
     installs["eks-c"] = read_install(files, "eks-c", "clusters/eks-c/istio.yaml")
     edits = planned_changes(files, installs, {"eks-a": "1.23.0", "eks-c": "1.23.0"}, fleet, "team/p")
     assert len(edits) == 1
+
+
+def test_a_shared_helm_repository_is_found_without_reading_every_clusters_files() -> None:
+    # GIVEN a fleet repository: 300 clusters' HelmReleases under clusters/, the HelmRepository they all use in
+    # infrastructure/sources/ (after clusters/ in name order), read through a reader that counts its reads
+    tree = {f"clusters/eks-{i:03d}/istio.yaml": HELMRELEASE.format(cluster=f"eks-{i:03d}", version="1.19.3")
+            for i in range(300)} | {HELM_REPOSITORY_PATH: HELM_REPOSITORY.format(url="https://charts.example")}
+    reads: list[str] = []
+
+    def read(path: str) -> str | None:
+        reads.append(path)
+        return tree.get(path)
+
+    files = Files(read, lambda d: [p for p in tree if p.startswith(d.strip("/") + "/" if d else "")])
+    # WHEN one cluster's install is read
+    install = read_install(files, "eks-150", "clusters/eks-150/istio.yaml")
+    # THEN its chart source is the shared HelmRepository, found after reading a handful of files, not 300
+    assert [c.source.url for c in install.components if c.source] == ["https://charts.example"]
+    assert len(reads) < 10, reads

@@ -148,6 +148,11 @@ class MergeGateService:
         if gates.stale and not gates.rebase_in_progress:
             gates, did = self._freshen(project, iid, mr.source_branch, mr.target_branch, gates, edits, message)
             actions.append(did)
+            if gates.state != "opened":
+                # A person merged or closed it while GUARD freshened it (the reconciler and the task that opened
+                # it may both tend it): its gates and notes are history now.
+                return GatesResult(state=gates.state, detailed_merge_status=gates.detailed_merge_status,
+                                   actions=actions)
         # Only while something is still to come (pipeline, approvals): a mergeable MR is a reviewer's to merge.
         wanted = self._auto_merge and not gates.auto_merge and not gates.stale and not gates.draft \
             and gates.detailed_merge_status != "mergeable"
@@ -171,7 +176,11 @@ class MergeGateService:
             why = after.merge_error or "the rebase left it behind the target"
         else:
             why = "it conflicts with the target branch"
-        commit = self._repo.replace_branch(project, source, target, edits(target), message)
+        changes = edits(target)
+        now = self._repo.merge_gates(project, iid)
+        if now.state != "opened":  # merged or closed meanwhile: never push a branch back for it
+            return now, f"left alone: it was {now.state} meanwhile ({why})"
+        commit = self._repo.replace_branch(project, source, target, changes, message)
         if commit is None:
             return (self._repo.merge_gates(project, iid),
                     f"`{target}` has these versions already; nothing to regenerate ({why})")

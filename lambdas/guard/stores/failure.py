@@ -101,12 +101,16 @@ class FailureStore:
             for e in c.events:
                 e.message = plain_text(e.message)
         while len(evidence.model_dump_json()) > MAX_EVIDENCE_BYTES:
-            # Halve the largest logs until it fits; the analysis already had its capped share.
-            biggest = max(evidence.clusters, key=lambda c: len(c.istiod_log) + len(c.events))
-            if not biggest.istiod_log and not biggest.events:
+            # Halve the logs and events of the larger half of the clusters until it fits; the analysis
+            # already had its capped share. One cluster a round serialised the whole evidence once per
+            # cut: with 500 failing clusters that alone outlasted the function's timeout.
+            sized = sorted(evidence.clusters, key=lambda c: len(c.istiod_log) + len(c.events), reverse=True)
+            cut = [c for c in sized[:max(1, len(sized) // 2)] if c.istiod_log or c.events]
+            if not cut:
                 break
-            biggest.istiod_log = biggest.istiod_log[len(biggest.istiod_log) // 2:]
-            biggest.events = biggest.events[: len(biggest.events) // 2]
+            for c in cut:
+                c.istiod_log = c.istiod_log[len(c.istiod_log) // 2:]
+                c.events = c.events[: len(c.events) // 2]
         self._put(evidence.run_id, "EVIDENCE", evidence, now, hours=self._evidence_hours)
 
     def get_evidence(self, run_id: str) -> FailureEvidence | None:

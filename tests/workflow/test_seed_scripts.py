@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -28,10 +29,15 @@ ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "tests" / "fixtures" / "seed"
 # A fast clock: a 4-hour soak takes ~15 real seconds; the reviewer merges 5 scenario minutes after an MR opens.
 UP = ["--speedup", "1000", "--merge-after", "300", "--idle-timeout", "300"]
-# What the documented install (docs/ci-cd.md: `pip install <repository>`) provides: a `guard` command.
-# The tests do not pip-install into the shared environment; this stands in for the installed entry point
-# (tests/unit/test_cli_install.py installs the repository with pip into a fresh target and runs it).
-INSTALL = "command -v guard >/dev/null"
+# The documented install (docs/ci-cd.md: `pip install ./guard`, the repository checked out beside the job),
+# run by each CI job in place of the seed's `pip install guard`. Two additions keep the test offline and the
+# shared environment untouched: --no-deps (the dependencies are already in this environment; pip's own
+# resolution of them is tests/unit/test_cli_install.py's) and --target (a fresh directory per test, put first
+# on PATH and PYTHONPATH as a CI runner's environment would be). `command -v guard` shows which one ran.
+INSTALL = (f'{sys.executable} -m pip install --quiet --disable-pip-version-check --no-deps '
+           '--target "$GUARD_SITE" ./guard\n'
+           'export PATH="$GUARD_SITE/bin:$PATH" PYTHONPATH="$GUARD_SITE"\n'
+           'echo "installed guard: $(command -v guard)"')
 
 Shell = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -180,7 +186,7 @@ def test_zero_downtime_min_replicas_refuses_a_thin_workload(seed_home: Shell) ->
     assert "merge request:" not in done.stdout
 
 
-def _ci_steps(kind: str, batch: str = "prod-wave-1", version: str = "1.20.0") -> dict[str, str]:
+def _ci_steps(kind: str, site: Path, batch: str = "prod-wave-1", version: str = "1.20.0") -> dict[str, str]:
     """Each CI job's shell steps, `pip install guard` replaced by the documented install."""
     if kind == "gitlab":
         jobs = yaml.safe_load(script("gitlab-ci.yml"))
@@ -190,6 +196,7 @@ def _ci_steps(kind: str, batch: str = "prod-wave-1", version: str = "1.20.0") ->
         jobs = yaml.safe_load(script("github-actions.yml"))["jobs"]
         steps = {name: [s["run"] for s in job["steps"] if "run" in s] for name, job in jobs.items()}
         env = {}
+    env["GUARD_SITE"] = str(site)
     shell = {}
     for name, lines in steps.items():
         body = "\n".join(INSTALL if line.strip() == "pip install guard" else line for line in lines)
@@ -198,9 +205,25 @@ def _ci_steps(kind: str, batch: str = "prod-wave-1", version: str = "1.20.0") ->
     return shell
 
 
-def test_gitlab_ci_jobs_run_as_the_seed_writes_them(seed_home: Shell) -> None:
-    # GIVEN the seed's .gitlab-ci.yml jobs and a config with their batches
-    jobs = _ci_steps("gitlab")
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """The repository as a CI job sees it: `./guard` (its packages and pyproject.toml) in the job's directory,
+    `$GUARD_SITE` where that job's pip installs it."""
+    source = tmp_path / "guard"
+    for part in ("cli", "sandbox", "infra", "lambdas"):
+        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(ROOT / "pyproject.toml", source)
+    return tmp_path / "site"
+
+
+def installed(job_output: str, site: Path) -> None:
+    """The job's `guard` commands ran from what its own `pip install ./guard` put in $GUARD_SITE."""
+    assert f"installed guard: {site / 'bin' / 'guard'}" in job_output, job_output
+
+
+def test_gitlab_ci_jobs_run_as_the_seed_writes_them(seed_home: Shell, checkout: Path) -> None:
+    # GIVEN the seed's .gitlab-ci.yml jobs (`pip install guard` replaced by the documented install) and a config
+    jobs = _ci_steps("gitlab", site=checkout)
     seed_home("true", {"config.yaml": "cicd-config.yaml"}, up=UP)
     # WHEN upgrade-test runs (run + monitor), then upgrade-prod (run) and validate-prod (monitor --soak-period 120)
     test_job = ok(seed_home(jobs["upgrade-test"]))
@@ -210,11 +233,14 @@ def test_gitlab_ci_jobs_run_as_the_seed_writes_them(seed_home: Shell) -> None:
     assert "[test] succeeded" in test_job
     assert "[prod-wave-1] merge request: http://127.0.0.1:" in prod_job and "succeeded" not in prod_job
     assert "[prod-wave-1] succeeded" in validate_job
+    # AND each job's guard was the one its own pip install put there
+    for job in (test_job, prod_job, validate_job):
+        installed(job, checkout)
 
 
-def test_github_actions_jobs_run_as_the_seed_writes_them(seed_home: Shell) -> None:
+def test_github_actions_jobs_run_as_the_seed_writes_them(seed_home: Shell, checkout: Path) -> None:
     # GIVEN the seed's workflow, dispatched with batch=prod-wave-1 and target_version=1.20.0
-    jobs = _ci_steps("github")
+    jobs = _ci_steps("github", site=checkout)
     seed_home("true", {"config.yaml": "cicd-config.yaml"}, up=UP)
     # WHEN the upgrade job and then the validate job run
     upgrade = ok(seed_home(jobs["upgrade"]))
@@ -222,6 +248,9 @@ def test_github_actions_jobs_run_as_the_seed_writes_them(seed_home: Shell) -> No
     # THEN the MR was opened by the first and the run followed to success by the second
     assert "[prod-wave-1] merge request: http://127.0.0.1:" in upgrade
     assert "[prod-wave-1] succeeded" in validate
+    # AND both jobs ran the guard that their own pip install put there
+    installed(upgrade, checkout)
+    installed(validate, checkout)
 
 
 def test_parallel_script_returns_when_the_three_mrs_are_ready(seed_home: Shell) -> None:

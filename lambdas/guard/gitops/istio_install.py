@@ -732,6 +732,13 @@ def _component(files: Files, doc: Doc, context: Doc | None, near: set[str], patc
         location = _resolve(files, holder, node, f"HelmRelease {namespace}/{doc.name} spec.chart.spec.version{note}",
                             context, near, flux)
         source = _helm_source(files, doc.get("spec", "chart", "spec", "sourceRef"), namespace, chart, near, problems)
+    return _release_component(doc, namespace, component, chart, location, source, problems)
+
+
+def _release_component(doc: Doc, namespace: str, component: str, chart: str, location: Location,
+                       source: ChartSource | None, problems: list[str]) -> Component:
+    """The Component of HelmRelease `doc`, its version at `location`: the release's own dependsOn, CRD upgrade policy
+    and CRD templates, whether the chart comes through spec.chart or a chartRef."""
     templates = _scalar(doc.get("spec", "values", "base", "enableCRDTemplates"))
     return Component(
         component=component, name=doc.name, namespace=namespace, chart=chart, release_path=doc.path,
@@ -760,12 +767,7 @@ def _helm_chart_component(files: Files, doc: Doc, context: Doc | None, near: set
                         flux)
     problems: list[str] = []
     source = _helm_source(files, chart_doc.get("spec", "sourceRef"), ref_ns, chart, near, problems)
-    templates = _scalar(doc.get("spec", "values", "base", "enableCRDTemplates"))
-    return Component(
-        component=component, name=doc.name, namespace=namespace, chart=chart, release_path=doc.path,
-        location=_exact(location), depends_on=_depends_on(doc, namespace),
-        crds_policy=_scalar(doc.get("spec", "upgrade", "crds")),
-        crd_templates=None if templates is None else templates.lower() == "true", source=source, problems=problems)
+    return _release_component(doc, namespace, component, chart, location, source, problems)
 
 
 def _helm_source(files: Files, source_ref: Node | None, namespace: str, chart: str, near: set[str],

@@ -94,7 +94,7 @@ def test_after_the_upgrade_every_workload_kind_is_restarted_and_no_job_blocks_th
     done: dict = {}
     # WHEN the sidecar waves run until done (bounded)
     for _ in range(40):
-        if not waves.advance("c1", cluster(), NEW, done, clock.now(), []):
+        if not waves.advance("r1", "upgrade", "c1", cluster(), NEW, done, clock.now(), []):
             break
         clock.advance(30)
     # THEN the StatefulSet, the DaemonSet, and the Deployments (digest-pinned included) were restarted
@@ -116,7 +116,8 @@ def test_a_pdb_that_never_allows_a_disruption_is_reported_at_once(sim: Kubernete
     # AND the restart wave fails at once instead of waiting for the restart timeout
     sim.apply_chart_version("c2", NEW, reconcile_after_seconds=0)
     with pytest.raises(SidecarRestartFailed, match="allows no disruption even with all 1 pod"):
-        service(stores, sim, clock).advance("c2", cluster("c2"), NEW, {}, clock.now(), [])
+        service(stores, sim, clock).advance("r1", "upgrade", "c2", cluster("c2"), NEW, {},
+                                           clock.now(), [])
 
 
 def test_flux_is_read_through_the_served_version_and_a_suspension_is_named(sim: KubernetesSimulator) -> None:

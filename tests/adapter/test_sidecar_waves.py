@@ -22,7 +22,7 @@ from moto import mock_aws
 
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
 from tests.support.clock import FakeClock
-from tests.support.kubernetes import SimConnector
+from tests.support.kubernetes import SimConnector, api_for
 
 OLD, NEW = "1.19.3", "1.20.0"
 
@@ -93,6 +93,47 @@ def test_waves_restart_one_workload_at_a_time_until_every_proxy_runs_the_target(
     assert waves.poll("r1", deadline).restarted == []
 
 
+def test_each_wave_is_an_item_of_its_own_and_the_run_record_does_not_grow(
+        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: FakeClock) -> None:
+    # GIVEN istiod on 1.20.0 and three workloads to restart, waves of two
+    upgraded_control_plane(sim, clock)
+    waves = service(stores, sim, clock, sidecar_restart_wave_size=2)
+    _, state = stores
+    # WHEN polled until done
+    poll = waves.poll("r1", None)
+    while not poll.done:
+        clock.advance(30)
+        poll = waves.poll("r1", poll.deadline)
+    # THEN the two waves are recorded, each workload with when it was restarted, and the run record holds none
+    restarts = state.sidecar_restarts("r1", "upgrade")
+    assert sorted(restarts["c1"]) == ["shop/cart", "shop/orders", "shop/search"]
+    assert len(set(restarts["c1"].values())) == 2
+    assert state.get_run("r1").sidecar_restarts == {}
+
+
+def test_restarts_kept_in_a_run_record_written_before_are_not_repeated(
+        stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: FakeClock) -> None:
+    # GIVEN a run record written before waves had items of their own: shop/cart already restarted onto 1.20.0
+    upgraded_control_plane(sim, clock)
+    waves = service(stores, sim, clock)
+    _, state = stores
+    api_for(sim, "c1").restart_workload("Deployment", "shop", "cart", clock.now())
+    run = state.get_run("r1")
+    run.sidecar_restarts = {"c1": {"shop/cart": clock.now()}}
+    state.put_run(run)
+    clock.advance(60)
+    # WHEN polled until done
+    restarted: list[str] = []
+    poll = waves.poll("r1", None)
+    restarted += poll.restarted
+    while not poll.done:
+        clock.advance(30)
+        poll = waves.poll("r1", poll.deadline)
+        restarted += poll.restarted
+    # THEN shop/cart is not restarted again; the others are
+    assert restarted == ["c1:shop/orders", "c1:shop/search"]
+
+
 def test_a_workload_below_its_ready_floor_is_not_restarted_and_times_out(
         stores: tuple[ClusterRegistry, StateStore], sim: KubernetesSimulator, clock: FakeClock) -> None:
     # GIVEN shop/orders crash-looping (0/2 ready, below the 80% floor) after the control plane upgrade
@@ -141,5 +182,4 @@ def test_a_rollback_restarts_the_proxies_back_onto_the_previous_version_before_i
     # THEN it was only verified once every proxy ran the previous version again (none left ahead of istiod)
     assert (verify.status, verify.error) == (RollbackStatus.ROLLED_BACK, "RolledBack")
     assert set(sim.proxy_versions("c1").values()) == {OLD}
-    stored = failures.get_rollback("r1")
-    assert stored is not None and sorted(stored.sidecar_restarts["c1"]) == ["shop/cart", "shop/orders", "shop/search"]
+    assert sorted(state.sidecar_restarts("r1", "rollback")["c1"]) == ["shop/cart", "shop/orders", "shop/search"]

@@ -138,7 +138,8 @@ class RunRecord(BaseModel):
     merge_request_iid: int | None = None
     merge_commit_sha: str | None = None
     flux_synced_at: datetime | None = None
-    # cluster -> "namespace/deployment" -> when GUARD restarted it (rollout sequencing)
+    # Read only, from records written before each wave got an item of its own (`StateStore.sidecar_restarts`):
+    # cluster -> "namespace/deployment" -> when GUARD restarted it. Nothing writes it any more.
     sidecar_restarts: dict[str, dict[str, datetime]] = Field(default_factory=dict)
     error: str | None = None
     cause: str | None = None

@@ -40,7 +40,7 @@ from guard.services.observation import RegistryObserver
 from guard.services.outcome import OutcomeRecorder
 from guard.services.poll import ClusterPoll, PollResult, ReadOne
 from guard.services.report import RollbackSection, change_description, cluster_owners
-from guard.services.sidecars import SidecarRolloutService
+from guard.services.sidecars import SidecarRolloutService, restarts_so_far
 from guard.services.telling import decided, doubts
 from guard.services.validate import verdict_issue
 from guard.services.versions import VersionReader
@@ -263,7 +263,7 @@ class RollbackService:
         result = ClusterPoll(self._config, self._registry, self._state, self._connector, self._clock).check(
             record.clusters, deadline, minutes, self._reader(record, self._connector))
         if not (result.done or result.expired):
-            self._failures.put_rollback(record)  # the sidecar restarts of this poll
+            self._failures.put_rollback(record)
             run = self._state.get_run(run_id)
             if run.stage != Stage.VERIFYING_ROLLBACK:
                 run.stage = Stage.VERIFYING_ROLLBACK
@@ -292,6 +292,7 @@ class RollbackService:
         waves = (SidecarRolloutService(self._config, self._registry, self._state, connector, self._clock)
                  if self._config.execution.enable_rollout_sequencing else None)
         now = self._clock.now()
+        done = restarts_so_far(self._state, record.run_id, "rollback", record.sidecar_restarts) if waves else {}
 
         def read(cluster_id: str, cluster: Cluster) -> list[str]:
             # Any error reading a cluster is "not yet", not a failed rollback: the deadline decides.
@@ -299,8 +300,8 @@ class RollbackService:
                 waiting = versions.waiting(cluster_id, cluster)
                 if waiting or waves is None:
                     return waiting
-                return waves.advance(cluster_id, cluster, record.versions[cluster_id],
-                                     record.sidecar_restarts.setdefault(cluster_id, {}), now, [])
+                return waves.advance(record.run_id, "rollback", cluster_id, cluster, record.versions[cluster_id],
+                                     done.setdefault(cluster_id, {}), now, [])
             except GuardError as e:
                 return [f"{cluster_id}: API unreachable ({e})"]
 

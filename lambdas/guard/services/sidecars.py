@@ -4,7 +4,8 @@ or ready-replica floor.
 
 Each call is one poll: it finishes nothing synchronously. A wave is started, the state
 machine waits, and the next poll sees whether the wave has finished before starting the
-next one. What was restarted is kept in the run record, so a retried poll restarts nothing twice.
+next one. Each wave restarted is recorded in an item of its own (`StateStore.put_sidecar_wave`), so a
+retried poll restarts nothing twice and no record grows with the fleet.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from guard.digest import bounded
 from guard.errors import SidecarRestartFailed, SidecarRestartTimeout
 from guard.ports import DeploymentInfo
 from guard.services.poll import ClusterPoll, PollResult
+from guard.stores.state import RestartKind, SidecarWave, StateStore
 from guard.vocabulary.stages import Stage
 
 
 class SidecarPoll(PollResult):
     """What one poll returns to the state machine (`$.sidecars`): the first workloads this poll restarted
-    and how many (the run record keeps them all)."""
+    and how many (the state table keeps them all, a wave an item)."""
 
     restarted: list[str] = []
     restarted_count: int = 0
@@ -76,6 +78,16 @@ def _why_not_now(snap: ClusterSnapshot, d: DeploymentInfo, min_ready_percent: fl
     return None
 
 
+def restarts_so_far(state: StateStore, run_id: str, kind: RestartKind,
+                    recorded_before: dict[str, dict[str, datetime]]) -> dict[str, dict[str, datetime]]:
+    """cluster -> workload -> when GUARD restarted it: the waves recorded as items, and what a record
+    written before they were (`RunRecord` / `RollbackRecord.sidecar_restarts`) still holds."""
+    found = state.sidecar_restarts(run_id, kind)
+    for cluster_id, workloads in recorded_before.items():
+        found[cluster_id] = {**workloads, **found.get(cluster_id, {})}
+    return found
+
+
 class SidecarRolloutService(ClusterPoll):
     def poll(self, run_id: str, deadline: str | None) -> SidecarPoll:
         """Start the next wave where the last one finished; SidecarRestartTimeout past the deadline."""
@@ -83,16 +95,17 @@ class SidecarRolloutService(ClusterPoll):
         now = self._clock.now()
         minutes = self._config.execution.sidecar_restart_timeout_minutes
         restarted: list[str] = []
+        done = restarts_so_far(self._state, run_id, "upgrade", run.sidecar_restarts)
 
         def read(cluster_id: str, cluster: Cluster) -> list[str]:
-            return self.advance(cluster_id, cluster, run.target_version,
-                                run.sidecar_restarts.setdefault(cluster_id, {}), now, restarted)
+            return self.advance(run_id, "upgrade", cluster_id, cluster, run.target_version,
+                                done.setdefault(cluster_id, {}), now, restarted)
 
         result = self.check(run.clusters, deadline, minutes, read)
         # Done: the soak comes next, so the record says so while it runs (a stop then reads "soaking").
         soaks_now = result.done and run.stage != Stage.SOAKING
         run.stage = Stage.SOAKING if result.done else Stage.RESTARTING_SIDECARS
-        self._state.put_run(run)  # what was restarted, so a retried poll restarts nothing twice
+        self._state.put_run(run)
         if soaks_now and self._markers is not None:
             self._markers.soak_started(run)
         if result.expired:
@@ -102,13 +115,13 @@ class SidecarRolloutService(ClusterPoll):
                            merge_request_url=run.merge_request_url,
                            **result.model_dump(exclude={"stage", "merge_request_url"}))
 
-    def advance(self, cluster_id: str, cluster: Cluster, target: str, done_before: dict[str, datetime],
-                now: datetime, restarted: list[str]) -> list[str]:
+    def advance(self, run_id: str, kind: RestartKind, cluster_id: str, cluster: Cluster, target: str,
+                done_before: dict[str, datetime], now: datetime, restarted: list[str]) -> list[str]:
         """Start the next wave on one cluster when the previous one has finished; what it waits on.
 
-        `done_before` ("namespace/name" -> when GUARD restarted it) is updated in place; the
-        caller stores it, so a retried poll restarts nothing twice. An upgrade keeps it in the
-        run record, a rollback (towards its own versions) in the rollback record.
+        `done_before` ("namespace/name" -> when GUARD restarted it, `restarts_so_far`) is updated in
+        place, and the wave is recorded as soon as it is restarted (`kind`: the upgrade's waves, or
+        a rollback's back onto its own versions), so a retried poll restarts nothing twice.
         """
         api = self._connector.connect(cluster)
         snap = ClusterSnapshot.read(api)
@@ -141,6 +154,9 @@ class SidecarRolloutService(ClusterPoll):
             api.restart_workload(d.kind, d.namespace, d.name, now)
             done_before[_key(d)] = now
             restarted.append(f"{cluster_id}:{_key(d)}")
+        if wave:
+            self._state.put_sidecar_wave(run_id, kind, SidecarWave(cluster_id=cluster_id, at=now,
+                                                                   workloads=[_key(d) for d in wave]))
         notes = []
         if wave:
             notes.append(f"{cluster_id}: restarting {', '.join(_key(d) for d in wave)}")

@@ -69,7 +69,8 @@ class RollbackRecord(BaseModel):
     merge_request_iid: int | None = None
     merge_commit_sha: str | None = None
     verify_deadline: datetime | None = None
-    # cluster -> "namespace/deployment" -> when GUARD restarted it onto the rolled-back version
+    # Read only, from records written before each wave got an item of its own (`StateStore.sidecar_restarts`,
+    # kind "rollback"): cluster -> "namespace/deployment" -> when GUARD restarted it onto the rolled-back version.
     sidecar_restarts: dict[str, dict[str, datetime]] = Field(default_factory=dict)
     detail: str | None = None
     at: datetime

@@ -1,12 +1,16 @@
 """Run state in one DynamoDB table (pk/sk, TTL `expires_at`): runs, locks, MR task tokens
-and per-batch results. Webhook deliveries share the table (`guard.stores.deliveries`)."""
+and per-batch results. Webhook deliveries share the table (`guard.stores.deliveries`).
+
+No item here grows with the number of clusters a run touches: what is kept per cluster is kept
+in items of its own under the run's partition (`RUN#<id>` / `CLUSTER#<id>#…`, `SIDECARS#…`),
+read back with a paginated Query where a reader needs them all."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import BotoCoreError, ClientError
@@ -90,6 +94,23 @@ class SoakRecord(BaseModel):
     changes: list[str] = []  # who changed the length, to what, in order
 
 
+RestartKind = Literal["upgrade", "rollback"]
+"""Whose sidecar waves: the upgrade's (onto the target) or the rollback's (back onto the previous version)."""
+
+
+class SidecarWave(BaseModel):
+    """One wave of workloads GUARD restarted on one cluster (`RUN#<id>` / `SIDECARS#<kind>#<cluster>#<time>`).
+
+    A wave holds at most `execution.sidecar_restart_wave_size` (≤ 50) workloads, each a Kubernetes
+    namespace and name, so the item is a few KB at most however many clusters and workloads the run
+    has; a run record that kept every cluster's restarts (`RunRecord.sidecar_restarts`) passed
+    DynamoDB's 400 KB at a few thousand clusters."""
+
+    cluster_id: str
+    at: datetime
+    workloads: list[str]  # "namespace/deployment" or "namespace/Kind/name" (`services.sidecars`)
+
+
 class StateStore:
     """Typed access to the state table. `table` is a boto3 DynamoDB Table resource."""
 
@@ -152,6 +173,31 @@ class StateStore:
     def get_verdict(self, run_id: str, cluster_id: str) -> ClusterVerdict | None:
         item = self._get(f"RUN#{run_id}", f"CLUSTER#{cluster_id}#VALIDATION")
         return ClusterVerdict.model_validate_json(item["doc"]) if item else None
+
+    # ------------------------------------------------------------------ sidecar waves
+    def put_sidecar_wave(self, run_id: str, kind: RestartKind, wave: SidecarWave) -> None:
+        """Record one wave restarted on one cluster: a retried poll must not restart it twice."""
+        self._put(f"RUN#{run_id}", f"SIDECARS#{kind}#{wave.cluster_id}#{wave.at.isoformat()}", wave,
+                  ttl(wave.at, _RUN_TTL_HOURS))
+
+    def sidecar_restarts(self, run_id: str, kind: RestartKind) -> dict[str, dict[str, datetime]]:
+        """cluster -> workload -> when GUARD restarted it, over every recorded wave (a paginated Query)."""
+        found: dict[str, dict[str, datetime]] = {}
+        for item in self._query(f"RUN#{run_id}", f"SIDECARS#{kind}#"):
+            wave = SidecarWave.model_validate_json(item["doc"])
+            found.setdefault(wave.cluster_id, {}).update(dict.fromkeys(wave.workloads, wave.at))
+        return found
+
+    def _query(self, pk: str, prefix: str) -> Iterator[dict[str, Any]]:
+        """Every item of partition `pk` whose sort key starts with `prefix`, page after page (1 MB each)."""
+        kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(pk) & Key("sk").begins_with(prefix),
+                                  "ConsistentRead": True}
+        while True:
+            page = call("Query", lambda: self._table.query(**kwargs))
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # ------------------------------------------------------------------ soak
     def soak(self, run_id: str) -> SoakRecord | None:
@@ -256,10 +302,7 @@ class StateStore:
 
     def lock_audits(self, batch: str) -> list[LockAudit]:
         """Every lock take-over of `batch` still kept, oldest first."""
-        response = call("Query", lambda: self._table.query(
-            KeyConditionExpression=Key("pk").eq(f"LOCK#{batch}") & Key("sk").begins_with("AUDIT#"),
-            ConsistentRead=True))
-        return [LockAudit.model_validate_json(item["doc"]) for item in response.get("Items", [])]
+        return [LockAudit.model_validate_json(item["doc"]) for item in self._query(f"LOCK#{batch}", "AUDIT#")]
 
     def release_lock(self, batch: str, run_id: str) -> None:
         """Release the lock if `run_id` holds it (releasing twice is harmless)."""

@@ -15,8 +15,8 @@ and whether every module has bytecode Lambda uses as is. Per handler, in a fresh
   listed by hand: (1) the `guard.runtime` builders the handler calls (`runtime.cluster_connector()`...),
   followed through the builders they call, give the modules those builders import; (2) every
   function-level import in the `guard` modules reached; (3) the SDK modules that building each SDK's
-  client imports on first use (a boto3 DynamoDB resource and client, a Kubernetes ApiClient with the
-  adapters' API classes, a Datadog ApiClient with its MetricsApi/MonitorsApi, a python-gitlab client,
+  client imports on first use (a boto3 DynamoDB resource and client, a Kubernetes ApiClient sending one
+  request by path as the adapter does, a Datadog ApiClient with its MetricsApi/MonitorsApi, a python-gitlab client,
   the configured LLM client), read from sys.modules in a discovery process. Only one LLM SDK counts:
   the tenant's `llm.provider` (`--llm-provider`).
 
@@ -60,7 +60,7 @@ from infra.functions import FUNCTIONS, FunctionSpec  # noqa: E402
 from infra.handler_imports import LLM_MODULES, lazy_modules  # noqa: E402
 from infra.locks import PYTHON_VERSION  # noqa: E402
 from infra.naming import deployed_config  # noqa: E402
-from infra.slimming import KUBERNETES_APIS, missing_bytecode, unzipped_size  # noqa: E402
+from infra.slimming import missing_bytecode, unzipped_size  # noqa: E402
 
 MIB = 2**20
 SIZE_GOAL_MIB = 100
@@ -79,8 +79,14 @@ FUNCTION_ENV = {"GUARD_TENANT": "bench", "GUARD_CONFIG_FILE": "tenant/config.jso
 FIRST_USE = {
     "boto3": "import boto3\ns = boto3.session.Session(region_name='us-east-1')\n"
              "s.resource('dynamodb'); s.client('dynamodb'); s.client('secretsmanager')",
-    "kubernetes": "from kubernetes import client as k\nc = k.ApiClient(k.Configuration(host='https://127.0.0.1'))\n"
-                  f"[getattr(k, n)(c) for n in {KUBERNETES_APIS!r}]",
+    # The adapter requests by path through ApiClient (no typed API class): one request, refused by a closed
+    # port, imports what sending and failing import.
+    "kubernetes": "from kubernetes.client.api_client import ApiClient\n"
+                  "from kubernetes.client.configuration import Configuration\n"
+                  "c = ApiClient(Configuration(host='https://127.0.0.1:9', retries=0))\n"
+                  "try:\n    c.call_api(*c.param_serialize('GET', '/api/v1/nodes', query_params=[('limit', 500)], "
+                  "header_params={'Accept': 'application/json'}, auth_settings=['BearerToken']), _request_timeout=1)\n"
+                  "except Exception:\n    pass",
     "datadog_api_client": "from datadog_api_client import ApiClient, Configuration\n"
                           "from datadog_api_client.v1.api.monitors_api import MonitorsApi\n"
                           "from datadog_api_client.v2.api.metrics_api import MetricsApi\n"

@@ -58,7 +58,7 @@ BUILD_IMAGE_PLATFORM = "linux/amd64"
 # by 3.12). Found as $GUARD_BYTECODE_PYTHON, this Python if it is 3.12, python3.12 on PATH, or pyenv's.
 BYTECODE_PYTHON_ENV = "GUARD_BYTECODE_PYTHON"
 # Part of the dependency cache key: change it when slimming.py changes what an install becomes.
-SLIMMING_RECIPE = "prune-aio-k8s-apis-dd-closure+pyc-unchecked-hash/2"
+SLIMMING_RECIPE = "prune-aio-k8s-apis-dd-closure+lazy-k8s-init+pyc-unchecked-hash/3"
 # Staged next to the requirements so the Docker fallback runs the same slimming (stdlib only).
 STAGED_SLIMMING = "requirements/slimming.py"
 

@@ -9,15 +9,23 @@ arrival; unchecked-hash `.pyc` are used as they are (the asset is read-only, its
 - the asyncio Kubernetes client (`kubernetes/aio`, 41 MB of sources) and the aiohttp stack only it needs;
 - the Datadog API modules outside the static import closure of what `guard` imports from
   `datadog_api_client` (every `import` in a model, even inside a function, is followed);
-- the Kubernetes API groups GUARD never calls (`KUBERNETES_APIS` lists the ones it does; kubernetes.client
-  imports an API module only when its class is first used, and a test holds the adapters to this list);
+- the Kubernetes client's typed API classes: GUARD calls the API through `ApiClient` by path and reads
+  plain JSON (guard/adapters/kubernetes_api.py), so `KUBERNETES_APIS` keeps none (a test holds the adapters
+  to this list);
 - console scripts (`bin/`).
+
+`lazy_kubernetes_init` replaces `kubernetes/__init__.py`, which imports client, config, dynamic, watch,
+stream, utils, leaderelection and informer eagerly (kube_config, jsonschema, websocket... ~150 ms of a cold
+start), by one that imports each submodule on first use (PEP 562): `from kubernetes.client.api_client
+import ApiClient` then loads only the client. The package is otherwise unchanged, and the adapters work
+with the unmodified package too (the dev venv and the tests use it).
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,10 +42,9 @@ UNUSED_DISTRIBUTIONS = ("aiohttp", "aiohttp-retry", "aiohappyeyeballs", "aiosign
 UNUSED_PATHS = ("bin", "kubernetes/aio")
 # Packages cut to the import closure of what the function code imports from them (generated API clients
 # whose modules import each other explicitly).
-# The kubernetes.client API classes the adapters use (guard/adapters/kubernetes_api.py, eks_connector.py);
-# tests/infra/test_slimming.py fails when an adapter uses another one.
-KUBERNETES_APIS = ("AdmissionregistrationV1Api", "ApisApi", "AppsV1Api", "CoreV1Api", "CustomObjectsApi",
-                   "PolicyV1Api", "VersionApi")
+# The kubernetes.client API classes the adapters use (guard/adapters/kubernetes_api.py, eks_connector.py):
+# none, they request by path through ApiClient; tests/infra/test_slimming.py fails when an adapter uses one.
+KUBERNETES_APIS: tuple[str, ...] = ()
 # PEP 552: bit 0 = hash-based, bit 1 = check_source; unchecked-hash is 0b01.
 UNCHECKED_HASH_FLAGS = 1
 CLOSURE_PRUNED = {"datadog_api_client": ("datadog_api_client.v1", "datadog_api_client.v2")}
@@ -65,6 +72,8 @@ def prune(site: Path, code_dirs: Iterable[Path]) -> None:
     for dist in UNUSED_DISTRIBUTIONS:
         _remove_distribution(site, dist)
     _prune_kubernetes_apis(site / "kubernetes" / "client" / "api")
+    if (site / "kubernetes" / "__init__.py").is_file():
+        lazy_kubernetes_init(site / "kubernetes" / "__init__.py")
     wanted = imported_modules(code_dirs)
     for package, prefixes in CLOSURE_PRUNED.items():
         if (site / package).is_dir():
@@ -166,6 +175,50 @@ def _prune_kubernetes_apis(api_dir: Path) -> None:
     for module in api_dir.glob("*.py"):
         if module.stem not in keep:
             module.unlink()
+
+
+# What kubernetes/__init__.py may hold for lazy_kubernetes_init to rewrite it: comments, the project and
+# version assignments, and `from . import <submodule>` lines. Anything else fails the build (a new client
+# release that does more at import must be looked at, not silently dropped).
+_KUBERNETES_INIT_LINE = re.compile(r"(#.*|__project__ = .*|__version__ = .*|from \. import (?P<sub>\w+))?")
+LAZY_KUBERNETES_INIT = """# Rewritten by GUARD's bundling (infra/slimming.py, lazy_kubernetes_init): the original
+# imported every submodule below at `import kubernetes`; this imports each on first use (PEP 562), so a
+# function that uses only kubernetes.client does not load kube_config, dynamic, watch, stream...
+import importlib as _importlib
+
+{assignments}
+_SUBMODULES = {submodules!r}
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return _importlib.import_module("." + name, __name__)
+    raise AttributeError(f"module {{__name__!r}} has no attribute {{name!r}}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBMODULES))
+"""
+
+
+def lazy_kubernetes_init(init: Path) -> None:
+    """Rewrite kubernetes/__init__.py to import its submodules on first use; SlimmingError when it holds
+    anything but the lines it is known to hold."""
+    text = init.read_text()
+    if text.startswith("# Rewritten by GUARD"):
+        return
+    assignments, submodules = [], []
+    for line in text.splitlines():
+        match = _KUBERNETES_INIT_LINE.fullmatch(line.strip())
+        if match is None:
+            raise SlimmingError(f"{init}: unexpected line {line!r}: check lazy_kubernetes_init")
+        if match.group("sub"):
+            submodules.append(match.group("sub"))
+        elif line.startswith("__"):
+            assignments.append(line.strip())
+    if not submodules:
+        raise SlimmingError(f"{init}: no `from . import` line: check lazy_kubernetes_init")
+    init.write_text(LAZY_KUBERNETES_INIT.format(assignments="\n".join(assignments), submodules=tuple(submodules)))
 
 
 def _parents(module: str) -> list[str]:

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from guard.adapters.kubernetes_api import _helm_release_status, _pdb_info, _pod_info
-from kubernetes import client as k8s
 
 from sandbox.sims.kubernetes_sim import KubernetesSimulator, Workload
 from tests.fixtures import kubernetes_shapes as shapes
@@ -26,9 +25,9 @@ from tests.support.kubernetes import TOKEN
 K8S_VERSION = "1.31.0"  # the schema set kubernetes-validate checks against (EKS 1.29-1.31 share these fields)
 
 
-def model(obj: shapes.Json, kind: str) -> Any:
-    """The client's model of `obj`, deserialized as from a real response."""
-    return k8s.ApiClient().deserialize(json.dumps(obj), kind, "application/json")
+def answer(obj: shapes.Json) -> Any:
+    """`obj` as the adapter reads it: the API's JSON answer, parsed (it reads no typed models)."""
+    return json.loads(json.dumps(obj))
 
 
 # ---------------------------------------------------------------- the adapter against published shapes
@@ -36,7 +35,7 @@ def model(obj: shapes.Json, kind: str) -> Any:
 
 def test_a_native_sidecar_in_a_statefulset_pod_is_a_proxy_with_its_version_and_revision() -> None:
     # GIVEN a StatefulSet's pod whose istio-proxy is an init container with restartPolicy Always, tagged -debug
-    pod = _pod_info(model(shapes.STATEFULSET_POD_NATIVE_SIDECAR, "V1Pod"))
+    pod = _pod_info(answer(shapes.STATEFULSET_POD_NATIVE_SIDECAR))
     # THEN it is injected, owned by the StatefulSet, on 1.24.2 (variant dropped), revision "stable"
     assert pod.injected and pod.owner == "StatefulSet/redis"
     assert (pod.proxy_version, pod.proxy_revision) == ("1.24.2", "stable")
@@ -44,20 +43,20 @@ def test_a_native_sidecar_in_a_statefulset_pod_is_a_proxy_with_its_version_and_r
 
 def test_a_digest_only_proxy_is_injected_with_an_unknown_version() -> None:
     # GIVEN a pod whose istio-proxy image is pinned by digest only
-    pod = _pod_info(model(shapes.DIGEST_PINNED_POD, "V1Pod"))
+    pod = _pod_info(answer(shapes.DIGEST_PINNED_POD))
     # THEN it is injected (never "not injected"), its version cannot be read, its revision can
     assert pod.injected and pod.proxy_version is None and pod.proxy_revision == "default"
     assert pod.owner == "Deployment/search"
 
 
 def test_a_completed_job_pod_is_finished_and_owned_by_its_job() -> None:
-    pod = _pod_info(model(shapes.COMPLETED_JOB_POD, "V1Pod"))
+    pod = _pod_info(answer(shapes.COMPLETED_JOB_POD))
     assert pod.finished and pod.owner == "Job/nightly-report-28978560" and pod.proxy_version == "1.23.4"
 
 
 def test_pdb_match_expressions_are_evaluated() -> None:
     # GIVEN a PDB selecting app In (search, search-canary) and job-name DoesNotExist
-    pdb = _pdb_info(model(shapes.PDB_MATCH_EXPRESSIONS, "V1PodDisruptionBudget"))
+    pdb = _pdb_info(answer(shapes.PDB_MATCH_EXPRESSIONS))
     assert pdb.selector is not None
     # THEN it covers the app's pods and the canary's, not a Job's pod nor another app
     assert pdb.selector.matches({"app": "search", "pod-template-hash": "x"})
@@ -67,7 +66,7 @@ def test_pdb_match_expressions_are_evaluated() -> None:
 
 
 def test_an_empty_pdb_selector_covers_every_pod_and_one_replica_min_available_one_never_allows_disruption() -> None:
-    pdb = _pdb_info(model(shapes.PDB_EMPTY_SELECTOR_ONE_REPLICA, "V1PodDisruptionBudget"))
+    pdb = _pdb_info(answer(shapes.PDB_EMPTY_SELECTOR_ONE_REPLICA))
     assert pdb.selector is not None and pdb.selector.matches({"app": "anything"})
     assert pdb.never_allows_disruption(replicas=1)
     assert not pdb.never_allows_disruption(replicas=2) or pdb.disruptions_allowed == 0

@@ -23,7 +23,8 @@ import botocore.loaders
 import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as AwsConnectionError
-from kubernetes import client as k8s
+from kubernetes.client.api_client import ApiClient
+from kubernetes.client.configuration import Configuration
 
 from guard.adapters.kubernetes_api import KubernetesApi
 from guard.config.registry_policy import connection_problems
@@ -148,7 +149,7 @@ class EksConnector:
         cluster_name = cluster.eks_cluster_name or cluster.cluster_id
         host, ca_data = override or self._describe(session, cluster, cluster_name)
         configuration = self._configuration(session, cluster_name, cluster.region, host, ca_data)
-        return KubernetesApi(k8s.ApiClient(configuration), request_timeout=self.request_timeout, retry=self.retry)
+        return KubernetesApi(ApiClient(configuration), request_timeout=self.request_timeout, retry=self.retry)
 
     def _configuration(
         self,
@@ -157,9 +158,9 @@ class EksConnector:
         region: str,
         host: str,
         ca_data: str | None,
-    ) -> k8s.Configuration:
+    ) -> Configuration:
         """Client configuration with a bearer token the client renews before it expires."""
-        configuration = k8s.Configuration(host=host.rstrip("/"), retries=self.retries)
+        configuration = Configuration(host=host.rstrip("/"), retries=self.retries)
         if ca_data is not None:
             configuration.ca_cert_data = ca_data
         # Plain http only reaches here for a loopback override (see _override_endpoint).
@@ -167,7 +168,7 @@ class EksConnector:
         configuration.api_key_prefix = {"authorization": "Bearer"}
         issued = {"at": float("-inf")}
 
-        def refresh(cfg: k8s.Configuration) -> None:
+        def refresh(cfg: Configuration) -> None:
             if time.monotonic() - issued["at"] < self.token_refresh_seconds:
                 return
             cfg.api_key = {"authorization": self._token(session, cluster_name, region)}

@@ -1,19 +1,25 @@
 """Kubernetes: `KubernetesCluster` (KubernetesApi) and `EvidenceSource` (KubernetesEvidence) on the official client.
 
-Every call carries `_request_timeout` and goes through `_call`, which maps client and
-transport failures to the errors Retry/Catch match: 401/403 and other refusals ->
-ExternalServiceError, 429/5xx/connection trouble -> TransientError.
+Requests go through the client's `ApiClient` (its configuration, bearer-token auth, TLS, urllib3 pool
+and `ApiException`s), by path: `param_serialize` builds the request and `call_api` sends it, and the
+JSON answer is read as plain dicts. The generated typed API classes (`CoreV1Api`...) and models are not
+used: in kubernetes 37 they are pydantic models and `validate_call` methods built at import, 650-700 ms
+of a cold start for the dozen endpoints GUARD reads (docs/scale.md, "Cold start and bundle size").
+
+Every request carries `_request_timeout` and goes through `_request`, which maps client and transport
+failures to the errors Retry/Catch match: 401/403 and other refusals -> ExternalServiceError,
+429/5xx/connection trouble -> TransientError.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import urllib3
-from kubernetes import client as k8s
+from kubernetes.client.api_client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from guard.core.evidence import EventInfo
@@ -48,144 +54,101 @@ SIDECAR_STATUS = "sidecar.istio.io/status"
 # Istio publishes each release as `<version>` and `<version>-<variant>` images.
 IMAGE_VARIANTS = ("distroless", "debug")
 MAX_EVENT_PAGES = 10  # 10 pages of 500: enough evidence, bounded time
+# The API paths GUARD reads: a list of everything, or of one namespace's (`{namespace}`).
+CORE, APPS = "/api/v1", "/apis/apps/v1"
+POLICY, ADMISSION = "/apis/policy/v1", "/apis/admissionregistration.k8s.io/v1"
+# The workloads a rolling restart patches, by kind.
+RESTARTABLE = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
+# What the generated client sends with every request of these endpoints: JSON answers, bearer token.
+ACCEPT_JSON = "application/json"
+AUTH_SETTINGS = ["BearerToken"]
 
-T = TypeVar("T")
+Json = dict[str, Any]
 
 
 class KubernetesApi:
     """One cluster's API through an authenticated `kubernetes.client.ApiClient`."""
 
-    def __init__(self, api_client: k8s.ApiClient, request_timeout: float = 10.0, page_size: int = 500,
+    def __init__(self, api_client: ApiClient, request_timeout: float = 10.0, page_size: int = 500,
                  retry: RetryPolicy | None = None) -> None:
         self.api_client = api_client
         self.request_timeout = request_timeout
         self.page_size = page_size
         self.retry = retry or policy()
-        self._core = k8s.CoreV1Api(api_client)
-        self._apps = k8s.AppsV1Api(api_client)
-        self._policy = k8s.PolicyV1Api(api_client)
-        self._custom = k8s.CustomObjectsApi(api_client)
-        self._admission = k8s.AdmissionregistrationV1Api(api_client)
-        self._apis = k8s.ApisApi(api_client)
         self._helm_version: str | None = None
 
     # ------------------------------------------------------------ KubernetesCluster
 
     def list_nodes(self) -> list[NodeInfo]:
-        return [
-            NodeInfo(name=n.metadata.name, ready=_condition(n.status.conditions if n.status else None, "Ready"))
-            for n in self._paged("nodes", self._core.list_node)
-        ]
+        return [NodeInfo(name=_meta(n).get("name") or "", ready=_condition(_status(n).get("conditions"), "Ready"))
+                for n in self._paged("nodes", f"{CORE}/nodes")]
 
     def server_version(self) -> str:
-        info = self._call("GET /version", k8s.VersionApi(self.api_client).get_code)
-        return str(info.git_version)
+        return str(self._get("GET /version", "/version").get("gitVersion"))
 
     def list_pods(self, namespace: str | None = None) -> list[PodInfo]:
-        if namespace is None:
-            pods = self._paged("pods", self._core.list_pod_for_all_namespaces)
-        else:
-            pods = self._paged(f"pods in {namespace}", self._core.list_namespaced_pod, namespace)
-        return [_pod_info(p) for p in pods]
+        return [_pod_info(p) for p in self._list("pods", CORE, "pods", namespace)]
 
     def list_deployments(self, namespace: str | None = None) -> list[DeploymentInfo]:
-        if namespace is None:
-            deps = self._paged("deployments", self._apps.list_deployment_for_all_namespaces)
-        else:
-            deps = self._paged(f"deployments in {namespace}", self._apps.list_namespaced_deployment, namespace)
-        return [_deployment_info(d) for d in deps]
+        return [_deployment_info(d) for d in self._list("deployments", APPS, "deployments", namespace)]
 
     def list_pdbs(self, namespace: str | None = None) -> list[PdbInfo]:
-        if namespace is None:
-            pdbs = self._paged("poddisruptionbudgets", self._policy.list_pod_disruption_budget_for_all_namespaces)
-        else:
-            pdbs = self._paged(
-                f"poddisruptionbudgets in {namespace}",
-                self._policy.list_namespaced_pod_disruption_budget,
-                namespace,
-            )
-        return [_pdb_info(b) for b in pdbs]
+        return [_pdb_info(b) for b in self._list("poddisruptionbudgets", POLICY, "poddisruptionbudgets", namespace)]
 
     def list_namespaces(self) -> list[NamespaceInfo]:
-        return [
-            NamespaceInfo(name=ns.metadata.name, labels=dict(ns.metadata.labels or {}))
-            for ns in self._paged("namespaces", self._core.list_namespace)
-        ]
+        return [NamespaceInfo(name=_meta(ns).get("name") or "", labels=dict(_meta(ns).get("labels") or {}))
+                for ns in self._paged("namespaces", f"{CORE}/namespaces")]
 
     def list_mutating_webhooks(self) -> list[MutatingWebhookInfo]:
         found = []
-        for config in self._paged("mutatingwebhookconfigurations",
-                                  self._admission.list_mutating_webhook_configuration):
-            service = next((w.client_config.service for w in config.webhooks or []
-                            if w.client_config and w.client_config.service), None)
+        for config in self._paged("mutatingwebhookconfigurations", f"{ADMISSION}/mutatingwebhookconfigurations"):
+            service = next((s for w in config.get("webhooks") or []
+                            if (s := (w.get("clientConfig") or {}).get("service"))), None)
             found.append(MutatingWebhookInfo(
-                name=config.metadata.name,
-                service_namespace=service.namespace if service else None,
-                service_name=service.name if service else None,
+                name=_meta(config).get("name") or "",
+                service_namespace=service.get("namespace") if service else None,
+                service_name=service.get("name") if service else None,
             ))
         return found
 
     def list_statefulsets(self, namespace: str | None = None) -> list[DeploymentInfo]:
-        if namespace is None:
-            found = self._paged("statefulsets", self._apps.list_stateful_set_for_all_namespaces)
-        else:
-            found = self._paged(f"statefulsets in {namespace}", self._apps.list_namespaced_stateful_set, namespace)
-        return [_deployment_info(s, "StatefulSet") for s in found]
+        return [_deployment_info(s, "StatefulSet") for s in self._list("statefulsets", APPS, "statefulsets", namespace)]
 
     def list_daemonsets(self, namespace: str | None = None) -> list[DeploymentInfo]:
-        if namespace is None:
-            found = self._paged("daemonsets", self._apps.list_daemon_set_for_all_namespaces)
-        else:
-            found = self._paged(f"daemonsets in {namespace}", self._apps.list_namespaced_daemon_set, namespace)
-        return [_deployment_info(d, "DaemonSet") for d in found]
+        return [_deployment_info(d, "DaemonSet") for d in self._list("daemonsets", APPS, "daemonsets", namespace)]
 
     def helm_api_version(self) -> str:
         """The newest helm.toolkit.fluxcd.io version the cluster serves (API discovery, asked once)."""
         if self._helm_version is None:
-            groups = self._call("API discovery (/apis)", self._apis.get_api_versions)
-            group = next((g for g in groups.groups or [] if g.name == HELM_GROUP), None)
+            groups = self._get("API discovery (/apis)", "/apis")
+            group = next((g for g in groups.get("groups") or [] if g.get("name") == HELM_GROUP), None)
             if group is None:
                 raise ExternalServiceError(f"Kubernetes API: {HELM_GROUP} is not served: is Flux's "
                                            "helm-controller installed?")
-            served = {v.version for v in group.versions or []}
+            served = {v.get("version") for v in group.get("versions") or []}
             version = next((v for v in HELM_VERSIONS if v in served), None)
             if version is None:
-                raise ExternalServiceError(f"Kubernetes API: {HELM_GROUP} serves {', '.join(sorted(served))}; "
+                listed = ", ".join(sorted(map(str, served)))
+                raise ExternalServiceError(f"Kubernetes API: {HELM_GROUP} serves {listed}; "
                                            f"GUARD reads {', '.join(HELM_VERSIONS)}")
             self._helm_version = version
         return self._helm_version
 
     def get_helm_release(self, namespace: str, name: str) -> HelmReleaseStatus:
         version = self.helm_api_version()
-        obj = self._call(
-            f"HelmRelease {namespace}/{name} ({HELM_GROUP}/{version})",
-            self._custom.get_namespaced_custom_object,
-            HELM_GROUP,
-            version,
-            namespace,
-            HELM_PLURAL,
-            name,
-        )
-        if not isinstance(obj, dict):
-            raise ExternalServiceError(f"Kubernetes API: HelmRelease {namespace}/{name}: unexpected response")
+        obj = self._get(f"HelmRelease {namespace}/{name} ({HELM_GROUP}/{version})",
+                        f"/apis/{HELM_GROUP}/{version}/namespaces/{{namespace}}/{HELM_PLURAL}/{{name}}",
+                        {"namespace": namespace, "name": name})
         return _helm_release_status(obj, namespace, name, version)
 
     def list_helm_releases(self) -> list[HelmReleaseStatus]:
         version = self.helm_api_version()
         found: list[HelmReleaseStatus] = []
-        token: str | None = None
-        while True:
-            page = self._call(f"HelmReleases ({HELM_GROUP}/{version})", self._custom.list_cluster_custom_object,
-                              HELM_GROUP, version, HELM_PLURAL, limit=self.page_size, _continue=token)
-            if not isinstance(page, dict):
-                raise ExternalServiceError("Kubernetes API: HelmRelease list: unexpected response")
-            for obj in page.get("items") or []:
-                meta = obj.get("metadata") or {}
-                found.append(_helm_release_status(obj, str(meta.get("namespace") or ""), str(meta.get("name") or ""),
-                                                  version))
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return found
+        for obj in self._paged(f"HelmReleases ({HELM_GROUP}/{version})", f"/apis/{HELM_GROUP}/{version}/{HELM_PLURAL}"):
+            meta = _meta(obj)
+            found.append(_helm_release_status(obj, str(meta.get("namespace") or ""), str(meta.get("name") or ""),
+                                              version))
+        return found
 
     def restart_deployment(self, namespace: str, name: str, at: datetime) -> None:
         """Rolling restart of a Deployment (see `restart_workload`)."""
@@ -198,22 +161,15 @@ class KubernetesApi:
         annotation is derived from `at`, so a retried task with the same `at` does not restart
         the pods a second time.
         """
-        patch = {"Deployment": self._apps.patch_namespaced_deployment,
-                 "StatefulSet": self._apps.patch_namespaced_stateful_set,
-                 "DaemonSet": self._apps.patch_namespaced_daemon_set}.get(kind)
-        if patch is None:
+        plural = RESTARTABLE.get(kind)
+        if plural is None:
             raise ValueError(f"{kind} {namespace}/{name} cannot be restarted (only Deployments, StatefulSets "
                              "and DaemonSets can)")
         stamp = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
-        self._call(
-            f"{kind} {namespace}/{name}",
-            patch,
-            name,
-            namespace,
-            body,
-            _content_type="application/strategic-merge-patch+json",
-        )
+        self._request(f"{kind} {namespace}/{name}", "PATCH", f"{APPS}/namespaces/{{namespace}}/{plural}/{{name}}",
+                      {"namespace": namespace, "name": name}, body=body,
+                      content_type="application/strategic-merge-patch+json")
 
     def close(self) -> None:
         """Release the client's pooled connections."""
@@ -221,23 +177,60 @@ class KubernetesApi:
 
     # ------------------------------------------------------------ plumbing
 
-    def _paged(self, what: str, method: Callable[..., Any], *args: Any, max_pages: int | None = None) -> Iterator[Any]:
+    def _list(self, what: str, group: str, plural: str, namespace: str | None) -> Iterator[Json]:
+        """Every item of a list of `plural` in all namespaces, or in `namespace`."""
+        if namespace is None:
+            return self._paged(what, f"{group}/{plural}")
+        return self._paged(f"{what} in {namespace}", f"{group}/namespaces/{{namespace}}/{plural}",
+                           {"namespace": namespace})
+
+    def _paged(self, what: str, path: str, path_params: dict[str, str] | None = None,
+               max_pages: int | None = None) -> Iterator[Json]:
         """Every item of a list, following the continue token (at most `max_pages` pages when given)."""
         token: str | None = None
         pages = 0
         while True:
-            page = self._call(what, method, *args, limit=self.page_size, _continue=token)
+            query: list[tuple[str, Any]] = [("limit", self.page_size)]
+            if token:
+                query.append(("continue", token))
+            page = self._get(what, path, path_params, query)
             pages += 1
-            yield from page.items or []
-            token = page.metadata._continue if page.metadata else None
+            yield from (i for i in page.get("items") or [] if isinstance(i, dict))
+            token = _meta(page).get("continue")
             if not token or (max_pages is not None and pages >= max_pages):
                 return
 
-    def _call(self, what: str, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """One API request, retried as guard.retry says; errors mapped to GUARD's."""
-        def once() -> T:
+    def _get(self, what: str, path: str, path_params: dict[str, str] | None = None,
+             query: list[tuple[str, Any]] | None = None) -> Json:
+        """A GET whose answer is one JSON object."""
+        data = self._request(what, "GET", path, path_params, query)
+        try:
+            obj = json.loads(data)
+        except ValueError as e:
+            raise ExternalServiceError(f"Kubernetes API: {what}: the answer is not JSON") from e
+        if not isinstance(obj, dict):
+            raise ExternalServiceError(f"Kubernetes API: {what}: unexpected response ({type(obj).__name__})")
+        return obj
+
+    def _request(self, what: str, method: str, path: str, path_params: dict[str, str] | None = None,
+                 query: list[tuple[str, Any]] | None = None, *, body: Json | None = None,
+                 content_type: str | None = None, accept: str = ACCEPT_JSON) -> bytes:
+        """One API request's body, retried as guard.retry says; errors mapped to GUARD's."""
+        headers = {"Accept": accept, **({"Content-Type": content_type} if content_type else {})}
+
+        def once() -> bytes:
             try:
-                return method(*args, _request_timeout=self.request_timeout, **kwargs)
+                # The client quotes the path parameters, adds the bearer token (refreshed by the
+                # configuration's hook) and sends through its pool, as its generated methods do.
+                request = self.api_client.param_serialize(
+                    method=method, resource_path=path, path_params=path_params, query_params=query or [],
+                    header_params=dict(headers), body=body, auth_settings=AUTH_SETTINGS)
+                response = self.api_client.call_api(*request, _request_timeout=self.request_timeout)
+                data = response.read()
+                if not 200 <= response.status <= 299:  # the generated methods raise the same way
+                    text = data.decode("utf-8", "replace")
+                    raise ApiException.from_response(http_resp=response, body=text, data=None)
+                return bytes(data or b"")
             except ApiException as e:
                 raise _api_error(what, e) from e
             except urllib3.exceptions.MaxRetryError as e:
@@ -268,8 +261,30 @@ def _api_error(what: str, e: ApiException) -> Exception:
     return ExternalServiceError(f"Kubernetes API: {what}: {status} {e.reason}")
 
 
+def _meta(obj: Json) -> Json:
+    return obj.get("metadata") or {}
+
+
+def _spec(obj: Json) -> Json:
+    return obj.get("spec") or {}
+
+
+def _status(obj: Json) -> Json:
+    return obj.get("status") or {}
+
+
 def _condition(conditions: list[Any] | None, kind: str) -> bool:
-    return any(c.type == kind and c.status == "True" for c in conditions or [])
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions or [] if isinstance(c, dict))
+
+
+def _time(value: object) -> datetime | None:
+    """An RFC 3339 time of the API (`2025-03-01T09:00:00Z`, or with microseconds for MicroTime)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def split_image(image: str) -> tuple[str | None, str | None]:
@@ -297,27 +312,25 @@ def image_tag(image: str) -> str | None:
     return tag
 
 
-def _proxy_image(pod: Any) -> str | None:
+def _proxy_image(pod: Json) -> str | None:
     """The istio-proxy image of a pod: a container, or a native sidecar (an init container with
     `restartPolicy: Always`, Istio's ENABLE_NATIVE_SIDECARS); None when the pod is not injected."""
-    spec = pod.spec
-    if spec is None:
-        return None
-    for container in spec.containers or []:
-        if container.name == ISTIO_PROXY:
-            return str(container.image or "")
-    for container in spec.init_containers or []:
-        if container.name == ISTIO_PROXY and getattr(container, "restart_policy", None) == "Always":
-            return str(container.image or "")
+    spec = _spec(pod)
+    for container in spec.get("containers") or []:
+        if container.get("name") == ISTIO_PROXY:
+            return str(container.get("image") or "")
+    for container in spec.get("initContainers") or []:
+        if container.get("name") == ISTIO_PROXY and container.get("restartPolicy") == "Always":
+            return str(container.get("image") or "")
     return None
 
 
-def _proxy_revision(pod: Any) -> str | None:
+def _proxy_revision(pod: Json) -> str | None:
     """The revision that injected the pod: its `istio.io/rev` label, else the sidecar status annotation."""
-    labels = pod.metadata.labels or {}
+    labels = _meta(pod).get("labels") or {}
     if labels.get(ISTIO_REV_LABEL):
         return str(labels[ISTIO_REV_LABEL])
-    raw = (pod.metadata.annotations or {}).get(SIDECAR_STATUS)
+    raw = (_meta(pod).get("annotations") or {}).get(SIDECAR_STATUS)
     try:
         revision = json.loads(raw).get("revision") if raw else None
     except (ValueError, AttributeError):
@@ -325,36 +338,36 @@ def _proxy_revision(pod: Any) -> str | None:
     return str(revision) if revision else None
 
 
-def _owner(pod: Any) -> str | None:
+def _owner(pod: Json) -> str | None:
     """`Kind/name` of the workload that owns the pod (a ReplicaSet's Deployment), None for a bare pod."""
-    refs = pod.metadata.owner_references or []
-    ref = next((r for r in refs if r.controller), refs[0] if refs else None)
+    refs = [r for r in _meta(pod).get("ownerReferences") or [] if isinstance(r, dict)]
+    ref = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
     if ref is None:
         return None
-    if ref.kind == "ReplicaSet":
-        pod_hash = (pod.metadata.labels or {}).get("pod-template-hash")
-        if pod_hash and ref.name.endswith(f"-{pod_hash}"):
-            return f"Deployment/{ref.name.removesuffix(f'-{pod_hash}')}"
-        if "-" in ref.name:
-            return f"Deployment/{ref.name.rsplit('-', 1)[0]}"
-    return f"{ref.kind}/{ref.name}"
+    kind, name = ref.get("kind"), str(ref.get("name") or "")
+    if kind == "ReplicaSet":
+        pod_hash = (_meta(pod).get("labels") or {}).get("pod-template-hash")
+        if pod_hash and name.endswith(f"-{pod_hash}"):
+            return f"Deployment/{name.removesuffix(f'-{pod_hash}')}"
+        if "-" in name:
+            return f"Deployment/{name.rsplit('-', 1)[0]}"
+    return f"{kind}/{name}"
 
 
-def _pod_info(pod: Any) -> PodInfo:
-    status = pod.status
+def _pod_info(pod: Json) -> PodInfo:
+    meta, status = _meta(pod), _status(pod)
     proxy = _proxy_image(pod)
-    statuses = [*(status.container_statuses or []), *(status.init_container_statuses or [])] if status else []
+    statuses = [s for s in [*(status.get("containerStatuses") or []), *(status.get("initContainerStatuses") or [])]
+                if isinstance(s, dict)]
     return PodInfo(
-        namespace=pod.metadata.namespace,
-        name=pod.metadata.name,
-        phase=(status.phase if status else None) or "Unknown",
-        ready=_condition(status.conditions if status else None, "Ready"),
-        restarts=sum(s.restart_count or 0 for s in statuses),
-        crash_looping=any(
-            s.state is not None and s.state.waiting is not None and s.state.waiting.reason == "CrashLoopBackOff"
-            for s in statuses
-        ),
-        labels=dict(pod.metadata.labels or {}),
+        namespace=meta.get("namespace") or "",
+        name=meta.get("name") or "",
+        phase=status.get("phase") or "Unknown",
+        ready=_condition(status.get("conditions"), "Ready"),
+        restarts=sum(s.get("restartCount") or 0 for s in statuses),
+        crash_looping=any(((s.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"
+                          for s in statuses),
+        labels=dict(meta.get("labels") or {}),
         owner=_owner(pod),
         proxy_version=image_tag(proxy) if proxy else None,
         proxy_image=proxy,
@@ -362,66 +375,66 @@ def _pod_info(pod: Any) -> PodInfo:
     )
 
 
-def _deployment_info(obj: Any, kind: str = "Deployment") -> DeploymentInfo:
+def _deployment_info(obj: Json, kind: str = "Deployment") -> DeploymentInfo:
     """A Deployment, StatefulSet or DaemonSet (apps/v1); a DaemonSet's replicas are its scheduled pods."""
-    spec, status = obj.spec, obj.status
-    containers = spec.template.spec.containers if spec and spec.template and spec.template.spec else []
-    versions = {c.name: tag for c in containers or [] if c.image and (tag := image_tag(c.image))}
-    selector = spec.selector.match_labels if spec and spec.selector else None
+    spec, status = _spec(obj), _status(obj)
+    containers = _spec(spec.get("template") or {}).get("containers") or []
+    versions = {c.get("name"): tag for c in containers if c.get("image") and (tag := image_tag(c["image"]))}
+    selector = (spec.get("selector") or {}).get("matchLabels")
     if kind == "DaemonSet":
-        replicas = (status.desired_number_scheduled or 0) if status else 0
-        ready = (status.number_ready or 0) if status else 0
-        updated = status.updated_number_scheduled if status else None
+        replicas = status.get("desiredNumberScheduled") or 0
+        ready = status.get("numberReady") or 0
+        updated = status.get("updatedNumberScheduled")
     else:
-        replicas = spec.replicas if spec and spec.replicas is not None else 1
-        ready = (status.ready_replicas or 0) if status else 0
-        updated = status.updated_replicas if status else None
+        replicas = spec["replicas"] if spec.get("replicas") is not None else 1
+        ready = status.get("readyReplicas") or 0
+        updated = status.get("updatedReplicas")
     return DeploymentInfo(
-        namespace=obj.metadata.namespace,
-        name=obj.metadata.name,
+        namespace=_meta(obj).get("namespace") or "",
+        name=_meta(obj).get("name") or "",
         kind=kind,
         replicas=replicas,
         ready_replicas=ready,
         updated_replicas=updated,
         image_versions=versions,
         selector=dict(selector or {}),
-        labels=dict(obj.metadata.labels or {}),
+        labels=dict(_meta(obj).get("labels") or {}),
         **_strategy(spec, kind),
     )
 
 
-def _strategy(spec: Any, kind: str) -> dict[str, Any]:
+def _strategy(spec: Json, kind: str) -> dict[str, Any]:
     """The rollout strategy's type and maxUnavailable (Deployment `strategy`, DaemonSet `updateStrategy`)."""
-    strategy = getattr(spec, "update_strategy" if kind == "DaemonSet" else "strategy", None) if spec else None
-    if kind == "StatefulSet" or strategy is None:
+    strategy = spec.get("updateStrategy" if kind == "DaemonSet" else "strategy")
+    if kind == "StatefulSet" or not isinstance(strategy, dict):
         return {}
-    rolling = getattr(strategy, "rolling_update", None)
-    value = getattr(rolling, "max_unavailable", None) if rolling is not None else None
-    return {"strategy": strategy.type, "max_unavailable": None if value is None else str(value)}
+    value = (strategy.get("rollingUpdate") or {}).get("maxUnavailable")
+    return {"strategy": strategy.get("type"), "max_unavailable": None if value is None else str(value)}
 
 
-def _label_selector(selector: Any) -> LabelSelector | None:
+def _label_selector(selector: Json | None) -> LabelSelector | None:
     """meta/v1 LabelSelector -> ours; None stays None (a PDB with a null selector covers no pod)."""
     if selector is None:
         return None
     return LabelSelector(
-        match_labels=dict(selector.match_labels or {}),
-        match_expressions=[LabelRequirement(key=e.key, operator=e.operator, values=list(e.values or []))
-                           for e in selector.match_expressions or []],
+        match_labels=dict(selector.get("matchLabels") or {}),
+        match_expressions=[LabelRequirement(key=e.get("key"), operator=e.get("operator"),
+                                            values=list(e.get("values") or []))
+                           for e in selector.get("matchExpressions") or []],
     )
 
 
-def _pdb_info(pdb: Any) -> PdbInfo:
-    spec, status = pdb.spec, pdb.status
+def _pdb_info(pdb: Json) -> PdbInfo:
+    spec, status = _spec(pdb), _status(pdb)
     return PdbInfo(
-        namespace=pdb.metadata.namespace,
-        name=pdb.metadata.name,
-        selector=_label_selector(spec.selector if spec else None),
-        min_available=None if spec is None or spec.min_available is None else str(spec.min_available),
-        max_unavailable=None if spec is None or spec.max_unavailable is None else str(spec.max_unavailable),
-        disruptions_allowed=(status.disruptions_allowed or 0) if status else 0,
-        current_healthy=status.current_healthy if status else None,
-        expected_pods=status.expected_pods if status else None,
+        namespace=_meta(pdb).get("namespace") or "",
+        name=_meta(pdb).get("name") or "",
+        selector=_label_selector(spec.get("selector")),
+        min_available=None if spec.get("minAvailable") is None else str(spec["minAvailable"]),
+        max_unavailable=None if spec.get("maxUnavailable") is None else str(spec["maxUnavailable"]),
+        disruptions_allowed=status.get("disruptionsAllowed") or 0,
+        current_healthy=status.get("currentHealthy"),
+        expected_pods=status.get("expectedPods"),
     )
 
 
@@ -486,30 +499,25 @@ class KubernetesEvidence:
 
     def __init__(self, api: KubernetesApi) -> None:
         self._api = api
-        self._core = k8s.CoreV1Api(api.api_client)
 
     def list_pods(self, namespace: str | None = None) -> list[PodInfo]:
         return self._api.list_pods(namespace)
 
     def list_events(self, namespace: str) -> list[EventInfo]:
         # Events page like any list (limit + continue, in no time order); bounded, as evidence need not be all.
-        found = self._api._paged(f"events in {namespace}", self._core.list_namespaced_event, namespace,
-                                 max_pages=MAX_EVENT_PAGES)
+        found = self._api._paged(f"events in {namespace}", f"{CORE}/namespaces/{{namespace}}/events",
+                                 {"namespace": namespace}, max_pages=MAX_EVENT_PAGES)
         return [_event_info(e, namespace) for e in found]
 
     def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
-        # Raw bytes: the client would otherwise try to parse a log that happens to look like JSON.
-        response: Any = self._call(f"log of {namespace}/{pod}/{container}", self._core.read_namespaced_pod_log, pod,
-                              namespace, container=container, tail_lines=lines, limit_bytes=MAX_LOG_BYTES,
-                              _preload_content=False)
-        try:
-            return bytes(response.data or b"").decode("utf-8", errors="replace")
-        finally:
-            response.release_conn()
-
-    def _call(self, what: str, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        # The same policy and error mapping as KubernetesApi (429/5xx/connection -> TransientError).
-        return self._api._call(what, method, *args, **kwargs)
+        # Raw bytes, never parsed: a log line can look like JSON. The same policy and error mapping as
+        # KubernetesApi (429/5xx/connection -> TransientError).
+        data = self._api._request(f"log of {namespace}/{pod}/{container}", "GET",
+                                  f"{CORE}/namespaces/{{namespace}}/pods/{{name}}/log",
+                                  {"namespace": namespace, "name": pod},
+                                  [("container", container), ("tailLines", lines), ("limitBytes", MAX_LOG_BYTES)],
+                                  accept="text/plain")
+        return data.decode("utf-8", errors="replace")
 
 
 class KubernetesEvidenceConnector:
@@ -522,17 +530,17 @@ class KubernetesEvidenceConnector:
         return KubernetesEvidence(self._connector.connect(cluster))
 
 
-def _event_info(event: Any, namespace: str) -> EventInfo:
-    obj = event.involved_object
-    seen: datetime | None = event.last_timestamp or event.event_time or event.first_timestamp
-    if seen is None and event.metadata is not None:
-        seen = event.metadata.creation_timestamp
+def _event_info(event: Json, namespace: str) -> EventInfo:
+    obj = event.get("involvedObject")
+    seen = _time(event.get("lastTimestamp")) or _time(event.get("eventTime")) or _time(event.get("firstTimestamp"))
+    if seen is None:
+        seen = _time(_meta(event).get("creationTimestamp"))
     return EventInfo(
-        namespace=(event.metadata.namespace if event.metadata else None) or namespace,
-        involved_object=f"{obj.kind}/{obj.name}" if obj else "?",
-        reason=event.reason or "",
-        message=plain_text(event.message or "", 1_000),  # redacted before the cut (guard.outbound)
-        type=event.type or "Normal",
-        count=event.count or 1,
+        namespace=_meta(event).get("namespace") or namespace,
+        involved_object=f"{obj.get('kind')}/{obj.get('name')}" if isinstance(obj, dict) else "?",
+        reason=event.get("reason") or "",
+        message=plain_text(event.get("message") or "", 1_000),  # redacted before the cut (guard.outbound)
+        type=event.get("type") or "Normal",
+        count=event.get("count") or 1,
         last_seen=seen,
     )

@@ -180,7 +180,8 @@ def test_analysis_task_stores_evidence_and_a_validated_analysis(world, stub):
         assert outcome.failing_clusters == ["eks-prod-1"]
         assert outcome.first_violation == "eks-prod-1: latency_p95 212.6 → 264.5 (+24.4%) exceeds +10%"
         # AND the analysis and evidence are stored, and the token in istiod's log never reached the LLM
-        assert world.failures.get_analysis(RUN_ID).available
+        analysis = world.failures.get_analysis(RUN_ID)
+        assert analysis.available and (analysis.sampled_clusters, analysis.failing_clusters) == (["eks-prod-1"], 1)
         stored_log = world.failures.get_evidence(RUN_ID).clusters[0].istiod_log  # redacted before it is stored
         assert FAKE_TOKEN not in stored_log and stored_log == redact(LOG)
         assert FAKE_TOKEN not in llm.requests[0].prompt_text()

@@ -1,5 +1,8 @@
 """The prompt: evidence rendered in sections, redacted, then cut to the cap.
 
+With many failing clusters the evidence is a sample of them (`FailureEvidence.sample`), preceded by
+the counts over all of them.
+
 Sections are cut least important first: istiod's log, then events, pod statuses, the
 series summary; the violations and the version change go last. A log keeps its tail,
 lists keep their head.
@@ -49,6 +52,15 @@ def sections(evidence: FailureEvidence) -> list[Section]:
     head = Section("Upgrade", f"batch {evidence.batch}, run {evidence.run_id}, target Istio {evidence.target_version}",
                    0)
     found = [head]
+    tally = evidence.tally()
+    if tally.cluster_count > len(evidence.clusters):
+        # A sample (`FailureEvidence.sample`): say what it stands for, so the analysis weighs it.
+        found.append(Section("Failing clusters", "\n".join([
+            f"{tally.cluster_count} clusters did not pass; the {len(evidence.clusters)} below are a sample with "
+            "every kind of failure (outcome and failed checks) in it, the most common first.",
+            "By outcome: " + ", ".join(f"{k} {n}" for k, n in tally.outcomes.items()),
+            "By failed check or query (clusters): " + (", ".join(f"{k} {n}" for k, n in tally.violations.items())
+                                                       or "none recorded")]), 0))
     for c in evidence.clusters:
         found += _cluster_sections(c)
     for s in found:

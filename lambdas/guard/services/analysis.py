@@ -26,6 +26,12 @@ from guard.stores.state import StateStore
 logger = logging.getLogger(__name__)
 
 
+ANALYSIS_SAMPLE = 20
+"""Failing clusters whose evidence the LLM reads (`FailureEvidence.sample`): a prompt of tens of thousands
+of characters has room for the details of a few tens, and every kind of failure is among them; the
+prompt also gives the counts over every failing cluster."""
+
+
 def unavailable_text(reason: str | None) -> str:
     return f"analysis unavailable: {reason or 'unknown reason'}"
 
@@ -61,7 +67,7 @@ class AnalysisService:
         self._failures.put_evidence(collected, self._clock.now())
         verdict = "fail" if any(c.outcome == VerdictOutcome.FAIL for c in collected.clusters) else "inconclusive"
         wanted = enable_llm_analysis if enable_llm_analysis is not None else run.options.enable_llm_analysis
-        record = self._analysis(collected, verdict, wanted)
+        record = self._analysis(collected.sample(ANALYSIS_SAMPLE), verdict, wanted)
         self._failures.put_analysis(record)
         needs_decision = verdict == "inconclusive" or self._config.rollback.require_manual_approval
         text = (record.summary or "") if record.available else unavailable_text(record.reason)
@@ -74,9 +80,12 @@ class AnalysisService:
         llm = self._config.llm
         now = self._clock.now()
 
+        sampled, failing = [c.cluster_id for c in evidence.clusters], evidence.tally().cluster_count
+
         def unavailable(reason: str) -> AnalysisRecord:
             return AnalysisRecord(run_id=evidence.run_id, available=False, reason=redact(reason)[:500],
-                                  provider=llm.provider, model=llm.model, at=now)
+                                  provider=llm.provider, model=llm.model, at=now, sampled_clusters=sampled,
+                                  failing_clusters=failing)
 
         if not llm.enabled:
             return unavailable("LLM analysis is disabled (llm.enabled: false)")
@@ -99,7 +108,7 @@ class AnalysisService:
             return unavailable(f"unexpected {type(e).__name__}")
         return AnalysisRecord(run_id=evidence.run_id, available=True, provider=analyst.provider, model=analyst.model,
                               prompt_chars=int(getattr(analyst, "last_prompt_chars", 0)), at=now,
-                              **analysis.model_dump())
+                              sampled_clusters=sampled, failing_clusters=failing, **analysis.model_dump())
 
 
 def analysis_markdown(record: AnalysisRecord | None) -> str:

@@ -24,7 +24,7 @@ from guard.outbound import untrusted_inline
 from guard.ports import Clock, GitOpsRepo, ProjectMembers, TaskCallbacks
 from guard.redact import redact
 from guard.services.analysis import analysis_markdown
-from guard.services.failure_report import failure_markdown
+from guard.services.failure_report import SUMMARY_ROWS, failure_markdown
 from guard.services.report import cluster_owners, owners_line
 from guard.services.telling import doubts, duration, no_answer
 from guard.services.webhook_payload import URL_MAX_BYTES, child, integer, json_object, text
@@ -155,7 +155,7 @@ class DecisionService:
             "- `/guard proceed` — accept the new version and finish the upgrade",
             "- `/guard rollback` — open a rollback merge request", "",
             f"Without an answer within {duration(self._timeout_hours)} GUARD rolls back.", "",
-            "## Evidence", "", failure_markdown(self._failures.get_evidence(run_id)),
+            "## Evidence", "", failure_markdown(self._failures.get_evidence(run_id, SUMMARY_ROWS)),
             analysis_markdown(self._failures.get_analysis(run_id)),
         ])
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from guard.core.evidence import ClusterEvidence, FailureEvidence
-from guard.digest import counts
 from guard.outbound import untrusted_block, untrusted_inline
 from guard.redact import redact
 
@@ -57,6 +56,8 @@ DETAILED = 20
 
 def failure_markdown(evidence: FailureEvidence | None, *, details: bool = True) -> str:
     """Violations table per cluster (and, with `details`, series summary, pods and events); redacted.
+    It reads the first `SUMMARY_ROWS` clusters of `evidence` (`FailureStore.get_evidence(run, SUMMARY_ROWS)`)
+    and the counts of its summary.
 
     Many failing clusters: a summary table first (outcome and violations per cluster, the first
     `SUMMARY_ROWS`), then the full report of the first `DETAILED`, then how many were left out and where
@@ -64,19 +65,21 @@ def failure_markdown(evidence: FailureEvidence | None, *, details: bool = True) 
     if evidence is None or not evidence.clusters:
         return "_no failure evidence was recorded_\n"
     clusters = evidence.clusters
+    tally = evidence.tally()  # every failing cluster, though `clusters` may be only the first (`SUMMARY_ROWS`)
+    total = max(tally.cluster_count, len(clusters))
     lines: list[str] = []
-    if len(clusters) > DETAILED:
-        lines += [f"**{len(clusters)} clusters** did not pass: "
-                  + counts(str(c.outcome) for c in clusters) + ".", "",
+    if total > DETAILED:
+        lines += [f"**{total} clusters** did not pass: "
+                  + ", ".join(f"{outcome} {n}" for outcome, n in tally.outcomes.items()) + ".", "",
                   "| cluster | outcome | violations |", "|---|---|---|"]
         lines += [f"| `{c.cluster_id}` | {c.outcome} | "
                   f"{_cell(', '.join(dict.fromkeys(v.name for v in c.violations)) or '—', 300)} |"
                   for c in clusters[:SUMMARY_ROWS]]
-        if len(clusters) > SUMMARY_ROWS:
-            lines.append(f"| … | {len(clusters) - SUMMARY_ROWS} more clusters | see `guard status <execution>` |")
+        if total > SUMMARY_ROWS:
+            lines.append(f"| … | {total - SUMMARY_ROWS} more clusters | see `guard status <execution>` |")
         lines += ["", f"The first {DETAILED} in full:", ""]
     for c in clusters[:DETAILED]:
         lines += [*cluster_markdown(c, details=details), ""]
-    if len(clusters) > DETAILED:
-        lines.append(f"_{len(clusters) - DETAILED} more clusters: see `guard status <execution>`._")
+    if total > DETAILED:
+        lines.append(f"_{total - DETAILED} more clusters: see `guard status <execution>`._")
     return redact("\n".join(lines))

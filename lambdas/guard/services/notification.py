@@ -19,7 +19,7 @@ def build_notification(config: TenantConfig, state: StateStore, failures: Failur
     run = state.get_run(run_id)
     first: str | None = None
     rollback = failures.get_rollback(run_id) if failures else None
-    evidence = failures.get_evidence(run_id) if failures else None
+    evidence = failures.get_evidence(run_id, first=0) if failures else None  # its summary: the first violation
     if evidence:
         first = evidence.first_violation()
     bad_news = (NotificationEvent.NEEDS_DECISION, NotificationEvent.FAILED, NotificationEvent.ROLLED_BACK)

@@ -33,7 +33,7 @@ from guard.ports import Clock, ClusterConnector, GitOpsRepo
 from guard.services.analysis import analysis_markdown
 from guard.services.change import Change, ChangeService, rollback_branch
 from guard.services.evidence import EvidenceService, failing_clusters
-from guard.services.failure_report import failure_markdown
+from guard.services.failure_report import SUMMARY_ROWS, failure_markdown
 from guard.services.gates import MergeGateService
 from guard.services.markers import UpgradeMarkers, graphs_markdown
 from guard.services.observation import RegistryObserver
@@ -218,7 +218,7 @@ class RollbackService:
         failure = ""
         if not record.manual:
             # Evidence stored by AnalyzeFailure; without it (analysis skipped), the verdicts alone.
-            evidence = self._failures.get_evidence(run.run_id) or EvidenceService(
+            evidence = self._failures.get_evidence(run.run_id, SUMMARY_ROWS) or EvidenceService(
                 self._config, self._registry, self._state, None, self._clock).collect(run.run_id, record.clusters)
             failure = failure_markdown(evidence)
         graphs = "" if record.manual else self._graphs(run, record.clusters)

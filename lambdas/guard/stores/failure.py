@@ -2,10 +2,15 @@
 
 | pk / sk | holds |
 |---|---|
-| `RUN#<id>` / `EVIDENCE` | the evidence collected for the failing clusters |
+| `RUN#<id>` / `EVIDENCE` | the evidence's head: run, batch, version and a summary of every failing cluster |
+| `RUN#<id>` / `EVIDENCE#<n>` | the evidence of the n-th failing cluster (n from 000000, in the run's order) |
 | `RUN#<id>` / `ANALYSIS` | the LLM analysis, or why it is unavailable |
 | `RUN#<id>` / `DECISION` | the human decision taken on the MR (`/guard proceed|rollback`) |
 | `RUN#<id>` / `ROLLBACK` | the rollback: clusters, versions, MR, outcome |
+
+No item grows with the number of failing clusters: each cluster's evidence is an item of its own, cut
+to `MAX_CLUSTER_EVIDENCE_BYTES`, and the head holds counts (DynamoDB stops an item at 400 KB; one
+item of every cluster's evidence passed it at a few thousand failing clusters, whatever was cut).
 """
 
 from __future__ import annotations
@@ -13,16 +18,58 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from boto3.dynamodb.conditions import Key
 from pydantic import BaseModel, Field
 
-from guard.core.evidence import FailureEvidence
+from guard.core.evidence import ClusterEvidence, FailureEvidence
 from guard.outbound import plain_text
 from guard.stores.dynamo import call, ttl
 from guard.vocabulary.outcomes import RollbackStatus
 
 _TTL_HOURS = 24 * 400
-# DynamoDB items stop at 400 KB; evidence is capped well below, the rest stays in the cluster.
-MAX_EVIDENCE_BYTES = 300_000
+# DynamoDB items stop at 400 KB (409,600 bytes: names and values, UTF-8). One cluster's evidence is cut
+# to a quarter of it: room for the keys and attributes, and a prompt's worth of logs and events.
+MAX_CLUSTER_EVIDENCE_BYTES = 100_000
+_NOTE_LIMIT = 500  # characters of one collection note
+_NOTES = 20
+_SUMMARY_LIMIT = 2_000  # characters of a cluster's one-line summary (its violations are kept apart)
+_EVIDENCE_SK = "EVIDENCE#"
+
+
+def _evidence_sk(index: int) -> str:
+    # Zero-padded: a Query returns the clusters in the run's order (1,000,000 clusters before it wraps).
+    return f"{_EVIDENCE_SK}{index:06d}"
+
+
+def _size(doc: BaseModel) -> int:
+    return len(doc.model_dump_json().encode())
+
+
+def fit_cluster(c: ClusterEvidence, limit: int = MAX_CLUSTER_EVIDENCE_BYTES) -> ClusterEvidence:
+    """`c` redacted and cut to at most `limit` bytes of JSON, least needed first: the log's oldest lines
+    and the events (halved in turns), then the pods and the series; then the violations, which are what
+    a person reads, with a note saying how many were left out. Bounded whatever the cluster sent."""
+    c = c.model_copy(deep=True)
+    c.istiod_log = plain_text(c.istiod_log)
+    for e in c.events:
+        e.message = plain_text(e.message)
+    c.summary = c.summary[:_SUMMARY_LIMIT]
+    c.notes = [n[:_NOTE_LIMIT] for n in c.notes[:_NOTES]]
+    while _size(c) > limit and (c.istiod_log or c.events):
+        c.istiod_log = c.istiod_log[(len(c.istiod_log) + 1) // 2:]  # the newest lines stay
+        c.events = c.events[: len(c.events) // 2]
+    while _size(c) > limit and (c.pods or c.series):
+        c.pods = c.pods[: len(c.pods) // 2]
+        c.series = c.series[: len(c.series) // 2]
+    total = len(c.violations)
+    while _size(c) > limit and c.violations:
+        c.violations = c.violations[: len(c.violations) // 2]
+        for v in c.violations:
+            v.explanation = v.explanation[:_NOTE_LIMIT]
+            v.name = v.name[:200]
+    if len(c.violations) < total:
+        c.notes.append(f"{total - len(c.violations)} of {total} violations left out to fit the stored evidence")
+    return c
 
 
 class AnalysisRecord(BaseModel):
@@ -36,6 +83,9 @@ class AnalysisRecord(BaseModel):
     evidence: list[str] = Field(default_factory=list)
     recommended_actions: list[str] = Field(default_factory=list)
     prompt_chars: int = 0
+    # The clusters whose evidence the analysis read (`FailureEvidence.sample`), of how many failing ones.
+    sampled_clusters: list[str] = Field(default_factory=list)
+    failing_clusters: int | None = None
     at: datetime
 
 
@@ -94,29 +144,47 @@ class FailureStore:
         return str(item["doc"]) if item else None
 
     def put_evidence(self, evidence: FailureEvidence, now: datetime) -> None:
-        """Store the evidence redacted (cluster text can carry secrets: logs, event messages), cut to fit,
-        and only for `rollback.evidence_retention_days`."""
-        evidence = evidence.model_copy(deep=True)
-        for c in evidence.clusters:
-            c.istiod_log = plain_text(c.istiod_log)
-            for e in c.events:
-                e.message = plain_text(e.message)
-        while len(evidence.model_dump_json()) > MAX_EVIDENCE_BYTES:
-            # Halve the logs and events of the larger half of the clusters until it fits; the analysis
-            # already had its capped share. One cluster a round serialised the whole evidence once per
-            # cut: with 500 failing clusters that alone outlasted the function's timeout.
-            sized = sorted(evidence.clusters, key=lambda c: len(c.istiod_log) + len(c.events), reverse=True)
-            cut = [c for c in sized[:max(1, len(sized) // 2)] if c.istiod_log or c.events]
-            if not cut:
-                break
-            for c in cut:
-                c.istiod_log = c.istiod_log[len(c.istiod_log) // 2:]
-                c.events = c.events[: len(c.events) // 2]
-        self._put(evidence.run_id, "EVIDENCE", evidence, now, hours=self._evidence_hours)
+        """Store the evidence for `rollback.evidence_retention_days`: one item per failing cluster, redacted
+        (cluster text can carry secrets: logs, event messages) and cut to fit (`fit_cluster`), then the head
+        with the summary of them all. The head goes last: a reader that finds it finds every cluster's item.
+        Storing again (a retried task) overwrites the same items; the head's count says how many to read."""
+        expires = ttl(now, self._evidence_hours)
+        pk = f"RUN#{evidence.run_id}"
+        head = FailureEvidence(run_id=evidence.run_id, batch=evidence.batch, target_version=evidence.target_version,
+                               summary=evidence.tally())
 
-    def get_evidence(self, run_id: str) -> FailureEvidence | None:
+        def write() -> None:
+            with self._table.batch_writer() as batch:
+                for index, cluster in enumerate(evidence.clusters):
+                    batch.put_item(Item={"pk": pk, "sk": _evidence_sk(index), "cluster_id": cluster.cluster_id,
+                                         "doc": fit_cluster(cluster).model_dump_json(), "expires_at": expires})
+
+        call("BatchWriteItem", write)
+        self._put(evidence.run_id, "EVIDENCE", head, now, hours=self._evidence_hours)
+
+    def get_evidence(self, run_id: str, first: int | None = None) -> FailureEvidence | None:
+        """The run's evidence: its summary of every failing cluster, and the evidence of the `first` ones
+        in the run's order (all of them when None), read page by page. None when none was stored."""
         doc = self._get(run_id, "EVIDENCE")
-        return FailureEvidence.model_validate_json(doc) if doc else None
+        if not doc:
+            return None
+        evidence = FailureEvidence.model_validate_json(doc)
+        if evidence.summary is None:  # stored before the per-cluster items: the clusters are in the head
+            return evidence
+        wanted = evidence.summary.cluster_count if first is None else min(first, evidence.summary.cluster_count)
+        if wanted <= 0:
+            return evidence
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("pk").eq(f"RUN#{run_id}")
+            & Key("sk").between(_evidence_sk(0), _evidence_sk(wanted - 1)), "ConsistentRead": True}
+        while len(evidence.clusters) < wanted:
+            kwargs["Limit"] = wanted - len(evidence.clusters)
+            page = call("Query", lambda: self._table.query(**kwargs))
+            evidence.clusters += [ClusterEvidence.model_validate_json(item["doc"]) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return evidence
 
     def put_analysis(self, record: AnalysisRecord) -> None:
         self._put(record.run_id, "ANALYSIS", record, record.at)

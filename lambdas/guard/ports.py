@@ -110,6 +110,10 @@ class GitOpsRepo(Protocol):
         empty when the directory does not exist."""
         ...
 
+    def branch_head(self, project: str, branch: str) -> str:
+        """The commit id `branch` points at now."""
+        ...
+
     def ensure_branch(self, project: str, branch: str, ref: str) -> None:
         """Create `branch` from `ref` unless it exists already."""
         ...

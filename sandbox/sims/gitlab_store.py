@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import json
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -351,7 +352,10 @@ class GitLabStore:
 
     def _new_commit(self, project: Project, parents: list[str], message: str,
                     files: dict[str, str], now: str) -> Commit:
-        seed = f"{project.id}:{len(project.commits)}:{parents}:{message}"
+        # As git's ids cover the tree: two commits with different files never share an id (GUARD caches
+        # what it read at a commit id across invocations).
+        content = hashlib.sha1(json.dumps(files, sort_keys=True).encode()).hexdigest()
+        seed = f"{project.id}:{len(project.commits)}:{parents}:{message}:{content}"
         commit = Commit(hashlib.sha1(seed.encode()).hexdigest(), parents, message, files, now)
         project.commits[commit.id] = commit
         return commit

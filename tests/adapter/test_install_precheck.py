@@ -201,3 +201,39 @@ def test_side_by_side_clusters_and_a_remote_base_are_named_in_the_install_check(
     remote = rig.precheck("c", ["c"])["istio_install"]
     assert remote.status == CheckStatus.WARN
     assert "https://github.com/example/istio-extras//base?ref=v1" in remote.message
+
+
+def test_tasks_at_one_commit_read_the_fleet_once_and_a_new_commit_is_read_again(rig: Rig) -> None:
+    # GIVEN three clusters on one shared base, and tasks that keep what they read (as the Lambda's do)
+    files = layouts.shared_base(["a", "b", "c"], OLD, rig.charts.helm_url)
+    rig.seed(files, {c: f"clusters/{c}/istio/kustomization.yaml" for c in "abc"})
+
+    def task(cluster: str, batch: list[str]) -> HealthCheckResult:
+        run = RunRecord(run_id="r1", execution_arn="arn", batch="dev-1", target_version=NEW, clusters=batch,
+                        from_versions=dict.fromkeys(batch, OLD), gitlab_project=PROJECT,
+                        options=ExecutionInput.model_validate({"batch": "dev-1", "target_version": NEW}),
+                        started_at=datetime.now(UTC))
+        checks = InstallPrecheck(rig.registry, rig.repo,
+                                 HttpChartRepository(retry=RetryPolicy(sleep=lambda _: None)), "main",
+                                 revision_cache=rig.gitlab.url)
+        results = checks.run(run, rig.registry.get(cluster), SimConnector(rig.kubernetes))
+        return {r.check_name: r for r in results}["change_scope"]
+
+    def file_reads() -> int:
+        return sum(1 for r in rig.gitlab.requests if "/repository/files/" in r.path)
+
+    # WHEN a first task prechecks a (the batch holds a alone): it reads the installs of b and c
+    assert task("a", ["a"]).details["outside"] == ["b", "c"]
+    read = file_reads()
+    assert read > 0
+    # THEN a second task of the run at the same commit reads no file, and finds the same scope
+    assert task("a", ["a"]).details["outside"] == ["b", "c"]
+    assert file_reads() == read
+    # WHEN a teammate gives c its own HelmRelease on main (a new commit)
+    own = layouts.release("istiod", "istiod", OLD)
+    rig.gitlab.push(PROJECT, "main", {"clusters/c/istio/kustomization.yaml": (
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - istiod.yaml\n"),
+        "clusters/c/istio/istiod.yaml": own})
+    # THEN the next task reads that commit: only b shares the base now
+    assert task("a", ["a"]).details["outside"] == ["b"]
+    assert file_reads() > read

@@ -94,6 +94,11 @@ class GitLabRepo(_GitLabClient):
             return sorted(str(item["path"]) for item in items if item.get("type") == "blob")
         return self._call(project, f"list {path or '/'}@{ref}", go)
 
+    def branch_head(self, project: str, branch: str) -> str:
+        def go() -> Any:  # GET /projects/:id/repository/branches/:branch
+            return str(self._project(project).branches.get(branch, **_NO_CLIENT_RETRY).commit["id"])
+        return self._call(project, f"read branch {branch}", go)
+
     def ensure_branch(self, project: str, branch: str, ref: str) -> None:
         def go() -> Any:
             p = self._project(project)

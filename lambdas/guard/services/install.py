@@ -7,7 +7,7 @@ the installs the same way (guard.gitops.istio_install) at one revision of the re
 from __future__ import annotations
 
 from guard.core.models import Cluster
-from guard.errors import ConfigError, GuardError
+from guard.errors import ConfigError, GuardError, TransientError
 from guard.gitops.istio_install import Files, Install, Location, plan_edits, read_install
 from guard.ports import GitOpsRepo
 
@@ -35,21 +35,39 @@ def read_installs(files: Files, clusters: dict[str, Cluster]) -> dict[str, Insta
     return {cid: read_install(files, cid, c.flux_config_path) for cid, c in clusters.items()}
 
 
-def outside_users(files: Files, edits: dict[Location, str], inside: set[str], fleet: list[Cluster],
-                  project: str) -> dict[str, list[str]]:
-    """Locations the change writes that clusters outside `inside` read too: what -> those clusters."""
-    keys = {loc.key: loc for loc in edits}
-    users: dict[str, list[str]] = {}
+def location_users(files: Files, fleet: list[Cluster], inside: set[str], project: str
+                   ) -> dict[tuple[str, int, int], list[str]]:
+    """Every version location that clusters of `project` outside `inside` read -> those clusters (fleet order).
+
+    It reads the install of every such cluster: build it once for all the clusters a task checks
+    (`outside_users(..., index=)`), not once per cluster, which read the fleet once per cluster.
+    """
+    users: dict[tuple[str, int, int], list[str]] = {}
     for cluster in fleet:
         if cluster.cluster_id in inside or cluster.gitlab_project != project:
             continue
         try:
             install = read_install(files, cluster.cluster_id, cluster.flux_config_path)
+        except TransientError:
+            raise  # GitLab did not answer: the scope is unknown (and must not be kept as "nobody else")
         except GuardError:
             continue  # a cluster GUARD cannot read is not one it can tell about; its own run will say why
         for location in install.locations():
-            if location.key in keys:
-                users.setdefault(f"{location.path} ({keys[location.key].field})", []).append(cluster.cluster_id)
+            users.setdefault(location.key, []).append(cluster.cluster_id)
+    return users
+
+
+def outside_users(files: Files, edits: dict[Location, str], inside: set[str], fleet: list[Cluster],
+                  project: str, index: dict[tuple[str, int, int], list[str]] | None = None) -> dict[str, list[str]]:
+    """Locations the change writes that clusters outside `inside` read too: what -> those clusters.
+
+    `index`: `location_users(files, fleet, inside, project)` when the caller has it already."""
+    if index is None:
+        index = location_users(files, fleet, inside, project)
+    users: dict[str, list[str]] = {}
+    for location in edits:
+        if location.key in index:
+            users.setdefault(f"{location.path} ({location.field})", []).extend(index[location.key])
     return users
 
 

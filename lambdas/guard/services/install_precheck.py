@@ -5,6 +5,7 @@ target version of every chart is published, and the target Istio supports the cl
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 from guard.checks.install import ambient_skew, crds_upgraded, kubernetes_compatible, upgrade_order
 from guard.core.models import CheckStatus, Cluster, HealthCheckResult
@@ -12,7 +13,7 @@ from guard.core.run import RunRecord
 from guard.errors import GuardError, RateLimited, TransientError
 from guard.gitops.istio_install import Files, Install, plan_edits, read_install
 from guard.ports import ChartRepository, ClusterConnector, GitOpsRepo
-from guard.services.install import outside_users, repo_files
+from guard.services.install import location_users, outside_users, repo_files
 from guard.stores.registry import ClusterRegistry
 
 
@@ -21,32 +22,90 @@ def _result(cluster_id: str, name: str, status: CheckStatus, message: str, **det
                              details=dict(details))
 
 
+Index = dict[tuple[str, int, int], list[str]]
+
+
+class _Revision:
+    """One commit of a project as read: its files (texts and parsed documents) and, per set of
+    clusters inside a run and per fleet, which version locations the clusters outside it read."""
+
+    def __init__(self, files: Files) -> None:
+        self.files = files
+        self.lock = threading.Lock()
+        self.indexes: dict[tuple[frozenset[str], tuple[tuple[str, str, str], ...]], Index] = {}
+
+
+# What a warm Lambda environment keeps between invocations: the last revisions read, by (GitLab, project,
+# commit id). A commit's files never change, so this never serves stale text. Each precheck task of a
+# batch (a chunk of clusters) would otherwise read and parse every other cluster's install again: with
+# 5,000 clusters, 200 chunks each reading ~4,000 files through the GitLab API.
+_REVISIONS: OrderedDict[tuple[str, str, str], _Revision] = OrderedDict()
+_REVISIONS_KEPT = 2
+_REVISIONS_LOCK = threading.Lock()
+
+
 class InstallPrecheck:
     """Reads the install at the target branch, as the MR will be cut from it.
 
     One instance serves one task (a chunk of clusters, checked from several threads): the
     repository revision and the registry are read once for all of them, not once per cluster. A
     HelmRepository lookup may scan every file of the repository, and the change's scope reads the
-    whole registry, so per cluster both grew with the fleet: reads growing as its square.
+    whole registry, so per cluster both grew with the fleet: reads growing as its square. The
+    change's scope (which clusters outside the run read a file the change writes) is worked out
+    once per task, from every other cluster's install.
+
+    `revision_cache` (the GitLab URL, what the Lambda passes): the branch is resolved to its
+    commit, and what was read at that commit is kept for the next tasks this environment runs
+    (`_REVISIONS`), so a batch's chunks read the fleet's installs once, not once per chunk.
     """
 
     def __init__(self, registry: ClusterRegistry, repo: GitOpsRepo, charts: ChartRepository,
-                 target_branch: str, allowed_prefixes: list[str] | None = None) -> None:
+                 target_branch: str, allowed_prefixes: list[str] | None = None,
+                 revision_cache: str | None = None) -> None:
         self._target_branch = target_branch
         self._prefixes = list(allowed_prefixes or [])
         self._registry = registry
         self._repo = repo
         self._charts = charts
+        self._revision_cache = revision_cache
         self._shared = threading.Lock()
-        self._trees: dict[str, Files] = {}
+        self._trees: dict[str, _Revision] = {}
         self._fleet: list[Cluster] | None = None
 
-    def _files(self, project: str) -> Files:
+    def _revision(self, project: str) -> _Revision:
         """The project at the target branch, shared by this task's clusters (read and parsed lazily)."""
         with self._shared:
             if project not in self._trees:
-                self._trees[project] = repo_files(self._repo, project, self._target_branch)
+                self._trees[project] = self._read_revision(project)
             return self._trees[project]
+
+    def _read_revision(self, project: str) -> _Revision:
+        if self._revision_cache is None:
+            return _Revision(repo_files(self._repo, project, self._target_branch))
+        commit = self._repo.branch_head(project, self._target_branch)
+        key = (self._revision_cache, project, commit)
+        with _REVISIONS_LOCK:
+            if key in _REVISIONS:
+                _REVISIONS.move_to_end(key)
+                return _REVISIONS[key]
+            revision = _REVISIONS[key] = _Revision(repo_files(self._repo, project, commit))
+            while len(_REVISIONS) > _REVISIONS_KEPT:
+                _REVISIONS.popitem(last=False)
+            return revision
+
+    def _files(self, project: str) -> Files:
+        return self._revision(project).files
+
+    def _outside_index(self, run: RunRecord, project: str) -> Index:
+        """Version locations that clusters of `project` outside the run read (for `outside_users`)."""
+        revision = self._revision(project)
+        fleet = self._all_clusters()
+        key = (frozenset(run.clusters),
+               tuple((c.cluster_id, c.gitlab_project, c.flux_config_path or "") for c in fleet))
+        with revision.lock:  # one thread builds it; the others of the task wait for it
+            if key not in revision.indexes:
+                revision.indexes[key] = location_users(revision.files, fleet, set(run.clusters), project)
+            return revision.indexes[key]
 
     def _all_clusters(self) -> list[Cluster]:
         with self._shared:
@@ -97,7 +156,8 @@ class InstallPrecheck:
     def _scope(self, run: RunRecord, cluster: Cluster, install: Install, files: Files) -> HealthCheckResult:
         cid = cluster.cluster_id
         edits = plan_edits({cid: install}, {cid: run.target_version})
-        users = outside_users(files, edits, set(run.clusters), self._all_clusters(), cluster.gitlab_project)
+        users = outside_users(files, edits, set(run.clusters), self._all_clusters(), cluster.gitlab_project,
+                              index=self._outside_index(run, cluster.gitlab_project))
         if users:
             clusters = sorted({c for found in users.values() for c in found})
             where = "; ".join(f"{what} also serves {', '.join(sorted(found))}" for what, found in sorted(users.items()))

@@ -110,7 +110,7 @@ class PrecheckService:
         # The GitOps repository and the chart repositories: the whole Istio install's prechecks
         # (guard.services.install_precheck) run when both are given.
         self._install = (InstallPrecheck(registry, repo, charts, config.gitlab.target_branch,
-                                         config.gitlab.allowed_path_prefixes)
+                                         config.gitlab.allowed_path_prefixes, revision_cache=config.gitlab.url)
                          if repo is not None and charts is not None else None)
         # Production runs the tenant's checks in their own function (services.custom_checks); without
         # one they run here, from `checks_dir` (the local rehearsal, tests).

@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 export PYTHONPATH := lambdas:.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: setup demo rehearse test faults unit lint asl synth cdk-synth deploy bench bench-cold bench-judge bench-fleet clean local local-down
+.PHONY: setup demo rehearse test faults unit lint asl synth cdk-synth deploy bench bench-cold bench-judge bench-fleet bench-rollout clean local local-down
 
 setup: $(VENV)/.installed
 
@@ -47,7 +47,7 @@ unit: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy lambdas sandbox infra app.py cli statemachines tests/faults benchmarks/fleet.py \
-		benchmarks/cold_imports.py
+		benchmarks/cold_imports.py benchmarks/rollout.py
 
 # statemachines/*.asl.json and docs/workflow.md's state list, from statemachines/build.py (stdlib only)
 asl:
@@ -85,6 +85,12 @@ bench-judge: setup
 FLEET ?= 1 50 500
 bench-fleet: setup
 	$(PY) benchmarks/fleet.py --clusters $(FLEET)
+
+# A rollout of ROLLOUT clusters over the seed's nine batches, one child execution each (docs/scale.md).
+# make bench-rollout ROLLOUT="50 5000"
+ROLLOUT ?= 5000
+bench-rollout: setup
+	$(PY) benchmarks/rollout.py --clusters $(ROLLOUT)
 
 clean:
 	rm -rf cdk.out .build rehearsal-summary.json

@@ -34,17 +34,15 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
 
 from guard.config.loader import load_config  # noqa: E402
 
+from sandbox.measure import CAUSE_LIMIT, HISTORY_LIMIT, PAYLOAD_LIMIT, aws_history_events  # noqa: E402
 from sandbox.rehearsal import run_scenario  # noqa: E402
 from sandbox.scenario import ClusterSpec, Faults, HumanAction, MetricBehaviour, Scenario  # noqa: E402
 
-PAYLOAD_LIMIT = 256 * 1024
-CAUSE_LIMIT = 32_768
-HISTORY_LIMIT = 25_000
 CASES = ("healthy", "flux_stuck", "regression")
 BATCH = "fleet"
 
 
-def _metrics(latency_after: float) -> dict[str, MetricBehaviour]:
+def cluster_metrics(latency_after: float) -> dict[str, MetricBehaviour]:
     return {
         "latency_p95": MetricBehaviour(before=212, after=latency_after, jitter=0.05),
         "error_rate": MetricBehaviour(before=0.0004, jitter=0.05),
@@ -55,7 +53,7 @@ def _metrics(latency_after: float) -> dict[str, MetricBehaviour]:
     }
 
 
-def _example_batches() -> list[dict[str, Any]]:
+def example_batches() -> list[dict[str, Any]]:
     """The example config's batches: kept, because its batch_order names them (a list override replaces)."""
     config = load_config(ROOT / "config" / "example.yaml")
     return [b.model_dump(by_alias=True) for b in config.batches]
@@ -65,13 +63,14 @@ def fleet_scenario(case: str, clusters: int) -> Scenario:
     """A batch of `clusters` generated clusters that all fail the same way (`case`)."""
     names = [f"eks-fleet-{i:04d}" for i in range(clusters)]
     stuck = case == "flux_stuck"
-    fleet = [ClusterSpec(cluster=name, istio_version="1.19.3", metrics=_metrics(300 if case == "regression" else 212),
+    latency_after = 300 if case == "regression" else 212
+    fleet = [ClusterSpec(cluster=name, istio_version="1.19.3", metrics=cluster_metrics(latency_after),
                          faults=Faults(flux_stuck=stuck)) for name in names]
     scenario = Scenario(
         name=f"fleet-{case}-{clusters}", config="../config/example.yaml", batch=BATCH, target_version="1.20.0",
         input={"soak_period_minutes": 20},
         # One batch holding the whole fleet, with no prerequisite; no LLM (it is not what is measured).
-        config_overrides={"batches": [*_example_batches(), {"name": BATCH, "description": "generated fleet",
+        config_overrides={"batches": [*example_batches(), {"name": BATCH, "description": "generated fleet",
                                                             "clusters": names}],
                           "llm": {"enabled": False}},
         speedup=1_000, human=HumanAction(action="merge", after_seconds=60),
@@ -87,24 +86,6 @@ def _longest_cause(summary: dict[str, Any]) -> int:
     rollback = summary.get("rollback") or {}
     causes = [batch.get("cause"), rollback.get("reason"), rollback.get("detail")]
     return max((len(c) for c in causes if isinstance(c, str)), default=0)
-
-
-# The history events AWS records per state, from the Step Functions developer guide's history event
-# types: a Pass, Choice, Wait or Succeed state is entered and exited; a Fail state is entered and the
-# execution fails; a Task is entered and exited and each attempt is scheduled, started and ends
-# (succeeded, failed or timed out), a .waitForTaskToken one also submitted; an inline Map is entered,
-# started, ends and is exited, and each iteration starts and ends.
-def aws_history_events(types: dict[str, int]) -> int:
-    """The history AWS would record for the states the execution entered (moto's events by type)."""
-    def n(*names: str) -> int:
-        return sum(types.get(name, 0) for name in names)
-
-    entered = {kind: n(f"{kind}StateEntered") for kind in ("Pass", "Choice", "Wait", "Succeed", "Fail", "Task", "Map")}
-    return (n("ExecutionStarted") + n("ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted", "ExecutionTimedOut")
-            + 2 * (entered["Pass"] + entered["Choice"] + entered["Wait"] + entered["Succeed"]) + entered["Fail"]
-            + 2 * entered["Task"] + n("TaskScheduled", "TaskStarted", "TaskSubmitted")
-            + n("TaskSucceeded", "TaskFailed", "TaskTimedOut")
-            + 4 * entered["Map"] + 2 * n("MapIterationStarted"))
 
 
 def measure(case: str, clusters: int) -> dict[str, Any]:

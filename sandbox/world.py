@@ -403,7 +403,7 @@ class LocalWorld:
                 continue
             parts = split_query(query)
             if parts.formula == "q0":
-                served[parts.queries[0]] = self._series(spec.cluster, name, behaviour)
+                served[parts.queries[0]] = self._series(spec, name, behaviour)
                 self.datadog.set_series(parts.queries[0], served[parts.queries[0]], interval)
             elif parts.formula.replace(" ", "") == "q0/q1":
                 ratios.append((name, parts.queries, behaviour))
@@ -411,12 +411,13 @@ class LocalWorld:
                 raise ValueError(f"the sandbox can serve a plain query or a ratio, not {name}: {parts.formula}")
         for name, (numerator, denominator), behaviour in ratios:
             volume = served.get(denominator) or (lambda bucket: STEADY_VOLUME)
-            ratio = self._series(spec.cluster, name, behaviour)
+            ratio = self._series(spec, name, behaviour)
             self.datadog.set_series(denominator, volume, interval)
             self.datadog.set_series(numerator, _times(ratio, volume), interval)
 
-    def _series(self, cluster_id: str, name: str, behaviour: MetricBehaviour) -> Any:
-        original = next(c.istio_version for c in self.scenario.fleet if c.cluster == cluster_id)
+    def _series(self, spec: ClusterSpec, name: str, behaviour: MetricBehaviour) -> Any:
+        # The spec, not its id: looking it up in the fleet for each series made seeding grow as its square.
+        cluster_id, original = spec.cluster, spec.istio_version
 
         def value(bucket: datetime) -> float | None:
             running = original

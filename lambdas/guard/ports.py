@@ -110,6 +110,10 @@ class GitOpsRepo(Protocol):
         empty when the directory does not exist."""
         ...
 
+    def list_blobs(self, project: str, path: str, ref: str) -> dict[str, str]:
+        """Like `list_files`, each file with its blob id (git's id of its content)."""
+        ...
+
     def branch_head(self, project: str, branch: str) -> str:
         """The commit id `branch` points at now."""
         ...

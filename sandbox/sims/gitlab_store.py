@@ -432,8 +432,9 @@ class GitLabStore:
                 entries[entry] = "blob" if depth == len(parts) else "tree"
         if prefix and not entries:
             raise ApiError(404, "404 Tree Not Found")
-        return [{"id": hashlib.sha1(f"{commit.id}:{e}".encode()).hexdigest(), "name": e.rsplit("/", 1)[-1],
-                 "type": kind, "path": e, "mode": "100644" if kind == "blob" else "040000"}
+        return [{"id": _blob_id(commit.files[e]) if kind == "blob" else hashlib.sha1(f"{commit.id}:{e}".encode())
+                 .hexdigest(), "name": e.rsplit("/", 1)[-1], "type": kind, "path": e,
+                 "mode": "100644" if kind == "blob" else "040000"}
                 for e, kind in sorted(entries.items())]
 
     def mr_json(self, p: Project, mr: MergeRequestRecord, *, include_rebase_in_progress: bool = False
@@ -503,3 +504,10 @@ class GitLabStore:
             "labels": [],
             "changes": {"state_id": {"previous": _STATE_ID["opened"], "current": _STATE_ID[mr.state]}},
         }
+
+
+def _blob_id(text: str) -> str:
+    """A file's blob id as git computes it (`git hash-object`): the same content has the same id in any
+    commit, so a reader may keep a file's text by its id."""
+    data = text.encode()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()

@@ -17,6 +17,7 @@ from guard.core.run import ExecutionInput, RunRecord
 from guard.errors import ConfigError
 from guard.retry import RetryPolicy
 from guard.services.change import Change, ChangeService
+from guard.services.install import repo_files
 from guard.services.install_precheck import InstallPrecheck
 from guard.stores.registry import ClusterRegistry
 from guard.stores.schema import create_tables
@@ -234,6 +235,31 @@ def test_tasks_at_one_commit_read_the_fleet_once_and_a_new_commit_is_read_again(
     rig.gitlab.push(PROJECT, "main", {"clusters/c/istio/kustomization.yaml": (
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - istiod.yaml\n"),
         "clusters/c/istio/istiod.yaml": own})
-    # THEN the next task reads that commit: only b shares the base now
+    # THEN the next task reads that commit (its changed files; the others' texts are kept by blob id): only b
+    # shares the base now
     assert task("a", ["a"]).details["outside"] == ["b"]
-    assert file_reads() > read
+
+
+def test_a_new_commit_reads_only_the_files_whose_content_changed(rig: Rig) -> None:
+    # GIVEN three clusters with their own HelmRelease, read once at main's head
+    files = {f"clusters/{c}/istio/helmrelease.yaml": layouts.release("istiod", "istiod", OLD).replace(
+        "name: istiod", f"name: istiod-{c}") for c in ("x1", "x2", "x3")}
+    rig.seed(files, {c: f"clusters/{c}/istio/helmrelease.yaml" for c in ("x1", "x2", "x3")})
+    first = repo_files(rig.repo, PROJECT, "main")
+    assert all(first.read(path) == text for path, text in files.items())
+
+    def reads() -> list[str]:
+        return [r.path for r in rig.gitlab.requests if "/repository/files/" in r.path]
+
+    before = len(reads())
+    # WHEN a commit changes x3's file only, and the next revision is read
+    changed = files["clusters/x3/istio/helmrelease.yaml"].replace(OLD, NEW)
+    rig.gitlab.push(PROJECT, "main", {"clusters/x3/istio/helmrelease.yaml": changed})
+    second = repo_files(rig.repo, PROJECT, "main")
+    # THEN every file reads as it is at that commit, and only x3's was fetched again (the others by blob id)
+    assert second.read("clusters/x3/istio/helmrelease.yaml") == changed
+    assert second.read("clusters/x1/istio/helmrelease.yaml") == files["clusters/x1/istio/helmrelease.yaml"]
+    assert second.read("clusters/x2/istio/helmrelease.yaml") == files["clusters/x2/istio/helmrelease.yaml"]
+    assert second.read("clusters/missing.yaml") is None
+    assert reads()[before:] == [f"/api/v4/projects/{PROJECT}/repository/files/clusters/x3/istio/"
+                                             "helmrelease.yaml"]

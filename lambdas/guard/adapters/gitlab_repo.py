@@ -82,6 +82,9 @@ class GitLabRepo(_GitLabClient):
         return self._call(project, f"read {path}@{ref}", go)
 
     def list_files(self, project: str, path: str, ref: str) -> list[str]:
+        return sorted(self.list_blobs(project, path, ref))
+
+    def list_blobs(self, project: str, path: str, ref: str) -> dict[str, str]:
         def go() -> Any:
             # GET /projects/:id/repository/tree?recursive=true, every page: blobs are files, trees directories.
             try:
@@ -89,9 +92,9 @@ class GitLabRepo(_GitLabClient):
                     path=path, ref=ref, recursive=True, get_all=True, **_NO_CLIENT_RETRY)
             except gitlab.GitlabGetError as e:
                 if e.response_code == 404:  # no such directory (or an empty repository)
-                    return []
+                    return {}
                 raise
-            return sorted(str(item["path"]) for item in items if item.get("type") == "blob")
+            return {str(item["path"]): str(item["id"]) for item in items if item.get("type") == "blob"}
         return self._call(project, f"list {path or '/'}@{ref}", go)
 
     def branch_head(self, project: str, branch: str) -> str:

@@ -31,6 +31,8 @@ machinery opens and compiles under the asset and the runtime stand-in (both must
 from its `.pyc`), and the asset's file list is compared before and after all samples (no new `.pyc`).
 A package that reads its own source on purpose (anyio's lazy importer calls inspect.getsource on its
 `__init__`) is listed apart: that is why the bundles keep their sources next to the bytecode.
+A last row, `(SDK floor)`, measures the same way what every handler imports before any GUARD code: pydantic,
+then boto3/botocore with the DynamoDB and Secrets Manager clients built (SDK_FLOOR); no handler can be faster.
 Exit 1 when a bundle exceeds 100 MiB, lacks bytecode, or an import reads or compiles source;
 `--check-goal` also fails on a median over 150 ms.
 Figures: docs/scale.md, "Cold start and bundle size".
@@ -95,6 +97,11 @@ FIRST_USE = {
     "openai": "import openai\nopenai.OpenAI(api_key='x', base_url='http://127.0.0.1')",
     "anthropic": "import anthropic\nanthropic.Anthropic(api_key='x', base_url='http://127.0.0.1')",
 }
+
+# The floor under every handler, with no GUARD code: pydantic (every GUARD model is one) and the runtime's
+# boto3/botocore as the stores use them (a DynamoDB resource and client, Secrets Manager), built as on a first
+# call. A handler cannot start faster than this with these SDKs.
+SDK_FLOOR = ("pydantic", ["pydantic.main", "boto3", "boto3.dynamodb.conditions"], "boto3")
 
 # Imports every name; `from a.b import C` names a.b.C, an attribute, anything else missing is a module the
 # bundle lacks.
@@ -234,6 +241,21 @@ def measure(python: str, spec: FunctionSpec, asset: Path, runtime: Path, runs: i
             "sdks": discovered["sdks"]}
 
 
+def measure_floor(python: str, asset: Path, runtime: Path, runs: int, preamble: bool) -> dict[str, Any]:
+    """The SDK floor (SDK_FLOOR) in the core asset, measured as a handler is."""
+    module, imports, sdk = SDK_FLOOR
+    paths = [str(asset), str(runtime)]
+    discovered = _run(python, DISCOVER.format(paths=paths, modules=[module, *imports],
+                                              first_use={sdk: FIRST_USE[sdk]}), asset)
+    probe = PROBE.format(preamble="import " + ", ".join(RUNTIME_PREAMBLE) if preamble else "", paths=paths,
+                         n_paths=len(paths), handler=module, lazy=[*imports, *discovered["modules"]], audit=False)
+    samples = [_run(python, probe, asset) for _ in range(runs)]
+    return {"module_ms": statistics.median(s["module_ms"] for s in samples),
+            "total_ms": statistics.median(s["total_ms"] for s in samples),
+            "total_min_ms": min(s["total_ms"] for s in samples), "total_max_ms": max(s["total_ms"] for s in samples),
+            "wall_ms": statistics.median(s["wall_ms"] for s in samples)}
+
+
 def breakdown(python: str, spec: FunctionSpec, asset: Path, runtime: Path,
               llm_provider: str) -> list[tuple[str, float]]:
     """Self import time per top-level package (ms, under `-X importtime`) of the handler's first call."""
@@ -329,6 +351,10 @@ def main() -> int:
             failures.append(f"{spec.id}: imports read or compiled source: {row['examples']}")
         if args.check_goal and row["total_ms"] > COLD_GOAL_MS:
             failures.append(f"{spec.id}: {row['total_ms']:.0f} ms > {COLD_GOAL_MS} ms")
+    floor = measure_floor(python, assets[("core",)], runtime, args.runs, not args.no_runtime_preamble)
+    print(f"{'(SDK floor)':<20}{floor['module_ms']:>8.0f}{floor['total_ms']:>12.0f}{floor['total_min_ms']:>7.0f}"
+          f"{floor['total_max_ms']:>7.0f}{floor['wall_ms']:>7.0f}  pydantic, then boto3/botocore as the stores "
+          "use them: no GUARD code")
     for groups, asset in assets.items():
         written = _files(asset) - before[groups]
         if written:
@@ -344,7 +370,8 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({"arch": arch, "python": python, "runs": args.runs,
                                          "runtime_preamble_excluded": not args.no_runtime_preamble,
-                                         "bundles": bundles, "handlers": handlers}, indent=2) + "\n")
+                                         "bundles": bundles, "handlers": handlers, "sdk_floor": floor},
+                                        indent=2) + "\n")
     for failure in failures:
         print(f"FAIL {failure}")
     return 1 if failures else 0

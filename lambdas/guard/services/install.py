@@ -6,6 +6,7 @@ the installs the same way (guard.gitops.istio_install) at one revision of the re
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 
@@ -45,15 +46,24 @@ def repo_files(repo: GitOpsRepo, project: str, ref: str) -> Files:
         return text
 
     cache: list[dict[str, str]] = []
+    paths: list[str] = []
 
     def listing() -> dict[str, str]:
         if not cache:
             cache.append(repo.list_blobs(project, "", ref))
+            paths.extend(sorted(cache[0]))
         return cache[0]
 
     def list_dir(directory: str) -> list[str]:
+        # The sorted paths below `directory` are one slice: each cluster lists its own directory, and a scan
+        # of every path for each made reading the fleet's installs grow as its square.
         prefix = directory.strip("/") + "/" if directory.strip("/") else ""
-        return [p for p in listing() if p.startswith(prefix)]
+        listing()
+        start = bisect.bisect_left(paths, prefix)
+        end = start
+        while end < len(paths) and paths[end].startswith(prefix):
+            end += 1
+        return paths[start:end]
 
     return Files(read, list_dir)
 

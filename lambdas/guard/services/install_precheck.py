@@ -26,21 +26,22 @@ Index = dict[tuple[str, int, int], list[str]]
 
 
 class _Revision:
-    """One commit of a project as read: its files (texts and parsed documents) and, per set of
-    clusters inside a run and per fleet, which version locations the clusters outside it read."""
+    """What the change's scope needs of one commit of a project: per set of clusters inside a run and
+    per fleet, which version locations the clusters outside it read (small: ids, not documents)."""
 
-    def __init__(self, files: Files) -> None:
-        self.files = files
+    def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.indexes: dict[tuple[frozenset[str], tuple[tuple[str, str, str], ...]], Index] = {}
+        self.indexes: OrderedDict[tuple[frozenset[str], tuple[tuple[str, str, str], ...]], Index] = OrderedDict()
 
 
-# What a warm Lambda environment keeps between invocations: the last revisions read, by (GitLab, project,
-# commit id). A commit's files never change, so this never serves stale text. Each precheck task of a
-# batch (a chunk of clusters) would otherwise read and parse every other cluster's install again: with
-# 5,000 clusters, 200 chunks each reading ~4,000 files through the GitLab API.
+# What a warm Lambda environment keeps between invocations: the scope indexes of the last commits read, by
+# (GitLab, project, commit id); a commit's files never change. Each precheck task of a batch (a chunk of
+# clusters) would otherwise parse every other cluster's install again: with 5,000 clusters, 200 chunks
+# each parsing ~5,000 files. The parsed files themselves are not kept (~20 KB a small file parsed: 100 MB
+# at 5,000 clusters); their texts are, by blob id (guard.services.install.repo_files).
 _REVISIONS: OrderedDict[tuple[str, str, str], _Revision] = OrderedDict()
-_REVISIONS_KEPT = 2
+_REVISIONS_KEPT = 4
+_INDEXES_KEPT = 4
 _REVISIONS_LOCK = threading.Lock()
 
 
@@ -55,8 +56,8 @@ class InstallPrecheck:
     once per task, from every other cluster's install.
 
     `revision_cache` (the GitLab URL, what the Lambda passes): the branch is resolved to its
-    commit, and what was read at that commit is kept for the next tasks this environment runs
-    (`_REVISIONS`), so a batch's chunks read the fleet's installs once, not once per chunk.
+    commit, and the scope worked out at that commit is kept for the next tasks this environment
+    runs (`_REVISIONS`), so a batch's chunks parse the fleet's installs once, not once per chunk.
     """
 
     def __init__(self, registry: ClusterRegistry, repo: GitOpsRepo, charts: ChartRepository,
@@ -69,42 +70,44 @@ class InstallPrecheck:
         self._charts = charts
         self._revision_cache = revision_cache
         self._shared = threading.Lock()
-        self._trees: dict[str, _Revision] = {}
+        self._trees: dict[str, tuple[Files, _Revision]] = {}
         self._fleet: list[Cluster] | None = None
 
-    def _revision(self, project: str) -> _Revision:
+    def _revision(self, project: str) -> tuple[Files, _Revision]:
         """The project at the target branch, shared by this task's clusters (read and parsed lazily)."""
         with self._shared:
             if project not in self._trees:
                 self._trees[project] = self._read_revision(project)
             return self._trees[project]
 
-    def _read_revision(self, project: str) -> _Revision:
+    def _read_revision(self, project: str) -> tuple[Files, _Revision]:
         if self._revision_cache is None:
-            return _Revision(repo_files(self._repo, project, self._target_branch))
+            return repo_files(self._repo, project, self._target_branch), _Revision()
         commit = self._repo.branch_head(project, self._target_branch)
         key = (self._revision_cache, project, commit)
         with _REVISIONS_LOCK:
             if key in _REVISIONS:
                 _REVISIONS.move_to_end(key)
-                return _REVISIONS[key]
-            revision = _REVISIONS[key] = _Revision(repo_files(self._repo, project, commit))
-            while len(_REVISIONS) > _REVISIONS_KEPT:
-                _REVISIONS.popitem(last=False)
-            return revision
+            else:
+                _REVISIONS[key] = _Revision()
+                while len(_REVISIONS) > _REVISIONS_KEPT:
+                    _REVISIONS.popitem(last=False)
+            return repo_files(self._repo, project, commit), _REVISIONS[key]
 
     def _files(self, project: str) -> Files:
-        return self._revision(project).files
+        return self._revision(project)[0]
 
     def _outside_index(self, run: RunRecord, project: str) -> Index:
         """Version locations that clusters of `project` outside the run read (for `outside_users`)."""
-        revision = self._revision(project)
+        files, revision = self._revision(project)
         fleet = self._all_clusters()
         key = (frozenset(run.clusters),
                tuple((c.cluster_id, c.gitlab_project, c.flux_config_path or "") for c in fleet))
-        with revision.lock:  # one thread builds it; the others of the task wait for it
+        with revision.lock:  # one thread builds it; the others wait for it
             if key not in revision.indexes:
-                revision.indexes[key] = location_users(revision.files, fleet, set(run.clusters), project)
+                revision.indexes[key] = location_users(files, fleet, set(run.clusters), project)
+                while len(revision.indexes) > _INDEXES_KEPT:
+                    revision.indexes.popitem(last=False)
             return revision.indexes[key]
 
     def _all_clusters(self) -> list[Cluster]:

@@ -7,6 +7,7 @@ A world runs on its own moto server, or on one it is given (a test session share
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -26,7 +27,7 @@ from guard.config.loader import load_config, parse_config
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster
 from guard.datadog_query import split as split_query
-from guard.gitops.istio_install import Files, Install, read_install
+from guard.gitops.istio_install import Doc, Files, Install, read_install
 from guard.services.metrics import render_queries
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import BatchResult, StateStore
@@ -166,6 +167,9 @@ class LocalWorld:
         self._tmp = tempfile.TemporaryDirectory(prefix="guard-rehearsal-")
         self.state_machine_arn = ""
         self.rollout_state_machine_arn = ""
+        # What Flux last applied from (the repository's files), and what each cluster's install read there.
+        self._flux_files: dict[str, str] = {}
+        self._install_reads: dict[str, tuple[set[str], set[str]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> LocalWorld:
@@ -273,6 +277,7 @@ class LocalWorld:
         registry = ClusterRegistry(self.engine.resource("dynamodb").Table(self.config.aws.dynamodb.table_name),
                                    self.config.tenant)
         files = self._repository_files()
+        self._flux_files = dict(files)
         tree = self._tree(files)  # one parse of the repository for every cluster, not one each
         batch_of = {c: b.name for b in self.config.batches for c in b.clusters}
         for spec in self.scenario.fleet:
@@ -349,10 +354,32 @@ class LocalWorld:
     @staticmethod
     def _tree(files: dict[str, str]) -> Files:
         """One revision of the repository; share it between clusters: it parses each file once."""
-        return Files(files.get, lambda d: [p for p in files if p.startswith(d.strip("/") + "/" if d else "")])
+        paths = sorted(files)
+
+        def listing(directory: str) -> list[str]:
+            prefix = directory.strip("/") + "/" if directory.strip("/") else ""
+            start = end = bisect.bisect_left(paths, prefix)
+            while end < len(paths) and paths[end].startswith(prefix):
+                end += 1
+            return paths[start:end]
+        return Files(files.get, listing)
 
     def _install(self, spec: ClusterSpec, tree: Files) -> Install:
-        return read_install(tree, spec.cluster, _entry_path(spec))
+        """The cluster's install at `tree`; what it read is noted, for `_flux_follows` to skip it while
+        none of that changes."""
+        seen = _ReadsNoted(tree)
+        install = read_install(seen, spec.cluster, _entry_path(spec))
+        self._install_reads[spec.cluster] = (seen.paths, seen.directories)
+        return install
+
+    def _install_changed(self, cluster: str, changed: set[str], moved: set[str]) -> bool:
+        """Whether `cluster`'s install may read differently now that `changed` paths have new texts and
+        `moved` paths were added or removed."""
+        if cluster not in self._install_reads:
+            return True
+        paths, directories = self._install_reads[cluster]
+        return bool(paths & (changed | moved)) or any(
+            p.startswith(d.strip("/") + "/" if d.strip("/") else "") for d in directories for p in moved)
 
     def _seed_components(self, spec: ClusterSpec, tree: Files) -> None:
         """The cluster runs what its Flux path installs (chained by the same dependsOn), plus `unmanaged`."""
@@ -437,9 +464,16 @@ class LocalWorld:
 
         delay = self.scenario.flux_reconcile_seconds
         files = self.gitlab.files(project)
+        before, self._flux_files = self._flux_files, dict(files)
+        changed = {p for p in files.keys() & before.keys() if files[p] != before[p]}
+        moved = files.keys() ^ before.keys()
         tree = self._tree(files)
         for spec in self.scenario.fleet:
             if _entry_path(spec) not in files:
+                continue
+            # A cluster none of whose files changed has nothing new to apply (the same version is a no-op
+            # for Flux): reading every cluster's install on each merge made each merge O(fleet).
+            if not self._install_changed(spec.cluster, changed, moved):
                 continue
             version = ""
             for c in self._install(spec, tree).components:
@@ -569,3 +603,29 @@ class LocalWorld:
                 self._log(f"MR !{iid} merged", at)
                 return
             self.engine.activity.wait(since, timeout=0.25)
+
+
+class _ReadsNoted(Files):
+    """A shared revision (its parses shared too) that notes the paths and directories one install read."""
+
+    def __init__(self, shared: Files) -> None:
+        super().__init__(shared.read, shared.listing)
+        self._shared = shared
+        self.paths: set[str] = set()
+        self.directories: set[str] = set()
+
+    def read(self, path: str) -> str | None:
+        self.paths.add(path)
+        return self._shared.read(path)
+
+    def docs(self, path: str) -> list[Doc]:
+        self.paths.add(path)
+        return self._shared.docs(path)
+
+    def listing(self, directory: str) -> list[str]:
+        self.directories.add(directory)
+        return self._shared.listing(directory)
+
+    def _scan_order(self) -> list[str]:
+        self.directories.add("")  # the whole repository, in Files' order
+        return self._shared._scan_order()

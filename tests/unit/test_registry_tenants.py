@@ -124,3 +124,18 @@ def test_registry_migrate_command(table: Any, tmp_path: Any, capsys: pytest.Capt
     # AND export with the same config lists it
     assert main(["registry", "export", "-", "--config", str(config)]) == 0
     assert "eks-prod-1" in capsys.readouterr().out
+
+
+def test_many_clusters_are_read_in_batches_of_keys_in_the_order_asked(table: Any) -> None:
+    # GIVEN 250 clusters of team-a and one of team-b (more than two BatchGetItem requests' worth of keys)
+    team_a = ClusterRegistry(table, "team-a")
+    ids = [f"eks-{i:03d}" for i in range(250)]
+    for cluster_id in ids:
+        team_a.put(cluster(cluster_id))
+    ClusterRegistry(table, "team-b").put(cluster("eks-b-only"))
+    asked = [*reversed(ids), "eks-missing", "eks-b-only", ids[0]]
+    # WHEN team-a reads them all at once, with an unknown id, another tenant's and a duplicate
+    found = team_a.get_many(asked)
+    # THEN every one of its own comes back once, in the order asked; the others are absent
+    assert list(found) == list(reversed(ids))
+    assert all(found[c].cluster_id == c for c in ids)

@@ -11,7 +11,7 @@ import pytest
 from guard.config import load_config
 from guard.config.loader import parse_config
 from guard.errors import ChangeWindowClosed, InvalidInput, PrerequisiteNotMet, TransientError, UnknownBatch
-from guard.rollout.service import RolloutService, child_name, parse_rollout_input
+from guard.rollout.service import RolloutService, child_name, parse_rollout_input, rollout_cause
 from guard.services.plan import BatchPlanner
 from guard.stores.registry import ClusterRegistry
 from guard.stores.rollouts import RolloutStore
@@ -397,3 +397,29 @@ def test_a_bad_rollout_input_names_the_problem_in_a_short_message(raw, expected)
     # THEN the refusal names the problem without copying the value
     assert expected in str(caught.value)
     assert len(str(caught.value)) < 1_000
+
+
+def test_the_cause_of_a_rollout_of_many_batches_is_a_digest_within_the_limit() -> None:
+    # GIVEN the summary of a failed rollout of 400 batches: 390 succeeded, 10 failed with long reasons
+    arn = "arn:aws:states:us-east-1:123456789012:execution:guard-example-upgrade-batch:r1"
+    batches = [{"batch": f"b-{i:03d}", "status": "succeeded", "wave": i + 1, "execution_arn": f"{arn}--b-{i:03d}"}
+               for i in range(390)]
+    batches += [{"batch": f"f-{i}", "status": "failed", "wave": 391, "reason": "ValidationFailed: " + "x" * 600}
+                for i in range(10)]
+    summary = {"rollout_id": "r1", "target_version": "1.20.0", "status": "failed", "on_failure": "continue_independent",
+               "counts": {"succeeded": 390, "failed": 10}, "batches": batches}
+    assert len(json.dumps(summary)) > 32_768
+    # WHEN it becomes the execution's cause
+    cause = rollout_cause(summary)
+    # THEN it fits Step Functions' limit, is still the summary's JSON with every count, lists the failed
+    # batches first (reasons cut), and says how many batches it left out and where they all are
+    assert len(cause) <= 30_000
+    digest = json.loads(cause)
+    assert digest["counts"] == {"succeeded": 390, "failed": 10} and digest["status"] == "failed"
+    assert [b["batch"] for b in digest["batches"][:10]] == [f"f-{i}" for i in range(10)]
+    assert all(len(b["reason"]) == 300 for b in digest["batches"][:10])
+    assert digest["batches_left_out"] == 400 - len(digest["batches"]) > 0
+    assert digest["see"] == "guard status r1 lists every batch"
+    # AND a summary that fits is the cause as it is
+    small = {**summary, "batches": batches[:3], "counts": {"succeeded": 3}}
+    assert json.loads(rollout_cause(small)) == small

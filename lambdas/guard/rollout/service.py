@@ -258,7 +258,7 @@ class RolloutService:
         summary = rollout_summary(record)
         return {"status": record.status, "summary": summary,
                 "error": "RolloutSucceeded" if ok else _rollout_error(record),
-                "cause": json.dumps(summary, separators=(",", ":"))}
+                "cause": rollout_cause(summary)}
 
 
 def _decision(action: str, wait_seconds: int = 0, **extra: Any) -> dict[str, Any]:
@@ -290,6 +290,39 @@ def rollout_summary(record: RolloutRecord) -> dict[str, Any]:
             **({"execution_arn": record.entries[b].execution_arn} if record.entries[b].execution_arn else {}),
         } for b in record.order],
     }
+
+
+# Step Functions keeps 32,768 characters of a cause; room is left for the runtime's JSON around it.
+CAUSE_BUDGET = 30_000
+_REASON_IN_DIGEST = 300
+
+
+def rollout_cause(summary: dict[str, Any], budget: int = CAUSE_BUDGET) -> str:
+    """The failed rollout's cause: its summary as JSON, or, when that passes `budget` characters (~200 a
+    batch: past ~150 batches), a digest that is still the summary's JSON: every count, then as many
+    batches as fit, those that did not succeed first (each reason cut to 300 characters), and how many
+    were left out (`guard status <rollout id>` lists them all from the rollout record)."""
+    text = json.dumps(summary, separators=(",", ":"))
+    if len(text) <= budget:
+        return text
+    batches = summary.get("batches", [])
+    ordered = sorted(batches, key=lambda b: b.get("status") == SUCCEEDED)  # stable: the order within each
+    head = {k: v for k, v in summary.items() if k != "batches"}
+    head["batches_left_out"] = len(batches)
+    head["see"] = f"guard status {summary.get('rollout_id')} lists every batch"
+    room = budget - len(json.dumps({**head, "batches": []}, separators=(",", ":"))) - 16  # the count's digits
+    shown: list[dict[str, Any]] = []
+    for batch in ordered:
+        item = dict(batch)
+        if isinstance(item.get("reason"), str) and len(item["reason"]) > _REASON_IN_DIGEST:
+            item["reason"] = item["reason"][:_REASON_IN_DIGEST - 3] + "..."
+        size = len(json.dumps(item, separators=(",", ":"))) + 1
+        if size > room:
+            break
+        shown.append(item)
+        room -= size
+    head["batches_left_out"] = len(batches) - len(shown)
+    return json.dumps({**head, "batches": shown}, separators=(",", ":"))
 
 
 def _rollout_error(record: RolloutRecord) -> str:

@@ -17,13 +17,11 @@ from guard.clock import SystemClock
 from guard.config.loader import parse_config
 from guard.config.models import TenantConfig
 from guard.errors import ConfigError, ExternalServiceError, GuardError
-from guard.ports import Clock
-from guard.stores.registry import ClusterRegistry
-from guard.stores.state import StateStore
 
 if TYPE_CHECKING:
     from guard.ports import (
         ChartRepository,
+        Clock,
         ClusterConnector,
         EvidenceConnector,
         FailureAnalyst,
@@ -39,7 +37,9 @@ if TYPE_CHECKING:
     from guard.services.observation import RegistryObserver
     from guard.stores.deliveries import Deliveries
     from guard.stores.failure import FailureStore
+    from guard.stores.registry import ClusterRegistry
     from guard.stores.rollouts import RolloutStore
+    from guard.stores.state import StateStore
 
 _TASK_ROOT = Path(os.environ.get("LAMBDA_TASK_ROOT", Path(__file__).resolve().parent.parent))
 
@@ -115,10 +115,16 @@ def _caller_account(_endpoint: str | None) -> str:
 
 
 def registry() -> ClusterRegistry:
+    # Imported here, like every store: a function that never reads the registry (WebhookAuthorizer)
+    # does not load the stores and the run models at cold start.
+    from guard.stores.registry import ClusterRegistry
+
     return ClusterRegistry(_table(env("GUARD_REGISTRY_TABLE")), env("GUARD_TENANT"))
 
 
 def state() -> StateStore:
+    from guard.stores.state import StateStore
+
     return StateStore(_table(env("GUARD_STATE_TABLE")))
 
 

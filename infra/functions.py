@@ -49,7 +49,9 @@ class FunctionSpec:
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     # The planners and every recorder of an outcome read what the clusters run and set the registry to it.
-    FunctionSpec("Plan", "handlers.plan.handler", ("core", "kubernetes"), timeout_seconds=120, memory_mb=512,
+    # Plan and Finish read every cluster of the batch (guard.services.observation, 32 at a time): 300 s is
+    # ~20,000 cluster reads at 0.4 s; chunked stages are not needed for a batch's size below that.
+    FunctionSpec("Plan", "handlers.plan.handler", ("core", "kubernetes"), timeout_seconds=300, memory_mb=512,
                  registry="read_write", describe_executions=True, cluster_access=True),
     # Also reads the GitOps repository (Reporter token) and the chart repositories: the whole-install prechecks.
     FunctionSpec("Precheck", "handlers.precheck.handler", ("core", "kubernetes", "datadog", "gitlab"),
@@ -74,7 +76,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec("Soak", "handlers.soak.handler", ("core",), memory_mb=256),
     FunctionSpec("Conclude", "handlers.conclude.handler", ("core", "datadog"), secrets=("datadog",)),
     FunctionSpec("Finish", "handlers.finish.handler", ("core", "gitlab", "kubernetes"),
-                 timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab",),
+                 timeout_seconds=300, memory_mb=512, registry="read_write", secrets=("gitlab",),
                  cluster_access=True),
     # API Gateway waits at most 29 s; the webhook answers fast and only resumes executions.
     # python-gitlab is packaged for the Maintainer check of `/guard` comments (imported lazily).

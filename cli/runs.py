@@ -99,8 +99,9 @@ def read_view(deployment: Deployment, arn: str, *, with_soak: bool = True) -> Ru
 
 def _read_record(deployment: Deployment, view: RunView) -> None:
     from boto3.dynamodb.conditions import Key
-    from guard.core.run import ClusterVerdict, PrecheckReport, RunRecord
-    from guard.stores.failure import RollbackRecord
+    from guard.core.run import ClusterVerdict, PrecheckReport
+    from guard.stores.failure import rollback_from_items
+    from guard.stores.state import run_from_items
 
     table = deployment.aws.table(deployment.state_table or "")
     items: list[dict[str, Any]] = []
@@ -115,7 +116,7 @@ def _read_record(deployment: Deployment, view: RunView) -> None:
     meta = by_sk.get("META")
     if meta is None:
         return
-    record = RunRecord.model_validate_json(meta["doc"])
+    record = run_from_items(meta, [by_sk[sk] for sk in sorted(by_sk) if sk.startswith("CLUSTERS#")])
     view.record_found = True
     view.batch, view.target_version = record.batch, record.target_version
     view.stage = record.stage.value
@@ -129,7 +130,8 @@ def _read_record(deployment: Deployment, view: RunView) -> None:
         view.soak_over = bool(soak.get("ended_at"))
     rollback = by_sk.get("ROLLBACK")
     if rollback is not None:
-        view.rollback_merge_request_url = RollbackRecord.model_validate_json(rollback["doc"]).merge_request_url
+        view.rollback_merge_request_url = rollback_from_items(
+            rollback, [by_sk[sk] for sk in sorted(by_sk) if sk.startswith("ROLLBACK#CLUSTERS#")]).merge_request_url
     for cluster in record.clusters:
         row = ClusterRow(cluster=cluster, from_version=record.from_versions.get(cluster, "?"),
                          to_version=record.target_version)

@@ -21,7 +21,7 @@ from typing import Any
 
 from guard.core.run import RunRecord, RunStatus, VerdictOutcome
 from guard.stores.registry import ClusterRegistry
-from guard.stores.state import StateStore, TaskTokenRecord
+from guard.stores.state import StateStore, TaskTokenRecord, run_from_items
 from guard.vocabulary.outcomes import Outcome
 
 from sandbox.world import LocalWorld
@@ -161,8 +161,16 @@ def _scan(world: LocalWorld) -> list[dict[str, Any]]:
 
 
 def _runs(world: LocalWorld) -> list[RunRecord]:
-    return [RunRecord.model_validate_json(item["doc"]) for item in _scan(world)
-            if str(item["pk"]).startswith("RUN#") and item["sk"] == "META"]
+    metas: dict[str, dict[str, Any]] = {}
+    parts: dict[str, list[dict[str, Any]]] = {}
+    for item in sorted(_scan(world), key=lambda i: (str(i["pk"]), str(i["sk"]))):
+        if not str(item["pk"]).startswith("RUN#"):
+            continue
+        if item["sk"] == "META":
+            metas[str(item["pk"])] = item
+        elif str(item["sk"]).startswith("CLUSTERS#"):  # the run's clusters (guard.stores.state.RunClusters)
+            parts.setdefault(str(item["pk"]), []).append(item)
+    return [run_from_items(meta, parts.get(pk, [])) for pk, meta in metas.items()]
 
 
 def _running_executions(world: LocalWorld) -> set[str]:

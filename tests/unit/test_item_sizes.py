@@ -22,7 +22,8 @@ from moto import mock_aws
 from tests.support.item_size import ITEM_LIMIT, item_size
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
-CLUSTERS = [f"eks-prod-us-east-1-{i:05d}" for i in range(2_000)]
+# The longest ids the cluster id pattern allows (100 characters): a record that listed them passed 400 KB.
+CLUSTERS = [f"eks-prod-us-east-1-{i:05d}-".ljust(100, "x") for i in range(2_000)]
 WORKLOADS = [f"shop/service-{n}" for n in range(5)]
 
 
@@ -68,10 +69,13 @@ def test_a_2000_cluster_run_that_restarts_sidecars_fails_and_rolls_back_keeps_ev
                                          at=START))
     state.put_run(state.get_run("r1"))
 
-    # THEN no item is near 400 KB: the largest are the records listing the cluster ids (~63 B a cluster)
-    sizes = [(str(i["sk"]).split("#")[0], item_size(i)) for i in items(table)]
+    # THEN no item is near 400 KB, and the run and rollback records themselves stay a few KB
+    sizes = [(str(i["sk"]).rsplit("#", 1)[0] if "CLUSTERS" in str(i["sk"]) else str(i["sk"]).split("#")[0],
+              item_size(i)) for i in items(table)]
     assert max(size for _, size in sizes) < ITEM_LIMIT // 3
-    assert Counter(kind for kind, _ in sizes) == {"META": 1, "SIDECARS": 4_000, "EVIDENCE": 2_001, "ROLLBACK": 1}
+    assert Counter(kind for kind, _ in sizes) == {"META": 1, "CLUSTERS": 4, "SIDECARS": 4_000, "EVIDENCE": 2_001,
+                                                  "ROLLBACK": 1, "ROLLBACK#CLUSTERS": 4}
+    assert max(size for kind, size in sizes if kind in ("META", "ROLLBACK")) < 4_000
     # AND every reader gets everything back: each cluster's restarts with their times, its evidence, its run
     restarts = state.sidecar_restarts("r1", "upgrade")
     assert len(restarts) == 2_000 and all(sorted(r) == WORKLOADS for r in restarts.values())
@@ -79,4 +83,33 @@ def test_a_2000_cluster_run_that_restarts_sidecars_fails_and_rolls_back_keeps_ev
     assert state.sidecar_restarts("r1", "rollback") == {}
     evidence = failures.get_evidence("r1")
     assert evidence is not None and [c.cluster_id for c in evidence.clusters] == CLUSTERS
-    assert state.get_run("r1").clusters == CLUSTERS
+    stored = state.get_run("r1")
+    assert stored.clusters == CLUSTERS and stored.from_versions == dict.fromkeys(CLUSTERS, "1.19.3")
+    rollback = failures.get_rollback("r1")
+    assert rollback is not None and rollback.clusters == CLUSTERS
+    assert rollback.versions == dict.fromkeys(CLUSTERS, "1.19.3")
+
+
+def test_records_written_with_their_clusters_inside_are_read_and_moved_out_at_their_next_write(table: Any) -> None:
+    # GIVEN a run record and a rollback record as written before, each listing its clusters itself
+    run = RunRecord(run_id="r0", execution_arn="arn", batch="b", target_version="1.20.0", clusters=["c1", "c2"],
+                    from_versions={"c1": "1.19.3", "c2": "1.19.2"}, gitlab_project="p",
+                    options=ExecutionInput(batch="b", target_version="1.20.0"), started_at=START)
+    rollback = RollbackRecord(run_id="r0", batch="b", reason="p95", clusters=["c2"], versions={"c2": "1.19.2"},
+                              rolled_back_from="1.20.0", status=RollbackStatus.WAITING_FOR_MERGE, at=START)
+    table.put_item(Item={"pk": "RUN#r0", "sk": "META", "doc": run.model_dump_json(), "run_status": "running",
+                         "expires_at": 0})
+    table.put_item(Item={"pk": "RUN#r0", "sk": "ROLLBACK", "doc": rollback.model_dump_json(), "expires_at": 0})
+    state, failures = StateStore(table), FailureStore(table)
+    # WHEN read, written again by today's code, and read again
+    for _ in range(2):
+        found, back = state.get_run("r0"), failures.get_rollback("r0")
+        assert back is not None
+        # THEN the clusters and their versions are the same each time
+        assert (found.clusters, found.from_versions) == (["c1", "c2"], {"c1": "1.19.3", "c2": "1.19.2"})
+        assert (back.clusters, back.versions) == (["c2"], {"c2": "1.19.2"})
+        state.put_run(found)
+        failures.put_rollback(back)
+    # AND the records no longer list them: their items do
+    meta = table.get_item(Key={"pk": "RUN#r0", "sk": "META"})["Item"]
+    assert "clusters" not in meta["doc"] and "from_versions" not in meta["doc"] and meta["cluster_items"] == 1

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from guard.core.models import HealthCheckResult
 from guard.core.version import Version
@@ -112,7 +112,7 @@ class RunStatus(StrEnum):
 
 
 class RunRecord(BaseModel):
-    """One execution's record (state table, `RUN#<id>` / `META`).
+    """One execution's record (state table, `RUN#<id>` / `META`; its clusters in `RUN#<id>` / `CLUSTERS#<n>`).
 
     Schema version 2 splits version 1's `stage`, which mixed progress, the failed stage and
     the rollback outcome, into `stage`, `failed_stage` and `outcome`. A version-1 record (an
@@ -152,6 +152,17 @@ class RunRecord(BaseModel):
     # Clusters per chunk of the per-cluster Maps, fixed when the run is planned so that a config
     # change during the run cannot move a cluster into another chunk (or out of every chunk).
     cluster_chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1)
+    # Whether the state table holds `clusters` and `from_versions` in items of their own (set by
+    # `guard.stores.state.StateStore`): they are written once, not with every write of the record.
+    _clusters_stored: str | None = PrivateAttr(default=None)
+
+    @property
+    def clusters_stored(self) -> str | None:
+        """A digest of the clusters (and versions) the table holds for this record; None: none known."""
+        return self._clusters_stored
+
+    def mark_clusters_stored(self, digest: str | None) -> None:
+        self._clusters_stored = digest
 
     def chunk_count(self) -> int:
         """How many chunks the run's clusters make (the last may be shorter)."""

@@ -6,7 +6,8 @@
 | `RUN#<id>` / `EVIDENCE#<n>` | the evidence of the n-th failing cluster (n from 000000, in the run's order) |
 | `RUN#<id>` / `ANALYSIS` | the LLM analysis, or why it is unavailable |
 | `RUN#<id>` / `DECISION` | the human decision taken on the MR (`/guard proceed|rollback`) |
-| `RUN#<id>` / `ROLLBACK` | the rollback: clusters, versions, MR, outcome |
+| `RUN#<id>` / `ROLLBACK` | the rollback: reason, MR, outcome |
+| `RUN#<id>` / `ROLLBACK#CLUSTERS#<n>` | its clusters and the version each goes back to, 500 at most an item |
 
 No item grows with the number of failing clusters: each cluster's evidence is an item of its own, cut
 to `MAX_CLUSTER_EVIDENCE_BYTES`, and the head holds counts (DynamoDB stops an item at 400 KB; one
@@ -15,15 +16,17 @@ item of every cluster's evidence passed it at a few thousand failing clusters, w
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
 from boto3.dynamodb.conditions import Key
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from guard.core.evidence import ClusterEvidence, FailureEvidence
 from guard.outbound import plain_text
 from guard.stores.dynamo import call, ttl
+from guard.stores.state import cluster_slices, clusters_digest, joined, query_prefix
 from guard.vocabulary.outcomes import RollbackStatus
 
 _TTL_HOURS = 24 * 400
@@ -34,6 +37,7 @@ _NOTE_LIMIT = 500  # characters of one collection note
 _NOTES = 20
 _SUMMARY_LIMIT = 2_000  # characters of a cluster's one-line summary (its violations are kept apart)
 _EVIDENCE_SK = "EVIDENCE#"
+_ROLLBACK_CLUSTERS_SK = "ROLLBACK#CLUSTERS#"
 
 
 def _evidence_sk(index: int) -> str:
@@ -124,6 +128,16 @@ class RollbackRecord(BaseModel):
     sidecar_restarts: dict[str, dict[str, datetime]] = Field(default_factory=dict)
     detail: str | None = None
     at: datetime
+    # Whether the table holds `clusters` and `versions` in items of their own (set by `FailureStore`).
+    _clusters_stored: str | None = PrivateAttr(default=None)
+
+    @property
+    def clusters_stored(self) -> str | None:
+        """A digest of the clusters (and versions) the table holds for this record; None: none known."""
+        return self._clusters_stored
+
+    def mark_clusters_stored(self, digest: str | None) -> None:
+        self._clusters_stored = digest
 
 
 class FailureStore:
@@ -201,8 +215,47 @@ class FailureStore:
         return DecisionRecord.model_validate_json(doc) if doc else None
 
     def put_rollback(self, record: RollbackRecord) -> None:
-        self._put(record.run_id, "ROLLBACK", record, record.at)
+        """Write the rollback record; its clusters and their versions go to items of their own
+        (`RUN#<id>` / `ROLLBACK#CLUSTERS#<n>`, `guard.stores.state.RunClusters`), written before the record
+        and only when they are not those stored already: a record listing them grew with the batch."""
+        parts = cluster_slices(record.clusters, record.versions)
+        digest = clusters_digest(record.clusters, record.versions)
+        if record.clusters_stored != digest:
+            expires = ttl(record.at, _TTL_HOURS)
+
+            def write() -> None:
+                with self._table.batch_writer() as batch:
+                    for index, part in enumerate(parts):
+                        batch.put_item(Item={"pk": f"RUN#{record.run_id}", "sk": f"{_ROLLBACK_CLUSTERS_SK}{index:05d}",
+                                             "doc": part.model_dump_json(), "expires_at": expires})
+
+            call("BatchWriteItem", write)
+            record.mark_clusters_stored(digest)
+        item = {"pk": f"RUN#{record.run_id}", "sk": "ROLLBACK", "expires_at": ttl(record.at, _TTL_HOURS),
+                "doc": record.model_dump_json(exclude={"clusters", "versions"}), "cluster_items": len(parts)}
+        call("PutItem", lambda: self._table.put_item(Item=item))
 
     def get_rollback(self, run_id: str) -> RollbackRecord | None:
-        doc = self._get(run_id, "ROLLBACK")
-        return RollbackRecord.model_validate_json(doc) if doc else None
+        """The rollback record with its clusters (a GetItem, and a Query of its cluster items)."""
+        response = call("GetItem", lambda: self._table.get_item(Key={"pk": f"RUN#{run_id}", "sk": "ROLLBACK"},
+                                                                ConsistentRead=True))
+        item = response.get("Item")
+        if not item:
+            return None
+        count = int(item.get("cluster_items", 0))
+        parts = [] if not count else [p for p in query_prefix(self._table, f"RUN#{run_id}", _ROLLBACK_CLUSTERS_SK)
+                                      if str(p["sk"]) <= f"{_ROLLBACK_CLUSTERS_SK}{count - 1:05d}"]
+        return rollback_from_items(item, parts)
+
+
+def rollback_from_items(item: dict[str, Any], cluster_items: list[dict[str, Any]]) -> RollbackRecord:
+    """A rollback record from its `ROLLBACK` item and its `ROLLBACK#CLUSTERS#` items (in sort key order).
+    A record written before they had items of their own lists its clusters itself."""
+    doc = json.loads(item["doc"])
+    apart = "clusters" not in doc
+    if apart:
+        doc["clusters"], doc["versions"] = joined(cluster_items)
+    record = RollbackRecord.model_validate(doc)
+    # An older record (no digest) gets its items at its next write.
+    record.mark_clusters_stored(clusters_digest(record.clusters, record.versions) if apart else None)
+    return record

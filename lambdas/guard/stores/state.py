@@ -7,6 +7,7 @@ read back with a paginated Query where a reader needs them all."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -111,6 +112,75 @@ class SidecarWave(BaseModel):
     workloads: list[str]  # "namespace/deployment" or "namespace/Kind/name" (`services.sidecars`)
 
 
+_CLUSTERS_SK = "CLUSTERS#"
+_APART = {"clusters", "from_versions"}  # kept in `RunClusters` items, not in the run record's item
+CLUSTERS_PER_ITEM = 500
+_CLUSTER_ITEM_BYTES = 100_000  # a quarter of DynamoDB's 400 KB, whatever the ids' and versions' lengths
+
+
+class RunClusters(BaseModel):
+    """A slice of a run's clusters in the run's order, each with the version it ran at plan
+    (`RUN#<id>` / `CLUSTERS#<n>`, n from 00000): at most `CLUSTERS_PER_ITEM` clusters and ~100 KB."""
+
+    clusters: list[tuple[str, str]]  # (cluster id, version at plan)
+
+
+def cluster_slices(clusters: list[str], versions: dict[str, str]) -> list[RunClusters]:
+    """`clusters` with their `versions`, in order, cut into items of at most `CLUSTERS_PER_ITEM` and ~100 KB."""
+    parts: list[RunClusters] = []
+    size = 0
+    for cluster_id in clusters:
+        pair = (cluster_id, versions.get(cluster_id, ""))
+        entry = len(cluster_id.encode()) + len(pair[1].encode()) + 8
+        if not parts or len(parts[-1].clusters) == CLUSTERS_PER_ITEM or size + entry > _CLUSTER_ITEM_BYTES:
+            parts.append(RunClusters(clusters=[]))
+            size = 0
+        parts[-1].clusters.append(pair)
+        size += entry
+    return parts
+
+
+def query_prefix(table: Any, pk: str, prefix: str) -> Iterator[dict[str, Any]]:
+    """Every item of partition `pk` whose sort key starts with `prefix`, in sort key order, page after
+    page (a Query returns 1 MB at most)."""
+    kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(pk) & Key("sk").begins_with(prefix),
+                              "ConsistentRead": True}
+    while True:
+        page = call("Query", lambda: table.query(**kwargs))
+        yield from page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def clusters_digest(clusters: list[str], versions: dict[str, str]) -> str:
+    """What the cluster items of a record hold, in a few bytes: a changed list is written again."""
+    return hashlib.sha256(json.dumps([clusters, sorted(versions.items())]).encode()).hexdigest()
+
+
+def _slices(run: RunRecord) -> list[RunClusters]:
+    return cluster_slices(run.clusters, run.from_versions)
+
+
+def joined(cluster_items: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+    """The clusters and their versions back from `RunClusters` items read in sort key order."""
+    pairs = [pair for item in cluster_items for pair in RunClusters.model_validate_json(item["doc"]).clusters]
+    return [cluster_id for cluster_id, _ in pairs], {cluster_id: version for cluster_id, version in pairs if version}
+
+
+def run_from_items(meta: dict[str, Any], cluster_items: list[dict[str, Any]]) -> RunRecord:
+    """A run record from its `META` item and its `CLUSTERS#` items (in sort key order). A record
+    written before the clusters had items of their own lists them itself, and has no such items."""
+    doc = json.loads(meta["doc"])
+    apart = "clusters" not in doc
+    if apart:
+        doc["clusters"], doc["from_versions"] = joined(cluster_items)
+    run = RunRecord.model_validate(doc)
+    # An older record (no digest) gets its items at its next write.
+    run.mark_clusters_stored(clusters_digest(run.clusters, run.from_versions) if apart else None)
+    return run
+
+
 class StateStore:
     """Typed access to the state table. `table` is a boto3 DynamoDB Table resource."""
 
@@ -131,9 +201,17 @@ class StateStore:
     def put_run(self, run: RunRecord) -> None:
         """Write the run record. A record still running never overwrites one that has ended: a task
         invoked as its execution was stopped must not undo what ExecutionEnded recorded (RunAlreadyEnded).
-        `run_status` at the top level carries that condition; records written before it have none."""
-        item = {"pk": f"RUN#{run.run_id}", "sk": "META", "doc": run.model_dump_json(),
-                "expires_at": ttl(run.started_at, _RUN_TTL_HOURS), "run_status": run.status.value}
+        `run_status` at the top level carries that condition; records written before it have none.
+
+        The batch's clusters and their versions at plan go to items of their own (`RunClusters`),
+        written before the record, and only when they are not those stored already (they do not change
+        during a run): a record that listed them grew with the batch (~63 B a cluster, 400 KB near
+        6,000 clusters; near 1,900 with 100-character ids)."""
+        if run.clusters_stored != clusters_digest(run.clusters, run.from_versions):
+            self._put_run_clusters(run)
+        item = {"pk": f"RUN#{run.run_id}", "sk": "META", "doc": run.model_dump_json(exclude=_APART),
+                "expires_at": ttl(run.started_at, _RUN_TTL_HOURS), "run_status": run.status.value,
+                "cluster_items": len(_slices(run))}
         kwargs: dict[str, Any] = {"Item": item}
         if run.status == RunStatus.RUNNING:
             kwargs |= {"ConditionExpression": "attribute_not_exists(run_status) OR run_status = :running",
@@ -148,15 +226,33 @@ class StateStore:
         except BotoCoreError as e:
             raise TransientError(f"DynamoDB PutItem: {e}") from e
 
+    def _put_run_clusters(self, run: RunRecord) -> None:
+        expires = ttl(run.started_at, _RUN_TTL_HOURS)
+
+        def write() -> None:
+            with self._table.batch_writer() as batch:
+                for index, part in enumerate(_slices(run)):
+                    batch.put_item(Item={"pk": f"RUN#{run.run_id}", "sk": f"{_CLUSTERS_SK}{index:05d}",
+                                         "doc": part.model_dump_json(), "expires_at": expires})
+
+        call("BatchWriteItem", write)
+        run.mark_clusters_stored(clusters_digest(run.clusters, run.from_versions))
+
     def get_run(self, run_id: str) -> RunRecord:
-        item = self._get(f"RUN#{run_id}", "META")
-        if not item:
+        run = self.find_run(run_id)
+        if run is None:
             raise ExternalServiceError(f"run '{run_id}' has no record in the state table")
-        return RunRecord.model_validate_json(item["doc"])
+        return run
 
     def find_run(self, run_id: str) -> RunRecord | None:
+        """The run record with its clusters (a GetItem, and a Query of its cluster items); None without one."""
         item = self._get(f"RUN#{run_id}", "META")
-        return RunRecord.model_validate_json(item["doc"]) if item else None
+        if not item:
+            return None
+        count = int(item.get("cluster_items", 0))
+        parts = [] if not count else [p for p in self._query(f"RUN#{run_id}", _CLUSTERS_SK)
+                                      if str(p["sk"]) <= f"{_CLUSTERS_SK}{count - 1:05d}"]
+        return run_from_items(item, parts)
 
     def put_precheck(self, run: RunRecord, report: PrecheckReport) -> None:
         self._put(f"RUN#{run.run_id}", f"CLUSTER#{report.cluster_id}#PRECHECK", report,
@@ -189,15 +285,7 @@ class StateStore:
         return found
 
     def _query(self, pk: str, prefix: str) -> Iterator[dict[str, Any]]:
-        """Every item of partition `pk` whose sort key starts with `prefix`, page after page (1 MB each)."""
-        kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(pk) & Key("sk").begins_with(prefix),
-                                  "ConsistentRead": True}
-        while True:
-            page = call("Query", lambda: self._table.query(**kwargs))
-            yield from page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return query_prefix(self._table, pk, prefix)
 
     # ------------------------------------------------------------------ soak
     def soak(self, run_id: str) -> SoakRecord | None:

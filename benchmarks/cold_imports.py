@@ -31,8 +31,9 @@ machinery opens and compiles under the asset and the runtime stand-in (both must
 from its `.pyc`), and the asset's file list is compared before and after all samples (no new `.pyc`).
 A package that reads its own source on purpose (anyio's lazy importer calls inspect.getsource on its
 `__init__`) is listed apart: that is why the bundles keep their sources next to the bytecode.
-A last row, `(SDK floor)`, measures the same way what every handler imports before any GUARD code: pydantic,
-then boto3/botocore with the DynamoDB and Secrets Manager clients built (SDK_FLOOR); no handler can be faster.
+A last row, `(SDK floor)`, measures the same way what a handler imports before any GUARD code: pydantic, then
+boto3/botocore with the DynamoDB and Secrets Manager clients built (SDK_FLOOR): no handler that reads a table or
+a secret can be faster.
 Exit 1 when a bundle exceeds 100 MiB, lacks bytecode, or an import reads or compiles source;
 `--check-goal` also fails on a median over 150 ms.
 Figures: docs/scale.md, "Cold start and bundle size".
@@ -98,9 +99,9 @@ FIRST_USE = {
     "anthropic": "import anthropic\nanthropic.Anthropic(api_key='x', base_url='http://127.0.0.1')",
 }
 
-# The floor under every handler, with no GUARD code: pydantic (every GUARD model is one) and the runtime's
+# The floor under every handler that uses AWS, with no GUARD code: pydantic (every GUARD model is one) and the runtime's
 # boto3/botocore as the stores use them (a DynamoDB resource and client, Secrets Manager), built as on a first
-# call. A handler cannot start faster than this with these SDKs.
+# call. A handler that reads a table or a secret cannot start faster than this with these SDKs.
 SDK_FLOOR = ("pydantic", ["pydantic.main", "boto3", "boto3.dynamodb.conditions"], "boto3")
 
 # Imports every name; `from a.b import C` names a.b.C, an attribute, anything else missing is a module the

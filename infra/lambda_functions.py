@@ -14,6 +14,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
+from guard.stores.schema import REGISTRY_TENANT_INDEX
 from guard.vocabulary import metrics as guard_metrics
 
 from infra.bundling import ARCHITECTURE, RUNTIME
@@ -184,12 +185,20 @@ def registry_leading_keys(tenant: str) -> dict[str, Any]:
 
 def _grant_registry(table: dynamodb.ITable, role: iam.IRole, access: TableAccess, tenant: str) -> None:
     """Item reads (and writes) on the registry table, only of `tenant`'s keys: tenants may share the table.
-    No Scan or Query: the functions read clusters by id (listing by the tenant index is the CLI's)."""
+
+    And a Query of the tenant index for `tenant`'s partition only: the precheck and every MR (upgrade,
+    rollback, the reconciler's regeneration) list the tenant's clusters (`ClusterRegistry.all`) to find
+    those outside the batch that read the files a change writes. No Scan: it would read every tenant."""
     if access == "none":
         return
     actions = [*REGISTRY_READS, *(REGISTRY_WRITES if access == "read_write" else ())]
     role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=[table.table_arn],
                                                      conditions=registry_leading_keys(tenant)))
+    role.add_to_principal_policy(iam.PolicyStatement(
+        actions=["dynamodb:Query"], resources=[f"{table.table_arn}/index/{REGISTRY_TENANT_INDEX}"],
+        # On an index, the leading key is the index's partition key: the `tenant` attribute itself.
+        conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [tenant]},
+                    "Null": {"dynamodb:LeadingKeys": "false"}}))
 
 
 def _grant_table(table: dynamodb.ITable, fn: lambda_.IFunction, access: TableAccess) -> None:

@@ -130,13 +130,21 @@ def test_neither_tenant_can_touch_the_other_s_registry_items(seeded: Seeded, sta
     # THEN some functions may write the registry, and every grant on it is confined to the tenant's own
     # partition keys (<tenant>#...), never reaching the other tenant's
     assert any(set(REGISTRY_WRITES) & set(_list(s["Action"])) for s in statements)
-    for statement in statements:
+    on_index = [s for s in statements if "/index/" in json.dumps(s["Resource"])]
+    # AND the only grant on an index is a Query of the tenant index, confined to the tenant's own partition
+    assert on_index
+    for statement in on_index:
+        assert _list(statement["Action"]) == ["dynamodb:Query"], statement
+        assert f"/index/{REGISTRY_TENANT_INDEX}" in json.dumps(statement["Resource"])
+        assert statement["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [own]},
+                                          "Null": {"dynamodb:LeadingKeys": "false"}}, statement
+    for statement in (s for s in statements if s not in on_index):
         assert statement["Effect"] == "Allow"
         condition = statement["Condition"]
         assert condition["ForAllValues:StringLike"]["dynamodb:LeadingKeys"] == [f"{own}#*"], statement
         assert condition["Null"] == {"dynamodb:LeadingKeys": "false"}
         assert other not in json.dumps(condition)
-        # AND no action that reads many items regardless of key (Scan) or uses an index is granted
+        # AND no action that reads many items regardless of key (Scan) or reads the table by Query
         assert not {"dynamodb:Scan", "dynamodb:Query", "dynamodb:*"} & set(_list(statement["Action"])), statement
         assert "index" not in json.dumps(statement["Resource"])
 

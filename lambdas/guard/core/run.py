@@ -111,7 +111,22 @@ class RunStatus(StrEnum):
     FAILED = "failed"
 
 
-class RunRecord(BaseModel):
+class ClustersStored(BaseModel):
+    """A record whose clusters (and their versions) the state table may hold in items of their own
+    (`guard.stores.state`): they are written once, not with every write of the record."""
+
+    _clusters_stored: str | None = PrivateAttr(default=None)
+
+    @property
+    def clusters_stored(self) -> str | None:
+        """A digest of the clusters (and versions) the table holds for this record; None: none known."""
+        return self._clusters_stored
+
+    def mark_clusters_stored(self, digest: str | None) -> None:
+        self._clusters_stored = digest
+
+
+class RunRecord(ClustersStored):
     """One execution's record (state table, `RUN#<id>` / `META`; its clusters in `RUN#<id>` / `CLUSTERS#<n>`).
 
     Schema version 2 splits version 1's `stage`, which mixed progress, the failed stage and
@@ -152,18 +167,6 @@ class RunRecord(BaseModel):
     # Clusters per chunk of the per-cluster Maps, fixed when the run is planned so that a config
     # change during the run cannot move a cluster into another chunk (or out of every chunk).
     cluster_chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1)
-    # Whether the state table holds `clusters` and `from_versions` in items of their own (set by
-    # `guard.stores.state.StateStore`): they are written once, not with every write of the record.
-    _clusters_stored: str | None = PrivateAttr(default=None)
-
-    @property
-    def clusters_stored(self) -> str | None:
-        """A digest of the clusters (and versions) the table holds for this record; None: none known."""
-        return self._clusters_stored
-
-    def mark_clusters_stored(self, digest: str | None) -> None:
-        self._clusters_stored = digest
-
     def chunk_count(self) -> int:
         """How many chunks the run's clusters make (the last may be shorter)."""
         return -(-len(self.clusters) // self.cluster_chunk_size)

@@ -16,17 +16,17 @@ item of every cluster's evidence passed it at a few thousand failing clusters, w
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, Literal
 
 from boto3.dynamodb.conditions import Key
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, Field
 
 from guard.core.evidence import ClusterEvidence, FailureEvidence
+from guard.core.run import ClustersStored
 from guard.outbound import plain_text
 from guard.stores.dynamo import call, ttl
-from guard.stores.state import cluster_slices, clusters_digest, joined, query_prefix
+from guard.stores.state import cluster_slices, clusters_digest, query_prefix, record_from_items
 from guard.vocabulary.outcomes import RollbackStatus
 
 _TTL_HOURS = 24 * 400
@@ -106,7 +106,7 @@ class DecisionRecord(BaseModel):
     timeout_hours: float | None = None
 
 
-class RollbackRecord(BaseModel):
+class RollbackRecord(ClustersStored):
     """A rollback: what goes back where, why, its MR and its outcome. Schema 1 had the same
     fields with free-string statuses, which `RollbackStatus` reads unchanged."""
 
@@ -128,16 +128,6 @@ class RollbackRecord(BaseModel):
     sidecar_restarts: dict[str, dict[str, datetime]] = Field(default_factory=dict)
     detail: str | None = None
     at: datetime
-    # Whether the table holds `clusters` and `versions` in items of their own (set by `FailureStore`).
-    _clusters_stored: str | None = PrivateAttr(default=None)
-
-    @property
-    def clusters_stored(self) -> str | None:
-        """A digest of the clusters (and versions) the table holds for this record; None: none known."""
-        return self._clusters_stored
-
-    def mark_clusters_stored(self, digest: str | None) -> None:
-        self._clusters_stored = digest
 
 
 class FailureStore:
@@ -251,11 +241,4 @@ class FailureStore:
 def rollback_from_items(item: dict[str, Any], cluster_items: list[dict[str, Any]]) -> RollbackRecord:
     """A rollback record from its `ROLLBACK` item and its `ROLLBACK#CLUSTERS#` items (in sort key order).
     A record written before they had items of their own lists its clusters itself."""
-    doc = json.loads(item["doc"])
-    apart = "clusters" not in doc
-    if apart:
-        doc["clusters"], doc["versions"] = joined(cluster_items)
-    record = RollbackRecord.model_validate(doc)
-    # An older record (no digest) gets its items at its next write.
-    record.mark_clusters_stored(clusters_digest(record.clusters, record.versions) if apart else None)
-    return record
+    return record_from_items(RollbackRecord, item, cluster_items, "versions")

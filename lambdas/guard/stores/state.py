@@ -11,16 +11,18 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
-from guard.core.run import ClusterVerdict, PrecheckReport, RunRecord, RunStatus
+from guard.core.run import ClustersStored, ClusterVerdict, PrecheckReport, RunRecord, RunStatus
 from guard.errors import BatchLocked, ExternalServiceError, RunAlreadyEnded, TransientError
 from guard.stores.dynamo import call, is_conditional_failure, mapped, ttl
 from guard.vocabulary.outcomes import ChangeKind, Outcome
+
+R = TypeVar("R", bound=ClustersStored)
 
 _RUN_TTL_HOURS = 24 * 400  # a year of history, then DynamoDB forgets it
 
@@ -168,17 +170,23 @@ def joined(cluster_items: list[dict[str, Any]]) -> tuple[list[str], dict[str, st
     return [cluster_id for cluster_id, _ in pairs], {cluster_id: version for cluster_id, version in pairs if version}
 
 
-def run_from_items(meta: dict[str, Any], cluster_items: list[dict[str, Any]]) -> RunRecord:
-    """A run record from its `META` item and its `CLUSTERS#` items (in sort key order). A record
-    written before the clusters had items of their own lists them itself, and has no such items."""
-    doc = json.loads(meta["doc"])
+def record_from_items(model: type[R], item: dict[str, Any], cluster_items: list[dict[str, Any]],
+                      versions_field: str) -> R:
+    """A record from its item and its cluster items (in sort key order). A record written before the
+    clusters had items of their own lists them itself (and gets its items at its next write)."""
+    doc = json.loads(item["doc"])
     apart = "clusters" not in doc
     if apart:
-        doc["clusters"], doc["from_versions"] = joined(cluster_items)
-    run = RunRecord.model_validate(doc)
-    # An older record (no digest) gets its items at its next write.
-    run.mark_clusters_stored(clusters_digest(run.clusters, run.from_versions) if apart else None)
-    return run
+        doc["clusters"], doc[versions_field] = joined(cluster_items)
+    record = model.model_validate(doc)
+    fields = vars(record)  # the validated values of the two fields this record keeps its clusters in
+    record.mark_clusters_stored(clusters_digest(fields["clusters"], fields[versions_field]) if apart else None)
+    return record
+
+
+def run_from_items(meta: dict[str, Any], cluster_items: list[dict[str, Any]]) -> RunRecord:
+    """A run record from its `META` item and its `CLUSTERS#` items (in sort key order)."""
+    return record_from_items(RunRecord, meta, cluster_items, "from_versions")
 
 
 class StateStore:

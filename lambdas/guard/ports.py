@@ -15,6 +15,7 @@ from guard.core.models import Cluster
 
 if TYPE_CHECKING:  # models only named in signatures; importing them here would cost every handler
     from guard.core.evidence import EventInfo, FailureEvidence
+    from guard.datadog_groups import GroupedQuery
     from guard.llm.base import Analysis
     from guard.notify.base import Notification
 
@@ -233,6 +234,13 @@ class MetricsProvider(Protocol):
 
     def query(self, queries: dict[str, str], start: datetime, end: datetime) -> dict[str, list[Point]]:
         """Points of each named query in [start, end], in one request. Missing data -> []."""
+        ...
+
+    def query_groups(self, queries: list[GroupedQuery], start: datetime,
+                     end: datetime) -> list[dict[str, list[Point]]]:
+        """Points per cluster id of each grouped query (guard.datadog_groups), in one request.
+
+        A cluster whose group Datadog did not answer gets [] (missing data)."""
         ...
 
     def active_alerts(self, tags: dict[str, str]) -> list[Alert]:

@@ -187,3 +187,127 @@ def _combine(left: Operand, right: Operand, op: Callable[[float, float], float |
         b = right.get(t) if isinstance(right, dict) else right
         result[t] = op(a, b) if a is not None and b is not None else None
     return result
+
+
+# ---------------------------------------------------------------- filters and grouping
+
+_FUNCTIONAL = re.compile(r"(?<![\w.:/-])(?:AND|OR|NOT|IN|and|or|not|in)(?![\w.:/-])")
+_TAG_TERM = re.compile(r"!?[A-Za-z][A-Za-z0-9_.\-/]*:[^\s,()!]+")
+_IN_TERM = re.compile(
+    r"(?P<key>[A-Za-z][A-Za-z0-9_.\-/]*)\s+(?P<not>(?:NOT|not)\s+)?(?:IN|in)\s*\((?P<values>[^()]*)\)")
+_OR_GROUP = re.compile(r"\((?P<inner>[^()]*)\)")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a metric query selects, as the simulator evaluates it.
+
+    `required`: the `key:value` (or `!key:value`) terms every selected series carries; `key`: the
+    tag of `by {key}` (None: not grouped); `allowed`: the values of `key` an `IN (...)`, an
+    OR-group or a `key:value` term allows (None: any value).
+    """
+
+    head: str
+    tail: str
+    required: frozenset[str]
+    key: str | None
+    allowed: frozenset[str] | None
+
+
+def parse_scope(text: str) -> Scope:
+    """The scope of one metric query Datadog accepts; QueryRefused for what it refuses.
+
+    Datadog's boolean filters (docs "Advanced filtering"): the symbolic `,` and `!` OR the
+    functional `AND` `OR` `NOT` `IN` `NOT IN`, never both in one filter. The simulator evaluates
+    conjunctions of tag terms, and `IN (...)` / `(k:a OR k:b)` on the `by {...}` tag only; other
+    valid forms are refused with a message saying the simulator does not evaluate them.
+    """
+    match = METRIC_QUERY.fullmatch(text.strip())
+    if match is None:
+        raise QueryRefused(f"Error parsing query: unable to parse {text[:80]!r}")
+    filters = match.group("filters").strip()
+    by = [k.strip() for k in (match.group("by") or "").split(",") if k.strip()]
+    if len(by) > 1:
+        raise QueryRefused("simulator does not evaluate a grouping by more than one tag")
+    key = by[0] if by else None
+    head = f"{match.group('agg')}:{match.group('metric')}"
+    tail = match.group("suffixes") or ""
+    functional = bool(_FUNCTIONAL.search(filters))
+    outside_lists = re.sub(r"(?:IN|in)\s*\([^()]*\)", "IN ()", filters)  # `IN (a, b)` lists values with commas
+    if functional and ("," in outside_lists or "!" in outside_lists):
+        raise QueryRefused(f"Error parsing query: the symbolic boolean syntax (! ,) cannot be used with "
+                           f"AND, OR, NOT, IN: {filters[:80]!r}")
+    required: set[str] = set()
+    allowed: set[str] | None = None
+    if filters in ("", "*"):
+        pass
+    elif not functional:
+        for term in (t.strip() for t in filters.split(",")):
+            if not _TAG_TERM.fullmatch(term):
+                raise QueryRefused(f"Error parsing query: unable to parse the filter {term!r}")
+            required.add(term)
+    else:
+        for conjunct in _conjuncts(filters):
+            values = _values_of(conjunct, key)
+            if values is not None:
+                allowed = values if allowed is None else allowed & values
+            elif conjunct.startswith(("NOT ", "not ")) and _TAG_TERM.fullmatch(conjunct[4:].strip()):
+                required.add("!" + conjunct[4:].strip())
+            elif _TAG_TERM.fullmatch(conjunct) and not conjunct.startswith("!"):
+                required.add(conjunct)
+            else:
+                raise QueryRefused(f"Error parsing query: unable to parse the filter {conjunct!r}")
+    if key is not None:
+        pinned = {t.partition(":")[2] for t in required if t.partition(":")[0] == key}
+        required -= {f"{key}:{v}" for v in pinned}
+        if pinned:
+            allowed = set(pinned) if allowed is None else allowed & pinned
+    elif allowed is not None:
+        raise QueryRefused("simulator does not evaluate IN or OR on a tag the query is not grouped by")
+    return Scope(head=head, tail=tail, required=frozenset(required), key=key,
+                 allowed=frozenset(allowed) if allowed is not None else None)
+
+
+def _conjuncts(filters: str) -> list[str]:
+    """`a AND (b OR c) AND d IN (x, y)` -> its conjuncts; unbalanced parentheses are refused."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for token in re.split(r"(\(|\)|\s+(?:AND|and)\s+)", filters):
+        if token == "(":
+            depth += 1
+        elif token == ")":
+            depth -= 1
+            if depth < 0:
+                raise QueryRefused(f"Error parsing query: unbalanced ')' in {filters[:80]!r}")
+        elif depth == 0 and re.fullmatch(r"\s+(?:AND|and)\s+", token or ""):
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(token or "")
+    if depth:
+        raise QueryRefused(f"Error parsing query: unbalanced '(' in {filters[:80]!r}")
+    parts.append("".join(current).strip())
+    if any(not p for p in parts):
+        raise QueryRefused(f"Error parsing query: an empty term in {filters[:80]!r}")
+    return parts
+
+
+def _values_of(conjunct: str, key: str | None) -> set[str] | None:
+    """The values `k IN (...)` or `(k:a OR k:b)` allows, when the conjunct is one of those (else None)."""
+    listed = _IN_TERM.fullmatch(conjunct)
+    if listed:
+        values = {v.strip() for v in listed.group("values").split(",")}
+        if "" in values:
+            raise QueryRefused(f"Error parsing query: an empty value in {conjunct!r}")
+        if listed.group("not") or listed.group("key") != key:
+            raise QueryRefused(f"simulator does not evaluate {conjunct[:60]!r} (only IN on the grouped tag)")
+        return values
+    group = _OR_GROUP.fullmatch(conjunct)
+    if group:
+        terms = [t.strip() for t in re.split(r"\s+(?:OR|or)\s+", group.group("inner"))]
+        keys = {t.partition(":")[0] for t in terms}
+        if not all(_TAG_TERM.fullmatch(t) and not t.startswith("!") for t in terms) or keys != {key}:
+            raise QueryRefused(f"simulator does not evaluate {conjunct[:60]!r} (only an OR of the grouped tag)")
+        return {t.partition(":")[2] for t in terms}
+    return None

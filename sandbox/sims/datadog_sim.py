@@ -26,6 +26,14 @@ Strict like Datadog (sandbox.sims.datadog_formula)
     metrics data source field. Use the formulas payload."; formulas naming the queries are
     evaluated. A series' ``query_index`` is its formula's index (the query's, without formulas).
 
+Grouped queries (sandbox.sims.datadog_formula.parse_scope)
+    A registered query is one series whose tags are its filter terms. A query ``... by {key}``
+    answers one series per value of ``key`` among the registered series that carry its other
+    terms (``IN (...)``, an OR of that tag, or ``key:value`` narrow the values), each with
+    ``group_tags: ["key:value"]``; a formula over grouped queries is evaluated per group. Filters
+    mixing the symbolic ``,`` / ``!`` with ``AND`` ``OR`` ``NOT`` ``IN`` are refused as Datadog does;
+    other valid forms the simulator does not evaluate are refused saying so.
+
 Time series
     ``set_series(query, fn, interval_seconds)`` registers one metric query (exact string, as
     GUARD sends it after templating and splitting). ``fn(bucket_start)`` gives the value of the
@@ -72,7 +80,7 @@ from urllib.parse import parse_qs, urlsplit
 from guard.clock import SystemClock
 from guard.ports import Clock
 
-from sandbox.sims.datadog_formula import MetricQuery, QueryRefused, evaluate, parse_metric_query
+from sandbox.sims.datadog_formula import MetricQuery, QueryRefused, Scope, evaluate, parse_metric_query, parse_scope
 from sandbox.sims.loopback import LoopbackHandler, LoopbackServer
 
 SeriesFn = Callable[[datetime], float | None]
@@ -188,6 +196,8 @@ class DatadogSimulator(LoopbackServer):
         self._rate_used: dict[tuple[str, int], int] = {}  # (limit name, period start) -> requests
         self.requests: list[RecordedRequest] = []
         self._series: dict[str, _Series] = {}
+        # (aggregation:metric, suffixes) -> (filter terms, series) of every registered query (parse_scope)
+        self._scopes: dict[tuple[str, str], list[tuple[frozenset[str], _Series]]] | None = None
         self._monitors: dict[int, _Monitor] = {}
         self._faults: list[_Fault] = []
         self._delays: list[_Fault] = []
@@ -209,11 +219,13 @@ class DatadogSimulator(LoopbackServer):
             raise ValueError("interval_seconds must be positive")
         with self._lock:
             self._series[query] = _Series(fn=fn, interval_seconds=interval_seconds)
+            self._scopes = None
 
     def remove_series(self, query: str) -> None:
         """Stop serving `query`: it returns no series from now on."""
         with self._lock:
             self._series.pop(query, None)
+            self._scopes = None
 
     def add_monitor(
         self,
@@ -396,38 +408,89 @@ class DatadogSimulator(LoopbackServer):
         except QueryRefused as e:
             return 400, {}, {"errors": [str(e)]}
 
-        now = self.clock.now()
-        with self._lock:
-            registered = [self._series.get(q.text) for q in parsed]
-        width = self._width([s for s in registered if s is not None], parsed, start_ms, end_ms, requested_ms)
-        points: list[dict[int, float | None] | None] = []
-        for query, series in zip(parsed, registered, strict=True):
-            values = self._buckets(series, query, width, start_ms, end_ms, now) if series else {}
-            points.append(values or None)
-        times = sorted({t for p in points if p for t in p})
+        try:
+            scopes = [parse_scope(q["query"]) for q in queries]
+        except QueryRefused as e:
+            return 400, {}, {"errors": [str(e)]}
 
-        outputs: list[dict[int, float | None] | None]
+        now = self.clock.now()
+        selected = [self._select(q.text, scope) for q, scope in zip(parsed, scopes, strict=True)]
+        used = [one for chosen in selected for one in chosen.values()]
+        width = self._width(used, parsed, start_ms, end_ms, requested_ms)
+        # Per query: group value ("" when not grouped) -> its buckets; a group with no data is left out.
+        points: list[dict[str, dict[int, float | None]]] = []
+        for query, chosen in zip(parsed, selected, strict=True):
+            buckets = {g: self._buckets(one, query, width, start_ms, end_ms, now) for g, one in chosen.items()}
+            points.append({g: b for g, b in buckets.items() if b})
+        times = sorted({t for answered in points for values in answered.values() for t in values})
+
+        keys = [scope.key for scope in scopes]
+        outputs: list[tuple[int, str | None, str, dict[int, float | None] | None]] = []  # (index, key, group, values)
         if formulas:
-            by_name = dict(zip(names, points, strict=True))
             try:
-                outputs = [evaluate(f, by_name, times) for f in formulas]
+                for index, formula in enumerate(formulas):
+                    referenced = [i for i, n in enumerate(names) if re.search(rf"\b{re.escape(n)}\b(?!\s*\()", formula)]
+                    grouped_by = {keys[i] for i in referenced if keys[i] is not None}
+                    if len(grouped_by) > 1:
+                        raise QueryRefused("simulator does not evaluate a formula over queries grouped by "
+                                           "different tags")
+                    key = grouped_by.pop() if grouped_by else None
+                    named = sorted({g for i in referenced if keys[i] for g in points[i]}) if key else [""]
+                    for group in named:
+                        by_name = {n: (points[i].get(group) if keys[i] else points[i].get("")) or None
+                                   for i, n in enumerate(names)}
+                        outputs.append((index, key, group, evaluate(formula, by_name, times)))
             except QueryRefused as e:
                 return 400, {}, {"errors": [str(e)]}
         else:
-            outputs = [{t: p.get(t) for t in times} if p else None for p in points]
-        shown = [(i, out) for i, out in enumerate(outputs) if out and any(v is not None for v in out.values())]
+            for index, answered in enumerate(points):
+                for group, values in sorted(answered.items()):
+                    outputs.append((index, keys[index], group, {t: values.get(t) for t in times}))
+        shown = [o for o in outputs if o[3] and any(v is not None for v in o[3].values())]
         return 200, {}, {
             "data": {
                 "type": "timeseries_response",
                 "attributes": {
                     "series": [
-                        {"group_tags": [], "query_index": i, "unit": None} for i, _ in shown
+                        {"group_tags": [f"{key}:{group}"] if key else [], "query_index": i, "unit": None}
+                        for i, key, group, _ in shown
                     ],
                     "times": times,
-                    "values": [[out.get(t) for t in times] for _, out in shown],
+                    "values": [[out.get(t) for t in times] for _, _, _, out in shown if out],
                 },
             },
         }
+
+    def _select(self, text: str, scope: Scope) -> dict[str, _Series]:
+        """The registered series a metric query selects: group value -> series ("" when not grouped).
+
+        A registered query is one series whose tags are its filter terms; a grouped query selects
+        those carrying its other terms plus one value of its `by` tag that its filter allows.
+        """
+        with self._lock:
+            exact = self._series.get(text)
+            if exact is not None and scope.key is None:
+                return {"": exact}
+            if self._scopes is None:
+                self._scopes = {}
+                for registered, one in self._series.items():
+                    try:
+                        known = parse_scope(registered)
+                    except QueryRefused:
+                        continue
+                    self._scopes.setdefault((known.head, known.tail), []).append((known.required, one))
+            candidates = list(self._scopes.get((scope.head, scope.tail), []))
+        if scope.key is None:
+            return next(({"": one} for terms, one in candidates if terms == scope.required), {})
+        selected: dict[str, _Series] = {}
+        prefix = f"{scope.key}:"
+        for terms, one in candidates:
+            values = [t[len(prefix):] for t in terms if t.startswith(prefix)]
+            if len(values) != 1 or terms - {prefix + values[0]} != scope.required:
+                continue
+            if scope.allowed is None or values[0] in scope.allowed:
+                selected.setdefault(values[0], one)
+        return selected
 
     def _width(self, registered: list[_Series], parsed: list[MetricQuery], start_ms: int, end_ms: int,
                requested_ms: int | None) -> int:

@@ -35,6 +35,7 @@ from datadog_api_client.v2.model.timeseries_formula_request_queries import Times
 from datadog_api_client.v2.model.timeseries_formula_request_type import TimeseriesFormulaRequestType
 
 from guard.clock import SystemClock
+from guard.datadog_groups import GroupedQuery
 from guard.datadog_query import UnsplittableQuery
 from guard.datadog_query import split as split_query
 from guard.errors import ConfigError, ExternalServiceError, TransientError
@@ -133,18 +134,60 @@ class DatadogMetrics:
         if not queries:
             return {}
         names = list(queries)
+        result: dict[str, list[Point]] = {n: [] for n in names}
+        seen: set[int] = set()
+        for index, _, points in self._timeseries([queries[n] for n in names], names, start, end):
+            if index in seen:
+                raise ConfigError(
+                    f"Datadog query {names[index]!r} returned several series; a GUARD query must "
+                    f"aggregate to one series (no 'by {{...}}'): {queries[names[index]]}"
+                )
+            seen.add(index)
+            result[names[index]] = points
+        return result
+
+    def query_groups(self, queries: list[GroupedQuery], start: datetime,
+                     end: datetime) -> list[dict[str, list[Point]]]:
+        """Points per cluster of each grouped query in [start, end], all in one request.
+
+        Datadog answers one series per group (`group_tags`, e.g. `cluster_name:eks-1`), which names
+        the cluster (`GroupedQuery.clusters`). A cluster with no series gets [] (no data: never a pass).
+        A series of a group GUARD did not ask for is refused: the query's filter would be wider than
+        its clusters.
+        """
+        results: list[dict[str, list[Point]]] = [{c: [] for c in q.clusters.values()} for q in queries]
+        if not queries:
+            return results
+        answered = self._timeseries([q.text for q in queries], [q.name for q in queries], start, end)
+        seen: set[tuple[int, str]] = set()
+        for index, group_tags, points in answered:
+            grouped = queries[index]
+            values = [t.partition(":")[2] for t in group_tags if t.partition(":")[0] == grouped.key]
+            cluster_id = grouped.clusters.get(values[0]) if len(values) == 1 else None
+            if cluster_id is None:
+                raise ExternalServiceError(f"Datadog query {grouped.name!r} returned a series for the group "
+                                           f"{group_tags!r}, not one of its clusters")
+            if (index, cluster_id) in seen:
+                raise ExternalServiceError(f"Datadog query {grouped.name!r} returned two series for {group_tags!r}")
+            seen.add((index, cluster_id))
+            results[index][cluster_id] = points
+        return results
+
+    def _timeseries(self, texts: list[str], names: list[str], start: datetime,
+                    end: datetime) -> list[tuple[int, list[str], list[Point]]]:
+        """One v2 timeseries request of one formula per text: (formula index, group tags, points) per series."""
         metric_queries: list[MetricsTimeseriesQuery] = []
         formulas: list[QueryFormula] = []
-        for name in names:
+        for name, text in zip(names, texts, strict=True):
             offset = len(metric_queries)
             try:
                 # Formula variables must be identifiers; GUARD's query names need not be unique across splits.
-                parts = split_query(queries[name], partial(_variable, offset))
+                parts = split_query(text, partial(_variable, offset))
             except UnsplittableQuery as e:
-                raise ConfigError(f"Datadog query {name!r} cannot be sent: {e}: {queries[name]}") from e
+                raise ConfigError(f"Datadog query {name!r} cannot be sent: {e}: {text}") from e
             metric_queries += [
-                MetricsTimeseriesQuery(data_source=MetricsDataSource.METRICS, query=text, name=f"q{offset + i}")
-                for i, text in enumerate(parts.queries)
+                MetricsTimeseriesQuery(data_source=MetricsDataSource.METRICS, query=part, name=f"q{offset + i}")
+                for i, part in enumerate(parts.queries)
             ]
             formulas.append(QueryFormula(formula=parts.formula))
         attributes = TimeseriesFormulaRequestAttributes(
@@ -162,38 +205,32 @@ class DatadogMetrics:
         )
         response = self._call("query timeseries", lambda: self._metrics.query_timeseries_data(body))
 
-        result: dict[str, list[Point]] = {n: [] for n in names}
         data = getattr(response, "data", None)
         attrs = getattr(data, "attributes", None) if data is not None else None
         if attrs is None:
             errors = getattr(response, "errors", None)
             if errors:
                 raise ExternalServiceError(f"Datadog query timeseries returned errors: {errors}")
-            return result
+            return []
 
         times = _plain(getattr(attrs, "times", None))
         series = _plain(getattr(attrs, "series", None))
         values = _plain(getattr(attrs, "values", None))
-        seen: dict[int, int] = {}
+        answered: list[tuple[int, list[str], list[Point]]] = []
         # With formulas, a series' `query_index` is the index of its formula: one formula per GUARD query.
         for position, one in enumerate(series):
             index = int(one.query_index)
-            if not 0 <= index < len(names) or position >= len(values):
+            if not 0 <= index < len(texts) or position >= len(values):
                 raise ExternalServiceError(
                     f"Datadog query timeseries returned an unexpected series #{position}"
                 )
-            seen[index] = seen.get(index, 0) + 1
-            if seen[index] > 1:
-                raise ConfigError(
-                    f"Datadog query {names[index]!r} returned several series; a GUARD query must "
-                    f"aggregate to one series (no 'by {{...}}'): {queries[names[index]]}"
-                )
-            result[names[index]] = [
+            points = [
                 Point(ts=datetime.fromtimestamp(t / 1000, UTC), value=float(v))
                 for t, v in zip(times, _plain(values[position]), strict=False)
                 if v is not None
             ]
-        return result
+            answered.append((index, [str(t) for t in _plain(getattr(one, "group_tags", None))], points))
+        return answered
 
     def active_alerts(self, tags: dict[str, str]) -> list[Alert]:
         """Monitors alerting about the cluster `tags` describe, each at most once.

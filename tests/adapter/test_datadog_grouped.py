@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from guard.adapters.datadog_metrics import DatadogMetrics
+from guard.core.models import Cluster
 from guard.datadog_groups import group_queries
-from guard.errors import ExternalServiceError
+from guard.errors import ExternalServiceError, RateLimited
 from guard.retry import RetryPolicy
+from guard.services.metrics import chunk_windows, read_window, render_queries
 
 from sandbox.sims.datadog_sim import TIMESERIES_PATH, DatadogSimulator
 from tests.support.clock import FakeClock
@@ -109,3 +111,56 @@ def test_a_series_for_a_group_not_asked_is_refused(sim: DatadogSimulator, datado
     # WHEN asked, THEN the adapter refuses an answer wider than its clusters
     with pytest.raises(ExternalServiceError, match="not one of its clusters"):
         datadog.query_groups([narrowed], START, NOW)
+
+
+TEMPLATES = {
+    "error_rate": "sum:errors{env:{environment},cluster_name:{cluster_name}}.as_count() / "
+                  "sum:hits{env:{environment},cluster_name:{cluster_name}}.as_count()",
+    "latency": "avg:latency{cluster:{cluster_name}}",
+    "odd": "avg:queue{cluster:{cluster_name}*}",  # a wildcard selector: cannot be grouped
+}
+
+
+def _cluster(name: str) -> Cluster:
+    return Cluster(cluster_id=f"id-{name}", batch_id="prod-1", environment="prod", region="us-east-1",
+                   gitlab_project="platform/fleet", flux_config_path=f"clusters/{name}/istio.yaml",
+                   current_istio_version="1.20.3", datadog_tags={"cluster_name": name})
+
+
+def test_a_chunks_windows_are_what_each_cluster_read_alone_would_give(sim: DatadogSimulator,
+                                                                      datadog: DatadogMetrics) -> None:
+    # GIVEN four clusters with their own series, one of them sending no latency, and a query that cannot be grouped
+    names = ["eks-1", "eks-2", "eks-3", "eks-4"]
+    for i, name in enumerate(names):
+        _serve(sim, name, errors=float(i), latency=100.0 + i)
+        sim.set_series(f"avg:queue{{cluster:{name}*}}", lambda t, i=i: 10.0 * i)
+    sim.remove_series("avg:latency{cluster:eks-3}")
+    clusters = [_cluster(n) for n in names]
+    alone = {c.cluster_id: read_window(datadog, render_queries(TEMPLATES, c), START, NOW) for c in clusters}
+    sent_alone = len(sim.requests_to(TIMESERIES_PATH))
+    # WHEN the chunk's windows are read together
+    windows = chunk_windows(datadog, TEMPLATES, clusters, START, NOW)
+    together = {c.cluster_id: windows.read(c.cluster_id, render_queries(TEMPLATES, c)) for c in clusters}
+    # THEN every cluster's summaries are exactly what its own read gave (the judge sees the same data)
+    assert together == alone
+    assert together["id-eks-3"]["latency"].points == []  # missing group: no data
+    # AND the groupable queries cost one request for the chunk; the wildcard one, one per cluster
+    assert sent_alone == 4
+    assert len(sim.requests_to(TIMESERIES_PATH)) - sent_alone == 1 + 4
+    assert windows.requests == 1
+
+
+def test_a_rate_limited_grouped_request_is_each_clusters_rate_limit(sim: DatadogSimulator,
+                                                                     datadog: DatadogMetrics) -> None:
+    # GIVEN Datadog rate-limits the grouped request for longer than a Lambda waits
+    for name in ("eks-1", "eks-2"):
+        _serve(sim, name, errors=1.0, latency=100.0)
+    sim.fail_next(TIMESERIES_PATH, 429, times=10, headers={"X-RateLimit-Reset": "3600"})
+    clusters = [_cluster("eks-1"), _cluster("eks-2")]
+    templates = {"latency": TEMPLATES["latency"]}
+    # WHEN the chunk's windows are read
+    windows = chunk_windows(datadog, templates, clusters, START, NOW)
+    # THEN each cluster's read raises the rate limit, so its work leaves as it did alone (the state machine waits)
+    for cluster in clusters:
+        with pytest.raises(RateLimited):
+            windows.read(cluster.cluster_id, render_queries(templates, cluster))

@@ -24,7 +24,7 @@ from guard.rules import TRAFFIC_QUERY
 from guard.services.custom_checks import CustomChecks, InProcessChecks
 from guard.services.fanout import ClusterOutcome, chunk_error, crash_text, for_each_cluster
 from guard.services.install_precheck import InstallPrecheck
-from guard.services.metrics import read_window, render_queries
+from guard.services.metrics import ChunkWindows, chunk_windows, read_window, render_queries
 from guard.services.validate import judge_settings
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
@@ -142,7 +142,13 @@ class PrecheckService:
         def refused(outcome: ClusterOutcome[PrecheckReport]) -> bool:
             return outcome.error is not None and not isinstance(outcome.error, TransientError)
 
-        outcomes = for_each_cluster(clusters, lambda cluster_id: self._check(run, cluster_id),
+        # The baseline: a window ending now, before anything changes, asked for the chunk's clusters in
+        # one request per query group (guard.datadog_groups), not one per cluster.
+        end = self._clock.now()
+        start = end - timedelta(minutes=self._config.validation.baseline_window_minutes)
+        windows = chunk_windows(self._metrics, self._config.datadog.queries,
+                                list(self._registry.get_many(clusters).values()), start, end)
+        outcomes = for_each_cluster(clusters, lambda cluster_id: self._check(run, cluster_id, windows),
                                     max_workers=self._config.execution.max_concurrent_clusters, stop=refused)
         for outcome in outcomes:
             if isinstance(outcome.error, PrecheckFailed):
@@ -158,7 +164,7 @@ class PrecheckService:
             raise error
         return ChunkCounts(chunk=chunk, clusters=len(clusters), passed=len(outcomes))
 
-    def _check(self, run: RunRecord, cluster_id: str) -> PrecheckReport:
+    def _check(self, run: RunRecord, cluster_id: str, windows: ChunkWindows | None = None) -> PrecheckReport:
         cluster = self._registry.get(cluster_id)
         results = self._cluster_checks(run, cluster)
         if self._install is not None:
@@ -171,9 +177,13 @@ class PrecheckService:
                 results += runner.run(cluster)
 
         # Baseline: a window ending now, before anything changes (never the post-upgrade period).
-        end = self._clock.now()
-        start = end - timedelta(minutes=self._config.validation.baseline_window_minutes)
-        baseline = read_window(self._metrics, render_queries(self._config.datadog.queries, cluster), start, end)
+        queries = render_queries(self._config.datadog.queries, cluster)
+        if windows is not None:
+            baseline = windows.read(cluster_id, queries)
+        else:
+            end = self._clock.now()
+            start = end - timedelta(minutes=self._config.validation.baseline_window_minutes)
+            baseline = read_window(self._metrics, queries, start, end)
         results.append(baseline_judgeable(cluster_id, baseline, self._config.thresholds_for(run.batch),
                                           judge_settings(self._config.validation)))
 

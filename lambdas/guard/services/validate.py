@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
@@ -16,7 +16,7 @@ from guard.errors import RateLimited, TransientError, ValidationFailed, Validati
 from guard.judge import JudgeSettings, judge_batch, judge_cluster, outcome_of
 from guard.ports import Clock, ClusterConnector, MetricsProvider
 from guard.services.fanout import chunk_error, crash_text, for_each_cluster
-from guard.services.metrics import read_window, render_queries
+from guard.services.metrics import ChunkWindows, chunk_windows, read_window, render_queries
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
@@ -56,7 +56,11 @@ class ValidationService:
         """
         run = self._state.get_run(run_id)
         clusters = run.chunk(chunk)
-        outcomes = for_each_cluster(clusters, lambda cluster_id: self._validate(run, cluster_id),
+        # The chunk's metrics in one request per query group (guard.datadog_groups), not one per cluster.
+        start, end = self._window(run)
+        windows = chunk_windows(self._metrics, self._config.datadog.queries,
+                                list(self._registry.get_many(clusters).values()), start, end)
+        outcomes = for_each_cluster(clusters, lambda cluster_id: self._validate(run, cluster_id, windows),
                                     max_workers=self._config.execution.max_concurrent_clusters)
         error = chunk_error(outcomes)
         if error is not None:
@@ -74,19 +78,26 @@ class ValidationService:
         return VerdictCounts(chunk=chunk, clusters=len(clusters), passed=counts[VerdictOutcome.PASS],
                              failed=counts[VerdictOutcome.FAIL], inconclusive=counts[VerdictOutcome.INCONCLUSIVE])
 
-    def _validate(self, run: RunRecord, cluster_id: str) -> ClusterVerdict:
-        cluster = self._registry.get(cluster_id)
-        precheck = self._state.get_precheck(run.run_id, cluster_id)
-        baseline = precheck.baseline if precheck else {}
-
-        # The current window starts when the new version was live, never before it.
+    def _window(self, run: RunRecord) -> tuple[datetime, datetime]:
+        """The current window: ends now, starts when the new version was live, never before it."""
         end = self._clock.now()
         start = end - timedelta(minutes=self._config.validation.baseline_window_minutes)
         if run.flux_synced_at and run.flux_synced_at > start:
             start = run.flux_synced_at
+        return start, end
+
+    def _validate(self, run: RunRecord, cluster_id: str, windows: ChunkWindows | None = None) -> ClusterVerdict:
+        cluster = self._registry.get(cluster_id)
+        precheck = self._state.get_precheck(run.run_id, cluster_id)
+        baseline = precheck.baseline if precheck else {}
+
         queries = render_queries(self._config.datadog.queries, cluster)
         try:
-            current = read_window(self._metrics, queries, start, end)
+            if windows is not None:
+                current = windows.read(cluster_id, queries)
+            else:
+                start, end = self._window(run)
+                current = read_window(self._metrics, queries, start, end)
         except RateLimited:
             raise  # the state machine waits the reset out and validates again
         except TransientError as e:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from guard.stores.registry import ClusterRegistry
     from guard.stores.rollouts import RolloutStore
     from guard.stores.state import StateStore
+    from guard.vendor_slots import VendorSlots
 
 _TASK_ROOT = Path(os.environ.get("LAMBDA_TASK_ROOT", Path(__file__).resolve().parent.parent))
 
@@ -166,7 +167,7 @@ def gitops_repo() -> GitOpsRepo:
 
     cfg = config()
     return GitLabRepo.from_token(cfg.gitlab.url, secret(cfg.aws.secrets_manager.gitlab_token_secret),
-                                 timeout_seconds=cfg.gitlab.timeout_seconds, clock=clock)
+                                 timeout_seconds=cfg.gitlab.timeout_seconds, clock=clock, slots=vendor_slots("gitlab"))
 
 
 def gitlab_reader_repo() -> GitOpsRepo:
@@ -176,7 +177,7 @@ def gitlab_reader_repo() -> GitOpsRepo:
 
     cfg = config()
     return GitLabRepo.from_token(cfg.gitlab.url, secret(cfg.aws.secrets_manager.gitlab_reader_secret),
-                                 timeout_seconds=cfg.gitlab.timeout_seconds, clock=clock)
+                                 timeout_seconds=cfg.gitlab.timeout_seconds, clock=clock, slots=vendor_slots("gitlab"))
 
 
 def gitops_repo_for_comments(log_warning: Callable[..., Any]) -> GitOpsRepo | None:
@@ -198,6 +199,16 @@ def decision_service(sfn: TaskCallbacks) -> DecisionService:
                            bot_usernames=config().gitlab.bot_usernames)
 
 
+@cache
+def vendor_slots(vendor: str) -> VendorSlots | None:
+    """The Lambda environment's one cap on calls in flight to `vendor`, shared by every client of it
+    (execution.vendor_concurrency split across the Lambdas that run at once); None: not capped."""
+    from guard.vendor_slots import VendorSlots
+
+    slots = config().execution.vendor_slots(vendor)
+    return VendorSlots(vendor, slots) if slots is not None else None
+
+
 def datadog_keys(raw: str, secret_name: str) -> tuple[str, str]:
     """(api key, application key) from the Datadog secret's JSON; ConfigError naming the secret otherwise."""
     try:
@@ -216,7 +227,8 @@ def metrics_provider() -> MetricsProvider:
     return DatadogMetrics.from_keys(api_key, app_key, site=cfg.datadog.site,
                                     host=os.environ.get("GUARD_DATADOG_HOST") or None,
                                     timeout_seconds=cfg.datadog.timeout_seconds, clock=clock,
-                                    interval_seconds=cfg.validation.metric_interval_seconds)
+                                    interval_seconds=cfg.validation.metric_interval_seconds,
+                                    slots=vendor_slots("datadog"))
 
 
 def upgrade_markers(log_warning: Callable[..., Any] | None = None) -> UpgradeMarkers:
@@ -237,7 +249,8 @@ def upgrade_markers(log_warning: Callable[..., Any] | None = None) -> UpgradeMar
     client = DatadogMetrics.from_keys(api_key, app_key, site=cfg.datadog.site,
                                       host=os.environ.get("GUARD_DATADOG_HOST") or None,
                                       timeout_seconds=cfg.datadog.timeout_seconds, clock=clock,
-                                      retry=policy(clock.sleep, attempts=3, max_inline_wait_seconds=5))
+                                      retry=policy(clock.sleep, attempts=3, max_inline_wait_seconds=5),
+                                      slots=vendor_slots("datadog"))
     return UpgradeMarkers(client, cfg.tenant, log_warning)
 
 
@@ -253,7 +266,7 @@ def cluster_connector() -> ClusterConnector:
     from guard.retry import policy
 
     return EksConnector(_boto3_session(), retry=policy(clock.sleep),
-                        allowed_endpoints=config().aws.allowed_api_endpoints)
+                        allowed_endpoints=config().aws.allowed_api_endpoints, slots=vendor_slots("kubernetes"))
 
 
 def custom_checks() -> CustomChecks | None:
@@ -276,7 +289,7 @@ def registry_observer(log_warning: Callable[..., Any]) -> RegistryObserver:
 
 def reset() -> None:
     """Forget cached config, clients and secrets (a new tenant or emulator in the same process)."""
-    for cached in (config, _boto3_session, _aws_client, _resource, _secret, _caller_account):
+    for cached in (config, _boto3_session, _aws_client, _resource, _secret, _caller_account, vendor_slots):
         cached.cache_clear()
 
 
@@ -309,7 +322,8 @@ def evidence_connector() -> EvidenceConnector:
     from guard.retry import policy
 
     return KubernetesEvidenceConnector(EksConnector(_boto3_session(), retry=policy(clock.sleep),
-                                                    allowed_endpoints=config().aws.allowed_api_endpoints))
+                                                    allowed_endpoints=config().aws.allowed_api_endpoints,
+                                                    slots=vendor_slots("kubernetes")))
 
 
 def project_members() -> ProjectMembers:
@@ -317,7 +331,8 @@ def project_members() -> ProjectMembers:
 
     cfg = config()
     return GitLabMembers.from_token(cfg.gitlab.url, secret(cfg.aws.secrets_manager.gitlab_reader_secret),
-                                    timeout_seconds=cfg.gitlab.timeout_seconds, clock=clock)
+                                    timeout_seconds=cfg.gitlab.timeout_seconds, clock=clock,
+                                    slots=vendor_slots("gitlab"))
 
 
 def notifiers() -> list[Notifier]:

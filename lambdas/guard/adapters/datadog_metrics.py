@@ -41,6 +41,7 @@ from guard.datadog_query import split as split_query
 from guard.errors import ConfigError, ExternalServiceError, TransientError
 from guard.ports import Alert, Clock, MarkerEvent, Point
 from guard.retry import RetryPolicy, policy, retry_after_seconds
+from guard.vendor_slots import VendorSlots, unlimited
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,9 @@ class DatadogMetrics:
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
         interval_seconds: int | None = None,
+        slots: VendorSlots | None = None,
     ) -> None:
+        self._slots = slots  # execution.vendor_concurrency: held for one request, never across a wait
         # Every call must be bounded: the SDK reads its timeout from the configuration.
         if not api_client.configuration.request_timeout:
             api_client.configuration.request_timeout = DEFAULT_TIMEOUT_SECONDS
@@ -102,6 +105,7 @@ class DatadogMetrics:
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
         interval_seconds: int | None = None,
+        slots: VendorSlots | None = None,
     ) -> DatadogMetrics:
         """Build the client for `site` (or for `host`, e.g. a local simulator over http)."""
         config = Configuration(host=host) if host else Configuration()
@@ -119,6 +123,7 @@ class DatadogMetrics:
             clock=clock,
             retry=retry,
             interval_seconds=interval_seconds,
+            slots=slots,
         )
 
     # ------------------------------------------------------------------ MetricsProvider
@@ -337,7 +342,8 @@ class DatadogMetrics:
     def _once(self, operation: str, fn: Callable[[], T]) -> T:
         """One request, its failure mapped to the errors the retry policy and the ASL know."""
         try:
-            return fn()
+            with self._slots.held() if self._slots else unlimited():
+                return fn()
         except ApiException as e:
             status = int(e.status or 0)
             if status == 429:

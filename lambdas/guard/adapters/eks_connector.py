@@ -31,6 +31,7 @@ from guard.config.registry_policy import connection_problems
 from guard.core.models import Cluster
 from guard.errors import ConfigError, ExternalServiceError, TransientError
 from guard.retry import RetryPolicy
+from guard.vendor_slots import VendorSlots
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +132,10 @@ class EksConnector:
         retries: int = 1,
         retry: RetryPolicy | None = None,
         allowed_endpoints: Sequence[str] = (),
+        slots: VendorSlots | None = None,
     ) -> None:
         self.session = session
+        self.slots = slots  # every cluster's API calls share them (execution.vendor_concurrency.kubernetes)
         self.allowed_endpoints = tuple(allowed_endpoints)
         self.request_timeout = request_timeout
         self.token_refresh_seconds = token_refresh_seconds
@@ -149,7 +152,8 @@ class EksConnector:
         cluster_name = cluster.eks_cluster_name or cluster.cluster_id
         host, ca_data = override or self._describe(session, cluster, cluster_name)
         configuration = self._configuration(session, cluster_name, cluster.region, host, ca_data)
-        return KubernetesApi(ApiClient(configuration), request_timeout=self.request_timeout, retry=self.retry)
+        return KubernetesApi(ApiClient(configuration), request_timeout=self.request_timeout, retry=self.retry,
+                             slots=self.slots)
 
     def _configuration(
         self,

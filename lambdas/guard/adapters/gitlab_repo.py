@@ -26,6 +26,7 @@ from guard.errors import ExternalServiceError, TransientError
 from guard.outbound import gitlab_body
 from guard.ports import Clock, FileChange, GitLabUser, MergeGates, MergeRequest, Note
 from guard.retry import RetryPolicy, policy, retry_after_seconds
+from guard.vendor_slots import VendorSlots, unlimited
 
 T = TypeVar("T")
 
@@ -44,8 +45,10 @@ class _GitLabClient:
     """One `gitlab.Gitlab` client whose calls go through the retry policy, with each response's
     `Retry-After` remembered (python-gitlab's errors do not carry headers)."""
 
-    def __init__(self, client: gitlab.Gitlab, retry: RetryPolicy | None = None, clock: Clock | None = None) -> None:
+    def __init__(self, client: gitlab.Gitlab, retry: RetryPolicy | None = None, clock: Clock | None = None,
+                 slots: VendorSlots | None = None) -> None:
         self._gl = client
+        self._slots = slots  # execution.vendor_concurrency: held for one request, never across a wait
         self._clock: Clock = clock or SystemClock()
         self._retry = retry or policy(self._clock.sleep)
         self._last = threading.local()
@@ -53,10 +56,11 @@ class _GitLabClient:
 
     @classmethod
     def from_token(cls, url: str, token: str, timeout_seconds: float = 10, *,
-                   retry: RetryPolicy | None = None, clock: Clock | None = None) -> Self:
+                   retry: RetryPolicy | None = None, clock: Clock | None = None,
+                   slots: VendorSlots | None = None) -> Self:
         """Client for `url` authenticated with a personal/project access token."""
         return cls(gitlab.Gitlab(url, private_token=token, timeout=timeout_seconds, retry_transient_errors=False),
-                   retry=retry, clock=clock)
+                   retry=retry, clock=clock, slots=slots)
 
     def _remember_wait(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self._last.retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock.now()) \
@@ -66,7 +70,8 @@ class _GitLabClient:
         """`fn()` with errors mapped (`gitlab_errors`) and retried as the policy says."""
         def once() -> T:
             self._last.retry_after = None
-            with gitlab_errors(project, operation, lambda: getattr(self._last, "retry_after", None)):
+            with (self._slots.held() if self._slots else unlimited()), \
+                    gitlab_errors(project, operation, lambda: getattr(self._last, "retry_after", None)):
                 return fn()
         return self._retry.call(f"GitLab {project}: {operation}", once)
 

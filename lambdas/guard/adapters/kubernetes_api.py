@@ -38,6 +38,7 @@ from guard.ports import (
     PodInfo,
 )
 from guard.retry import RetryPolicy, policy, retry_after_seconds
+from guard.vendor_slots import VendorSlots, unlimited
 
 if TYPE_CHECKING:  # eks_connector builds KubernetesApi clients: a runtime import would be circular
     from guard.adapters.eks_connector import EksConnector
@@ -70,8 +71,9 @@ class KubernetesApi:
     """One cluster's API through an authenticated `kubernetes.client.ApiClient`."""
 
     def __init__(self, api_client: ApiClient, request_timeout: float = 10.0, page_size: int = 500,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, slots: VendorSlots | None = None) -> None:
         self.api_client = api_client
+        self.slots = slots  # execution.vendor_concurrency: held for one request, never across a wait
         self.request_timeout = request_timeout
         self.page_size = page_size
         self.retry = retry or policy()
@@ -219,6 +221,10 @@ class KubernetesApi:
         headers = {"Accept": accept, **({"Content-Type": content_type} if content_type else {})}
 
         def once() -> bytes:
+            with self.slots.held() if self.slots else unlimited():
+                return attempt()
+
+        def attempt() -> bytes:
             try:
                 # The client quotes the path parameters, adds the bearer token (refreshed by the
                 # configuration's hook) and sends through its pool, as its generated methods do.

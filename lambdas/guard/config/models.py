@@ -199,6 +199,19 @@ class ValidationConfig(_Strict):
 OverrideName = Literal["ensure_pdb", "ignore_alerts", "soak_period_minutes", "on_failure", "max_concurrent_batches"]
 
 
+VENDORS = ("datadog", "gitlab", "kubernetes")
+
+
+class VendorConcurrency(_Strict):
+    """Fleet-wide caps on calls in flight to each vendor (None: no cap beyond the fan-out's own).
+
+    Split evenly across the Lambdas that may run at once (`ExecutionConfig.vendor_slots`)."""
+
+    datadog: int | None = Field(default=None, ge=1, le=10_000)
+    gitlab: int | None = Field(default=None, ge=1, le=10_000)
+    kubernetes: int | None = Field(default=None, ge=1, le=10_000)
+
+
 class ExecutionConfig(_Strict):
     max_concurrent_clusters: int = Field(default=5, ge=1, le=40)
     # The per-cluster stages (Prechecks, Validate) run as one Map iteration per chunk of this many
@@ -219,6 +232,35 @@ class ExecutionConfig(_Strict):
     # Execution-input fields that may loosen this config for one run (guard.config.overrides);
     # an input that loosens any other is refused. Stricter inputs are always allowed.
     allowed_overrides: list[OverrideName] = Field(default_factory=list)
+    # At most this many calls to a vendor at once across the tenant's running per-cluster work
+    # (docs/config.md "Vendor load"): each Lambda gets vendor_slots() of them.
+    vendor_concurrency: VendorConcurrency = Field(default_factory=VendorConcurrency)
+
+    @property
+    def concurrent_lambdas(self) -> int:
+        """How many per-cluster Lambdas of this tenant may run at once: chunks of each batch x batches."""
+        return self.max_concurrent_chunks * self.max_concurrent_batches
+
+    def vendor_slots(self, vendor: str) -> int | None:
+        """Calls to `vendor` one Lambda environment may have in flight (None: not capped).
+
+        The fleet-wide cap divided by `concurrent_lambdas`, rounded down, so that all of them together
+        stay within it."""
+        if vendor not in VENDORS:
+            raise ValueError(f"unknown vendor {vendor!r}; one of {', '.join(VENDORS)}")
+        cap = getattr(self.vendor_concurrency, vendor)
+        return None if cap is None else cap // self.concurrent_lambdas
+
+    @model_validator(mode="after")
+    def _caps_cover_every_lambda(self) -> ExecutionConfig:
+        for vendor in VENDORS:
+            cap = getattr(self.vendor_concurrency, vendor)
+            if cap is not None and cap < self.concurrent_lambdas:
+                raise ValueError(
+                    f"vendor_concurrency.{vendor}: {cap} is fewer than the Lambdas that may run at once "
+                    f"(max_concurrent_chunks {self.max_concurrent_chunks} x max_concurrent_batches "
+                    f"{self.max_concurrent_batches} = {self.concurrent_lambdas}); each needs at least one call")
+        return self
 
 
 class LlmConfig(_Strict):

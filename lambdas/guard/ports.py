@@ -229,6 +229,14 @@ class Alert(BaseModel):
     url: str | None = None
 
 
+class AlertingGroup(BaseModel):
+    """A group in Alert of a multi-alert monitor (`... by {cluster_name}`), by its `key:value` tags."""
+
+    monitor_id: int
+    name: str
+    group_tags: list[str]
+
+
 class MetricsProvider(Protocol):
     """The Datadog operations GUARD needs."""
 
@@ -243,8 +251,13 @@ class MetricsProvider(Protocol):
         A cluster whose group Datadog did not answer gets [] (missing data)."""
         ...
 
-    def active_alerts(self, tags: dict[str, str]) -> list[Alert]:
-        """Monitors in Alert state scoped to all of `tags`."""
+    def active_alerts(self, tags: dict[str, str], alerting_groups: list[AlertingGroup] | None = None) -> list[Alert]:
+        """Monitors in Alert state scoped to all of `tags`; `alerting_groups`, when given, is a recent
+        `alerting_groups()` answer shared by the clusters of a chunk (else it is asked here)."""
+        ...
+
+    def alerting_groups(self) -> list[AlertingGroup]:
+        """Every multi-alert monitor group in Alert state (about any cluster)."""
         ...
 
     def dashboard_url(self, query: str, start: datetime, end: datetime) -> str:

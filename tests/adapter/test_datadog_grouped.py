@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +13,7 @@ from guard.errors import ExternalServiceError, RateLimited
 from guard.retry import RetryPolicy
 from guard.services.metrics import chunk_windows, read_window, render_queries
 
-from sandbox.sims.datadog_sim import TIMESERIES_PATH, DatadogSimulator
+from sandbox.sims.datadog_sim import MONITOR_GROUPS_SEARCH_PATH, TIMESERIES_PATH, DatadogSimulator
 from tests.support.clock import FakeClock
 
 NOW = datetime(2025, 1, 1, 12, 0, 30, tzinfo=UTC)
@@ -121,6 +121,10 @@ TEMPLATES = {
 }
 
 
+def _constant(value: float) -> Callable[[datetime], float]:
+    return lambda _: value
+
+
 def _cluster(name: str) -> Cluster:
     return Cluster(cluster_id=f"id-{name}", batch_id="prod-1", environment="prod", region="us-east-1",
                    gitlab_project="platform/fleet", flux_config_path=f"clusters/{name}/istio.yaml",
@@ -133,7 +137,7 @@ def test_a_chunks_windows_are_what_each_cluster_read_alone_would_give(sim: Datad
     names = ["eks-1", "eks-2", "eks-3", "eks-4"]
     for i, name in enumerate(names):
         _serve(sim, name, errors=float(i), latency=100.0 + i)
-        sim.set_series(f"avg:queue{{cluster:{name}*}}", lambda t, i=i: 10.0 * i)
+        sim.set_series(f"avg:queue{{cluster:{name}*}}", _constant(10.0 * i))
     sim.remove_series("avg:latency{cluster:eks-3}")
     clusters = [_cluster(n) for n in names]
     alone = {c.cluster_id: read_window(datadog, render_queries(TEMPLATES, c), START, NOW) for c in clusters}
@@ -164,3 +168,16 @@ def test_a_rate_limited_grouped_request_is_each_clusters_rate_limit(sim: Datadog
     for cluster in clusters:
         with pytest.raises(RateLimited):
             windows.read(cluster.cluster_id, render_queries(templates, cluster))
+
+
+def test_a_chunk_searches_the_alerting_monitor_groups_once(sim: DatadogSimulator, datadog: DatadogMetrics) -> None:
+    # GIVEN a multi-alert monitor alerting for eks-2 only
+    monitor = sim.add_monitor("p95 latency", {"team": "mesh"}, groups={"cluster_name:eks-1": "OK",
+                                                                        "cluster_name:eks-2": "Alert"})
+    # WHEN the chunk asks for the alerting groups once and each of its clusters uses that answer
+    groups = datadog.alerting_groups()
+    alerts = {c: datadog.active_alerts({"cluster_name": c}, groups) for c in ("eks-1", "eks-2", "eks-3")}
+    # THEN one search was sent for the three clusters, and only eks-2 has the alert
+    assert len(sim.requests_to(MONITOR_GROUPS_SEARCH_PATH)) == 1
+    assert {c: [a.monitor_id for a in found] for c, found in alerts.items()} == {
+        "eks-1": [], "eks-2": [monitor], "eks-3": []}

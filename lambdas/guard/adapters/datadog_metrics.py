@@ -39,7 +39,7 @@ from guard.datadog_groups import GroupedQuery
 from guard.datadog_query import UnsplittableQuery
 from guard.datadog_query import split as split_query
 from guard.errors import ConfigError, ExternalServiceError, TransientError
-from guard.ports import Alert, Clock, MarkerEvent, Point
+from guard.ports import Alert, AlertingGroup, Clock, MarkerEvent, Point
 from guard.retry import RetryPolicy, policy, retry_after_seconds
 from guard.vendor_slots import VendorSlots, unlimited
 
@@ -237,7 +237,7 @@ class DatadogMetrics:
             answered.append((index, [str(t) for t in _plain(getattr(one, "group_tags", None))], points))
         return answered
 
-    def active_alerts(self, tags: dict[str, str]) -> list[Alert]:
+    def active_alerts(self, tags: dict[str, str], alerting_groups: list[AlertingGroup] | None = None) -> list[Alert]:
         """Monitors alerting about the cluster `tags` describe, each at most once.
 
         Two kinds: a monitor carrying every one of `tags` whose overall state is Alert (a single-alert
@@ -245,10 +245,13 @@ class DatadogMetrics:
         {cluster_name}`) whose group names this cluster (`cluster_group_matches`). The second is asked
         of `GET /api/v1/monitor/groups/search`: such monitors carry team or service tags, not the
         cluster's, and their overall state reflects any group, so neither tells about THIS cluster.
+        The search is about every cluster: a chunk asks it once (`alerting_groups`) and passes it in.
         """
         alerts = {a.monitor_id: a for a in self._tagged_alerts(tags)}
-        for alert in self._group_alerts(tags):
-            alerts.setdefault(alert.monitor_id, alert)
+        groups = self.alerting_groups() if alerting_groups is None else alerting_groups
+        for group in groups:
+            if cluster_group_matches(group.group_tags, tags):
+                alerts.setdefault(group.monitor_id, self._alert(group.monitor_id, group.name, "Alert"))
         return sorted(alerts.values(), key=lambda a: a.monitor_id)
 
     def _tagged_alerts(self, tags: dict[str, str]) -> list[Alert]:
@@ -275,8 +278,9 @@ class DatadogMetrics:
         logger.warning("stopped listing monitors after %d pages", MAX_MONITOR_PAGES)
         return alerts
 
-    def _group_alerts(self, tags: dict[str, str]) -> list[Alert]:
-        alerts: list[Alert] = []
+    def alerting_groups(self) -> list[AlertingGroup]:
+        """Every multi-alert monitor group in Alert (`GET /api/v1/monitor/groups/search`, all pages)."""
+        alerts: list[AlertingGroup] = []
         for page in range(MAX_MONITOR_PAGES):
             search = partial(self._monitors.search_monitor_groups, query="group_status:alert", page=page,
                              per_page=MONITOR_PAGE_SIZE)
@@ -286,9 +290,9 @@ class DatadogMetrics:
                 group_tags = [str(t) for t in (getattr(group, "group_tags", None) or [])]
                 status = getattr(group, "status", None)
                 state_name = str(getattr(status, "value", status))
-                if state_name == "Alert" and cluster_group_matches(group_tags, tags):
+                if state_name == "Alert":
                     name = f"{getattr(group, 'monitor_name', '') or ''} ({getattr(group, 'group', '')})"
-                    alerts.append(self._alert(int(group.monitor_id), name, state_name))
+                    alerts.append(AlertingGroup(monitor_id=int(group.monitor_id), name=name, group_tags=group_tags))
             metadata = getattr(response, "metadata", None)
             page_count = getattr(metadata, "page_count", None) if metadata is not None else None
             if len(groups) < MONITOR_PAGE_SIZE or (isinstance(page_count, int) and page + 1 >= page_count):

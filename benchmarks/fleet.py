@@ -72,9 +72,23 @@ def default_speedup(clusters: int) -> int:
     return 1_000 if clusters <= 500 else 100
 
 
-def fleet_scenario(case: str, clusters: int, speedup: int | None = None) -> Scenario:
+ID_LENGTHS = (16, 100)  # what --id-length accepts: the index needs 15 characters; EKS names stop at 100
+
+
+def cluster_names(clusters: int, id_length: int | None = None) -> list[str]:
+    """The generated cluster ids: `eks-fleet-0000`..., or each exactly `id_length` characters long (the index
+    last, so that ids stay distinct), for what grows with the length of the ids rather than their number."""
+    if id_length is None:
+        return [f"eks-fleet-{i:04d}" for i in range(clusters)]
+    if not ID_LENGTHS[0] <= id_length <= ID_LENGTHS[1] or clusters > 10_000:
+        raise ValueError(f"id_length {id_length}: must be {ID_LENGTHS[0]}..{ID_LENGTHS[1]} for up to 10,000 "
+                         f"clusters, got {clusters} clusters")
+    return [f"eks-fleet-{'x' * (id_length - 15)}-{i:04d}" for i in range(clusters)]
+
+
+def fleet_scenario(case: str, clusters: int, speedup: int | None = None, id_length: int | None = None) -> Scenario:
     """A batch of `clusters` generated clusters that all fail the same way (`case`)."""
-    names = [f"eks-fleet-{i:04d}" for i in range(clusters)]
+    names = cluster_names(clusters, id_length)
     stuck = case == "flux_stuck"
     latency_after = 300 if case == "regression" else 212
     fleet = [ClusterSpec(cluster=name, istio_version="1.19.3", metrics=cluster_metrics(latency_after),
@@ -101,20 +115,23 @@ def _longest_cause(summary: dict[str, Any]) -> int:
     return max((len(c) for c in causes if isinstance(c, str)), default=0)
 
 
-def measure(case: str, clusters: int, speedup: int | None = None, progress: TextIO | None = None) -> dict[str, Any]:
+def measure(case: str, clusters: int, speedup: int | None = None, progress: TextIO | None = None,
+            id_length: int | None = None) -> dict[str, Any]:
     """Rehearse one generated batch; the figures a person compares across sizes."""
     started = time.monotonic()
-    scenario = fleet_scenario(case, clusters, speedup)
+    scenario = fleet_scenario(case, clusters, speedup, id_length)
     summary = run_scenario(scenario, out=progress or io.StringIO())
     batch = summary["batches"][0]
     vendors = summary["vendor_requests"]
     return {
-        "case": case, "clusters": clusters, "speedup": scenario.speedup, "status": summary["status"],
+        "case": case, "clusters": clusters, "id_length": max(len(c.cluster) for c in scenario.fleet),
+        "speedup": scenario.speedup, "status": summary["status"],
         "error": batch.get("error"),
         "outcome": batch.get("outcome"), "history_events": summary["history_events"],
         "aws_history_events": aws_history_events(summary["history_event_types"]),
         "state_transitions": summary["state_transitions"],
         "max_state_payload_bytes": summary["max_state_payload_bytes"],
+        "max_state_payload_at": summary["max_state_payload_at"],
         "longest_cause_chars": _longest_cause(summary), "lambda_invocations": summary["lambda_invocations"],
         "vendor_requests": vendors,
         "vendor_requests_per_cluster": {k: round(v / clusters, 1) for k, v in vendors.items()},
@@ -138,9 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speedup", type=int, help="the scenario clock factor (default: x1,000 up to 500 clusters, "
                                                     "x100 above: see default_speedup)")
     parser.add_argument("--progress", type=Path, help="write the rehearsal's progress lines here (append)")
+    parser.add_argument("--id-length", type=int, help=f"cluster ids of exactly this many characters "
+                                                      f"({ID_LENGTHS[0]}-{ID_LENGTHS[1]}; default: eks-fleet-0000)")
     args = parser.parse_args(argv)
     if args.speedup is not None and args.speedup < 1:
         parser.error(f"--speedup: must be at least 1, got {args.speedup}")
+    if args.id_length is not None:
+        try:
+            cluster_names(max(args.clusters), args.id_length)
+        except ValueError as error:
+            parser.error(f"--id-length: {error}")
     header = (f"{'case':<11} {'clusters':>8} {'status':<9} {'error':<16} {'events':>7} {'AWS':>7} {'transitions':>11} "
               f"{'per cl.':>7} {'max payload':>11} {'longest cause':>13} {'lambdas':>7} "
               f"{'k8s/dd/gitlab req. per cl.':>26} {'wall s':>7}")
@@ -149,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in args.case:
         for clusters in args.clusters:
             with open(args.progress, "a", buffering=1) if args.progress else contextlib.nullcontext() as progress:
-                row = measure(case, clusters, args.speedup, progress)
+                row = measure(case, clusters, args.speedup, progress, args.id_length)
             rows.append(row)
             ok = ok and within_limits(row)
             per = row["vendor_requests_per_cluster"]
@@ -158,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['history_events']:>7} {row['aws_history_events']:>7} {row['state_transitions']:>11} "
                   f"{row['state_transitions'] / row['clusters']:>7.2f} {row['max_state_payload_bytes']:>11} "
                   f"{row['longest_cause_chars']:>13} {row['lambda_invocations']:>7} {vendors:>26} "
-                  f"{row['wall_seconds']:>7}"
+                  f"{row['wall_seconds']:>7}  ({row['max_state_payload_at']}; ids {row['id_length']} chars)"
                   + ("" if within_limits(row) else "  LIMIT BROKEN"), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -143,6 +143,22 @@ def payload_bytes(event: dict[str, Any]) -> int:
     return max(sizes)
 
 
+def largest_payload(events: list[dict[str, Any]]) -> str:
+    """Where the largest state data of a history is: the event's type and the state it belongs to (the
+    state last entered before it), e.g. `TaskSucceeded in RecordSuccess`; "" for an empty history."""
+    where, state, largest = "", "", -1
+    for event in events:
+        entered = event.get("stateEnteredEventDetails") or event.get("stateExitedEventDetails")
+        if entered and event["type"].endswith("StateEntered"):
+            state = entered.get("name", state)
+        size = payload_bytes(event)
+        if size > largest:
+            largest = size
+            name = (entered or {}).get("name") or state
+            where = f"{event['type']} in {name}" if name else event["type"]
+    return where
+
+
 def follow(world: LocalWorld, sfn: Any, arn: str, progress: Progress, scenario: Scenario) -> str:
     """Print the execution's progress until it ends; returns its final status.
 
@@ -277,6 +293,7 @@ def _summary(world: LocalWorld, scenario: Scenario, arn: str, status: str, descr
         "history_event_types": dict(Counter(e["type"] for e in events)),
         "state_transitions": sum(1 for e in events if e["type"].endswith("StateEntered")),
         "max_state_payload_bytes": max((payload_bytes(e) for e in events), default=0),
+        "max_state_payload_at": largest_payload(events),
         "lambda_invocations": len(world.engine.invocations),
         # What GUARD asked each simulated vendor for (the fleet benchmark divides it by the clusters).
         "vendor_requests": {"kubernetes": world.kubernetes.request_count, "datadog": len(world.datadog.requests),

@@ -23,5 +23,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                            executions=StepFunctionsCallbacks(runtime.step_functions()),
                            observer=runtime.registry_observer(logger.warning))
     plan = planner.plan(request, run_id=str(event["execution_name"]), execution_arn=str(event["execution_arn"]))
-    logger.info("planned", extra={"run_id": plan.run_id, "batch": plan.batch, "clusters": plan.clusters})
+    logger.info("planned", extra={"run_id": plan.run_id, "batch": plan.batch, "clusters": plan.clusters,
+                                  "cluster_count": plan.cluster_count})
     return plan.payload()

@@ -2,7 +2,8 @@
 
 Input:  {"execution_name": str, "execution_arn": str,
          "input": {"action": "rollback", "batch": str, "reason": str, "requested_by": str | null}}
-Output: the one `Plan` (guard.core.run.Plan) with `rollback_to` {cluster: version}; `target_version`
+Output: the one `Plan` (guard.core.run.Plan) with `rollback_to` {cluster: version} (the first clusters;
+        the rollback record holds them all); `target_version`
         is the version being undone, `rollback_timeout_seconds` the rollback MR's wait, and
         `rollback_mr` is rollback.auto_create_mr (false ends at RollbackNotCreated).
 Errors: InvalidInput, UnknownBatch, UnknownCluster, ConfigError (e.g. a cluster role outside aws.cluster_accounts),
@@ -33,5 +34,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                            observer=runtime.registry_observer(logger.warning))
     plan = planner.plan_rollback(request, run_id=str(event["execution_name"]),
                                  execution_arn=str(event["execution_arn"]))
-    logger.info("manual rollback planned", extra={"run_id": plan.run_id, "clusters": plan.clusters})
+    logger.info("manual rollback planned", extra={"run_id": plan.run_id, "clusters": plan.clusters,
+                                                  "cluster_count": plan.cluster_count})
     return plan.payload()

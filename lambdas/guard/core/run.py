@@ -80,7 +80,11 @@ class Plan(BaseModel):
     run_id: str
     batch: str
     target_version: str  # an upgrade's target; for a manual rollback, the version being undone
+    # State data must not grow with the batch (256 KB a state): the plan names the first clusters, for a
+    # person reading the console, and counts them all; every id is in the run record (`CLUSTERS#<n>`),
+    # which each task reads. Plans made before `cluster_count` listed every cluster.
     clusters: list[str]
+    cluster_count: int = Field(default=-1, ge=-1)
     flux_poll_seconds: int
     merge_timeout_seconds: int = 72 * 3600  # the upgrade MR's wait
     rollback_timeout_seconds: int = 72 * 3600  # the rollback MR's wait
@@ -97,8 +101,16 @@ class Plan(BaseModel):
     restart_sidecars: bool = False
     llm_analysis: bool = False
     rollback_mr: bool = True  # rollback.auto_create_mr: the state machine alone decides on it
-    rollback_to: dict[str, str] | None = None  # cluster -> version: set only by a manual rollback
+    # Set only by a manual rollback (the ASL tests IsPresent): the first clusters, as `clusters`, with the
+    # version each goes back to; the rollback record has every one.
+    rollback_to: dict[str, str] | None = None
     dry_run: bool | None = None  # True: stop after the prechecks (left out otherwise: the ASL tests IsPresent)
+
+    @model_validator(mode="after")
+    def _counted(self) -> Plan:
+        if self.cluster_count < 0:  # a plan made before the count: it listed every cluster
+            self.cluster_count = len(self.clusters)
+        return self
 
     def payload(self) -> dict[str, Any]:
         """What the Plan tasks return: no null keys, because the ASL tests `IsPresent`."""

@@ -7,6 +7,7 @@ person can act on; the Fail state reports exactly that.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,12 @@ class FailureSummary(BaseModel):
     stage: str | None = None  # where the run failed
 
 
+def _clusters(clusters: list[str]) -> dict[str, Any]:
+    """A summary's clusters: the first few and how many. The summary is state data (256 KB), so it must not
+    grow with the batch; the run record has every cluster."""
+    return {"clusters": bounded(clusters), "cluster_count": len(clusters)}
+
+
 def explain(stage: str, error: dict[str, Any] | None) -> FailureSummary:
     """Error name + readable cause from a Catch's `{Error, Cause}` (a Lambda's Cause is JSON)."""
     where = FailedStage.parse(stage)
@@ -111,7 +118,7 @@ class FinishService:
             comment=(run.merge_request_iid, f"{said} Clusters: {names_digest(run.clusters)}. Run `{run_id}`."))
         summary: dict[str, Any] = {"run_id": run_id, "batch": run.batch, "target_version": run.target_version,
                                    "status": Outcome.SUCCEEDED, "stage": run.stage, "validated": override is None,
-                                   "clusters": run.clusters, "merge_request_url": run.merge_request_url}
+                                   "merge_request_url": run.merge_request_url, **_clusters(run.clusters)}
         if override:
             summary["decision"] = override
         disagreed = [n for n in run.registry_notes if n.startswith(AT_END)]
@@ -122,7 +129,8 @@ class FinishService:
 
     def prechecked(self, run_id: str) -> dict[str, Any]:
         """A dry run whose prechecks all passed: record it on the run and release the lock. Nothing else
-        is written (no MR, no registry change, no batch result); the summary lists each cluster's prechecks."""
+        is written (no MR, no registry change, no batch result). The summary is the execution's output (state
+        data): it counts the prechecks per result and names the first clusters' (`guard status` shows all)."""
         run = self._outcomes.record(self._state.get_run(run_id), Outcome.PRECHECKED)
         prechecks: dict[str, str] = {}
         for cluster in run.clusters:
@@ -130,7 +138,9 @@ class FinishService:
             prechecks[cluster] = ("missing" if report is None else "passed" if report.passed else "failed")
         return {"summary": {"run_id": run_id, "batch": run.batch, "target_version": run.target_version,
                             "status": Outcome.PRECHECKED, "stage": run.stage, "dry_run": True,
-                            "clusters": run.clusters, "prechecks": prechecks, "merge_request_url": None}}
+                            **_clusters(run.clusters),
+                            "prechecks": {c: prechecks[c] for c in bounded(run.clusters)},
+                            "precheck_counts": dict(Counter(prechecks.values())), "merge_request_url": None}}
 
     def fail(self, run_id: str, stage: str, error: dict[str, Any] | None) -> FailureSummary:
         run = self._state.get_run(run_id)

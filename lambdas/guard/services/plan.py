@@ -27,7 +27,7 @@ from guard.core.models import Cluster, UpgradeRecord
 from guard.core.quote import json_type, quoted
 from guard.core.run import ExecutionInput, ManualRollbackInput, Plan, RunRecord
 from guard.core.version import Version, upgrade_problem
-from guard.digest import FIRST, names_digest
+from guard.digest import FIRST, bounded, names_digest
 from guard.errors import (
     ConfigError,
     GuardError,
@@ -166,7 +166,8 @@ class BatchPlanner:
             run_id=run.run_id,
             batch=run.batch,
             target_version=run.target_version,
-            clusters=list(run.clusters),
+            clusters=bounded(run.clusters),
+            cluster_count=len(run.clusters),
             soak_seconds=soak_seconds,
             revalidate_seconds=revalidate_seconds(config) if rollback_to is None else None,
             merge_timeout_seconds=int(config.gitlab.merge_timeout_hours * 3600),
@@ -298,7 +299,7 @@ class BatchPlanner:
                 run_id=run_id, batch=batch.name, reason=redact(request.reason) or "manual rollback",
                 clusters=run.clusters, versions=dict(run.from_versions), rolled_back_from=run.target_version,
                 status=RollbackStatus.PLANNED, manual=True, at=now, detail=f"undoes run {newest.run_id}"))
-        return self._plan(run, rollback_to=dict(run.from_versions))
+        return self._plan(run, rollback_to={c: run.from_versions[c] for c in bounded(run.clusters)})
 
 
 def _unknown_account() -> str:

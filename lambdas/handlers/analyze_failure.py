@@ -2,8 +2,8 @@
 
 Input:  {"run_id": str, "enable_llm_analysis": bool | null (optional; default: the run's input)}
 Output: {"available": bool, "text": str (summary, or "analysis unavailable: <reason>"),
-         "failing_clusters": [str], "verdict": "fail" | "inconclusive", "needs_decision": bool,
-         "first_violation": str | null}
+         "failing_clusters": [str] (the first 10), "failing_count": int, "verdict": "fail" | "inconclusive",
+         "needs_decision": bool, "first_violation": str | null}
 Evidence and analysis are stored under RUN#<run_id> / EVIDENCE and / ANALYSIS.
 """
 

@@ -177,7 +177,7 @@ def test_analysis_task_stores_evidence_and_a_validated_analysis(world, stub):
 
         # THEN the outcome is small and says a rollback needs no decision for a plain failure
         assert outcome.available and outcome.verdict == "fail" and not outcome.needs_decision
-        assert outcome.failing_clusters == ["eks-prod-1"]
+        assert (outcome.failing_clusters, outcome.failing_count) == (["eks-prod-1"], 1)
         assert outcome.first_violation == "eks-prod-1: latency_p95 212.6 → 264.5 (+24.4%) exceeds +10%"
         # AND the analysis and evidence are stored, and the token in istiod's log never reached the LLM
         analysis = world.failures.get_analysis(RUN_ID)

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from guard.config.models import TenantConfig
 from guard.core.evidence import FailureEvidence
 from guard.core.run import VerdictOutcome
+from guard.digest import bounded
 from guard.errors import AnalysisUnavailable, GuardError
 from guard.outbound import untrusted_block, untrusted_inline
 from guard.ports import Clock, FailureAnalyst
@@ -41,7 +42,8 @@ class AnalysisOutcome(BaseModel):
 
     available: bool
     text: str  # the summary, or "analysis unavailable: <reason>"
-    failing_clusters: list[str]
+    failing_clusters: list[str]  # the first ones (state data must not grow with the batch): the evidence has all
+    failing_count: int = 0
     verdict: str  # fail | inconclusive
     needs_decision: bool
     first_violation: str | None = None
@@ -72,7 +74,8 @@ class AnalysisService:
         needs_decision = verdict == "inconclusive" or self._config.rollback.require_manual_approval
         text = (record.summary or "") if record.available else unavailable_text(record.reason)
         return AnalysisOutcome(available=record.available, text=text[:500],
-                               failing_clusters=[c.cluster_id for c in collected.clusters], verdict=verdict,
+                               failing_clusters=bounded([c.cluster_id for c in collected.clusters]),
+                               failing_count=len(collected.clusters), verdict=verdict,
                                needs_decision=needs_decision, first_violation=collected.first_violation(),
                                stage=run.stage, merge_request_url=run.merge_request_url)
 

@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from guard.core.run import RunRecord
+from guard.digest import versions_digest
 from guard.errors import ExternalServiceError, GuardError, OrphanTaskToken, TransientError
 from guard.ports import GitOpsRepo, MergeRequest, TaskCallbacks
 from guard.services.decision import DecisionService
@@ -154,7 +155,7 @@ class ReconcileService:
         seen = self._observer.reconcile(clusters, run_id=left.run_id, expected=left.versions)
         if any(seen.observed.get(c) != v for c, v in left.versions.items()):
             return None  # Flux has not applied it everywhere yet: the next pass looks again
-        runs = ", ".join(f"{c} → {v}" for c, v in left.versions.items())
+        runs = versions_digest(left.versions)  # the first clusters and the count: a note and a report line
         self._repo.comment(left.project, left.merge_request_iid,
                            f"✅ GUARD saw this rollback merged and applied: the clusters run {runs}, and the registry "
                            "says so. GUARD did not validate them; check them if you have not.")

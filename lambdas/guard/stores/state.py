@@ -48,7 +48,10 @@ class UnwatchedRollback(BaseModel):
     merge_request_iid: int
     project: str
     run_id: str
-    versions: dict[str, str]  # cluster -> the version the rollback brings back
+    # cluster -> the version the rollback brings back. Stored in items of their own (`UNWATCHED#CLUSTERS#<n>`,
+    # as a run's clusters): inside the record it grew with the batch (~110 B a cluster with 100-character ids,
+    # DynamoDB's 400 KB near 3,700 clusters). A record stored before holds them itself and is read as it is.
+    versions: dict[str, str]
 
 
 class BatchLock(BaseModel):
@@ -115,6 +118,7 @@ class SidecarWave(BaseModel):
 
 
 _CLUSTERS_SK = "CLUSTERS#"
+_UNWATCHED_CLUSTERS_SK = "UNWATCHED#CLUSTERS#"  # under `MR#<url>`: an unwatched rollback's versions
 _APART = {"clusters", "from_versions"}  # kept in `RunClusters` items, not in the run record's item
 CLUSTERS_PER_ITEM = 500
 _CLUSTER_ITEM_BYTES = 100_000  # a quarter of DynamoDB's 400 KB, whatever the ids' and versions' lengths
@@ -466,22 +470,58 @@ class StateStore:
 
     # ------------------------------------------------------------------ rollback MRs left to a person
     def put_unwatched_rollback(self, record: UnwatchedRollback, now: datetime, days: float = 30) -> None:
-        self._put(f"MR#{record.merge_request_url}", "UNWATCHED", record, ttl(now, days * 24))
+        """The record and, before it, its versions in items of their own (at most `CLUSTERS_PER_ITEM` clusters
+        and ~100 KB each), so that no item grows with the batch; the record says how many there are."""
+        pk, expires = f"MR#{record.merge_request_url}", ttl(now, days * 24)
+        parts = cluster_slices(list(record.versions), record.versions)
+        stale = [item["sk"] for item in query_prefix(self._table, pk, _UNWATCHED_CLUSTERS_SK)][len(parts):]
+
+        def write() -> None:
+            with self._table.batch_writer() as batch:
+                for index, part in enumerate(parts):
+                    batch.put_item(Item={"pk": pk, "sk": f"{_UNWATCHED_CLUSTERS_SK}{index:05d}",
+                                         "doc": part.model_dump_json(), "expires_at": expires})
+                for sk in stale:  # a record put again for fewer clusters: no slice of the earlier one stays
+                    batch.delete_item(Key={"pk": pk, "sk": sk})
+
+        call("BatchWriteItem", write)
+        item = {"pk": pk, "sk": "UNWATCHED", "doc": record.model_dump_json(exclude={"versions"}),
+                "expires_at": expires, "cluster_items": len(parts)}
+        call("PutItem", lambda: self._table.put_item(Item=item))
 
     def list_unwatched_rollbacks(self) -> list[UnwatchedRollback]:
-        """Every rollback MR left to a person (a Scan filtered on `sk`, like `list_task_tokens`)."""
+        """Every rollback MR left to a person (a Scan filtered on `sk`, like `list_task_tokens`), each with its
+        versions (a Query of its version items)."""
         found: list[UnwatchedRollback] = []
         kwargs: dict[str, Any] = {"FilterExpression": "sk = :sk", "ExpressionAttributeValues": {":sk": "UNWATCHED"},
                                   "ConsistentRead": True}
         while True:
             page = call("Scan", lambda: self._table.scan(**kwargs))
-            found += [UnwatchedRollback.model_validate_json(item["doc"]) for item in page.get("Items", [])]
+            found += [self._unwatched(item) for item in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
                 return found
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def _unwatched(self, item: dict[str, Any]) -> UnwatchedRollback:
+        doc = json.loads(item["doc"])
+        if "versions" not in doc:  # stored apart (a record stored before holds them itself)
+            slices = list(query_prefix(self._table, item["pk"], _UNWATCHED_CLUSTERS_SK))
+            _, doc["versions"] = joined(slices)
+        return UnwatchedRollback.model_validate(doc)
+
     def delete_unwatched_rollback(self, merge_request_url: str) -> None:
-        call("DeleteItem", lambda: self._table.delete_item(Key={"pk": f"MR#{merge_request_url}", "sk": "UNWATCHED"}))
+        """The record, then its version items (a record without its versions is never left behind to be read)."""
+        pk = f"MR#{merge_request_url}"
+        call("DeleteItem", lambda: self._table.delete_item(Key={"pk": pk, "sk": "UNWATCHED"}))
+        slices = [item["sk"] for item in query_prefix(self._table, pk, _UNWATCHED_CLUSTERS_SK)]
+
+        def delete() -> None:
+            with self._table.batch_writer() as batch:
+                for sk in slices:
+                    batch.delete_item(Key={"pk": pk, "sk": sk})
+
+        if slices:
+            call("BatchWriteItem", delete)
 
     def delete_task_token(self, merge_request_url: str, run_id: str | None = None,
                           task_token: str | None = None) -> bool:

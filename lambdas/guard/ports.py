@@ -230,11 +230,19 @@ class Alert(BaseModel):
 
 
 class AlertingGroup(BaseModel):
-    """A group in Alert of a multi-alert monitor (`... by {cluster_name}`), by its `key:value` tags."""
+    """A monitor in Alert with its tags, or a group in Alert of a multi-alert monitor (`... by
+    {cluster_name}`) with the group's `key:value` tags."""
 
     monitor_id: int
     name: str
     group_tags: list[str]
+
+
+class AlertsSnapshot(BaseModel):
+    """What Datadog alerts about, asked once for the clusters of a chunk."""
+
+    monitors: list[AlertingGroup]  # monitors whose overall state is Alert, `group_tags` = their tags
+    groups: list[AlertingGroup]    # groups in Alert of multi-alert monitors
 
 
 class MetricsProvider(Protocol):
@@ -251,13 +259,13 @@ class MetricsProvider(Protocol):
         A cluster whose group Datadog did not answer gets [] (missing data)."""
         ...
 
-    def active_alerts(self, tags: dict[str, str], alerting_groups: list[AlertingGroup] | None = None) -> list[Alert]:
-        """Monitors in Alert state scoped to all of `tags`; `alerting_groups`, when given, is a recent
-        `alerting_groups()` answer shared by the clusters of a chunk (else it is asked here)."""
+    def active_alerts(self, tags: dict[str, str], snapshot: AlertsSnapshot | None = None) -> list[Alert]:
+        """Monitors in Alert state scoped to all of `tags`; from `snapshot` when given (a recent
+        `alerts_snapshot()` shared by the clusters of a chunk), else asked for this cluster."""
         ...
 
-    def alerting_groups(self) -> list[AlertingGroup]:
-        """Every multi-alert monitor group in Alert state (about any cluster)."""
+    def alerts_snapshot(self) -> AlertsSnapshot:
+        """Every monitor and multi-alert monitor group in Alert state (about any cluster)."""
         ...
 
     def dashboard_url(self, query: str, start: datetime, end: datetime) -> str:

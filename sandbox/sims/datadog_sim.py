@@ -6,6 +6,7 @@ Serves, on 127.0.0.1 and an ephemeral port:
 - ``GET /api/v1/monitor``: list monitors, filtered by ``monitor_tags`` (all must match) and
   ``name``, paginated with ``page`` / ``page_size``; ``group_states`` adds ``state.groups``.
 - ``GET /api/v1/monitor/groups/search``: monitor groups, filtered by ``group_status:<state>``.
+- ``GET /api/v1/monitor/search``: monitors, filtered by ``status:<state>``, paged (``metadata.page_count``).
 - ``POST /api/v1/events``: post an event (202 ``{"status": "ok", "event": {...}}``), validated as
   Datadog does: ``title`` (at most 100 characters) and ``text`` (at most 4,000) required,
   ``alert_type`` / ``priority`` from their enums, ``aggregation_key`` at most 100 characters, tags
@@ -88,6 +89,7 @@ SeriesFn = Callable[[datetime], float | None]
 TIMESERIES_PATH = "/api/v2/query/timeseries"
 MONITOR_PATH = "/api/v1/monitor"
 MONITOR_GROUPS_SEARCH_PATH = "/api/v1/monitor/groups/search"
+MONITOR_SEARCH_PATH = "/api/v1/monitor/search"
 EVENTS_PATH = "/api/v1/events"
 SNAPSHOT_PATH = "/api/v1/graph/snapshot"
 EVENT_ALERT_TYPES = frozenset({"error", "warning", "info", "success", "user_update", "recommendation", "snapshot"})
@@ -123,7 +125,7 @@ class RateLimit:
 # "Query a Timeseries". The monitor figure is an assumption: check your organisation's headers.
 DEFAULT_RATE_LIMITS = (
     RateLimit("query_timeseries", 1600, 3600, r"^/api/v2/query/timeseries$"),
-    RateLimit("monitors_read", 3000, 3600, r"^/api/v1/monitor(/groups/search)?$"),
+    RateLimit("monitors_read", 3000, 3600, r"^/api/v1/monitor(/groups/search|/search)?$"),
 )
 
 
@@ -355,6 +357,8 @@ class DatadogSimulator(LoopbackServer):
             status, extra, payload = self._list_monitors(query)
         elif path == MONITOR_GROUPS_SEARCH_PATH and method == "GET":
             status, extra, payload = self._search_groups(query)
+        elif path == MONITOR_SEARCH_PATH and method == "GET":
+            status, extra, payload = self._search_monitors(query)
         elif path == EVENTS_PATH and method == "POST":
             status, extra, payload = self._post_event(body)
         elif path == SNAPSHOT_PATH and method == "GET":
@@ -589,6 +593,41 @@ class DatadogSimulator(LoopbackServer):
             ],
             "metadata": {"page": page, "page_count": -(-len(groups) // per_page) if per_page else 0,
                          "per_page": per_page, "total_count": len(groups)},
+        }
+
+    def _search_monitors(self, query: dict[str, list[str]]) -> tuple[int, dict[str, str], Any]:
+        """`GET /api/v1/monitor/search`: `status:<state>` terms only (others refused), paged, worst first."""
+        statuses: set[str] = set()
+        for term in (query.get("query", [""])[0]).split():
+            key, _, value = term.partition(":")
+            if key != "status" or not value:
+                return 400, {}, {"errors": [f"simulator supports only status:<state> terms, not {term!r}"]}
+            statuses.add(value.strip('"').lower())
+        try:
+            page = int(query.get("page", ["0"])[0])
+            per_page = int(query.get("per_page", ["30"])[0])
+        except ValueError:
+            return 400, {}, {"errors": ["page and per_page must be integers"]}
+        with self._lock:
+            monitors = sorted(self._monitors.values(), key=lambda m: m.id)
+        found = [m for m in monitors if not statuses or m.overall_state.lower() in statuses]
+        shown = found[page * per_page : (page + 1) * per_page]
+        counts: dict[str, int] = {}
+        for m in found:
+            counts[m.overall_state] = counts.get(m.overall_state, 0) + 1
+        epoch = self._epoch()
+        return 200, {}, {
+            "counts": {"status": [{"count": n, "name": state} for state, n in sorted(counts.items())],
+                       "tag": [], "type": [{"count": len(found), "name": "metric"}] if found else [], "muted": []},
+            "monitors": [
+                {"id": m.id, "name": m.name, "status": m.overall_state, "tags": m.tags, "type": m.type,
+                 "query": m.query, "classification": "metric", "metrics": [], "notifications": [],
+                 "last_triggered_ts": epoch if m.overall_state == "Alert" else None, "org_id": 1,
+                 "scopes": [], "creator": {"email": "sim@example.com", "handle": "sim@example.com", "name": "sim"}}
+                for m in shown
+            ],
+            "metadata": {"page": page, "page_count": -(-len(found) // per_page) if per_page else 0,
+                         "per_page": per_page, "total_count": len(found)},
         }
 
     def _epoch(self) -> int:

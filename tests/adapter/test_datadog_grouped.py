@@ -13,7 +13,12 @@ from guard.errors import ExternalServiceError, RateLimited
 from guard.retry import RetryPolicy
 from guard.services.metrics import chunk_windows, read_window, render_queries
 
-from sandbox.sims.datadog_sim import MONITOR_GROUPS_SEARCH_PATH, TIMESERIES_PATH, DatadogSimulator
+from sandbox.sims.datadog_sim import (
+    MONITOR_GROUPS_SEARCH_PATH,
+    MONITOR_SEARCH_PATH,
+    TIMESERIES_PATH,
+    DatadogSimulator,
+)
 from tests.support.clock import FakeClock
 
 NOW = datetime(2025, 1, 1, 12, 0, 30, tzinfo=UTC)
@@ -170,14 +175,25 @@ def test_a_rate_limited_grouped_request_is_each_clusters_rate_limit(sim: Datadog
             windows.read(cluster.cluster_id, render_queries(templates, cluster))
 
 
-def test_a_chunk_searches_the_alerting_monitor_groups_once(sim: DatadogSimulator, datadog: DatadogMetrics) -> None:
-    # GIVEN a multi-alert monitor alerting for eks-2 only
-    monitor = sim.add_monitor("p95 latency", {"team": "mesh"}, groups={"cluster_name:eks-1": "OK",
+def test_a_chunk_asks_for_the_alerting_monitors_once_and_each_cluster_finds_its_own(
+        sim: DatadogSimulator, datadog: DatadogMetrics) -> None:
+    # GIVEN a multi-alert monitor alerting for eks-2 only, a monitor scoped to eks-3 in Alert, one scoped
+    # to eks-1 that is OK, and more alerting monitors than fit a page
+    grouped = sim.add_monitor("p95 latency", {"team": "mesh"}, groups={"cluster_name:eks-1": "OK",
                                                                         "cluster_name:eks-2": "Alert"})
-    # WHEN the chunk asks for the alerting groups once and each of its clusters uses that answer
-    groups = datadog.alerting_groups()
-    alerts = {c: datadog.active_alerts({"cluster_name": c}, groups) for c in ("eks-1", "eks-2", "eks-3")}
-    # THEN one search was sent for the three clusters, and only eks-2 has the alert
-    assert len(sim.requests_to(MONITOR_GROUPS_SEARCH_PATH)) == 1
-    assert {c: [a.monitor_id for a in found] for c, found in alerts.items()} == {
-        "eks-1": [], "eks-2": [monitor], "eks-3": []}
+    scoped = sim.add_monitor("eks-3 down", {"cluster_name": "eks-3", "env": "prod"})
+    sim.add_monitor("eks-1 down", {"cluster_name": "eks-1", "env": "prod"}, state="OK")
+    for i in range(120):
+        sim.add_monitor(f"other {i}", {"cluster_name": f"other-{i}"})
+    clusters = {c: {"cluster_name": c, "env": "prod"} for c in ("eks-1", "eks-2", "eks-3")}
+    # WHEN the chunk asks once and each of its clusters uses that answer
+    snapshot = datadog.alerts_snapshot()
+    together = {c: datadog.active_alerts(tags, snapshot) for c, tags in clusters.items()}
+    # THEN the monitors and the groups were searched once each, page by page (121 alerting: 2 pages of 100),
+    # whatever the number of clusters
+    assert len(sim.requests_to(MONITOR_SEARCH_PATH)) == 2
+    assert len(sim.requests_to(MONITOR_GROUPS_SEARCH_PATH)) == 2
+    assert {c: [a.monitor_id for a in found] for c, found in together.items()} == {
+        "eks-1": [], "eks-2": [grouped], "eks-3": [scoped]}
+    # AND each cluster finds what it finds when asked alone
+    assert together == {c: datadog.active_alerts(tags) for c, tags in clusters.items()}

@@ -39,7 +39,7 @@ from guard.datadog_groups import GroupedQuery
 from guard.datadog_query import UnsplittableQuery
 from guard.datadog_query import split as split_query
 from guard.errors import ConfigError, ExternalServiceError, TransientError
-from guard.ports import Alert, AlertingGroup, Clock, MarkerEvent, Point
+from guard.ports import Alert, AlertingGroup, AlertsSnapshot, Clock, MarkerEvent, Point
 from guard.retry import RetryPolicy, policy, retry_after_seconds
 from guard.vendor_slots import VendorSlots, unlimited
 
@@ -237,7 +237,7 @@ class DatadogMetrics:
             answered.append((index, [str(t) for t in _plain(getattr(one, "group_tags", None))], points))
         return answered
 
-    def active_alerts(self, tags: dict[str, str], alerting_groups: list[AlertingGroup] | None = None) -> list[Alert]:
+    def active_alerts(self, tags: dict[str, str], snapshot: AlertsSnapshot | None = None) -> list[Alert]:
         """Monitors alerting about the cluster `tags` describe, each at most once.
 
         Two kinds: a monitor carrying every one of `tags` whose overall state is Alert (a single-alert
@@ -245,10 +245,16 @@ class DatadogMetrics:
         {cluster_name}`) whose group names this cluster (`cluster_group_matches`). The second is asked
         of `GET /api/v1/monitor/groups/search`: such monitors carry team or service tags, not the
         cluster's, and their overall state reflects any group, so neither tells about THIS cluster.
-        The search is about every cluster: a chunk asks it once (`alerting_groups`) and passes it in.
+        Both are about every cluster: a chunk asks them once (`alerts_snapshot`) and passes them in.
         """
-        alerts = {a.monitor_id: a for a in self._tagged_alerts(tags)}
-        groups = self.alerting_groups() if alerting_groups is None else alerting_groups
+        if snapshot is None:
+            alerts = {a.monitor_id: a for a in self._tagged_alerts(tags)}
+            groups = self._alerting_groups()
+        else:
+            wanted = [f"{k}:{v}" for k, v in sorted(tags.items())]
+            alerts = {m.monitor_id: self._alert(m.monitor_id, m.name, "Alert") for m in snapshot.monitors
+                      if all(t in m.group_tags for t in wanted)}
+            groups = snapshot.groups
         for group in groups:
             if cluster_group_matches(group.group_tags, tags):
                 alerts.setdefault(group.monitor_id, self._alert(group.monitor_id, group.name, "Alert"))
@@ -278,7 +284,31 @@ class DatadogMetrics:
         logger.warning("stopped listing monitors after %d pages", MAX_MONITOR_PAGES)
         return alerts
 
-    def alerting_groups(self) -> list[AlertingGroup]:
+    def alerts_snapshot(self) -> AlertsSnapshot:
+        """Every monitor in Alert (`GET /api/v1/monitor/search?query=status:alert`) and every group in
+        Alert of a multi-alert monitor: what `active_alerts` needs for any number of clusters."""
+        return AlertsSnapshot(monitors=self._alerting_monitors(), groups=self._alerting_groups())
+
+    def _alerting_monitors(self) -> list[AlertingGroup]:
+        found: list[AlertingGroup] = []
+        for page in range(MAX_MONITOR_PAGES):
+            search = partial(self._monitors.search_monitors, query="status:alert", page=page,
+                             per_page=MONITOR_PAGE_SIZE)
+            response = self._call("search monitors", search)
+            monitors = list(getattr(response, "monitors", None) or [])
+            for monitor in monitors:
+                status = getattr(monitor, "status", None)
+                if str(getattr(status, "value", status)) == "Alert":  # checked here too: the search is a filter
+                    found.append(AlertingGroup(monitor_id=int(monitor.id), name=str(getattr(monitor, "name", "") or ""),
+                                               group_tags=[str(t) for t in (getattr(monitor, "tags", None) or [])]))
+            metadata = getattr(response, "metadata", None)
+            page_count = getattr(metadata, "page_count", None) if metadata is not None else None
+            if len(monitors) < MONITOR_PAGE_SIZE or (isinstance(page_count, int) and page + 1 >= page_count):
+                return found
+        logger.warning("stopped searching monitors after %d pages", MAX_MONITOR_PAGES)
+        return found
+
+    def _alerting_groups(self) -> list[AlertingGroup]:
         """Every multi-alert monitor group in Alert (`GET /api/v1/monitor/groups/search`, all pages)."""
         alerts: list[AlertingGroup] = []
         for page in range(MAX_MONITOR_PAGES):

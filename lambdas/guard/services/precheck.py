@@ -19,7 +19,7 @@ from guard.core.models import CheckStatus, Cluster, HealthCheckResult
 from guard.core.run import MetricSummary, PrecheckReport, RunRecord
 from guard.errors import PrecheckFailed, RateLimited, TransientError
 from guard.judge import JudgeSettings, baseline_coverage, window_coverage
-from guard.ports import AlertingGroup, ChartRepository, Clock, ClusterConnector, GitOpsRepo, MetricsProvider
+from guard.ports import AlertsSnapshot, ChartRepository, Clock, ClusterConnector, GitOpsRepo, MetricsProvider
 from guard.rules import TRAFFIC_QUERY
 from guard.services.custom_checks import CustomChecks, InProcessChecks
 from guard.services.fanout import ClusterOutcome, chunk_error, crash_text, for_each_cluster
@@ -148,8 +148,8 @@ class PrecheckService:
         start = end - timedelta(minutes=self._config.validation.baseline_window_minutes)
         windows = chunk_windows(self._metrics, self._config.datadog.queries,
                                 list(self._registry.get_many(clusters).values()), start, end)
-        groups = self._alerting_groups()
-        outcomes = for_each_cluster(clusters, lambda cluster_id: self._check(run, cluster_id, windows, groups),
+        alerts = self._alerts_snapshot()
+        outcomes = for_each_cluster(clusters, lambda cluster_id: self._check(run, cluster_id, windows, alerts),
                                     max_workers=self._config.execution.max_concurrent_clusters, stop=refused)
         for outcome in outcomes:
             if isinstance(outcome.error, PrecheckFailed):
@@ -166,12 +166,12 @@ class PrecheckService:
         return ChunkCounts(chunk=chunk, clusters=len(clusters), passed=len(outcomes))
 
     def _check(self, run: RunRecord, cluster_id: str, windows: ChunkWindows | None = None,
-               groups: list[AlertingGroup] | None = None) -> PrecheckReport:
+               alerts: AlertsSnapshot | None = None) -> PrecheckReport:
         cluster = self._registry.get(cluster_id)
         results = self._cluster_checks(run, cluster)
         if self._install is not None:
             results += self._install.run(run, cluster, self._connector)
-        results.append(self._alerts(cluster, ignore=run.options.ignore_alerts, groups=groups))
+        results.append(self._alerts(cluster, ignore=run.options.ignore_alerts, snapshot=alerts))
         if self._config.custom_checks:
             runner = self._custom_checks or (InProcessChecks(self._config.custom_checks, self._checks_dir)
                                              if self._checks_dir is not None else None)
@@ -196,21 +196,21 @@ class PrecheckService:
             raise PrecheckFailed(_refusal(report))
         return report
 
-    def _alerting_groups(self) -> list[AlertingGroup] | None:
-        """The alerting monitor groups, asked once for the chunk; None (each cluster asks) when Datadog
-        kept failing, so each cluster's check says so as it did alone."""
+    def _alerts_snapshot(self) -> AlertsSnapshot | None:
+        """The alerting monitors and monitor groups, asked once for the chunk; None (each cluster asks)
+        when Datadog kept failing, so each cluster's check says so as it did alone."""
         try:
-            return self._metrics.alerting_groups()
+            return self._metrics.alerts_snapshot()
         except RateLimited:
             raise  # the state machine waits the reset out and runs the chunk again
         except TransientError:
             return None
 
     def _alerts(self, cluster: Cluster, *, ignore: bool,
-                groups: list[AlertingGroup] | None = None) -> HealthCheckResult:
+                snapshot: AlertsSnapshot | None = None) -> HealthCheckResult:
         """Datadog's alerting monitors; inconclusive when Datadog kept failing past the retry policy."""
         try:
-            alerts = self._metrics.active_alerts(cluster.datadog_tags, groups)
+            alerts = self._metrics.active_alerts(cluster.datadog_tags, snapshot)
         except RateLimited:
             raise  # the state machine waits the reset out and runs the precheck again
         except TransientError as e:

@@ -1,7 +1,7 @@
 """Scheduled (every `gitlab.reconcile_minutes`): settle MR waits whose GitLab webhook was lost.
 
-Input: the scheduler's event (ignored). Returns {"checked": int, "settled": [str], "cleaned": [str], "failed": []};
-raises when a merge request could not be checked (the others were). Orphan tokens (no run record) are
+Input: the scheduler's event (ignored). Returns {"checked": int, "settled": [str], "cleaned": [str], "failed": [],
+"tended": [str], "indexed": int (items written before the watch index, indexed by this pass)}; raises when a merge request could not be checked (the others were). Orphan tokens (no run record) are
 deleted with a warning, never a failure. Rollback MRs left to a person are followed: once merged and applied,
 the registry is set to what the clusters run.
 """
@@ -34,7 +34,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                              state=runtime.state(), failures=runtime.failure_store(), clock=runtime.clock)
     report = ReconcileService(runtime.state(), sfn, repo, decisions, log_warning=logger.warning,
                               registry=runtime.registry(),
-                              observer=runtime.registry_observer(logger.warning), gates=gates).run()
+                              observer=runtime.registry_observer(logger.warning), gates=gates,
+                              clock=runtime.clock).run()
     logger.info("reconciled", extra={"checked": report.checked, "settled": report.settled,
-                                     "cleaned": report.cleaned, "tended": report.tended})
+                                     "cleaned": report.cleaned, "tended": report.tended,
+                                     "indexed": report.indexed})
     return report.model_dump()

@@ -74,6 +74,25 @@ def test_a_merged_upgrade_mr_whose_webhook_was_lost_resumes_the_execution(world)
     assert report.checked == 1 and "merge delivered" in report.settled[0]
 
 
+def test_a_token_stored_before_the_watch_index_is_still_reconciled(world):
+    # GIVEN a token item as the release before the watch index stored it (no `watch` attribute), on the
+    # upgrade MR that GitLab shows merged (the merge webhook was lost)
+    url = world.run().merge_request_url or ""
+    record = TaskTokenRecord(merge_request_url=url, task_token="token-old", run_id=RUN_ID)
+    table = boto3.resource("dynamodb").Table("state")
+    table.put_item(Item={"pk": f"MR#{url}", "sk": "TOKEN", "doc": record.model_dump_json(), "run_id": RUN_ID,
+                         "expires_at": 1})
+    assert world.state.list_task_tokens() == []  # the index alone does not see it
+
+    # WHEN the reconciler runs (its first pass since the deploy)
+    report = reconciler(world).run()
+
+    # THEN it indexed the item and resumed the execution, and the token is gone
+    assert report.indexed == 1
+    assert [s["taskToken"] for s in world.sfn.successes] == ["token-old"]
+    assert world.state.get_task_token(url) is None and report.checked == 1
+
+
 def test_an_open_mr_is_left_waiting_and_a_closed_rollback_mr_fails_its_wait(world):
     # GIVEN an execution waits on an open rollback MR
     mr = open_rollback_mr(world)

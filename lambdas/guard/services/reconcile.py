@@ -28,10 +28,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from guard.clock import SystemClock
 from guard.core.run import RunRecord
 from guard.digest import versions_digest
 from guard.errors import ExternalServiceError, GuardError, OrphanTaskToken, TransientError
-from guard.ports import GitOpsRepo, MergeRequest, TaskCallbacks
+from guard.ports import Clock, GitOpsRepo, MergeRequest, TaskCallbacks
 from guard.services.decision import DecisionService
 from guard.services.gates import MergeGateService
 from guard.services.observation import RegistryObserver
@@ -52,6 +53,7 @@ class ReconcileReport(BaseModel):
     cleaned: list[str] = Field(default_factory=list)
     failed: list[str] = Field(default_factory=list)
     tended: list[str] = Field(default_factory=list)  # what GUARD did to keep an open MR mergeable
+    indexed: int = 0  # items written before the watch index that this pass gave its attribute
 
 
 def merge_request_iid(url: str) -> int | None:
@@ -67,8 +69,9 @@ class ReconcileService:
     def __init__(self, state: StateStore, sfn: TaskCallbacks, repo: GitOpsRepo,
                  decisions: Callable[[], DecisionService], log_warning: Callable[..., Any] | None = None,
                  registry: ClusterRegistry | None = None, observer: RegistryObserver | None = None,
-                 gates: MergeGateService | None = None) -> None:
+                 gates: MergeGateService | None = None, clock: Clock | None = None) -> None:
         self._gates = gates  # None: open MRs are only checked, not tended (services.gates)
+        self._clock = clock or SystemClock()
         self._state = state
         self._sfn = sfn
         self._repo = repo
@@ -84,6 +87,7 @@ class ReconcileService:
         with a warning and does not fail the pass, or it would fail every pass until its TTL."""
         report = ReconcileReport()
         transient = True
+        report.indexed = self._index_older_items()
         for waiting in self._state.list_task_tokens(on_unreadable=self._unreadable):
             report.checked += 1
             try:
@@ -175,6 +179,16 @@ class ReconcileService:
             "merge_request_url": waiting.merge_request_url, "run_id": waiting.run_id, "kind": waiting.kind,
             "reason": why})
         report.cleaned.append(f"{waiting.merge_request_url}: token of run {waiting.run_id!r} deleted ({why})")
+
+    def _index_older_items(self) -> int:
+        """Items written before the watch index lack its attribute: index them, or this pass would not see
+        them (a no-op once the store's marker says every older item is indexed). A failure is logged, not the
+        pass's: what is indexed already is still checked, and the next pass tries again."""
+        try:
+            return self._state.index_unindexed_watched_items(self._clock.now())
+        except GuardError as e:
+            self._warn("reconciler could not index the items written before the watch index", extra={"error": str(e)})
+            return 0
 
     def _unreadable(self, key: str, error: Exception) -> None:
         # Left in place (a person may want to see it); it expires with its TTL.

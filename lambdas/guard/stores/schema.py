@@ -7,15 +7,24 @@ them with `create_tables`, so a key rename cannot leave a copy behind.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
 class IndexSchema:
-    """A global secondary index: its name and string partition key, every attribute projected."""
+    """A global secondary index: its name, string partition key, optional string sort key and projection
+    (`ALL`: every attribute; `KEYS_ONLY`: the table's and the index's keys)."""
 
     name: str
     partition_key: str
+    sort_key: str | None = None
+    projection: Literal["ALL", "KEYS_ONLY"] = "ALL"
+
+    def key_schema(self) -> list[dict[str, str]]:
+        keys = [{"AttributeName": self.partition_key, "KeyType": "HASH"}]
+        if self.sort_key:
+            keys.append({"AttributeName": self.sort_key, "KeyType": "RANGE"})
+        return keys
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,8 @@ class TableSchema:
         return keys
 
     def attribute_definitions(self) -> list[dict[str, str]]:
-        names = [key["AttributeName"] for key in self.key_schema()] + [i.partition_key for i in self.indexes]
+        names = [key["AttributeName"] for key in self.key_schema()]
+        names += [key["AttributeName"] for index in self.indexes for key in index.key_schema()]
         return [{"AttributeName": name, "AttributeType": "S"} for name in dict.fromkeys(names)]
 
     def create_table_args(self, table_name: str) -> dict[str, Any]:
@@ -44,8 +54,8 @@ class TableSchema:
                                 "KeySchema": self.key_schema(), "AttributeDefinitions": self.attribute_definitions()}
         if self.indexes:
             args["GlobalSecondaryIndexes"] = [
-                {"IndexName": i.name, "KeySchema": [{"AttributeName": i.partition_key, "KeyType": "HASH"}],
-                 "Projection": {"ProjectionType": "ALL"}} for i in self.indexes]
+                {"IndexName": i.name, "KeySchema": i.key_schema(), "Projection": {"ProjectionType": i.projection}}
+                for i in self.indexes]
         return args
 
 
@@ -59,7 +69,16 @@ REGISTRY_TENANT_INDEX = "tenant-index"
 REGISTRY = TableSchema(partition_key="cluster_id",
                        indexes=(IndexSchema(name=REGISTRY_TENANT_INDEX, partition_key="tenant"),))
 # Run state: runs, locks, MR task tokens, deliveries, rollouts; old items expire through the TTL.
-STATE = TableSchema(partition_key="pk", sort_key="sk", ttl_attribute=TTL_ATTRIBUTE)
+# The watch index is sparse: only the items the reconciler checks every few minutes carry `watch` (MR task
+# tokens `TOKEN`, rollback MRs left to a person `UNWATCHED`; the value is their sort key), so it lists them
+# with a Query however many run, cluster and delivery items the table holds (a Scan read them all).
+# KEYS_ONLY: the reconciler reads each item again by key with ConsistentRead (guard.stores.state), since an
+# index is eventually consistent; the index then copies ~100 bytes per item, not the documents.
+STATE_WATCH_INDEX = "watch-index"
+WATCH_ATTRIBUTE = "watch"
+STATE = TableSchema(partition_key="pk", sort_key="sk", ttl_attribute=TTL_ATTRIBUTE,
+                    indexes=(IndexSchema(name=STATE_WATCH_INDEX, partition_key=WATCH_ATTRIBUTE, sort_key="pk",
+                                         projection="KEYS_ONLY"),))
 
 
 def create_tables(dynamodb: Any, registry_name: str | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from boto3.dynamodb.conditions import Key
@@ -20,11 +20,17 @@ from pydantic import BaseModel
 from guard.core.run import ClustersStored, ClusterVerdict, PrecheckReport, RunRecord, RunStatus
 from guard.errors import BatchLocked, ExternalServiceError, RunAlreadyEnded, TransientError
 from guard.stores.dynamo import call, is_conditional_failure, mapped, ttl
+from guard.stores.schema import STATE_WATCH_INDEX, WATCH_ATTRIBUTE
 from guard.vocabulary.outcomes import ChangeKind, Outcome
 
 R = TypeVar("R", bound=ClustersStored)
 
 _RUN_TTL_HOURS = 24 * 400  # a year of history, then DynamoDB forgets it
+# The items the reconciler watches carry `watch` = their sort key (guard.stores.schema.STATE_WATCH_INDEX).
+WatchKind = Literal["TOKEN", "UNWATCHED"]
+_WATCH_MARKER_PK = "MIGRATION#watch-index"
+# Longer than a deploy plus the longest function timeout (300 s): code from before the index is gone by then.
+_WATCH_BACKFILL_SETTLE = timedelta(hours=1)
 
 
 class TaskTokenRecord(BaseModel):
@@ -437,36 +443,94 @@ class StateStore:
     # ------------------------------------------------------------------ MR task tokens
     def put_task_token(self, record: TaskTokenRecord, now: datetime, hours: float) -> None:
         # `run_id` also at the top level: deletes are conditional on it (`delete_task_token`).
-        self._put(f"MR#{record.merge_request_url}", "TOKEN", record, ttl(now, hours), run_id=record.run_id)
+        # `watch`: the reconciler checks it (the watch index, `watched`).
+        self._put(f"MR#{record.merge_request_url}", "TOKEN", record, ttl(now, hours), run_id=record.run_id,
+                  **{WATCH_ATTRIBUTE: "TOKEN"})
 
     def get_task_token(self, merge_request_url: str) -> TaskTokenRecord | None:
         item = self._get(f"MR#{merge_request_url}", "TOKEN")
         return TaskTokenRecord.model_validate_json(item["doc"]) if item else None
 
     def list_task_tokens(self, on_unreadable: Callable[[str, Exception], None] | None = None) -> list[TaskTokenRecord]:
-        """Every stored task token (what the reconciler checks against GitLab).
+        """Every stored task token (what the reconciler checks against GitLab), from the watch index
+        (`watched`): a token stored a moment ago may be missed once, and is seen by the next pass.
 
         A token item that does not parse is left out and reported to `on_unreadable(pk, error)`:
         one bad item must not hide the others from the reconciler.
-
-        A Scan filtered on `sk = TOKEN`: it reads the whole table, which is small (runs, locks,
-        tokens, deliveries, all with a TTL) and is read once every few minutes. Should the table
-        grow, a sparse GSI keyed on an attribute only token items carry replaces it.
         """
         records: list[TaskTokenRecord] = []
-        kwargs: dict[str, Any] = {"FilterExpression": "sk = :token", "ExpressionAttributeValues": {":token": "TOKEN"},
-                                  "ConsistentRead": True}
+        for item in self.watched("TOKEN"):
+            try:
+                records.append(TaskTokenRecord.model_validate_json(item.get("doc", "")))
+            except ValueError as e:  # pydantic's ValidationError is a ValueError
+                if on_unreadable is not None:
+                    on_unreadable(str(item.get("pk")), e)
+        return records
+
+    def watched(self, kind: WatchKind) -> Iterator[dict[str, Any]]:
+        """The items of `kind` the table holds now, found through the sparse watch index.
+
+        The index (KEYS_ONLY, a paginated Query) is eventually consistent: it may still list an item
+        just deleted or replaced, or not yet one just written. So each item is read again by key with
+        ConsistentRead, and what the reconciler acts on is what the table holds at that moment, as
+        with the Scan this replaces; an entry whose item is gone is skipped."""
+        kwargs: dict[str, Any] = {"IndexName": STATE_WATCH_INDEX,
+                                  "KeyConditionExpression": Key(WATCH_ATTRIBUTE).eq(kind)}
+        while True:
+            page = call("Query", lambda: self._table.query(**kwargs))
+            for entry in page.get("Items", []):
+                item = self._get(str(entry["pk"]), str(entry["sk"]))
+                if item is not None and item.get(WATCH_ATTRIBUTE) == kind:
+                    yield item
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def index_unindexed_watched_items(self, now: datetime) -> int:
+        """Give `watch` to the token and left-rollback items written before the watch index (one Scan per
+        pass), until a pass that began `_WATCH_BACKFILL_SETTLE` after the first: by then no function of the
+        previous release can still be writing one. Then a marker item (`MIGRATION#watch-index`) says so and
+        later passes skip it (delete the marker to run it again, e.g. after going back to an older release).
+        Returns how many items it indexed."""
+        marker = self._get(_WATCH_MARKER_PK, "MIGRATION")
+        if marker is not None and "done_at" in marker:
+            return 0
+        if marker is None:
+            call("PutItem", lambda: self._table.put_item(Item={"pk": _WATCH_MARKER_PK, "sk": "MIGRATION",
+                                                               "first_at": now.isoformat()}))
+        first = datetime.fromisoformat(str(marker["first_at"])) if marker else now
+        indexed = 0
+        kwargs: dict[str, Any] = {
+            "FilterExpression": "sk IN (:token, :unwatched) AND attribute_not_exists(#watch)",
+            "ExpressionAttributeNames": {"#watch": WATCH_ATTRIBUTE},
+            "ExpressionAttributeValues": {":token": "TOKEN", ":unwatched": "UNWATCHED"},
+            "ProjectionExpression": "pk, sk", "ConsistentRead": True}
         while True:
             page = call("Scan", lambda: self._table.scan(**kwargs))
-            for item in page.get("Items", []):
-                try:
-                    records.append(TaskTokenRecord.model_validate_json(item.get("doc", "")))
-                except ValueError as e:  # pydantic's ValidationError is a ValueError
-                    if on_unreadable is not None:
-                        on_unreadable(str(item.get("pk")), e)
+            indexed += sum(self._index_item(str(item["pk"]), str(item["sk"])) for item in page.get("Items", []))
             if "LastEvaluatedKey" not in page:
-                return records
+                break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        if now - first >= _WATCH_BACKFILL_SETTLE:
+            call("UpdateItem", lambda: self._table.update_item(
+                Key={"pk": _WATCH_MARKER_PK, "sk": "MIGRATION"}, UpdateExpression="SET done_at = :now",
+                ExpressionAttributeValues={":now": now.isoformat()}))
+        return indexed
+
+    def _index_item(self, pk: str, sk: str) -> bool:
+        """Set `watch` on an existing item that lacks it; an item deleted meanwhile is not brought back."""
+        try:
+            self._table.update_item(Key={"pk": pk, "sk": sk}, UpdateExpression="SET #watch = :sk",
+                                    ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#watch)",
+                                    ExpressionAttributeNames={"#watch": WATCH_ATTRIBUTE},
+                                    ExpressionAttributeValues={":sk": sk})
+        except ClientError as e:
+            if is_conditional_failure(e):
+                return False
+            raise mapped("UpdateItem", e) from e
+        except BotoCoreError as e:
+            raise TransientError(f"DynamoDB UpdateItem: {e}") from e
+        return True
 
     # ------------------------------------------------------------------ rollback MRs left to a person
     def put_unwatched_rollback(self, record: UnwatchedRollback, now: datetime, days: float = 30) -> None:
@@ -485,22 +549,15 @@ class StateStore:
                     batch.delete_item(Key={"pk": pk, "sk": sk})
 
         call("BatchWriteItem", write)
+        # `watch`: the reconciler follows it (the watch index, `watched`).
         item = {"pk": pk, "sk": "UNWATCHED", "doc": record.model_dump_json(exclude={"versions"}),
-                "expires_at": expires, "cluster_items": len(parts)}
+                "expires_at": expires, "cluster_items": len(parts), WATCH_ATTRIBUTE: "UNWATCHED"}
         call("PutItem", lambda: self._table.put_item(Item=item))
 
     def list_unwatched_rollbacks(self) -> list[UnwatchedRollback]:
-        """Every rollback MR left to a person (a Scan filtered on `sk`, like `list_task_tokens`), each with its
+        """Every rollback MR left to a person (from the watch index, like `list_task_tokens`), each with its
         versions (a Query of its version items)."""
-        found: list[UnwatchedRollback] = []
-        kwargs: dict[str, Any] = {"FilterExpression": "sk = :sk", "ExpressionAttributeValues": {":sk": "UNWATCHED"},
-                                  "ConsistentRead": True}
-        while True:
-            page = call("Scan", lambda: self._table.scan(**kwargs))
-            found += [self._unwatched(item) for item in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return found
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [self._unwatched(item) for item in self.watched("UNWATCHED")]
 
     def _unwatched(self, item: dict[str, Any]) -> UnwatchedRollback:
         doc = json.loads(item["doc"])

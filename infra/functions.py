@@ -40,6 +40,9 @@ class FunctionSpec:
     notify_topic: bool = False
     # lambda:InvokeFunction on these functions (by id), plus GUARD_<ID>_FUNCTION naming each.
     invokes: tuple[str, ...] = ()
+    # dynamodb:Query on the state table's watch index: the functions that list what the reconciler watches
+    # (StateStore.list_task_tokens / list_unwatched_rollbacks); tests/infra derives it from the code.
+    watch_index: bool = False
 
     @property
     def asl_placeholder(self) -> str:
@@ -90,7 +93,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     # Reconcile also follows rollback MRs left to a person: it reads their clusters and writes the registry.
     FunctionSpec("Reconcile", "handlers.reconcile.handler", ("core", "gitlab", "kubernetes"),
                  timeout_seconds=120, memory_mb=512, registry="read_write", secrets=("gitlab", "gitlab_reader"),
-                 task_response=True, cluster_access=True),
+                 task_response=True, cluster_access=True, watch_index=True),
     FunctionSpec("PlanRollback", "handlers.plan_rollback.handler", ("core", "kubernetes"), timeout_seconds=120,
                  memory_mb=512, registry="read_write", describe_executions=True, cluster_access=True),
     FunctionSpec("AnalyzeFailure", "handlers.analyze_failure.handler", ("core", "kubernetes", "llm"),

@@ -14,7 +14,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
-from guard.stores.schema import REGISTRY_TENANT_INDEX
+from guard.stores.schema import REGISTRY_TENANT_INDEX, STATE_WATCH_INDEX
 from guard.vocabulary import metrics as guard_metrics
 
 from infra.bundling import ARCHITECTURE, RUNTIME
@@ -75,7 +75,7 @@ class GuardFunctions(Construct):
                 description=f"GUARD {tenant}: {spec.handler}",
             )
             _grant_registry(registry, role, spec.registry, tenant)
-            _grant_table(state, fn, spec.state)
+            _grant_state(state, role, spec.state, watch_index=spec.watch_index)
             for kind in spec.secrets:
                 if kind in secrets:  # an optional secret (e.g. Slack) the config does not name
                     secrets[kind].grant_read(fn)
@@ -201,8 +201,19 @@ def _grant_registry(table: dynamodb.ITable, role: iam.IRole, access: TableAccess
                     "Null": {"dynamodb:LeadingKeys": "false"}}))
 
 
-def _grant_table(table: dynamodb.ITable, fn: lambda_.IFunction, access: TableAccess) -> None:
-    if access == "read":
-        table.grant_read_data(fn)
-    elif access == "read_write":
-        table.grant_read_write_data(fn)
+# The state table's item actions, on the table itself: CDK's grant_read_data would add `<table>/index/*`
+# to every function once the table has an index, and only the reconciler lists the watch index.
+STATE_READS = ("dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:GetItem", "dynamodb:Scan",
+               "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable")
+STATE_WRITES = ("dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+
+
+def _grant_state(table: dynamodb.ITable, role: iam.IRole, access: TableAccess, *, watch_index: bool) -> None:
+    """Item reads (and writes) on the state table; with `watch_index`, a Query of its watch index too."""
+    if access == "none":
+        return
+    actions = [*STATE_READS, *(STATE_WRITES if access == "read_write" else ())]
+    role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=[table.table_arn]))
+    if watch_index:
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["dynamodb:Query"], resources=[f"{table.table_arn}/index/{STATE_WATCH_INDEX}"]))

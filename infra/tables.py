@@ -25,12 +25,8 @@ _COMMON: dict[str, Any] = {
 def registry_table(scope: Construct, construct_id: str, table_name: str) -> dynamodb.Table:
     """The cluster registry table: pk `cluster_id` (`<tenant>#<cluster id>`), and the tenant index
     that lists one tenant's clusters (guard.stores.schema)."""
-    table = dynamodb.Table(scope, construct_id, table_name=table_name, **_keys(REGISTRY), **_COMMON)
-    for index in REGISTRY.indexes:
-        table.add_global_secondary_index(
-            index_name=index.name, projection_type=dynamodb.ProjectionType.ALL,
-            partition_key=dynamodb.Attribute(name=index.partition_key, type=dynamodb.AttributeType.STRING))
-    return table
+    return _with_indexes(dynamodb.Table(scope, construct_id, table_name=table_name, **_keys(REGISTRY), **_COMMON),
+                         REGISTRY)
 
 
 def shared_registry(scope: Construct, construct_id: str, table_name: str) -> dynamodb.ITable:
@@ -66,10 +62,20 @@ class GuardTables(Construct):
         self.registry: dynamodb.ITable = (
             shared_registry(self, "SharedRegistry", shared_registry_name) if shared_registry_name
             else registry_table(self, "Registry", registry_table_name))
-        self.state = dynamodb.Table(
-            self, "State", table_name=state_table_name,
-            **_keys(STATE), **_COMMON,
-        )
+        # With the watch index the reconciler lists what it checks (guard.stores.schema.STATE_WATCH_INDEX).
+        self.state = _with_indexes(dynamodb.Table(self, "State", table_name=state_table_name, **_keys(STATE),
+                                                  **_COMMON), STATE)
+
+
+def _with_indexes(table: dynamodb.Table, schema: TableSchema) -> dynamodb.Table:
+    """`table` with the global secondary indexes of `schema` (string keys, the schema's projection)."""
+    for index in schema.indexes:
+        table.add_global_secondary_index(
+            index_name=index.name, projection_type=dynamodb.ProjectionType(index.projection),
+            partition_key=dynamodb.Attribute(name=index.partition_key, type=dynamodb.AttributeType.STRING),
+            sort_key=(dynamodb.Attribute(name=index.sort_key, type=dynamodb.AttributeType.STRING)
+                      if index.sort_key else None))
+    return table
 
 
 def _keys(schema: TableSchema) -> dict[str, Any]:

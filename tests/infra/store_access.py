@@ -175,3 +175,10 @@ def reach(handler: str) -> Reach:
                     continue
                 found.writes.setdefault(method.table, set()).add(f"{module}: {method.store}.{method.name}")
     return found
+
+
+def calls(handler: str, methods: set[str]) -> set[str]:
+    """Which of `methods` the code a function reaches calls, outside the stores ("module: method")."""
+    return {f"{module}: {n.func.attr}" for module in reach(handler).modules if module not in STORE_MODULES
+            for n in ast.walk(_tree(module))
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in methods}

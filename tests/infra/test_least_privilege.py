@@ -9,7 +9,7 @@ from aws_cdk.assertions import Template
 
 from infra.functions import FUNCTIONS
 
-from .store_access import reach, write_methods
+from .store_access import calls, reach, write_methods
 from .test_stack import _actions, _function_id, _role_statements, _table_id
 
 pytestmark = pytest.mark.infra
@@ -75,3 +75,29 @@ def test_custom_check_code_runs_in_a_function_without_table_access(alpha: Templa
     precheck = alpha.find_resources("AWS::Lambda::Function", {"Properties": {"Handler": "handlers.precheck.handler"}})
     env = next(iter(precheck.values()))["Properties"]["Environment"]["Variables"]
     assert env["GUARD_CUSTOM_CHECKS_FUNCTION"] == {"Ref": _function_id(alpha, "CustomChecks")}
+
+
+# The StateStore methods that Query the watch index.
+WATCH_LISTINGS = {"list_task_tokens", "list_unwatched_rollbacks", "watched"}
+
+
+@pytest.mark.parametrize("spec", FUNCTIONS, ids=[s.id for s in FUNCTIONS])
+def test_only_a_function_that_lists_watched_items_may_query_the_watch_index(alpha: Template, spec: Any) -> None:
+    # GIVEN whether the function's code lists the tokens or left rollbacks (a Query of the state table's index)
+    lists = bool(calls(spec.handler, WATCH_LISTINGS))
+    # WHEN the grants of its role on the state table are read
+    state = _table_id(alpha, TABLES["state"])
+    on_state = [s for s in _role_statements(alpha, spec.id) if state in str(s["Resource"])]
+    on_index = [s for s in on_state if "/index/" in str(s["Resource"])]
+    # THEN it may Query the watch index, and only that index and only Query, exactly when its code lists
+    assert bool(on_index) == lists, (spec.id, on_index)
+    for statement in on_index:
+        assert _actions(statement) == ["dynamodb:Query"]
+        assert "/index/watch-index" in str(statement["Resource"]) and "/index/*" not in str(statement["Resource"])
+    # AND no grant on the table's items reaches its indexes (CDK's grant_read_data would add <table>/index/*)
+    assert all("index" not in str(s["Resource"]) for s in on_state if s not in on_index), on_state
+
+
+def test_the_reconciler_is_the_one_function_that_lists_watched_items() -> None:
+    # GIVEN the code of every function WHEN scanned for the listings THEN only Reconcile's calls one
+    assert [s.id for s in FUNCTIONS if calls(s.handler, WATCH_LISTINGS)] == ["Reconcile"]

@@ -90,6 +90,10 @@ def test_tables_are_on_demand_encrypted_recoverable_and_retained(alpha: Template
             "TableName": "guard-alpha-state",
             "KeySchema": STATE.key_schema(),
             "TimeToLiveSpecification": {"AttributeName": STATE.ttl_attribute, "Enabled": True},
+            # AND the sparse watch index the reconciler lists its tokens and left rollbacks with, keys only
+            "GlobalSecondaryIndexes": [{"IndexName": "watch-index", "KeySchema": [
+                {"AttributeName": "watch", "KeyType": "HASH"}, {"AttributeName": "pk", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"}}],
             "BillingMode": "PAY_PER_REQUEST",
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "SSESpecification": {"SSEEnabled": True},

@@ -1,9 +1,10 @@
 """Scheduled (every `gitlab.reconcile_minutes`): settle MR waits whose GitLab webhook was lost.
 
 Input: the scheduler's event (ignored). Returns {"checked": int, "settled": [str], "cleaned": [str], "failed": [],
-"tended": [str], "indexed": int (items written before the watch index, indexed by this pass)}; raises when a merge request could not be checked (the others were). Orphan tokens (no run record) are
-deleted with a warning, never a failure. Rollback MRs left to a person are followed: once merged and applied,
-the registry is set to what the clusters run.
+"tended": [str], "indexed": int (items written before the watch index, indexed by this pass)}; raises when a
+merge request could not be checked (the others were). Orphan tokens (no run record) are deleted with a
+warning, never a failure. Rollback MRs left to a person are followed: once merged and applied, the registry is
+set to what the clusters run.
 """
 
 from typing import Any

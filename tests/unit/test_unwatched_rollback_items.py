@@ -75,7 +75,9 @@ def test_a_record_stored_before_with_its_versions_inside_is_read_as_it_is(table:
     old = left({"eks-a": "1.19.3", "eks-b": "1.19.2"})
     table.put_item(Item={"pk": f"MR#{URL}", "sk": "UNWATCHED", "doc": old.model_dump_json(), "expires_at": 0})
     state = StateStore(table)
-    # WHEN the reconciler lists it THEN it has its versions; and deleting it deletes it
+    # WHEN the reconciler indexes the items written before the watch index, then lists it
+    state.index_unindexed_watched_items(NOW)
+    # THEN it has its versions; and deleting it deletes it (the marker of that indexing is another partition)
     assert state.list_unwatched_rollbacks() == [old]
     state.delete_unwatched_rollback(URL)
     assert partition(table) == []

@@ -6,7 +6,7 @@ One moto state table (created from guard.stores.schema, as the rehearsal creates
 items of the kinds a large rollout writes (cluster slices, precheck reports, verdicts, ~400 B each) and
 `--tokens` MR task tokens. Per run, the same listing both ways: the previous code's Scan filtered on
 `sk = TOKEN` (ConsistentRead, paginated), and `StateStore.list_task_tokens` (a Query of the sparse
-watch index, then one consistent GetItem per token). Prints the median time and how many items each
+watch index, then a consistent BatchGetItem of the listed keys). Prints the median time and how many items each
 read: the Scan reads (and DynamoDB bills) every item of the table, the index only the tokens.
 Figures: docs/scale.md ("The reconciler's watch index").
 """
@@ -91,7 +91,7 @@ def main() -> None:
     print(f"state table: {args.others:,} other items + {args.tokens} tokens, median of {args.runs} runs (moto)")
     print(f"  Scan filtered on sk = TOKEN   {scan_ms:9.1f} ms   {items_scanned:,} items read, "
           f"~{units:,} read units on DynamoDB")
-    print(f"  watch index Query + GetItem   {index_ms:9.1f} ms   {2 * args.tokens:,} items read "
+    print(f"  index Query + BatchGetItem    {index_ms:9.1f} ms   {2 * args.tokens:,} items read "
           f"({args.tokens} index entries, {args.tokens} items), ~{args.tokens + 1} read units on DynamoDB")
     print(f"  ×{scan_ms / index_ms:,.0f} faster")
 

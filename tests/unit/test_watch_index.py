@@ -68,13 +68,24 @@ def test_only_the_watched_items_are_in_the_index_and_listed(table):
     assert all(set(e) == {"pk", "sk", "watch"} for e in entries)
 
 
-def test_the_listing_pages_through_the_index(table):
-    # GIVEN more tokens than one page of the index holds (a page of 2 here)
-    state = StateStore(_Paged(table, limit=2))
-    for n in range(5):
+def test_the_listing_pages_through_the_index_and_reads_100_items_a_request(table):
+    # GIVEN more tokens than one page of the index holds (150 here), and than one BatchGetItem reads (100)
+    state = StateStore(_Paged(table, limit=150))
+    for n in range(205):
         state.put_task_token(token(n), NOW, hours=72)
-    # WHEN listed THEN every token is found
-    assert sorted(t.task_token for t in state.list_task_tokens()) == [f"token-{n}" for n in range(5)]
+    # WHEN listed THEN every token is found, once
+    assert sorted(t.task_token for t in state.list_task_tokens()) == sorted(f"token-{n}" for n in range(205))
+
+
+def test_items_dynamodb_leaves_unprocessed_are_asked_again(table):
+    # GIVEN three tokens, and a BatchGetItem that leaves all but the first key unprocessed on its first round
+    # (as DynamoDB does when throttled)
+    for n in range(3):
+        StateStore(table).put_task_token(token(n), NOW, hours=72)
+    state = StateStore(_Throttled(table))
+    # WHEN listed THEN the unprocessed keys are asked again and every token is found
+    assert sorted(t.task_token for t in state.list_task_tokens()) == ["token-0", "token-1", "token-2"]
+    assert state._table.rounds == 2
 
 
 def test_a_stale_index_entry_is_read_again_by_key(table):
@@ -147,6 +158,23 @@ class _Paged(_Wrapped):
 
     def query(self, **kwargs: Any) -> Any:
         return self._table.query(Limit=self._limit, **kwargs)
+
+
+class _Throttled(_Wrapped):
+    """A BatchGetItem whose first round leaves every key but the first unprocessed."""
+
+    def __init__(self, table: Any) -> None:
+        super().__init__(table)
+        self.rounds = 0
+        self.meta = type("Meta", (), {"client": self})()
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> Any:
+        self.rounds += 1
+        if self.rounds > 1:
+            return self._table.meta.client.batch_get_item(RequestItems=RequestItems)
+        (name, request), = RequestItems.items()
+        first = self._table.meta.client.batch_get_item(RequestItems={name: {**request, "Keys": request["Keys"][:1]}})
+        return {**first, "UnprocessedKeys": {name: {**request, "Keys": request["Keys"][1:]}}}
 
 
 class _Stale(_Wrapped):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -31,6 +32,8 @@ WatchKind = Literal["TOKEN", "UNWATCHED"]
 _WATCH_MARKER_PK = "MIGRATION#watch-index"
 # Longer than a deploy plus the longest function timeout (300 s): code from before the index is gone by then.
 _WATCH_BACKFILL_SETTLE = timedelta(hours=1)
+_BATCH_GET_KEYS = 100  # BatchGetItem's limit
+_UNPROCESSED_ROUNDS = 5
 
 
 class TaskTokenRecord(BaseModel):
@@ -471,20 +474,37 @@ class StateStore:
         """The items of `kind` the table holds now, found through the sparse watch index.
 
         The index (KEYS_ONLY, a paginated Query) is eventually consistent: it may still list an item
-        just deleted or replaced, or not yet one just written. So each item is read again by key with
-        ConsistentRead, and what the reconciler acts on is what the table holds at that moment, as
-        with the Scan this replaces; an entry whose item is gone is skipped."""
+        just deleted or replaced, or not yet one just written. So the listed items are read again by key
+        with ConsistentRead (BatchGetItem, 100 keys a request), and what the reconciler acts on is what the
+        table holds at that moment, as with the Scan this replaces; an entry whose item is gone is skipped."""
         kwargs: dict[str, Any] = {"IndexName": STATE_WATCH_INDEX,
                                   "KeyConditionExpression": Key(WATCH_ATTRIBUTE).eq(kind)}
         while True:
             page = call("Query", lambda: self._table.query(**kwargs))
-            for entry in page.get("Items", []):
-                item = self._get(str(entry["pk"]), str(entry["sk"]))
-                if item is not None and item.get(WATCH_ATTRIBUTE) == kind:
-                    yield item
+            keys = [(str(entry["pk"]), str(entry["sk"])) for entry in page.get("Items", [])]
+            for start in range(0, len(keys), _BATCH_GET_KEYS):
+                found = self._batch_get(keys[start:start + _BATCH_GET_KEYS])
+                yield from (found[key] for key in keys[start:start + _BATCH_GET_KEYS]
+                            if key in found and found[key].get(WATCH_ATTRIBUTE) == kind)
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _batch_get(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The items of at most 100 keys that exist, read with ConsistentRead; keys DynamoDB leaves
+        unprocessed (throttling) are asked again, a bounded number of times."""
+        client, name = self._table.meta.client, self._table.name
+        request: dict[str, Any] = {name: {"Keys": [{"pk": pk, "sk": sk} for pk, sk in keys], "ConsistentRead": True}}
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for attempt in range(_UNPROCESSED_ROUNDS):
+            response = call("BatchGetItem", lambda r=request: client.batch_get_item(RequestItems=r))  # type: ignore[misc]
+            found |= {(str(item["pk"]), str(item["sk"])): item for item in response.get("Responses", {}).get(name, [])}
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                return found
+            time.sleep(min(0.05 * 2 ** attempt, 1.0))
+        raise TransientError(f"DynamoDB BatchGetItem: {sum(len(r['Keys']) for r in request.values())} watched "
+                             f"item(s) still unprocessed after {_UNPROCESSED_ROUNDS} rounds")
 
     def index_unindexed_watched_items(self, now: datetime) -> int:
         """Give `watch` to the token and left-rollback items written before the watch index (one Scan per

@@ -6,9 +6,9 @@ One moto state table (created from guard.stores.schema, as the rehearsal creates
 items of the kinds a large rollout writes (cluster slices, precheck reports, verdicts, ~400 B each) and
 `--tokens` MR task tokens. Per run, the same listing both ways: the previous code's Scan filtered on
 `sk = TOKEN` (ConsistentRead, paginated), and `StateStore.list_task_tokens` (a Query of the sparse
-watch index, then a consistent BatchGetItem of the listed keys). Prints the median time and how many items each
-read: the Scan reads (and DynamoDB bills) every item of the table, the index only the tokens.
-Figures: docs/scale.md ("The reconciler's watch index").
+watch index, then a consistent BatchGetItem of the listed keys). Prints the median time and how many
+items each read: the Scan reads (and DynamoDB bills) every item of the table, the index only the tokens.
+Figures: docs/scale.md ("Where the rehearsal's time went at 500 and 5,000 clusters, and what was fixed").
 """
 
 from __future__ import annotations

@@ -203,7 +203,7 @@ def _grant_registry(table: dynamodb.ITable, role: iam.IRole, access: TableAccess
 
 # The state table's item actions, on the table itself: CDK's grant_read_data would add `<table>/index/*`
 # to every function once the table has an index, and only the reconciler lists the watch index.
-STATE_READS = ("dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:GetItem", "dynamodb:Scan",
+STATE_READS = ("dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:GetItem",
                "dynamodb:ConditionCheckItem", "dynamodb:DescribeTable")
 STATE_WRITES = ("dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
 
@@ -213,6 +213,10 @@ def _grant_state(table: dynamodb.ITable, role: iam.IRole, access: TableAccess, *
     if access == "none":
         return
     actions = [*STATE_READS, *(STATE_WRITES if access == "read_write" else ())]
+    if watch_index:
+        # The reconciler's pass indexes token items written before the watch index (a Scan for
+        # items without `watch`, until its marker says done); no other function reads the whole table.
+        actions.append("dynamodb:Scan")
     role.add_to_principal_policy(iam.PolicyStatement(actions=actions, resources=[table.table_arn]))
     if watch_index:
         role.add_to_principal_policy(iam.PolicyStatement(

@@ -101,3 +101,15 @@ def test_only_a_function_that_lists_watched_items_may_query_the_watch_index(alph
 def test_the_reconciler_is_the_one_function_that_lists_watched_items() -> None:
     # GIVEN the code of every function WHEN scanned for the listings THEN only Reconcile's calls one
     assert [s.id for s in FUNCTIONS if calls(s.handler, WATCH_LISTINGS)] == ["Reconcile"]
+
+
+@pytest.mark.parametrize("spec", FUNCTIONS, ids=[s.id for s in FUNCTIONS])
+def test_only_the_reconciler_may_scan_the_state_table(alpha: Template, spec: Any) -> None:
+    # GIVEN whether the function's code indexes the items written before the watch index (a Scan)
+    scans = bool(calls(spec.handler, {"index_unindexed_watched_items"}))
+    # WHEN the actions its role may take on the state table are read
+    state = _table_id(alpha, TABLES["state"])
+    actions = {a for s in _role_statements(alpha, spec.id) if state in str(s["Resource"]) for a in _actions(s)}
+    # THEN it may Scan the table exactly when its code does: the reconciler (every other read is by key)
+    assert ("dynamodb:Scan" in actions) == scans, (spec.id, sorted(actions))
+    assert ("dynamodb:Scan" in actions) == (spec.id == "Reconcile")

@@ -12,6 +12,7 @@ import pytest
 from guard.executions import execution_history
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
+from guard.vocabulary.stages import Stage
 
 from sandbox.world import LocalWorld
 
@@ -91,6 +92,10 @@ def test_a_rollback_waiting_on_its_mr_with_version_1_records_is_verified_on_toda
     mrs = world.wait_until(lambda: world.gitlab.merge_requests(PROJECT)[1:], what="the rollback MR")
     rollback = mrs[0]
     world.wait_until(lambda: state.get_task_token(rollback["web_url"]), what="the rollback's task token")
+    # The token is stored as the MR opens, the rollback record and the run's stage after it: rewrite
+    # them once the last of those writes is in, or the rewrite races them.
+    world.wait_until(lambda: state.get_run(run_id).stage == Stage.WAITING_FOR_ROLLBACK_MERGE,
+                     what="the rollback record and the run's stage")
     _as_version_1(table, {"pk": f"RUN#{run_id}", "sk": "META"}, stage="waiting_for_rollback_merge")
     _as_version_1(table, {"pk": f"RUN#{run_id}", "sk": "ROLLBACK"}, status="waiting_for_merge")
     _as_version_1(table, {"pk": f"MR#{rollback['web_url']}", "sk": "TOKEN"}, kind="rollback")

@@ -558,17 +558,10 @@ class DatadogSimulator(LoopbackServer):
 
     def _search_groups(self, query: dict[str, list[str]]) -> tuple[int, dict[str, str], Any]:
         """`GET /api/v1/monitor/groups/search`: `group_status:<state>` terms only (others refused)."""
-        statuses: set[str] = set()
-        for term in (query.get("query", [""])[0]).split():
-            key, _, value = term.partition(":")
-            if key != "group_status" or not value:
-                return 400, {}, {"errors": [f"simulator supports only group_status:<state> terms, not {term!r}"]}
-            statuses.add(value.strip('"').lower())
-        try:
-            page = int(query.get("page", ["0"])[0])
-            per_page = int(query.get("per_page", ["30"])[0])
-        except ValueError:
-            return 400, {}, {"errors": ["page and per_page must be integers"]}
+        parsed = _search_query(query, "group_status")
+        if isinstance(parsed, str):
+            return 400, {}, {"errors": [parsed]}
+        statuses, page, per_page = parsed
         with self._lock:
             monitors = sorted(self._monitors.values(), key=lambda m: m.id)
         groups = [
@@ -597,17 +590,10 @@ class DatadogSimulator(LoopbackServer):
 
     def _search_monitors(self, query: dict[str, list[str]]) -> tuple[int, dict[str, str], Any]:
         """`GET /api/v1/monitor/search`: `status:<state>` terms only (others refused), paged, worst first."""
-        statuses: set[str] = set()
-        for term in (query.get("query", [""])[0]).split():
-            key, _, value = term.partition(":")
-            if key != "status" or not value:
-                return 400, {}, {"errors": [f"simulator supports only status:<state> terms, not {term!r}"]}
-            statuses.add(value.strip('"').lower())
-        try:
-            page = int(query.get("page", ["0"])[0])
-            per_page = int(query.get("per_page", ["30"])[0])
-        except ValueError:
-            return 400, {}, {"errors": ["page and per_page must be integers"]}
+        parsed = _search_query(query, "status")
+        if isinstance(parsed, str):
+            return 400, {}, {"errors": [parsed]}
+        statuses, page, per_page = parsed
         with self._lock:
             monitors = sorted(self._monitors.values(), key=lambda m: m.id)
         found = [m for m in monitors if not statuses or m.overall_state.lower() in statuses]
@@ -800,3 +786,18 @@ def _handler_for(sim: DatadogSimulator) -> type[BaseHTTPRequestHandler]:
             pass  # tests read `sim.requests`, not stderr
 
     return Handler
+
+
+def _search_query(query: dict[str, list[str]], key: str) -> tuple[set[str], int, int] | str:
+    """A monitor search's `<key>:<state>` terms (lower-cased), page and per_page; or why it is refused
+    (the simulator knows no other term)."""
+    statuses: set[str] = set()
+    for term in (query.get("query", [""])[0]).split():
+        name, _, value = term.partition(":")
+        if name != key or not value:
+            return f"simulator supports only {key}:<state> terms, not {term!r}"
+        statuses.add(value.strip('"').lower())
+    try:
+        return statuses, int(query.get("page", ["0"])[0]), int(query.get("per_page", ["30"])[0])
+    except ValueError:
+        return "page and per_page must be integers"

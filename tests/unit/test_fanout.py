@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from guard.core.run import ExecutionInput, RunRecord
+from guard.core.run import MAX_CHUNKS, ExecutionInput, RunRecord, chunk_size_for
 from guard.errors import InvalidInput, PrecheckFailed, RateLimited, TransientError
 from guard.retry import lambda_budget, seconds_left
 from guard.services.fanout import ClusterOutcome, chunk_error, for_each_cluster
@@ -30,6 +30,17 @@ def test_every_cluster_is_in_exactly_one_chunk_in_run_order(clusters: int, size:
     assert run.chunk_count() == chunks
     assert [c for i in range(chunks) for c in run.chunk(i)] == run.clusters
     assert all(len(run.chunk(i)) <= size for i in range(chunks))
+
+
+@pytest.mark.parametrize(("clusters", "configured", "size"), [(2_000, 25, 25), (2_000, 1, 4), (20_000, 25, 40),
+                                                             (12_501, 25, 26), (0, 25, 25), (3, 1, 1)])
+def test_the_chunk_size_is_the_configured_one_raised_only_past_the_chunk_bound(clusters: int, configured: int,
+                                                                              size: int) -> None:
+    # GIVEN a batch of `clusters` and the configured chunk size WHEN the run's chunk size is chosen
+    chosen = chunk_size_for(clusters, configured)
+    # THEN it is `size`, which leaves at most MAX_CHUNKS chunks
+    assert chosen == size
+    assert -(-clusters // chosen) <= MAX_CHUNKS
 
 
 @pytest.mark.parametrize("index", [-1, 3, "0", True, None])

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster, UpgradeRecord
-from guard.core.run import ManualRollbackInput, Plan
+from guard.core.run import MAX_CHUNKS, ManualRollbackInput, Plan
 from guard.digest import FIRST
 from guard.services.plan import BatchPlanner, parse_input
 from guard.stores.failure import FailureStore
@@ -42,8 +42,8 @@ def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
                             "guard-state")
 
 
-def planner(tables: Any, clusters: list[str], *,
-            upgraded: bool = False) -> tuple[BatchPlanner, StateStore, FailureStore]:
+def planner(tables: Any, clusters: list[str], *, upgraded: bool = False,
+            execution: dict[str, Any] | None = None) -> tuple[BatchPlanner, StateStore, FailureStore]:
     """A planner for one batch `fleet` of these clusters, registered at 1.19.3 (or, `upgraded`, at 1.20.0 by a
     succeeded run `run-earlier`, so that a manual rollback has something to undo)."""
     registry_table, state_table = tables
@@ -56,7 +56,8 @@ def planner(tables: Any, clusters: list[str], *,
             registry.record_upgrade(cluster_id, UpgradeRecord(run_id="run-earlier", from_version="1.19.3",
                                                               to_version="1.20.0", outcome="succeeded",
                                                               at=datetime(2024, 5, 1, tzinfo=UTC)), "1.20.0")
-    config = TenantConfig.model_validate({"batches": [{"name": "fleet", "clusters": clusters}]})
+    config = TenantConfig.model_validate({"batches": [{"name": "fleet", "clusters": clusters}],
+                                          "execution": execution or {}})
     failures = FailureStore(state_table)
     return BatchPlanner(config, registry, state, FakeClock(NOW), failures=failures), state, failures
 
@@ -93,6 +94,28 @@ def test_the_plan_grows_only_by_its_chunk_numbers(tables):
 
     # THEN forty times the clusters add 78 chunk numbers and digits, not the clusters: a few hundred bytes
     assert size(plan_2000) - size(plan_50) < 400, (size(plan_50), size(plan_2000))
+
+
+def test_a_small_chunk_size_on_a_large_batch_is_raised_to_keep_the_history_within_its_limit(tables):
+    # GIVEN a batch of 2,000 clusters and a config asking for one cluster a chunk (2,000 chunks a stage, 7 history
+    # events each, three stages: past Step Functions' 25,000 events)
+    clusters = names(2_000, 24)
+    plan_of, state, _ = planner(tables, clusters, execution={"cluster_chunk_size": 1})
+
+    # WHEN it is planned
+    plan = plan_of.plan(parse_input({"batch": "fleet", "target_version": "1.20.0"}), "run-1", "arn:exec:run-1")
+
+    # THEN the run has MAX_CHUNKS chunks of 4 clusters, recorded in the run, and every cluster is in exactly one
+    run = state.get_run("run-1")
+    assert (len(plan.chunks), run.cluster_chunk_size) == (MAX_CHUNKS, 4)
+    assert [c for chunk in plan.chunks for c in run.chunk(chunk)] == clusters
+
+
+def test_a_chunk_size_that_keeps_within_the_bound_is_used_as_configured(tables):
+    # GIVEN 120 clusters and 7 a chunk WHEN planned THEN the run keeps 7 a chunk: 18 chunks
+    plan_of, state, _ = planner(tables, names(120, 24), execution={"cluster_chunk_size": 7})
+    plan = plan_of.plan(parse_input({"batch": "fleet", "target_version": "1.20.0"}), "run-1", "arn:exec:run-1")
+    assert (len(plan.chunks), state.get_run("run-1").cluster_chunk_size) == (18, 7)
 
 
 def test_a_manual_rollback_plan_of_2000_clusters_names_the_first_and_the_rollback_record_keeps_all(tables):

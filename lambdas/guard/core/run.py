@@ -22,6 +22,17 @@ PLAN_SCHEMA_VERSION = 2
 RUN_SCHEMA_VERSION = 2
 # Clusters per chunk when a record says nothing (`execution.cluster_chunk_size`'s default).
 DEFAULT_CHUNK_SIZE = 25
+# At most this many chunks per per-cluster stage. Each chunk costs 7 history events a stage and a run has
+# up to three such stages (Prechecks, Validate, one revalidation): 500 chunks is 10,500 events, which
+# leaves the rest of the 25,000-event history to the polls, retries and rollback (docs/scale.md).
+MAX_CHUNKS = 500
+
+
+def chunk_size_for(cluster_count: int, configured: int) -> int:
+    """Clusters per chunk for a run of `cluster_count` clusters: `configured`, raised just enough that the
+    run has at most MAX_CHUNKS chunks (a small `execution.cluster_chunk_size` on a large batch would
+    otherwise pass Step Functions' 25,000-event history limit)."""
+    return max(configured, -(-cluster_count // MAX_CHUNKS), 1)
 
 
 # Bounds on what an execution input may carry: a batch name is a config name (63 characters in the

@@ -25,7 +25,7 @@ from guard.config.overrides import batch_overrides, refuse_loosening
 from guard.config.registry_policy import refuse_untrusted
 from guard.core.models import Cluster, UpgradeRecord
 from guard.core.quote import json_type, quoted
-from guard.core.run import ExecutionInput, ManualRollbackInput, Plan, RunRecord
+from guard.core.run import ExecutionInput, ManualRollbackInput, Plan, RunRecord, chunk_size_for
 from guard.core.version import Version, upgrade_problem
 from guard.digest import FIRST, bounded, names_digest
 from guard.errors import (
@@ -239,7 +239,7 @@ class BatchPlanner:
                 started_at=now,
                 registry_notes=notes,
                 overrides=overrides,
-                cluster_chunk_size=config.execution.cluster_chunk_size,
+                cluster_chunk_size=chunk_size_for(len(batch.clusters), config.execution.cluster_chunk_size),
             )
             try:
                 self._state.put_run(run)

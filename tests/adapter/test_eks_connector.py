@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
-from guard.adapters.eks_connector import EksConnector, eks_token
+from guard.adapters.eks_connector import _CLIENTS, EksConnector, eks_token
 from guard.core.models import Cluster
 from guard.errors import ConfigError, ExternalServiceError
 from moto import mock_aws
@@ -40,6 +40,26 @@ def decode_token(token: str) -> tuple[str, dict[str, str]]:
     encoded = token.removeprefix("k8s-aws-v1.")
     url = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
     return url, {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def test_one_session_signs_every_clusters_token_with_one_sts_client_each_for_its_own_cluster() -> None:
+    # GIVEN the Lambda's own session (plain credentials; presigning is local)
+    session = boto3.session.Session(
+        aws_access_key_id="ASIAGUARDTEST0000000", aws_secret_access_key="secret", region_name=REGION
+    )
+
+    # WHEN tokens are signed for two clusters, one of them twice
+    first, again, other = (eks_token(session, name, REGION) for name in ("eks-a", "eks-a", "eks-b"))
+
+    # THEN the session made one STS client for the region, not one a token
+    assert list(_CLIENTS[session]) == [("sts", REGION)]
+    # AND each token's signature covers its own cluster's header: the clusters' signatures differ
+    signatures = [decode_token(t)[1] for t in (first, again, other)]
+    assert all("x-k8s-aws-id" in q["X-Amz-SignedHeaders"] for q in signatures)
+    if signatures[0]["X-Amz-Date"] == signatures[2]["X-Amz-Date"]:
+        assert signatures[0]["X-Amz-Signature"] != signatures[2]["X-Amz-Signature"]
+    if signatures[0]["X-Amz-Date"] == signatures[1]["X-Amz-Date"]:
+        assert signatures[0]["X-Amz-Signature"] == signatures[1]["X-Amz-Signature"]
 
 
 @pytest.fixture

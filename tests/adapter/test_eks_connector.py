@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
-from guard.adapters.eks_connector import _CLIENTS, EksConnector, eks_token
+from guard.adapters.eks_connector import _CLIENTS, EksConnector, _client, eks_token
 from guard.core.models import Cluster
 from guard.errors import ConfigError, ExternalServiceError
 from moto import mock_aws
@@ -52,7 +52,7 @@ def test_one_session_signs_every_clusters_token_with_one_sts_client_each_for_its
     first, again, other = (eks_token(session, name, REGION) for name in ("eks-a", "eks-a", "eks-b"))
 
     # THEN the session made one STS client for the region, not one a token
-    assert list(_CLIENTS[session]) == [("sts", REGION)]
+    assert [key[:2] for key in _CLIENTS[session]] == [("sts", REGION)]
     # AND each token's signature covers its own cluster's header: the clusters' signatures differ
     signatures = [decode_token(t)[1] for t in (first, again, other)]
     assert all("x-k8s-aws-id" in q["X-Amz-SignedHeaders"] for q in signatures)
@@ -60,6 +60,19 @@ def test_one_session_signs_every_clusters_token_with_one_sts_client_each_for_its
         assert signatures[0]["X-Amz-Signature"] != signatures[2]["X-Amz-Signature"]
     if signatures[0]["X-Amz-Date"] == signatures[1]["X-Amz-Date"]:
         assert signatures[0]["X-Amz-Signature"] == signatures[1]["X-Amz-Signature"]
+
+
+def test_a_kept_client_is_not_served_after_the_endpoint_moved(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a session whose EKS client was made while AWS_ENDPOINT_URL named one emulator
+    session = boto3.session.Session(aws_access_key_id="A", aws_secret_access_key="s", region_name=REGION)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4001")
+    before = _client(session, "eks", REGION)
+    # WHEN the endpoint moves (the rehearsal starts another emulator in the same process)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4002")
+    after = _client(session, "eks", REGION)
+    # THEN the client asked for now reaches the new endpoint, and asking again gives the same one
+    assert (before.meta.endpoint_url, after.meta.endpoint_url) == ("http://127.0.0.1:4001", "http://127.0.0.1:4002")
+    assert _client(session, "eks", REGION) is after
 
 
 @pytest.fixture

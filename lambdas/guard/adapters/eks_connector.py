@@ -11,6 +11,7 @@ import base64
 import functools
 import ipaddress
 import logging
+import os
 import re
 import threading
 import time
@@ -74,15 +75,19 @@ _CLIENT_CREATION = threading.Lock()
 # STS for each token): Plan and Finish connect to every cluster of the batch in one invocation. The
 # Lambda's own session keeps one STS and one EKS client per region; an assumed role's session (one
 # per cluster) is dropped with its clients when its connection is.
-_CLIENTS: weakref.WeakKeyDictionary[boto3.session.Session, dict[tuple[str, str], Any]] = weakref.WeakKeyDictionary()
+# A client keeps the endpoint it was made with: the key holds the endpoint variables botocore reads, so
+# the rehearsal's emulator address (which changes between runs in one process) never gets a stale one.
+_CLIENTS: weakref.WeakKeyDictionary[boto3.session.Session, dict[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
 
 
 def _client(session: boto3.session.Session, service: str, region: str) -> Any:
+    key = (service, region, os.environ.get("AWS_ENDPOINT_URL", ""),
+           os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}", ""))
     with _CLIENT_CREATION:
         made = _CLIENTS.setdefault(session, {})
-        if (service, region) not in made:
-            made[service, region] = session.client(service, region_name=region)
-        return made[service, region]
+        if key not in made:
+            made[key] = session.client(service, region_name=region)
+        return made[key]
 
 
 def eks_token(session: boto3.session.Session, cluster_name: str, region: str) -> str:

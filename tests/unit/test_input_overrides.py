@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from guard.config import load_config
 from guard.config.models import TenantConfig
-from guard.config.overrides import batch_overrides, refuse_loosening, rollout_overrides
+from guard.config.overrides import batch_overrides, refuse_loosening, refuse_past_vendor_caps, rollout_overrides
 from guard.core.run import ExecutionInput, RunRecord
 from guard.errors import InvalidInput
 from guard.rollout.models import RolloutInput
@@ -89,6 +89,21 @@ def test_a_stricter_rollout_input_is_accepted() -> None:
     assert refuse_loosening(rollout_overrides(RolloutInput(target_version="1.20.0", max_concurrent_batches=1), cfg),
                             cfg, "rollout input") == [
         "`max_concurrent_batches`: 1 (config: execution.max_concurrent_batches 3)"]
+
+
+def test_more_batches_at_once_than_the_vendor_caps_are_shared_for_is_refused_even_when_allowed() -> None:
+    # GIVEN a config that lets inputs raise max_concurrent_batches (3) and caps Datadog at 36 calls at once
+    cfg = example(allowed_overrides=["max_concurrent_batches"])
+    cfg.execution.vendor_concurrency.datadog = 36
+    rollout = RolloutInput(target_version="1.20.0", max_concurrent_batches=6)
+    refuse_loosening(rollout_overrides(rollout, cfg), cfg, "rollout input")  # the override itself is allowed
+    # WHEN the rollout asks for 6 batches at once THEN it is refused: each Lambda's share was cut for 3
+    with pytest.raises(InvalidInput, match=r"max_concurrent_batches 6 is more than execution.max_concurrent_batches "
+                                           r"3, which execution.vendor_concurrency \(datadog 36\)"):
+        refuse_past_vendor_caps(rollout, cfg)
+    # AND as many or fewer batches are fine, and so is any number when no vendor is capped
+    refuse_past_vendor_caps(RolloutInput(target_version="1.20.0", max_concurrent_batches=3), cfg)
+    refuse_past_vendor_caps(rollout, example(allowed_overrides=["max_concurrent_batches"]))
 
 
 def run(**fields: Any) -> RunRecord:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from guard.config.models import OverrideName, TenantConfig
+from guard.config.models import VENDORS, OverrideName, TenantConfig
 from guard.core.run import ExecutionInput
 from guard.errors import InvalidInput
 from guard.rollout.models import RolloutInput
@@ -105,3 +105,24 @@ def refuse_loosening(overrides: list[Override], config: TenantConfig, what: str)
         raise InvalidInput(f"{what}: {lines}. An execution input may only make a run stricter; a deployer may "
                            f"allow it by adding {names} to {ALLOWED_KEY}")
     return [o.line() for o in overrides]
+
+
+def refuse_past_vendor_caps(request: RolloutInput, config: TenantConfig) -> None:
+    """InvalidInput when a rollout would run more batches at once than the vendor caps are shared for.
+
+    Each Lambda takes `vendor_concurrency.<vendor> // (max_concurrent_chunks x max_concurrent_batches)` of
+    a vendor's calls, from the config (ExecutionConfig.vendor_slots): a rollout running more batches at
+    once than the config says would make more calls than the cap, even where `allowed_overrides` lets
+    the input loosen `max_concurrent_batches`.
+    """
+    most = config.execution.max_concurrent_batches
+    wanted = request.max_concurrent_batches
+    capped = [v for v in VENDORS if getattr(config.execution.vendor_concurrency, v) is not None]
+    if wanted is None or wanted <= most or not capped:
+        return
+    caps = ", ".join(f"{v} {getattr(config.execution.vendor_concurrency, v)}" for v in capped)
+    raise InvalidInput(
+        f"rollout input: max_concurrent_batches {wanted} is more than execution.max_concurrent_batches {most}, "
+        f"which execution.vendor_concurrency ({caps}) is shared across: {wanted} batches at once would make "
+        f"up to {wanted / most:.1f} times the capped calls. Raise execution.max_concurrent_batches in the config "
+        "(the shares follow) or run this rollout with at most that many")

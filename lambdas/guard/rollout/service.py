@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from guard.config.models import TenantConfig
-from guard.config.overrides import refuse_loosening, rollout_overrides
+from guard.config.overrides import refuse_loosening, refuse_past_vendor_caps, rollout_overrides
 from guard.errors import (
     ConfigError,
     InvalidInput,
@@ -72,6 +72,7 @@ class RolloutService:
         config = self._config
         # Refused before anything is recorded; the batches' Plans check their own inputs again.
         refuse_loosening(rollout_overrides(request, config), config, "rollout input")
+        refuse_past_vendor_caps(request, config)
         names = [b.name for b in config.batches]
         selected = None if request.batches == "all" else request.batches
         try:

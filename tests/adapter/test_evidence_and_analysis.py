@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from guard.adapters.kubernetes_api import KubernetesApi, KubernetesEvidence
 from guard.core.models import Cluster
+from guard.core.run import ClusterVerdict, VerdictOutcome
 from guard.errors import TransientError
 from guard.llm.factory import build_analyst
 from guard.redact import redact
@@ -162,6 +163,47 @@ def test_evidence_of_the_failing_cluster_has_numbers_pods_events_and_istiod_log(
     assert "/api/v1/namespaces/istio-system/pods/istiod-7d9f-b/log" in asked
     assert "/api/v1/namespaces/payments/events" in asked
     assert c.istiod_log == LOG
+
+
+class CountingConnector(StubConnector):
+    def __init__(self, stub: KubeStub) -> None:
+        super().__init__(stub)
+        self.connected: list[str] = []
+
+    def connect(self, cluster: Cluster) -> KubernetesEvidence:
+        self.connected.append(cluster.cluster_id)
+        return super().connect(cluster)
+
+
+def test_with_many_failing_clusters_only_the_shown_ones_are_read_from_their_clusters(world, stub):
+    # GIVEN 60 more clusters in the run, every one failing validation: 55 on latency, 5 inconclusive
+    run = world.run()
+    extra = [f"eks-prod-x{i:02d}" for i in range(60)]
+    for i, c in enumerate(extra):
+        world.registry.put(world.registry.get("eks-prod-1").model_copy(update={"cluster_id": c}))
+        failing = world.state.get_verdict(RUN_ID, "eks-prod-1")
+        world.state.put_verdict(run, failing.model_copy(update={"cluster_id": c}) if i % 12 else ClusterVerdict(
+            cluster_id=c, outcome=VerdictOutcome.INCONCLUSIVE))
+    world.state.put_run(run.model_copy(update={"clusters": [*run.clusters, *extra]}))
+    connector = CountingConnector(stub)
+
+    # WHEN the evidence is collected for a report that details the first 20 and an analysis that samples 20
+    evidence = EvidenceService(world.config, world.registry, world.state, connector, world.clock).collect(
+        RUN_ID, sample=20, first=20)
+
+    # THEN every failing cluster is in it, in the run's order, with what the state table holds
+    assert [c.cluster_id for c in evidence.clusters] == ["eks-prod-1", *extra]
+    assert all(c.violations for c in evidence.clusters if c.outcome == "fail")
+    # AND only the first 20 and the sample (which holds the inconclusive kind too) were read, each once
+    sampled = {c.cluster_id for c in evidence.sample(20).clusters}
+    first = {c.cluster_id for c in evidence.clusters[:20]}
+    assert sorted(connector.connected) == sorted(first | sampled)
+    assert any(c in sampled for c in extra[::12]) and len(connector.connected) < 40
+    # AND a cluster read has its pods, one not read says why it has none
+    by_id = {c.cluster_id: c for c in evidence.clusters}
+    assert all(by_id[c].pods for c in connector.connected)
+    unread = next(c for c in evidence.clusters if c.cluster_id not in connector.connected)
+    assert unread.pods == [] and any("read for" in n and "of the 61 failing clusters only" in n for n in unread.notes)
 
 
 def test_analysis_task_stores_evidence_and_a_validated_analysis(world, stub):

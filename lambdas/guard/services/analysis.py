@@ -21,6 +21,7 @@ from guard.outbound import untrusted_block, untrusted_inline
 from guard.ports import Clock, FailureAnalyst
 from guard.redact import redact
 from guard.services.evidence import EvidenceService
+from guard.services.failure_report import DETAILED
 from guard.stores.failure import AnalysisRecord, FailureStore
 from guard.stores.state import StateStore
 
@@ -65,7 +66,8 @@ class AnalysisService:
 
     def analyze(self, run_id: str, enable_llm_analysis: bool | None = None) -> AnalysisOutcome:
         run = self._state.get_run(run_id)
-        collected = self._evidence.collect(run_id)
+        # The clusters are read for what is shown: the failure report's detailed ones and the LLM's sample.
+        collected = self._evidence.collect(run_id, sample=ANALYSIS_SAMPLE, first=DETAILED)
         self._failures.put_evidence(collected, self._clock.now())
         verdict = "fail" if any(c.outcome == VerdictOutcome.FAIL for c in collected.clusters) else "inconclusive"
         wanted = enable_llm_analysis if enable_llm_analysis is not None else run.options.enable_llm_analysis

@@ -16,6 +16,7 @@ from guard.core.models import Cluster
 from guard.core.run import ClusterVerdict, MetricSummary, RunRecord, VerdictOutcome
 from guard.errors import GuardError
 from guard.ports import Clock, EvidenceConnector
+from guard.services.fanout import for_each_cluster
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
@@ -62,16 +63,45 @@ class EvidenceService:
         self._connector = connector
         self._clock = clock
 
-    def collect(self, run_id: str, cluster_ids: list[str] | None = None) -> FailureEvidence:
+    def collect(self, run_id: str, cluster_ids: list[str] | None = None, *, sample: int | None = None,
+                first: int = 0) -> FailureEvidence:
+        """The evidence of `cluster_ids` (default: the run's failing clusters), in the run's order.
+
+        Every cluster's verdict and series come from the state table. The clusters themselves are read
+        for every cluster when `sample` is None; otherwise only for the first `first` and for
+        `FailureEvidence.sample(sample)`'s clusters (what a failure report shows in full and what the
+        analysis reads), `max_concurrent_clusters` at a time, and the others say so in `notes`: with
+        hundreds of failing clusters, reading each one's pods, events and istiod log one after another
+        would outlast the Lambda's timeout, for details nobody reads."""
         run = self._state.get_run(run_id)
         targets = cluster_ids or failing_clusters(self._state, run)
         clusters = self._registry.get_many(targets)
         evidence = FailureEvidence(run_id=run_id, batch=run.batch, target_version=run.target_version)
         for cluster_id in targets:
-            evidence.clusters.append(self._cluster(run, cluster_id, clusters.get(cluster_id)))
+            evidence.clusters.append(self._recorded(run, cluster_id, clusters.get(cluster_id)))
+        if self._connector is None:
+            return evidence
+        found = {c.cluster_id: c for c in evidence.clusters}
+        readable = [c for c in targets if c in clusters]
+        wanted = set(readable)
+        if sample is not None:
+            sampled = {c.cluster_id for c in evidence.sample(sample).clusters}
+            wanted = set(readable[:first]) | (sampled & wanted)
+        read = [c for c in readable if c in wanted]  # the run's order, each once
+        for outcome in for_each_cluster(read, lambda c: self._kubernetes(found[c], clusters[c]),
+                                        max_workers=self._config.execution.max_concurrent_clusters):
+            if outcome.error is not None:
+                found[outcome.cluster_id].notes.append(
+                    f"Kubernetes evidence unavailable: {type(outcome.error).__name__}: {outcome.error}")
+        for cluster_id in readable:
+            if cluster_id not in wanted:
+                found[cluster_id].notes.append(
+                    f"Kubernetes evidence read for {len(read)} of the {len(targets)} failing clusters only "
+                    "(the first ones and the analysis sample)")
         return evidence
 
-    def _cluster(self, run: RunRecord, cluster_id: str, cluster: Cluster | None) -> ClusterEvidence:
+    def _recorded(self, run: RunRecord, cluster_id: str, cluster: Cluster | None) -> ClusterEvidence:
+        """What the state table holds about the cluster: its verdict, violations and series."""
         verdict = self._state.get_verdict(run.run_id, cluster_id)
         precheck = self._state.get_precheck(run.run_id, cluster_id)
         found = ClusterEvidence(cluster_id=cluster_id, outcome=verdict.outcome.value if verdict else "unknown",
@@ -87,8 +117,6 @@ class EvidenceService:
             found.notes.append("no validation verdict was recorded for this cluster")
         if cluster is None:
             found.notes.append("cluster is not in the registry; no Kubernetes evidence")
-        elif self._connector is not None:
-            self._kubernetes(found, cluster)
         return found
 
     def _kubernetes(self, found: ClusterEvidence, cluster: Cluster) -> None:

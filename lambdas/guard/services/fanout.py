@@ -24,6 +24,12 @@ from typing import Generic, TypeVar
 from guard.errors import RateLimited, TransientError
 from guard.redact import redact
 
+# Clusters read at once by a task that reads every cluster of a batch (Plan's and Finish's observation, each
+# poll of Flux, the sidecar waves and the rollback). Each read waits on another cluster's API server (one
+# connection each), so the bound is the Lambda's threads, not any one server: one after another, at ~0.4 s a
+# cluster on EKS (connect, then 2-4 requests), a 120 s poll could read ~300 clusters; 32 at once, ~9,000.
+CLUSTER_READERS = 32
+
 T = TypeVar("T")
 
 

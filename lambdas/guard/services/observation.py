@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from guard.core.models import Cluster, UpgradeRecord
 from guard.ports import Clock, ClusterConnector, KubernetesCluster
+from guard.services.fanout import CLUSTER_READERS
 from guard.services.versions import ObservedVersion, VersionReader
 from guard.stores.registry import ClusterRegistry
 from guard.vocabulary.outcomes import OBSERVED
@@ -26,10 +27,9 @@ from guard.vocabulary.outcomes import OBSERVED
 # How a run record's notes say when the clusters were observed (`RunRecord.registry_notes`).
 AT_PLAN, AT_END = "at plan", "at the end"
 MAX_NOTES = 50  # lines a run record keeps: a record stays small whatever the batch's size
-# Clusters read at once. Each read waits on another cluster's API server (one connection each), so
-# the bound is the Lambda's threads, not any one server: at 8, Plan's observation of a 2,000-cluster
+# Clusters read at once (guard.services.fanout.CLUSTER_READERS): at 8, Plan's observation of a 2,000-cluster
 # batch at ~0.4 s a cluster needed ~100 s of its 120 s (a rehearsal of 2,000 clusters: 95 s).
-MAX_WORKERS = 32
+MAX_WORKERS = CLUSTER_READERS
 _PROBLEM_MAX = 300  # characters of one cluster's problem in a note (notes live in the run record)
 
 

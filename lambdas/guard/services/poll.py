@@ -22,6 +22,7 @@ from guard.digest import bounded
 from guard.errors import GuardError
 from guard.ports import Clock, ClusterConnector
 from guard.retry import is_transient
+from guard.services.fanout import CLUSTER_READERS, ClusterOutcome, for_each_cluster
 from guard.stores.registry import ClusterRegistry
 from guard.stores.state import StateStore
 
@@ -68,26 +69,35 @@ class Poll:
 
     def check(self, deadline: str | None, minutes: float, clusters: Mapping[str, Cluster | None],
               read: ReadOne) -> PollResult:
-        """Read every cluster once; an unreachable or unregistered cluster is "still waiting"."""
+        """Read every cluster once, CLUSTER_READERS at a time; an unreachable or unregistered cluster is
+        "still waiting". A cluster whose read raises anything else (a GuardError that waiting cannot help,
+        or a crash) ends the poll with that error, the first in the clusters' order; the clusters not
+        started by then are left unread."""
         now = self._clock.now()
         due = poll_deadline(deadline, now, minutes)
+        registered = {c: cluster for c, cluster in clusters.items() if cluster is not None}
+
+        def ends_the_poll(outcome: ClusterOutcome[list[str]]) -> bool:
+            return outcome.error is not None and not (isinstance(outcome.error, GuardError)
+                                                      and is_transient(outcome.error))
+
+        outcomes = {o.cluster_id: o for o in for_each_cluster(
+            list(registered), lambda c: read(c, registered[c]), max_workers=CLUSTER_READERS, stop=ends_the_poll)}
+        ending = next((o.error for o in outcomes.values() if ends_the_poll(o)), None)
+        if ending is not None:
+            raise ending
         waiting: list[str] = []
         kinds: list[str] = []
-        for cluster_id, cluster in clusters.items():
-            if cluster is None:
+        for cluster_id in clusters:
+            outcome = outcomes.get(cluster_id)
+            if outcome is None:
                 waiting.append(f"{cluster_id}: not in the registry")
                 kinds.append("not in the registry")
-                continue
-            try:
-                reasons = read(cluster_id, cluster)
-            except GuardError as e:
-                if not is_transient(e):
-                    raise
-                waiting.append(f"{cluster_id}: API unreachable ({e})")
+            elif outcome.error is not None:
+                waiting.append(f"{cluster_id}: API unreachable ({outcome.error})")
                 kinds.append("API unreachable")
-                continue
-            waiting += reasons
-            if reasons:
+            elif outcome.result:
+                waiting += outcome.result
                 kinds.append("not there yet")
         return PollResult(done=not waiting, deadline=due.isoformat(), waiting_on=bounded(waiting),
                           waiting_count=len(waiting), waiting_clusters=len(kinds),

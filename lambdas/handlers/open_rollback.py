@@ -5,7 +5,8 @@ OpenRollback input:  {"run_id": str, "task_token": str, "reason": str | null (op
 Task result (what the execution receives):
   merged -> {"merge_commit_sha": str, "merge_request_url": str, "merged_by": str}  (webhook, reconciler)
   closed -> error RollbackMergeRequestClosed                                      (webhook, reconciler)
-Lambda return value (logged only): {"status": "waiting_for_merge", "clusters", "versions", "merge_request_url"}.
+Lambda return value (in the TaskSubmitted event, so bounded): {"status": "waiting_for_merge", "clusters" (the first
+10), "cluster_count", "versions" (theirs), "merge_request_url"}.
 Whether to open a rollback MR at all is decided by the state machine (`$.plan.rollback_mr`).
 
 RollbackWaitTimedOut input: {"run_id": str, "action": "timed_out"} (after States.Timeout,

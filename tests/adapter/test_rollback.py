@@ -18,6 +18,7 @@ from guard.errors import (
     TransientError,
 )
 from guard.gitops.helm_release import read_chart_version
+from guard.ports import FileChange
 from guard.services.change import rollback_branch
 from guard.services.plan import BatchPlanner
 from guard.services.rollback import RollbackService
@@ -160,8 +161,32 @@ def test_batch_scope_rolls_back_every_cluster(aws, sims):
 
     # THEN both clusters go back
     branch = rollback_branch(w.config.gitlab.branch_prefix, "prod-canary", RUN_ID)
-    assert opened.versions == dict.fromkeys(CLUSTERS, OLD)
+    assert opened.versions == dict.fromkeys(CLUSTERS, OLD) and opened.cluster_count == len(CLUSTERS)
     assert all(read_chart_version(w.gitlab.file_at(PROJECT, path(c), branch) or "") == OLD for c in CLUSTERS)
+
+
+def test_the_rollback_tasks_result_names_the_first_clusters_whatever_the_batchs_size(aws, sims):
+    # GIVEN a batch rollback of 300 clusters with 63-character ids (the task's result lands in its
+    # TaskSubmitted event, which holds 256 KB like any state's data)
+    w = world_with(sims, rollback={"scope": "batch"})
+    run = w.run()
+    more = [f"eks-{'x' * 50}-{i:08d}" for i in range(300 - len(CLUSTERS))]
+    w.repo.commit_files(PROJECT, "main", [FileChange(path=path(c), content=RELEASE.format(cluster=c, version=NEW))
+                                          for c in more], "more clusters")
+    template = w.registry.get(CLUSTERS[0])
+    for c in more:
+        w.registry.put(template.model_copy(update={"cluster_id": c, "flux_config_path": path(c)}))
+    w.state.put_run(run.model_copy(update={"clusters": [*run.clusters, *more],
+                                           "from_versions": {**run.from_versions, **dict.fromkeys(more, OLD)}}))
+
+    # WHEN the rollback is opened
+    opened = service(w).open(RUN_ID, "t")
+
+    # THEN the result names the first 10 clusters and their versions, counts all 300, and stays small
+    assert (len(opened.clusters), opened.cluster_count, len(opened.versions)) == (10, 300, 10)
+    assert len(json.dumps(opened.model_dump(mode="json"))) < 2_000
+    # AND the rollback record holds every cluster's version
+    assert w.failures.get_rollback(RUN_ID).versions == dict.fromkeys([*CLUSTERS, *more], OLD)
 
 
 def test_whether_to_open_a_rollback_mr_is_carried_by_the_plan(aws, sims):

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from guard.config.models import TenantConfig
 from guard.core.models import Cluster
 from guard.core.run import RunRecord, VerdictOutcome
-from guard.digest import issues_digest, names_digest, versions_digest
+from guard.digest import bounded, issues_digest, names_digest, versions_digest
 from guard.errors import (
     ExternalServiceError,
     GuardError,
@@ -54,11 +54,14 @@ _FINAL = (RollbackStatus.ROLLED_BACK, RollbackStatus.ROLLBACK_FAILED)
 
 
 class RollbackOpened(BaseModel):
-    """OpenRollback's Lambda result (logged only: the execution waits for the webhook)."""
+    """OpenRollback's Lambda result. The execution waits for the webhook, but Step Functions still records
+    this result in the task's `TaskSubmitted` event, which holds 256 KB like any state's data: so it names
+    the first clusters and counts them (the rollback record holds every cluster's version)."""
 
     status: RollbackStatus
-    clusters: list[str]
-    versions: dict[str, str]
+    clusters: list[str]  # the first ones (guard.digest.FIRST)
+    cluster_count: int = 0
+    versions: dict[str, str]  # the first clusters' versions
     merge_request_url: str | None = None
     detail: str | None = None
 
@@ -160,8 +163,9 @@ class RollbackService:
             what = said or f"the upgrade of `{run.batch}` to {run.target_version} did not pass validation"
             self._outcomes.comment(run.gitlab_project, run.merge_request_iid,
                                    f"↩️ GUARD: {what}; rollback merge request: {mr.web_url}")
-        return RollbackOpened(status=RollbackStatus.WAITING_FOR_MERGE, clusters=clusters, versions=versions,
-                              merge_request_url=mr.web_url)
+        named = bounded(clusters)
+        return RollbackOpened(status=RollbackStatus.WAITING_FOR_MERGE, clusters=named, cluster_count=len(clusters),
+                              versions={c: versions[c] for c in named}, merge_request_url=mr.web_url)
 
     # ------------------------------------------------------------------ RollbackWaitTimedOut
     def after_timeout(self, run_id: str) -> RollbackMerged:

@@ -160,6 +160,11 @@ def test_each_assumed_role_gets_its_own_credentials_but_reads_the_service_models
     # AND botocore's models are loaded once per process, not once per assumed role
     assert first.get_available_services() == second.get_available_services()
     assert first._session.get_component("data_loader") is second._session.get_component("data_loader")
+    # AND the shared loader's search paths do not grow with every role session a warm Lambda makes
+    for i in range(20):
+        connector.session_for(registry_cluster(aws_role_arn=ROLE_ARN, cluster_id=f"eks-more-{i}"))
+    paths = first._session.get_component("data_loader").search_paths
+    assert len(paths) == len(set(paths))
 
 
 def test_endpoint_override_reaches_the_simulator_end_to_end(

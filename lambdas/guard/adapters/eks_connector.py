@@ -118,6 +118,14 @@ def _model_loader() -> botocore.loaders.Loader:
     return botocore.loaders.create_loader()
 
 
+def _forget_repeated_search_paths() -> None:
+    """Each boto3 Session appends boto3's data directory to its loader's search paths: on the shared
+    loader, one more entry per assumed role, for as long as the Lambda environment lives."""
+    loader = _model_loader()
+    with _CLIENT_CREATION:
+        loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))
+
+
 def _botocore_session() -> botocore.session.Session:
     """A fresh botocore session (its own credentials) that shares the process's model loader.
 
@@ -209,13 +217,15 @@ class EksConnector:
             creds = sts.assume_role(RoleArn=cluster.aws_role_arn, RoleSessionName=session_name)["Credentials"]
         except (ClientError, BotoCoreError) as e:
             raise _aws_error(f"sts:AssumeRole {cluster.aws_role_arn} for cluster {cluster.cluster_id}", e) from e
-        return boto3.session.Session(
+        session = boto3.session.Session(
             aws_access_key_id=creds["AccessKeyId"],
             aws_secret_access_key=creds["SecretAccessKey"],
             aws_session_token=creds["SessionToken"],
             region_name=cluster.region,
             botocore_session=_botocore_session(),
         )
+        _forget_repeated_search_paths()
+        return session
 
     def _describe(self, session: boto3.session.Session, cluster: Cluster, name: str) -> tuple[str, str]:
         eks = _client(session, "eks", cluster.region)

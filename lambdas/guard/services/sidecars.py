@@ -101,7 +101,12 @@ class SidecarRolloutService(ClusterPoll):
             return self.advance(run_id, "upgrade", cluster_id, cluster, run.target_version,
                                 done.setdefault(cluster_id, {}), now, restarted)
 
+        # The clusters are read concurrently (guard.services.poll): a cluster whose PDB never allows a restart
+        # ends the poll, while the clusters already being read finish their wave (each recorded, never
+        # restarted twice). `restarted` fills as they finish, so it is put back in the run's order.
         result = self.check(run.clusters, deadline, minutes, read)
+        order = {c: i for i, c in enumerate(run.clusters)}
+        restarted.sort(key=lambda r: order.get(r.partition(":")[0], len(order)))
         # Done: the soak comes next, so the record says so while it runs (a stop then reads "soaking").
         soaks_now = result.done and run.stage != Stage.SOAKING
         run.stage = Stage.SOAKING if result.done else Stage.RESTARTING_SIDECARS

@@ -68,8 +68,14 @@ def default_speedup(clusters: int) -> int:
     than AWS per request. Past a few hundred clusters, opening the MR alone (every cluster's install
     read through the GitLab simulator, then committed) outlasts the 72 hours squeezed into 259 s at
     x1,000, and the run ends MergeRequestTimeout without anyone having been slow. x100 gives it 43 min.
+    Past 1,000 clusters the rollback's verification is the tightest: each of its polls reads every
+    cluster (Flux, then the sidecar waves back), and its 45-minute deadline is 27 s at x100, less than
+    the rehearsal's polls take: a 2,000-cluster regression ended RollbackFailed at x100 and RolledBack
+    at x20 (2026-12-02, docs/scale.md).
     """
-    return 1_000 if clusters <= 500 else 100
+    if clusters <= 500:
+        return 1_000
+    return 100 if clusters <= 1_000 else 20
 
 
 ID_LENGTHS = (16, 100)  # what --id-length accepts: the index needs 15 characters; EKS names stop at 100
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", nargs="+", choices=CASES, default=list(CASES))
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--speedup", type=int, help="the scenario clock factor (default: x1,000 up to 500 clusters, "
-                                                    "x100 above: see default_speedup)")
+                                                    "x100 up to 1,000, x20 above: see default_speedup)")
     parser.add_argument("--progress", type=Path, help="write the rehearsal's progress lines here (append)")
     parser.add_argument("--id-length", type=int, help=f"cluster ids of exactly this many characters "
                                                       f"({ID_LENGTHS[0]}-{ID_LENGTHS[1]}; default: eks-fleet-0000)")
